@@ -1,0 +1,1 @@
+"""ALSA capture and playback, resampling and played-sample accounting."""

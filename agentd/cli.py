@@ -1,0 +1,120 @@
+"""`agentd` command line: one verb per job (DESIGN.md §4); heavy imports happen per verb."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agentd import __version__
+from agentd.config import DEFAULT_CONFIG_PATH, ConfigError, load
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        help=f"main config file; config.d/*.yaml beside it overlays it (default {DEFAULT_CONFIG_PATH})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentd",
+        description="Voice agent daemon: button + microphone + speaker ↔ realtime speech API.",
+    )
+    parser.add_argument("--version", action="version", version=f"agentd {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+
+    p = sub.add_parser("run", help="run the daemon (what the systemd service starts)")
+    _add_config(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("check-config", help="validate the configuration and print a summary")
+    _add_config(p)
+    p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser("devices", help="list ALSA capture and playback devices")
+    p.set_defaults(func=_cmd_devices)
+
+    p = sub.add_parser("ctl", help="control a running daemon over its unix socket")
+    p.add_argument("--socket", type=Path, default=None, help="control socket path")
+    _add_config(p)
+    p.add_argument(
+        "command",
+        choices=["status", "press", "release", "talk", "interrupt", "mute", "reload"],
+        help="what to ask the daemon",
+    )
+    p.set_defaults(func=_cmd_ctl)
+
+    p = sub.add_parser("demo", help="run the real daemon against the bundled simulator")
+    p.add_argument("--text", default=None, help="what the scripted user says (espeak-ng)")
+    p.add_argument(
+        "--sound-card",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="use the default ALSA devices (auto: when a sound card exists)",
+    )
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("test-audio", help="record, report levels per channel, play it back")
+    _add_config(p)
+    p.add_argument("--seconds", type=float, default=3.0, help="how long to record")
+    p.set_defaults(func=_cmd_test_audio)
+    return parser
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        loaded = load(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"OK {args.config}: {loaded.config.summary()}")
+    return 0
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from agentd.audio.devices import format_devices
+
+    print(format_devices())
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from agentd.service import run_main
+
+    return run_main(args.config)
+
+
+def _cmd_ctl(args: argparse.Namespace) -> int:
+    from agentd.control import ctl_main
+
+    return ctl_main(args.command, socket_path=args.socket, config_path=args.config)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from agentd.demo import demo_main
+
+    return demo_main(text=args.text, sound_card=args.sound_card)
+
+
+def _cmd_test_audio(args: argparse.Namespace) -> int:
+    from agentd.audio.diag import test_audio_main
+
+    return test_audio_main(args.config, seconds=args.seconds)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
