@@ -1,0 +1,1 @@
+"""Realtime speech API: pure dialect codecs and the WebSocket connection around them."""
