@@ -1,0 +1,400 @@
+"""Dialect codecs: intentions → client-event JSON, server-event JSON → typed events.
+
+Pure (no sockets, no asyncio): the connection hands in text frames and sends out what the
+codec returns, so every naming difference between OpenAI GA, the old beta shape and xStar
+ends here. Every client event leaves through :meth:`Codec._encode`, the one place the schema
+oracle in the test suite checks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from agentd.config import (
+    OPENAI_PCM_RATE,
+    XSTAR_DEFAULT_INPUT_FORMAT,
+    XSTAR_DEFAULT_OUTPUT_FORMAT,
+    Config,
+)
+from agentd.realtime.events import (
+    AudioChunk,
+    AudioDone,
+    InputCleared,
+    InputCommitted,
+    ItemAdded,
+    RateLimits,
+    ResponseCreated,
+    ResponseDone,
+    ServerError,
+    ServerEvent,
+    SessionReady,
+    SessionUpdated,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptDelta,
+    TranscriptDone,
+    UnknownEvent,
+)
+
+log = logging.getLogger("agentd.realtime")
+
+#: Event types that are normal chatter: recognised and deliberately ignored.
+_IGNORED = frozenset(
+    {
+        "conversation.created",
+        "conversation.item.done",
+        "conversation.item.retrieved",
+        "conversation.item.deleted",
+        "conversation.item.truncated",
+        "response.output_item.done",
+        "response.content_part.added",
+        "response.content_part.done",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.text.delta",
+        "response.text.done",
+        "output_audio_buffer.started",
+        "output_audio_buffer.stopped",
+        "output_audio_buffer.cleared",
+        "input_audio_buffer.timeout_triggered",
+        "conversation.item.input_audio_transcription.segment",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+    }
+)
+
+_TRANSCRIPT_MEMORY = 64  # items whose cumulative transcript we remember (xStar sends totals)
+
+
+class ProtocolError(ValueError):
+    """A frame that is not a JSON object with a string ``type``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """What `session.update` carries; built once from the config, resent after every connect."""
+
+    instructions: str
+    voice: str | None
+    server_vad: bool
+    transcription: str | None
+    input_format: str
+    output_format: str
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> SessionSettings:
+        xstar = cfg.api.dialect == "xstar"
+        return cls(
+            instructions=cfg.agent.instructions,
+            voice=cfg.agent.voice,
+            server_vad=cfg.turn.detection == "server" and cfg.turn.mode != "push_to_talk",
+            transcription=cfg.agent.transcription,
+            input_format=(cfg.api.input_format or XSTAR_DEFAULT_INPUT_FORMAT) if xstar else "pcm",
+            output_format=(cfg.api.output_format or XSTAR_DEFAULT_OUTPUT_FORMAT)
+            if xstar
+            else "pcm",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where and how to connect: the URL with its query, headers and subprotocols."""
+
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    subprotocols: tuple[str, ...]
+
+
+def endpoint(cfg: Config, api_key: str | None) -> Endpoint:
+    """URL, auth headers and subprotocols per dialect (query values unencoded, as reference
+    clients send `model@provider`; only characters that would break the URL are escaped)."""
+    sep = "&" if "?" in cfg.url else "?"
+    url = f"{cfg.url}{sep}model={quote(cfg.model, safe='@:/.-_~')}"
+    headers: list[tuple[str, str]] = list(cfg.api.headers.items())
+    subprotocols: list[str] = []
+    if api_key:
+        headers.append(("Authorization", f"Bearer {api_key}"))
+    if cfg.api.dialect == "xstar":
+        url += f"&userId={quote(cfg.device.user_id, safe='@:.-_~')}"
+        subprotocols = ["realtime", "openai-beta.realtime-v1"]
+        if api_key:
+            subprotocols.insert(1, f"openai-insecure-api-key.{api_key}")
+    elif cfg.api.dialect == "openai-beta":
+        headers.append(("OpenAI-Beta", "realtime=v1"))
+    return Endpoint(url, tuple(headers), tuple(subprotocols))
+
+
+def _b64(pcm: bytes) -> str:
+    return base64.b64encode(pcm).decode("ascii")
+
+
+class Codec:
+    """One dialect's encoder and decoder. Stateful only for xStar's cumulative transcripts."""
+
+    dialect = "openai"
+    ga = True
+
+    def __init__(self, user_id: str | None = None) -> None:
+        self.user_id = user_id
+        self.unknown: Counter[str] = Counter()
+        self._transcripts: OrderedDict[str, str] = OrderedDict()
+        self._seq = 0
+        self._handlers: dict[str, Callable[[dict[str, Any]], list[ServerEvent]]] = {
+            "session.created": self._session_created,
+            "session.updated": lambda e: [SessionUpdated()],
+            "input_audio_buffer.speech_started": lambda e: [
+                SpeechStarted(e.get("item_id"), _int(e.get("audio_start_ms")))
+            ],
+            "input_audio_buffer.speech_stopped": lambda e: [
+                SpeechStopped(e.get("item_id"), _int(e.get("audio_end_ms")))
+            ],
+            "input_audio_buffer.committed": lambda e: [InputCommitted(e.get("item_id"))],
+            "input_audio_buffer.cleared": lambda e: [InputCleared()],
+            "conversation.item.added": self._item,
+            "conversation.item.created": self._item,
+            "response.output_item.added": self._item,
+            "response.created": self._response_created,
+            "response.output_audio.delta": self._audio,
+            "response.audio.delta": self._audio,
+            "response.output_audio.done": self._audio_done,
+            "response.audio.done": self._audio_done,
+            "response.output_audio_transcript.delta": self._assistant_delta,
+            "response.audio_transcript.delta": self._assistant_delta,
+            "response.output_audio_transcript.done": self._assistant_done,
+            "response.audio_transcript.done": self._assistant_done,
+            "conversation.item.input_audio_transcription.delta": self._user_delta,
+            "conversation.item.input_audio_transcription.completed": self._user_done,
+            "response.done": self._response_done,
+            "error": self._error,
+            "rate_limits.updated": self._rate_limits,
+        }
+
+    # ------------------------------------------------------------------ encoding
+
+    def _encode(self, event: dict[str, Any]) -> str:
+        """The single point every client event passes through."""
+        return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+
+    def session_update(self, s: SessionSettings) -> str:
+        turn: dict[str, Any] | None = {"type": "server_vad"} if s.server_vad else None
+        audio_in: dict[str, Any] = {
+            "format": {"type": "audio/pcm", "rate": OPENAI_PCM_RATE},
+            "turn_detection": turn,
+        }
+        if s.transcription:
+            audio_in["transcription"] = {"model": s.transcription}
+        audio_out: dict[str, Any] = {"format": {"type": "audio/pcm", "rate": OPENAI_PCM_RATE}}
+        if s.voice:
+            audio_out["voice"] = s.voice
+        session = {
+            "type": "realtime",
+            "instructions": s.instructions,
+            "output_modalities": ["audio"],
+            "audio": {"input": audio_in, "output": audio_out},
+        }
+        return self._encode({"type": "session.update", "session": session})
+
+    def append(self, pcm: bytes) -> str:
+        return self._encode({"type": "input_audio_buffer.append", "audio": _b64(pcm)})
+
+    def commit(self) -> str:
+        return self._encode({"type": "input_audio_buffer.commit"})
+
+    def clear(self) -> str:
+        return self._encode({"type": "input_audio_buffer.clear"})
+
+    def response_create(self, metadata: Mapping[str, str] | None = None) -> str:
+        event: dict[str, Any] = {"type": "response.create"}
+        meta = dict(metadata or {})
+        if self.user_id and self.ga:
+            meta.setdefault("user_id", self.user_id)
+        if meta:
+            event["response"] = {"metadata": meta}
+        return self._encode(event)
+
+    def cancel(self, response_id: str | None = None) -> str:
+        event: dict[str, Any] = {"type": "response.cancel"}
+        if response_id:
+            event["response_id"] = response_id
+        return self._encode(event)
+
+    def truncate(self, item_id: str, content_index: int, audio_end_ms: int) -> str:
+        return self._encode(
+            {
+                "type": "conversation.item.truncate",
+                "item_id": item_id,
+                "content_index": content_index,
+                "audio_end_ms": max(0, int(audio_end_ms)),
+            }
+        )
+
+    def user_text(self, text: str, kind: str = "input_text") -> str:
+        """A user message; ``tts_text`` (xStar) is spoken verbatim without the LLM."""
+        if kind == "tts_text" and self.dialect != "xstar":
+            kind = "input_text"
+        item = {"type": "message", "role": "user", "content": [{"type": kind, "text": text}]}
+        return self._encode({"type": "conversation.item.create", "item": item})
+
+    def function_output(self, call_id: str, output: str) -> str:
+        item = {"type": "function_call_output", "call_id": call_id, "output": output}
+        return self._encode({"type": "conversation.item.create", "item": item})
+
+    # ------------------------------------------------------------------ decoding
+
+    def parse(self, frame: str | bytes) -> list[ServerEvent]:
+        """One server frame → zero or more typed events. Raises :class:`ProtocolError` only
+        for frames that are not JSON objects; unknown types become :class:`UnknownEvent`."""
+        try:
+            data = json.loads(frame)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"not JSON: {str(exc)[:80]}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            raise ProtocolError("not an event object with a string 'type'")
+        kind: str = data["type"]
+        handler = self._handlers.get(kind)
+        if handler is None:
+            if kind in _IGNORED:
+                return []
+            self.unknown[kind[:64]] += 1
+            log.debug("unknown server event %r (seen %d)", kind[:64], self.unknown[kind[:64]])
+            return [UnknownEvent(kind[:64])]
+        try:
+            return handler(data)
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
+            raise ProtocolError(f"bad {kind[:64]} event: {type(exc).__name__}") from None
+
+    def _session_created(self, e: dict[str, Any]) -> list[ServerEvent]:
+        session = e.get("session")
+        sid = session.get("id") if isinstance(session, dict) else None
+        return [SessionReady(sid if isinstance(sid, str) else None)]
+
+    def _item(self, e: dict[str, Any]) -> list[ServerEvent]:
+        item = e["item"]
+        return [ItemAdded(str(item["id"]), item.get("role"), e.get("response_id"))]
+
+    def _response_created(self, e: dict[str, Any]) -> list[ServerEvent]:
+        return [ResponseCreated(str(e["response"]["id"]))]
+
+    def _audio(self, e: dict[str, Any]) -> list[ServerEvent]:
+        pcm = base64.b64decode(e["delta"], validate=False)
+        if len(pcm) % 2:
+            pcm = pcm[:-1]
+        return [
+            AudioChunk(e.get("response_id"), str(e["item_id"]), _int(e.get("content_index")), pcm)
+        ]
+
+    def _audio_done(self, e: dict[str, Any]) -> list[ServerEvent]:
+        return [AudioDone(e.get("response_id"), str(e["item_id"]))]
+
+    def _assistant_delta(self, e: dict[str, Any]) -> list[ServerEvent]:
+        return [TranscriptDelta("assistant", str(e["item_id"]), str(e["delta"]))]
+
+    def _assistant_done(self, e: dict[str, Any]) -> list[ServerEvent]:
+        return [TranscriptDone("assistant", str(e["item_id"]), str(e.get("transcript") or ""))]
+
+    def _user_delta(self, e: dict[str, Any]) -> list[ServerEvent]:
+        item_id = str(e.get("item_id") or "")
+        if "delta" in e and e["delta"] is not None:
+            new = str(e["delta"])
+            self._remember(item_id, self._transcripts.get(item_id, "") + new)
+        else:  # xStar: cumulative transcript; diff against what we already passed on
+            total = str(e.get("transcript") or "")
+            seen = self._transcripts.get(item_id, "")
+            new = total[len(seen) :] if total.startswith(seen) else total
+            self._remember(item_id, total)
+        return [TranscriptDelta("user", item_id, new)] if new else []
+
+    def _user_done(self, e: dict[str, Any]) -> list[ServerEvent]:
+        item_id = str(e.get("item_id") or "")
+        self._transcripts.pop(item_id, None)
+        return [TranscriptDone("user", item_id, str(e.get("transcript") or ""))]
+
+    def _remember(self, item_id: str, text: str) -> None:
+        self._transcripts[item_id] = text
+        self._transcripts.move_to_end(item_id)
+        while len(self._transcripts) > _TRANSCRIPT_MEMORY:
+            self._transcripts.popitem(last=False)
+
+    def _response_done(self, e: dict[str, Any]) -> list[ServerEvent]:
+        resp = e.get("response") or {}
+        details = resp.get("status_details") or {}
+        reason = details.get("reason") if isinstance(details, dict) else None
+        if reason is None and isinstance(details, dict) and isinstance(details.get("error"), dict):
+            reason = details["error"].get("code")
+        return [ResponseDone(resp.get("id"), str(resp.get("status") or "completed"), reason)]
+
+    def _error(self, e: dict[str, Any]) -> list[ServerEvent]:
+        err = e.get("error") or {}
+        if not isinstance(err, dict):
+            err = {"message": str(err)}
+        return [
+            ServerError(
+                str(err.get("type") or "error"),
+                err.get("code"),
+                str(err.get("message") or "")[:500],
+                err.get("event_id"),
+            )
+        ]
+
+    def _rate_limits(self, e: dict[str, Any]) -> list[ServerEvent]:
+        limits = tuple(
+            (str(r.get("name")), float(r.get("remaining") or 0), float(r.get("reset_seconds") or 0))
+            for r in e.get("rate_limits") or ()
+            if isinstance(r, dict)
+        )
+        return [RateLimits(limits)]
+
+
+class BetaCodec(Codec):
+    """The pre-GA shape: flat session fields, `pcm16`, `modalities`."""
+
+    dialect = "openai-beta"
+    ga = False
+
+    def _session_body(self, s: SessionSettings) -> dict[str, Any]:
+        session: dict[str, Any] = {
+            "instructions": s.instructions,
+            "modalities": ["audio", "text"],
+            "input_audio_format": s.input_format if s.input_format != "pcm" else "pcm16",
+            "output_audio_format": s.output_format if s.output_format != "pcm" else "pcm16",
+            "turn_detection": {"type": "server_vad"} if s.server_vad else None,
+        }
+        if s.voice:
+            session["voice"] = s.voice
+        if s.transcription:
+            session["input_audio_transcription"] = {"model": s.transcription}
+        return session
+
+    def session_update(self, s: SessionSettings) -> str:
+        return self._encode({"type": "session.update", "session": self._session_body(s)})
+
+
+class XstarCodec(BetaCodec):
+    """xStar: beta names, exact format strings, `tts_text`; no turn_detection = push-to-talk."""
+
+    dialect = "xstar"
+
+    def _session_body(self, s: SessionSettings) -> dict[str, Any]:
+        session = super()._session_body(s)
+        if not s.server_vad:
+            del session["turn_detection"]
+        return session
+
+
+CODECS: dict[str, type[Codec]] = {"openai": Codec, "openai-beta": BetaCodec, "xstar": XstarCodec}
+
+
+def codec_for(cfg: Config) -> Codec:
+    return CODECS[cfg.api.dialect](user_id=cfg.device.user_id)
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) else 0

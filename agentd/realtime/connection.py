@@ -1,0 +1,303 @@
+"""The WebSocket link to the realtime server: connect, authenticate, keep alive, reconnect.
+
+A thin I/O shell around the pure codec and backoff: frames in become typed events handed to
+``on_event``; frames out are queued by :meth:`Link.send` (synchronous, callable from the
+state machine's action runner) and written in order by one writer task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+
+from agentd.config import Config
+from agentd.realtime.backoff import Backoff
+from agentd.realtime.codec import Codec, ProtocolError, SessionSettings, codec_for, endpoint
+from agentd.realtime.events import ServerEvent
+
+log = logging.getLogger("agentd.realtime")
+
+MAX_MESSAGE_BYTES = 16 * 2**20  # 16× websockets' 1 MiB default: big audio deltas, still bounded
+PING_INTERVAL_S = 10.0
+PING_TIMEOUT_S = 10.0  # a dead link without FIN is noticed within ~20 s
+OPEN_TIMEOUT_S = 10.0
+OUTBOX_LIMIT = 4000  # ~80 s of 20 ms appends; beyond that the oldest frames are dropped
+
+
+class LinkError(Exception):
+    """A failed connection attempt, in words a person can act on."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+    @property
+    def auth(self) -> bool:
+        return self.kind == "auth"
+
+
+def describe_failure(exc: BaseException, url: str) -> LinkError:
+    """Map handshake/network exceptions to one clear sentence (never containing the key)."""
+    parts = urlsplit(url)
+    where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'wss' else 80)}"
+    if isinstance(exc, InvalidStatus):
+        code = exc.response.status_code
+        if code in (401, 403):
+            return LinkError(
+                "auth", f"API key rejected by {parts.hostname} (HTTP {code}): check the key"
+            )
+        if code == 404:
+            return LinkError("not_found", f"HTTP 404 from {where}: wrong api.url or api.model")
+        if code == 429:
+            return LinkError("rate_limited", f"rate limited or out of quota (HTTP 429) at {where}")
+        return LinkError("http", f"server {where} refused the WebSocket (HTTP {code})")
+    if isinstance(exc, InvalidURI):
+        return LinkError("url", f"api.url is not a WebSocket URL: {parts.scheme}://{where}")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return LinkError(
+            "tls",
+            f"TLS certificate of {parts.hostname} not accepted ({exc.verify_message}); "
+            "is the system clock right?",
+        )
+    if isinstance(exc, ssl.SSLError):
+        return LinkError("tls", f"TLS failed with {where}: {exc.reason}")
+    if isinstance(exc, socket.gaierror):
+        return LinkError("dns", f"cannot resolve {parts.hostname} (DNS): is the network up?")
+    if isinstance(exc, ConnectionRefusedError):
+        return LinkError("refused", f"connection refused by {where}")
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return LinkError("timeout", f"no answer from {where} within {OPEN_TIMEOUT_S:.0f} s")
+    if isinstance(exc, OSError):
+        return LinkError("network", f"network error reaching {where}: {exc.strerror or exc}")
+    if isinstance(exc, WebSocketException):
+        return LinkError("protocol", f"WebSocket handshake with {where} failed: {exc}")
+    return LinkError("other", f"cannot connect to {where}: {type(exc).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    connected: bool
+    error: str | None = None
+    renewing: bool = False
+
+
+class Link:
+    """Keeps one session open; survives every server fault by reconnecting with backoff."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        api_key: str | None,
+        on_event: Callable[[ServerEvent], None],
+        on_state: Callable[[LinkState], None],
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.on_event = on_event
+        self.on_state = on_state
+        self.clock = clock
+        self._rng = rng
+        self.ping_interval_s, self.ping_timeout_s = PING_INTERVAL_S, PING_TIMEOUT_S
+        self.reconnects = 0
+        self.attempts = 0
+        self.protocol_errors = 0
+        self.connected = False
+        self.connected_at: float | None = None
+        self.last_error: str | None = None
+        self.first_connect_done = False
+        self._ws: ClientConnection | None = None
+        self._outbox: deque[str] = deque(maxlen=OUTBOX_LIMIT)
+        self._wake_writer = asyncio.Event()
+        self._wake_retry = asyncio.Event()
+        self._closing = False
+        self._renewing = False
+        self._closer: asyncio.Future[None] | None = None
+        self.configure(cfg, api_key)
+
+    def configure(self, cfg: Config, api_key: str | None) -> bool:
+        """Adopt a new config; returns True when the connection must be redone for it."""
+        old = getattr(self, "_endpoint", None)
+        self.cfg = cfg
+        self._api_key = api_key
+        self.codec: Codec = codec_for(cfg)
+        self.session = SessionSettings.from_config(cfg)
+        self._endpoint = endpoint(cfg, api_key)
+        self.backoff = Backoff(cfg.reconnect.initial_s, cfg.reconnect.max_s, self._rng)
+        return old is not None and old != self._endpoint
+
+    # ------------------------------------------------------------------ sending
+
+    def send(self, frame: str) -> bool:
+        """Queue a frame for the server; False (nothing queued) while disconnected."""
+        if not self.connected:
+            return False
+        self._outbox.append(frame)
+        self._wake_writer.set()
+        return True
+
+    def update_session(self) -> None:
+        self.send(self.codec.session_update(self.session))
+
+    async def _writer(self, ws: ClientConnection) -> None:
+        while True:
+            await self._wake_writer.wait()
+            self._wake_writer.clear()
+            while self._outbox:
+                await ws.send(self._outbox.popleft())
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def renew_due(self) -> bool:
+        return (
+            self.connected
+            and self.connected_at is not None
+            and self.clock() - self.connected_at >= self.cfg.api.session_max_s
+        )
+
+    def reconnect(self, renewing: bool = False) -> None:
+        """Drop the current session and open a new one now (renewal, new url/key, 5 s hold)."""
+        self._renewing = renewing
+        self.backoff.attempt = 0
+        self._wake_retry.set()
+        if self._ws is not None:
+            self._closer = asyncio.ensure_future(self._ws.close(1000, "renewing session"))
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wake_retry.set()
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.close(1000, "agentd stopping"), 1.0)
+
+    async def run(self) -> None:
+        while not self._closing:
+            self.attempts += 1
+            ep = self._endpoint
+            try:
+                ws = await connect(
+                    ep.url,
+                    additional_headers=list(ep.headers),
+                    subprotocols=list(ep.subprotocols) or None,  # type: ignore[arg-type]
+                    max_size=MAX_MESSAGE_BYTES,
+                    ping_interval=self.ping_interval_s,
+                    ping_timeout=self.ping_timeout_s,
+                    open_timeout=OPEN_TIMEOUT_S,
+                    close_timeout=1,
+                    user_agent_header="agentd",
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                err = describe_failure(exc, ep.url)
+                self.backoff.failed(auth=err.auth)
+                delay = self.backoff.next_delay()
+                if err.message != self.last_error:
+                    log.error("%s; retrying in %.1f s", err.message, delay)
+                else:
+                    log.debug("%s; retrying in %.1f s", err.message, delay)
+                self.last_error = err.message
+                self.on_state(LinkState(False, err.message))
+                await self._sleep(delay)
+                continue
+            await self._session(ws)
+            if self._closing:
+                break
+            if self._renewing:
+                self._renewing = False
+                continue
+            await self._sleep(self.backoff.next_delay())
+
+    async def _sleep(self, delay: float) -> None:
+        self._wake_retry.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake_retry.wait(), delay)
+
+    async def _session(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        now = self.clock()
+        self.backoff.connected(now)
+        if self.first_connect_done:
+            self.reconnects += 1
+        self.connected, self.connected_at, self.last_error = True, now, None
+        self._outbox.clear()
+        log.info(
+            "connected to %s (%s, model %s)",
+            urlsplit(self.cfg.url).hostname,
+            self.cfg.api.dialect,
+            self.cfg.model,
+        )
+        await ws.send(self.codec.session_update(self.session))
+        greet = not self.first_connect_done and self.cfg.agent.greeting
+        self.first_connect_done = True
+        if greet and self.cfg.agent.greeting:
+            await ws.send(
+                self.codec.user_text(self.cfg.agent.greeting, self.cfg.agent.greeting_type)
+            )
+            await ws.send(self.codec.response_create())
+        writer = asyncio.create_task(self._writer(ws))
+        self.on_state(LinkState(True, renewing=self._renewing))
+        reason = "closed"
+        try:
+            async for frame in ws:
+                self._dispatch(frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, Exception):
+                await writer
+            reason = _close_reason(ws)
+            self.connected, self._ws = False, None
+            self._outbox.clear()
+            self.backoff.disconnected(self.clock())
+            if not self._closing:
+                if not self._renewing:
+                    log.warning("%s; reconnecting", reason)
+                    self.last_error = reason
+                self.on_state(
+                    LinkState(False, None if self._renewing else reason, renewing=self._renewing)
+                )
+
+    def _dispatch(self, frame: str | bytes) -> None:
+        if isinstance(frame, bytes):
+            self.protocol_errors += 1
+            log.warning("ignored a binary frame of %d bytes from the server", len(frame))
+            return
+        try:
+            events = self.codec.parse(frame)
+        except ProtocolError as exc:
+            self.protocol_errors += 1
+            log.warning("ignored a malformed server event: %s", exc)
+            return
+        for event in events:
+            self.on_event(event)
+
+
+def _close_reason(ws: ClientConnection) -> str:
+    """Who closed, with which code: what a person reading the journal needs."""
+    rcvd, sent = ws.protocol.close_rcvd, ws.protocol.close_sent
+    if sent is not None and (rcvd is None or ws.protocol.close_rcvd_then_sent is False):
+        if sent.code == 1009:
+            return f"a server message exceeded {MAX_MESSAGE_BYTES >> 20} MiB (closed 1009)"
+        if sent.code == 1011:
+            return f"server stopped answering pings (closed 1011: {sent.reason})"
+        if sent.code == 1000:
+            return "connection closed by agentd (1000)"
+    if rcvd is None:
+        return "connection lost without a close frame (1006)"
+    if rcvd.code == 1001:
+        return "server ended the session (1001, session cap?)"
+    return f"server closed the connection (code {rcvd.code}{': ' + rcvd.reason if rcvd.reason else ''})"

@@ -1,0 +1,739 @@
+"""A realtime-API simulator: a real websockets server speaking OpenAI GA, beta and xStar.
+
+Used by the tests, `agentd demo` and `python -m agentd.sim`. It keeps the protocol rules
+that bite on real servers (≥ 100 ms to commit, one active response, truncate within what
+was sent), answers with synthesized speech paced like a real server, records every client
+event with a timestamp, and has fault switches for the failure modes a device meets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import http
+import itertools
+import json
+import logging
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from agentd.config import XSTAR_FORMAT_RATES
+
+log = logging.getLogger("agentd.sim")
+
+DELTA_MS = 100
+MIN_COMMIT_MS = 100
+DEFAULT_REPLY = "Hello from the simulator. This is a short spoken answer."
+
+
+@dataclass
+class Faults:
+    """Switches a test flips while the server runs; each one models a real-world failure."""
+
+    reject_status: int | None = None  # answer the handshake with this HTTP status
+    close_mid_response: int | None = None  # close code sent after the first audio delta
+    stall: bool = False  # stop reading (no pongs, no FIN) once a response starts
+    malformed_json: bool = False  # send one broken frame before the next response
+    unknown_event: bool = False  # send one event of an unknown type before the next response
+    oversized_bytes: int | None = None  # send one frame this big before the next response
+    error_event: dict[str, Any] | None = None  # send this error object on the next client event
+    session_cap_s: float | None = None  # close 1001 this long after connect, like OpenAI at 60 min
+
+
+@dataclass(frozen=True)
+class Recorded:
+    t: float  # time.monotonic() when the frame arrived
+    conn: int
+    event: dict[str, Any]
+
+
+@dataclass
+class Handshake:
+    t: float
+    path: str
+    headers: Headers
+    subprotocol: str | None = None
+
+
+@dataclass
+class _Session:
+    conn_id: int
+    dialect: str
+    in_rate: int = 24000
+    out_rate: int = 24000
+    server_vad: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+    buffer: bytearray = field(default_factory=bytearray)
+    items: list[str] = field(default_factory=list)
+    sent_ms: dict[str, int] = field(default_factory=dict)  # assistant item → audio ms sent
+    active: asyncio.Task[None] | None = None
+    active_id: str | None = None
+    vad: Any = None
+    vad_state: dict[str, Any] = field(default_factory=dict)
+
+
+def _ids(prefix: str) -> Callable[[], str]:
+    counter = itertools.count(1)
+    return lambda: f"{prefix}_{next(counter):06d}"
+
+
+class Speech:
+    """Answer audio: espeak-ng when installed (cached per text and rate), else a tone pattern."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, int], bytes] = {}
+
+    def pcm(self, text: str, rate: int) -> bytes:
+        key = (text, rate)
+        if key not in self._cache:
+            self._cache[key] = self._espeak(text, rate) or self._tones(text, rate)
+        return self._cache[key]
+
+    @staticmethod
+    def _espeak(text: str, rate: int) -> bytes | None:
+        if not (shutil.which("espeak-ng") and shutil.which("sox")):
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            wav, raw = Path(tmp, "s.wav"), Path(tmp, "s.raw")
+            try:
+                subprocess.run(
+                    ["espeak-ng", "-v", "en-us", "-w", str(wav), text],
+                    check=True,
+                    capture_output=True,
+                    timeout=30,
+                )
+                subprocess.run(
+                    [
+                        "sox",
+                        "-R",
+                        str(wav),
+                        "-r",
+                        str(rate),
+                        "-c",
+                        "1",
+                        "-b",
+                        "16",
+                        "-e",
+                        "signed-integer",
+                        str(raw),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    timeout=30,
+                )
+            except (OSError, subprocess.SubprocessError):
+                return None
+            return raw.read_bytes()
+
+    @staticmethod
+    def _tones(text: str, rate: int) -> bytes:
+        words = max(1, len(text.split()))
+        parts = []
+        for i in range(words):
+            t = np.arange(int(rate * 0.25)) / rate
+            parts.append(0.3 * np.sin(2 * np.pi * (300 + 40 * (i % 5)) * t))
+            parts.append(np.zeros(int(rate * 0.08)))
+        return (np.concatenate(parts) * 32767).astype("<i2").tobytes()
+
+
+class Simulator:
+    """Run with ``async with Simulator(...) as sim:``; connect to ``sim.url``."""
+
+    def __init__(
+        self,
+        dialect: str = "openai",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        pace: float = 1.0,
+        reply: str = DEFAULT_REPLY,
+        api_key: str | None = None,
+        validate: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.dialect = dialect
+        self.host, self.port = host, port
+        self.pace = pace  # 1.0 = real time; 0 = as fast as possible; 4.0 = four times faster
+        self.reply = reply
+        self.api_key = api_key
+        self.heard: str | None = None  # user transcript to report (no real ASR here)
+        self.faults = Faults()
+        self.events: list[Recorded] = []
+        self.handshakes: list[Handshake] = []
+        self.connections = 0
+        self.closes: list[int | None] = []
+        self.speech = Speech()
+        self._validate = validate  # test hook: (dialect, frame) → raises on schema violations
+        self._server: Server | None = None
+        self._conns: set[ServerConnection] = set()
+        self._event_id = _ids("event")
+        self._item_id = _ids("item")
+        self._resp_id = _ids("resp")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> Simulator:
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self.port,
+            process_request=self._process_request,
+            select_subprotocol=self._select_subprotocol,
+            max_size=16 * 2**20,
+            ping_interval=None,
+        )
+        sock = next(iter(self._server.sockets))
+        self.port = sock.getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+            self._server = None
+
+    async def __aenter__(self) -> Simulator:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}/v1/realtime"
+
+    def client_events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return [r.event for r in self.events if kind is None or r.event.get("type") == kind]
+
+    def drop_all(self) -> None:
+        """Cut every connection without a close frame (server crash / restart)."""
+        for ws in list(self._conns):
+            ws.transport.abort()
+
+    # ------------------------------------------------------------------ handshake
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        self.handshakes.append(Handshake(time.monotonic(), request.path, request.headers))
+        status = self.faults.reject_status
+        if status is None and self.api_key is not None:
+            auth = request.headers.get("Authorization", "")
+            if auth != f"Bearer {self.api_key}":
+                status = 401
+        if status is not None:
+            body = json.dumps({"error": {"message": http.HTTPStatus(status).phrase}})
+            resp = conn.respond(status, body + "\n")
+            if status == 429:
+                resp.headers["Retry-After"] = "1"
+            return resp
+        return None
+
+    def _select_subprotocol(
+        self, conn: ServerConnection, offered: Sequence[Subprotocol]
+    ) -> Subprotocol | None:
+        return Subprotocol("realtime") if "realtime" in offered else None
+
+    # ------------------------------------------------------------------ connection
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        self.connections += 1
+        conn_id = self.connections
+        self._conns.add(ws)
+        if self.handshakes:
+            self.handshakes[-1].subprotocol = ws.subprotocol
+        path = ws.request.path if ws.request else ""
+        session = _Session(conn_id, self.dialect)
+        if self.dialect == "xstar" and "userId=" not in path:
+            await self._send(
+                ws,
+                self._error_obj(
+                    "invalid_request_error", "missing_user_id", "userId query parameter is required"
+                ),
+            )
+        cap = None
+        if self.faults.session_cap_s is not None:
+            cap = asyncio.get_running_loop().call_later(
+                self.faults.session_cap_s,
+                lambda: asyncio.ensure_future(
+                    ws.close(1001, "session reached its maximum duration")
+                ),
+            )
+        await self._send(ws, {"type": "session.created", "session": self._session_view(session)})
+        try:
+            async for frame in ws:
+                await self._on_frame(ws, session, frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            if cap is not None:
+                cap.cancel()
+            if session.active is not None:
+                session.active.cancel()
+            self._conns.discard(ws)
+            self.closes.append(ws.close_code)
+
+    async def _send(self, ws: ServerConnection, event: dict[str, Any]) -> None:
+        event = {"event_id": self._event_id(), **event}
+        frame = json.dumps(event)
+        if self._validate is not None:
+            self._validate(self.dialect, frame)
+        await ws.send(frame)
+
+    def _name(self, ga: str, beta: str) -> str:
+        return ga if self.dialect == "openai" else beta
+
+    def _session_view(self, s: _Session) -> dict[str, Any]:
+        if self.dialect == "openai":
+            view: dict[str, Any] = {"type": "realtime", "model": "gpt-realtime"}
+            view.update({k: v for k, v in s.config.items() if k != "type"})
+            return view
+        view = {"id": f"sess_{s.conn_id}", "model": "gpt-4o-realtime-preview"}
+        view.update(s.config)
+        if self.dialect == "xstar":
+            for key in ("input_audio_format", "output_audio_format"):
+                if key in view:
+                    view[key] = "pcm16"  # the SDK's beta server types only know pcm16
+        return view
+
+    @staticmethod
+    def _error_obj(
+        kind: str, code: str, message: str, event_id: str | None = None
+    ) -> dict[str, Any]:
+        return {
+            "type": "error",
+            "error": {"type": kind, "code": code, "message": message, "event_id": event_id},
+        }
+
+    async def _on_frame(self, ws: ServerConnection, s: _Session, frame: str | bytes) -> None:
+        try:
+            event = json.loads(frame)
+            kind = event["type"]
+        except (ValueError, KeyError, TypeError):
+            await self._send(
+                ws,
+                self._error_obj(
+                    "invalid_request_error", "invalid_json", "could not parse the client event"
+                ),
+            )
+            return
+        self.events.append(Recorded(time.monotonic(), s.conn_id, event))
+        if self.faults.error_event is not None:
+            err, self.faults.error_event = self.faults.error_event, None
+            await self._send(
+                ws, {"type": "error", "error": {"event_id": event.get("event_id"), **err}}
+            )
+            return
+        handler = getattr(self, "_on_" + kind.replace(".", "_"), None)
+        if handler is None:
+            await self._send(
+                ws,
+                self._error_obj(
+                    "invalid_request_error", "unknown_event", f"unknown client event {kind!r}"
+                ),
+            )
+            return
+        await handler(ws, s, event)
+
+    # ------------------------------------------------------------------ client events
+
+    async def _on_session_update(
+        self, ws: ServerConnection, s: _Session, e: dict[str, Any]
+    ) -> None:
+        cfg = e.get("session") or {}
+        s.config.update(cfg)
+        if self.dialect == "openai":
+            audio = cfg.get("audio") or {}
+            s.in_rate = ((audio.get("input") or {}).get("format") or {}).get("rate", 24000)
+            s.out_rate = ((audio.get("output") or {}).get("format") or {}).get("rate", 24000)
+            td = (audio.get("input") or {}).get("turn_detection")
+        else:
+            s.in_rate = XSTAR_FORMAT_RATES.get(cfg.get("input_audio_format", ""), 24000)
+            s.out_rate = XSTAR_FORMAT_RATES.get(cfg.get("output_audio_format", ""), 24000)
+            td = cfg.get("turn_detection")
+        s.server_vad = isinstance(td, dict) and td.get("type") == "server_vad"
+        await self._send(ws, {"type": "session.updated", "session": self._session_view(s)})
+
+    async def _on_input_audio_buffer_append(
+        self, ws: ServerConnection, s: _Session, e: dict[str, Any]
+    ) -> None:
+        pcm = base64.b64decode(e.get("audio", ""))
+        s.buffer += pcm
+        if s.server_vad:
+            await self._server_vad(ws, s, pcm)
+
+    async def _on_input_audio_buffer_clear(
+        self, ws: ServerConnection, s: _Session, e: dict[str, Any]
+    ) -> None:
+        s.buffer.clear()
+        await self._send(ws, {"type": "input_audio_buffer.cleared"})
+
+    async def _on_input_audio_buffer_commit(
+        self, ws: ServerConnection, s: _Session, e: dict[str, Any]
+    ) -> None:
+        ms = len(s.buffer) * 1000 // (2 * s.in_rate)
+        if ms < MIN_COMMIT_MS:
+            await self._send(
+                ws,
+                self._error_obj(
+                    "invalid_request_error",
+                    "input_audio_buffer_commit_empty",
+                    f"buffer too small: expected at least {MIN_COMMIT_MS}ms of audio, "
+                    f"but buffer only has {ms}.00ms of audio",
+                    e.get("event_id"),
+                ),
+            )
+            return
+        await self._commit(ws, s)
+
+    async def _commit(self, ws: ServerConnection, s: _Session) -> str:
+        ms = len(s.buffer) * 1000 // (2 * s.in_rate)
+        item_id = self._item_id()
+        prev = s.items[-1] if s.items else None
+        s.items.append(item_id)
+        s.buffer.clear()
+        await self._send(
+            ws,
+            {"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": prev},
+        )
+        item = {
+            "id": item_id,
+            "type": "message",
+            "role": "user",
+            "status": "completed",
+            "object": "realtime.item",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
+        await self._send(
+            ws,
+            {
+                "type": self._name("conversation.item.added", "conversation.item.created"),
+                "item": item,
+                "previous_item_id": prev,
+            },
+        )
+        if self._transcribes(s):
+            await self._transcribe(ws, item_id, self.heard or f"[{ms / 1000:.1f} s of speech]")
+        return item_id
+
+    def _transcribes(self, s: _Session) -> bool:
+        if self.dialect == "openai":
+            return bool(((s.config.get("audio") or {}).get("input") or {}).get("transcription"))
+        return bool(s.config.get("input_audio_transcription"))
+
+    async def _transcribe(self, ws: ServerConnection, item_id: str, text: str) -> None:
+        """User transcript: deltas (xStar: cumulative totals), then the final text."""
+        words = text.split()
+        for n in range(1, len(words) + 1):
+            part = (
+                {"transcript": " ".join(words[:n])}
+                if self.dialect == "xstar"
+                else {"delta": words[n - 1] + (" " if n < len(words) else "")}
+            )
+            await self._send(
+                ws,
+                {
+                    "type": "conversation.item.input_audio_transcription.delta",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    **part,
+                },
+            )
+        done: dict[str, Any] = {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": item_id,
+            "content_index": 0,
+            "transcript": text,
+        }
+        done["usage"] = {"type": "duration", "seconds": 1.0}
+        await self._send(ws, done)
+
+    async def _on_conversation_item_create(
+        self, ws: ServerConnection, s: _Session, e: dict[str, Any]
+    ) -> None:
+        item = dict(e.get("item") or {})
+        item_id = item.get("id") or self._item_id()
+        s.items.append(item_id)
+        item["id"] = item_id
+        text = " ".join(
+            str(p.get("text", "")) for p in item.get("content") or [] if isinstance(p, dict)
+        )
+        if any(
+            isinstance(p, dict) and p.get("type") == "tts_text" for p in item.get("content") or []
+        ):
+            s.config["_tts_text"] = text  # the next response speaks it verbatim
+        view = {
+            "id": item_id,
+            "type": item.get("type", "message"),
+            "object": "realtime.item",
+            "status": "completed",
+        }
+        if view["type"] == "message":
+            view["role"] = item.get("role", "user")
+            view["content"] = [{"type": "input_text", "text": text}]
+        else:
+            view.update({k: item[k] for k in ("call_id", "output") if k in item})
+        await self._send(
+            ws,
+            {
+                "type": self._name("conversation.item.added", "conversation.item.created"),
+                "item": view,
+                "previous_item_id": None,
+            },
+        )
+
+    async def _on_response_create(
+        self, ws: ServerConnection, s: _Session, e: dict[str, Any]
+    ) -> None:
+        if s.active is not None and not s.active.done():
+            await self._send(
+                ws,
+                self._error_obj(
+                    "invalid_request_error",
+                    "conversation_already_has_active_response",
+                    f"Conversation already has an active response in progress: {s.active_id}",
+                    e.get("event_id"),
+                ),
+            )
+            return
+        text = s.config.pop("_tts_text", None) or self.reply
+        resp_id = self._resp_id()
+        s.active_id = resp_id
+        s.active = asyncio.create_task(
+            self._respond(ws, s, resp_id, text, (e.get("response") or {}).get("metadata"))
+        )
+
+    async def _on_response_cancel(
+        self, ws: ServerConnection, s: _Session, e: dict[str, Any]
+    ) -> None:
+        if s.active is None or s.active.done():
+            await self._send(
+                ws,
+                self._error_obj(
+                    "invalid_request_error",
+                    "response_cancel_not_active",
+                    "Cancellation failed: no active response found",
+                    e.get("event_id"),
+                ),
+            )
+            return
+        s.active.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await s.active
+
+    async def _on_conversation_item_truncate(
+        self, ws: ServerConnection, s: _Session, e: dict[str, Any]
+    ) -> None:
+        item_id, end = e.get("item_id"), e.get("audio_end_ms", 0)
+        if item_id not in s.sent_ms:
+            await self._send(
+                ws,
+                self._error_obj(
+                    "invalid_request_error",
+                    "item_not_found",
+                    f"Item with item_id not found: {item_id}",
+                    e.get("event_id"),
+                ),
+            )
+        elif end > s.sent_ms[item_id]:
+            await self._send(
+                ws,
+                self._error_obj(
+                    "invalid_request_error",
+                    "invalid_value",
+                    f"audio_end_ms {end} is longer than the audio sent ({s.sent_ms[item_id]} ms)",
+                    e.get("event_id"),
+                ),
+            )
+        else:
+            await self._send(
+                ws,
+                {
+                    "type": "conversation.item.truncated",
+                    "item_id": item_id,
+                    "content_index": e.get("content_index", 0),
+                    "audio_end_ms": end,
+                },
+            )
+
+    # ------------------------------------------------------------------ responses
+
+    async def _pre_response_faults(self, ws: ServerConnection) -> None:
+        f = self.faults
+        if f.malformed_json:
+            f.malformed_json = False
+            await ws.send('{"type": "response.created", "response": {')
+        if f.unknown_event:
+            f.unknown_event = False
+            await ws.send(json.dumps({"type": "sim.unknown_thing", "event_id": "x"}))
+        if f.oversized_bytes:
+            n, f.oversized_bytes = f.oversized_bytes, None
+            await ws.send(json.dumps({"type": "sim.padding", "pad": "x" * n}))
+
+    async def _respond(
+        self,
+        ws: ServerConnection,
+        s: _Session,
+        resp_id: str,
+        text: str,
+        metadata: dict[str, str] | None,
+    ) -> None:
+        item_id = self._item_id()
+        status, details = "completed", None
+        response: dict[str, Any] = {
+            "id": resp_id,
+            "object": "realtime.response",
+            "status": "in_progress",
+            "output": [],
+            "metadata": metadata,
+        }
+        try:
+            await self._pre_response_faults(ws)
+            await self._send(ws, {"type": "response.created", "response": response})
+            item = {
+                "id": item_id,
+                "type": "message",
+                "role": "assistant",
+                "status": "in_progress",
+                "object": "realtime.item",
+                "content": [],
+            }
+            await self._send(
+                ws,
+                {
+                    "type": "response.output_item.added",
+                    "response_id": resp_id,
+                    "output_index": 0,
+                    "item": item,
+                },
+            )
+            s.items.append(item_id)
+            s.sent_ms[item_id] = 0
+            pcm = self.speech.pcm(text, s.out_rate)
+            step = s.out_rate * 2 * DELTA_MS // 1000
+            words = text.split()
+            where = {
+                "response_id": resp_id,
+                "item_id": item_id,
+                "output_index": 0,
+                "content_index": 0,
+            }
+            start = time.monotonic()
+            n_chunks = max(1, -(-len(pcm) // step))
+            for i in range(n_chunks):
+                chunk = pcm[i * step : (i + 1) * step]
+                await self._send(
+                    ws,
+                    {
+                        "type": self._name("response.output_audio.delta", "response.audio.delta"),
+                        **where,
+                        "delta": base64.b64encode(chunk).decode(),
+                    },
+                )
+                s.sent_ms[item_id] += len(chunk) * 1000 // (2 * s.out_rate)
+                w0, w1 = i * len(words) // n_chunks, (i + 1) * len(words) // n_chunks
+                if w1 > w0:
+                    await self._send(
+                        ws,
+                        {
+                            "type": self._name(
+                                "response.output_audio_transcript.delta",
+                                "response.audio_transcript.delta",
+                            ),
+                            **where,
+                            "delta": " ".join(words[w0:w1]) + " ",
+                        },
+                    )
+                if i == 0 and self.faults.close_mid_response is not None:
+                    code, self.faults.close_mid_response = self.faults.close_mid_response, None
+                    await ws.close(code, "simulated server close")
+                    return
+                if i == 0 and self.faults.stall:
+                    ws.transport.pause_reading()
+                    await asyncio.sleep(3600)
+                if self.pace > 0:
+                    due = start + (i + 1) * DELTA_MS / 1000 / self.pace
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await self._send(
+                ws,
+                {"type": self._name("response.output_audio.done", "response.audio.done"), **where},
+            )
+            await self._send(
+                ws,
+                {
+                    "type": self._name(
+                        "response.output_audio_transcript.done", "response.audio_transcript.done"
+                    ),
+                    **where,
+                    "transcript": text,
+                },
+            )
+        except asyncio.CancelledError:
+            status, details = "cancelled", {"type": "cancelled", "reason": "client_cancelled"}
+        except ConnectionClosed:
+            return
+        response = dict(response, status=status, status_details=details)
+        with contextlib.suppress(ConnectionClosed):
+            await self._send(ws, {"type": "response.done", "response": response})
+
+    # ------------------------------------------------------------------ server VAD
+
+    async def _server_vad(self, ws: ServerConnection, s: _Session, pcm: bytes) -> None:
+        import soxr
+        import webrtcvad
+
+        st = s.vad_state
+        if s.vad is None:
+            s.vad = webrtcvad.Vad(2)
+            st.update(
+                buf=b"",
+                run=0,
+                silence=0,
+                speaking=False,
+                ms=0,
+                rs=soxr.ResampleStream(s.in_rate, 16000, 1, dtype="int16"),
+            )
+        x = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
+        st["buf"] += st["rs"].resample_chunk(x).astype("<i2").tobytes()
+        frame = 960  # 30 ms at 16 kHz
+        while len(st["buf"]) >= frame:
+            chunk, st["buf"] = st["buf"][:frame], st["buf"][frame:]
+            st["ms"] += 30
+            voiced = s.vad.is_speech(chunk, 16000)
+            if not st["speaking"]:
+                st["run"] = st["run"] + 1 if voiced else 0
+                if st["run"] >= 3:
+                    st.update(speaking=True, silence=0, item=self._item_id())
+                    await self._send(
+                        ws,
+                        {
+                            "type": "input_audio_buffer.speech_started",
+                            "audio_start_ms": max(0, st["ms"] - 300),
+                            "item_id": st["item"],
+                        },
+                    )
+            else:
+                st["silence"] = 0 if voiced else st["silence"] + 30
+                if st["silence"] >= 500:
+                    st.update(speaking=False, run=0)
+                    await self._send(
+                        ws,
+                        {
+                            "type": "input_audio_buffer.speech_stopped",
+                            "audio_end_ms": st["ms"],
+                            "item_id": st["item"],
+                        },
+                    )
+                    await self._commit(ws, s)
+                    await self._on_response_create(ws, s, {})
