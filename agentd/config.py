@@ -659,7 +659,9 @@ def resolve_api_key(
 
 
 def load(
-    path: Path | str = DEFAULT_CONFIG_PATH, environ: Mapping[str, str] | None = None
+    path: Path | str = DEFAULT_CONFIG_PATH,
+    environ: Mapping[str, str] | None = None,
+    require_key: bool = True,
 ) -> Loaded:
     """Read the main file and its ``config.d`` overlays; raise ConfigError with every problem."""
     path = Path(path)
@@ -681,7 +683,10 @@ def load(
     except ConfigError as exc:
         problems.extend(exc.problems)
         raise ConfigError(problems) from None
-    key = resolve_api_key(cfg, env, problems, warnings, tuple(files))
+    key_problems: list[str] = []
+    key = resolve_api_key(cfg, env, key_problems, warnings, tuple(files))
+    if require_key:
+        problems += key_problems
     if problems:
         raise ConfigError(problems)
     return Loaded(config=cfg, api_key=key, warnings=tuple(warnings), files=tuple(files))

@@ -7,7 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from agentd import logs
+from tests import rigs
+
+rigs.install_asoundrc()  # before any ALSA call in this process
+
+from agentd import logs  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -62,3 +66,11 @@ def schema_oracle(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, s
     monkeypatch.setattr(server.Simulator, "__init__", checked_init)
     yield seen
     assert not violations, f"simulator sent events the SDK rejects: {violations[:3]}"
+
+
+@pytest.fixture(scope="session")
+def room() -> Iterator[rigs.PulseRoom]:
+    """The real-time PulseAudio room (null sink `room`; ALSA PCMs `mic` and `spk`)."""
+    r = rigs.PulseRoom().start()
+    yield r
+    r.stop()

@@ -49,9 +49,39 @@ def format_devices() -> str:
             lines.append("  (none)")
         for p in pcms:
             lines.append(f"  {p.name}" + (f"\n      {p.description}" if p.description else ""))
+        for card in range(len(cards)):
+            caps = hw_capabilities(f"hw:{card},0", kind)
+            if caps:
+                lines.append(f"  hw:{card},0 ({cards[card]}): {caps}")
     if not cards:
         lines.append(
             "\nNo sound card was found: plug in a USB sound card or enable an audio HAT, "
             "then set audio.input.device / audio.output.device."
         )
     return "\n".join(lines)
+
+
+def hw_capabilities(device: str, kind: str) -> str:
+    """Rates and channel counts a hardware PCM accepts, as ALSA reports them ('' if busy)."""
+    import alsaaudio
+
+    pcm_type = alsaaudio.PCM_CAPTURE if kind == "capture" else alsaaudio.PCM_PLAYBACK
+    try:
+        pcm = alsaaudio.PCM(pcm_type, alsaaudio.PCM_NONBLOCK, device=device)
+    except alsaaudio.ALSAAudioError as exc:
+        return f"cannot open ({exc})"
+    try:
+        rates = pcm.getrates()
+        channels = pcm.getchannels()
+    except alsaaudio.ALSAAudioError:
+        return ""
+    finally:
+        pcm.close()
+    rate_text = (
+        f"{rates[0]}-{rates[1]} Hz"
+        if isinstance(rates, tuple)
+        else ", ".join(str(r) for r in rates) + " Hz"
+        if isinstance(rates, list)
+        else f"{rates} Hz"
+    )
+    return f"rates {rate_text}; channels {', '.join(str(c) for c in channels)}"

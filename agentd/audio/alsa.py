@@ -1,0 +1,401 @@
+"""ALSA capture and playback: blocking pyalsaaudio I/O in dedicated threads, data to/from the
+event loop through bounded queues, device faults turned into a reopen loop.
+
+Capture delivers 16 kHz mono int16 frames of ``period_ms`` (the VAD rate: everything
+downstream starts there). Playback takes PCM at the API output rate, converts it to the
+card's rate, and accounts per assistant item for the samples that really left the speaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from agentd.audio.devices import list_pcms
+from agentd.audio.resample import VAD_RATE, Framer, StreamResampler, from_int16, to_int16
+from agentd.config import InputSettings, OutputSettings
+
+log = logging.getLogger("agentd.audio")
+
+REOPEN_INITIAL_S = 0.5
+REOPEN_MAX_S = 10.0
+CAPTURE_QUEUE_FRAMES = 100  # 2 s of 20 ms frames between the capture thread and the loop
+STALL_S = 5.0  # a device thread silent this long is unhealthy (watchdog stops pinging)
+
+
+def describe_alsa_error(exc: BaseException, device: str, kind: str) -> str:
+    """One sentence a person can act on: busy, missing (with what exists), or ALSA's words."""
+    text = str(exc)
+    low = text.lower()
+    if "busy" in low:
+        return (
+            f"{kind} device {device!r} is busy: another program holds it "
+            "(stop it, or use a dmix/dsnoop PCM)"
+        )
+    if any(w in low for w in ("no such", "not found", "unknown pcm", "no such device")):
+        names = [p.name for p in list_pcms(kind)][:12]
+        have = ", ".join(names) if names else "none (no sound card?)"
+        return f"{kind} device {device!r} not found; PCMs that exist: {have}"
+    return f"{kind} device {device!r}: {text}"
+
+
+@dataclass
+class AudioStats:
+    overruns: int = 0
+    underruns: int = 0
+    dropped_frames: int = 0
+    reopens: int = 0
+
+
+class _DeviceThread:
+    """Open → do I/O until an error → close → reopen with backoff, until stopped."""
+
+    kind = "capture"
+
+    def __init__(self, device: str, on_status: Callable[[str | None], None] | None) -> None:
+        self.device = device
+        self.on_status = on_status or (lambda error: None)
+        self.error: str | None = None
+        self.stats = AudioStats()
+        self.heartbeat = time.monotonic()
+        self.opened = threading.Event()
+        self.first_attempt = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"agentd-{self.kind}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        self._wake()
+        self._thread.join(timeout)
+
+    def healthy(self) -> bool:
+        return self._thread.is_alive() and time.monotonic() - self.heartbeat < STALL_S
+
+    def _wake(self) -> None:
+        pass
+
+    def _open(self) -> object:
+        raise NotImplementedError
+
+    def _io(self, pcm: object) -> None:
+        raise NotImplementedError
+
+    def _set_error(self, error: str | None) -> None:
+        if error != self.error:
+            self.error = error
+            if error:
+                log.error("%s", error)
+            else:
+                log.info("%s device %r open", self.kind, self.device)
+            self.on_status(error)
+
+    def _run(self) -> None:
+        import alsaaudio
+
+        delay = REOPEN_INITIAL_S
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
+            try:
+                pcm = self._open()
+            except alsaaudio.ALSAAudioError as exc:
+                self._set_error(describe_alsa_error(exc, self.device, self.kind) + "; retrying")
+                self.first_attempt.set()
+                self._stop.wait(delay)
+                delay = min(REOPEN_MAX_S, delay * 2)
+                continue
+            self.first_attempt.set()
+            self.opened.set()
+            self._set_error(None)
+            delay = REOPEN_INITIAL_S
+            try:
+                self._io(pcm)
+            except alsaaudio.ALSAAudioError as exc:
+                self.stats.reopens += 1
+                self._set_error(f"{self.kind} device {self.device!r} failed ({exc}); reopening")
+            finally:
+                self.opened.clear()
+                with contextlib.suppress(Exception):  # a vanished device may fail to close
+                    pcm.close()  # type: ignore[attr-defined]
+
+
+class Capture(_DeviceThread):
+    """Microphone → 16 kHz mono int16 frames of ``period_ms``, handed to ``on_frame`` on the
+    loop. A full queue drops the oldest frame and counts it."""
+
+    kind = "capture"
+
+    def __init__(
+        self,
+        settings: InputSettings,
+        loop: asyncio.AbstractEventLoop,
+        on_frame: Callable[[bytes], None],
+        on_status: Callable[[str | None], None] | None = None,
+    ) -> None:
+        super().__init__(settings.device, on_status)
+        self.settings = settings
+        self.loop = loop
+        self.on_frame = on_frame
+        self.frame_samples = VAD_RATE * settings.period_ms // 1000
+        self.card_rate = settings.rate
+        self.card_channels = settings.channels
+        self._queue: deque[bytes] = deque(maxlen=CAPTURE_QUEUE_FRAMES)
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def _open(self) -> object:
+        import alsaaudio
+
+        s = self.settings
+        pcm = alsaaudio.PCM(
+            alsaaudio.PCM_CAPTURE,
+            alsaaudio.PCM_NORMAL,
+            rate=s.rate,
+            channels=s.channels,
+            format=alsaaudio.PCM_FORMAT_S16_LE,
+            periodsize=s.rate * s.period_ms // 1000,
+            periods=4,
+            device=s.device,
+        )
+        info = pcm.info()
+        self.card_rate, self.card_channels = int(info["rate"]), int(info["channels"])
+        if self.settings.channel >= self.card_channels:
+            pcm.close()
+            raise alsaaudio.ALSAAudioError(
+                f"audio.input.channel {self.settings.channel} but the device has "
+                f"{self.card_channels} channel(s)"
+            )
+        return pcm
+
+    def _io(self, pcm: object) -> None:
+        rs = StreamResampler(self.card_rate, VAD_RATE)
+        framer = Framer(self.frame_samples)
+        channels, pick = self.card_channels, self.settings.channel
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
+            length, data = pcm.read()  # type: ignore[attr-defined]
+            if length < 0:  # overrun: pyalsaaudio already re-prepared the stream
+                self.stats.overruns += 1
+                continue
+            if length == 0:
+                continue
+            x = np.frombuffer(data, dtype="<i2")[: length * channels]
+            mono = x.reshape(-1, channels)[:, pick] if channels > 1 else x
+            for frame in framer.push(rs.process(mono)):
+                self._deliver(to_int16(frame))
+
+    def _deliver(self, frame: bytes) -> None:
+        with self._lock:
+            if len(self._queue) == self._queue.maxlen:
+                self.stats.dropped_frames += 1
+            self._queue.append(frame)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+            self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._scheduled = False
+                    return
+                frame = self._queue.popleft()
+            self.on_frame(frame)
+
+
+@dataclass
+class _Segment:
+    item: str | None
+    start: int  # card frames, in the writer's running position
+    end: int
+
+
+class Playback(_DeviceThread):
+    """Speaker: non-blocking writes from a pending queue, ALSA buffer ≤ ``buffer_ms``,
+    flush within a period, and played-sample accounting per item."""
+
+    kind = "playback"
+    POLL_S = 0.004
+
+    def __init__(
+        self,
+        settings: OutputSettings,
+        source_rate: int,
+        on_status: Callable[[str | None], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(settings.device, on_status)
+        self.settings = settings
+        self.source_rate = source_rate
+        self.clock = clock
+        self.card_rate = settings.rate
+        self.card_channels = settings.channels
+        self.buffer_frames = settings.rate * settings.buffer_ms // 1000
+        self._rs: dict[int, StreamResampler] = {}
+        self._lock = threading.Lock()
+        self._pending: deque[tuple[str | None, np.ndarray]] = deque()
+        self._pending_frames = 0
+        self._segments: deque[_Segment] = deque(maxlen=64)
+        self._written = 0
+        self._in_buffer = 0
+        self._snap_t = clock()
+        self._flush = False
+        self._wake_ev = threading.Event()
+        self.ends_at = 0.0  # when the last written sample leaves the speaker
+        self.on_idle: Callable[[], None] | None = None
+
+    # -------------------------------------------------------------- loop side
+
+    def play(
+        self,
+        pcm: bytes,
+        item: str | None = None,
+        rate: int | None = None,
+        gain: float | None = None,
+        last: bool = False,
+    ) -> None:
+        """Queue int16 mono PCM (at ``rate``, default the API output rate); ``last`` ends
+        the stream so the resampler releases its tail (end of an item, or a whole cue)."""
+        rate = rate or self.source_rate
+        rs = self._rs.get(rate)
+        if rs is None or rs.out_rate != self.card_rate:
+            rs = self._rs[rate] = StreamResampler(rate, self.card_rate, quality="MQ")
+        y = rs.process(from_int16(pcm), last=last)
+        if last:
+            rs.reset()
+        if not y.size:
+            return
+        g = self.settings.volume if gain is None else gain
+        samples = np.clip(y * (g * 32767.0), -32768, 32767).astype("<i2")
+        with self._lock:
+            self._pending.append((item, samples))
+            self._pending_frames += samples.size
+        self._wake_ev.set()
+
+    def flush(self) -> None:
+        """Silence now: drop what is queued here and (within a poll) what ALSA holds."""
+        with self._lock:
+            self._pending.clear()
+            self._pending_frames = 0
+            self._flush = True
+        for rs in self._rs.values():
+            rs.reset()
+        self._wake_ev.set()
+
+    def busy(self, now: float | None = None) -> bool:
+        now = self.clock() if now is None else now
+        with self._lock:
+            return bool(self._pending) or self._flush or now < self.ends_at
+
+    @property
+    def last_played_at(self) -> float:
+        """The moment the last sample really left (or will leave) the speaker."""
+        return self.ends_at
+
+    def played_position(self, now: float | None = None) -> int:
+        now = self.clock() if now is None else now
+        with self._lock:
+            left = max(0.0, self._in_buffer - (now - self._snap_t) * self.card_rate)
+            return int(self._written - left)
+
+    def heard_ms(self, item: str, now: float | None = None) -> int:
+        """Milliseconds of ``item`` that really played: what a truncate must carry."""
+        pos = self.played_position(now)
+        with self._lock:
+            frames = sum(
+                max(0, min(pos, s.end) - s.start) for s in self._segments if s.item == item
+            )
+        return frames * 1000 // self.card_rate
+
+    def _wake(self) -> None:
+        self._wake_ev.set()
+
+    # -------------------------------------------------------------- thread side
+
+    def _open(self) -> object:
+        import alsaaudio
+
+        s = self.settings
+        period = max(1, s.rate * 20 // 1000)
+        pcm = alsaaudio.PCM(
+            alsaaudio.PCM_PLAYBACK,
+            alsaaudio.PCM_NONBLOCK,
+            rate=s.rate,
+            channels=s.channels,
+            format=alsaaudio.PCM_FORMAT_S16_LE,
+            periodsize=period,
+            periods=max(2, s.buffer_ms // 20),
+            device=s.device,
+        )
+        info = pcm.info()
+        self.card_rate, self.card_channels = int(info["rate"]), int(info["channels"])
+        self.buffer_frames = int(info["buffer_size"])
+        return pcm
+
+    def _io(self, pcm: object) -> None:
+        chunk: np.ndarray | None = None
+        item: str | None = None
+        while not self._stop.is_set():
+            self.heartbeat = now = self.clock()
+            with self._lock:
+                flush, self._flush = self._flush, False
+            if flush:
+                chunk = None
+                pcm.drop()  # type: ignore[attr-defined]
+                with self._lock:
+                    self._written = self.played_position_locked(now)
+                    for s in self._segments:
+                        s.end = min(s.end, self._written)
+                    self._in_buffer, self._snap_t, self.ends_at = 0, now, now
+            avail = pcm.avail()  # type: ignore[attr-defined]
+            in_buf = self.buffer_frames - avail if avail >= 0 else 0
+            if avail < 0 and (chunk is not None or self._pending):
+                self.stats.underruns += 1
+            if chunk is None:
+                with self._lock:
+                    if self._pending:
+                        item, chunk = self._pending.popleft()
+                        self._pending_frames -= chunk.size
+            if chunk is not None and (avail != 0):
+                room = self.buffer_frames - in_buf
+                take = chunk[:room] if room > 0 else chunk[:0]
+                if take.size:
+                    data = np.repeat(take, self.card_channels) if self.card_channels > 1 else take
+                    n = pcm.write(data.tobytes())  # type: ignore[attr-defined]
+                    if n < 0:
+                        self.stats.underruns += 1
+                        n = 0
+                    if n > 0:
+                        with self._lock:
+                            last = self._segments[-1] if self._segments else None
+                            if last and last.item == item and last.end == self._written:
+                                last.end += n
+                            else:
+                                self._segments.append(
+                                    _Segment(item, self._written, self._written + n)
+                                )
+                            self._written += n
+                        in_buf += n
+                        chunk = chunk[n:] if n < chunk.size else None
+            with self._lock:
+                self._in_buffer, self._snap_t = in_buf, now
+                if in_buf or chunk is not None:
+                    self.ends_at = now + in_buf / self.card_rate
+            self._wake_ev.wait(self.POLL_S)
+            self._wake_ev.clear()
+
+    def played_position_locked(self, now: float) -> int:
+        left = max(0.0, self._in_buffer - (now - self._snap_t) * self.card_rate)
+        return int(self._written - left)

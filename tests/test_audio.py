@@ -1,0 +1,243 @@
+"""ALSA engine on real PCMs: file-backed (exact content) and the PulseAudio room (paced)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agentd.audio.alsa import Capture, Playback, describe_alsa_error
+from agentd.audio.resample import StreamResampler, to_int16
+from agentd.config import InputSettings, OutputSettings
+from tests import rigs
+
+
+def sine(freq: float, rate: int, seconds: float, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def level_db(x: np.ndarray) -> float:
+    return float(20 * np.log10(np.sqrt(np.mean(x.astype(np.float64) ** 2)) + 1e-12))
+
+
+def peak_hz(x: np.ndarray, rate: int) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+    return float(np.argmax(spec) * rate / x.size)
+
+
+# ---------------------------------------------------------------- resampling paths
+
+PATHS = [
+    (48000, 16000),
+    (48000, 24000),
+    (16000, 24000),
+    (24000, 48000),
+    (44100, 16000),
+    (24000, 44100),
+]
+
+
+@pytest.mark.parametrize(("src", "dst"), PATHS)
+def test_resampler_keeps_frequency_and_level(src: int, dst: int) -> None:
+    rs = StreamResampler(src, dst)
+    x = sine(1000, src, 1.0)
+    y = np.concatenate(
+        [rs.process(x[i : i + 960]) for i in range(0, x.size, 960)] + [rs.process(x[:0], last=True)]
+    )
+    assert abs(y.size - dst) <= dst * 0.01
+    mid = y[dst // 10 : -dst // 10]
+    assert abs(peak_hz(mid, dst) - 1000) < 5
+    assert abs(level_db(mid) - level_db(x[src // 10 : -src // 10])) < 0.5
+
+
+@pytest.mark.parametrize(("src", "dst"), [(48000, 16000), (44100, 16000), (48000, 24000)])
+def test_sweep_does_not_alias_above_target_nyquist(src: int, dst: int) -> None:
+    """A sweep up to the source Nyquist: what lies above the target Nyquist must vanish,
+    not fold back into the band."""
+    t = np.arange(src * 2) / src
+    f0, f1 = 100, src / 2 * 0.95
+    sweep = (0.5 * np.sin(2 * np.pi * (f0 * t + (f1 - f0) / (2 * 2) * t**2))).astype(np.float32)
+    y = StreamResampler(src, dst).process(sweep, last=True)
+    # the part of the sweep above the target Nyquist (second half, roughly) must be near silence
+    t_cut = (dst / 2 * 1.05 - f0) / ((f1 - f0) / 2)
+    tail = y[int(t_cut * dst) + dst // 20 :]
+    head = y[: int(t_cut * dst * 0.8)]
+    assert level_db(tail) < level_db(head) - 50
+
+
+# ---------------------------------------------------------------- file-backed PCMs (exact)
+
+
+async def collect(cap: Capture, frames: list[bytes], n: int, timeout: float = 10) -> None:
+    t0 = time.monotonic()
+    while len(frames) < n:
+        assert time.monotonic() - t0 < timeout, f"got {len(frames)} of {n} frames"
+        await asyncio.sleep(0.01)
+
+
+async def test_capture_48k_stereo_file_delivers_16k_mono_of_the_chosen_channel() -> None:
+    left = sine(440, 48000, 1.0, 0.3)
+    right = sine(1000, 48000, 1.0, 0.5)
+    stereo = np.stack([left, right], axis=1).reshape(-1)
+    rigs.CAPTURE48_FILE.write_bytes(
+        to_int16(np.concatenate([stereo, np.zeros(48000 * 2, np.float32)]))
+    )
+    frames: list[bytes] = []
+    cap = Capture(
+        InputSettings(device="testcap48", rate=48000, channels=2, channel=1),
+        asyncio.get_running_loop(),
+        frames.append,
+    )
+    cap.start()
+    try:
+        await collect(cap, frames, 40)  # 800 ms of 20 ms frames
+    finally:
+        cap.stop()
+    assert all(len(f) == 320 * 2 for f in frames)
+    x = np.frombuffer(b"".join(frames[5:40]), "<i2").astype(np.float32) / 32768
+    assert abs(peak_hz(x, 16000) - 1000) < 20  # the right channel, not the left
+    assert abs(level_db(x) - level_db(right)) < 0.5
+
+
+async def test_playback_to_file_writes_card_rate_with_volume_and_accounts() -> None:
+    rigs.PLAYBACK_FILE.write_bytes(b"")
+    pb = Playback(OutputSettings(device="testplay", rate=48000, buffer_ms=80, volume=0.5), 24000)
+    pb.start()
+    try:
+        pcm = to_int16(sine(1000, 24000, 0.5, 0.8))
+        pb.play(pcm, item="item_1", last=True)
+        t0 = time.monotonic()
+        while pb.busy() and time.monotonic() - t0 < 5:
+            await asyncio.sleep(0.01)
+    finally:
+        pb.stop()
+    out = np.frombuffer(rigs.PLAYBACK_FILE.read_bytes(), "<i2").astype(np.float32) / 32768
+    assert abs(out.size - 24000) < 480
+    assert abs(peak_hz(out[2400:-2400], 48000) - 1000) < 5
+    assert abs(level_db(out[2400:-2400]) - level_db(sine(1000, 48000, 1, 0.4))) < 0.5
+    assert abs(pb.heard_ms("item_1") - 500) <= 10
+
+
+async def test_missing_device_is_named_with_existing_pcms_and_retried() -> None:
+    errors: list[str | None] = []
+    cap = Capture(
+        InputSettings(device="hw:7,0"), asyncio.get_running_loop(), lambda f: None, errors.append
+    )
+    cap.start()
+    try:
+        assert await asyncio.to_thread(cap.first_attempt.wait, 5)
+    finally:
+        cap.stop()
+    assert errors and "capture device 'hw:7,0'" in (errors[0] or "")
+    assert "retrying" in (errors[0] or "")
+    assert cap.healthy() is False  # stopped thread
+
+
+def test_busy_error_says_another_program_holds_it() -> None:
+    msg = describe_alsa_error(Exception("Device or resource busy [hw:1]"), "hw:1", "playback")
+    assert "another program holds it" in msg
+
+
+# ---------------------------------------------------------------- the PulseAudio room (paced)
+
+
+async def test_room_speech_reaches_capture_in_real_time(
+    room: rigs.PulseRoom, tmp_path: Path
+) -> None:
+    speech = rigs.espeak("The quick brown fox jumps over the lazy dog", 16000, tmp_path / "s")
+    wav = rigs.write_wav(tmp_path / "speech.wav", speech, 16000)
+    frames: list[tuple[float, bytes]] = []
+    cap = Capture(
+        InputSettings(device="mic", rate=48000, channels=2, channel=0),
+        asyncio.get_running_loop(),
+        lambda f: frames.append((time.monotonic(), f)),
+    )
+    cap.start()
+    try:
+        await asyncio.sleep(1.0)  # pulse start-up
+        frames.clear()
+        proc = room.play(wav)
+        t0 = time.monotonic()
+        await asyncio.to_thread(proc.wait, 20)
+        elapsed = time.monotonic() - t0
+        await asyncio.sleep(1.0)
+    finally:
+        cap.stop()
+    got = np.frombuffer(b"".join(f for _, f in frames), "<i2").astype(np.float32)
+    duration = speech.size / 16000
+    assert duration * 0.95 < got.size / 16000 <= elapsed + 1.1  # paced: real time, not faster
+    ref = speech.astype(np.float32)
+    padded = np.concatenate([np.zeros(ref.size, np.float32), got, np.zeros(ref.size, np.float32)])
+    lag = int(np.argmax(np.correlate(padded, ref, mode="valid")))
+    seg = padded[lag : lag + ref.size]
+    r = float(np.dot(seg, ref) / (np.linalg.norm(seg) * np.linalg.norm(ref)))
+    assert r > 0.9, r
+    assert abs(level_db(seg) - level_db(ref)) < 1.5
+    assert duration > 1.5
+
+
+async def test_playback_into_room_comes_out_of_monitor_and_flush_silences(
+    room: rigs.PulseRoom,
+) -> None:
+    frames: list[tuple[float, bytes]] = []
+    cap = Capture(
+        InputSettings(device="mic", rate=48000, channels=2),
+        asyncio.get_running_loop(),
+        lambda f: frames.append((time.monotonic(), f)),
+    )
+    pb = Playback(OutputSettings(device="spk", rate=48000, buffer_ms=80), 24000)
+    cap.start()
+    pb.start()
+    try:
+        await asyncio.sleep(1.0)
+        pb.play(to_int16(sine(1000, 24000, 0.2, 0.01)), item="warm")  # wake the stream
+        await asyncio.sleep(2.0)
+        frames.clear()
+        pb.play(to_int16(sine(1000, 24000, 3.0, 0.5)), item="item_A")
+        await asyncio.sleep(1.2)
+        t_flush = time.monotonic()
+        heard = pb.heard_ms("item_A")
+        pb.flush()
+        await asyncio.sleep(0.6)
+    finally:
+        pb.stop()
+        cap.stop()
+    loud = [t for t, f in frames if np.abs(np.frombuffer(f, "<i2")).max() > 3000]
+    assert loud, "nothing came out of the room"
+    x = np.frombuffer(b"".join(f for t, f in frames if t < t_flush), "<i2").astype(np.float32)
+    assert abs(peak_hz(x[-8000:], 16000) - 1000) < 20
+    silent_after = max(loud) - t_flush
+    assert silent_after < 0.15, f"still sounding {silent_after * 1000:.0f} ms after flush"
+    assert 600 < heard < 1300
+    assert pb.heard_ms("item_A") == pytest.approx(heard, abs=100)
+
+
+def test_test_audio_reports_levels_and_plays_back(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    rate = 16000
+    rigs.CAPTURE_FILE.write_bytes(
+        to_int16(np.concatenate([sine(500, rate, 2.0, 0.25), np.zeros(rate * 2, np.float32)]))
+    )
+    rigs.PLAYBACK_FILE.write_bytes(b"")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "audio:\n  input: {device: testcap, rate: 16000}\n  output: {device: testplay, rate: 48000}\n"
+    )
+    env = {**__import__("os").environ, "OPENAI_API_KEY": ""}
+    out = subprocess.run(
+        [sys.executable, "-m", "agentd", "test-audio", "--config", str(cfg), "--seconds", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "channel 0: peak  -12.0 dBFS" in out.stdout and "ok" in out.stdout
+    played = np.frombuffer(rigs.PLAYBACK_FILE.read_bytes(), "<i2")
+    assert played.size >= 48000 * 0.95  # one second at the card rate
