@@ -241,3 +241,37 @@ def test_test_audio_reports_levels_and_plays_back(tmp_path: Path) -> None:
     assert "channel 0: peak  -12.0 dBFS" in out.stdout and "ok" in out.stdout
     played = np.frombuffer(rigs.PLAYBACK_FILE.read_bytes(), "<i2")
     assert played.size >= 48000 * 0.95  # one second at the card rate
+
+
+async def test_capture_device_vanishes_and_returns(room: rigs.PulseRoom) -> None:
+    """Kill the sound server under a running capture (like a USB unplug): the thread reports
+    the fault, keeps retrying, and recovers by itself when the device returns."""
+    statuses: list[str | None] = []
+    frames: list[bytes] = []
+    cap = Capture(
+        InputSettings(device="mic", rate=48000, channels=2),
+        asyncio.get_running_loop(),
+        frames.append,
+        statuses.append,
+    )
+    cap.start()
+    try:
+        await asyncio.to_thread(cap.opened.wait, 10)
+        await asyncio.sleep(0.5)
+        room.stop()
+        t0 = time.monotonic()
+        while not any(statuses) and time.monotonic() - t0 < 10:
+            await asyncio.sleep(0.05)
+        assert any(statuses), "the capture thread did not notice the device vanished"
+        assert cap.healthy()  # still alive, retrying
+        room.start()
+        t0 = time.monotonic()
+        while statuses[-1] is not None and time.monotonic() - t0 < 30:
+            await asyncio.sleep(0.1)
+        assert statuses[-1] is None, statuses
+        n, t0 = len(frames), time.monotonic()
+        while len(frames) <= n + 10 and time.monotonic() - t0 < 5:
+            await asyncio.sleep(0.05)
+        assert len(frames) > n + 10  # audio flows again
+    finally:
+        cap.stop()
