@@ -25,7 +25,7 @@ def loud(i: int) -> bytes:
 
 
 def scripted(
-    pattern: str, settings: VoiceSettings, speaker: Speaker = Speaker()
+    pattern: str, settings: VoiceSettings, speaker: Speaker | None = None
 ) -> tuple[VoiceGate, list[tuple[int, object]]]:
     """'s' = speech frame, '.' = silence; the VAD is the pattern itself (exact, no model)."""
     truth = {loud(i): c == "s" for i, c in enumerate(pattern)}
@@ -33,7 +33,7 @@ def scripted(
     out = []
     for i, c in enumerate(pattern):
         for e in gate.process(
-            loud(i) if c == "s" else loud(i) if c == "n" else SILENT, i * 0.02, speaker
+            loud(i) if c == "s" else loud(i) if c == "n" else SILENT, i * 0.02, speaker or Speaker()
         ):
             out.append((i, e))
     return gate, out
