@@ -71,6 +71,6 @@ def schema_oracle(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, s
 @pytest.fixture(scope="session")
 def room() -> Iterator[rigs.PulseRoom]:
     """The real-time PulseAudio room (null sink `room`; ALSA PCMs `mic` and `spk`)."""
-    r = rigs.PulseRoom().start()
+    r = rigs.PulseRoom(rigs.PULSE_SOCKET.parent).start()
     yield r
     r.stop()

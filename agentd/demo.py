@@ -1,0 +1,159 @@
+"""`agentd demo`: the real daemon against the bundled simulator, one scripted turn.
+
+No API key and no hardware needed: without a sound card the microphone and speaker are a
+PulseAudio null-sink "room" (the scripted user speaks into it with espeak-ng, the daemon
+hears it through ALSA, and its answer plays back into the room). With a sound card the
+default ALSA devices are used and the scripted speech comes out of the speaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TEXT = "What is the weather like on the moon today?"
+
+
+def _say(text: str, wav: Path) -> bool:
+    if shutil.which("espeak-ng") is None:
+        return False
+    subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-w", str(wav), text], check=True, capture_output=True
+    )
+    return True
+
+
+def _tone_wav(wav: Path) -> None:
+    import wave
+
+    import numpy as np
+
+    t = np.arange(16000 * 2) / 16000
+    x = (0.3 * np.sin(2 * np.pi * 300 * t) * (np.sin(2 * np.pi * 3 * t) > -0.3)).astype(np.float32)
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((x * 32767).astype("<i2").tobytes())
+
+
+def demo_main(text: str | None = None, sound_card: str = "auto") -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="agentd-demo-"))
+    room: Any = None
+    if sound_card == "auto":
+        import alsaaudio  # reading the card list loads ALSA's config: only when asked "auto"
+
+        has_card = bool(alsaaudio.cards())
+    else:
+        has_card = sound_card == "yes"
+    if not has_card:
+        from agentd.sim.room import PulseRoom, asoundrc
+
+        (tmp / "alsa").mkdir()
+        room = PulseRoom(tmp / "pulse")
+        (tmp / "alsa" / "asoundrc").write_text(asoundrc(room.socket))
+        os.environ["XDG_CONFIG_HOME"] = str(tmp)  # before the daemon's first ALSA call
+        print("no sound card: using a PulseAudio null-sink room as microphone and speaker")
+        try:
+            room.start()
+        except RuntimeError as exc:
+            print(f"cannot start the audio room: {exc}", file=sys.stderr)
+            return 1
+    try:
+        return asyncio.run(_demo(text or DEFAULT_TEXT, tmp, room))
+    finally:
+        if room is not None:
+            room.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _demo(text: str, tmp: Path, room: Any) -> int:
+    from agentd import logs
+    from agentd.config import Loaded, from_mapping
+    from agentd.service import Daemon, Hooks
+    from agentd.sim import Simulator
+
+    logs.setup_logging("warning")
+    sim = await Simulator("openai", pace=1.0).start()
+    sim.heard = text  # the simulator has no speech recogniser: it reports the scripted words
+    devices = (
+        {
+            "input": {"device": "mic", "rate": 48000, "channels": 2},
+            "output": {"device": "spk", "rate": 48000},
+        }
+        if room is not None
+        else {}
+    )
+    cfg = from_mapping(
+        {
+            "api": {"dialect": "openai", "url": sim.url},
+            "device": {"user_id": "demo"},
+            "agent": {"transcription": "whisper-1"},
+            "audio": devices,
+            "button": {"pin": None},
+            "led": {"pin": None},
+            "control": {"socket": str(tmp / "control.sock")},
+        }
+    )
+    t0 = time.monotonic()
+    states: list[str] = []
+    changed = asyncio.Event()
+
+    def on_state(s: str) -> None:
+        states.append(s)
+        print(f"[{time.monotonic() - t0:6.2f} s] state → {s}", flush=True)
+        changed.set()
+
+    def on_transcript(role: str, said: str) -> None:
+        print(f"[{time.monotonic() - t0:6.2f} s] {role:9s}: {said}", flush=True)
+
+    daemon = Daemon(
+        tmp / "none.yaml",
+        Loaded(cfg, None, (), ()),
+        Hooks(use_gpio=False, on_state=on_state, on_transcript=on_transcript),
+    )
+    print(f"simulator on {sim.url}; daemon: {cfg.summary()}")
+    task = asyncio.create_task(daemon.run())
+
+    async def until(pred: Any, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            if time.monotonic() > deadline:
+                return False
+            changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), 0.2)
+        return True
+
+    ok = await until(lambda: daemon.conv.state.value == "idle", 15)
+    wav = tmp / "user.wav"
+    if not _say(text, wav):
+        _tone_wav(wav)
+        print("(espeak-ng not installed: the user 'speaks' a tone)")
+    if ok:
+        await asyncio.sleep(1.5)  # let the room settle after the connected cue
+        print(f'[{time.monotonic() - t0:6.2f} s] button pressed; the user says: "{text}"')
+        daemon.feed(__import__("agentd.conversation", fromlist=["Press"]).Press())
+        player = room.play(wav) if room is not None else subprocess.Popen(["aplay", "-q", str(wav)])
+        await asyncio.to_thread(player.wait, 30)
+        await asyncio.sleep(0.4)
+        print(f"[{time.monotonic() - t0:6.2f} s] button released")
+        daemon.feed(__import__("agentd.conversation", fromlist=["Release"]).Release())
+        ok = await until(lambda: "speaking" in states, 15) and await until(
+            lambda: daemon.conv.state.value == "idle", 30
+        )
+    status = daemon.status()
+    daemon.stop_event.set()
+    await task
+    await sim.stop()
+    print(f"turns {status['turns']}, state {status['state']}, last error {status['last_error']}")
+    print("demo " + ("finished" if ok else "FAILED"))
+    return 0 if ok else 1

@@ -1,0 +1,1 @@
+"""Physical I/O of the device: GPIO button and LED, sound cues."""

@@ -1,0 +1,188 @@
+"""Push button and status LED through gpiozero.
+
+gpiozero calls back from its own thread on a Pi (and from the driving thread under
+MockFactory): every callback is handed to the event loop with ``call_soon_threadsafe``.
+Without usable GPIO the daemon runs on without button and LED after one warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agentd.config import Config
+from agentd.conversation import DoublePress, Input, LongHold, Press, Release, State
+
+log = logging.getLogger("agentd.gpio")
+
+DOUBLE_PRESS_S = 0.4
+LONG_HOLD_S = 5.0
+
+#: per state: (pattern, argument); patterns are applied by :meth:`StatusLed.show`.
+PATTERNS: dict[State, tuple[str, tuple[float, ...]]] = {
+    State.IDLE: ("dim", (0.05,)),
+    State.LISTENING: ("solid", ()),
+    State.THINKING: ("pulse", (0.8, 0.8)),
+    State.SPEAKING: ("pulse", (0.25, 0.25)),
+    State.OFFLINE: ("blink", (0.2, 1.8)),
+    State.ERROR: ("blink", (0.08, 0.12, 3)),
+    State.MUTED: ("blink", (0.05, 0.95)),
+}
+COLORS: dict[State, tuple[float, float, float]] = {
+    State.IDLE: (0.0, 0.0, 0.05),
+    State.LISTENING: (0.0, 1.0, 0.0),
+    State.THINKING: (0.0, 0.0, 1.0),
+    State.SPEAKING: (0.0, 0.6, 1.0),
+    State.OFFLINE: (1.0, 0.5, 0.0),
+    State.ERROR: (1.0, 0.0, 0.0),
+    State.MUTED: (1.0, 0.0, 1.0),
+}
+
+
+def _pick_factory() -> Any:
+    """Prefer lgpio (RPi.GPIO edge detection fails on kernel 6.6); gpiozero's own choice next."""
+    from gpiozero import Device
+
+    if Device.pin_factory is not None:
+        return Device.pin_factory
+    try:
+        from gpiozero.pins.lgpio import LGPIOFactory
+
+        Device.pin_factory = LGPIOFactory()
+    except Exception as exc:  # no /dev/gpiochip, no permission, not a Pi
+        log.debug("lgpio pin factory unavailable: %s", exc)
+    return Device.pin_factory
+
+
+class Gpio:
+    def __init__(
+        self,
+        cfg: Config,
+        loop: asyncio.AbstractEventLoop,
+        on_input: Callable[[Input], None],
+        pin_factory: Any = None,
+    ) -> None:
+        self.cfg = cfg
+        self.loop = loop
+        self.on_input = on_input
+        self.pin_factory = pin_factory
+        self.button: Any = None
+        self.led: Any = None
+        self.available = False
+        self._last_release = 0.0
+        self._shown: State | None = None
+
+    def start(self) -> bool:
+        b, led = self.cfg.button, self.cfg.led
+        if b.pin is None and led.pin is None and led.rgb is None:
+            log.info("no GPIO configured (button.pin and led.pin are null)")
+            return False
+        try:
+            import gpiozero
+
+            factory = self.pin_factory or _pick_factory()
+            if b.pin is not None:
+                self.button = gpiozero.Button(
+                    b.pin,
+                    pull_up=b.pull_up,
+                    bounce_time=b.bounce_ms / 1000 or None,
+                    hold_time=LONG_HOLD_S,
+                    pin_factory=factory,
+                )
+                self.button.when_pressed = lambda *_: self._post(self._pressed)
+                self.button.when_released = lambda *_: self._post(self._released)
+                self.button.when_held = lambda *_: self._post(lambda: self.on_input(LongHold()))
+            if led.rgb is not None:
+                self.led = gpiozero.RGBLED(
+                    led.rgb.red,
+                    led.rgb.green,
+                    led.rgb.blue,
+                    active_high=led.active_high,
+                    pin_factory=factory,
+                )
+            elif led.pin is not None:
+                cls = (
+                    gpiozero.PWMLED
+                    if led.brightness < 1.0 or self._pwm_ok(factory)
+                    else gpiozero.LED
+                )
+                self.led = cls(led.pin, active_high=led.active_high, pin_factory=factory)
+        except Exception as exc:
+            log.warning("GPIO unavailable (%s): running without button and LED", exc)
+            self.close()
+            return False
+        self.available = True
+        return True
+
+    @staticmethod
+    def _pwm_ok(factory: Any) -> bool:
+        name = type(factory).__name__
+        return "Mock" not in name or "PWM" in str(getattr(factory, "pin_class", ""))
+
+    def _post(self, fn: Callable[[], None]) -> None:
+        self.loop.call_soon_threadsafe(fn)
+
+    def _pressed(self) -> None:
+        if time.monotonic() - self._last_release < DOUBLE_PRESS_S:
+            self.on_input(DoublePress())
+            self._last_release = 0.0
+            return
+        self.on_input(Press())
+
+    def _released(self) -> None:
+        self._last_release = time.monotonic()
+        self.on_input(Release())
+
+    def show(self, state: State) -> None:
+        if self.led is None or state is self._shown:
+            return
+        self._shown = state
+        import gpiozero
+
+        bright = self.cfg.led.brightness
+        if isinstance(self.led, gpiozero.RGBLED):
+            r, g, b = COLORS[state]
+            color = (r * bright, g * bright, b * bright)
+            if state in (State.OFFLINE, State.ERROR, State.MUTED):
+                on, off, *n = PATTERNS[state][1]
+                self.led.blink(on, off, on_color=color, n=int(n[0]) if n else None)
+            else:
+                self.led.color = color
+            return
+        pattern, args = PATTERNS[state]
+        pwm = isinstance(self.led, gpiozero.PWMLED)
+        if pattern == "dim":
+            if pwm:
+                self.led.value = args[0] * bright
+            else:
+                self.led.off()
+        elif pattern == "solid":
+            if pwm:
+                self.led.value = bright
+            else:
+                self.led.on()
+        elif pattern == "pulse" and pwm:
+            self.led.pulse(fade_in_time=args[0], fade_out_time=args[1])
+        elif pattern == "pulse":
+            self.led.blink(args[0], args[1])
+        else:
+            on, off, *n = args
+            self.led.blink(on, off, n=int(n[0]) if n else None)
+
+    def off(self) -> None:
+        if self.led is not None:
+            self.led.off()
+            self._shown = None
+
+    def close(self) -> None:
+        for dev in (self.button, self.led):
+            if dev is not None:
+                try:
+                    dev.close()
+                except Exception:  # closing half-built devices must not fail shutdown
+                    log.debug("closing GPIO device failed", exc_info=True)
+        self.button = self.led = None
+        self.available = False

@@ -1,0 +1,522 @@
+"""The daemon: where config, audio, voice policy, protocol, state machine and devices meet.
+
+Every decision lives in a pure module (conversation, voice gate, codecs); this module moves
+data between them and the I/O adapters and owns the process lifecycle: signals, sd_notify
+and the watchdog, live reload, and a bounded clean shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agentd import __version__, logs
+from agentd import conversation as cv
+from agentd.audio.alsa import Capture, Playback
+from agentd.audio.resample import VAD_RATE, StreamResampler, to_int16
+from agentd.config import Config, ConfigError, Loaded, load
+from agentd.device.cues import CUE_RATE, cue_pcm
+from agentd.device.gpio import Gpio
+from agentd.notify import Notifier
+from agentd.realtime import events as ev
+from agentd.realtime.connection import Link, LinkState
+from agentd.voice import gate as vg
+
+log = logging.getLogger("agentd")
+
+SHUTDOWN_BUDGET_S = 2.0
+READY_WAIT_S = 1.0  # READY=1 waits at most this long for audio and the first connect attempt
+TICK_S = 0.05
+
+
+@dataclasses.dataclass
+class Hooks:
+    """Test and demo seams that swap a whole adapter or observe, never a decision."""
+
+    pin_factory: Any = None
+    use_gpio: bool = True
+    on_state: Callable[[str], None] | None = None
+    on_transcript: Callable[[str, str], None] | None = None
+
+
+class Daemon:
+    def __init__(self, config_path: Path, loaded: Loaded, hooks: Hooks | None = None) -> None:
+        self.config_path = config_path
+        self.loaded = loaded
+        self.cfg: Config = loaded.config
+        self.hooks = hooks or Hooks()
+        self.started = time.monotonic()
+        self.notifier = Notifier()
+        self.conv = cv.Conversation.from_config(self.cfg)
+        self.gate = vg.VoiceGate(vg.VoiceSettings.from_config(self.cfg))
+        self.link: Link | None = None
+        self.capture: Capture | None = None
+        self.playback: Playback | None = None
+        self.gpio: Gpio | None = None
+        self.control: Any = None
+        self.stop_event = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._uplink_rs = StreamResampler(VAD_RATE, self.cfg.api.input_rate)
+        self._held: deque[bytes] = deque()
+        self._held_bytes = 0
+        self._audio_errors: dict[str, str | None] = {"capture": None, "playback": None}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._transcripts: dict[str, list[str]] = {}
+        self.reload_failed: str | None = None
+        self._last_state = self.conv.state
+        self.last_tick = time.monotonic()
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        c = self.conv.counters
+        cap, pb = self.capture, self.playback
+        return {
+            "ok": True,
+            "version": __version__,
+            "state": self.conv.state.value,
+            "connected": self.conv.connected,
+            "dialect": self.cfg.api.dialect,
+            "model": self.cfg.model,
+            "user_id": self.cfg.device.user_id,
+            "turn_mode": self.cfg.turn.mode,
+            "turns": c.turns,
+            "interrupts": c.interrupts,
+            "dropped_turns": c.dropped_turns,
+            "lost_turns": c.lost_turns,
+            "last_error": self.conv.last_error or (self.link.last_error if self.link else None),
+            "audio_errors": {k: v for k, v in self._audio_errors.items() if v},
+            "overruns": cap.stats.overruns if cap else 0,
+            "dropped_frames": cap.stats.dropped_frames if cap else 0,
+            "underruns": pb.stats.underruns if pb else 0,
+            "reconnects": self.link.reconnects if self.link else 0,
+            "gpio": bool(self.gpio and self.gpio.available),
+            "reload_error": self.reload_failed,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+        }
+
+    def status_line(self) -> str:
+        link = "connected" if self.conv.connected else "offline"
+        extra = f"; reload failed: {self.reload_failed}" if self.reload_failed else ""
+        return f"{self.conv.state.value}, {link} to {self.cfg.api.dialect}{extra}"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> int:
+        self.loop = loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        for w in self.loaded.warnings:
+            log.warning("%s", w)
+        if self.loaded.api_key is not None:
+            logs.register_secret(self.loaded.api_key.reveal())
+        log.info("agentd %s starting: %s", __version__, self.cfg.summary())
+        self._start_audio(loop)
+        self._start_gpio(loop)
+        await self._start_control()
+        self.link = Link(self.cfg, self._key(), self._on_server, self._on_link)
+        self._spawn(self.link.run())
+        await self._wait_ready()
+        self.notifier.ready(self.status_line())
+        self._spawn(self._ticker())
+        if self.notifier.watchdog_s:
+            self._spawn(self._watchdog())
+        await self.stop_event.wait()
+        await self.shutdown()
+        return 0
+
+    def _key(self) -> str | None:
+        return self.loaded.api_key.reveal() if self.loaded.api_key else None
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("internal task failed", exc_info=task.exception())
+
+    async def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_WAIT_S
+        while time.monotonic() < deadline:
+            audio_known = all(
+                d is None or d.first_attempt.is_set() for d in (self.capture, self.playback)
+            )
+            link_tried = self.link is not None and (self.link.connected or self.link.last_error)
+            if audio_known and link_tried:
+                return
+            await asyncio.sleep(0.01)
+
+    def _start_audio(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.playback = Playback(
+            self.cfg.audio.output,
+            self.cfg.api.output_rate,
+            lambda e: self._audio_status("playback", e),
+        )
+        self.capture = Capture(
+            self.cfg.audio.input, loop, self._on_mic, lambda e: self._audio_status("capture", e)
+        )
+        self.playback.start()
+        self.capture.start()
+
+    def _stop_audio(self) -> None:
+        for dev in (self.capture, self.playback):
+            if dev is not None:
+                dev.stop()
+
+    def _audio_status(self, kind: str, error: str | None) -> None:
+        """Called from a device thread: record the fault on the loop, show it in STATUS=."""
+
+        def apply() -> None:
+            self._audio_errors[kind] = error
+            self.notifier.status(self.status_line())
+
+        if self.loop is not None:
+            with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
+                self.loop.call_soon_threadsafe(apply)
+
+    def _start_gpio(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self.hooks.use_gpio:
+            return
+        self.gpio = Gpio(self.cfg, loop, self.feed, self.hooks.pin_factory)
+        if self.gpio.start():
+            self.gpio.show(self.conv.state)
+
+    async def _start_control(self) -> None:
+        from agentd.control import ControlServer
+
+        self.control = ControlServer(self.cfg.control.socket, self._control)
+        await self.control.start()
+
+    async def shutdown(self) -> None:
+        """Stop capture, flush playback, close the WebSocket with 1000, LED off: ≤ 2 s."""
+        self.notifier.stopping()
+        log.info("stopping")
+        t0 = time.monotonic()
+        if self.capture is not None:
+            self.capture.stop(0.5)
+        if self.playback is not None:
+            self.playback.flush()
+        if self.link is not None:
+            await self.link.close()
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                asyncio.gather(*self._tasks, return_exceptions=True),
+                max(0.1, SHUTDOWN_BUDGET_S - (time.monotonic() - t0) - 0.5),
+            )
+        if self.playback is not None:
+            self.playback.stop(0.3)
+        if self.gpio is not None:
+            self.gpio.off()
+            self.gpio.close()
+        if self.control is not None:
+            await self.control.close()
+        self.notifier.close()
+        log.info("stopped in %.2f s", time.monotonic() - t0)
+
+    # ------------------------------------------------------------------ inputs
+
+    def feed(self, event: cv.Input) -> None:
+        """One input into the state machine, its actions carried out, the LED/status updated."""
+        now = time.monotonic()
+        for action in self.conv.handle(event, now):
+            self._act(action, now)
+        if self.conv.state is not self._last_state:
+            self._last_state = self.conv.state
+            log.info("state: %s", self.conv.state.value)
+            if self.gpio is not None:
+                self.gpio.show(self.conv.state)
+            self.notifier.status(self.status_line())
+            if self.hooks.on_state is not None:
+                self.hooks.on_state(self.conv.state.value)
+
+    def _speaker(self, now: float) -> vg.Speaker:
+        pb = self.playback
+        if pb is None:
+            return vg.Speaker()
+        return vg.Speaker(pb.busy(now), pb.last_played_at)
+
+    def _on_mic(self, frame: bytes) -> None:
+        now = time.monotonic()
+        if self.conv.state is cv.State.MUTED:
+            return
+        for e in self.gate.process(frame, now, self._speaker(now)):
+            if isinstance(e, vg.Audio):
+                if self.conv.streaming:
+                    self._uplink(e.pcm)
+            elif isinstance(e, vg.SpeechStarted):
+                self.feed(cv.SpeechStart())
+            elif isinstance(e, vg.SpeechEnded):
+                self.feed(cv.SpeechEnd())
+            elif isinstance(e, vg.BargeIn):
+                log.info("barge-in: the user spoke over the answer")
+                self.feed(cv.BargeIn())
+
+    def _uplink(self, pcm16k: bytes) -> None:
+        ms = len(pcm16k) * 1000 // (2 * VAD_RATE)
+        x = np.frombuffer(pcm16k, dtype="<i2")
+        pcm = to_int16(self._uplink_rs.process(x))
+        assert self.link is not None
+        if not (self.link.connected and self.conv.outage_since is None) or not self.link.send(
+            self.link.codec.append(pcm)
+        ):
+            limit = int(self.cfg.turn.max_turn_s * self.cfg.api.input_rate * 2)
+            self._held.append(pcm)
+            self._held_bytes += len(pcm)
+            while self._held_bytes > limit:
+                self._held_bytes -= len(self._held.popleft())
+        self.feed(cv.AudioSent(ms))
+
+    # ------------------------------------------------------------------ actions
+
+    def _act(self, a: cv.Action, now: float) -> None:
+        link, pb = self.link, self.playback
+        if isinstance(a, cv.StartStreaming):
+            if self.cfg.turn.mode == "push_to_talk":
+                self.gate.press()
+            self._uplink_rs.reset()
+            self._held.clear()
+            self._held_bytes = 0
+        elif isinstance(a, cv.StopStreaming):
+            self.gate.release()
+            self.gate.new_turn()
+        elif isinstance(a, cv.Commit) and link:
+            link.send(link.codec.commit())
+        elif isinstance(a, cv.CreateResponse) and link:
+            link.send(link.codec.response_create())
+        elif isinstance(a, cv.ClearInput) and link:
+            link.send(link.codec.clear())
+        elif isinstance(a, cv.Cancel) and link:
+            link.send(link.codec.cancel())
+        elif isinstance(a, cv.Truncate) and link and pb:
+            heard = pb.heard_ms(a.item_id)
+            log.info("interrupted: truncating %s at %d ms heard", a.item_id, heard)
+            link.send(link.codec.truncate(a.item_id, 0, heard))
+        elif isinstance(a, cv.FlushPlayback) and pb:
+            pb.flush()
+            self.gate.reference.clear()
+        elif isinstance(a, cv.Cue):
+            self._cue(a.name)
+        elif isinstance(a, cv.Reconnect) and link:
+            log.info("reconnect requested")
+            link.reconnect()
+        elif isinstance(a, cv.ReplayBuffered) and link:
+            log.info(
+                "connection back: sending %d ms of held speech",
+                self._held_bytes * 1000 // (2 * self.cfg.api.input_rate),
+            )
+            while self._held:
+                link.send(link.codec.append(self._held.popleft()))
+            self._held_bytes = 0
+        elif isinstance(a, cv.DiscardBuffered):
+            if self._held_bytes:
+                log.error(
+                    "dropped %d ms of speech: %s",
+                    self._held_bytes * 1000 // (2 * self.cfg.api.input_rate),
+                    a.reason,
+                )
+            self._held.clear()
+            self._held_bytes = 0
+
+    def _cue(self, name: str) -> None:
+        if not self.cfg.sounds.enabled or self.playback is None:
+            return
+        pcm = cue_pcm(name, self.cfg.sounds.volume)
+        self._play(pcm, None, CUE_RATE, gain=1.0, last=True)
+
+    def _play(
+        self, pcm: bytes, item: str | None, rate: int, gain: float | None = None, last: bool = False
+    ) -> None:
+        pb = self.playback
+        assert pb is not None
+        start = max(time.monotonic(), pb.ends_at)
+        pb.play(pcm, item, rate=rate, gain=gain, last=last)
+        if self.cfg.echo.barge_in == "voice" and pcm:
+            x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
+            self.gate.reference.add(x * (pb.settings.volume if gain is None else gain), rate, start)
+
+    # ------------------------------------------------------------------ server side
+
+    def _on_link(self, s: LinkState) -> None:
+        if s.connected:
+            self.feed(cv.LinkUp())
+        elif s.renewing:
+            self.conv.connected = False  # a planned renewal: no OFFLINE flash
+        else:
+            self.feed(cv.LinkDown(s.error))
+        self.notifier.status(self.status_line())
+
+    def _on_server(self, e: ev.ServerEvent) -> None:
+        if isinstance(e, ev.AudioChunk):
+            self.feed(cv.AssistantAudio(e.item_id))
+            if self.conv.state is cv.State.SPEAKING and self.conv.item_id == e.item_id:
+                self._play(e.pcm, e.item_id, self.cfg.api.output_rate)
+        elif isinstance(e, ev.AudioDone):
+            if self.conv.item_id == e.item_id and self.playback is not None:
+                self._play(b"", e.item_id, self.cfg.api.output_rate, last=True)
+        elif isinstance(e, ev.ResponseCreated):
+            self.feed(cv.ResponseStarted(e.response_id))
+        elif isinstance(e, ev.ItemAdded):
+            if e.role == "assistant":
+                self.feed(cv.AssistantItem(e.item_id))
+        elif isinstance(e, ev.ResponseDone):
+            self.feed(cv.ResponseFinished(e.status, e.reason))
+        elif isinstance(e, ev.ServerError):
+            log.warning(
+                "server error %s%s: %s", e.type, f" ({e.code})" if e.code else "", e.message
+            )
+            self.feed(cv.ServerFault(e.code, e.message))
+        elif isinstance(e, ev.SpeechStarted):
+            if self.conv.state is cv.State.SPEAKING and self.cfg.echo.barge_in == "voice":
+                self.feed(cv.BargeIn())
+        elif isinstance(e, ev.SpeechStopped):
+            self.feed(cv.SpeechEnd(server=True))
+        elif isinstance(e, ev.TranscriptDelta | ev.TranscriptDone):
+            self._transcript(e)
+
+    def _transcript(self, e: ev.TranscriptDelta | ev.TranscriptDone) -> None:
+        if isinstance(e, ev.TranscriptDelta):
+            self._transcripts.setdefault(e.item_id, []).append(e.text)
+            return
+        text = e.text or "".join(self._transcripts.pop(e.item_id, []))
+        self._transcripts.pop(e.item_id, None)
+        if self.cfg.logging.transcripts:
+            log.info("%s said: %s", e.role, text)
+        if self.hooks.on_transcript is not None:
+            self.hooks.on_transcript(e.role, text)
+
+    # ------------------------------------------------------------------ time, health
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.last_tick = now = time.monotonic()
+            if self.conv.playing and self.playback is not None and not self.playback.busy(now):
+                self.feed(cv.PlaybackFinished())
+            self.feed(cv.Tick())
+            link = self.link
+            if (
+                link is not None
+                and link.renew_due()
+                and self.conv.state in (cv.State.IDLE, cv.State.MUTED)
+            ):
+                log.info(
+                    "renewing the session before api.session_max_s (%.0f s)",
+                    self.cfg.api.session_max_s,
+                )
+                link.reconnect(renewing=True)
+
+    def healthy(self) -> bool:
+        """Loop responsive and audio threads alive (retrying counts as alive)."""
+        if time.monotonic() - self.last_tick > 5:
+            return False
+        return all(d is None or d.healthy() for d in (self.capture, self.playback))
+
+    async def _watchdog(self) -> None:
+        assert self.notifier.watchdog_s
+        period = self.notifier.watchdog_s / 2
+        while True:
+            if self.healthy():
+                self.notifier.watchdog()
+            else:
+                log.error(
+                    "unhealthy (stalled loop or dead audio thread): withholding watchdog ping"
+                )
+            await asyncio.sleep(period)
+
+    # ------------------------------------------------------------------ control & reload
+
+    async def _control(self, cmd: str) -> dict[str, Any]:
+        if cmd == "status":
+            return self.status()
+        if cmd == "reload":
+            ok, problems = await self.reload()
+            return {"ok": ok, "problems": problems}
+        commands: dict[str, cv.Input] = {
+            "press": cv.Press(),
+            "release": cv.Release(),
+            "talk": cv.Talk(),
+            "interrupt": cv.Interrupt(),
+            "mute": cv.Mute(),
+        }
+        self.feed(commands[cmd])
+        return {"ok": True, "state": self.conv.state.value}
+
+    async def reload(self) -> tuple[bool, list[str]]:
+        """Re-read and validate; invalid → keep running on the old config, say so."""
+        self.notifier.reloading()
+        try:
+            loaded = await asyncio.to_thread(load, self.config_path)
+        except ConfigError as exc:
+            for p in exc.problems:
+                log.error("reload: %s", p)
+            self.reload_failed = (
+                f"{len(exc.problems)} problem(s) in {self.config_path}; kept the old config"
+            )
+            log.error("reload failed: %s", self.reload_failed)
+            self.notifier.ready(self.status_line())
+            return False, list(exc.problems)
+        self.reload_failed = None
+        old, new = self.cfg, loaded.config
+        self.loaded, self.cfg = loaded, new
+        logs.set_level(new.logging.level)
+        if loaded.api_key is not None:
+            logs.register_secret(loaded.api_key.reveal())
+        self.conv.configure(new)
+        if (old.vad, old.echo, old.turn.mode) != (new.vad, new.echo, new.turn.mode):
+            self.gate = vg.VoiceGate(vg.VoiceSettings.from_config(new))
+        if self.link is not None:
+            if self.link.configure(new, self._key()):
+                log.info("reload: server settings changed: reconnecting")
+                self.link.reconnect()
+            elif (old.agent, old.turn) != (new.agent, new.turn):
+                log.info("reload: session settings changed: session.update")
+                self.link.update_session()
+        self._uplink_rs = StreamResampler(VAD_RATE, new.api.input_rate)
+        if old.audio != new.audio or old.api.output_rate != new.api.output_rate:
+            log.info("reload: audio devices changed: reopening")
+            self._stop_audio()
+            self._start_audio(asyncio.get_running_loop())
+        if (old.button, old.led) != (new.button, new.led) and self.gpio is not None:
+            log.info("reload: GPIO changed: rebinding")
+            self.gpio.close()
+            self._start_gpio(asyncio.get_running_loop())
+        if old.control != new.control and self.control is not None:
+            await self.control.close()
+            await self._start_control()
+        log.info("reloaded %s", self.config_path)
+        self.notifier.ready(self.status_line())
+        return True, []
+
+
+def run_main(config_path: Path) -> int:
+    """`agentd run`: load the config (exit 1 naming every bad key), then run until SIGTERM."""
+    logs.setup_logging("info")
+    try:
+        loaded = load(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("config: %s", problem)
+        log.error("agentd not started: fix %s (check with: agentd check-config)", config_path)
+        return 1
+    logs.set_level(loaded.config.logging.level)
+    os.umask(0o007)
+    return asyncio.run(Daemon(config_path, loaded).run())

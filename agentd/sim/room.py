@@ -1,0 +1,86 @@
+"""A real-time audio "room" without a sound card: a PulseAudio null sink heard through the
+ALSA pulse plugin. Used by `agentd demo` on machines with no sound card, and by the tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+
+def asoundrc(socket: Path) -> str:
+    """ALSA PCMs `mic` (the room's monitor) and `spk` (into the room)."""
+    return (
+        f'pcm.mic {{ type pulse; server "unix:{socket}"; device "room.monitor" }}\n'
+        f'pcm.spk {{ type pulse; server "unix:{socket}"; device "room" }}\n'
+    )
+
+
+class PulseRoom:
+    """A PulseAudio null sink `room`: what is played into it is heard on its monitor."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.socket = directory / "native"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "HOME": str(self.dir),
+            "XDG_RUNTIME_DIR": str(self.dir),
+            "PULSE_SERVER": f"unix:{self.socket}",
+        }
+
+    def start(self) -> PulseRoom:
+        if shutil.which("pulseaudio") is None:
+            raise RuntimeError("pulseaudio is not installed (scripts/test installs it)")
+        self.dir.mkdir(exist_ok=True)
+        pa = self.dir / "default.pa"
+        pa.write_text(
+            "load-module module-null-sink sink_name=room rate=48000 channels=2\n"
+            f"load-module module-native-protocol-unix auth-anonymous=1 socket={self.socket}\n"
+        )
+        self.proc = subprocess.Popen(
+            [
+                "pulseaudio",
+                "-n",
+                "-F",
+                str(pa),
+                "--daemonize=no",
+                "--exit-idle-time=-1",
+                "--use-pid-file=no",
+                "--log-target=stderr",
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            ok = (
+                subprocess.run(["pactl", "info"], env=self.env, capture_output=True).returncode == 0
+            )
+            if ok:
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("pulseaudio did not start")
+
+    def play(self, wav: Path) -> subprocess.Popen[bytes]:
+        """Speak into the room (returns at once; wait() on the result to finish)."""
+        return subprocess.Popen(
+            ["paplay", f"--server=unix:{self.socket}", "--device=room", str(wav)], env=self.env
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
