@@ -19,6 +19,7 @@ class Notifier:
         if addr:
             self.addr = "\0" + addr[1:] if addr.startswith("@") else addr
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self.sock.setblocking(False)  # never stall the loop on a slow or full receiver
         usec = env.get("WATCHDOG_USEC")
         pid = env.get("WATCHDOG_PID")
         self.watchdog_s: float | None = None
@@ -30,7 +31,7 @@ class Notifier:
             return
         try:
             self.sock.sendto("\n".join(fields).encode(), self.addr)
-        except OSError as exc:
+        except OSError as exc:  # includes BlockingIOError: a dropped STATUS is harmless
             log.debug("sd_notify failed: %s", exc)
 
     def ready(self, status: str) -> None:

@@ -135,6 +135,8 @@ class Daemon:
             self._spawn(self._watchdog())
         await self.stop_event.wait()
         await self.shutdown()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
         return 0
 
     def _key(self) -> str | None:

@@ -254,6 +254,8 @@ class Playback(_DeviceThread):
         self._flush = False
         self._wake_ev = threading.Event()
         self.ends_at = 0.0  # when the last written sample leaves the speaker
+        self.flushed_at = 0.0  # when the last flush reached ALSA (drop)
+        self.started_at = 0.0  # first write after the speaker was idle
         self.on_idle: Callable[[], None] | None = None
 
     # -------------------------------------------------------------- loop side
@@ -354,6 +356,7 @@ class Playback(_DeviceThread):
             if flush:
                 chunk = None
                 pcm.drop()  # type: ignore[attr-defined]
+                self.flushed_at = self.clock()
                 with self._lock:
                     self._written = self.played_position_locked(now)
                     for s in self._segments:
@@ -373,6 +376,8 @@ class Playback(_DeviceThread):
                 take = chunk[:room] if room > 0 else chunk[:0]
                 if take.size:
                     data = np.repeat(take, self.card_channels) if self.card_channels > 1 else take
+                    if now >= self.ends_at:
+                        self.started_at = now
                     n = pcm.write(data.tobytes())  # type: ignore[attr-defined]
                     if n < 0:
                         self.stats.underruns += 1

@@ -1,0 +1,385 @@
+"""The pure conversation state machine: every transition and the races (issue 6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agentd import conversation as cv
+from agentd.conversation import State as S
+
+A = cv
+
+
+def machine(mode: str = "push_to_talk", state: S = S.IDLE, **kw: Any) -> cv.Conversation:
+    c = cv.Conversation(mode=mode, detection=kw.pop("detection", "local"))
+    c.connected = kw.pop("connected", True)
+    c.ever_connected = True
+    c.state = state
+    for k, v in kw.items():
+        setattr(c, k, v)
+    return c
+
+
+def speaking(mode: str = "push_to_talk") -> cv.Conversation:
+    return machine(mode, S.SPEAKING, response_active=True, item_id="item_9", playing=True)
+
+
+# (name, machine factory, event, expected actions, expected state)
+TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
+    (
+        "ptt press starts listening",
+        lambda: machine(),
+        A.Press(),
+        [A.StartStreaming(), A.Cue("listen_start")],
+        S.LISTENING,
+    ),
+    (
+        "ptt release commits",
+        lambda: machine(state=S.LISTENING, sent_ms=800),
+        A.Release(),
+        [A.StopStreaming(), A.Cue("listen_end"), A.Commit(), A.CreateResponse()],
+        S.THINKING,
+    ),
+    (
+        "ptt release < 100 ms drops the turn",
+        lambda: machine(state=S.LISTENING, sent_ms=60),
+        A.Release(),
+        [A.StopStreaming(), A.ClearInput(), A.Cue("short")],
+        S.IDLE,
+    ),
+    (
+        "ptt release with nothing sent",
+        lambda: machine(state=S.LISTENING, sent_ms=0),
+        A.Release(),
+        [A.StopStreaming(), A.Cue("short")],
+        S.IDLE,
+    ),
+    (
+        "ptt press while listening ignored",
+        lambda: machine(state=S.LISTENING),
+        A.Press(),
+        [],
+        S.LISTENING,
+    ),
+    (
+        "press while thinking cancels",
+        lambda: machine(state=S.THINKING, response_active=True),
+        A.Press(),
+        [A.Cancel(), A.StartStreaming(), A.Cue("listen_start")],
+        S.LISTENING,
+    ),
+    (
+        "press while speaking interrupts",
+        speaking,
+        A.Press(),
+        [
+            A.FlushPlayback(),
+            A.Cancel(),
+            A.Truncate("item_9"),
+            A.StartStreaming(),
+            A.Cue("listen_start"),
+        ],
+        S.LISTENING,
+    ),
+    (
+        "toggle click starts",
+        lambda: machine("toggle"),
+        A.Press(),
+        [A.StartStreaming(), A.Cue("listen_start")],
+        S.LISTENING,
+    ),
+    (
+        "toggle second click ends",
+        lambda: machine("toggle", S.LISTENING, sent_ms=500),
+        A.Press(),
+        [A.StopStreaming(), A.Cue("listen_end"), A.Commit(), A.CreateResponse()],
+        S.THINKING,
+    ),
+    (
+        "toggle release ignored",
+        lambda: machine("toggle", S.LISTENING, sent_ms=500),
+        A.Release(),
+        [],
+        S.LISTENING,
+    ),
+    (
+        "toggle endpoint ends turn",
+        lambda: machine("toggle", S.LISTENING, sent_ms=900),
+        A.SpeechEnd(),
+        [A.StopStreaming(), A.Cue("listen_end"), A.Commit(), A.CreateResponse()],
+        S.THINKING,
+    ),
+    (
+        "server detection ignores local endpoint",
+        lambda: machine("toggle", S.LISTENING, detection="server", sent_ms=900),
+        A.SpeechEnd(),
+        [],
+        S.LISTENING,
+    ),
+    (
+        "server VAD end: no client commit",
+        lambda: machine("hands_free", S.LISTENING, detection="server", sent_ms=900),
+        A.SpeechEnd(server=True),
+        [A.StopStreaming(), A.Cue("listen_end")],
+        S.THINKING,
+    ),
+    (
+        "ptt ignores endpoint",
+        lambda: machine(state=S.LISTENING, sent_ms=900),
+        A.SpeechEnd(),
+        [],
+        S.LISTENING,
+    ),
+    (
+        "hands-free speech starts a turn",
+        lambda: machine("hands_free"),
+        A.SpeechStart(),
+        [A.StartStreaming(), A.Cue("listen_start")],
+        S.LISTENING,
+    ),
+    (
+        "toggle speech without follow-up ignored",
+        lambda: machine("toggle"),
+        A.SpeechStart(),
+        [],
+        S.IDLE,
+    ),
+    (
+        "toggle follow-up speech continues",
+        lambda: machine("toggle", follow_up_until=1e9),
+        A.SpeechStart(),
+        [A.StartStreaming(), A.Cue("listen_start")],
+        S.LISTENING,
+    ),
+    ("ptt ignores speech start", lambda: machine(), A.SpeechStart(), [], S.IDLE),
+    (
+        "voice barge-in interrupts",
+        lambda: speaking("hands_free"),
+        A.BargeIn(),
+        [
+            A.FlushPlayback(),
+            A.Cancel(),
+            A.Truncate("item_9"),
+            A.StartStreaming(),
+            A.Cue("listen_start"),
+        ],
+        S.LISTENING,
+    ),
+    ("barge-in while idle ignored", lambda: machine("hands_free"), A.BargeIn(), [], S.IDLE),
+    (
+        "ctl interrupt while speaking",
+        speaking,
+        A.Interrupt(),
+        [A.FlushPlayback(), A.Cancel(), A.Truncate("item_9")],
+        S.IDLE,
+    ),
+    (
+        "ctl talk starts and ends",
+        lambda: machine("push_to_talk", S.LISTENING, sent_ms=300),
+        A.Talk(),
+        [A.StopStreaming(), A.Cue("listen_end"), A.Commit(), A.CreateResponse()],
+        S.THINKING,
+    ),
+    (
+        "first audio → speaking",
+        lambda: machine(state=S.THINKING, response_active=True),
+        A.AssistantAudio("item_1"),
+        [],
+        S.SPEAKING,
+    ),
+    (
+        "stale audio after cancel ignored",
+        lambda: machine(state=S.LISTENING, response_active=False),
+        A.AssistantAudio("item_old"),
+        [],
+        S.LISTENING,
+    ),
+    (
+        "response done while speaking keeps speaking",
+        speaking,
+        A.ResponseFinished("completed"),
+        [],
+        S.SPEAKING,
+    ),
+    (
+        "playback finished → idle",
+        lambda: machine(state=S.SPEAKING, playing=True),
+        A.PlaybackFinished(),
+        [],
+        S.IDLE,
+    ),
+    (
+        "response done without audio → idle",
+        lambda: machine(state=S.THINKING, response_active=True),
+        A.ResponseFinished("completed"),
+        [],
+        S.IDLE,
+    ),
+    (
+        "response failed → error",
+        lambda: machine(state=S.THINKING, response_active=True),
+        A.ResponseFinished("failed", "server_error"),
+        [A.Cue("error")],
+        S.ERROR,
+    ),
+    (
+        "server error mid-turn → error",
+        lambda: machine(state=S.THINKING),
+        A.ServerFault("server_error", "boom"),
+        [A.Cue("error")],
+        S.ERROR,
+    ),
+    (
+        "server error while listening stops",
+        lambda: machine(state=S.LISTENING),
+        A.ServerFault(None, "bad"),
+        [A.StopStreaming(), A.Cue("error")],
+        S.ERROR,
+    ),
+    (
+        "active-response race is harmless",
+        lambda: machine(state=S.THINKING),
+        A.ServerFault("conversation_already_has_active_response", "x"),
+        [],
+        S.THINKING,
+    ),
+    (
+        "commit empty → short cue",
+        lambda: machine(state=S.THINKING),
+        A.ServerFault("input_audio_buffer_commit_empty", "x"),
+        [A.Cue("short")],
+        S.IDLE,
+    ),
+    (
+        "disconnect mid-answer → offline",
+        speaking,
+        A.LinkDown("lost"),
+        [A.FlushPlayback(), A.Cue("error")],
+        S.OFFLINE,
+    ),
+    ("disconnect while idle → offline", lambda: machine(), A.LinkDown("lost"), [], S.OFFLINE),
+    (
+        "disconnect while listening keeps listening",
+        lambda: machine(state=S.LISTENING),
+        A.LinkDown("x"),
+        [],
+        S.LISTENING,
+    ),
+    ("link up → idle", lambda: machine(state=S.OFFLINE, connected=False), A.LinkUp(), [], S.IDLE),
+    (
+        "first link up plays connected",
+        lambda: machine(state=S.OFFLINE, connected=False, ever_connected=False),
+        A.LinkUp(),
+        [A.Cue("connected")],
+        S.IDLE,
+    ),
+    ("double press mutes", lambda: machine(), A.DoublePress(), [], S.MUTED),
+    ("double press unmutes", lambda: machine(state=S.MUTED), A.DoublePress(), [], S.IDLE),
+    (
+        "ctl mute while listening",
+        lambda: machine(state=S.LISTENING, sent_ms=200),
+        A.Mute(),
+        [A.StopStreaming(), A.ClearInput()],
+        S.MUTED,
+    ),
+    ("press while muted ignored", lambda: machine(state=S.MUTED), A.Press(), [], S.MUTED),
+    ("5 s hold reconnects", lambda: machine(), A.LongHold(), [A.Reconnect()], S.IDLE),
+    (
+        "press while offline listens (held)",
+        lambda: machine(state=S.OFFLINE, connected=False),
+        A.Press(),
+        [A.StartStreaming(), A.Cue("listen_start")],
+        S.LISTENING,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "event", "actions", "state"), TABLE, ids=[t[0] for t in TABLE]
+)
+def test_transition(name: str, make: Any, event: Any, actions: list[Any], state: S) -> None:
+    c = make()
+    assert c.handle(event, now=100.0) == actions
+    assert c.state is state
+
+
+def test_every_state_and_input_is_covered() -> None:
+    inputs = {type(t[2]) for t in TABLE}
+    missing = {cls for cls in cv.Input.__args__ if cls not in inputs} - {
+        cv.AudioSent,
+        cv.Tick,  # type: ignore[attr-defined]
+        cv.ResponseStarted,
+        cv.AssistantItem,
+    }
+    assert not missing
+    states = {t[4] for t in TABLE}
+    assert states == set(S)
+
+
+def test_max_turn_ends_the_turn_and_error_clears() -> None:
+    c = machine("toggle")
+    c.handle(A.Press(), 0.0)
+    c.handle(A.AudioSent(3000), 1.0)
+    assert c.handle(A.Tick(), 29.0) == []
+    assert A.Commit() in c.handle(A.Tick(), 30.0)
+    c.handle(A.ServerFault("server_error", "x"), 31.0)
+    assert c.state is S.ERROR
+    c.handle(A.Tick(), 33.0)
+    assert c.state is S.ERROR
+    c.handle(A.Tick(), 34.1)
+    assert c.state is S.IDLE
+
+
+def test_speech_during_short_outage_is_kept_and_sent() -> None:
+    c = machine()
+    c.handle(A.Press(), 0.0)
+    c.handle(A.AudioSent(400), 0.5)
+    assert c.handle(A.LinkDown("lost"), 0.6) == []
+    c.handle(A.AudioSent(600), 1.0)
+    assert c.handle(A.Release(), 1.5) == [A.StopStreaming(), A.Cue("listen_end")]
+    assert c.state is S.THINKING and c.turn_waiting
+    assert c.handle(A.LinkUp(), 3.0) == [A.ReplayBuffered(), A.Commit(), A.CreateResponse()]
+    assert c.state is S.THINKING and c.counters.lost_turns == 0
+
+
+def test_speech_during_long_outage_is_an_error_never_silent() -> None:
+    c = machine()
+    c.handle(A.Press(), 0.0)
+    c.handle(A.AudioSent(400), 0.5)
+    c.handle(A.LinkDown("lost"), 0.6)
+    c.handle(A.Release(), 1.5)
+    acts = c.handle(A.Tick(), 0.6 + cv.OUTAGE_GRACE_S)
+    assert A.DiscardBuffered("the connection did not come back") in acts and A.Cue("error") in acts
+    assert c.state is S.ERROR and c.counters.lost_turns == 1
+    assert "did not come back" in (c.last_error or "")
+
+
+def test_toggle_conversation_continues_until_idle_timeout() -> None:
+    c = machine("toggle")
+    c.idle_timeout_s = 20
+    c.handle(A.Press(), 0.0)
+    c.handle(A.AudioSent(500), 1.0)
+    c.handle(A.SpeechEnd(), 2.0)
+    c.handle(A.ResponseStarted("r"), 2.1)
+    c.handle(A.AssistantItem("i"), 2.1)
+    c.handle(A.AssistantAudio("i"), 2.2)
+    c.handle(A.ResponseFinished("completed"), 3.0)
+    c.handle(A.PlaybackFinished(), 4.0)
+    assert c.state is S.IDLE
+    assert c.handle(A.SpeechStart(), 10.0)[0] == A.StartStreaming()  # hands-free follow-up
+    c.handle(A.AudioSent(500), 11.0)
+    c.handle(A.SpeechEnd(), 12.0)
+    c.handle(A.ResponseFinished("completed"), 13.0)
+    assert c.state is S.IDLE
+    assert c.handle(A.SpeechStart(), 13.0 + 20.5) == []  # timed out: back to clicks
+
+
+def test_interrupt_counts_and_truncates_only_once() -> None:
+    c = speaking()
+    c.handle(A.Press(), 1.0)
+    assert c.counters.interrupts == 1
+    c.handle(A.Release(), 1.05)  # < 100 ms: dropped
+    assert c.state is S.IDLE and c.counters.dropped_turns == 1
+    assert c.handle(A.AssistantAudio("item_9"), 1.1) == [] and c.state is S.IDLE
