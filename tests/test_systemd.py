@@ -171,9 +171,12 @@ async def test_run_ready_status_and_sigterm_mid_response(
 
 def test_install_is_idempotent_and_uninstall_keeps_config(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    run = lambda *a: subprocess.run(
-        [str(REPO / "scripts" / a[0]), *a[1:]], capture_output=True, text=True, timeout=600
-    )
+
+    def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(REPO / "scripts" / script), *args], capture_output=True, text=True, timeout=600
+        )
+
     first = run("install", "--root", str(root), "--no-apt")
     assert first.returncode == 0, first.stderr
     etc = root / "etc" / "agentd"
