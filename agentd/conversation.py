@@ -18,7 +18,11 @@ log = logging.getLogger("agentd.conversation")
 
 MIN_COMMIT_MS = 100  # servers reject a commit of less audio
 OUTAGE_GRACE_S = 5.0  # a turn held during an outage is sent if the link is back this soon
-ERROR_SHOW_S = 3.0  # how long ERROR stays on the LED before returning to IDLE
+ERROR_SHOW_S = 3.0
+#: error codes that only mean a race (cancel after the end, a second response.create)
+BENIGN_ERRORS = frozenset(
+    {"conversation_already_has_active_response", "response_cancel_not_active", "item_not_found"}
+)  # how long ERROR stays on the LED before returning to IDLE
 
 
 class State(StrEnum):
@@ -465,10 +469,8 @@ class Conversation:
         return []
 
     def _on_ServerFault(self, e: ServerFault, now: float) -> list[Action]:
-        if e.code == "conversation_already_has_active_response":
-            return []  # harmless race: the active one carries on
-        if e.code in ("response_cancel_not_active", "item_not_found"):
-            return []
+        if e.code in BENIGN_ERRORS:
+            return []  # harmless races: the state machine has already moved on
         if e.code == "input_audio_buffer_commit_empty" and self.state is State.THINKING:
             self.counters.dropped_turns += 1
             self._to(self._rest_state())
@@ -554,3 +556,22 @@ class Conversation:
         if self.state is State.ERROR and now >= self.error_until:
             self._to(self._rest_state())
         return []
+
+
+def server_inputs(event: object) -> list[Input]:
+    """The state machine's view of a typed server event (audio playback is the service's)."""
+    from agentd.realtime import events as ev
+
+    if isinstance(event, ev.AudioChunk):
+        return [AssistantAudio(event.item_id)]
+    if isinstance(event, ev.ResponseCreated):
+        return [ResponseStarted(event.response_id)]
+    if isinstance(event, ev.ItemAdded) and event.role == "assistant":
+        return [AssistantItem(event.item_id)]
+    if isinstance(event, ev.ResponseDone):
+        return [ResponseFinished(event.status, event.reason)]
+    if isinstance(event, ev.ServerError):
+        return [ServerFault(event.code, event.message)]
+    if isinstance(event, ev.SpeechStopped):
+        return [SpeechEnd(server=True)]
+    return []

@@ -38,6 +38,18 @@ log = logging.getLogger("agentd")
 SHUTDOWN_BUDGET_S = 2.0
 READY_WAIT_S = 1.0  # READY=1 waits at most this long for audio and the first connect attempt
 TICK_S = 0.05
+TRIM_EVERY_S = 30.0  # give freed heap back to the OS while idle (glibc keeps it otherwise)
+
+
+def trim_memory() -> None:
+    """glibc keeps freed audio buffers in its arenas (RSS creeps up over thousands of turns);
+    malloc_trim returns them. A no-op where the C library has no malloc_trim."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclasses.dataclass
@@ -367,36 +379,36 @@ class Daemon:
         self.notifier.status(self.status_line())
 
     def _on_server(self, e: ev.ServerEvent) -> None:
-        if isinstance(e, ev.AudioChunk):
-            self.feed(cv.AssistantAudio(e.item_id))
-            if self.conv.state is cv.State.SPEAKING and self.conv.item_id == e.item_id:
-                self._play(e.pcm, e.item_id, self.cfg.api.output_rate)
-        elif isinstance(e, ev.AudioDone):
-            if self.conv.item_id == e.item_id and self.playback is not None:
-                self._play(b"", e.item_id, self.cfg.api.output_rate, last=True)
-        elif isinstance(e, ev.ResponseCreated):
-            self.feed(cv.ResponseStarted(e.response_id))
-        elif isinstance(e, ev.ItemAdded):
-            if e.role == "assistant":
-                self.feed(cv.AssistantItem(e.item_id))
-        elif isinstance(e, ev.ResponseDone):
-            self.feed(cv.ResponseFinished(e.status, e.reason))
-        elif isinstance(e, ev.ServerError):
-            log.warning(
-                "server error %s%s: %s", e.type, f" ({e.code})" if e.code else "", e.message
+        if isinstance(e, ev.ServerError):
+            benign = e.code in cv.BENIGN_ERRORS  # races the state machine already absorbs
+            log.log(
+                logging.INFO if benign else logging.WARNING,
+                "server error %s%s: %s",
+                e.type,
+                f" ({e.code})" if e.code else "",
+                e.message,
             )
-            self.feed(cv.ServerFault(e.code, e.message))
-        elif isinstance(e, ev.SpeechStarted):
-            if self.conv.state is cv.State.SPEAKING and self.cfg.echo.barge_in == "voice":
-                self.feed(cv.BargeIn())
-        elif isinstance(e, ev.SpeechStopped):
-            self.feed(cv.SpeechEnd(server=True))
         elif isinstance(e, ev.TranscriptDelta | ev.TranscriptDone):
             self._transcript(e)
+        elif (
+            isinstance(e, ev.SpeechStarted)
+            and self.conv.state is cv.State.SPEAKING
+            and self.cfg.echo.barge_in == "voice"
+        ):
+            self.feed(cv.BargeIn())
+        for event in cv.server_inputs(e):
+            self.feed(event)
+        if isinstance(e, ev.AudioChunk):
+            if self.conv.state is cv.State.SPEAKING and self.conv.item_id == e.item_id:
+                self._play(e.pcm, e.item_id, self.cfg.api.output_rate)
+        elif isinstance(e, ev.AudioDone) and self.conv.item_id == e.item_id and self.playback:
+            self._play(b"", e.item_id, self.cfg.api.output_rate, last=True)
 
     def _transcript(self, e: ev.TranscriptDelta | ev.TranscriptDone) -> None:
         if isinstance(e, ev.TranscriptDelta):
             self._transcripts.setdefault(e.item_id, []).append(e.text)
+            while len(self._transcripts) > 16:  # interrupted items never get their "done"
+                self._transcripts.pop(next(iter(self._transcripts)))
             return
         text = e.text or "".join(self._transcripts.pop(e.item_id, []))
         self._transcripts.pop(e.item_id, None)
@@ -408,9 +420,14 @@ class Daemon:
     # ------------------------------------------------------------------ time, health
 
     async def _ticker(self) -> None:
+        trimmed = time.monotonic()
         while True:
             await asyncio.sleep(TICK_S)
             self.last_tick = now = time.monotonic()
+            idle = self.conv.state in (cv.State.IDLE, cv.State.OFFLINE, cv.State.MUTED)
+            if idle and now - trimmed >= TRIM_EVERY_S:
+                trimmed = now
+                trim_memory()
             if self.conv.playing and self.playback is not None and not self.playback.busy(now):
                 self.feed(cv.PlaybackFinished())
             self.feed(cv.Tick())

@@ -22,6 +22,15 @@ def _reset_secrets() -> Iterator[None]:
     logs._secrets.update(saved)
 
 
+@pytest.fixture(autouse=True)
+def _restore_log_levels() -> Iterator[None]:
+    """A daemon run in-process sets the root level from its config: undo it after each test."""
+    root = logging.getLogger()
+    saved = root.level
+    yield
+    root.setLevel(saved)
+
+
 @pytest.fixture
 def all_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """Capture every log record at DEBUG, through the same redaction filter the daemon uses."""

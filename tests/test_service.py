@@ -183,6 +183,9 @@ async def test_push_to_talk_turn_interrupt_and_truncate(
     probe.start()
     await h.until(lambda: h.state() == "speaking")
     await asyncio.sleep(1.5)
+    pb = h.daemon.playback
+    assert pb is not None
+    answer_started = pb.started_at  # the press's own cue starts a new playback afterwards
     t_press = time.monotonic()
     button.drive_low()
     await h.until(lambda: sim.client_events("conversation.item.truncate"))
@@ -195,12 +198,10 @@ async def test_push_to_talk_turn_interrupt_and_truncate(
     # silence: the last loud 10 ms frame from the room after the press
     loud = [t for t, f in heard if np.abs(np.frombuffer(f, "<i2")).max() > 1500]
     assert loud and loud[-1] > t_press - 0.5
-    pb = h.daemon.playback
-    assert pb is not None
     drop_ms = (pb.flushed_at - t_press) * 1000
     assert 0 <= drop_ms <= 50, drop_ms  # press → ALSA buffer dropped
     # the room path latency (speaker → sink → monitor → probe), measured on the answer's onset
-    path_s = min(t for t in loud if t >= pb.started_at) - pb.started_at
+    path_s = min(t for t in loud if t >= answer_started) - answer_started
     silent_ms = (max(loud) - t_press - path_s) * 1000
     # PulseAudio's null sink keeps rendering what it already mixed (~100 ms) after the drop: a
     # rig artefact; on a hardware PCM drop() stops the DMA at once. Bound it, report it.
@@ -211,12 +212,14 @@ async def test_push_to_talk_turn_interrupt_and_truncate(
     # avail()). The audible truth in the room: playback ran continuously from its first write,
     # heard from path_s later, until the drop. The pulse plugin reports its buffer at the
     # server's read index rather than the sink's, so on this rig ALSA's figure runs early.
-    audible_ms = (pb.flushed_at - pb.started_at - path_s) * 1000
+    audible_ms = (pb.flushed_at - answer_started - path_s) * 1000
     error_ms = trunc["audio_end_ms"] - audible_ms
     print(
         f"truncate: audio_end_ms {trunc['audio_end_ms']} vs audible {audible_ms:.0f} ms ({error_ms:+.0f} ms)"
     )
-    assert -120 <= error_ms <= 20, (trunc["audio_end_ms"], audible_ms)
+    if pb.stats.underruns == 0:  # a loaded machine may starve playback: then only the bound
+        assert -120 <= error_ms <= 20, (trunc["audio_end_ms"], audible_ms)
+    assert error_ms <= 20
     assert trunc["audio_end_ms"] < h.sim.speech.pcm(h.sim.reply, 24000).__len__() / 48
     status = h.daemon.status()
     assert status["interrupts"] == 1 and status["turns"] >= 1

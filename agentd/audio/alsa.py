@@ -297,7 +297,11 @@ class Playback(_DeviceThread):
         self._wake_ev.set()
 
     def busy(self, now: float | None = None) -> bool:
+        """Sound is (or is about to be) coming out of the speaker. A closed device plays
+        nothing: the mic must not stay muted because the speaker is unplugged."""
         now = self.clock() if now is None else now
+        if not self.opened.is_set():
+            return False
         with self._lock:
             return bool(self._pending) or self._flush or now < self.ends_at
 
@@ -349,6 +353,7 @@ class Playback(_DeviceThread):
     def _io(self, pcm: object) -> None:
         chunk: np.ndarray | None = None
         item: str | None = None
+        dropped = False  # after drop() the stream holds nothing, whatever avail() says
         while not self._stop.is_set():
             self.heartbeat = now = self.clock()
             with self._lock:
@@ -357,13 +362,14 @@ class Playback(_DeviceThread):
                 chunk = None
                 pcm.drop()  # type: ignore[attr-defined]
                 self.flushed_at = self.clock()
+                dropped = True
                 with self._lock:
                     self._written = self.played_position_locked(now)
                     for s in self._segments:
                         s.end = min(s.end, self._written)
                     self._in_buffer, self._snap_t, self.ends_at = 0, now, now
             avail = pcm.avail()  # type: ignore[attr-defined]
-            in_buf = self.buffer_frames - avail if avail >= 0 else 0
+            in_buf = self.buffer_frames - avail if avail >= 0 and not dropped else 0
             if avail < 0 and (chunk is not None or self._pending):
                 self.stats.underruns += 1
             if chunk is None:
@@ -376,13 +382,15 @@ class Playback(_DeviceThread):
                 take = chunk[:room] if room > 0 else chunk[:0]
                 if take.size:
                     data = np.repeat(take, self.card_channels) if self.card_channels > 1 else take
-                    if now >= self.ends_at:
-                        self.started_at = now
+                    last = self._segments[-1] if self._segments else None
+                    if last is None or last.item != item or now >= self.ends_at + 1.0:
+                        self.started_at = now  # a new item (or after a long silence) starts
                     n = pcm.write(data.tobytes())  # type: ignore[attr-defined]
                     if n < 0:
                         self.stats.underruns += 1
                         n = 0
                     if n > 0:
+                        dropped = False
                         with self._lock:
                             last = self._segments[-1] if self._segments else None
                             if last and last.item == item and last.end == self._written:

@@ -186,6 +186,8 @@ class VoiceGate:
         """True while the mic must stay closed (half-duplex, including the tail)."""
         if self.s.echo_mode == "off":
             return False
+        if self.ptt_held:  # the button says the user talks: only a playing cue is held back
+            return speaker.busy
         return speaker.busy or now < speaker.last_played_at + self.s.tail_ms / 1000
 
     def process(self, frame: bytes, now: float, speaker: Speaker = Speaker()) -> list[VoiceEvent]:
