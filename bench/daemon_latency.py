@@ -1,0 +1,208 @@
+"""End-to-end latencies of the real daemon against the simulator, in the PulseAudio room.
+
+- release → commit + response.create on the wire (the simulator timestamps arrivals), p95;
+- audio delta received → handed to ALSA (frame off the socket → Playback.play), p95;
+- interrupt → speaker silent: press → ALSA drop() (and the room's audible stop, which adds
+  the null sink's own render latency);
+- truncate error: audio_end_ms vs the audible truth in the room;
+- server restart → session restored (connection cut without close frame → session.updated);
+- start → READY=1 and RSS of `agentd run` in its own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+DIR = Path(tempfile.mkdtemp(prefix="agentd-bench-"))
+(DIR / "alsa").mkdir()
+os.environ["XDG_CONFIG_HOME"] = str(DIR)  # before the first ALSA call
+
+import numpy as np
+import yaml
+
+from agentd import conversation as cv
+from agentd.config import load
+from agentd.service import Daemon, Hooks
+from agentd.sim import Simulator
+from agentd.sim.room import PulseRoom, asoundrc
+
+TURNS = 20
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q)) if xs else float("nan")
+
+
+def config(path: Path, sim: Simulator, **extra: Any) -> Path:
+    data = {
+        "api": {"url": sim.url},
+        "audio": {
+            "input": {"device": "mic", "rate": 48000, "channels": 2},
+            "output": {"device": "spk", "rate": 48000, "buffer_ms": 60},
+        },
+        "button": {"pin": None},
+        "led": {"pin": None},
+        "sounds": {"enabled": False},
+        "control": {"socket": str(DIR / "ctl.sock")},
+        "logging": {"level": "warning"},
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+async def in_process(room: PulseRoom) -> dict[str, float]:
+    out: dict[str, float] = {}
+    rng = np.random.default_rng(0)
+    frames = [(rng.standard_normal(320) * 8000).astype("<i2").tobytes() for _ in range(25)]
+    async with Simulator("openai", pace=1.0) as sim:
+        cfg = config(DIR / "c.yaml", sim)
+        d = Daemon(cfg, load(cfg, require_key=False), Hooks(use_gpio=False))
+        handed: list[float] = []
+        received: dict[int, float] = {}
+        on_server = d._on_server
+
+        def timed_on_server(e: Any) -> None:
+            if type(e).__name__ == "AudioChunk":
+                received[id(e)] = time.perf_counter()
+                before = len(handed)
+                on_server(e)
+                if len(handed) > before:
+                    handed[-1] -= received.pop(id(e))
+                return
+            on_server(e)
+
+        d._on_server = timed_on_server  # type: ignore[method-assign]
+        task = asyncio.create_task(d.run())
+        while not d.conv.connected:
+            await asyncio.sleep(0.01)
+        assert d.playback is not None
+        play = d.playback.play
+
+        def timed_play(*a: Any, **k: Any) -> None:
+            play(*a, **k)
+            handed.append(time.perf_counter())
+
+        d.playback.play = timed_play  # type: ignore[method-assign]
+        await asyncio.sleep(1.0)
+        commit, create, drop = [], [], []
+        for _ in range(TURNS):
+            d.feed(cv.Press())
+            for f in frames:
+                d._on_mic(f)
+            sim.events.clear()
+            t_rel = time.monotonic()
+            d.feed(cv.Release())
+            while not sim.client_events("response.create"):
+                await asyncio.sleep(0.0005)
+            rec = {r.event["type"]: r.t for r in sim.events}
+            commit.append((rec["input_audio_buffer.commit"] - t_rel) * 1000)
+            create.append((rec["response.create"] - t_rel) * 1000)
+            while d.conv.state is not cv.State.SPEAKING:
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0.6)
+            t_press = time.monotonic()
+            d.feed(cv.Interrupt())
+            while d.playback.flushed_at < t_press:
+                await asyncio.sleep(0.0005)
+            drop.append((d.playback.flushed_at - t_press) * 1000)
+            await asyncio.sleep(0.3)
+        deltas = [h * 1000 for h in handed if h < 1]
+        out["release_commit_p95_ms"] = pct(commit, 95)
+        out["release_create_p95_ms"] = pct(create, 95)
+        out["delta_to_alsa_p95_ms"] = pct(deltas, 95)
+        out["interrupt_drop_max_ms"] = max(drop)
+        # server restart → session restored (one restart of a healthy link; repeated drops
+        # within a minute back off on purpose, see agentd/realtime/backoff.py)
+        updates = len(sim.client_events("session.update"))
+        t0 = time.monotonic()
+        sim.drop_all()
+        while len(sim.client_events("session.update")) <= updates or not d.conv.connected:
+            await asyncio.sleep(0.002)
+        out["restart_restored_s"] = time.monotonic() - t0
+        d.stop_event.set()
+        await task
+    return out
+
+
+def start_to_ready(sim_url: str) -> tuple[float, float]:
+    """Spawn `agentd run`, time READY=1, read its RSS after a few seconds."""
+
+    class _S:
+        url = sim_url
+
+    cfg = config(DIR / "r.yaml", _S())  # type: ignore[arg-type]
+    sock_path = DIR / "notify"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(sock_path))
+    s.settimeout(10)
+    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "OPENAI_API_KEY": ""}
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentd", "run", "--config", str(cfg)],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while b"READY=1" not in s.recv(4096):
+            pass
+        ready = time.monotonic() - t0
+        time.sleep(3)
+        rss = 0.0
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024
+    finally:
+        proc.terminate()
+        proc.wait(5)
+        s.close()
+    return ready, rss
+
+
+async def sim_for_subprocess() -> tuple[Simulator, float, float]:
+    sim = await Simulator("openai", pace=1.0).start()
+    ready, rss = await asyncio.to_thread(start_to_ready, sim.url)
+    return sim, ready, rss
+
+
+def main() -> dict[str, float]:
+    room = PulseRoom(DIR / "pulse")
+    (DIR / "alsa" / "asoundrc").write_text(asoundrc(room.socket))
+    room.start()
+    try:
+        out = asyncio.run(in_process(room))
+
+        async def sub() -> tuple[float, float]:
+            sim, ready, rss = await sim_for_subprocess()
+            await sim.stop()
+            return ready, rss
+
+        out["start_ready_s"], out["rss_mb"] = asyncio.run(sub())
+    finally:
+        room.stop()
+    print(
+        f"release → commit p95 {out['release_commit_p95_ms']:.2f} ms, → response.create p95 "
+        f"{out['release_create_p95_ms']:.2f} ms (target ≤ 15 ms)"
+    )
+    print(
+        f"audio delta received → handed to ALSA p95 {out['delta_to_alsa_p95_ms']:.2f} ms (target ≤ 10 ms)"
+    )
+    print(f"interrupt → ALSA drop max {out['interrupt_drop_max_ms']:.2f} ms (target ≤ 50 ms)")
+    print(f"server restart → session restored {out['restart_restored_s']:.2f} s (target ≤ 1.5 s)")
+    print(
+        f"start → READY=1 {out['start_ready_s']:.2f} s (target ≤ 1.5 s); RSS {out['rss_mb']:.1f} MB (target ≤ 60 MB)"
+    )
+    return out
+
+
+if __name__ == "__main__":
+    main()

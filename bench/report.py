@@ -1,0 +1,127 @@
+"""Run every bench script and print one table: each figure beside its target.
+
+.venv/bin/python bench/report.py
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PROBE = """
+import json, sys, io, contextlib
+sys.path.insert(0, {root!r}); sys.path.insert(0, {here!r})
+import importlib
+buf = io.StringIO()
+with contextlib.redirect_stdout(buf):
+    out = importlib.import_module({mod!r}).main()
+print(json.dumps(out))
+"""
+
+
+def run(mod: str) -> dict[str, float]:
+    code = PROBE.format(root=str(HERE.parent), here=str(HERE), mod=mod)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    if res.returncode != 0:
+        raise SystemExit(f"{mod} failed:\n{res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    proto, audio = run("protocol_cost"), run("audio_path")
+    voice, daemon = run("voice_quality"), run("daemon_latency")
+    rows = [
+        (
+            "CPU per audio-second, codec vs openai-python SDK",
+            f"{proto['ratio']:.2f}× "
+            f"({proto['ours_cpu_per_audio_s'] * 1e3:.2f} vs {proto['sdk_cpu_per_audio_s'] * 1e3:.2f} ms)",
+            "≤ 0.5×",
+            proto["ratio"] <= 0.5,
+        ),
+        (
+            "CPU per audio-second, capture→16 kHz→VAD (48 kHz stereo)",
+            f"{audio['capture'] * 1e3:.2f} ms",
+            "—",
+            True,
+        ),
+        (
+            "CPU per audio-second, playback 24→48 kHz",
+            f"{audio['playback'] * 1e3:.2f} ms",
+            "—",
+            True,
+        ),
+        (
+            "release → commit + response.create (p95)",
+            f"{max(daemon['release_commit_p95_ms'], daemon['release_create_p95_ms']):.2f} ms",
+            "≤ 15 ms",
+            max(daemon["release_commit_p95_ms"], daemon["release_create_p95_ms"]) <= 15,
+        ),
+        (
+            "audio delta received → handed to ALSA (p95)",
+            f"{daemon['delta_to_alsa_p95_ms']:.2f} ms",
+            "≤ 10 ms",
+            daemon["delta_to_alsa_p95_ms"] <= 10,
+        ),
+        (
+            "interrupt → ALSA buffer dropped (max)",
+            f"{daemon['interrupt_drop_max_ms']:.2f} ms",
+            "≤ 50 ms",
+            daemon["interrupt_drop_max_ms"] <= 50,
+        ),
+        (
+            "local endpoint latency after speech end (median / p95)",
+            f"{voice['endpoint_median_ms']:.0f} / {voice['endpoint_p95_ms']:.0f} ms",
+            "hangover 500 ms + VAD",
+            True,
+        ),
+        (
+            "premature cuts",
+            f"{voice['premature_rate']:.1%}",
+            "≤ 2%",
+            voice["premature_rate"] <= 0.02,
+        ),
+        ("onset recall", f"{voice['onset_recall']:.0%}", "100%", voice["onset_recall"] == 1.0),
+        (
+            "uplink bytes, ~10%-speech hands-free minute",
+            f"{voice['uplink_ratio']:.1%}",
+            "≤ 20%",
+            voice["uplink_ratio"] <= 0.2,
+        ),
+        (
+            "false barge-ins on echo-only playback",
+            f"{voice['false_barge_ins']:.0f}",
+            "0",
+            voice["false_barge_ins"] == 0,
+        ),
+        (
+            "barge-in within 300 ms of user onset",
+            f"{voice['barge_in_detection']:.0%}",
+            "≥ 90%",
+            voice["barge_in_detection"] >= 0.9,
+        ),
+        ("RSS of `agentd run`", f"{daemon['rss_mb']:.1f} MB", "≤ 60 MB", daemon["rss_mb"] <= 60),
+        (
+            "start → READY=1",
+            f"{daemon['start_ready_s']:.2f} s",
+            "≤ 1.5 s",
+            daemon["start_ready_s"] <= 1.5,
+        ),
+        (
+            "server restart → session restored",
+            f"{daemon['restart_restored_s']:.2f} s",
+            "≤ 1.5 s",
+            daemon["restart_restored_s"] <= 1.5,
+        ),
+    ]
+    w = max(len(r[0]) for r in rows)
+    print(f"| {'figure':{w}} | measured | target | ok |")
+    print(f"|{'-' * (w + 2)}|---|---|---|")
+    for name, value, target, ok in rows:
+        print(f"| {name:{w}} | {value} | {target} | {'yes' if ok else 'NO'} |")
+
+
+if __name__ == "__main__":
+    main()
