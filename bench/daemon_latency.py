@@ -26,14 +26,14 @@ DIR = Path(tempfile.mkdtemp(prefix="agentd-bench-"))
 (DIR / "alsa").mkdir()
 os.environ["XDG_CONFIG_HOME"] = str(DIR)  # before the first ALSA call
 
-import numpy as np
-import yaml
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 
-from agentd import conversation as cv
-from agentd.config import load
-from agentd.service import Daemon, Hooks
-from agentd.sim import Simulator
-from agentd.sim.room import PulseRoom, asoundrc
+from agentd import conversation as cv  # noqa: E402
+from agentd.config import load  # noqa: E402
+from agentd.service import Daemon, Hooks  # noqa: E402
+from agentd.sim import Simulator  # noqa: E402
+from agentd.sim.room import PulseRoom, asoundrc  # noqa: E402
 
 TURNS = 20
 
