@@ -294,6 +294,19 @@ async def test_ctl_status_reload_and_sigterm_semantics(harness: Harness, tmp_pat
     )
     assert h.sim.connections == 1
     assert h.daemon.status()["reload_error"] is None
+    # server settings → reconnect; audio settings → devices reopened; GPIO → rebound
+    data["api"]["model"] = "gpt-realtime-mini"
+    data["audio"]["output"]["buffer_ms"] = 100
+    data["led"] = {"pin": 26}
+    cfg_path.write_text(yaml.safe_dump(data))
+    old_capture, old_led = h.daemon.capture, h.daemon.gpio.led  # type: ignore[union-attr]
+    assert (await h.daemon._control("reload"))["ok"] is True
+    await h.until(lambda: h.sim.connections == 2 and h.daemon.conv.connected)
+    assert h.sim.handshakes[-1].path.endswith("model=gpt-realtime-mini")
+    assert h.daemon.capture is not old_capture and h.daemon.playback is not None
+    assert h.daemon.playback.settings.buffer_ms == 100
+    assert h.daemon.gpio is not None and h.daemon.gpio.led is not old_led
+    assert h.daemon.gpio.led.pin.info.name == "GPIO26"
     await h.notify.wait_for("WATCHDOG=1")
 
 
@@ -309,3 +322,27 @@ async def test_watchdog_stops_when_audio_thread_dies(harness: Harness) -> None:
     h.notify.messages.clear()
     await asyncio.sleep(2.2)
     assert not any("WATCHDOG=1" in m for m in h.notify.drain())
+
+
+def test_agentd_demo_runs_one_turn_without_card_or_key() -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CONFIG_HOME", "OPENAI_API_KEY")}
+    out = subprocess.run(
+        [sys.executable, "-m", "agentd", "demo", "--sound-card", "no"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    for line in (
+        "state → listening",
+        "state → thinking",
+        "state → speaking",
+        "user     :",
+        "assistant:",
+        "demo finished",
+    ):
+        assert line in out.stdout, out.stdout
