@@ -6,12 +6,11 @@ double-talk = echo + user speech. Shared by the voice tests and bench/voice_qual
 from __future__ import annotations
 
 import functools
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
+
+from agentd.sim.speech import espeak_pcm
 
 RATE = 16000
 PHRASES = [
@@ -33,27 +32,7 @@ PHRASES = [
 @functools.cache
 def speak(text: str) -> np.ndarray:
     """float32 speech at 16 kHz (espeak-ng, sox -R: deterministic)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        wav, raw = Path(tmp, "s.wav"), Path(tmp, "s.raw")
-        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), text], check=True)
-        subprocess.run(
-            [
-                "sox",
-                "-R",
-                str(wav),
-                "-r",
-                str(RATE),
-                "-c",
-                "1",
-                "-b",
-                "16",
-                "-e",
-                "signed-integer",
-                str(raw),
-            ],
-            check=True,
-        )
-        x = np.frombuffer(raw.read_bytes(), "<i2").astype(np.float32) / 32768
+    x = np.frombuffer(espeak_pcm(text, RATE), "<i2").astype(np.float32) / 32768
     nz = np.flatnonzero(np.abs(x) > 0.01)  # trim espeak's own leading/trailing silence
     return x[nz[0] : nz[-1] + 1].copy()
 

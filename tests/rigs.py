@@ -9,13 +9,13 @@ before opening; the PulseAudio "room" (null sink + ALSA pulse plugin) is started
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from agentd.sim.room import PulseRoom as PulseRoom
+from agentd.sim.speech import espeak_pcm
 
 RIG_DIR = Path(tempfile.mkdtemp(prefix="agentd-rig-"))
 CAPTURE_FILE = RIG_DIR / "capture.raw"  # testcap: S16_LE 16 kHz mono
@@ -44,28 +44,8 @@ def install_asoundrc() -> None:
 
 
 def espeak(text: str, rate: int, path: Path) -> np.ndarray:
-    """Deterministic speech (espeak-ng, resampled by sox -R) as int16 at ``rate``."""
-    wav = path.with_suffix(".wav")
-    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), text], check=True)
-    raw = path.with_suffix(".raw")
-    subprocess.run(
-        [
-            "sox",
-            "-R",
-            str(wav),
-            "-r",
-            str(rate),
-            "-c",
-            "1",
-            "-b",
-            "16",
-            "-e",
-            "signed-integer",
-            str(raw),
-        ],
-        check=True,
-    )
-    return np.frombuffer(raw.read_bytes(), dtype="<i2").copy()
+    """Deterministic speech as int16 at ``rate`` (``path`` kept for callers' temp naming)."""
+    return np.frombuffer(espeak_pcm(text, rate), dtype="<i2").copy()
 
 
 def write_wav(path: Path, pcm: np.ndarray, rate: int) -> Path:

@@ -15,13 +15,10 @@ import http
 import itertools
 import json
 import logging
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +29,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from agentd.config import XSTAR_FORMAT_RATES
+from agentd.sim import speech
 
 log = logging.getLogger("agentd.sim")
 
@@ -105,39 +103,12 @@ class Speech:
 
     @staticmethod
     def _espeak(text: str, rate: int) -> bytes | None:
-        if not (shutil.which("espeak-ng") and shutil.which("sox")):
+        if not speech.available():
             return None
-        with tempfile.TemporaryDirectory() as tmp:
-            wav, raw = Path(tmp, "s.wav"), Path(tmp, "s.raw")
-            try:
-                subprocess.run(
-                    ["espeak-ng", "-v", "en-us", "-w", str(wav), text],
-                    check=True,
-                    capture_output=True,
-                    timeout=30,
-                )
-                subprocess.run(
-                    [
-                        "sox",
-                        "-R",
-                        str(wav),
-                        "-r",
-                        str(rate),
-                        "-c",
-                        "1",
-                        "-b",
-                        "16",
-                        "-e",
-                        "signed-integer",
-                        str(raw),
-                    ],
-                    check=True,
-                    capture_output=True,
-                    timeout=30,
-                )
-            except (OSError, subprocess.SubprocessError):
-                return None
-            return raw.read_bytes()
+        try:
+            return speech.espeak_pcm(text, rate)
+        except (OSError, subprocess.SubprocessError):
+            return None
 
     @staticmethod
     def _tones(text: str, rate: int) -> bytes:
