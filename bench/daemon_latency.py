@@ -2,9 +2,10 @@
 
 - release → commit + response.create on the wire (the simulator timestamps arrivals), p95;
 - audio delta received → handed to ALSA (frame off the socket → Playback.play), p95;
-- interrupt → speaker silent: press → ALSA drop() (and the room's audible stop, which adds
-  the null sink's own render latency);
-- truncate error: audio_end_ms vs the audible truth in the room;
+- interrupt → speaker silent: press → ALSA drop(), plus the answer audio that still came out
+  of the room after the position the drop was taken at (judged by content, see sim/room.py);
+- truncate error: audio_end_ms vs how much of the answer the room really played, by content;
+  the click is aimed inside a stretch of speech so the cut is pinned to one 5 ms block;
 - server restart → session restored (connection cut without close frame → session.updated);
 - start → READY=1 and RSS of `agentd run` in its own process.
 """
@@ -30,10 +31,11 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from agentd import conversation as cv  # noqa: E402
-from agentd.config import load  # noqa: E402
+from agentd.audio.alsa import Capture  # noqa: E402
+from agentd.config import InputSettings, load  # noqa: E402
 from agentd.service import Daemon, Hooks  # noqa: E402
 from agentd.sim import Simulator  # noqa: E402
-from agentd.sim.room import PulseRoom, asoundrc  # noqa: E402
+from agentd.sim.room import PulseRoom, asoundrc, loud_runs_ms, played_span_ms  # noqa: E402
 
 TURNS = 20
 
@@ -93,9 +95,19 @@ async def in_process(room: PulseRoom) -> dict[str, float]:
             handed.append(time.perf_counter())
 
         d.playback.play = timed_play  # type: ignore[method-assign]
-        await asyncio.sleep(1.0)
-        commit, create, drop = [], [], []
-        for _ in range(TURNS):
+        heard: list[bytes] = []  # the room, recorded from outside: "the speaker"
+        probe = Capture(
+            InputSettings(device="mic", rate=48000, channels=2, period_ms=10),
+            asyncio.get_running_loop(),
+            heard.append,
+        )
+        probe.start()
+        await asyncio.sleep(1.0)  # the monitor's first half second may hold junk
+        ref = np.frombuffer(sim.speech.pcm(sim.reply, 16000), "<i2").astype(np.float32) / 32768
+        targets = [(lo + hi) / 2 for lo, hi in loud_runs_ms(ref, after_ms=300)]  # click here
+        commit, create, drop, trunc_err, after_drop = [], [], [], [], []
+        mark = len(heard)
+        for turn in range(TURNS + 1):  # turn 0 primes the room probe
             d.feed(cv.Press())
             for f in frames:
                 d._on_mic(f)
@@ -107,20 +119,41 @@ async def in_process(room: PulseRoom) -> dict[str, float]:
             rec = {r.event["type"]: r.t for r in sim.events}
             commit.append((rec["input_audio_buffer.commit"] - t_rel) * 1000)
             create.append((rec["response.create"] - t_rel) * 1000)
-            while d.conv.state is not cv.State.SPEAKING:
+            while d.conv.state is not cv.State.SPEAKING or d.conv.item_id is None:
                 await asyncio.sleep(0.001)
-            await asyncio.sleep(0.6)
+            item = d.conv.item_id
+            target = targets[turn % len(targets)]
+            while d.playback.heard_ms(item) < target:
+                await asyncio.sleep(0.001)
             t_press = time.monotonic()
             d.feed(cv.Interrupt())
             while d.playback.flushed_at < t_press:
                 await asyncio.sleep(0.0005)
             drop.append((d.playback.flushed_at - t_press) * 1000)
-            await asyncio.sleep(0.3)
+            while not sim.client_events("conversation.item.truncate"):
+                await asyncio.sleep(0.001)
+            end_ms = sim.client_events("conversation.item.truncate")[-1]["audio_end_ms"]
+            await asyncio.sleep(0.4)  # the room's recording catches up
+            # the room since the previous answer was cut: this answer's onset and its cut
+            room = np.frombuffer(b"".join(heard[mark:]), "<i2")
+            mark = len(heard)
+            lo, hi = played_span_ms(room.astype(np.float32) / 32768, ref)
+            if turn == 0:  # the probe delivers its first seconds late: this turn only primes it
+                continue
+            trunc_err.append(0.0 if lo <= end_ms <= hi else min(end_ms - lo, end_ms - hi, key=abs))
+            after_drop.append(max(0.0, lo - end_ms))
+        probe.stop()
         deltas = [h * 1000 for h in handed if h < 1]
         out["release_commit_p95_ms"] = pct(commit, 95)
         out["release_create_p95_ms"] = pct(create, 95)
         out["delta_to_alsa_p95_ms"] = pct(deltas, 95)
         out["interrupt_drop_max_ms"] = max(drop)
+        out["interrupt_silent_max_ms"] = max(
+            a + b for a, b in zip(drop[1:], after_drop, strict=True)
+        )
+        out["truncate_err_max_ms"] = max(trunc_err, key=abs)
+        out["truncate_err_median_ms"] = float(np.median(trunc_err))
+        out["probe_dropped"] = probe.stats.dropped_frames
         # server restart → session restored (one restart of a healthy link; repeated drops
         # within a minute back off on purpose, see agentd/realtime/backoff.py)
         updates = len(sim.client_events("session.update"))
@@ -197,6 +230,15 @@ def main() -> dict[str, float]:
         f"audio delta received → handed to ALSA p95 {out['delta_to_alsa_p95_ms']:.2f} ms (target ≤ 10 ms)"
     )
     print(f"interrupt → ALSA drop max {out['interrupt_drop_max_ms']:.2f} ms (target ≤ 50 ms)")
+    print(
+        f"interrupt → room silent (drop + answer played past it) max "
+        f"{out['interrupt_silent_max_ms']:.1f} ms (target ≤ 50 ms)"
+    )
+    print(
+        f"truncate audio_end_ms vs played, by content: worst {out['truncate_err_max_ms']:+.0f} ms, "
+        f"median {out['truncate_err_median_ms']:+.0f} ms (target ±20 ms; "
+        f"probe drops {out['probe_dropped']:.0f})"
+    )
     print(f"server restart → session restored {out['restart_restored_s']:.2f} s (target ≤ 1.5 s)")
     print(
         f"start → READY=1 {out['start_ready_s']:.2f} s (target ≤ 1.5 s); RSS {out['rss_mb']:.1f} MB (target ≤ 60 MB)"

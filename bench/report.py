@@ -72,6 +72,18 @@ def main() -> None:
             daemon["interrupt_drop_max_ms"] <= 50,
         ),
         (
+            "interrupt → speaker silent (drop + answer the room still played, max)",
+            f"{daemon['interrupt_silent_max_ms']:.1f} ms",
+            "≤ 50 ms",
+            daemon["interrupt_silent_max_ms"] <= 50,
+        ),
+        (
+            "truncate audio_end_ms vs answer the room played (worst)",
+            f"{daemon['truncate_err_max_ms']:+.0f} ms",
+            "≤ ±20 ms",
+            abs(daemon["truncate_err_max_ms"]) <= 20,
+        ),
+        (
             "local endpoint latency after speech end (median / p95)",
             f"{voice['endpoint_median_ms']:.0f} / {voice['endpoint_p95_ms']:.0f} ms",
             "hangover 500 ms + VAD",

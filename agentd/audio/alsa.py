@@ -228,6 +228,10 @@ class Playback(_DeviceThread):
 
     kind = "playback"
     POLL_S = 0.004
+    # Jitter buffer: a stream that is still arriving starts (or restarts after running dry)
+    # only once this much is queued or it has waited this long, so audio paced at real time
+    # over Wi-Fi does not underrun chunk after chunk. Cues and ended streams start at once.
+    START_MS = 150
 
     def __init__(
         self,
@@ -247,6 +251,8 @@ class Playback(_DeviceThread):
         self._lock = threading.Lock()
         self._pending: deque[tuple[str | None, np.ndarray]] = deque()
         self._pending_frames = 0
+        self._pending_since = 0.0  # when the queue last became non-empty
+        self._stream_ended = True  # the newest queued audio ends its stream (last=True)
         self._segments: deque[_Segment] = deque(maxlen=64)
         self._written = 0
         self._in_buffer = 0
@@ -282,8 +288,11 @@ class Playback(_DeviceThread):
         g = self.settings.volume if gain is None else gain
         samples = np.clip(y * (g * 32767.0), -32768, 32767).astype("<i2")
         with self._lock:
+            if not self._pending:
+                self._pending_since = self.clock()
             self._pending.append((item, samples))
             self._pending_frames += samples.size
+            self._stream_ended = last
         self._wake_ev.set()
 
     def flush(self) -> None:
@@ -374,7 +383,7 @@ class Playback(_DeviceThread):
                 self.stats.underruns += 1
             if chunk is None:
                 with self._lock:
-                    if self._pending:
+                    if self._pending and (in_buf > 0 or self._ready_to_start(now)):
                         item, chunk = self._pending.popleft()
                         self._pending_frames -= chunk.size
             if chunk is not None and (avail != 0):
@@ -408,6 +417,14 @@ class Playback(_DeviceThread):
                     self.ends_at = now + in_buf / self.card_rate
             self._wake_ev.wait(self.POLL_S)
             self._wake_ev.clear()
+
+    def _ready_to_start(self, now: float) -> bool:
+        """The speaker is dry: start only with enough queued (see START_MS)."""
+        return (
+            self._stream_ended
+            or self._pending_frames >= self.card_rate * self.START_MS // 1000
+            or now - self._pending_since >= self.START_MS / 1000
+        )
 
     def played_position_locked(self, now: float) -> int:
         left = max(0.0, self._in_buffer - (now - self._snap_t) * self.card_rate)
