@@ -289,9 +289,14 @@ class Daemon:
         x = np.frombuffer(pcm16k, dtype="<i2")
         pcm = to_int16(self._uplink_rs.process(x))
         assert self.link is not None
-        if not (self.link.connected and self.conv.outage_since is None) or not self.link.send(
-            self.link.codec.append(pcm)
-        ):
+        sent = (
+            self.link.connected
+            and self.conv.outage_since is None
+            and self.link.send(self.link.codec.append(pcm))
+        )
+        # The server's input buffer dies with the link, so everything of a turn not yet
+        # committed is kept (bounded by max_turn_s) and replayed whole on the next session.
+        if not sent or not self.conv.server_commits:
             limit = int(self.cfg.turn.max_turn_s * self.cfg.api.input_rate * 2)
             self._held.append(pcm)
             self._held_bytes += len(pcm)
@@ -314,6 +319,8 @@ class Daemon:
             self.gate.new_turn()
         elif isinstance(a, cv.Commit) and link:
             link.send(link.codec.commit())
+            self._held.clear()  # committed: the server holds the turn now
+            self._held_bytes = 0
         elif isinstance(a, cv.CreateResponse) and link:
             link.send(link.codec.response_create())
         elif isinstance(a, cv.ClearInput) and link:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests import rigs
+from tests.harness import Harness, NotifySocket, write_config
 
 rigs.install_asoundrc()  # before any ALSA call in this process
 
 from agentd import logs  # noqa: E402
+from agentd.config import load  # noqa: E402
+from agentd.service import Daemon, Hooks  # noqa: E402
+from agentd.sim import Simulator  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -83,3 +90,43 @@ def room() -> Iterator[rigs.PulseRoom]:
     r = rigs.PulseRoom(rigs.PULSE_SOCKET.parent).start()
     yield r
     r.stop()
+
+
+@pytest.fixture
+async def harness(
+    room: rigs.PulseRoom,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Harness]:
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    over = getattr(request, "param", {})
+    notify = NotifySocket(tmp_path / "notify")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")
+    sim = await Simulator(over.pop("dialect", "openai"), pace=1.0).start()
+    sim.heard = "what is the time"
+    cfg_path = write_config(tmp_path / "config.yaml", sim, tmp_path, **over)
+    factory = MockFactory(pin_class=MockPWMPin)
+    states: list[tuple[float, str]] = []
+    daemon = Daemon(
+        cfg_path,
+        load(cfg_path),
+        Hooks(pin_factory=factory, on_state=lambda s: states.append((time.monotonic(), s))),
+    )
+    task = asyncio.create_task(daemon.run())
+    h = Harness(daemon, sim, notify, factory, task)
+    h.states = states
+    try:
+        await notify.wait_for("READY=1")
+        await h.until(lambda: h.state() == "idle")
+        await asyncio.sleep(1.0)  # the connected cue has played out
+        yield h
+    finally:
+        daemon.stop_event.set()
+        await asyncio.wait_for(task, 5)
+        await sim.stop()
+        Device.pin_factory = None
+        factory.reset()

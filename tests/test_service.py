@@ -6,138 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import yaml
 
 from agentd.audio.alsa import Capture
-from agentd.config import InputSettings, load
-from agentd.service import Daemon, Hooks
-from agentd.sim import Simulator
+from agentd.config import InputSettings
 from agentd.sim.room import loud_end_ms, loud_runs_ms, played_span_ms
 from agentd.sim.server import DEFAULT_REPLY
 from tests import rigs
-
-
-class NotifySocket:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.setblocking(False)
-        self.messages: list[tuple[float, str]] = []
-
-    def drain(self) -> list[str]:
-        while True:
-            try:
-                data = self.sock.recv(4096)
-            except BlockingIOError:
-                break
-            self.messages.append((time.monotonic(), data.decode()))
-        return [m for _, m in self.messages]
-
-    async def wait_for(self, text: str, timeout: float = 10) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.drain()
-            for t, m in self.messages:
-                if text in m:
-                    return t
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"{text!r} never sent; got {[m for _, m in self.messages]}")
-
-
-def write_config(path: Path, sim: Simulator, tmp: Path, **over: Any) -> Path:
-    data: dict[str, Any] = {
-        "api": {"dialect": sim.dialect, "url": sim.url},
-        "device": {"user_id": "test-pi"},
-        "agent": {"transcription": "whisper-1"},
-        "audio": {
-            "input": {"device": "mic", "rate": 48000, "channels": 2},
-            "output": {"device": "spk", "rate": 48000, "buffer_ms": 60},
-        },
-        "control": {"socket": str(tmp / "ctl.sock")},
-        "logging": {"level": "debug", "transcripts": True},
-    }
-    for key, value in over.items():
-        section, name = key.split("__")
-        data.setdefault(section, {})[name] = value
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-class Harness:
-    def __init__(
-        self,
-        daemon: Daemon,
-        sim: Simulator,
-        notify: NotifySocket,
-        factory: Any,
-        task: asyncio.Task[int],
-    ):
-        self.daemon, self.sim, self.notify, self.factory, self.task = (
-            daemon,
-            sim,
-            notify,
-            factory,
-            task,
-        )
-        self.states: list[tuple[float, str]] = []
-
-    async def until(self, pred: Any, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while not pred():
-            assert time.monotonic() < deadline, f"timed out; states {[s for _, s in self.states]}"
-            await asyncio.sleep(0.005)
-
-    def state(self) -> str:
-        return self.daemon.conv.state.value
-
-
-@pytest.fixture
-async def harness(
-    room: rigs.PulseRoom,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
-) -> AsyncIterator[Harness]:
-    from gpiozero import Device
-    from gpiozero.pins.mock import MockFactory, MockPWMPin
-
-    over = getattr(request, "param", {})
-    notify = NotifySocket(tmp_path / "notify")
-    monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
-    monkeypatch.setenv("WATCHDOG_USEC", "2000000")
-    sim = await Simulator(over.pop("dialect", "openai"), pace=1.0).start()
-    sim.heard = "what is the time"
-    cfg_path = write_config(tmp_path / "config.yaml", sim, tmp_path, **over)
-    factory = MockFactory(pin_class=MockPWMPin)
-    states: list[tuple[float, str]] = []
-    daemon = Daemon(
-        cfg_path,
-        load(cfg_path),
-        Hooks(pin_factory=factory, on_state=lambda s: states.append((time.monotonic(), s))),
-    )
-    task = asyncio.create_task(daemon.run())
-    h = Harness(daemon, sim, notify, factory, task)
-    h.states = states
-    try:
-        await notify.wait_for("READY=1")
-        await h.until(lambda: h.state() == "idle")
-        await asyncio.sleep(1.0)  # the connected cue has played out
-        yield h
-    finally:
-        daemon.stop_event.set()
-        await asyncio.wait_for(task, 5)
-        await sim.stop()
-        Device.pin_factory = None
-        factory.reset()
+from tests.harness import Harness
 
 
 async def speak(room: rigs.PulseRoom, tmp: Path, text: str) -> float:
