@@ -205,10 +205,16 @@ async def test_session_cap_1001_idle_and_mid_turn_loses_nothing(
     await h.until(lambda: h.daemon.status()["reconnects"] >= 3 and h.daemon.conv.connected)
     conn = sim.connections
     assert "1001" in "".join(loud(logs, mark))
+
     # mid-turn: the cap closes the link while the user is talking; the speech is held and the
     # turn completes on the next connection
+    async def lift_cap_after_it_hits() -> None:  # one close mid-turn, then a normal session
+        await h.until(lambda: sim.connections > conn)
+        sim.faults.session_cap_s = None
+
+    lifted = asyncio.create_task(lift_cap_after_it_hits())
     spoken = await say(h, realtime=True)
-    sim.faults.session_cap_s = None
+    await lifted
     await h.until(lambda: sim.client_events("response.create") and h.daemon.conv.connected)
     await h.until(lambda: h.state() in ("speaking", "idle"), timeout=15)
     assert sim.connections > conn  # the cap did hit during the turn
