@@ -20,7 +20,7 @@ from agentd.config import load
 from agentd.service import Daemon, Hooks, trim_memory
 from agentd.sim import Simulator
 from tests import rigs
-from tests.test_service import write_config
+from tests.harness import write_config
 
 TURNS = int(os.environ.get("AGENTD_SOAK_TURNS", "1000"))
 
