@@ -463,7 +463,10 @@ class Conversation:
         self.response_active = False
         if e.status == "failed":
             return self._fault(f"response failed ({e.reason or 'no reason given'})", now)
-        if self.state is State.THINKING and not self.playing:
+        # not playing: nothing came, or the speaker already ran dry before the response ended
+        # (audio slower than real time): either way the turn is over
+        if self.state in (State.THINKING, State.SPEAKING) and not self.playing:
+            self.item_id = None
             self._to(self._rest_state())
             self._arm_follow_up(now)
         return []

@@ -211,6 +211,13 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         S.IDLE,
     ),
     (
+        "speaker ran dry before response done (slow audio) → idle at response done",
+        lambda: machine(state=S.SPEAKING, playing=False, response_active=True),
+        A.ResponseFinished("completed"),
+        [],
+        S.IDLE,
+    ),
+    (
         "response done without audio → idle",
         lambda: machine(state=S.THINKING, response_active=True),
         A.ResponseFinished("completed"),
