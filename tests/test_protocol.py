@@ -14,7 +14,7 @@ import pytest
 from agentd.config import from_mapping
 from agentd.realtime import events as ev
 from agentd.realtime.backoff import Backoff
-from agentd.realtime.codec import ProtocolError, SessionSettings, codec_for, endpoint
+from agentd.realtime.codec import Codec, ProtocolError, SessionSettings, codec_for, endpoint
 from agentd.realtime.connection import Link, LinkState
 from agentd.sim import Simulator
 from tests import oracle
@@ -526,3 +526,12 @@ def test_logging_does_not_spam_on_unknown(caplog: pytest.LogCaptureFixture) -> N
     for _ in range(100):
         c.parse(_frame(type="x.y"))
     assert not [r for r in caplog.records if r.levelno >= logging.INFO]
+
+
+def test_non_finite_numbers_are_tolerated() -> None:
+    """Found by the fuzz suite: JSON's Infinity/NaN in a numeric field must not raise."""
+    codec = Codec(user_id="pi")
+    for raw in ("Infinity", "NaN", "-Infinity"):
+        frame = f'{{"type": "input_audio_buffer.speech_started", "audio_start_ms": {raw}}}'
+        (event,) = codec.parse(frame)
+        assert event.audio_start_ms == 0  # type: ignore[attr-defined]

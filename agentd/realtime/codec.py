@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -397,4 +398,7 @@ def codec_for(cfg: Config) -> Codec:
 
 
 def _int(value: Any) -> int:
+    """A server number, or 0 when it is not a finite one (JSON allows Infinity/NaN here)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return 0
     return int(value) if isinstance(value, int | float) else 0
