@@ -31,11 +31,18 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from agentd import conversation as cv  # noqa: E402
-from agentd.audio.alsa import Capture  # noqa: E402
-from agentd.config import InputSettings, load  # noqa: E402
+from agentd.config import load  # noqa: E402
 from agentd.service import Daemon, Hooks  # noqa: E402
 from agentd.sim import Simulator  # noqa: E402
-from agentd.sim.room import PulseRoom, asoundrc, loud_runs_ms, played_span_ms  # noqa: E402
+from agentd.sim.room import (  # noqa: E402
+    PulseRoom,
+    asoundrc,
+    cut_error_ms,
+    floats,
+    loud_runs_ms,
+    played_span_ms,
+    room_probe,
+)
 
 TURNS = 20
 
@@ -96,14 +103,10 @@ async def in_process(room: PulseRoom) -> dict[str, float]:
 
         d.playback.play = timed_play  # type: ignore[method-assign]
         heard: list[bytes] = []  # the room, recorded from outside: "the speaker"
-        probe = Capture(
-            InputSettings(device="mic", rate=48000, channels=2, period_ms=10),
-            asyncio.get_running_loop(),
-            heard.append,
-        )
+        probe = room_probe(asyncio.get_running_loop(), heard.append)
         probe.start()
         await asyncio.sleep(1.0)  # the monitor's first half second may hold junk
-        ref = np.frombuffer(sim.speech.pcm(sim.reply, 16000), "<i2").astype(np.float32) / 32768
+        ref = floats(sim.speech.pcm(sim.reply, 16000))
         targets = [(lo + hi) / 2 for lo, hi in loud_runs_ms(ref, after_ms=300)]  # click here
         commit, create, drop, trunc_err, after_drop = [], [], [], [], []
         mark = len(heard)
@@ -135,12 +138,12 @@ async def in_process(room: PulseRoom) -> dict[str, float]:
             end_ms = sim.client_events("conversation.item.truncate")[-1]["audio_end_ms"]
             await asyncio.sleep(0.4)  # the room's recording catches up
             # the room since the previous answer was cut: this answer's onset and its cut
-            room = np.frombuffer(b"".join(heard[mark:]), "<i2")
+            room = floats(b"".join(heard[mark:]))
             mark = len(heard)
-            lo, hi = played_span_ms(room.astype(np.float32) / 32768, ref)
+            lo, hi = played_span_ms(room, ref)
             if turn == 0:  # the probe delivers its first seconds late: this turn only primes it
                 continue
-            trunc_err.append(0.0 if lo <= end_ms <= hi else min(end_ms - lo, end_ms - hi, key=abs))
+            trunc_err.append(cut_error_ms(lo, hi, end_ms))
             after_drop.append(max(0.0, lo - end_ms))
         probe.stop()
         deltas = [h * 1000 for h in handed if h < 1]

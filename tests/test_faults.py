@@ -82,15 +82,11 @@ class LedSpy:
         gpio.show = spy  # type: ignore[method-assign]
 
 
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.DEBUG)
-    return caplog
-
-
-async def test_server_close_mid_response(harness: Harness, logs: pytest.LogCaptureFixture) -> None:
+async def test_server_close_mid_response(
+    harness: Harness, all_logs: pytest.LogCaptureFixture
+) -> None:
     h, sim = harness, harness.sim
-    led, mark = LedSpy(h), len(logs.records)
+    led, mark = LedSpy(h), len(all_logs.records)
     sim.faults.close_mid_response = 1011
     spoken = await say(h)
     await h.until(lambda: h.state() == "offline")
@@ -101,15 +97,15 @@ async def test_server_close_mid_response(harness: Harness, logs: pytest.LogCaptu
     assert "1011" in (h.daemon.status()["last_error"] or "")
     assert h.daemon.status()["reconnects"] == 1
     assert led.shown[-2:] == ["offline", "idle"]
-    lines = loud(logs, mark)
+    lines = loud(all_logs, mark)
     assert len(lines) == 1 and "1011" in lines[0], lines
 
 
 async def test_stall_without_fin_is_detected_within_30_s(
-    harness: Harness, logs: pytest.LogCaptureFixture
+    harness: Harness, all_logs: pytest.LogCaptureFixture
 ) -> None:
     h, sim = harness, harness.sim
-    led, mark = LedSpy(h), len(logs.records)
+    led, mark = LedSpy(h), len(all_logs.records)
     sim.faults.stall = True
     await say(h)
     await h.until(lambda: sim.client_events("response.create"))
@@ -122,15 +118,15 @@ async def test_stall_without_fin_is_detected_within_30_s(
     await h.until(lambda: h.state() == "idle" and h.daemon.conv.connected, timeout=10)
     assert not h.task.done() and "offline" in led.shown
     assert h.daemon.status()["reconnects"] == 1
-    lines = loud(logs, mark)
+    lines = loud(all_logs, mark)
     assert len(lines) == 1 and ("1011" in lines[0] or "keepalive" in lines[0]), lines
 
 
 async def test_malformed_json_and_unknown_event_keep_the_session(
-    harness: Harness, logs: pytest.LogCaptureFixture
+    harness: Harness, all_logs: pytest.LogCaptureFixture
 ) -> None:
     h, sim = harness, harness.sim
-    mark = len(logs.records)
+    mark = len(all_logs.records)
     sim.reply = "Fine."
     sim.faults.malformed_json = True
     sim.faults.unknown_event = True
@@ -142,20 +138,22 @@ async def test_malformed_json_and_unknown_event_keep_the_session(
     assert h.daemon.link is not None
     assert h.daemon.link.protocol_errors == 1
     assert h.daemon.link.codec.unknown["sim.unknown_thing"] == 1
-    lines = loud(logs, mark)  # the unknown event is counted at debug; the broken frame warns
+    lines = loud(all_logs, mark)  # the unknown event is counted at debug; the broken frame warns
     assert len(lines) == 1 and "malformed server event" in lines[0], lines
 
 
-async def test_oversized_frame_reconnects(harness: Harness, logs: pytest.LogCaptureFixture) -> None:
+async def test_oversized_frame_reconnects(
+    harness: Harness, all_logs: pytest.LogCaptureFixture
+) -> None:
     h, sim = harness, harness.sim
-    led, mark = LedSpy(h), len(logs.records)
+    led, mark = LedSpy(h), len(all_logs.records)
     sim.faults.oversized_bytes = 17 * 2**20  # over the 16 MiB cap
     await say(h)
     await h.until(lambda: h.state() == "offline")
     await h.until(lambda: h.state() == "idle" and h.daemon.conv.connected)
     assert not h.task.done() and led.shown[-2:] == ["offline", "idle"]
     assert "1009" in (h.daemon.status()["last_error"] or "")
-    lines = loud(logs, mark)
+    lines = loud(all_logs, mark)
     assert len(lines) == 1 and "1009" in lines[0], lines
 
 
@@ -172,10 +170,10 @@ ERRORS = [
 
 @pytest.mark.parametrize(("error", "shown"), ERRORS, ids=[e["type"] + str(s) for e, s in ERRORS])
 async def test_error_events_of_each_class(
-    harness: Harness, logs: pytest.LogCaptureFixture, error: dict[str, Any], shown: bool
+    harness: Harness, all_logs: pytest.LogCaptureFixture, error: dict[str, Any], shown: bool
 ) -> None:
     h, sim = harness, harness.sim
-    led, mark = LedSpy(h), len(logs.records)
+    led, mark = LedSpy(h), len(all_logs.records)
     sim.faults.error_event = error
     await say(h)
     if shown:  # mid-turn: the user sees ERROR and hears the error cue, never silence
@@ -185,7 +183,7 @@ async def test_error_events_of_each_class(
     await h.until(lambda: h.state() == "idle", timeout=10)
     assert not h.task.done() and h.daemon.conv.connected
     assert h.daemon.status()["reconnects"] == 0
-    lines = loud(logs, mark)
+    lines = loud(all_logs, mark)
     if shown:
         assert len(lines) == 1 and error["message"] in lines[0], lines
     else:  # a harmless race: logged at info, nothing shown
@@ -193,18 +191,18 @@ async def test_error_events_of_each_class(
 
 
 async def test_session_cap_1001_idle_and_mid_turn_loses_nothing(
-    harness: Harness, logs: pytest.LogCaptureFixture
+    harness: Harness, all_logs: pytest.LogCaptureFixture
 ) -> None:
     h, sim = harness, harness.sim
     # idle: the server closes 1001 at its cap; the daemon reconnects, no error shown
-    mark = len(logs.records)
+    mark = len(all_logs.records)
     sim.faults.session_cap_s = 0.5
     sim.drop_all()
     await h.until(lambda: h.daemon.status()["reconnects"] >= 2, timeout=10)
     sim.faults.session_cap_s = 1.2
     await h.until(lambda: h.daemon.status()["reconnects"] >= 3 and h.daemon.conv.connected)
     conn = sim.connections
-    assert "1001" in "".join(loud(logs, mark))
+    assert "1001" in "".join(loud(all_logs, mark))
 
     # mid-turn: the cap closes the link while the user is talking; the speech is held and the
     # turn completes on the next connection
@@ -246,7 +244,7 @@ async def test_401_never_loops_tightly(
     room: rigs.PulseRoom,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    logs: pytest.LogCaptureFixture,
+    all_logs: pytest.LogCaptureFixture,
 ) -> None:
     async with Simulator("openai", pace=0) as sim:
         sim.faults.reject_status = 401
@@ -266,18 +264,18 @@ async def test_401_never_loops_tightly(
     max_s = load(tmp_path / "c.yaml").config.reconnect.max_s
     print(f"401: {attempts} handshakes in 10 simulated minutes (max_s {max_s})")
     assert 10 <= attempts <= 2 + 600 / max_s + 1  # keeps trying, never faster than max_s
-    lines = [m for m in loud(logs, 0) if "rejected" in m]
+    lines = [m for m in loud(all_logs, 0) if "rejected" in m]
     assert len(lines) == 1, lines  # said once; the repeats go to debug
 
 
 async def test_429_backs_off_then_recovers(
-    harness: Harness, logs: pytest.LogCaptureFixture
+    harness: Harness, all_logs: pytest.LogCaptureFixture
 ) -> None:
     h, sim = harness, harness.sim
-    led, mark = LedSpy(h), len(logs.records)
+    led, mark = LedSpy(h), len(all_logs.records)
     sim.faults.reject_status = 429
     sim.drop_all()
-    await h.until(lambda: len([x for x in sim.handshakes if x.t > 0]) >= 3, timeout=15)
+    await h.until(lambda: len(sim.handshakes) >= 3, timeout=15)
     assert h.state() == "offline" and "offline" in led.shown
     assert "429" in (h.daemon.status()["last_error"] or "") or "rate" in (
         h.daemon.status()["last_error"] or ""
@@ -285,7 +283,7 @@ async def test_429_backs_off_then_recovers(
     sim.faults.reject_status = None
     await h.until(lambda: h.state() == "idle" and h.daemon.conv.connected, timeout=40)
     assert not h.task.done()
-    lines = loud(logs, mark)
+    lines = loud(all_logs, mark)
     rate_lines = [m for m in lines if "429" in m or "rate" in m.lower()]
     assert len(rate_lines) == 1, lines
 
@@ -294,7 +292,7 @@ async def test_gpio_absent_runs_without_button_and_led(
     room: rigs.PulseRoom,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    logs: pytest.LogCaptureFixture,
+    all_logs: pytest.LogCaptureFixture,
 ) -> None:
     from gpiozero import Device
 
@@ -316,7 +314,7 @@ async def test_gpio_absent_runs_without_button_and_led(
         finally:
             d.stop_event.set()
             assert await asyncio.wait_for(task, 5) == 0
-    lines = [m for m in loud(logs, 0) if "GPIO" in m]
+    lines = [m for m in loud(all_logs, 0) if "GPIO" in m]
     assert len(lines) == 1 and "without button and LED" in lines[0], lines
 
 
@@ -337,23 +335,17 @@ def test_bad_config_at_start_exits_non_zero_naming_the_key(tmp_path: Path) -> No
 
 
 async def test_underrun_storm_plays_the_whole_answer(
-    harness: Harness, logs: pytest.LogCaptureFixture
+    harness: Harness, all_logs: pytest.LogCaptureFixture
 ) -> None:
     """The server delivers audio at half real-time: the speaker runs dry again and again.
     Every underrun is recovered and counted, and all of the answer still comes out."""
-    from agentd.audio.alsa import Capture
-    from agentd.config import InputSettings
-    from agentd.sim.room import loud_end_ms, played_span_ms
+    from agentd.sim.room import floats, loud_end_ms, played_span_ms, room_probe
 
     h, sim = harness, harness.sim
     sim.pace = 0.5
     sim.reply = "One two three four five six."
     heard: list[bytes] = []
-    probe = Capture(
-        InputSettings(device="mic", rate=48000, channels=2, period_ms=10),
-        asyncio.get_running_loop(),
-        heard.append,
-    )
+    probe = room_probe(asyncio.get_running_loop(), heard.append)
     probe.start()
     try:
         await asyncio.sleep(2.0)  # the monitor's first second is late
@@ -367,8 +359,8 @@ async def test_underrun_storm_plays_the_whole_answer(
     status = h.daemon.status()
     print(f"underrun storm: {status['underruns']} underruns recovered")
     assert status["underruns"] >= 3 and not h.task.done()
-    ref = np.frombuffer(sim.speech.pcm(sim.reply, 16000), "<i2").astype(np.float32) / 32768
-    room = np.frombuffer(b"".join(heard[max(0, mark - 25) :]), "<i2").astype(np.float32) / 32768
+    ref = floats(sim.speech.pcm(sim.reply, 16000))
+    room = floats(b"".join(heard[max(0, mark - 25) :]))
     end, cut = played_span_ms(room, ref)
     assert end == loud_end_ms(ref) and cut == float("inf")  # nothing of the answer was lost
-    assert len(loud(logs, 0)) <= 1  # at most one line, however many underruns
+    assert len(loud(all_logs, 0)) <= 1  # at most one line, however many underruns

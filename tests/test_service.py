@@ -13,9 +13,14 @@ import numpy as np
 import pytest
 import yaml
 
-from agentd.audio.alsa import Capture
-from agentd.config import InputSettings
-from agentd.sim.room import loud_end_ms, loud_runs_ms, played_span_ms
+from agentd.sim.room import (
+    cut_error_ms,
+    floats,
+    loud_end_ms,
+    loud_runs_ms,
+    played_span_ms,
+    room_probe,
+)
 from agentd.sim.server import DEFAULT_REPLY
 from tests import rigs
 from tests.harness import Harness
@@ -40,11 +45,7 @@ async def test_push_to_talk_turn_interrupt_and_truncate(
     idle_led = led.value
     # listen to the room from outside for the whole test: this is "the speaker"
     heard: list[bytes] = []
-    probe = Capture(
-        InputSettings(device="mic", rate=48000, channels=2, period_ms=10),
-        asyncio.get_running_loop(),
-        heard.append,
-    )
+    probe = room_probe(asyncio.get_running_loop(), heard.append)
     probe.start()
 
     # turn 1: hold, speak, release; the whole answer plays and the LED returns to IDLE
@@ -70,8 +71,8 @@ async def test_push_to_talk_turn_interrupt_and_truncate(
     await h.until(lambda: h.state() == "idle")
     await asyncio.sleep(0.3)
     assert led.value == pytest.approx(idle_led)  # LED back to IDLE
-    short = np.frombuffer(sim.speech.pcm(sim.reply, 16000), "<i2").astype(np.float32) / 32768
-    room1 = np.frombuffer(b"".join(heard[mark:]), "<i2").astype(np.float32) / 32768
+    short = floats(sim.speech.pcm(sim.reply, 16000))
+    room1 = floats(b"".join(heard[mark:]))
     end1, cut1 = played_span_ms(room1, short)
     assert end1 == loud_end_ms(short) and cut1 == float("inf")  # the answer played to its end
     assert not sim.client_events("conversation.item.truncate")
@@ -89,7 +90,7 @@ async def test_push_to_talk_turn_interrupt_and_truncate(
     assert pb is not None
     # click in the middle of the longest stretch of speech after the first second, so the cut
     # lands inside speech and the room's recording pins it down
-    long = np.frombuffer(sim.speech.pcm(sim.reply, 16000), "<i2").astype(np.float32) / 32768
+    long = floats(sim.speech.pcm(sim.reply, 16000))
     lo_run, hi_run = max(loud_runs_ms(long, after_ms=1000), key=lambda r: r[1] - r[0])
     item = h.daemon.conv.item_id
     assert item is not None
@@ -107,14 +108,14 @@ async def test_push_to_talk_turn_interrupt_and_truncate(
     assert 0 <= drop_ms <= 50, drop_ms  # press → ALSA buffer dropped
 
     # what came out of the room, by content: the answer from its onset up to the cut
-    room2 = np.frombuffer(b"".join(heard[mark - 50 :]), "<i2").astype(np.float32) / 32768
+    room2 = floats(b"".join(heard[mark - 50 :]))
     lo, hi = played_span_ms(room2, long)
     assert lo_run - 100 < lo <= hi < hi_run + 100, (lo, hi, lo_run, hi_run)  # cut inside speech
     assert hi - lo <= 20, (lo, hi)  # ... so the room pins the cut down
     end_ms = trunc["audio_end_ms"]
     # audio_end_ms must fall where the room really went quiet: within ±20 ms of the cut
     # (the cut lies between the last loud block that matched and the first that did not)
-    error_ms = 0.0 if lo <= end_ms <= hi else min(end_ms - lo, end_ms - hi, key=abs)
+    error_ms = cut_error_ms(lo, hi, end_ms)
     # the speaker fell silent: answer content that came out after the moment the drop
     # was decided (the same ALSA position the truncate reports)
     after_ms = max(0.0, lo - end_ms)

@@ -7,13 +7,19 @@ answer really came out is exact to one 5 ms block whatever the rig's own latenci
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from agentd.audio.alsa import Capture
 
 
 def asoundrc(socket: Path) -> str:
@@ -100,6 +106,27 @@ class PulseRoom:
 # ms it had already rendered come out altered (correlation ~0.75) but at full level; they
 # were heard, so they count. Silence or an unrelated cue after the cut scores near 0.
 MATCH_CORR = 0.6
+
+
+def room_probe(loop: asyncio.AbstractEventLoop, on_frame: Callable[[bytes], None]) -> Capture:
+    """The room recorded from outside (its monitor, delivered as 16 kHz mono frames): "the
+    speaker" for measurements. Its first second or so arrives late; start it early."""
+    from agentd.audio.alsa import Capture
+    from agentd.config import InputSettings
+
+    settings = InputSettings(device="mic", rate=48000, channels=2, period_ms=10)
+    return Capture(settings, loop, on_frame)
+
+
+def floats(pcm: bytes) -> np.ndarray:
+    """int16 PCM as float32 in [-1, 1), the form the measuring helpers take."""
+    return np.frombuffer(pcm, "<i2").astype(np.float32) / 32768
+
+
+def cut_error_ms(lo: float, hi: float, end_ms: float) -> float:
+    """How far a truncate's ``audio_end_ms`` lies from the cut interval ``played_span_ms``
+    found (0 inside it)."""
+    return 0.0 if lo <= end_ms <= hi else min(end_ms - lo, end_ms - hi, key=abs)
 
 
 def align(rec: np.ndarray, ref: np.ndarray, rate: int = 16000) -> tuple[int, float]:
