@@ -9,6 +9,7 @@ before opening; the PulseAudio "room" (null sink + ALSA pulse plugin) is started
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -22,6 +23,9 @@ CAPTURE_FILE = RIG_DIR / "capture.raw"  # testcap: S16_LE 16 kHz mono
 CAPTURE48_FILE = RIG_DIR / "capture48.raw"  # testcap48: S16_LE 48 kHz stereo
 PLAYBACK_FILE = RIG_DIR / "playback.raw"  # testplay: S16_LE 48 kHz mono
 PULSE_SOCKET = RIG_DIR / "pulse" / "native"  # where PulseRoom(RIG_DIR / "pulse") listens
+CLOCK_SO = RIG_DIR / "libasound_module_pcm_clock.so"  # tests/alsa_clock.c, built by clock_pcms()
+CLOCKMIC_FILE = RIG_DIR / "clockmic.raw"  # clockmic hears it: S16_LE 48 kHz stereo, looped
+CLOCKSPK_FILE = RIG_DIR / "clockspk.raw"  # what clockspk played: S16_LE 48 kHz stereo
 
 ASOUNDRC = f"""
 pcm.testcap_raw {{ type file; slave.pcm "null"; file "/dev/null"; infile "{CAPTURE_FILE}"; format "raw" }}
@@ -32,6 +36,9 @@ pcm.testplay_raw {{ type file; slave.pcm "null"; file "{PLAYBACK_FILE}"; format 
 pcm.testplay {{ type plug; slave {{ pcm "testplay_raw"; format S16_LE; rate 48000; channels 1 }} }}
 pcm.mic {{ type pulse; server "unix:{PULSE_SOCKET}"; device "room.monitor" }}
 pcm.spk {{ type pulse; server "unix:{PULSE_SOCKET}"; device "room" }}
+pcm_type.clock {{ lib "{CLOCK_SO}" }}
+pcm.clockmic {{ type clock; rate 48000; channels 2; file "{CLOCKMIC_FILE}" }}
+pcm.clockspk {{ type clock; rate 48000; channels 2; file "{CLOCKSPK_FILE}" }}
 """
 
 
@@ -41,6 +48,21 @@ def install_asoundrc() -> None:
     os.environ["XDG_CONFIG_HOME"] = str(RIG_DIR)
     CAPTURE_FILE.write_bytes(b"")
     CAPTURE48_FILE.write_bytes(b"")
+
+
+def clock_pcms(content: np.ndarray | None = None) -> tuple[str, str]:
+    """The `clockmic` and `clockspk` PCMs (tests/alsa_clock.c): a sound card's clock, so they
+    overrun and underrun like one when the program falls behind. ``content`` (48 kHz mono
+    int16) is what clockmic hears, in a loop; clockspk's output file starts empty. Built with
+    gcc on first use."""
+    if not CLOCK_SO.exists():
+        src = Path(__file__).with_name("alsa_clock.c")
+        cc = ["gcc", "-O2", "-Wall", "-DPIC", "-shared", "-fPIC", "-o", str(CLOCK_SO)]
+        subprocess.run([*cc, str(src), "-lasound"], check=True)
+    mono = (np.zeros(4800) if content is None else content).astype("<i2")
+    np.stack([mono, mono], axis=1).tofile(CLOCKMIC_FILE)
+    CLOCKSPK_FILE.write_bytes(b"")
+    return "clockmic", "clockspk"
 
 
 def espeak(text: str, rate: int, path: Path) -> np.ndarray:

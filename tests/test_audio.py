@@ -217,6 +217,32 @@ async def test_playback_into_room_comes_out_of_monitor_and_flush_silences(
     assert pb.heard_ms("item_A") == pytest.approx(heard, abs=100)
 
 
+async def test_only_running_dry_mid_stream_is_an_underrun() -> None:
+    """Every answer and cue ends with the speaker running dry: that is no fault. A stream
+    that runs dry before its end (audio arriving late) is, once per gap. On clockspk, a card's
+    clock: every frame given is played, none twice."""
+    _, spk = rigs.clock_pcms()
+    pb = Playback(OutputSettings(device=spk, rate=48000, buffer_ms=60), 24000)
+    pb.start()
+    try:
+        await asyncio.to_thread(pb.opened.wait, 10)
+        for _ in range(3):  # three whole cues with silence between them
+            pb.play(to_int16(sine(440, 24000, 0.3, 0.1)), last=True)
+            await asyncio.sleep(1.0)
+        assert pb.stats.underruns == 0
+        for _ in range(2):  # one answer whose second and third parts arrive late
+            pb.play(to_int16(sine(440, 24000, 0.3, 0.1)), item="a")
+            await asyncio.sleep(0.8)
+        pb.play(to_int16(sine(440, 24000, 0.3, 0.1)), item="a", last=True)
+        await asyncio.sleep(1.0)
+        assert pb.stats.underruns == 2
+    finally:
+        pb.stop()
+    played = np.frombuffer(rigs.CLOCKSPK_FILE.read_bytes(), "<i2").reshape(-1, 2)[:, 0]
+    loud = np.count_nonzero(np.abs(played) > 100)
+    assert loud == pytest.approx(6 * 0.3 * 48000, rel=0.05), loud  # all six tones, once
+
+
 def test_test_audio_reports_levels_and_plays_back(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -29,6 +29,7 @@ REOPEN_INITIAL_S = 0.5
 REOPEN_MAX_S = 10.0
 CAPTURE_QUEUE_FRAMES = 100  # 2 s of 20 ms frames between the capture thread and the loop
 STALL_S = 5.0  # a device thread silent this long is unhealthy (watchdog stops pinging)
+XRUN_LOG_S = 60.0  # a storm of overruns/underruns is said once per this window, with its count
 
 
 def describe_alsa_error(exc: BaseException, device: str, kind: str) -> str:
@@ -66,6 +67,7 @@ class _DeviceThread:
         self.error: str | None = None
         self.stats = AudioStats()
         self.heartbeat = time.monotonic()
+        self._xrun_said = -XRUN_LOG_S
         self.opened = threading.Event()
         self.first_attempt = threading.Event()
         self._stop = threading.Event()
@@ -92,13 +94,34 @@ class _DeviceThread:
         raise NotImplementedError
 
     def _set_error(self, error: str | None) -> None:
-        if error != self.error:
-            self.error = error
-            if error:
-                log.error("%s", error)
-            else:
-                log.info("%s device %r open", self.kind, self.device)
-            self.on_status(error)
+        """One error line when the device goes bad (retries stay at debug), one info line when
+        it is back."""
+        if error == self.error:
+            return
+        if error and self.error:
+            log.debug("%s", error)
+        elif error:
+            log.error("%s", error)
+        elif self.stats.reopens or self.error:
+            log.info("%s device %r is back", self.kind, self.device)
+        else:
+            log.info("%s device %r open", self.kind, self.device)
+        self.error = error
+        self.on_status(error)
+
+    def _xrun(self, level: int, what: str) -> None:
+        """Say a storm once per XRUN_LOG_S, not once per period: the counters keep the rest."""
+        now = time.monotonic()
+        if now - self._xrun_said >= XRUN_LOG_S:
+            self._xrun_said = now
+            log.log(level, "%s device %r: %s", self.kind, self.device, what)
+
+    def _wait_alive(self, delay: float) -> None:
+        """Wait before the next reopen, beating: a thread waiting for a device is healthy."""
+        end = time.monotonic() + delay
+        while not self._stop.is_set() and (left := end - time.monotonic()) > 0:
+            self.heartbeat = time.monotonic()
+            self._stop.wait(min(1.0, left))
 
     def _run(self) -> None:
         import alsaaudio
@@ -111,7 +134,7 @@ class _DeviceThread:
             except alsaaudio.ALSAAudioError as exc:
                 self._set_error(describe_alsa_error(exc, self.device, self.kind) + "; retrying")
                 self.first_attempt.set()
-                self._stop.wait(delay)
+                self._wait_alive(delay)
                 delay = min(REOPEN_MAX_S, delay * 2)
                 continue
             self.first_attempt.set()
@@ -184,8 +207,13 @@ class Capture(_DeviceThread):
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
             length, data = pcm.read()  # type: ignore[attr-defined]
-            if length < 0:  # overrun: pyalsaaudio already re-prepared the stream
+            if length < 0:  # overrun: the next read() re-prepares the stream
                 self.stats.overruns += 1
+                self._xrun(
+                    logging.WARNING,
+                    f"overrun, microphone audio lost ({self.stats.overruns} so far): "
+                    "the daemon fell behind the device (CPU starved? try a larger period_ms)",
+                )
                 continue
             if length == 0:
                 continue
@@ -198,6 +226,12 @@ class Capture(_DeviceThread):
         with self._lock:
             if len(self._queue) == self._queue.maxlen:
                 self.stats.dropped_frames += 1
+                self._xrun(
+                    logging.WARNING,
+                    f"the event loop is {CAPTURE_QUEUE_FRAMES * self.settings.period_ms} ms "
+                    f"behind, oldest microphone audio dropped "
+                    f"({self.stats.dropped_frames} frames so far)",
+                )
             self._queue.append(frame)
             if self._scheduled:
                 return
@@ -249,7 +283,7 @@ class Playback(_DeviceThread):
         self.buffer_frames = settings.rate * settings.buffer_ms // 1000
         self._rs: dict[int, StreamResampler] = {}
         self._lock = threading.Lock()
-        self._pending: deque[tuple[str | None, np.ndarray]] = deque()
+        self._pending: deque[tuple[str | None, np.ndarray, bool]] = deque()  # item, pcm, last
         self._pending_frames = 0
         self._pending_since = 0.0  # when the queue last became non-empty
         self._stream_ended = True  # the newest queued audio ends its stream (last=True)
@@ -290,7 +324,7 @@ class Playback(_DeviceThread):
         with self._lock:
             if not self._pending:
                 self._pending_since = self.clock()
-            self._pending.append((item, samples))
+            self._pending.append((item, samples, last))
             self._pending_frames += samples.size
             self._stream_ended = last
         self._wake_ev.set()
@@ -300,6 +334,7 @@ class Playback(_DeviceThread):
         with self._lock:
             self._pending.clear()
             self._pending_frames = 0
+            self._stream_ended = True  # nothing more is expected: running dry now is no fault
             self._flush = True
         for rs in self._rs.values():
             rs.reset()
@@ -363,12 +398,14 @@ class Playback(_DeviceThread):
         chunk: np.ndarray | None = None
         item: str | None = None
         dropped = False  # after drop() the stream holds nothing, whatever avail() says
+        dry = False  # the stream ran dry (XRUN) and that was already judged
+        chunk_last = tail_ended = True  # the audio written last ended its stream: may run dry
         while not self._stop.is_set():
             self.heartbeat = now = self.clock()
             with self._lock:
                 flush, self._flush = self._flush, False
             if flush:
-                chunk = None
+                chunk, tail_ended = None, True
                 pcm.drop()  # type: ignore[attr-defined]
                 self.flushed_at = self.clock()
                 dropped = True
@@ -379,12 +416,17 @@ class Playback(_DeviceThread):
                     self._in_buffer, self._snap_t, self.ends_at = 0, now, now
             avail = pcm.avail()  # type: ignore[attr-defined]
             in_buf = self.buffer_frames - avail if avail >= 0 and not dropped else 0
-            if avail < 0 and (chunk is not None or self._pending):
-                self.stats.underruns += 1
+            # Running dry mid-stream: ALSA may say so (avail < 0, a failed write), but the pulse
+            # plugin often does not; our own clock of what was written always does.
+            ran_out = avail < 0 or (chunk is None and now > self.ends_at + self.POLL_S)
+            if ran_out and not dry:
+                dry = True
+                if not tail_ended:
+                    self._underrun()
             if chunk is None:
                 with self._lock:
                     if self._pending and (in_buf > 0 or self._ready_to_start(now)):
-                        item, chunk = self._pending.popleft()
+                        item, chunk, chunk_last = self._pending.popleft()
                         self._pending_frames -= chunk.size
             if chunk is not None and (avail != 0):
                 room = self.buffer_frames - in_buf
@@ -395,11 +437,12 @@ class Playback(_DeviceThread):
                     if last is None or last.item != item or now >= self.ends_at + 1.0:
                         self.started_at = now  # a new item (or after a long silence) starts
                     n = pcm.write(data.tobytes())  # type: ignore[attr-defined]
-                    if n < 0:
-                        self.stats.underruns += 1
-                        n = 0
+                    if n < 0:  # the pulse plugin reports running dry only here
+                        if not dry and not tail_ended:
+                            self._underrun()
+                        dry, n = True, 0
                     if n > 0:
-                        dropped = False
+                        dropped = dry = False
                         with self._lock:
                             last = self._segments[-1] if self._segments else None
                             if last and last.item == item and last.end == self._written:
@@ -411,12 +454,21 @@ class Playback(_DeviceThread):
                             self._written += n
                         in_buf += n
                         chunk = chunk[n:] if n < chunk.size else None
+                        tail_ended = chunk is None and chunk_last
             with self._lock:
                 self._in_buffer, self._snap_t = in_buf, now
                 if in_buf or chunk is not None:
                     self.ends_at = now + in_buf / self.card_rate
             self._wake_ev.wait(self.POLL_S)
             self._wake_ev.clear()
+
+    def _underrun(self) -> None:
+        self.stats.underruns += 1
+        self._xrun(
+            logging.INFO,  # audible as a stutter, but the answer still plays out whole
+            f"speaker ran dry mid-answer ({self.stats.underruns} underruns so far): audio "
+            "arrives slower than real time (network or CPU)",
+        )
 
     def _ready_to_start(self, now: float) -> bool:
         """The speaker is dry: start only with enough queued (see START_MS)."""
