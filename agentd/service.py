@@ -120,8 +120,15 @@ class Daemon:
 
     def status_line(self) -> str:
         link = "connected" if self.conv.connected else "offline"
-        extra = f"; reload failed: {self.reload_failed}" if self.reload_failed else ""
+        extra = "".join(f"; {err}" for err in self._audio_errors.values() if err)
+        if self.reload_failed:
+            extra += f"; reload failed: {self.reload_failed}"
         return f"{self.conv.state.value}, {link} to {self.cfg.api.dialect}{extra}"
+
+    def _show_led(self) -> None:
+        """The state's pattern, or a repeating error blink while a sound device is gone."""
+        if self.gpio is not None:
+            self.gpio.show(self.conv.state, fault=any(self._audio_errors.values()))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -199,6 +206,7 @@ class Daemon:
 
         def apply() -> None:
             self._audio_errors[kind] = error
+            self._show_led()
             self.notifier.status(self.status_line())
 
         if self.loop is not None:
@@ -210,7 +218,7 @@ class Daemon:
             return
         self.gpio = Gpio(self.cfg, loop, self.feed, self.hooks.pin_factory)
         if self.gpio.start():
-            self.gpio.show(self.conv.state)
+            self._show_led()
 
     async def _start_control(self) -> None:
         from agentd.control import ControlServer
@@ -256,8 +264,7 @@ class Daemon:
         if self.conv.state is not self._last_state:
             self._last_state = self.conv.state
             log.info("state: %s", self.conv.state.value)
-            if self.gpio is not None:
-                self.gpio.show(self.conv.state)
+            self._show_led()
             self.notifier.status(self.status_line())
             if self.hooks.on_state is not None:
                 self.hooks.on_state(self.conv.state.value)

@@ -3,9 +3,11 @@ against each server fault the simulator can inject. For every fault: the daemon 
 comes back to IDLE (through OFFLINE when the link was lost), status and LED say what
 happened, one clear log line at warning or above, the user's turn is not silently lost.
 
-Other faults are covered where their adapter lives: capture device vanishing and returning
-(test_audio), bad config at start and at reload (test_config, test_service), SIGTERM
-mid-response (test_systemd), the backoff arithmetic (test_protocol)."""
+Sound faults run on the real rigs: the sound server vanishing and returning under a running
+daemon, the speaker running dry (underrun storm) and the microphone overrunning (clockmic, a
+capture PCM with a card's clock, while the process is starved). Bad config at reload and
+SIGTERM mid-response live with their adapters (test_service, test_systemd), the backoff
+arithmetic in test_protocol."""
 
 from __future__ import annotations
 
@@ -75,9 +77,9 @@ class LedSpy:
         self.shown: list[str] = []
         show = gpio.show
 
-        def spy(state: cv.State) -> None:
-            self.shown.append(state.value)
-            show(state)
+        def spy(state: cv.State, fault: bool = False) -> None:
+            self.shown.append("fault" if fault else state.value)
+            show(state, fault)
 
         gpio.show = spy  # type: ignore[method-assign]
 
@@ -257,7 +259,7 @@ async def test_401_never_loops_tightly(
             status = d.status()
             assert status["state"] == "offline" and not status["connected"]
             assert "API key rejected" in status["last_error"]
-            assert d.gpio is not None and d.gpio._shown is cv.State.OFFLINE
+            assert d.gpio is not None and d.gpio._shown == (cv.State.OFFLINE, False)
         finally:
             d.stop_event.set()
             await asyncio.wait_for(task, 5)
@@ -364,3 +366,142 @@ async def test_underrun_storm_plays_the_whole_answer(
     end, cut = played_span_ms(room, ref)
     assert end == loud_end_ms(ref) and cut == float("inf")  # nothing of the answer was lost
     assert len(loud(all_logs, 0)) <= 1  # at most one line, however many underruns
+
+
+async def test_sound_server_vanishes_and_returns(
+    harness: Harness, room: rigs.PulseRoom, all_logs: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """The sound server dies under the running daemon (like a USB card unplugged): one error
+    line per device, STATUS= and `status` name it, the LED blinks the fault until it is back;
+    then the devices reopen by themselves and a turn spoken into the room's mic works."""
+    h, sim = harness, harness.sim
+    led, mark = LedSpy(h), len(all_logs.records)
+    room.stop()
+    try:
+        await h.until(lambda: set(h.daemon.status()["audio_errors"]) == {"capture", "playback"})
+        assert led.shown[-1] == "fault"
+        status = h.daemon.status()
+        assert h.state() == "idle" and status["connected"] and not h.task.done()
+        h.notify.drain()
+        assert any("STATUS=" in m and "capture device 'mic'" in m for m in h.notify.drain())
+        await asyncio.sleep(3.0)  # a few reopen attempts fail meanwhile: said once, not again
+        lines = loud(all_logs, mark)
+        assert len(lines) == 2, lines
+        assert any("capture device 'mic'" in m for m in lines)
+        assert any("playback device 'spk'" in m for m in lines)
+    finally:
+        room.start()
+    await h.until(lambda: not h.daemon.status()["audio_errors"], timeout=30)
+    assert led.shown[-1] == "idle"
+    assert [m for m in all_logs.messages if "is back" in m]
+    # the microphone really hears again: a question spoken into the room reaches the server
+    wav = rigs.write_wav(
+        tmp_path / "q.wav", rigs.espeak("what is the time", 48000, tmp_path), 48000
+    )
+    before = uplinked_16k(sim)
+    h.daemon.feed(cv.Press())
+    await asyncio.sleep(0.4)
+    await asyncio.to_thread(room.play(wav).wait)
+    await asyncio.sleep(0.3)
+    h.daemon.feed(cv.Release())
+    await h.until(lambda: h.state() == "speaking")
+    await h.until(lambda: h.state() == "idle", timeout=20)
+    sent = uplinked_16k(sim) - before
+    assert sent >= 16000 * 2 * 1.0, sent  # at least a second of the spoken question went up
+    assert len(loud(all_logs, mark)) == 2  # nothing more was said after the return
+
+
+async def test_capture_overrun_storm_while_the_process_is_starved(tmp_path: Path) -> None:
+    """`agentd run` on clockmic/clockspk (PCMs with a card's clock; the mic's buffer is
+    80 ms) is frozen for 250 ms ten times in the middle of a push-to-talk turn (SIGSTOP:
+    what a Pi swapping or starved of CPU does to it). Every freeze is a real ALSA overrun. The
+    daemon counts them, says so in one warning line, keeps the session, finishes the turn, and
+    the next turn's audio is whole again."""
+    import signal
+    import sys
+
+    from agentd.control import request
+
+    speech = rigs.espeak("what is the weather like today", 48000, tmp_path)
+    mic, spk = rigs.clock_pcms(np.concatenate([speech, np.zeros(2400, "<i2")]))  # talking on
+    async with Simulator("openai", pace=1.0) as sim:
+        sock = tmp_path / "ctl.sock"
+        cfg = write_config(
+            tmp_path / "c.yaml",
+            sim,
+            tmp_path,
+            audio__input={"device": mic, "rate": 48000, "channels": 2},
+            audio__output={"device": spk, "rate": 48000},
+            logging__level="info",
+            button__pin=None,
+            led__pin=None,
+        )
+        log_path = tmp_path / "stderr.log"
+        with log_path.open("wb") as err:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "agentd", "run", "--config", str(cfg), stderr=err
+            )
+
+        async def ctl(cmd: str) -> dict[str, Any]:
+            return await asyncio.to_thread(request, sock, cmd)
+
+        async def until_idle() -> dict[str, Any]:
+            t0 = time.monotonic()
+            while True:
+                st = await ctl("status")
+                if st["state"] == "idle" and st["connected"]:
+                    return st
+                assert time.monotonic() - t0 < 20 and proc.returncode is None, st
+                await asyncio.sleep(0.05)
+
+        try:
+            t0 = time.monotonic()
+            while not sock.exists():
+                assert time.monotonic() - t0 < 10 and proc.returncode is None
+                await asyncio.sleep(0.05)
+            await until_idle()
+            await asyncio.sleep(1.0)  # the connected cue has played
+            assert (await ctl("status"))["overruns"] == 0
+
+            await ctl("press")
+            t_press = time.monotonic()
+            await asyncio.sleep(0.3)
+            for _ in range(10):
+                proc.send_signal(signal.SIGSTOP)
+                await asyncio.sleep(0.25)
+                proc.send_signal(signal.SIGCONT)
+                await asyncio.sleep(0.25)
+            await ctl("release")
+            t_release = time.monotonic()
+            while not sim.client_events("response.create"):
+                assert time.monotonic() - t_release < 5
+                await asyncio.sleep(0.02)
+            st = await until_idle()
+            print(f"overrun storm: {st['overruns']} overruns, status {st}")
+            assert st["overruns"] >= 8, st
+            assert st["reconnects"] == 0 and st["lost_turns"] == 0 and st["turns"] == 1, st
+            assert sim.client_events("input_audio_buffer.commit")
+            storm_audio = uplinked_16k(sim)
+            held_s = t_release - t_press
+            frozen_s = 10 * 0.25
+            print(f"turn {held_s:.2f} s, frozen {frozen_s:.2f} s, sent {storm_audio / 32000:.2f} s")
+            # what the freezes did not take went up (each overrun also loses up to a buffer)
+            assert storm_audio >= 32000 * (held_s - frozen_s - 10 * 0.08 - 0.5), storm_audio
+
+            # the device is fine again: a 2 s turn arrives whole, no new overrun
+            await ctl("press")
+            await asyncio.sleep(2.0)
+            await ctl("release")
+            after = await until_idle()
+            second = uplinked_16k(sim) - storm_audio
+            assert after["overruns"] == st["overruns"] and after["turns"] == 2, after
+            assert second >= 16000 * 2 * 1.8, second
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                rc = await asyncio.wait_for(proc.wait(), 5)
+                assert rc == 0
+    text = log_path.read_text()
+    warnings = [ln for ln in text.splitlines() if " WARNING " in ln or " ERROR " in ln]
+    assert len(warnings) == 1 and "overrun, microphone audio lost" in warnings[0], warnings
+    assert "Traceback" not in text

@@ -73,7 +73,7 @@ class Gpio:
         self.led: Any = None
         self.available = False
         self._last_release = 0.0
-        self._shown: State | None = None
+        self._shown: tuple[State, bool] | None = None
 
     def start(self) -> bool:
         b, led = self.cfg.button, self.cfg.led
@@ -136,23 +136,29 @@ class Gpio:
         self._last_release = time.monotonic()
         self.on_input(Release())
 
-    def show(self, state: State) -> None:
-        if self.led is None or state is self._shown:
+    def show(self, state: State, fault: bool = False) -> None:
+        """``fault``: a sound device is gone; the error blink then repeats until it is back
+        instead of stopping after three."""
+        if self.led is None or (state, fault) == self._shown:
             return
-        self._shown = state
+        self._shown = (state, fault)
         import gpiozero
 
+        if fault:
+            state = State.ERROR
+        pattern, args = PATTERNS[state]
+        if fault:
+            args = args[:2]
         bright = self.cfg.led.brightness
         if isinstance(self.led, gpiozero.RGBLED):
             r, g, b = COLORS[state]
             color = (r * bright, g * bright, b * bright)
             if state in (State.OFFLINE, State.ERROR, State.MUTED):
-                on, off, *n = PATTERNS[state][1]
+                on, off, *n = args
                 self.led.blink(on, off, on_color=color, n=int(n[0]) if n else None)
             else:
                 self.led.color = color
             return
-        pattern, args = PATTERNS[state]
         pwm = isinstance(self.led, gpiozero.PWMLED)
         if pattern == "dim":
             if pwm:
