@@ -365,7 +365,9 @@ async def test_underrun_storm_plays_the_whole_answer(
     room = floats(b"".join(heard[max(0, mark - 25) :]))
     end, cut = played_span_ms(room, ref)
     assert end == loud_end_ms(ref) and cut == float("inf")  # nothing of the answer was lost
-    assert len(loud(all_logs, 0)) <= 1  # at most one line, however many underruns
+    said = [m for m in all_logs.messages if "speaker ran dry" in m]
+    assert len(said) == 1, said  # one line however many underruns (info: nothing was lost)
+    assert not loud(all_logs, 0)
 
 
 async def test_sound_server_vanishes_and_returns(
@@ -411,9 +413,12 @@ async def test_sound_server_vanishes_and_returns(
     assert len(loud(all_logs, mark)) == 2  # nothing more was said after the return
 
 
+FREEZE_S = 0.3  # longer than the capture buffer (CAPTURE_PERIODS × 20 ms)
+
+
 async def test_capture_overrun_storm_while_the_process_is_starved(tmp_path: Path) -> None:
     """`agentd run` on clockmic/clockspk (PCMs with a card's clock; the mic's buffer is
-    80 ms) is frozen for 250 ms ten times in the middle of a push-to-talk turn (SIGSTOP:
+    200 ms) is frozen for 300 ms ten times in the middle of a push-to-talk turn (SIGSTOP:
     what a Pi swapping or starved of CPU does to it). Every freeze is a real ALSA overrun. The
     daemon counts them, says so in one warning line, keeps the session, finishes the turn, and
     the next turn's audio is whole again."""
@@ -461,6 +466,11 @@ async def test_capture_overrun_storm_while_the_process_is_starved(tmp_path: Path
                 await asyncio.sleep(0.05)
             await until_idle()
             await asyncio.sleep(1.0)  # the connected cue has played
+            for _ in range(5):  # hiccups shorter than the capture buffer lose nothing
+                proc.send_signal(signal.SIGSTOP)
+                await asyncio.sleep(0.12)
+                proc.send_signal(signal.SIGCONT)
+                await asyncio.sleep(0.2)
             assert (await ctl("status"))["overruns"] == 0
 
             await ctl("press")
@@ -468,7 +478,7 @@ async def test_capture_overrun_storm_while_the_process_is_starved(tmp_path: Path
             await asyncio.sleep(0.3)
             for _ in range(10):
                 proc.send_signal(signal.SIGSTOP)
-                await asyncio.sleep(0.25)
+                await asyncio.sleep(FREEZE_S)
                 proc.send_signal(signal.SIGCONT)
                 await asyncio.sleep(0.25)
             await ctl("release")
@@ -483,10 +493,11 @@ async def test_capture_overrun_storm_while_the_process_is_starved(tmp_path: Path
             assert sim.client_events("input_audio_buffer.commit")
             storm_audio = uplinked_16k(sim)
             held_s = t_release - t_press
-            frozen_s = 10 * 0.25
+            frozen_s = 10 * FREEZE_S
             print(f"turn {held_s:.2f} s, frozen {frozen_s:.2f} s, sent {storm_audio / 32000:.2f} s")
-            # what the freezes did not take went up (each overrun also loses up to a buffer)
-            assert storm_audio >= 32000 * (held_s - frozen_s - 10 * 0.08 - 0.5), storm_audio
+            # what the freezes did not take went up (each restart costs a little; 0.5 s for the
+            # listening cue, when the echo guard holds the mic)
+            assert storm_audio >= 32000 * (held_s - frozen_s - 10 * 0.05 - 0.5), storm_audio
 
             # the device is fine again: a 2 s turn arrives whole, no new overrun
             await ctl("press")

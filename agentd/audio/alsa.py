@@ -27,6 +27,7 @@ log = logging.getLogger("agentd.audio")
 
 REOPEN_INITIAL_S = 0.5
 REOPEN_MAX_S = 10.0
+CAPTURE_PERIODS = 10  # 200 ms of card buffer: rides out a scheduling hiccup, adds no latency
 CAPTURE_QUEUE_FRAMES = 100  # 2 s of 20 ms frames between the capture thread and the loop
 STALL_S = 5.0  # a device thread silent this long is unhealthy (watchdog stops pinging)
 XRUN_LOG_S = 60.0  # a storm of overruns/underruns is said once per this window, with its count
@@ -187,7 +188,7 @@ class Capture(_DeviceThread):
             channels=s.channels,
             format=alsaaudio.PCM_FORMAT_S16_LE,
             periodsize=s.rate * s.period_ms // 1000,
-            periods=4,
+            periods=CAPTURE_PERIODS,
             device=s.device,
         )
         info = pcm.info()
