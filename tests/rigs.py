@@ -65,6 +65,11 @@ def clock_pcms(content: np.ndarray | None = None) -> tuple[str, str]:
     return "clockmic", "clockspk"
 
 
+def clockspk_played() -> np.ndarray:
+    """What clockspk has played so far: 48 kHz int16, one channel of its stereo."""
+    return np.frombuffer(CLOCKSPK_FILE.read_bytes(), "<i2").reshape(-1, 2)[:, 0]
+
+
 def espeak(text: str, rate: int, path: Path) -> np.ndarray:
     """Deterministic speech as int16 at ``rate`` (``path`` kept for callers' temp naming)."""
     return np.frombuffer(espeak_pcm(text, rate), dtype="<i2").copy()

@@ -369,8 +369,7 @@ async def test_underrun_storm_plays_the_whole_answer(
     print(f"underrun storm: {status['underruns']} underruns recovered")
     assert status["underruns"] >= 3 and not h.task.done()
     ref = floats(sim.speech.pcm(sim.reply, 16000))
-    played = np.frombuffer(rigs.CLOCKSPK_FILE.read_bytes(), "<i2").reshape(-1, 2)[:, 0]
-    heard = soxr.resample(played.astype(np.float32) / 32768, 48000, 16000)
+    heard = soxr.resample(floats(rigs.clockspk_played().tobytes()), 48000, 16000)
     end, cut = played_span_ms(heard, ref)
     assert end == loud_end_ms(ref) and cut == float("inf")  # nothing of the answer was lost
     said = [m for m in all_logs.messages if "speaker ran dry" in m]
