@@ -26,6 +26,7 @@ from agentd import conversation as cv
 from agentd.audio.alsa import Capture, Playback
 from agentd.audio.resample import VAD_RATE, StreamResampler, to_int16
 from agentd.config import Config, ConfigError, Loaded, load
+from agentd.control import ControlServer, SocketInUse
 from agentd.device.cues import CUE_RATE, cue_pcm
 from agentd.device.gpio import Gpio
 from agentd.notify import Notifier
@@ -86,6 +87,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[Any]] = []
         self._transcripts: dict[str, list[str]] = {}
         self.reload_failed: str | None = None
+        self._rate_limits: tuple[ev.RateLimits, float] | None = None
         self._last_state = self.conv.state
         self.last_tick = time.monotonic()
 
@@ -113,10 +115,30 @@ class Daemon:
             "dropped_frames": cap.stats.dropped_frames if cap else 0,
             "underruns": pb.stats.underruns if pb else 0,
             "reconnects": self.link.reconnects if self.link else 0,
+            "protocol_errors": self.link.protocol_errors if self.link else 0,
+            "event_errors": self.link.handler_errors if self.link else 0,
+            "rate_limits": self._rate_limits_status(),
             "gpio": bool(self.gpio and self.gpio.available),
             "reload_error": self.reload_failed,
             "uptime_s": round(time.monotonic() - self.started, 1),
         }
+
+    def _rate_limits_status(self) -> list[dict[str, Any]]:
+        """The server's latest rate_limits.updated; ``resets_in_s`` counts from now."""
+        if self._rate_limits is None:
+            return []
+        limits, at = self._rate_limits
+        age = time.monotonic() - at
+        return [
+            {
+                "name": r.name,
+                "limit": r.limit,
+                "remaining": r.remaining,
+                "resets_in_s": round(max(0.0, r.reset_seconds - age), 1),
+                "updated_s_ago": round(age, 1),
+            }
+            for r in limits.limits
+        ]
 
     def status_line(self) -> str:
         link = "connected" if self.conv.connected else "offline"
@@ -142,9 +164,16 @@ class Daemon:
         if self.loaded.api_key is not None:
             logs.register_secret(self.loaded.api_key.reveal())
         log.info("agentd %s starting: %s", __version__, self.cfg.summary())
+        try:
+            await self._start_control()  # first: a second instance must not grab the devices
+        except SocketInUse as exc:
+            log.error("agentd not started: %s", exc)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            self.notifier.close()
+            return 1
         self._start_audio(loop)
         self._start_gpio(loop)
-        await self._start_control()
         self.link = Link(self.cfg, self._key(), self._on_server, self._on_link)
         self._spawn(self.link.run())
         await self._wait_ready()
@@ -221,8 +250,6 @@ class Daemon:
             self._show_led()
 
     async def _start_control(self) -> None:
-        from agentd.control import ControlServer
-
         self.control = ControlServer(self.cfg.control.socket, self._control)
         await self.control.start()
 
@@ -404,6 +431,8 @@ class Daemon:
             )
         elif isinstance(e, ev.TranscriptDelta | ev.TranscriptDone):
             self._transcript(e)
+        elif isinstance(e, ev.RateLimits):
+            self._rate_limits = (e, time.monotonic())
         elif (
             isinstance(e, ev.SpeechStarted)
             and self.conv.state is cv.State.SPEAKING
@@ -534,7 +563,10 @@ class Daemon:
             self._start_gpio(asyncio.get_running_loop())
         if old.control != new.control and self.control is not None:
             await self.control.close()
-            await self._start_control()
+            try:
+                await self._start_control()
+            except SocketInUse as exc:
+                log.error("reload: control socket not moved: %s", exc)
         log.info("reloaded %s", self.config_path)
         self.notifier.ready(self.status_line())
         return True, []
