@@ -291,7 +291,7 @@ class Codec:
         return [
             ItemAdded(
                 _required_id(item.get("id"), "item.id"),
-                role if role in ("user", "assistant", "system") else None,
+                role if isinstance(role, str) and role in ROLES else None,
                 _id(e.get("response_id")),
             )
         ]
@@ -354,7 +354,9 @@ class Codec:
         status = resp.get("status")
         if status is None:
             status = "completed"
-        elif status not in RESPONSE_STATUSES:  # the response ended, but not in a way we know
+        elif not (
+            isinstance(status, str) and status in RESPONSE_STATUSES
+        ):  # the response ended, but not in a way we know
             reason = reason or f"unknown status {(_id(status) or _kind(status))[:40]}"
             status = "incomplete"
         return [ResponseDone(_id(resp.get("id")), status, reason)]
@@ -439,6 +441,7 @@ TEXT_LIMIT = 16384  # one transcript piece; real deltas are a few words
 MESSAGE_LIMIT = 500  # an error message as logged and shown in `ctl status`
 RATE_LIMITS_MAX = 16
 UNKNOWN_KINDS_MAX = 256
+ROLES = frozenset({"user", "assistant", "system"})
 RESPONSE_STATUSES = frozenset({"completed", "cancelled", "failed", "incomplete", "in_progress"})
 
 
