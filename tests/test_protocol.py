@@ -710,3 +710,27 @@ async def test_accept_then_close_reports_down_and_reconnects_with_backoff() -> N
         await probe.until(lambda: probe.of(ev.SessionUpdated), timeout=3)
         assert link.connected and probe.states[-1].connected
         await stop_link(link, task)
+
+
+async def test_daemon_survives_a_server_that_accepts_then_closes(harness: Any) -> None:
+    """Issue 18 at daemon level: the server restarts behind a draining load balancer that
+    answers 101 and closes at once. The daemon shows OFFLINE, retries with backoff, and once
+    the fault is lifted a spoken turn is answered."""
+    from tests.test_fuzz import assert_turn_works
+
+    h = harness
+    h.sim.reply = "Fine."
+    h.sim.faults.accept_then_close = 4000
+    h.sim.drop_all()
+    await h.until(lambda: h.state() == "offline", timeout=5)
+    await asyncio.sleep(3.0)
+    status = h.daemon.status()
+    assert status["connected"] is False and status["state"] == "offline"
+    assert "4000" in (status["last_error"] or "")
+    link = h.daemon.link
+    assert link is not None and not link.connected
+    # reconnect.initial_s 0.5 with jitter and growth: a few attempts in 3 s, not a tight loop
+    assert 3 <= h.sim.connections <= 8, h.sim.connections
+    h.sim.faults.accept_then_close = None
+    await h.until(lambda: h.state() == "idle", timeout=40)
+    await assert_turn_works(h)
