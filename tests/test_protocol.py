@@ -681,15 +681,19 @@ async def test_an_event_handler_that_raises_does_not_end_the_session(
             if isinstance(e, ev.ServerError):
                 raise RuntimeError("handler bug")
 
+        def on_state(s: LinkState) -> None:
+            probe.on_state(s)
+            raise RuntimeError("state handler bug")
+
         cfg = cfg_for("openai", api__url=sim.url)
-        link = Link(cfg, None, on_event, probe.on_state)
+        link = Link(cfg, None, on_event, on_state)
         task = asyncio.create_task(link.run())
         await probe.until(lambda: probe.states)
         for _ in range(3):
             await sim.inject('{"type":"error","error":{"message":"x"}}')
         await sim.inject('{"type":"input_audio_buffer.cleared"}')
         await probe.until(lambda: probe.of(ev.InputCleared))
-        assert link.handler_errors == 3 and link.connected and not task.done()
+        assert link.handler_errors == 4 and link.connected and not task.done()
         assert len([r for r in all_logs.records if "handler bug" in (r.exc_text or "")]) == 1
         await stop_link(link, task)
 

@@ -217,7 +217,7 @@ class Link:
                 else:
                     log.debug("%s; retrying in %.1f s", message, delay)
                 self.last_error = message
-                self.on_state(LinkState(False, message))
+                self._report(LinkState(False, message))
                 await self._sleep(delay)
                 continue
             await self._session(ws)
@@ -269,7 +269,7 @@ class Link:
                 )
                 await ws.send(self.codec.response_create())
             writer = asyncio.create_task(self._writer(ws))
-            self.on_state(LinkState(True, renewing=self._renewing))
+            self._report(LinkState(True, renewing=self._renewing))
             async for frame in ws:
                 self._dispatch(frame)
         except ConnectionClosed:
@@ -289,9 +289,22 @@ class Link:
                     again = brief and reason == self._last_close
                     log.log(logging.DEBUG if again else logging.WARNING, "%s; reconnecting", reason)
                     self.last_error = self._last_close = reason
-                self.on_state(
+                self._report(
                     LinkState(False, None if self._renewing else reason, renewing=self._renewing)
                 )
+
+    def _report(self, state: LinkState) -> None:
+        """on_state, contained like on_event: the link task outlives a handler's bug."""
+        try:
+            self.on_state(state)
+        except Exception:
+            self._handler_failed(type(state).__name__)
+
+    def _handler_failed(self, what: str) -> None:
+        self.handler_errors += 1
+        if self.handler_errors == 1 or self.clock() - self._handler_logged >= LOG_EVERY_S:
+            self._handler_logged = self.clock()
+            log.exception("handling %s failed (%d so far); continuing", what, self.handler_errors)
 
     def _dispatch(self, frame: str | bytes) -> None:
         """One frame: typed events to the daemon, anything else counted, never raised."""
@@ -307,14 +320,7 @@ class Link:
             try:
                 self.on_event(event)
             except Exception:  # one bad event must not end the session or the link task
-                self.handler_errors += 1
-                if self.handler_errors == 1 or self.clock() - self._handler_logged >= LOG_EVERY_S:
-                    self._handler_logged = self.clock()
-                    log.exception(
-                        "handling %s failed (%d so far); continuing",
-                        type(event).__name__,
-                        self.handler_errors,
-                    )
+                self._handler_failed(type(event).__name__)
 
     def _protocol_error(self, what: str) -> None:
         """Count it; log at warning at most once per LOG_EVERY_S (a flood stays one line)."""
