@@ -34,6 +34,7 @@ PING_INTERVAL_S = 10.0
 PING_TIMEOUT_S = 10.0  # a dead link without FIN is noticed within ~20 s
 OPEN_TIMEOUT_S = 10.0
 OUTBOX_LIMIT = 4000  # ~80 s of 20 ms appends; beyond that the oldest frames are dropped
+SCHEDULE_GRACE_S = 5.0  # a link this late for its next connect attempt is stuck
 
 
 class LinkError(Exception):
@@ -125,6 +126,9 @@ class Link:
         self._closing = False
         self._renewing = False
         self._closer: asyncio.Future[None] | None = None
+        # While not connected: when the link must next have done something (an attempt
+        # finished or started); None while connected (pings watch a live session).
+        self.due: float | None = None
         self.configure(cfg, api_key)
 
     def configure(self, cfg: Config, api_key: str | None) -> bool:
@@ -160,6 +164,11 @@ class Link:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def on_schedule(self, now: float | None = None) -> bool:
+        """Connected, or retrying on schedule: what the watchdog asks of the link."""
+        now = self.clock() if now is None else now
+        return self.due is None or now <= self.due
+
     def renew_due(self) -> bool:
         return (
             self.connected
@@ -185,6 +194,7 @@ class Link:
     async def run(self) -> None:
         while not self._closing:
             self.attempts += 1
+            self.due = self.clock() + OPEN_TIMEOUT_S + SCHEDULE_GRACE_S
             ep = self._endpoint
             try:
                 ws = await connect(
@@ -221,6 +231,7 @@ class Link:
             await self._sleep(self.backoff.next_delay())
 
     async def _sleep(self, delay: float) -> None:
+        self.due = self.clock() + delay + SCHEDULE_GRACE_S
         self._wake_retry.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake_retry.wait(), delay)
@@ -228,6 +239,7 @@ class Link:
     async def _session(self, ws: ClientConnection) -> None:
         self._ws = ws
         now = self.clock()
+        self.due = None
         self.backoff.connected(now)
         if self.first_connect_done:
             self.reconnects += 1
@@ -261,6 +273,7 @@ class Link:
                 await writer
             reason = _close_reason(ws)
             self.connected, self._ws = False, None
+            self.due = self.clock() + SCHEDULE_GRACE_S
             self._outbox.clear()
             self.backoff.disconnected(self.clock())
             if not self._closing:
