@@ -34,6 +34,9 @@ CAPTURE_QUEUE_FRAMES = 100  # 2 s of 20 ms frames between the capture thread and
 STALL_S = 5.0  # a device thread silent this long is unhealthy (watchdog stops pinging)
 FRAMES_STALL_S = 2.0  # an open microphone whose frames have not reached the loop this long
 PLAYBACK_STALL_S = 1.0  # audio waiting and the speaker took none of it: a hung device
+# A stream (re)starting after the speaker was idle may take longer: a sound server's first
+# stream, a sink waking from suspend (pulse took 1.9 s here), a Bluetooth speaker.
+PLAYBACK_START_S = 3.0
 PLAYBACK_QUEUE_S = 300  # answer audio queued ahead of the speaker, at most (~29 MB at 48 kHz)
 XRUN_LOG_S = 60.0  # a storm of overruns/underruns is said once per this window, with its count
 
@@ -187,6 +190,10 @@ class _DeviceThread:
             finally:
                 self.opened.clear()
                 with contextlib.suppress(Exception):  # a vanished device may fail to close
+                    # pyalsaaudio's close() drains a playback PCM first, which never returns
+                    # from a hung device: drop what it holds (a flush did anyway) first
+                    pcm.drop()  # type: ignore[attr-defined]
+                with contextlib.suppress(Exception):
                     pcm.close()  # type: ignore[attr-defined]
 
     def _opened(self) -> None:
@@ -372,6 +379,7 @@ class Playback(_DeviceThread):
         # After a stall the reopened device must prove it takes audio before it counts as
         # working again: until then it is "suspect" (unhealthy, its error still shown).
         self.suspect = False
+        self.stall_limit = PLAYBACK_START_S  # PLAYBACK_STALL_S once the stream is running
 
     # -------------------------------------------------------------- loop side
 
@@ -440,9 +448,10 @@ class Playback(_DeviceThread):
 
     def busy(self, now: float | None = None) -> bool:
         """Sound is (or is about to be) coming out of the speaker. A closed device plays
-        nothing: the mic must not stay muted because the speaker is unplugged."""
+        nothing: the mic must not stay muted because the speaker is unplugged (or hung: a
+        suspect device plays only its probe of silence)."""
         now = self.clock() if now is None else now
-        if not self.opened.is_set():
+        if not self.opened.is_set() or self.suspect:
             return False
         with self._lock:
             return bool(self._pending) or self._flush or now < self.ends_at
@@ -466,7 +475,7 @@ class Playback(_DeviceThread):
         now = self.clock() if now is None else now
         if self.suspect:
             return f"playback device {self.device!r} stopped taking audio; reopening"
-        if self.opened.is_set() and now - self.progress_at >= PLAYBACK_STALL_S:
+        if self.opened.is_set() and now - self.progress_at >= self.stall_limit:
             return (
                 f"playback device {self.device!r} took no audio for {now - self.progress_at:.0f} s"
             )
@@ -537,6 +546,10 @@ class Playback(_DeviceThread):
         dry = False  # the stream ran dry (XRUN) and that was already judged
         chunk_last = tail_ended = True  # the audio written last ended its stream: may run dry
         prev_in_buf = 0
+        # Where the stream last (re)started: once well over a buffer was written since, the
+        # device is surely playing (a sound server may take up to two buffers before it
+        # starts, and its avail() is no guide meanwhile) and the short stall limit applies.
+        start_pos = self._written
         while not self._stop.is_set():
             self.heartbeat = now = self.clock()
             with self._lock:
@@ -553,6 +566,7 @@ class Playback(_DeviceThread):
                     self._in_buffer, self._snap_t, self.ends_at = 0, now, now
             avail = pcm.avail()  # type: ignore[attr-defined]
             in_buf = self.buffer_frames - avail if avail >= 0 and not dropped else 0
+            played = in_buf < prev_in_buf  # the device drained some since the last look
             # Running dry mid-stream: ALSA may say so (avail < 0, a failed write), but the pulse
             # plugin often does not; our own clock of what was written always does.
             ran_out = avail < 0 or (chunk is None and now > self.ends_at + self.POLL_S)
@@ -596,18 +610,24 @@ class Playback(_DeviceThread):
                         in_buf += n
                         chunk = chunk[n:] if n < chunk.size else None
                         tail_ended = chunk is None and chunk_last
-            self._watch_progress(now, n > 0, in_buf < prev_in_buf, chunk is not None or in_buf > 0)
+            if dropped or dry:
+                start_pos = self._written
+            running = self._written - start_pos > 3 * self.buffer_frames
+            limit = PLAYBACK_STALL_S if running else PLAYBACK_START_S
+            self._watch_progress(now, n > 0, played, chunk is not None or in_buf > 0, limit)
             prev_in_buf = in_buf
             with self._lock:
                 self._in_buffer, self._snap_t = in_buf, now
-                if in_buf or chunk is not None:
+                if (in_buf or chunk is not None) and not self.suspect:  # not the probe
                     self.ends_at = now + in_buf / self.card_rate
             self._wake_ev.wait(self.POLL_S)
             self._wake_ev.clear()
 
-    def _watch_progress(self, now: float, took: bool, played: bool, waiting: bool) -> None:
+    def _watch_progress(
+        self, now: float, took: bool, played: bool, waiting: bool, limit: float
+    ) -> None:
         """Audio waiting (held here or in the device's buffer) and none taken or played for
-        PLAYBACK_STALL_S: the device hung. Raised as a fault, so the thread reopens it. A
+        ``limit`` seconds: the device hung. Raised as a fault, so the thread reopens it. A
         suspect device is cleared only by playing (its buffer draining), not by taking: an
         empty buffer takes a write whether or not the card runs."""
         if played and self.suspect:
@@ -616,7 +636,8 @@ class Playback(_DeviceThread):
         if took or played or not waiting:
             self.progress_at = now
             return
-        if now - self.progress_at >= PLAYBACK_STALL_S:
+        self.stall_limit = limit
+        if now - self.progress_at >= limit:
             self.stats.stalls += 1
             self.suspect = True
             raise DeviceStalled(

@@ -220,6 +220,7 @@ class Link:
                     log.debug("%s; retrying in %.1f s", err.message, delay)
                 self.last_error = err.message
                 self.on_state(LinkState(False, err.message))
+                self.due = self.clock() + delay + SCHEDULE_GRACE_S
                 await self._sleep(delay)
                 continue
             await self._session(ws)
@@ -228,10 +229,11 @@ class Link:
             if self._renewing:
                 self._renewing = False
                 continue
-            await self._sleep(self.backoff.next_delay())
+            delay = self.backoff.next_delay()
+            self.due = self.clock() + delay + SCHEDULE_GRACE_S
+            await self._sleep(delay)
 
     async def _sleep(self, delay: float) -> None:
-        self.due = self.clock() + delay + SCHEDULE_GRACE_S
         self._wake_retry.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake_retry.wait(), delay)
