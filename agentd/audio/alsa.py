@@ -564,6 +564,7 @@ class Playback(_DeviceThread):
                     for s in self._segments:
                         s.end = min(s.end, self._written)
                     self._in_buffer, self._snap_t, self.ends_at = 0, now, now
+                start_pos = self._written
             avail = pcm.avail()  # type: ignore[attr-defined]
             in_buf = self.buffer_frames - avail if avail >= 0 and not dropped else 0
             played = in_buf < prev_in_buf  # the device drained some since the last look
@@ -571,7 +572,7 @@ class Playback(_DeviceThread):
             # plugin often does not; our own clock of what was written always does.
             ran_out = avail < 0 or (chunk is None and now > self.ends_at + self.POLL_S)
             if ran_out and not dry:
-                dry = True
+                dry, start_pos = True, self._written
                 if not tail_ended:
                     self._underrun()
             if chunk is None:
@@ -610,8 +611,6 @@ class Playback(_DeviceThread):
                         in_buf += n
                         chunk = chunk[n:] if n < chunk.size else None
                         tail_ended = chunk is None and chunk_last
-            if dropped or dry:
-                start_pos = self._written
             running = self._written - start_pos > 3 * self.buffer_frames
             limit = PLAYBACK_STALL_S if running else PLAYBACK_START_S
             self._watch_progress(now, n > 0, played, chunk is not None or in_buf > 0, limit)
