@@ -128,6 +128,11 @@ class PlaybackFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class PlaybackStalled:
+    """The speaker hung or vanished mid-answer: the rest of it cannot be heard."""
+
+
+@dataclass(frozen=True, slots=True)
 class LinkUp:
     pass
 
@@ -160,6 +165,7 @@ Input = (
     | ResponseFinished
     | ServerFault
     | PlaybackFinished
+    | PlaybackStalled
     | LinkUp
     | LinkDown
     | Tick
@@ -497,6 +503,22 @@ class Conversation:
             self._to(self._rest_state())
             self._arm_follow_up(now)
         return []
+
+    def _on_PlaybackStalled(self, e: PlaybackStalled, now: float) -> list[Action]:
+        """SPEAKING never waits on a speaker that cannot play: the answer stops, the server
+        keeps only what was heard (cancel + truncate), and the user sees and hears the fault
+        (the cue plays once the device is back)."""
+        self.playing = False
+        if self.state is not State.SPEAKING:
+            return []
+        actions: list[Action] = [FlushPlayback()]
+        if self.response_active:
+            actions.append(Cancel())
+            self.response_active = False
+        if self.item_id is not None:
+            actions.append(Truncate(self.item_id))
+            self.item_id = None
+        return [*actions, *self._fault("the speaker stopped playing the answer", now)]
 
     def _arm_follow_up(self, now: float) -> None:
         if self.mode == "toggle":

@@ -37,6 +37,7 @@ from agentd.voice import gate as vg
 log = logging.getLogger("agentd")
 
 SHUTDOWN_BUDGET_S = 2.0
+LOOP_STALL_S = 5.0  # the ticker (every TICK_S) silent this long: the event loop is stuck
 READY_WAIT_S = 1.0  # READY=1 waits at most this long for audio and the first connect attempt
 TICK_S = 0.05
 TRIM_EVERY_S = 30.0  # give freed heap back to the OS while idle (glibc keeps it otherwise)
@@ -90,6 +91,9 @@ class Daemon:
         self._rate_limits: tuple[ev.RateLimits, float] | None = None
         self._last_state = self.conv.state
         self.last_tick = time.monotonic()
+        self._link_task: asyncio.Task[Any] | None = None
+        self._pb_faults = 0  # playback.stats.faults already turned into PlaybackStalled
+        self.unhealthy: str | None = None  # why the watchdog is withheld, while it is
 
     # ------------------------------------------------------------------ status
 
@@ -113,7 +117,12 @@ class Daemon:
             "audio_errors": {k: v for k, v in self._audio_errors.items() if v},
             "overruns": cap.stats.overruns if cap else 0,
             "dropped_frames": cap.stats.dropped_frames if cap else 0,
+            "frame_errors": cap.stats.frame_errors if cap else 0,
             "underruns": pb.stats.underruns if pb else 0,
+            "playback_stalls": pb.stats.stalls if pb else 0,
+            "playback_refused_ms": pb.stats.refused_ms if pb else 0,
+            "audio_reopens": (cap.stats.reopens if cap else 0) + (pb.stats.reopens if pb else 0),
+            "unhealthy": self.unhealthy,
             "reconnects": self.link.reconnects if self.link else 0,
             "protocol_errors": self.link.protocol_errors if self.link else 0,
             "event_errors": self.link.handler_errors if self.link else 0,
@@ -175,7 +184,7 @@ class Daemon:
         self._start_audio(loop)
         self._start_gpio(loop)
         self.link = Link(self.cfg, self._key(), self._on_server, self._on_link)
-        self._spawn(self.link.run())
+        self._link_task = self._spawn(self.link.run())
         await self._wait_ready()
         self.notifier.ready(self.status_line())
         self._spawn(self._ticker())
@@ -222,13 +231,13 @@ class Daemon:
         self.capture = Capture(
             self.cfg.audio.input, loop, self._on_mic, lambda e: self._audio_status("capture", e)
         )
+        self._pb_faults = 0
         self.playback.start()
         self.capture.start()
 
-    def _stop_audio(self) -> None:
-        for dev in (self.capture, self.playback):
-            if dev is not None:
-                dev.stop()
+    async def _stop_audio(self) -> None:
+        """Joined off the loop: a thread stuck in a driver call must not freeze the daemon."""
+        await asyncio.gather(*(d.aclose() for d in (self.capture, self.playback) if d))
 
     def _audio_status(self, kind: str, error: str | None) -> None:
         """Called from a device thread: record the fault on the loop, show it in STATUS=."""
@@ -259,7 +268,7 @@ class Daemon:
         log.info("stopping")
         t0 = time.monotonic()
         if self.capture is not None:
-            self.capture.stop(0.5)
+            await self.capture.aclose(0.5)
         if self.playback is not None:
             self.playback.flush()
         if self.link is not None:
@@ -272,7 +281,7 @@ class Daemon:
                 max(0.1, SHUTDOWN_BUDGET_S - (time.monotonic() - t0) - 0.5),
             )
         if self.playback is not None:
-            self.playback.stop(0.3)
+            await self.playback.aclose(0.3)
         if self.gpio is not None:
             self.gpio.off()
             self.gpio.close()
@@ -471,7 +480,12 @@ class Daemon:
             if idle and now - trimmed >= TRIM_EVERY_S:
                 trimmed = now
                 trim_memory()
-            if self.conv.playing and self.playback is not None and not self.playback.busy(now):
+            pb = self.playback
+            if pb is not None and pb.stats.faults != self._pb_faults:
+                self._pb_faults = pb.stats.faults  # the speaker hung or vanished mid-answer
+                if self.conv.playing:
+                    self.feed(cv.PlaybackStalled())
+            if self.conv.playing and pb is not None and not pb.busy(now):
                 self.feed(cv.PlaybackFinished())
             self.feed(cv.Tick())
             link = self.link
@@ -486,22 +500,41 @@ class Daemon:
                 )
                 link.reconnect(renewing=True)
 
+    def health(self) -> str | None:
+        """What keeps the daemon from doing its job, or None: the loop ticks, the link task
+        runs (connected, or retrying on schedule), an open microphone's frames reach the loop,
+        and the speaker plays what it is given. A device being reopened, or a link waiting
+        out its backoff, is doing its job."""
+        now = time.monotonic()
+        if now - self.last_tick > LOOP_STALL_S:
+            return f"event loop stalled for {now - self.last_tick:.0f} s"
+        task, link = self._link_task, self.link
+        if task is None or task.done() or link is None:
+            return "the connection task ended"
+        if not link.on_schedule():
+            return "the connection is stuck (no attempt when one was due)"
+        for dev in (self.capture, self.playback):
+            if dev is not None and (problem := dev.problem()) is not None:
+                return problem
+        return None
+
     def healthy(self) -> bool:
-        """Loop responsive and audio threads alive (retrying counts as alive)."""
-        if time.monotonic() - self.last_tick > 5:
-            return False
-        return all(d is None or d.healthy() for d in (self.capture, self.playback))
+        return self.health() is None
 
     async def _watchdog(self) -> None:
+        """WATCHDOG=1 only while healthy: systemd restarts a daemon that stays broken for
+        WatchdogSec. Said once when it turns unhealthy and once when it recovers."""
         assert self.notifier.watchdog_s
         period = self.notifier.watchdog_s / 2
         while True:
-            if self.healthy():
+            problem = self.health()
+            if problem is None:
                 self.notifier.watchdog()
-            else:
-                log.error(
-                    "unhealthy (stalled loop or dead audio thread): withholding watchdog ping"
-                )
+                if self.unhealthy is not None:
+                    log.info("healthy again: watchdog pings resume")
+            elif problem != self.unhealthy:
+                log.error("unhealthy: %s; withholding the watchdog ping", problem)
+            self.unhealthy = problem
             await asyncio.sleep(period)
 
     # ------------------------------------------------------------------ control & reload
@@ -555,7 +588,7 @@ class Daemon:
         self._uplink_rs = StreamResampler(VAD_RATE, new.api.input_rate)
         if old.audio != new.audio or old.api.output_rate != new.api.output_rate:
             log.info("reload: audio devices changed: reopening")
-            self._stop_audio()
+            await self._stop_audio()
             self._start_audio(asyncio.get_running_loop())
         if (old.button, old.led) != (new.button, new.led) and self.gpio is not None:
             log.info("reload: GPIO changed: rebinding")

@@ -37,6 +37,7 @@ OPEN_TIMEOUT_S = 10.0
 OUTBOX_LIMIT = 4000  # ~80 s of 20 ms appends; beyond that the oldest frames are dropped
 BRIEF_SESSION_S = 5.0  # a session closed this soon the same way as before logs at debug
 LOG_EVERY_S = 60.0  # at most one warning a minute for a flood of bad frames
+SCHEDULE_GRACE_S = 5.0  # a link this late for its next connect attempt is stuck
 
 
 class LinkError(Exception):
@@ -131,6 +132,9 @@ class Link:
         self._closing = False
         self._renewing = False
         self._closer: asyncio.Future[None] | None = None
+        # While not connected: when the link must next have done something (an attempt
+        # finished or started); None while connected (pings watch a live session).
+        self.due: float | None = None
         self.configure(cfg, api_key)
 
     def configure(self, cfg: Config, api_key: str | None) -> bool:
@@ -166,6 +170,11 @@ class Link:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def on_schedule(self, now: float | None = None) -> bool:
+        """Connected, or retrying on schedule: what the watchdog asks of the link."""
+        now = self.clock() if now is None else now
+        return self.due is None or now <= self.due
+
     def renew_due(self) -> bool:
         return (
             self.connected
@@ -191,6 +200,7 @@ class Link:
     async def run(self) -> None:
         while not self._closing:
             self.attempts += 1
+            self.due = self.clock() + OPEN_TIMEOUT_S + SCHEDULE_GRACE_S
             ep = self._endpoint
             self._register_secrets()
             try:
@@ -218,6 +228,7 @@ class Link:
                     log.debug("%s; retrying in %.1f s", message, delay)
                 self.last_error = message
                 self._report(LinkState(False, message))
+                self.due = self.clock() + delay + SCHEDULE_GRACE_S
                 await self._sleep(delay)
                 continue
             await self._session(ws)
@@ -226,7 +237,9 @@ class Link:
             if self._renewing:
                 self._renewing = False
                 continue
-            await self._sleep(self.backoff.next_delay())
+            delay = self.backoff.next_delay()
+            self.due = self.clock() + delay + SCHEDULE_GRACE_S
+            await self._sleep(delay)
 
     def _register_secrets(self) -> None:
         """The key and every custom header value go into the handshake, so into websockets'
@@ -247,6 +260,7 @@ class Link:
         close), and the first send then raises; the link must still report itself down."""
         self._ws = ws
         now = self.clock()
+        self.due = None
         self.backoff.connected(now)
         if self.first_connect_done:
             self.reconnects += 1
@@ -281,6 +295,7 @@ class Link:
                     await writer
             reason = logs.redact(_close_reason(ws))
             self.connected, self._ws = False, None
+            self.due = self.clock() + SCHEDULE_GRACE_S
             self._outbox.clear()
             self.backoff.disconnected(self.clock())
             if not self._closing:
