@@ -745,6 +745,9 @@ class Conversation:
             and now - self.thinking_since >= self.response_timeout_s
         ):
             self.counters.no_answer += 1
+            log.warning(
+                "no answer from the server in %g s: giving up the turn", self.response_timeout_s
+            )
             return [  # a late answer must not start playing after the user was told
                 Cancel(),
                 *self._fault(f"no answer from the server in {self.response_timeout_s:g} s", now),
