@@ -415,6 +415,8 @@ class Conversation:
                 actions = []
             case Tick():
                 actions = self._on_tick(now)
+            case _:
+                actions = []
         if self.pending is not None and not self.busy:
             self._apply(self.pending)
             self.pending = None

@@ -97,6 +97,7 @@ class Daemon:
         self._last_state = self.conv.state
         self._last_look: tuple[cv.State, str | None] = (self.conv.state, None)
         self.last_tick = time.monotonic()
+        self._link_task: asyncio.Task[Any] | None = None
         self.errors = HandlerErrors(log)
         self.restarts = RestartBudget()
         self.exit_code = 0
@@ -177,7 +178,7 @@ class Daemon:
         self._start_gpio(loop)
         await self._start_control()
         self.link = Link(self.cfg, self._key(), self._on_server, self._on_link)
-        self._supervise("link", self._run_link)
+        self._link_task = self._supervise("link", self._run_link)
         await self._wait_ready()
         self.notifier.ready(self.status_line())
         self._supervise("ticker", self._ticker)
@@ -223,8 +224,10 @@ class Daemon:
         else:
             loop.default_exception_handler(context)
 
-    def _supervise(self, name: str, run: Callable[[], Any]) -> None:
-        self._spawn(self._keep_running(name, run))
+    def _supervise(self, name: str, run: Callable[[], Any]) -> asyncio.Task[Any]:
+        """A task that is restarted when it ends; the returned task ends only on shutdown or
+        when the daemon gives up (then it exits non-zero)."""
+        return self._spawn(self._keep_running(name, run))
 
     async def _keep_running(self, name: str, run: Callable[[], Any]) -> None:
         """Restart ``run`` whenever it ends; when it keeps ending, exit non-zero so that
