@@ -146,6 +146,9 @@ class TurnSettings:
     detection: Literal["local", "server"] = _opt("local", "who ends a turn: local | server")
     max_turn_s: float = _opt(30.0, "longest turn", 1, 600)
     idle_timeout_s: float = _opt(20.0, "toggle mode: silence that ends the conversation", 1, 3600)
+    response_timeout_s: float = _opt(
+        15.0, "longest wait for the server to start answering before an error", 3, 300
+    )
 
 
 @dataclass(frozen=True)

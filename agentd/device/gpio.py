@@ -8,20 +8,25 @@ Without usable GPIO the daemon runs on without button and LED after one warning.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from agentd.config import Config
 from agentd.conversation import DoublePress, Input, LongHold, Press, Release, State
+from agentd.conversation import Problem as P
 
 log = logging.getLogger("agentd.gpio")
 
 DOUBLE_PRESS_S = 0.4
 LONG_HOLD_S = 5.0
 
-#: per state: (pattern, argument); patterns are applied by :meth:`StatusLed.show`.
+FLASH_TICK_S = 0.05  # time step of the "flashes" pattern
+
+#: per state: (pattern, argument); patterns are applied by :meth:`Gpio.show`.
+#: blink: (on_s, off_s[, times]); flashes: (count, on_s, off_s, period_s), repeating.
 PATTERNS: dict[State, tuple[str, tuple[float, ...]]] = {
     State.IDLE: ("dim", (0.05,)),
     State.LISTENING: ("solid", ()),
@@ -30,6 +35,15 @@ PATTERNS: dict[State, tuple[str, tuple[float, ...]]] = {
     State.OFFLINE: ("blink", (0.2, 1.8)),
     State.ERROR: ("blink", (0.08, 0.12, 3)),
     State.MUTED: ("blink", (0.05, 0.95)),
+}
+#: what the LED shows at rest while a problem lasts (a network outage is plain OFFLINE)
+PROBLEM_PATTERNS: dict[str, tuple[str, tuple[float, ...]]] = {
+    P.AUTH: ("flashes", (2, 0.15, 0.15, 2.0)),  # two quick flashes every 2 s
+    P.QUOTA: ("blink", (1.0, 1.0)),  # slow even blink
+}
+PROBLEM_COLORS: dict[str, tuple[float, float, float]] = {
+    P.AUTH: (1.0, 0.0, 0.0),
+    P.QUOTA: (1.0, 0.8, 0.0),
 }
 COLORS: dict[State, tuple[float, float, float]] = {
     State.IDLE: (0.0, 0.0, 0.05),
@@ -73,7 +87,7 @@ class Gpio:
         self.led: Any = None
         self.available = False
         self._last_release = 0.0
-        self._shown: tuple[State, bool] | None = None
+        self._shown: tuple[State, bool, str | None] | None = None
 
     def start(self) -> bool:
         b, led = self.cfg.button, self.cfg.led
@@ -136,31 +150,42 @@ class Gpio:
         self._last_release = time.monotonic()
         self.on_input(Release())
 
-    def show(self, state: State, fault: bool = False) -> None:
+    def show(self, state: State, fault: bool = False, problem: str | None = None) -> None:
         """``fault``: a sound device is gone; the error blink then repeats until it is back
-        instead of stopping after three."""
-        if self.led is None or (state, fault) == self._shown:
+        instead of stopping after three. ``problem``: shown instead of the resting pattern
+        (key rejected, out of quota)."""
+        if self.led is None or (state, fault, problem) == self._shown:
             return
-        self._shown = (state, fault)
+        self._shown = (state, fault, problem)
         import gpiozero
 
+        if self.led.source is not None:
+            self.led.source = None
         if fault:
-            state = State.ERROR
-        pattern, args = PATTERNS[state]
+            state, problem = State.ERROR, None
+        pattern, args = PROBLEM_PATTERNS[problem] if problem else PATTERNS[state]
         if fault:
             args = args[:2]
         bright = self.cfg.led.brightness
-        if isinstance(self.led, gpiozero.RGBLED):
-            r, g, b = COLORS[state]
-            color = (r * bright, g * bright, b * bright)
-            if state in (State.OFFLINE, State.ERROR, State.MUTED):
-                on, off, *n = args
-                self.led.blink(on, off, on_color=color, n=int(n[0]) if n else None)
-            else:
-                self.led.color = color
-            return
+        rgb = isinstance(self.led, gpiozero.RGBLED)
         pwm = isinstance(self.led, gpiozero.PWMLED)
-        if pattern == "dim":
+        if rgb:
+            r, g, b = PROBLEM_COLORS[problem] if problem else COLORS[state]
+            level: Any = (r * bright, g * bright, b * bright)
+        else:
+            level = bright if pwm else 1
+        if pattern == "flashes":
+            count, on, off, period = args
+            self.led.off()
+            self.led.source_delay = FLASH_TICK_S
+            self.led.source = _flashes(int(count), on, off, period, level, self.led.value)
+        elif rgb:
+            if pattern == "blink":
+                on, off, *n = args
+                self.led.blink(on, off, on_color=level, n=int(n[0]) if n else None)
+            else:
+                self.led.color = level
+        elif pattern == "dim":
             if pwm:
                 self.led.value = args[0] * bright
             else:
@@ -192,3 +217,14 @@ class Gpio:
                     log.debug("closing GPIO device failed", exc_info=True)
         self.button = self.led = None
         self.available = False
+
+
+def _flashes(
+    count: int, on: float, off: float, period: float, level: Any, dark: Any
+) -> Iterator[Any]:
+    """``count`` flashes of ``on`` seconds ``off`` apart, every ``period`` seconds, as
+    values one :data:`FLASH_TICK_S` apart (gpiozero's ``source``; its blink cannot group)."""
+    ticks = [level] * round(on / FLASH_TICK_S) + [dark] * round(off / FLASH_TICK_S)
+    seq = ticks * count
+    seq += [dark] * max(0, round(period / FLASH_TICK_S) - len(seq))
+    return itertools.cycle(seq)

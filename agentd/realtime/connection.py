@@ -25,7 +25,14 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, W
 from agentd import logs
 from agentd.config import Config
 from agentd.realtime.backoff import Backoff
-from agentd.realtime.codec import Codec, ProtocolError, SessionSettings, codec_for, endpoint
+from agentd.realtime.codec import (
+    Codec,
+    Endpoint,
+    ProtocolError,
+    SessionSettings,
+    codec_for,
+    endpoint,
+)
 from agentd.realtime.events import ServerEvent
 
 log = logging.getLogger("agentd.realtime")
@@ -96,6 +103,7 @@ class LinkState:
     connected: bool
     error: str | None = None
     renewing: bool = False
+    kind: str | None = None  # LinkError.kind of a failed attempt (auth, rate_limited, …)
 
 
 class Link:
@@ -135,18 +143,34 @@ class Link:
         # While not connected: when the link must next have done something (an attempt
         # finished or started); None while connected (pings watch a live session).
         self.due: float | None = None
+        self.backoff = Backoff(cfg.reconnect.initial_s, cfg.reconnect.max_s, rng)
         self.configure(cfg, api_key)
 
     def configure(self, cfg: Config, api_key: str | None) -> bool:
-        """Adopt a new config; returns True when the connection must be redone for it."""
-        old = getattr(self, "_endpoint", None)
+        """Adopt a new config; returns True when the connection must be redone for it.
+
+        What a reload does not change survives it: the codec (xStar's transcript state),
+        and the backoff with its auth floor unless the key or the backoff settings changed.
+        """
+        old_cfg: Config | None = getattr(self, "cfg", None)
+        old_ep: Endpoint | None = getattr(self, "_endpoint", None)
+        old_key = getattr(self, "_api_key", None)
         self.cfg = cfg
         self._api_key = api_key
-        self.codec: Codec = codec_for(cfg)
         self.session = SessionSettings.from_config(cfg)
         self._endpoint = endpoint(cfg, api_key)
-        self.backoff = Backoff(cfg.reconnect.initial_s, cfg.reconnect.max_s, self._rng)
-        return old is not None and old != self._endpoint
+        if old_cfg is None or (old_cfg.api.dialect, old_cfg.device.user_id) != (
+            cfg.api.dialect,
+            cfg.device.user_id,
+        ):
+            self.codec: Codec = codec_for(cfg)
+        if old_cfg is not None and old_cfg.reconnect != cfg.reconnect:
+            auth_failures = self.backoff.auth_failures
+            self.backoff = Backoff(cfg.reconnect.initial_s, cfg.reconnect.max_s, self._rng)
+            self.backoff.auth_failures = auth_failures
+        if old_key != api_key:
+            self.backoff.auth_failures = 0  # a new key deserves a prompt try
+        return old_ep is not None and old_ep != self._endpoint
 
     # ------------------------------------------------------------------ sending
 
@@ -227,7 +251,7 @@ class Link:
                 else:
                     log.debug("%s; retrying in %.1f s", message, delay)
                 self.last_error = message
-                self._report(LinkState(False, message))
+                self._report(LinkState(False, message, kind=err.kind))
                 self.due = self.clock() + delay + SCHEDULE_GRACE_S
                 await self._sleep(delay)
                 continue
