@@ -19,7 +19,8 @@ from typing import Any
 
 log = logging.getLogger("agentd.control")
 
-COMMANDS = ("status", "press", "release", "talk", "interrupt", "mute", "reload")
+#: the one table of commands: the socket, the daemon and `agentd ctl` all read it
+COMMANDS = ("status", "press", "release", "talk", "interrupt", "mute", "unmute", "reload")
 MAX_LINE = 4096
 
 Handler = Callable[[str], Awaitable[dict[str, Any]]]

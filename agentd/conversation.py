@@ -70,7 +70,10 @@ class Interrupt:
 
 @dataclass(frozen=True, slots=True)
 class Mute:
-    pass
+    """``on``: True mutes, False unmutes (`ctl mute`/`unmute`, idempotent); None toggles
+    (the button's double press)."""
+
+    on: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,10 +391,13 @@ class Conversation:
         return []
 
     def _on_DoublePress(self, e: DoublePress, now: float) -> list[Action]:
-        return self._on_Mute(Mute(), now)
+        return self._on_Mute(Mute(None), now)
 
     def _on_Mute(self, e: Mute, now: float) -> list[Action]:
-        if self.state is State.MUTED:
+        muted = self.state is State.MUTED
+        if e.on is muted:
+            return []  # already so
+        if muted:
             self._to(self._rest_state())
             return []
         actions: list[Action] = []

@@ -31,6 +31,7 @@ from agentd.device.gpio import Gpio
 from agentd.notify import Notifier
 from agentd.realtime import events as ev
 from agentd.realtime.connection import Link, LinkState
+from agentd.state import Persisted, state_dir
 from agentd.voice import gate as vg
 
 log = logging.getLogger("agentd")
@@ -88,6 +89,8 @@ class Daemon:
         self.reload_failed: str | None = None
         self._last_state = self.conv.state
         self.last_tick = time.monotonic()
+        self.persisted = Persisted(state_dir())
+        self._muted_saved = False
 
     # ------------------------------------------------------------------ status
 
@@ -114,6 +117,8 @@ class Daemon:
             "underruns": pb.stats.underruns if pb else 0,
             "reconnects": self.link.reconnects if self.link else 0,
             "gpio": bool(self.gpio and self.gpio.available),
+            "gpio_error": self.gpio.error if self.gpio else None,
+            "muted": self.conv.state is cv.State.MUTED,
             "reload_error": self.reload_failed,
             "uptime_s": round(time.monotonic() - self.started, 1),
         }
@@ -142,6 +147,10 @@ class Daemon:
         if self.loaded.api_key is not None:
             logs.register_secret(self.loaded.api_key.reveal())
         log.info("agentd %s starting: %s", __version__, self.cfg.summary())
+        if self.persisted.muted():
+            log.info("muted, as before the restart (agentd ctl unmute, or double-press)")
+            self._muted_saved = True
+            self.feed(cv.Mute(True))
         self._start_audio(loop)
         self._start_gpio(loop)
         await self._start_control()
@@ -268,6 +277,10 @@ class Daemon:
             self.notifier.status(self.status_line())
             if self.hooks.on_state is not None:
                 self.hooks.on_state(self.conv.state.value)
+            muted = self.conv.state is cv.State.MUTED
+            if muted != self._muted_saved:
+                self._muted_saved = muted
+                self.persisted.set_muted(muted)
 
     def _speaker(self, now: float) -> vg.Speaker:
         pb = self.playback
@@ -488,7 +501,8 @@ class Daemon:
             "release": cv.Release(),
             "talk": cv.Talk(),
             "interrupt": cv.Interrupt(),
-            "mute": cv.Mute(),
+            "mute": cv.Mute(True),
+            "unmute": cv.Mute(False),
         }
         self.feed(commands[cmd])
         return {"ok": True, "state": self.conv.state.value}
@@ -540,16 +554,30 @@ class Daemon:
         return True, []
 
 
-def run_main(config_path: Path) -> int:
-    """`agentd run`: load the config (exit 1 naming every bad key), then run until SIGTERM."""
+EX_CONFIG = 78  # the unit's RestartPreventExitStatus=: restarting cannot fix a bad config
+
+
+def run_main(config_path: Path, hooks: Hooks | None = None) -> int:
+    """`agentd run`: load the config, then run until SIGTERM. A config or key error is one
+    log line, the error blink on the LED when there is one, and exit 78 (no restart loop)."""
     logs.setup_logging("info")
     try:
         loaded = load(config_path)
     except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("config: %s", problem)
-        log.error("agentd not started: fix %s (check with: agentd check-config)", config_path)
-        return 1
+        problems = "; ".join(p.replace("\n", " ") for p in exc.problems)
+        log.error(
+            "agentd not started: %s: %s (fix it, check with: sudo agentd check-config, then "
+            "sudo systemctl restart agentd)",
+            config_path,
+            problems,
+        )
+        from agentd.config import led_config
+        from agentd.device.gpio import show_error
+
+        cfg = led_config(config_path)
+        if cfg is not None and (hooks is None or hooks.use_gpio):
+            show_error(cfg, hooks.pin_factory if hooks else None)
+        return EX_CONFIG
     logs.set_level(loaded.config.logging.level)
     os.umask(0o007)
-    return asyncio.run(Daemon(config_path, loaded).run())
+    return asyncio.run(Daemon(config_path, loaded, hooks).run())

@@ -46,7 +46,7 @@ def test_defaults_match_design() -> None:
     assert (cfg.vad.hangover_ms, cfg.vad.min_speech_ms) == (500, 150)
     assert (cfg.echo.mode, cfg.echo.tail_ms, cfg.echo.barge_in) == ("half_duplex", 250, "button")
     assert (cfg.button.pin, cfg.button.pull_up, cfg.button.bounce_ms) == (17, True, 30)
-    assert cfg.button.hold_ms == 1000
+    assert cfg.button.hold_ms == 5000  # a long hold forces a reconnect: longer than a spoken turn
     assert (cfg.led.pin, cfg.led.active_high, cfg.led.brightness) == (25, True, 1.0)
     assert (cfg.sounds.enabled, cfg.sounds.volume) == (True, 0.5)
     assert (cfg.reconnect.initial_s, cfg.reconnect.max_s) == (0.5, 30)
