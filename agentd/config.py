@@ -806,7 +806,8 @@ def load(
     except ConfigError as exc:
         raise ConfigError(_name_files(exc.problems, origins, path)) from None
     key_problems: list[str] = []
-    key = resolve_api_key(cfg, env, key_problems, warnings, tuple(files), unit_credential)
+    holder = tuple(f for f in files if origins.get("api.api_key") == f)  # the inline key's file
+    key = resolve_api_key(cfg, env, key_problems, warnings, holder, unit_credential)
     if require_key:
         problems += _name_files(key_problems, origins, path)
     if problems:
@@ -841,7 +842,7 @@ def show(loaded: Loaded) -> str:
         return text.removesuffix("\n...\n").strip()
 
     def source(key: str) -> str:
-        found = origin_of(key, loaded.origins)
+        found = loaded.origins.get(key)
         return str(found) if found is not None else "default"
 
     def walk(obj: Any, prefix: str, indent: str) -> None:
@@ -860,7 +861,7 @@ def show(loaded: Loaded) -> str:
                 lines.append((f"{indent}{f.name}: {shown}", source(key)))
 
     walk(loaded.config, "", "")
-    width = max(len(text) for text, _ in lines) + 2
+    width = min(max(len(text) for text, _ in lines), 46) + 2
     out = [f"{text:<{width}}# {src}" if src else text for text, src in lines]
     key = loaded.api_key.source if loaded.api_key is not None else "none (not needed or not found)"
     out.append(f"# api key: {key}")

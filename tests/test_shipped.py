@@ -43,6 +43,8 @@ import numpy as np
 import pytest
 import yaml
 
+from agentd import config as C
+from agentd import conversation as cv
 from agentd.sim import Simulator
 from tests import rigs
 
@@ -570,3 +572,208 @@ def test_check_config_for_group_agentd_and_for_root(shipped: Shipped) -> None:
     shipped.write_key("")
     root = subprocess.run(shipped.root_command(argv), capture_output=True, text=True, timeout=60)
     assert root.returncode == 1 and "/etc/agentd/api_key is empty" in root.stderr
+
+
+# ------------------------------------------------------------------ GPIO settings under gpiozero
+
+
+async def test_button_hold_ms_is_honoured() -> None:
+    """gpiozero's own hold timer (MockFactory pins) fires LongHold after button.hold_ms, not
+    after a fixed 5 s; a shorter press is a press and a release, nothing more."""
+    from gpiozero.pins.mock import MockFactory
+
+    from agentd.device.gpio import Gpio
+
+    loop = asyncio.get_running_loop()
+    factory = MockFactory()
+    got: list[tuple[float, str]] = []
+    cfg = C.from_mapping({"button": {"hold_ms": 600}, "led": {"pin": None}})
+    gpio = Gpio(cfg, loop, lambda e: got.append((time.monotonic(), type(e).__name__)), factory)
+    try:
+        assert gpio.start()
+        pin = factory.pin(17)
+        pin.drive_low()
+        t0 = time.monotonic()
+        await asyncio.sleep(0.3)
+        pin.drive_high()
+        await asyncio.sleep(0.5)  # past a double-press window
+        assert [name for _, name in got] == ["Press", "Release"]
+        got.clear()
+        pin.drive_low()
+        t0 = time.monotonic()
+        await asyncio.sleep(1.0)
+        pin.drive_high()
+        await asyncio.sleep(0.05)
+        names = [name for _, name in got]
+        assert names == ["Press", "LongHold", "Release"], names
+        held_after = got[1][0] - t0
+        assert 0.55 <= held_after <= 0.8, held_after
+    finally:
+        gpio.close()
+        factory.reset()
+
+
+def test_gpio_failure_cause_without_gpiochip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine without GPIO: the one warning says why (no /dev/gpiochip*), not gpiozero's
+    'Unable to load any default pin factory'; `ctl status` carries it as gpio_error."""
+    import logging
+
+    from gpiozero import Device
+
+    from agentd.device.gpio import Gpio
+
+    assert not list(Path("/dev").glob("gpiochip*")), "this test is for machines without GPIO"
+    monkeypatch.setattr(Device, "pin_factory", None)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("agentd.gpio").addHandler(handler)
+    loop = asyncio.new_event_loop()
+    try:
+        gpio = Gpio(C.from_mapping({}), loop, lambda e: None)
+        cwd = os.getcwd()
+        assert gpio.start() is False
+        assert os.getcwd() == cwd
+    finally:
+        logging.getLogger("agentd.gpio").removeHandler(handler)
+        loop.close()
+    assert gpio.error is not None and gpio.error.startswith("no /dev/gpiochip* here")
+    loud = [r for r in records if r.levelno >= logging.WARNING]
+    assert len(loud) == 1 and gpio.error in loud[0].getMessage(), [r.getMessage() for r in loud]
+
+
+def test_nothing_but_gpio_touches_the_working_directory() -> None:
+    """The daemon runs in `/` under the unit and lgpio moves it: no code may depend on where
+    it is (gpio.py only puts it back), and relative paths from the command line are resolved
+    at once."""
+    from agentd.cli import build_parser
+
+    for path in (REPO / "agentd").rglob("*.py"):
+        if path.name == "gpio.py" or "sim" in path.parts:
+            continue
+        text = path.read_text()
+        for call in ("os.getcwd", "os.chdir", "Path.cwd", "Path('.')", 'Path(".")'):
+            assert call not in text, f"{path}: {call}"
+    for verb in (["run"], ["check-config"], ["ctl", "status"]):
+        args = build_parser().parse_args([*verb[:1], "--config", "here.yaml", *verb[1:]])
+        assert args.config == Path.cwd() / "here.yaml"
+
+
+# ------------------------------------------------------------------ mute
+
+
+@pytest.mark.parametrize(
+    ("start", "event", "after"),
+    [
+        (cv.State.IDLE, cv.Mute(True), cv.State.MUTED),
+        (cv.State.MUTED, cv.Mute(True), cv.State.MUTED),  # ctl mute twice: still muted
+        (cv.State.MUTED, cv.Mute(False), cv.State.IDLE),
+        (cv.State.IDLE, cv.Mute(False), cv.State.IDLE),  # ctl unmute when not muted: nothing
+        (cv.State.IDLE, cv.DoublePress(), cv.State.MUTED),  # the button toggles
+        (cv.State.MUTED, cv.DoublePress(), cv.State.IDLE),
+        (cv.State.OFFLINE, cv.Mute(True), cv.State.MUTED),  # at start, before the link is up
+    ],
+)
+def test_mute_is_idempotent_from_ctl_and_toggles_from_the_button(
+    start: cv.State, event: cv.Input, after: cv.State
+) -> None:
+    conv = cv.Conversation(state=start, connected=start is not cv.State.OFFLINE)
+    assert conv.handle(event, 0.0) == []
+    assert conv.state is after
+
+
+def test_muted_at_start_stays_muted_when_the_link_comes_up() -> None:
+    conv = cv.Conversation()
+    conv.handle(cv.Mute(True), 0.0)
+    conv.handle(cv.LinkUp(), 0.1)
+    assert conv.state is cv.State.MUTED and conv.connected
+
+
+def test_mute_state_lives_in_state_directory(tmp_path: Path) -> None:
+    from agentd.state import Persisted, state_dir
+
+    assert state_dir({"STATE_DIRECTORY": "/var/lib/agentd"}) == Path("/var/lib/agentd")
+    assert state_dir({"XDG_STATE_HOME": "/home/pi/.st"}) == Path("/home/pi/.st/agentd")
+    p = Persisted(tmp_path / "st")
+    assert not p.muted()
+    p.set_muted(True)
+    assert p.muted() and Persisted(tmp_path / "st").muted()  # what a restart reads
+    p.set_muted(False)
+    assert not p.muted()
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    Persisted(ro / "x").set_muted(True)  # cannot be written: a warning, never an exception
+
+
+# ------------------------------------------------------------------ agentd devices
+
+#: What pyalsaaudio reports on a Pi 4 with a ReSpeaker 2-mic HAT and a USB speakerphone
+#: (alsaaudio.card_indexes/cards/card_name and the hint names of alsaaudio.pcms).
+PI_CARDS = [
+    ("Headphones", "bcm2835 Headphones", "bcm2835 Headphones"),
+    ("seeed2micvoicec", "seeed-2mic-voicecard", "seeed-2mic-voicecard"),
+    ("Speakerphone", "Jabra SPEAK 410 USB", "Jabra SPEAK 410 USB at usb-0000:01:00.0-1.3"),
+]
+PI_CAPTURE = [
+    "null",
+    "default",
+    "hw:CARD=seeed2micvoicec,DEV=0",
+    "plughw:CARD=seeed2micvoicec,DEV=0",
+    "sysdefault:CARD=seeed2micvoicec",
+    "dsnoop:CARD=seeed2micvoicec,DEV=0",
+    "hw:CARD=Speakerphone,DEV=0",
+    "plughw:CARD=Speakerphone,DEV=0",
+    "front:CARD=Speakerphone,DEV=0",
+]
+PI_PLAYBACK = [
+    "null",
+    "default",
+    "hw:CARD=Headphones,DEV=0",
+    "plughw:CARD=Headphones,DEV=0",
+    "sysdefault:CARD=Headphones",
+    "dmix:CARD=Headphones,DEV=0",
+    "hw:CARD=seeed2micvoicec,DEV=0",
+    "plughw:CARD=seeed2micvoicec,DEV=0",
+    "hw:CARD=Speakerphone,DEV=0",
+    "plughw:CARD=Speakerphone,DEV=0",
+]
+
+
+def test_devices_prints_stable_names_with_descriptions() -> None:
+    from agentd.audio.devices import Card, format_devices
+
+    cards = [Card(i, cid, name, longname) for i, (cid, name, longname) in enumerate(PI_CARDS)]
+    opened: list[tuple[str, str]] = []
+
+    def caps(device: str, kind: str) -> str:
+        opened.append((device, kind))
+        return "rates 8000-48000 Hz; channels 2"
+
+    text = format_devices(cards, {"capture": PI_CAPTURE, "playback": PI_PLAYBACK}, caps)
+    capture = text.split("\nCapture")[1].split("\nPlayback")[0]
+    playback = text.split("\nPlayback")[1]
+    assert re.search(
+        r"^  plughw:CARD=seeed2micvoicec,DEV=0 +seeed-2mic-voicecard; rates", capture, re.M
+    )
+    assert "plughw:CARD=Speakerphone,DEV=0" in capture and "Headphones" not in capture
+    assert re.search(r"^  plughw:CARD=Headphones,DEV=0 +bcm2835 Headphones; rates", playback, re.M)
+    assert "Jabra SPEAK 410 USB at usb-0000:01:00.0-1.3" in playback
+    assert "hw:0" not in text and "hw:1" not in text  # never list positions
+    assert ("hw:CARD=Speakerphone,DEV=0", "capture") in opened
+    assert "other PCMs from the ALSA configuration: null, default" in capture
+    # every name printed for a card is one audio.*.device accepts as it is
+    for line in text.splitlines():
+        if line.startswith("  plughw:"):
+            name = line.split()[0]
+            assert C.from_mapping({"audio": {"input": {"device": name}}})
+
+
+def test_devices_on_this_machine_says_there_is_no_card() -> None:
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "agentd"), "devices"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Sound cards: none found" in out.stdout and "(no sound card device)" in out.stdout
