@@ -439,8 +439,8 @@ async def test_as_shipped_ready_turn_gpio_cause_and_mute_across_restart(
             ready = next(m for m in shipped.messages if "READY=1" in m)
             assert "connected to openai" in ready, ready
             st = await first.until(lambda s: s["state"] == "idle" and s["connected"])
-            assert st["gpio"] is False and "no /dev/gpiochip" in st["gpio_error"], st
             assert os.readlink(f"/proc/{first.daemon_pid()}/cwd") == "/"  # lgpio did not move it
+            assert st["gpio"] is False and "no /dev/gpiochip" in st["gpio_error"], st
             await asyncio.sleep(1.0)  # the connected cue has played
             await first.ctl("press")
             await asyncio.sleep(2.0)
@@ -665,20 +665,20 @@ def test_nothing_but_gpio_touches_the_working_directory() -> None:
 @pytest.mark.parametrize(
     ("start", "event", "after"),
     [
-        (cv.State.IDLE, cv.Mute(True), cv.State.MUTED),
-        (cv.State.MUTED, cv.Mute(True), cv.State.MUTED),  # ctl mute twice: still muted
-        (cv.State.MUTED, cv.Mute(False), cv.State.IDLE),
-        (cv.State.IDLE, cv.Mute(False), cv.State.IDLE),  # ctl unmute when not muted: nothing
-        (cv.State.IDLE, cv.DoublePress(), cv.State.MUTED),  # the button toggles
-        (cv.State.MUTED, cv.DoublePress(), cv.State.IDLE),
-        (cv.State.OFFLINE, cv.Mute(True), cv.State.MUTED),  # at start, before the link is up
+        (cv.State.IDLE, lambda: cv.Mute(True), cv.State.MUTED),
+        (cv.State.MUTED, lambda: cv.Mute(True), cv.State.MUTED),  # ctl mute twice: still muted
+        (cv.State.MUTED, lambda: cv.Mute(False), cv.State.IDLE),
+        (cv.State.IDLE, lambda: cv.Mute(False), cv.State.IDLE),  # unmute when not muted
+        (cv.State.IDLE, lambda: cv.DoublePress(), cv.State.MUTED),  # the button toggles
+        (cv.State.MUTED, lambda: cv.DoublePress(), cv.State.IDLE),
+        (cv.State.OFFLINE, lambda: cv.Mute(True), cv.State.MUTED),  # at start, link not up
     ],
 )
 def test_mute_is_idempotent_from_ctl_and_toggles_from_the_button(
-    start: cv.State, event: cv.Input, after: cv.State
+    start: cv.State, event: Any, after: cv.State
 ) -> None:
     conv = cv.Conversation(state=start, connected=start is not cv.State.OFFLINE)
-    assert conv.handle(event, 0.0) == []
+    assert conv.handle(event(), 0.0) == []
     assert conv.state is after
 
 
