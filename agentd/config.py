@@ -861,8 +861,8 @@ def show(loaded: Loaded) -> str:
                 lines.append((f"{indent}{f.name}: {shown}", source(key)))
 
     walk(loaded.config, "", "")
-    width = min(max(len(text) for text, _ in lines), 46) + 2
-    out = [f"{text:<{width}}# {src}" if src else text for text, src in lines]
+    width = min(max(len(text) for text, _ in lines), 46)
+    out = [f"{text:<{width}}  # {src}" if src else text for text, src in lines]
     key = loaded.api_key.source if loaded.api_key is not None else "none (not needed or not found)"
     out.append(f"# api key: {key}")
     return "\n".join(out)
