@@ -55,7 +55,7 @@ class DoublePress:
 
 @dataclass(frozen=True, slots=True)
 class LongHold:
-    """Held for 5 s: force a reconnect."""
+    """Held for button.hold_ms: force a reconnect."""
 
 
 @dataclass(frozen=True, slots=True)
