@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        loaded = load(args.config)
+        loaded = load(args.config, unreadable_key_ok=True)
     except ConfigError as exc:
         print(f"{args.config}: {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:

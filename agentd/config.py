@@ -790,10 +790,12 @@ def load(
     environ: Mapping[str, str] | None = None,
     require_key: bool = True,
     unit_credential: Path | None = UNIT_CREDENTIAL,
+    unreadable_key_ok: bool = False,
 ) -> Loaded:
     """Read the main file and its ``config.d`` overlays; raise ConfigError with every problem.
 
-    A problem in a value an overlay set names that overlay's file."""
+    A problem in a value an overlay set names that overlay's file. ``unreadable_key_ok``
+    (check-config): a key file this user may not read is a warning, not an error."""
     path = Path(path)
     env = os.environ if environ is None else environ
     problems: list[str] = []
@@ -808,6 +810,14 @@ def load(
     key_problems: list[str] = []
     holder = tuple(f for f in files if origins.get("api.api_key") == f)  # the inline key's file
     key = resolve_api_key(cfg, env, key_problems, warnings, holder, unit_credential)
+    unread = [w for w in warnings if w.startswith("api key: ")]
+    if key is None and unread and not unreadable_key_ok:
+        warnings.remove(unread[0])
+        what = unread[0].removeprefix("api key: ").split(",")[0]
+        key_problems.append(
+            f"api.api_key_env: no API key this process can read: {what} "
+            "(start agentd as root or through the service)"
+        )
     if require_key:
         problems += _name_files(key_problems, origins, path)
     if problems:

@@ -569,6 +569,15 @@ def test_check_config_for_group_agentd_and_for_root(shipped: Shipped) -> None:
     assert root.returncode == 0, root.stderr
     assert "api key: /etc/agentd/api_key (the unit's LoadCredential=api_key)" in root.stdout
     assert KEY not in member.stdout + member.stderr + root.stdout + root.stderr
+    # `agentd run` by hand as that member cannot read the key either: that is an error for it
+    by_hand = subprocess.run(
+        shipped.command(["run", *argv[1:]], as_unit=False, groups=[shipped.gid]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert by_hand.returncode == 78, by_hand
+    assert "no API key this process can read: /etc/agentd/api_key is not readable" in by_hand.stderr
     shipped.write_key("")
     root = subprocess.run(shipped.root_command(argv), capture_output=True, text=True, timeout=60)
     assert root.returncode == 1 and "/etc/agentd/api_key is empty" in root.stderr
