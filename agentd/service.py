@@ -25,9 +25,9 @@ from agentd import __version__, logs
 from agentd import conversation as cv
 from agentd.audio.alsa import Capture, Playback
 from agentd.audio.resample import VAD_RATE, StreamResampler, to_int16
-from agentd.config import Config, ConfigError, Loaded, load
+from agentd.config import Config, ConfigError, Loaded, led_config, load
 from agentd.device.cues import CUE_RATE, cue_pcm
-from agentd.device.gpio import Gpio
+from agentd.device.gpio import Gpio, show_error
 from agentd.notify import Notifier
 from agentd.realtime import events as ev
 from agentd.realtime.connection import Link, LinkState
@@ -571,9 +571,6 @@ def run_main(config_path: Path, hooks: Hooks | None = None) -> int:
             config_path,
             problems,
         )
-        from agentd.config import led_config
-        from agentd.device.gpio import show_error
-
         cfg = led_config(config_path)
         if cfg is not None and (hooks is None or hooks.use_gpio):
             show_error(cfg, hooks.pin_factory if hooks else None)

@@ -275,7 +275,16 @@ class Shipped:
         u = self.unit
         argv = args if args is not None else u.exec_start[1:]
         b = ["bwrap", "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--ro-bind", "/", "/"]
-        b += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]  # PrivateTmp=, DevicePolicy=
+        b += [
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--perms",
+            "1777",
+            "--tmpfs",
+            "/tmp",
+        ]  # PrivateTmp=
         for home in ("/home", "/root"):  # ProtectHome=yes
             b += ["--tmpfs", home]
         if sys.base_prefix.startswith(("/root/", "/home/")):  # this machine's pyenv interpreter
@@ -337,6 +346,46 @@ class Shipped:
     def close(self) -> None:
         self.notify.close()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+@needs_bwrap
+def test_the_sandbox_is_what_the_unit_promises(tmp_path: Path) -> None:
+    """Only the runtime and state directories (and the private /tmp) take writes; the user is
+    the unprivileged one, in `/`, with no capabilities and the W^X lock on."""
+    rig = Shipped()
+    try:
+        cmd = rig.command()
+        probe = (
+            "import ctypes, os\n"
+            "libc = ctypes.CDLL(None)\n"
+            "print('mdwe', libc.prctl(66, 0, 0, 0, 0))\n"
+            "print('where', os.getcwd(), os.getuid(), os.getgid())\n"
+            "for d in ['/', '/etc', '/etc/agentd', '/var/lib', '/run', '/opt', '/work',\n"
+            "          '/run/agentd', '/var/lib/agentd', '/tmp']:\n"
+            "    try:\n"
+            "        open(os.path.join(d, 'probe'), 'w').close()\n"
+            "        print('writable', d)\n"
+            "    except OSError as exc:\n"
+            "        print('refused', d, exc.strerror)\n"
+            "print('caps', open('/proc/self/status').read().split('CapEff:')[1].split()[0])\n"
+        )
+        i = cmd.index("-c")
+        out = subprocess.run(
+            [*cmd[: i + 1], LAUNCHER.split("from agentd")[0] + probe, rig.unit.umask],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert "mdwe 1" in lines
+        assert f"where / {rig.uid} {rig.gid}" in lines
+        writable = {ln.split()[1] for ln in lines if ln.startswith("writable")}
+        assert writable == {"/run/agentd", "/var/lib/agentd", "/tmp"}, lines
+        assert "caps 0000000000000000" in lines
+        assert (rig.run / "probe").exists() and (rig.state / "probe").exists()
+    finally:
+        rig.close()
 
 
 @pytest.fixture
