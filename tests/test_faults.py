@@ -357,7 +357,8 @@ async def test_underrun_storm_plays_the_whole_answer(
     in order. On clockspk (a card's clock, real -EPIPE underruns, every frame it plays kept):
     PulseAudio's null sink is no judge here, as it rewinds on a stream's underrun and its
     monitor then replays tens of ms out of order, however the client wrote them."""
-    from agentd.sim.room import floats, loud_end_ms, played_span_ms
+    from agentd.audio.pcm import to_float
+    from tests.room_oracle import loud_end_ms, played_span_ms
 
     h, sim = harness, harness.sim
     sim.pace = 0.5
@@ -369,8 +370,8 @@ async def test_underrun_storm_plays_the_whole_answer(
     status = h.daemon.status()
     print(f"underrun storm: {status['underruns']} underruns recovered")
     assert status["underruns"] >= 3 and not h.task.done()
-    ref = floats(sim.speech.pcm(sim.reply, 16000))
-    heard = soxr.resample(floats(rigs.clockspk_played().tobytes()), 48000, 16000)
+    ref = to_float(sim.speech.pcm(sim.reply, 16000))
+    heard = soxr.resample(to_float(rigs.clockspk_played().tobytes()), 48000, 16000)
     end, cut = played_span_ms(heard, ref)
     assert end == loud_end_ms(ref) and cut == float("inf")  # nothing of the answer was lost
     said = [m for m in all_logs.messages if "speaker ran dry" in m]

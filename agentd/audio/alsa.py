@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from agentd.audio.devices import list_pcms
-from agentd.audio.resample import VAD_RATE, Framer, StreamResampler, from_int16, to_int16
+from agentd.audio.pcm import to_float, to_int16
+from agentd.audio.resample import VAD_RATE, Framer, StreamResampler
 from agentd.config import InputSettings, OutputSettings
 
 log = logging.getLogger("agentd.audio")
@@ -400,13 +401,13 @@ class Playback(_DeviceThread):
         if self._refuse(len(pcm) // 2, rate, last):
             rs.reset()
             return
-        y = rs.process(from_int16(pcm), last=last)
+        y = rs.process(to_float(pcm), last=last)
         if last:
             rs.reset()
         if not y.size:
             return
         g = self.settings.volume if gain is None else gain
-        samples = np.clip(y * (g * 32767.0), -32768, 32767).astype("<i2")
+        samples = np.frombuffer(to_int16(y, g), "<i2")
         with self._lock:
             if not self._pending:
                 self._pending_since = self.clock()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from agentd.audio.pcm import to_int16
+
 CUE_RATE = 24000
 
 #: name → list of (frequency Hz, duration ms); 0 Hz is a pause.
@@ -35,4 +37,4 @@ def tone(freq: float, ms: int, rate: int = CUE_RATE) -> np.ndarray:
 def cue_pcm(name: str, volume: float, rate: int = CUE_RATE) -> bytes:
     """int16 mono PCM of cue ``name`` at ``volume`` (0..1)."""
     x = np.concatenate([tone(f, ms, rate) for f, ms in CUES[name]])
-    return (x * volume * 0.8 * 32767).astype("<i2").tobytes()
+    return to_int16(x, volume * 0.8)

@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from agentd.audio.pcm import to_int16
 from agentd.config import XSTAR_FORMAT_RATES
 from agentd.sim import speech
 
@@ -124,7 +125,7 @@ class Speech:
             t = np.arange(int(rate * 0.25)) / rate
             parts.append(0.3 * np.sin(2 * np.pi * (300 + 40 * (i % 5)) * t))
             parts.append(np.zeros(int(rate * 0.08)))
-        return (np.concatenate(parts) * 32767).astype("<i2").tobytes()
+        return to_int16(np.concatenate(parts))
 
 
 class Simulator:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agentd.audio.pcm import to_float
 from agentd.config import Config
 
 RATE = 16000
@@ -127,7 +128,7 @@ class ReferenceTrack:
 
 
 def _energy(frame: bytes) -> float:
-    x = np.frombuffer(frame, dtype="<i2").astype(np.float32) / 32768.0
+    x = to_float(frame)
     return float(np.mean(x * x))
 
 
