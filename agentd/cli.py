@@ -1,4 +1,4 @@
-"""`agentd` command line: one verb per job (DESIGN.md §4); heavy imports happen per verb."""
+"""`agentd` command line: one verb per job (README "Commands"); heavy imports happen per verb."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ READY_WAIT_S = 1.0  # READY=1 waits at most this long for audio and the first co
 TICK_S = 0.05
 TRIM_EVERY_S = 30.0  # give freed heap back to the OS while idle (glibc keeps it otherwise)
 EXIT_TASK_FAILED = 1  # a task kept dying: systemd restarts us (78 is kept for config errors)
-#: what STATUS= and `ctl status` call each problem (README documents them)
+#: what STATUS= and `ctl status` call each problem (each has its own cue in device/cues.py)
 PROBLEM_TEXT = {
     cv.Problem.AUTH: "key rejected",
     cv.Problem.QUOTA: "out of quota or rate limited",

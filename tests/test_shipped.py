@@ -4,7 +4,7 @@ starts it, on this machine, and the settings that only matter there.
 The as-shipped rig reads the unit itself (User=, Group=, SupplementaryGroups=,
 RuntimeDirectory=, StateDirectory=, ConfigurationDirectory=, Environment=, ExecStart=,
 WorkingDirectory=, UMask=, LoadCredential=, WatchdogSec=), so it cannot drift from it, and
-emulates the sandbox with bubblewrap + setpriv (../shared/RIGS.md): an unprivileged uid/gid,
+emulates the sandbox with bubblewrap + setpriv (docs/testing-rigs.md): an unprivileged uid/gid,
 working directory `/`, the whole tree read-only (ProtectSystem=strict: /etc, /var/lib and /run
 too) except the runtime and state directories, private /tmp, no /home, a minimal /dev
 (DevicePolicy=closed), the key as `$CREDENTIALS_DIRECTORY/api_key`, the W^X lock

@@ -373,8 +373,6 @@ class Playback(_DeviceThread):
         self._wake_ev = threading.Event()
         self.ends_at = 0.0  # when the last written sample leaves the speaker
         self.flushed_at = 0.0  # when the last flush reached ALSA (drop)
-        self.started_at = 0.0  # first write after the speaker was idle
-        self.on_idle: Callable[[], None] | None = None
         self.queue_limit_s = PLAYBACK_QUEUE_S
         self.progress_at = clock()  # the device last took audio (or had none waiting)
         # After a stall the reopened device must prove it takes audio before it counts as
@@ -590,9 +588,6 @@ class Playback(_DeviceThread):
                 take = chunk[:room] if room > 0 else chunk[:0]
                 if take.size:
                     data = np.repeat(take, self.card_channels) if self.card_channels > 1 else take
-                    last = self._segments[-1] if self._segments else None
-                    if last is None or last.item != item or now >= self.ends_at + 1.0:
-                        self.started_at = now  # a new item (or after a long silence) starts
                     n = pcm.write(data.tobytes())  # type: ignore[attr-defined]
                     if n < 0:  # the pulse plugin reports running dry only here
                         if not dry and not tail_ended:
