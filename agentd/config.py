@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import hmac
+import ipaddress
 import os
 import socket
 import stat
@@ -19,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -492,6 +496,11 @@ def _check_relations(cfg: Config, problems: list[str]) -> None:
     url = cfg.api.url
     if url is not None and not url.startswith(("ws://", "wss://")):
         problems.append(f"api.url: must start with wss:// or ws:// (got {_describe(url)})")
+    elif url is not None and url.startswith("ws://") and not _is_local(url):
+        problems.append(
+            "api.url: ws:// would send the API key and your voice unencrypted; use wss:// "
+            f"(ws:// is only allowed for this machine: localhost, 127.0.0.1, ::1; got {_host(url)})"
+        )
     if cfg.api.model is not None and not cfg.api.model.strip():
         problems.append("api.model: must not be empty")
     if not cfg.control.socket.startswith("/"):
@@ -501,19 +510,54 @@ def _check_relations(cfg: Config, problems: list[str]) -> None:
 # --------------------------------------------------------------------------- placeholders
 
 
-def _machine_id() -> str:
-    for candidate in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+#: agentd's application id for machine-id(5) app-specific ids: fixed forever, so a device
+#: keeps its user id (and the server-side memory keyed on it) across reinstalls.
+APP_ID = "6eaa1fd1ef4241c19bbb3a0e4347c7ee"
+MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+
+
+def _raw_machine_id() -> str | None:
+    """The machine id (32 hex digits), or None when this system has none."""
+    for candidate in MACHINE_ID_FILES:
         try:
-            text = Path(candidate).read_text().strip()
+            text = Path(candidate).read_text().strip().lower()
         except OSError:
             continue
-        if text:
+        if len(text) == 32 and all(c in "0123456789abcdef" for c in text):
             return text
-    return "unknown"
+    return None
+
+
+def app_specific_id(machine_id: str, app_id: str = APP_ID) -> str:
+    """What ``sd_id128_get_machine_app_specific()`` (and ``systemd-id128 machine-id
+    --app-specific=APP``) returns: HMAC-SHA256 keyed with the machine id over the app id, cut
+    to 128 bits and marked as a v4 UUID. machine-id(5): the raw id must never leave the
+    machine, and this one cannot be turned back into it or matched with other apps' ids."""
+    digest = hmac.new(bytes.fromhex(machine_id), bytes.fromhex(app_id), hashlib.sha256).digest()
+    out = bytearray(digest[:16])
+    out[6] = (out[6] & 0x0F) | 0x40
+    out[8] = (out[8] & 0x3F) | 0x80
+    return out.hex()
+
+
+def _machine_id() -> str | None:
+    """The value of the ``{machine_id}`` placeholder: agentd's app-specific id."""
+    raw = _raw_machine_id()
+    return app_specific_id(raw) if raw else None
 
 
 def _expand_user_id(template: str, problems: list[str]) -> str:
-    values = {"hostname": socket.gethostname(), "machine_id": _machine_id()}
+    values = {"hostname": socket.gethostname()}
+    if "machine_id" in template:
+        machine_id = _machine_id()
+        if machine_id is None:
+            problems.append(
+                "device.user_id: {machine_id} needs a machine id, but "
+                f"{' and '.join(MACHINE_ID_FILES)} are missing or invalid "
+                "(run systemd-machine-id-setup, or use {hostname} or a fixed user_id)"
+            )
+            return template
+        values["machine_id"] = machine_id
     try:
         result = template.format_map(values)
     except KeyError as exc:
@@ -594,10 +638,22 @@ def from_mapping(data: Mapping[str, Any]) -> Config:
     return typing.cast(Config, cfg)
 
 
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or "no host"
+    except ValueError:
+        return "no valid host"
+
+
 def _is_local(url: str) -> bool:
-    rest = url.split("://", 1)[-1]
-    host = rest.split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
-    return host in ("127.0.0.1", "localhost", "::1")
+    """Loopback only (the bundled simulator, a local proxy): nothing leaves the machine."""
+    host = _host(url)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _others_can_read(path: Path) -> bool:

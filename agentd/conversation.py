@@ -148,6 +148,11 @@ class PlaybackFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class PlaybackStalled:
+    """The speaker hung or vanished mid-answer: the rest of it cannot be heard."""
+
+
+@dataclass(frozen=True, slots=True)
 class LinkUp:
     pass
 
@@ -197,6 +202,7 @@ Input = (
     | ResponseFinished
     | ServerFault
     | PlaybackFinished
+    | PlaybackStalled
     | LinkUp
     | LinkDown
     | RenewDue
@@ -404,6 +410,8 @@ class Conversation:
                 actions = self._on_server_fault(event, now)
             case PlaybackFinished():
                 actions = self._on_playback_finished(now)
+            case PlaybackStalled():
+                actions = self._on_playback_stalled(now)
             case LinkUp():
                 actions = self._on_link_up(now)
             case LinkDown():
@@ -661,6 +669,22 @@ class Conversation:
             self._to(self._rest_state())
             self._arm_follow_up(now)
         return []
+
+    def _on_playback_stalled(self, now: float) -> list[Action]:
+        """SPEAKING never waits on a speaker that cannot play: the answer stops, the server
+        keeps only what was heard (cancel + truncate), and the user sees and hears the fault
+        (the cue plays once the device is back)."""
+        self.playing, self.fault_after_playback = False, None
+        if self.state is not State.SPEAKING:
+            return []
+        actions: list[Action] = [FlushPlayback()]
+        if self.response_active:
+            actions.append(Cancel())
+            self.response_active = False
+        if self.item_id is not None:
+            actions.append(Truncate(self.item_id))
+            self.item_id = None
+        return [*actions, *self._fault("the speaker stopped playing the answer", now)]
 
     def _arm_follow_up(self, now: float) -> None:
         if self.mode == "toggle":

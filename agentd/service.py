@@ -26,6 +26,7 @@ from agentd import conversation as cv
 from agentd.audio.alsa import Capture, Playback
 from agentd.audio.resample import VAD_RATE, StreamResampler, to_int16
 from agentd.config import Config, ConfigError, Loaded, load
+from agentd.control import ControlServer, SocketInUse
 from agentd.device.cues import CUE_RATE, cue_pcm
 from agentd.device.gpio import Gpio
 from agentd.notify import Notifier
@@ -37,6 +38,7 @@ from agentd.voice import gate as vg
 log = logging.getLogger("agentd")
 
 SHUTDOWN_BUDGET_S = 2.0
+LOOP_STALL_S = 5.0  # the ticker (every TICK_S) silent this long: the event loop is stuck
 READY_WAIT_S = 1.0  # READY=1 waits at most this long for audio and the first connect attempt
 TICK_S = 0.05
 TRIM_EVERY_S = 30.0  # give freed heap back to the OS while idle (glibc keeps it otherwise)
@@ -94,10 +96,13 @@ class Daemon:
         self._tasks: list[asyncio.Task[Any]] = []
         self._transcripts: dict[str, list[str]] = {}
         self.reload_failed: str | None = None
+        self._rate_limits: tuple[ev.RateLimits, float] | None = None
         self._last_state = self.conv.state
         self._last_look: tuple[cv.State, str | None] = (self.conv.state, None)
         self.last_tick = time.monotonic()
         self._link_task: asyncio.Task[Any] | None = None
+        self._pb_faults = 0  # playback.stats.faults already turned into PlaybackStalled
+        self.unhealthy: str | None = None  # why the watchdog is withheld, while it is
         self.errors = HandlerErrors(log)
         self.restarts = RestartBudget()
         self.exit_code = 0
@@ -131,14 +136,39 @@ class Daemon:
             "audio_errors": {k: v for k, v in self._audio_errors.items() if v},
             "overruns": cap.stats.overruns if cap else 0,
             "dropped_frames": cap.stats.dropped_frames if cap else 0,
+            "frame_errors": cap.stats.frame_errors if cap else 0,
             "underruns": pb.stats.underruns if pb else 0,
+            "playback_stalls": pb.stats.stalls if pb else 0,
+            "playback_refused_ms": pb.stats.refused_ms if pb else 0,
+            "audio_reopens": (cap.stats.reopens if cap else 0) + (pb.stats.reopens if pb else 0),
+            "unhealthy": self.unhealthy,
             "reconnects": self.link.reconnects if self.link else 0,
+            "protocol_errors": self.link.protocol_errors if self.link else 0,
+            "event_errors": self.link.handler_errors if self.link else 0,
+            "rate_limits": self._rate_limits_status(),
             "gpio": bool(self.gpio and self.gpio.available),
             "reload_error": self.reload_failed,
             "handler_errors": self.errors.total,
             "task_restarts": self.restarts.total,
             "uptime_s": round(time.monotonic() - self.started, 1),
         }
+
+    def _rate_limits_status(self) -> list[dict[str, Any]]:
+        """The server's latest rate_limits.updated; ``resets_in_s`` counts from now."""
+        if self._rate_limits is None:
+            return []
+        limits, at = self._rate_limits
+        age = time.monotonic() - at
+        return [
+            {
+                "name": r.name,
+                "limit": r.limit,
+                "remaining": r.remaining,
+                "resets_in_s": round(max(0.0, r.reset_seconds - age), 1),
+                "updated_s_ago": round(age, 1),
+            }
+            for r in limits.limits
+        ]
 
     def status_line(self) -> str:
         link = "connected" if self.conv.connected else "offline"
@@ -167,16 +197,23 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
-        previous_handler = loop.get_exception_handler()
-        loop.set_exception_handler(self._loop_error)
         for w in self.loaded.warnings:
             log.warning("%s", w)
         if self.loaded.api_key is not None:
             logs.register_secret(self.loaded.api_key.reveal())
         log.info("agentd %s starting: %s", __version__, self.cfg.summary())
+        try:
+            await self._start_control()  # first: a second instance must not grab the devices
+        except SocketInUse as exc:
+            log.error("agentd not started: %s", exc)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            self.notifier.close()
+            return 1
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_error)
         self._start_audio(loop)
         self._start_gpio(loop)
-        await self._start_control()
         self.link = Link(self.cfg, self._key(), self._on_server, self._on_link)
         self._link_task = self._supervise("link", self._run_link)
         await self._wait_ready()
@@ -284,13 +321,13 @@ class Daemon:
         self.capture = Capture(
             self.cfg.audio.input, loop, self._on_mic, lambda e: self._audio_status("capture", e)
         )
+        self._pb_faults = 0
         self.playback.start()
         self.capture.start()
 
-    def _stop_audio(self) -> None:
-        for dev in (self.capture, self.playback):
-            if dev is not None:
-                dev.stop()
+    async def _stop_audio(self) -> None:
+        """Joined off the loop: a thread stuck in a driver call must not freeze the daemon."""
+        await asyncio.gather(*(d.aclose() for d in (self.capture, self.playback) if d))
 
     def _audio_status(self, kind: str, error: str | None) -> None:
         """Called from a device thread: record the fault on the loop, show it in STATUS=."""
@@ -312,8 +349,6 @@ class Daemon:
             self._show_led()
 
     async def _start_control(self) -> None:
-        from agentd.control import ControlServer
-
         self.control = ControlServer(self.cfg.control.socket, self._control)
         await self.control.start()
 
@@ -323,7 +358,7 @@ class Daemon:
         log.info("stopping")
         t0 = time.monotonic()
         if self.capture is not None:
-            self.capture.stop(0.5)
+            await self.capture.aclose(0.5)
         if self.playback is not None:
             self.playback.flush()
         if self.link is not None:
@@ -336,7 +371,7 @@ class Daemon:
                 max(0.1, SHUTDOWN_BUDGET_S - (time.monotonic() - t0) - 0.5),
             )
         if self.playback is not None:
-            self.playback.stop(0.3)
+            await self.playback.aclose(0.3)
         if self.gpio is not None:
             self.gpio.off()
             self.gpio.close()
@@ -523,6 +558,8 @@ class Daemon:
             )
         elif isinstance(e, ev.TranscriptDelta | ev.TranscriptDone):
             self._transcript(e)
+        elif isinstance(e, ev.RateLimits):
+            self._rate_limits = (e, time.monotonic())
         elif (
             isinstance(e, ev.SpeechStarted)
             and self.conv.state is cv.State.SPEAKING
@@ -561,29 +598,53 @@ class Daemon:
             if idle and now - trimmed >= TRIM_EVERY_S:
                 trimmed = now
                 trim_memory()
-            if self.conv.playing and self.playback is not None and not self.playback.busy(now):
+            pb = self.playback
+            if pb is not None and pb.stats.faults != self._pb_faults:
+                self._pb_faults = pb.stats.faults  # the speaker hung or vanished mid-answer
+                if self.conv.playing:
+                    self.feed(cv.PlaybackStalled())
+            if self.conv.playing and pb is not None and not pb.busy(now):
                 self.feed(cv.PlaybackFinished())
             self.feed(cv.Tick())
             link = self.link
             if link is not None and (link.renew_due() or self._renew_reason):
                 self.feed(cv.RenewDue())  # the core renews only at an idle moment
 
+    def health(self) -> str | None:
+        """What keeps the daemon from doing its job, or None: the loop ticks, the link task
+        runs (connected, or retrying on schedule), an open microphone's frames reach the loop,
+        and the speaker plays what it is given. A device being reopened, or a link waiting
+        out its backoff, is doing its job."""
+        now = time.monotonic()
+        if now - self.last_tick > LOOP_STALL_S:
+            return f"event loop stalled for {now - self.last_tick:.0f} s"
+        task, link = self._link_task, self.link
+        if task is None or task.done() or link is None:
+            return "the connection task ended"
+        if not link.on_schedule():
+            return "the connection is stuck (no attempt when one was due)"
+        for dev in (self.capture, self.playback):
+            if dev is not None and (problem := dev.problem()) is not None:
+                return problem
+        return None
+
     def healthy(self) -> bool:
-        """Loop responsive and audio threads alive (retrying counts as alive)."""
-        if time.monotonic() - self.last_tick > 5:
-            return False
-        return all(d is None or d.healthy() for d in (self.capture, self.playback))
+        return self.health() is None
 
     async def _watchdog(self) -> None:
+        """WATCHDOG=1 only while healthy: systemd restarts a daemon that stays broken for
+        WatchdogSec. Said once when it turns unhealthy and once when it recovers."""
         assert self.notifier.watchdog_s
         period = self.notifier.watchdog_s / 2
         while True:
-            if self.healthy():
+            problem = self.health()
+            if problem is None:
                 self.notifier.watchdog()
-            else:
-                log.error(
-                    "unhealthy (stalled loop or dead audio thread): withholding watchdog ping"
-                )
+                if self.unhealthy is not None:
+                    log.info("healthy again: watchdog pings resume")
+            elif problem != self.unhealthy:
+                log.error("unhealthy: %s; withholding the watchdog ping", problem)
+            self.unhealthy = problem
             await asyncio.sleep(period)
 
     # ------------------------------------------------------------------ control & reload
@@ -637,7 +698,7 @@ class Daemon:
         self.feed(cv.Reconfigure(new.turn))
         if old.audio != new.audio or old.api.output_rate != new.api.output_rate:
             log.info("reload: audio devices changed: reopening")
-            await asyncio.to_thread(self._stop_audio)  # joining device threads blocks
+            await self._stop_audio()
             self._start_audio(asyncio.get_running_loop())
         if (old.button, old.led) != (new.button, new.led) and self.gpio is not None:
             log.info("reload: GPIO changed: rebinding")
@@ -645,7 +706,10 @@ class Daemon:
             self._start_gpio(asyncio.get_running_loop())
         if old.control != new.control and self.control is not None:
             await self.control.close()
-            await self._start_control()
+            try:
+                await self._start_control()
+            except SocketInUse as exc:
+                log.error("reload: control socket not moved: %s", exc)
         log.info("reloaded %s", self.config_path)
         self.notifier.ready(self.status_line())
         return True, []
