@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import assert_never
 
 from agentd.config import Config, TurnSettings
 
@@ -74,7 +75,7 @@ class DoublePress:
 
 @dataclass(frozen=True, slots=True)
 class LongHold:
-    """Held for 5 s: force a reconnect."""
+    """Held for button.hold_ms: force a reconnect."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,10 @@ class Interrupt:
 
 @dataclass(frozen=True, slots=True)
 class Mute:
-    pass
+    """``on``: True mutes, False unmutes (`ctl mute`/`unmute`, idempotent); None toggles
+    (the button's double press)."""
+
+    on: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,8 +386,10 @@ class Conversation:
                 actions = self._on_press(now)
             case Release():
                 actions = self._on_release(now)
-            case DoublePress() | Mute():
-                actions = self._on_mute(now)
+            case DoublePress():
+                actions = self._on_mute(None, now)
+            case Mute():
+                actions = self._on_mute(event.on, now)
             case LongHold():
                 actions = self._on_long_hold(now)
             case Talk():
@@ -424,7 +430,7 @@ class Conversation:
             case Tick():
                 actions = self._on_tick(now)
             case _:
-                actions = []
+                assert_never(event)
         if self.pending is not None and not self.busy:
             self._apply(self.pending)
             self.pending = None
@@ -538,8 +544,12 @@ class Conversation:
             return actions
         return []
 
-    def _on_mute(self, now: float) -> list[Action]:
-        if self.state is State.MUTED:
+    def _on_mute(self, on: bool | None, now: float) -> list[Action]:
+        """``on`` None toggles (double press); True/False are idempotent (`ctl mute|unmute`)."""
+        muted = self.state is State.MUTED
+        if on is muted:
+            return []  # already so
+        if muted:
             self._to(self._rest_state())
             return []
         actions: list[Action] = []
@@ -549,6 +559,7 @@ class Conversation:
                 actions.append(ClearInput())
         if self.state is State.SPEAKING:
             actions += self._interrupt(now)
+        actions += self._drop_waiting("muted")  # a turn held for the link is not sent later
         self._to(State.MUTED)
         return actions
 

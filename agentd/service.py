@@ -25,13 +25,14 @@ from agentd import __version__, logs
 from agentd import conversation as cv
 from agentd.audio.alsa import Capture, Playback
 from agentd.audio.resample import VAD_RATE, StreamResampler, to_int16
-from agentd.config import Config, ConfigError, Loaded, load
+from agentd.config import Config, ConfigError, Loaded, led_config, load
 from agentd.control import ControlServer, SocketInUse
 from agentd.device.cues import CUE_RATE, cue_pcm
-from agentd.device.gpio import Gpio
+from agentd.device.gpio import Gpio, show_error
 from agentd.notify import Notifier
 from agentd.realtime import events as ev
 from agentd.realtime.connection import Link, LinkState
+from agentd.state import Persisted, state_dir
 from agentd.supervise import RESTART_DELAY_S, HandlerErrors, RestartBudget
 from agentd.voice import gate as vg
 
@@ -110,6 +111,8 @@ class Daemon:
         self._renew_reason: str | None = None
         self._next_gate: vg.VoiceGate | None = None
         self._session_pending = False
+        self.persisted = Persisted(state_dir())
+        self._muted_saved = False
 
     # ------------------------------------------------------------------ status
 
@@ -147,6 +150,8 @@ class Daemon:
             "event_errors": self.link.handler_errors if self.link else 0,
             "rate_limits": self._rate_limits_status(),
             "gpio": bool(self.gpio and self.gpio.available),
+            "gpio_error": self.gpio.error if self.gpio else None,
+            "muted": self.conv.state is cv.State.MUTED,
             "reload_error": self.reload_failed,
             "handler_errors": self.errors.total,
             "task_restarts": self.restarts.total,
@@ -212,6 +217,10 @@ class Daemon:
             return 1
         previous_handler = loop.get_exception_handler()
         loop.set_exception_handler(self._loop_error)
+        if self.persisted.muted():
+            log.info("muted, as before the restart (agentd ctl unmute, or double-press)")
+            self._muted_saved = True
+            self.feed(cv.Mute(True))
         self._start_audio(loop)
         self._start_gpio(loop)
         self.link = Link(self.cfg, self._key(), self._on_server, self._on_link)
@@ -404,6 +413,10 @@ class Daemon:
             if self.hooks.on_state is not None:
                 with self._caught("the on_state hook"):
                     self.hooks.on_state(self.conv.state.value)
+            muted = self.conv.state is cv.State.MUTED
+            if muted != self._muted_saved:
+                self._muted_saved = muted
+                self.persisted.set_muted(muted)
 
     def _speaker(self, now: float) -> vg.Speaker:
         pb = self.playback
@@ -660,7 +673,8 @@ class Daemon:
             "release": cv.Release(),
             "talk": cv.Talk(),
             "interrupt": cv.Interrupt(),
-            "mute": cv.Mute(),
+            "mute": cv.Mute(True),
+            "unmute": cv.Mute(False),
         }
         self.feed(commands[cmd])
         return {"ok": True, "state": self.conv.state.value}
@@ -727,16 +741,27 @@ class Daemon:
             self.link.update_session()
 
 
-def run_main(config_path: Path) -> int:
-    """`agentd run`: load the config (exit 1 naming every bad key), then run until SIGTERM."""
+EX_CONFIG = 78  # the unit's RestartPreventExitStatus=: restarting cannot fix a bad config
+
+
+def run_main(config_path: Path, hooks: Hooks | None = None) -> int:
+    """`agentd run`: load the config, then run until SIGTERM. A config or key error is one
+    log line, the error blink on the LED when there is one, and exit 78 (no restart loop)."""
     logs.setup_logging("info")
     try:
         loaded = load(config_path)
     except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("config: %s", problem)
-        log.error("agentd not started: fix %s (check with: agentd check-config)", config_path)
-        return 1
+        problems = "; ".join(p.replace("\n", " ") for p in exc.problems)
+        log.error(
+            "agentd not started: %s: %s (fix it, check with: sudo agentd check-config, then "
+            "sudo systemctl restart agentd)",
+            config_path,
+            problems,
+        )
+        cfg = led_config(config_path)
+        if cfg is not None and (hooks is None or hooks.use_gpio):
+            show_error(cfg, hooks.pin_factory if hooks else None)
+        return EX_CONFIG
     logs.set_level(loaded.config.logging.level)
     os.umask(0o007)
-    return asyncio.run(Daemon(config_path, loaded).run())
+    return asyncio.run(Daemon(config_path, loaded, hooks).run())

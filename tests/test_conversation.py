@@ -413,6 +413,14 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         S.MUTED,
     ),
     ("press while muted ignored", lambda: machine(state=S.MUTED), A.Press(), [], S.MUTED),
+    (
+        "speaker hung mid-answer: cancel, truncate, error",
+        speaking,
+        A.PlaybackStalled(),
+        [A.FlushPlayback(), A.Cancel(), A.Truncate("item_9"), A.Cue("error")],
+        S.ERROR,
+    ),
+    ("speaker hung while idle: nothing to stop", machine, A.PlaybackStalled(), [], S.IDLE),
     ("5 s hold reconnects", lambda: machine(), A.LongHold(), [A.Reconnect()], S.IDLE),
     (
         "press while offline listens (held)",

@@ -140,10 +140,10 @@ class Link:
         self._closing = False
         self._renewing = False
         self._closer: asyncio.Future[None] | None = None
-        self.backoff = Backoff(cfg.reconnect.initial_s, cfg.reconnect.max_s, rng)
         # While not connected: when the link must next have done something (an attempt
         # finished or started); None while connected (pings watch a live session).
         self.due: float | None = None
+        self.backoff = Backoff(cfg.reconnect.initial_s, cfg.reconnect.max_s, rng)
         self.configure(cfg, api_key)
 
     def configure(self, cfg: Config, api_key: str | None) -> bool:
