@@ -679,6 +679,7 @@ async def test_server_that_never_answers_ends_in_error_then_idle(
     t0 = time.monotonic()
     await h.until(lambda: h.state() == "error", timeout=10)
     waited = time.monotonic() - t0
+    print(f"no answer: ERROR shown {waited:.2f} s after THINKING (turn.response_timeout_s 3)")
     assert 2.5 <= waited <= 4.0, waited
     status = h.daemon.status()
     assert status["no_answer"] == 1 and "no answer" in status["last_error"]
