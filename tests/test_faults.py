@@ -659,10 +659,12 @@ async def test_connection_task_that_keeps_dying_exits_non_zero_for_systemd(
 ) -> None:
     async with Simulator("openai", pace=0) as sim:
         d, task = await supervised_daemon(tmp_path, sim, monkeypatch, failures=None)
+        t0 = time.monotonic()
         try:
             rc = await asyncio.wait_for(task, 15)
         finally:
             d.stop_event.set()
+        print(f"connection task kept dying: exit {rc} after {time.monotonic() - t0:.1f} s")
     assert rc not in (0, 78), rc  # 78 would stop systemd from restarting it
     assert [m for m in all_logs.messages if "exiting so that systemd restarts" in m]
 
