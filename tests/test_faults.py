@@ -801,3 +801,34 @@ async def test_new_server_settings_wait_for_the_answer_to_finish(
     st = h.daemon.status()
     assert st["lost_turns"] == 0 and st["turns"] == 1
     await answered_turn(h)
+
+
+async def test_button_callback_that_fails_is_counted_and_the_turn_goes_on(
+    harness: Harness, all_logs: pytest.LogCaptureFixture
+) -> None:
+    """The real button (MockFactory pin) drives a turn while an observer of the state fails
+    on every change: each failure is caught in the hub, counted, said once; the turn is
+    answered."""
+    h, sim = harness, harness.sim
+    mark = len(all_logs.records)
+
+    def broken(state: str) -> None:
+        raise RuntimeError(f"state observer broke on {state}")
+
+    h.daemon.hooks.on_state = broken
+    sim.reply = "Fine."
+    button = h.factory.pin(17)
+    button.drive_low()
+    await h.until(lambda: h.state() == "listening")
+    pb = h.daemon.playback
+    await h.until(lambda: pb is None or not pb.busy())
+    for f in frames(SPEECH):
+        h.daemon._on_mic(f)
+        await asyncio.sleep(0.02)
+    button.drive_high()
+    await h.until(lambda: h.state() == "speaking")
+    await h.until(lambda: h.state() == "idle")
+    assert h.daemon.status()["handler_errors"] >= 4  # listening, thinking, speaking, idle
+    assert h.daemon.status()["turns"] == 1
+    lines = [m for m in loud(all_logs, mark) if "internal error" in m]
+    assert len(lines) == 1 and "state observer broke" in lines[0], lines
