@@ -203,8 +203,6 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
-        previous_handler = loop.get_exception_handler()
-        loop.set_exception_handler(self._loop_error)
         for w in self.loaded.warnings:
             log.warning("%s", w)
         if self.loaded.api_key is not None:
@@ -218,6 +216,8 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             self.notifier.close()
             return 1
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_error)
         if self.persisted.muted():
             log.info("muted, as before the restart (agentd ctl unmute, or double-press)")
             self._muted_saved = True
