@@ -31,6 +31,7 @@ from agentd.control import COMMANDS, ControlServer, SocketInUse
 from agentd.device.cues import CUE_RATE, cue_pcm
 from agentd.device.gpio import Gpio, show_error
 from agentd.notify import Notifier
+from agentd.realtime import client_events as ce
 from agentd.realtime import events as ev
 from agentd.realtime.connection import Link, LinkState
 from agentd.state import Persisted, state_dir
@@ -453,7 +454,7 @@ class Daemon:
         sent = (
             self.link.connected
             and self.conv.outage_since is None
-            and self.link.send(self.link.codec.append(pcm))
+            and self.link.send(ce.AppendAudio(pcm))
         )
         # The server's input buffer dies with the link, so everything of a turn not yet
         # committed is kept (bounded by max_turn_s) and replayed whole on the next session.
@@ -479,19 +480,19 @@ class Daemon:
             self.gate.release()
             self.gate.new_turn()
         elif isinstance(a, cv.Commit) and link:
-            link.send(link.codec.commit())
+            link.send(ce.Commit())
             self._held.clear()  # committed: the server holds the turn now
             self._held_bytes = 0
         elif isinstance(a, cv.CreateResponse) and link:
-            link.send(link.codec.response_create())
+            link.send(ce.CreateResponse())
         elif isinstance(a, cv.ClearInput) and link:
-            link.send(link.codec.clear())
+            link.send(ce.Clear())
         elif isinstance(a, cv.Cancel) and link:
-            link.send(link.codec.cancel())
+            link.send(ce.Cancel())
         elif isinstance(a, cv.Truncate) and link and pb:
             heard = pb.heard_ms(a.item_id)
             log.info("interrupted: truncating %s at %d ms heard", a.item_id, heard)
-            link.send(link.codec.truncate(a.item_id, 0, heard))
+            link.send(ce.Truncate(a.item_id, 0, heard))
         elif isinstance(a, cv.FlushPlayback) and pb:
             pb.flush()
             self.gate.reference.clear()
@@ -515,7 +516,7 @@ class Daemon:
                 self._held_bytes * 1000 // (2 * self.cfg.api.input_rate),
             )
             while self._held:
-                link.send(link.codec.append(self._held.popleft()))
+                link.send(ce.AppendAudio(self._held.popleft()))
             self._held_bytes = 0
         elif isinstance(a, cv.DiscardBuffered):
             if self._held_bytes:

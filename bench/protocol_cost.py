@@ -24,6 +24,7 @@ from openai._utils import maybe_transform
 from openai.types.realtime import RealtimeClientEventParam, RealtimeServerEvent
 
 from agentd.config import from_mapping
+from agentd.realtime import client_events as ce
 from agentd.realtime.codec import codec_for
 
 AUDIO_S = 60
@@ -58,7 +59,7 @@ def ours(chunks: list[bytes], frames: list[str]) -> int:
     codec = codec_for(from_mapping({}))
     total = 0
     for c in chunks:
-        total += len(codec.append(c))
+        total += len(codec.encode(ce.AppendAudio(c)))
     for f in frames:
         for e in codec.parse(f):
             total += len(e.pcm)  # type: ignore[union-attr]

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from agentd.config import from_mapping
+from agentd.realtime import client_events as ce
 from agentd.realtime import events as ev
 from agentd.realtime.backoff import Backoff
-from agentd.realtime.codec import Codec, ProtocolError, SessionSettings, codec_for, endpoint
+from agentd.realtime.client_events import SessionSettings
+from agentd.realtime.codec import Codec, ProtocolError, codec_for, endpoint
 from agentd.realtime.connection import Link, LinkState
 from agentd.sim import Simulator
 from tests import oracle
@@ -52,18 +54,21 @@ def test_every_client_event_validates(
     )
     c = codec_for(cfg)
     frames = [
-        c.session_update(SessionSettings.from_config(cfg)),
-        c.append(b"\x01\x00" * 480),
-        c.commit(),
-        c.clear(),
-        c.response_create(),
-        c.response_create({"source": "button"}),
-        c.cancel(),
-        c.cancel("resp_1"),
-        c.truncate("item_1", 0, 1234),
-        c.user_text("hello"),
-        c.user_text("battery low", "tts_text"),
-        c.function_output("call_1", '{"ok": true}'),
+        c.encode(e)
+        for e in (
+            ce.SessionUpdate(SessionSettings.from_config(cfg)),
+            ce.AppendAudio(b"\x01\x00" * 480),
+            ce.Commit(),
+            ce.Clear(),
+            ce.CreateResponse(),
+            ce.CreateResponse({"source": "button"}),
+            ce.Cancel(),
+            ce.Cancel("resp_1"),
+            ce.Truncate("item_1", 0, 1234),
+            ce.UserText("hello"),
+            ce.UserText("battery low", "tts_text"),
+            ce.FunctionOutput("call_1", '{"ok": true}'),
+        )
     ]
     assert len(schema_oracle) == len(frames)  # the fixture saw (and validated) every one
     session = json.loads(frames[0])["session"]
@@ -291,9 +296,9 @@ async def test_audio_turn_against_the_simulator(dialect: str) -> None:
         link, probe, task = await start_link(sim, dialect, agent__transcription="whisper-1")
         await probe.until(lambda: probe.of(ev.SessionUpdated))
         for _ in range(15):  # 300 ms in 20 ms appends at the dialect's input rate
-            assert link.send(link.codec.append(tone(20, link.cfg.api.input_rate)))
-        link.send(link.codec.commit())
-        link.send(link.codec.response_create())
+            assert link.send(ce.AppendAudio(tone(20, link.cfg.api.input_rate)))
+        link.send(ce.Commit())
+        link.send(ce.CreateResponse())
         await probe.until(lambda: probe.of(ev.ResponseDone))
         assert probe.of(ev.InputCommitted)
         assert sum(len(c.pcm) for c in probe.of(ev.AudioChunk)) > 24000  # > 0.5 s of speech
@@ -315,17 +320,17 @@ async def test_commit_too_short_and_second_response_are_server_errors() -> None:
     async with Simulator("openai", pace=1.0) as sim:
         link, probe, task = await start_link(sim, "openai")
         await probe.until(lambda: probe.of(ev.SessionUpdated))
-        link.send(link.codec.append(tone(60)))
-        link.send(link.codec.commit())
-        link.send(link.codec.response_create())
-        link.send(link.codec.response_create())
+        link.send(ce.AppendAudio(tone(60)))
+        link.send(ce.Commit())
+        link.send(ce.CreateResponse())
+        link.send(ce.CreateResponse())
         await probe.until(lambda: len(probe.of(ev.ServerError)) >= 2)
         codes = [e.code for e in probe.of(ev.ServerError)]
         assert codes == [
             "input_audio_buffer_commit_empty",
             "conversation_already_has_active_response",
         ]
-        link.send(link.codec.cancel())
+        link.send(ce.Cancel())
         await probe.until(lambda: probe.of(ev.ResponseDone))
         assert probe.of(ev.ResponseDone)[0].status == "cancelled"
         await stop_link(link, task)
@@ -403,7 +408,7 @@ async def test_stall_without_fin_is_detected_by_keepalive() -> None:
         task = asyncio.create_task(link.run())
         await probe.until(lambda: probe.of(ev.SessionUpdated))
         sim.faults.stall = True
-        link.send(link.codec.response_create())
+        link.send(ce.CreateResponse())
         t0 = asyncio.get_running_loop().time()
         await probe.until(lambda: any(not s.connected for s in probe.states), timeout=5)
         assert asyncio.get_running_loop().time() - t0 < 3.0  # ping 0.2 + timeout 0.3 + close 1
@@ -417,19 +422,19 @@ async def test_faults_never_kill_the_link(all_logs: pytest.LogCaptureFixture) ->
         await probe.until(lambda: probe.of(ev.SessionUpdated))
         sim.faults.malformed_json = True
         sim.faults.unknown_event = True
-        link.send(link.codec.response_create())
+        link.send(ce.CreateResponse())
         await probe.until(lambda: probe.of(ev.ResponseDone))
         assert link.protocol_errors == 1 and link.codec.unknown["sim.unknown_thing"] == 1
         sim.faults.oversized_bytes = 17 * 2**20  # over the bounded cap: closed 1009, reconnect
-        link.send(link.codec.response_create())
+        link.send(ce.CreateResponse())
         await probe.until(lambda: len(probe.of(ev.SessionUpdated)) >= 2, timeout=10)
         assert any(s.error and "1009" in s.error for s in probe.states)
         sim.faults.error_event = {"type": "server_error", "code": None, "message": "boom"}
-        link.send(link.codec.commit())
+        link.send(ce.Commit())
         await probe.until(lambda: probe.of(ev.ServerError))
         assert probe.of(ev.ServerError)[0].message == "boom"
         sim.faults.close_mid_response = 1011
-        link.send(link.codec.response_create())
+        link.send(ce.CreateResponse())
         await probe.until(lambda: len(probe.of(ev.SessionUpdated)) >= 3)
         assert link.connected
         await stop_link(link, task)

@@ -22,6 +22,7 @@ import yaml
 from agentd import config as C
 from agentd import control, logs
 from agentd.notify import Notifier
+from agentd.realtime import client_events as ce
 from agentd.realtime.connection import Link
 from agentd.sim import Simulator
 from tests.harness import Harness
@@ -226,7 +227,7 @@ async def test_server_text_is_logged_escaped_by_the_daemon(
     h.sim.faults.error_event = {"type": "server_error", "code": None, "message": f"x\n{FORGED}"}
     link = h.daemon.link
     assert link is not None
-    link.send(link.codec.clear())
+    link.send(ce.Clear())
     await h.until(lambda: any("server error" in r.getMessage() for r in all_logs.records))
     text = all_logs.text
     assert "FORGED" in text and not any(line.startswith("2026-12-03") for line in text.splitlines())

@@ -1,9 +1,9 @@
-"""Dialect codecs: intentions → client-event JSON, server-event JSON → typed events.
+"""Dialect codecs: typed client events → JSON frames, server-event JSON → typed events.
 
 Pure (no sockets, no asyncio): the connection hands in text frames and sends out what the
 codec returns, so every naming difference between OpenAI GA, the old beta shape and xStar
-ends here. Every client event leaves through :meth:`Codec._encode`, the one place the schema
-oracle in the test suite checks.
+ends here. Every client event leaves through :meth:`Codec.encode` (one ``case`` per event)
+and :meth:`Codec._encode`, the one place the schema oracle in the test suite checks.
 """
 
 from __future__ import annotations
@@ -16,15 +16,12 @@ import math
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 from urllib.parse import quote
 
-from agentd.config import (
-    OPENAI_PCM_RATE,
-    XSTAR_DEFAULT_INPUT_FORMAT,
-    XSTAR_DEFAULT_OUTPUT_FORMAT,
-    Config,
-)
+from agentd.config import OPENAI_PCM_RATE, Config
+from agentd.realtime import client_events as ce
+from agentd.realtime.client_events import ClientEvent, SessionSettings
 from agentd.realtime.events import (
     AudioChunk,
     AudioDone,
@@ -81,32 +78,6 @@ class ProtocolError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class SessionSettings:
-    """What `session.update` carries; built once from the config, resent after every connect."""
-
-    instructions: str
-    voice: str | None
-    server_vad: bool
-    transcription: str | None
-    input_format: str
-    output_format: str
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> SessionSettings:
-        xstar = cfg.api.dialect == "xstar"
-        return cls(
-            instructions=cfg.agent.instructions,
-            voice=cfg.agent.voice,
-            server_vad=cfg.turn.detection == "server" and cfg.turn.mode != "push_to_talk",
-            transcription=cfg.agent.transcription,
-            input_format=(cfg.api.input_format or XSTAR_DEFAULT_INPUT_FORMAT) if xstar else "pcm",
-            output_format=(cfg.api.output_format or XSTAR_DEFAULT_OUTPUT_FORMAT)
-            if xstar
-            else "pcm",
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where and how to connect: the URL with its query, headers and subprotocols."""
 
@@ -142,7 +113,6 @@ class Codec:
     """One dialect's encoder and decoder. Stateful only for xStar's cumulative transcripts."""
 
     dialect = "openai"
-    ga = True
 
     def __init__(self, user_id: str | None = None) -> None:
         self.user_id = user_id
@@ -180,11 +150,50 @@ class Codec:
 
     # ------------------------------------------------------------------ encoding
 
+    def encode(self, event: ClientEvent) -> str:
+        """One typed client event → one frame; dialect differences live in the hooks below
+        (:meth:`_session`, :meth:`_content_kind`, :meth:`_metadata`) that subclasses override."""
+        body: dict[str, Any]
+        match event:
+            case ce.SessionUpdate(settings):
+                body = {"type": "session.update", "session": self._session(settings)}
+            case ce.AppendAudio(pcm):
+                body = {"type": "input_audio_buffer.append", "audio": _b64(pcm)}
+            case ce.Commit():
+                body = {"type": "input_audio_buffer.commit"}
+            case ce.Clear():
+                body = {"type": "input_audio_buffer.clear"}
+            case ce.CreateResponse(metadata):
+                body = {"type": "response.create"}
+                if meta := self._metadata(metadata):
+                    body["response"] = {"metadata": meta}
+            case ce.Cancel(response_id):
+                body = {"type": "response.cancel"}
+                if response_id:
+                    body["response_id"] = response_id
+            case ce.Truncate(item_id, content_index, audio_end_ms):
+                body = {
+                    "type": "conversation.item.truncate",
+                    "item_id": item_id,
+                    "content_index": content_index,
+                    "audio_end_ms": max(0, int(audio_end_ms)),
+                }
+            case ce.UserText(text, kind):
+                content = [{"type": self._content_kind(kind), "text": text}]
+                item = {"type": "message", "role": "user", "content": content}
+                body = {"type": "conversation.item.create", "item": item}
+            case ce.FunctionOutput(call_id, output):
+                item = {"type": "function_call_output", "call_id": call_id, "output": output}
+                body = {"type": "conversation.item.create", "item": item}
+            case _:
+                assert_never(event)
+        return self._encode(body)
+
     def _encode(self, event: dict[str, Any]) -> str:
         """The single point every client event passes through."""
         return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
-    def session_update(self, s: SessionSettings) -> str:
+    def _session(self, s: SessionSettings) -> dict[str, Any]:
         turn: dict[str, Any] | None = {"type": "server_vad"} if s.server_vad else None
         audio_in: dict[str, Any] = {
             "format": {"type": "audio/pcm", "rate": OPENAI_PCM_RATE},
@@ -195,58 +204,23 @@ class Codec:
         audio_out: dict[str, Any] = {"format": {"type": "audio/pcm", "rate": OPENAI_PCM_RATE}}
         if s.voice:
             audio_out["voice"] = s.voice
-        session = {
+        return {
             "type": "realtime",
             "instructions": s.instructions,
             "output_modalities": ["audio"],
             "audio": {"input": audio_in, "output": audio_out},
         }
-        return self._encode({"type": "session.update", "session": session})
 
-    def append(self, pcm: bytes) -> str:
-        return self._encode({"type": "input_audio_buffer.append", "audio": _b64(pcm)})
-
-    def commit(self) -> str:
-        return self._encode({"type": "input_audio_buffer.commit"})
-
-    def clear(self) -> str:
-        return self._encode({"type": "input_audio_buffer.clear"})
-
-    def response_create(self, metadata: Mapping[str, str] | None = None) -> str:
-        event: dict[str, Any] = {"type": "response.create"}
+    def _metadata(self, metadata: Mapping[str, str] | None) -> dict[str, str]:
+        """GA's response metadata carries the device's user_id."""
         meta = dict(metadata or {})
-        if self.user_id and self.ga:
+        if self.user_id:
             meta.setdefault("user_id", self.user_id)
-        if meta:
-            event["response"] = {"metadata": meta}
-        return self._encode(event)
+        return meta
 
-    def cancel(self, response_id: str | None = None) -> str:
-        event: dict[str, Any] = {"type": "response.cancel"}
-        if response_id:
-            event["response_id"] = response_id
-        return self._encode(event)
-
-    def truncate(self, item_id: str, content_index: int, audio_end_ms: int) -> str:
-        return self._encode(
-            {
-                "type": "conversation.item.truncate",
-                "item_id": item_id,
-                "content_index": content_index,
-                "audio_end_ms": max(0, int(audio_end_ms)),
-            }
-        )
-
-    def user_text(self, text: str, kind: str = "input_text") -> str:
-        """A user message; ``tts_text`` (xStar) is spoken verbatim without the LLM."""
-        if kind == "tts_text" and self.dialect != "xstar":
-            kind = "input_text"
-        item = {"type": "message", "role": "user", "content": [{"type": kind, "text": text}]}
-        return self._encode({"type": "conversation.item.create", "item": item})
-
-    def function_output(self, call_id: str, output: str) -> str:
-        item = {"type": "function_call_output", "call_id": call_id, "output": output}
-        return self._encode({"type": "conversation.item.create", "item": item})
+    def _content_kind(self, kind: str) -> str:
+        """Only xStar speaks ``tts_text`` verbatim; elsewhere it is ordinary input text."""
+        return "input_text"
 
     # ------------------------------------------------------------------ decoding
 
@@ -391,9 +365,8 @@ class BetaCodec(Codec):
     """The pre-GA shape: flat session fields, `pcm16`, `modalities`."""
 
     dialect = "openai-beta"
-    ga = False
 
-    def _session_body(self, s: SessionSettings) -> dict[str, Any]:
+    def _session(self, s: SessionSettings) -> dict[str, Any]:
         session: dict[str, Any] = {
             "instructions": s.instructions,
             "modalities": ["audio", "text"],
@@ -407,8 +380,8 @@ class BetaCodec(Codec):
             session["input_audio_transcription"] = {"model": s.transcription}
         return session
 
-    def session_update(self, s: SessionSettings) -> str:
-        return self._encode({"type": "session.update", "session": self._session_body(s)})
+    def _metadata(self, metadata: Mapping[str, str] | None) -> dict[str, str]:
+        return dict(metadata or {})
 
 
 class XstarCodec(BetaCodec):
@@ -416,11 +389,14 @@ class XstarCodec(BetaCodec):
 
     dialect = "xstar"
 
-    def _session_body(self, s: SessionSettings) -> dict[str, Any]:
-        session = super()._session_body(s)
+    def _session(self, s: SessionSettings) -> dict[str, Any]:
+        session = super()._session(s)
         if not s.server_vad:
             del session["turn_detection"]
         return session
+
+    def _content_kind(self, kind: str) -> str:
+        return kind
 
 
 CODECS: dict[str, type[Codec]] = {"openai": Codec, "openai-beta": BetaCodec, "xstar": XstarCodec}

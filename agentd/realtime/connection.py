@@ -1,8 +1,8 @@
 """The WebSocket link to the realtime server: connect, authenticate, keep alive, reconnect.
 
 A thin I/O shell around the pure codec and backoff: frames in become typed events handed to
-``on_event``; frames out are queued by :meth:`Link.send` (synchronous, callable from the
-state machine's action runner) and written in order by one writer task.
+``on_event``; typed client events are encoded and queued by :meth:`Link.send` (synchronous,
+callable from the daemon's action runner) and written in order by one writer task.
 """
 
 from __future__ import annotations
@@ -24,15 +24,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, W
 
 from agentd import logs
 from agentd.config import Config
+from agentd.realtime import client_events as ce
 from agentd.realtime.backoff import Backoff
-from agentd.realtime.codec import (
-    Codec,
-    Endpoint,
-    ProtocolError,
-    SessionSettings,
-    codec_for,
-    endpoint,
-)
+from agentd.realtime.client_events import ClientEvent, SessionSettings
+from agentd.realtime.codec import Codec, Endpoint, ProtocolError, codec_for, endpoint
 from agentd.realtime.events import ServerEvent
 
 log = logging.getLogger("agentd.realtime")
@@ -174,16 +169,17 @@ class Link:
 
     # ------------------------------------------------------------------ sending
 
-    def send(self, frame: str) -> bool:
-        """Queue a frame for the server; False (nothing queued) while disconnected."""
+    def send(self, event: ClientEvent) -> bool:
+        """Encode a client event and queue its frame; False (nothing queued) while
+        disconnected. The only way anything reaches the server."""
         if not self.connected:
             return False
-        self._outbox.append(frame)
+        self._outbox.append(self.codec.encode(event))
         self._wake_writer.set()
         return True
 
     def update_session(self) -> None:
-        self.send(self.codec.session_update(self.session))
+        self.send(ce.SessionUpdate(self.session))
 
     async def _writer(self, ws: ClientConnection) -> None:
         while True:
@@ -298,14 +294,13 @@ class Link:
             self.cfg.model,
         )
         try:
-            await ws.send(self.codec.session_update(self.session))
+            await ws.send(self.codec.encode(ce.SessionUpdate(self.session)))
             greet = not self.first_connect_done and self.cfg.agent.greeting
             self.first_connect_done = True
             if greet and self.cfg.agent.greeting:
-                await ws.send(
-                    self.codec.user_text(self.cfg.agent.greeting, self.cfg.agent.greeting_type)
-                )
-                await ws.send(self.codec.response_create())
+                greeting = ce.UserText(self.cfg.agent.greeting, self.cfg.agent.greeting_type)
+                await ws.send(self.codec.encode(greeting))
+                await ws.send(self.codec.encode(ce.CreateResponse()))
             writer = asyncio.create_task(self._writer(ws))
             self._report(LinkState(True, renewing=self._renewing))
             async for frame in ws:
