@@ -2,8 +2,9 @@
 
 Pure: :meth:`Conversation.handle` takes one input (button, control command, voice gate,
 server or playback event, link up/down, a clock tick) and returns the actions the service
-must carry out. No I/O, no clock of its own, so every transition and race is a table row
-in the tests.
+must carry out: every decision (what to send, what to play, what to hold for an outage) is
+an action, so the service only carries them out. No I/O, no clock of its own, so every
+transition and race is a table row in the tests.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from enum import StrEnum
 from typing import assert_never
 
 from agentd.config import Config, TurnSettings
+from agentd.realtime import client_events as ce
+from agentd.realtime import events as ev
 
 log = logging.getLogger("agentd.conversation")
 
@@ -114,8 +117,16 @@ class BargeIn:
 
 
 @dataclass(frozen=True, slots=True)
-class AudioSent:
+class ServerSpeechStart:
+    """The server's VAD heard the user: a barge-in when echo.barge_in is voice."""
+
+
+@dataclass(frozen=True, slots=True)
+class MicAudio:
+    """Speech from the voice gate (at the gate's rate), ``ms`` long."""
+
     ms: int
+    pcm: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +141,12 @@ class AssistantItem:
 
 @dataclass(frozen=True, slots=True)
 class AssistantAudio:
+    item_id: str
+    pcm: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantAudioDone:
     item_id: str
 
 
@@ -178,9 +195,11 @@ class RenewDue:
 
 @dataclass(frozen=True, slots=True)
 class Reconfigure:
-    """A reload: new turn settings, in force from the next turn."""
+    """A reload: new turn settings, in force from the next turn; ``voice_barge_in``
+    (echo.barge_in is voice; None keeps it) at once."""
 
     turn: TurnSettings
+    voice_barge_in: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,10 +218,12 @@ Input = (
     | SpeechStart
     | SpeechEnd
     | BargeIn
-    | AudioSent
+    | ServerSpeechStart
+    | MicAudio
     | ResponseStarted
     | AssistantItem
     | AssistantAudio
+    | AssistantAudioDone
     | ResponseFinished
     | ServerFault
     | PlaybackFinished
@@ -219,7 +240,9 @@ Input = (
 
 @dataclass(frozen=True, slots=True)
 class StartStreaming:
-    pass
+    """A turn starts: a fresh uplink; ``press`` opens the voice gate (push_to_talk)."""
+
+    press: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,23 +251,29 @@ class StopStreaming:
 
 
 @dataclass(frozen=True, slots=True)
-class Commit:
-    pass
+class Send:
+    """A client event for the server."""
+
+    event: ce.ClientEvent
 
 
 @dataclass(frozen=True, slots=True)
-class CreateResponse:
-    pass
+class Uplink:
+    """Turn speech: convert ``pcm`` to the API rate, then append it now (``send``) and/or
+    keep it for a replay after an outage (``hold``)."""
+
+    pcm: bytes = field(repr=False)
+    send: bool
+    hold: bool
 
 
 @dataclass(frozen=True, slots=True)
-class ClearInput:
-    pass
+class Play:
+    """Assistant audio for the speaker; ``last`` ends the item (an empty ``pcm`` then)."""
 
-
-@dataclass(frozen=True, slots=True)
-class Cancel:
-    pass
+    item_id: str
+    pcm: bytes = field(repr=False)
+    last: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +281,13 @@ class Truncate:
     """Truncate ``item_id`` to what was heard (the service asks playback how much)."""
 
     item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """The microphone feeds the voice gate (``on``) or is ignored (muted)."""
+
+    on: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,17 +323,19 @@ class ReplayBuffered:
 
 @dataclass(frozen=True, slots=True)
 class DiscardBuffered:
-    reason: str
+    """Forget the held audio; ``reason`` says why speech was lost (None: committed)."""
+
+    reason: str | None = None
 
 
 Action = (
     StartStreaming
     | StopStreaming
-    | Commit
-    | CreateResponse
-    | ClearInput
-    | Cancel
+    | Send
+    | Uplink
+    | Play
     | Truncate
+    | Listen
     | FlushPlayback
     | Cue
     | Reconnect
@@ -344,10 +382,11 @@ class Conversation:
     error_until: float = 0.0
     ever_connected: bool = False
     pending: TurnSettings | None = None  # reloaded turn settings, applied at the next rest
+    voice_barge_in: bool = False  # echo.barge_in: voice (the server's VAD may interrupt too)
 
     @classmethod
     def from_config(cls, cfg: Config) -> Conversation:
-        c = cls()
+        c = cls(voice_barge_in=cfg.echo.barge_in == "voice")
         c._apply(cfg.turn)
         return c
 
@@ -402,14 +441,20 @@ class Conversation:
                 actions = self._on_speech_end(event, now)
             case BargeIn():
                 actions = self._on_barge_in(now)
-            case AudioSent():
-                actions = self._on_audio_sent(event)
+            case ServerSpeechStart():
+                actions = self._on_barge_in(now) if self.voice_barge_in else []
+            case MicAudio():
+                actions = self._on_mic_audio(event)
             case ResponseStarted():
                 actions = self._on_response_started(now)
             case AssistantItem():
                 actions = self._on_assistant_item(event, now)
             case AssistantAudio():
                 actions = self._on_assistant_audio(event)
+            case AssistantAudioDone():
+                actions = (
+                    [Play(event.item_id, b"", last=True)] if event.item_id == self.item_id else []
+                )
             case ResponseFinished():
                 actions = self._on_response_finished(event, now)
             case ServerFault():
@@ -426,6 +471,8 @@ class Conversation:
                 actions = self._on_renew_due()
             case Reconfigure():
                 self.pending = event.turn
+                if event.voice_barge_in is not None:
+                    self.voice_barge_in = event.voice_barge_in
                 actions = []
             case Tick():
                 actions = self._on_tick(now)
@@ -464,14 +511,14 @@ class Conversation:
         self.follow_up_until = 0.0
         if not self.connected and self.outage_since is None:
             self.outage_since = now  # held until the link is back (or the grace runs out)
-        return [StartStreaming(), Cue("listen_start")]
+        return [StartStreaming(press=self.mode == "push_to_talk"), Cue("listen_start")]
 
     def _end_turn(self, now: float) -> list[Action]:
         actions: list[Action] = [StopStreaming()]
         if self.sent_ms < MIN_COMMIT_MS:
             self.counters.dropped_turns += 1
             if self.sent_ms and self.connected:
-                actions.append(ClearInput())
+                actions.append(Send(ce.Clear()))
             if self.outage_since is not None:
                 actions.append(DiscardBuffered("turn too short"))
                 self.outage_since = None
@@ -485,14 +532,14 @@ class Conversation:
         if not self.connected:  # keep it: sent as soon as the session is back
             self.turn_waiting = True
             return actions
-        return [*actions, Commit(), CreateResponse()]
+        return [*actions, *_COMMIT]
 
     def _interrupt(self, now: float) -> list[Action]:
         actions: list[Action] = [FlushPlayback()]
         self.playing = False
         self.fault_after_playback = None
         if self.response_active:
-            actions.append(Cancel())
+            actions.append(Send(ce.Cancel()))
             self.response_active = False
         if self.item_id is not None:
             actions.append(Truncate(self.item_id))
@@ -518,7 +565,7 @@ class Conversation:
         if s is State.THINKING:
             actions: list[Action] = []
             if self.response_active:
-                actions.append(Cancel())
+                actions.append(Send(ce.Cancel()))
                 self.response_active = False
                 self.counters.interrupts += 1
             self.turn_waiting = False
@@ -551,17 +598,17 @@ class Conversation:
             return []  # already so
         if muted:
             self._to(self._rest_state())
-            return []
+            return [Listen(True)]
         actions: list[Action] = []
         if self.state is State.LISTENING:
             actions = [StopStreaming()]
             if self.sent_ms and self.connected:
-                actions.append(ClearInput())
+                actions.append(Send(ce.Clear()))
         if self.state is State.SPEAKING:
             actions += self._interrupt(now)
         actions += self._drop_waiting("muted")  # a turn held for the link is not sent later
         self._to(State.MUTED)
-        return actions
+        return [*actions, Listen(False)]
 
     def _on_long_hold(self, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -591,10 +638,16 @@ class Conversation:
             return [*self._interrupt(now), *self._start_turn(now)]
         return []
 
-    def _on_audio_sent(self, e: AudioSent) -> list[Action]:
-        if self.state is State.LISTENING:
-            self.sent_ms += e.ms
-        return []
+    def _on_mic_audio(self, e: MicAudio) -> list[Action]:
+        """Turn speech goes out now when the session is up. The server's input buffer dies
+        with the link, so everything of a turn not yet committed is also held (bounded by
+        the uplink) and replayed whole on the next session; with server VAD, which commits
+        by itself, only what could not be sent is held."""
+        if self.state is not State.LISTENING:
+            return []
+        self.sent_ms += e.ms
+        send = self.connected and self.outage_since is None
+        return [Uplink(e.pcm, send=send, hold=not send or not self.server_commits)]
 
     # -------------------------------------------------------------- server
 
@@ -617,12 +670,13 @@ class Conversation:
         self.playing = True
         if self.state in (State.THINKING, State.IDLE):
             self._to(State.SPEAKING)
-        return []
+        return [Play(e.item_id, e.pcm)] if self.state is State.SPEAKING else []
 
     def _on_response_finished(self, e: ResponseFinished, now: float) -> list[Action]:
         self.response_active = False
         in_turn = self.state in (State.THINKING, State.SPEAKING)
         if e.status in ("failed", "incomplete"):
+            log.warning("the answer %s: %s", e.status, e.reason or "no reason given")
             self.counters.failed_responses += 1
             why = f"response {e.status} ({e.reason or 'no reason given'})"
             quota = is_quota(e.reason)
@@ -645,6 +699,13 @@ class Conversation:
 
     def _on_server_fault(self, e: ServerFault, now: float) -> list[Action]:
         code = e.code if isinstance(e.code, str) else None
+        log.log(
+            logging.INFO if code in BENIGN_ERRORS else logging.WARNING,
+            "server error %s%s: %s",
+            e.kind or "error",
+            f" ({code})" if code else "",
+            e.message,
+        )
         if code in BENIGN_ERRORS:
             return []  # harmless races: the state machine has already moved on
         if code == "input_audio_buffer_commit_empty" and self.state is State.THINKING:
@@ -671,6 +732,9 @@ class Conversation:
         return [Cue("error")]
 
     def _on_playback_finished(self, now: float) -> list[Action]:
+        """The speaker ran dry (the service says so whenever it is idle)."""
+        if not self.playing:
+            return []
         self.playing = False
         if self.state is State.SPEAKING and not self.response_active:
             self.item_id = None
@@ -685,12 +749,14 @@ class Conversation:
         """SPEAKING never waits on a speaker that cannot play: the answer stops, the server
         keeps only what was heard (cancel + truncate), and the user sees and hears the fault
         (the cue plays once the device is back)."""
+        if not self.playing:
+            return []  # nothing was being played: nothing lost
         self.playing, self.fault_after_playback = False, None
         if self.state is not State.SPEAKING:
             return []
         actions: list[Action] = [FlushPlayback()]
         if self.response_active:
-            actions.append(Cancel())
+            actions.append(Send(ce.Cancel()))
             self.response_active = False
         if self.item_id is not None:
             actions.append(Truncate(self.item_id))
@@ -717,7 +783,7 @@ class Conversation:
                 self.turn_waiting = False
                 self.thinking_since = now
                 if not self.server_commits or self.state is State.THINKING:
-                    actions += [Commit(), CreateResponse()]
+                    actions += _COMMIT
             return actions
         if self.state is State.OFFLINE or (self.state is State.ERROR and now >= self.error_until):
             self._to(State.IDLE)
@@ -786,7 +852,7 @@ class Conversation:
                 "no answer from the server in %g s: giving up the turn", self.response_timeout_s
             )
             return [  # a late answer must not start playing after the user was told
-                Cancel(),
+                Send(ce.Cancel()),
                 *self._fault(f"no answer from the server in {self.response_timeout_s:g} s", now),
             ]
         if self.state is State.ERROR and now >= self.error_until:
@@ -794,20 +860,28 @@ class Conversation:
         return []
 
 
-def server_inputs(event: object) -> list[Input]:
-    """The state machine's view of a typed server event (audio playback is the service's)."""
-    from agentd.realtime import events as ev
+#: a finished turn: the server holds it now (the held copy goes), and an answer is asked for
+_COMMIT: tuple[Action, ...] = (Send(ce.Commit()), DiscardBuffered(), Send(ce.CreateResponse()))
 
-    if isinstance(event, ev.AudioChunk):
-        return [AssistantAudio(event.item_id)]
-    if isinstance(event, ev.ResponseCreated):
-        return [ResponseStarted(event.response_id)]
-    if isinstance(event, ev.ItemAdded) and event.role == "assistant":
-        return [AssistantItem(event.item_id)]
-    if isinstance(event, ev.ResponseDone):
-        return [ResponseFinished(event.status, event.reason)]
-    if isinstance(event, ev.ServerError):
-        return [ServerFault(event.code, event.message, event.type)]
-    if isinstance(event, ev.SpeechStopped):
-        return [SpeechEnd(server=True)]
+
+def server_inputs(event: ev.ServerEvent) -> list[Input]:
+    """The state machine's view of a typed server event (transcripts and rate limits are
+    only shown, by the service)."""
+    match event:
+        case ev.AudioChunk(item_id=item_id, pcm=pcm):
+            return [AssistantAudio(item_id, pcm)]
+        case ev.AudioDone(item_id=item_id):
+            return [AssistantAudioDone(item_id)]
+        case ev.ResponseCreated(response_id=response_id):
+            return [ResponseStarted(response_id)]
+        case ev.ItemAdded(item_id=item_id, role="assistant"):
+            return [AssistantItem(item_id)]
+        case ev.ResponseDone(status=status, reason=reason):
+            return [ResponseFinished(status, reason)]
+        case ev.ServerError(type=kind, code=code, message=message):
+            return [ServerFault(code, message, kind)]
+        case ev.SpeechStarted():
+            return [ServerSpeechStart()]
+        case ev.SpeechStopped():
+            return [SpeechEnd(server=True)]
     return []

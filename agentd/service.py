@@ -14,18 +14,15 @@ import logging
 import os
 import signal
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import Any, assert_never
 
 from agentd import __version__, logs
 from agentd import conversation as cv
 from agentd.audio.alsa import Capture, Playback
-from agentd.audio.pcm import to_float, to_int16
-from agentd.audio.resample import VAD_RATE, StreamResampler
+from agentd.audio.pcm import to_float
+from agentd.audio.resample import VAD_RATE
 from agentd.config import Config, ConfigError, Loaded, led_config, load
 from agentd.control import COMMANDS, ControlServer, SocketInUse
 from agentd.device.cues import CUE_RATE, cue_pcm
@@ -36,6 +33,7 @@ from agentd.realtime import events as ev
 from agentd.realtime.connection import Link, LinkState
 from agentd.state import Persisted, state_dir
 from agentd.supervise import RESTART_DELAY_S, HandlerErrors, RestartBudget
+from agentd.uplink import Uplink
 from agentd.voice import gate as vg
 
 log = logging.getLogger("agentd")
@@ -92,9 +90,8 @@ class Daemon:
         self.control: Any = None
         self.stop_event = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._uplink_rs = StreamResampler(VAD_RATE, self.cfg.api.input_rate)
-        self._held: deque[bytes] = deque()
-        self._held_bytes = 0
+        self.uplink = Uplink(self.cfg.api.input_rate, self.cfg.turn.max_turn_s)
+        self._mic_on = True  # off while muted: the microphone is not even looked at
         self._audio_errors: dict[str, str | None] = {"capture": None, "playback": None}
         self._tasks: list[asyncio.Task[Any]] = []
         self._transcripts: dict[str, list[str]] = {}
@@ -431,102 +428,84 @@ class Daemon:
             self._mic_frame(frame)
 
     def _mic_frame(self, frame: bytes) -> None:
-        now = time.monotonic()
-        if self.conv.state is cv.State.MUTED:
+        if not self._mic_on:
             return
+        now = time.monotonic()
         for e in self.gate.process(frame, now, self._speaker(now)):
-            if isinstance(e, vg.Audio):
-                if self.conv.streaming:
-                    self._uplink(e.pcm)
-            elif isinstance(e, vg.SpeechStarted):
-                self.feed(cv.SpeechStart())
-            elif isinstance(e, vg.SpeechEnded):
-                self.feed(cv.SpeechEnd())
-            elif isinstance(e, vg.BargeIn):
-                log.info("barge-in: the user spoke over the answer")
-                self.feed(cv.BargeIn())
-
-    def _uplink(self, pcm16k: bytes) -> None:
-        ms = len(pcm16k) * 1000 // (2 * VAD_RATE)
-        x = np.frombuffer(pcm16k, dtype="<i2")
-        pcm = to_int16(self._uplink_rs.process(x))
-        assert self.link is not None
-        sent = (
-            self.link.connected
-            and self.conv.outage_since is None
-            and self.link.send(ce.AppendAudio(pcm))
-        )
-        # The server's input buffer dies with the link, so everything of a turn not yet
-        # committed is kept (bounded by max_turn_s) and replayed whole on the next session.
-        if not sent or not self.conv.server_commits:
-            limit = int(self.cfg.turn.max_turn_s * self.cfg.api.input_rate * 2)
-            self._held.append(pcm)
-            self._held_bytes += len(pcm)
-            while self._held_bytes > limit:
-                self._held_bytes -= len(self._held.popleft())
-        self.feed(cv.AudioSent(ms))
+            match e:
+                case vg.Audio():
+                    self.feed(cv.MicAudio(len(e.pcm) * 1000 // (2 * VAD_RATE), e.pcm))
+                case vg.SpeechStarted():
+                    self.feed(cv.SpeechStart())
+                case vg.SpeechEnded():
+                    self.feed(cv.SpeechEnd())
+                case vg.BargeIn():
+                    log.info("barge-in: the user spoke over the answer")
+                    self.feed(cv.BargeIn())
 
     # ------------------------------------------------------------------ actions
 
     def _act(self, a: cv.Action, now: float) -> None:
+        """Carry out one action of the state machine; every decision was made there."""
         link, pb = self.link, self.playback
-        if isinstance(a, cv.StartStreaming):
-            if self.conv.mode == "push_to_talk":
-                self.gate.press()
-            self._uplink_rs.reset()
-            self._held.clear()
-            self._held_bytes = 0
-        elif isinstance(a, cv.StopStreaming):
-            self.gate.release()
-            self.gate.new_turn()
-        elif isinstance(a, cv.Commit) and link:
-            link.send(ce.Commit())
-            self._held.clear()  # committed: the server holds the turn now
-            self._held_bytes = 0
-        elif isinstance(a, cv.CreateResponse) and link:
-            link.send(ce.CreateResponse())
-        elif isinstance(a, cv.ClearInput) and link:
-            link.send(ce.Clear())
-        elif isinstance(a, cv.Cancel) and link:
-            link.send(ce.Cancel())
-        elif isinstance(a, cv.Truncate) and link and pb:
-            heard = pb.heard_ms(a.item_id)
-            log.info("interrupted: truncating %s at %d ms heard", a.item_id, heard)
-            link.send(ce.Truncate(a.item_id, 0, heard))
-        elif isinstance(a, cv.FlushPlayback) and pb:
-            pb.flush()
-            self.gate.reference.clear()
-        elif isinstance(a, cv.Cue):
-            self._cue(a.name)
-        elif isinstance(a, cv.Reconnect) and link:
-            log.info("reconnect requested")
-            link.reconnect()
-        elif isinstance(a, cv.Renew) and link:
-            why = self._renew_reason or (
-                f"before api.session_max_s ({self.cfg.api.session_max_s:.0f} s)"
-            )
-            log.info("renewing the session %s", why)
-            self._renew_reason = None
-            link.reconnect(renewing=True)
-        elif isinstance(a, cv.ApplySettings):
-            self._apply_settings()
-        elif isinstance(a, cv.ReplayBuffered) and link:
-            log.info(
-                "connection back: sending %d ms of held speech",
-                self._held_bytes * 1000 // (2 * self.cfg.api.input_rate),
-            )
-            while self._held:
-                link.send(ce.AppendAudio(self._held.popleft()))
-            self._held_bytes = 0
-        elif isinstance(a, cv.DiscardBuffered):
-            if self._held_bytes:
-                log.error(
-                    "dropped %d ms of speech: %s",
-                    self._held_bytes * 1000 // (2 * self.cfg.api.input_rate),
-                    a.reason,
-                )
-            self._held.clear()
-            self._held_bytes = 0
+        match a:
+            case cv.Send(event):
+                if link is not None:
+                    link.send(event)
+            case cv.Uplink(pcm, send, hold):
+                converted = self.uplink.convert(pcm)
+                if send and link is not None:
+                    link.send(ce.AppendAudio(converted))
+                if hold:
+                    self.uplink.hold(converted)
+            case cv.Play(item_id, pcm, last):
+                if pb is not None:
+                    self._play(pcm, item_id, self.cfg.api.output_rate, last=last)
+            case cv.StartStreaming(press):
+                if press:
+                    self.gate.press()
+                self.uplink.new_turn()
+            case cv.StopStreaming():
+                self.gate.release()
+                self.gate.new_turn()
+            case cv.Truncate(item_id):
+                if link is not None and pb is not None:
+                    heard = pb.heard_ms(item_id)
+                    log.info("interrupted: truncating %s at %d ms heard", item_id, heard)
+                    link.send(ce.Truncate(item_id, 0, heard))
+            case cv.FlushPlayback():
+                if pb is not None:
+                    pb.flush()
+                self.gate.reference.clear()
+            case cv.Listen(on):
+                self._mic_on = on
+            case cv.Cue(name):
+                self._cue(name)
+            case cv.Reconnect():
+                if link is not None:
+                    log.info("reconnect requested")
+                    link.reconnect()
+            case cv.Renew():
+                if link is not None:
+                    why = self._renew_reason or (
+                        f"before api.session_max_s ({self.cfg.api.session_max_s:.0f} s)"
+                    )
+                    log.info("renewing the session %s", why)
+                    self._renew_reason = None
+                    link.reconnect(renewing=True)
+            case cv.ApplySettings():
+                self._apply_settings()
+            case cv.ReplayBuffered():
+                if link is not None:
+                    log.info("connection back: sending %d ms of held speech", self.uplink.held_ms)
+                    for pcm in self.uplink.take():
+                        link.send(ce.AppendAudio(pcm))
+            case cv.DiscardBuffered(reason):
+                if reason is not None and self.uplink.held_ms:
+                    log.error("dropped %d ms of speech: %s", self.uplink.held_ms, reason)
+                self.uplink.clear()
+            case _:
+                assert_never(a)
 
     def _cue(self, name: str) -> None:
         if not self.cfg.sounds.enabled or self.playback is None:
@@ -560,34 +539,14 @@ class Daemon:
             self._server_event(e)
 
     def _server_event(self, e: ev.ServerEvent) -> None:
-        if isinstance(e, ev.ResponseDone) and e.status in ("failed", "incomplete"):
-            log.warning("the answer %s: %s", e.status, e.reason or "no reason given")
-        elif isinstance(e, ev.ServerError):
-            benign = isinstance(e.code, str) and e.code in cv.BENIGN_ERRORS  # harmless races
-            log.log(
-                logging.INFO if benign else logging.WARNING,
-                "server error %s%s: %s",
-                e.type,
-                f" ({e.code})" if e.code else "",
-                e.message,
-            )
-        elif isinstance(e, ev.TranscriptDelta | ev.TranscriptDone):
-            self._transcript(e)
-        elif isinstance(e, ev.RateLimits):
-            self._rate_limits = (e, time.monotonic())
-        elif (
-            isinstance(e, ev.SpeechStarted)
-            and self.conv.state is cv.State.SPEAKING
-            and self.cfg.echo.barge_in == "voice"
-        ):
-            self.feed(cv.BargeIn())
+        """Codec → state machine → actions; transcripts and rate limits are only shown."""
+        match e:
+            case ev.TranscriptDelta() | ev.TranscriptDone():
+                self._transcript(e)
+            case ev.RateLimits():
+                self._rate_limits = (e, time.monotonic())
         for event in cv.server_inputs(e):
             self.feed(event)
-        if isinstance(e, ev.AudioChunk):
-            if self.conv.state is cv.State.SPEAKING and self.conv.item_id == e.item_id:
-                self._play(e.pcm, e.item_id, self.cfg.api.output_rate)
-        elif isinstance(e, ev.AudioDone) and self.conv.item_id == e.item_id and self.playback:
-            self._play(b"", e.item_id, self.cfg.api.output_rate, last=True)
 
     def _transcript(self, e: ev.TranscriptDelta | ev.TranscriptDone) -> None:
         if isinstance(e, ev.TranscriptDelta):
@@ -615,10 +574,9 @@ class Daemon:
                 trim_memory()
             pb = self.playback
             if pb is not None and pb.stats.faults != self._pb_faults:
-                self._pb_faults = pb.stats.faults  # the speaker hung or vanished mid-answer
-                if self.conv.playing:
-                    self.feed(cv.PlaybackStalled())
-            if self.conv.playing and pb is not None and not pb.busy(now):
+                self._pb_faults = pb.stats.faults  # the speaker hung or vanished
+                self.feed(cv.PlaybackStalled())
+            if pb is not None and not pb.busy(now):
                 self.feed(cv.PlaybackFinished())
             self.feed(cv.Tick())
             link = self.link
@@ -708,7 +666,7 @@ class Daemon:
                 self._renew_reason = "for the reloaded server settings"
             elif (old.agent, old.turn) != (new.agent, new.turn):
                 self._session_pending = True
-        self.feed(cv.Reconfigure(new.turn))
+        self.feed(cv.Reconfigure(new.turn, voice_barge_in=new.echo.barge_in == "voice"))
         if old.audio != new.audio or old.api.output_rate != new.api.output_rate:
             log.info("reload: audio devices changed: reopening")
             await self._stop_audio()
@@ -732,8 +690,7 @@ class Daemon:
         the uplink resampler and the session follow."""
         if self._next_gate is not None:
             self.gate, self._next_gate = self._next_gate, None
-        if self._uplink_rs.out_rate != self.cfg.api.input_rate:
-            self._uplink_rs = StreamResampler(VAD_RATE, self.cfg.api.input_rate)
+        self.uplink.configure(self.cfg.api.input_rate, self.cfg.turn.max_turn_s)
         if self._session_pending and self.link is not None:
             self._session_pending = False
             log.info("reload: session settings changed: session.update")

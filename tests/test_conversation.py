@@ -9,8 +9,11 @@ import pytest
 from agentd import conversation as cv
 from agentd.config import TurnSettings
 from agentd.conversation import State as S
+from agentd.realtime import client_events as ce
 
 A = cv
+#: a finished turn handed to the server: commit, drop the held copy, ask for the answer
+COMMIT = [A.Send(ce.Commit()), A.DiscardBuffered(), A.Send(ce.CreateResponse())]
 
 
 def machine(mode: str = "push_to_talk", state: S = S.IDLE, **kw: Any) -> cv.Conversation:
@@ -33,21 +36,21 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         "ptt press starts listening",
         lambda: machine(),
         A.Press(),
-        [A.StartStreaming(), A.Cue("listen_start")],
+        [A.StartStreaming(press=True), A.Cue("listen_start")],
         S.LISTENING,
     ),
     (
         "ptt release commits",
         lambda: machine(state=S.LISTENING, sent_ms=800),
         A.Release(),
-        [A.StopStreaming(), A.Cue("listen_end"), A.Commit(), A.CreateResponse()],
+        [A.StopStreaming(), A.Cue("listen_end"), *COMMIT],
         S.THINKING,
     ),
     (
         "ptt release < 100 ms drops the turn",
         lambda: machine(state=S.LISTENING, sent_ms=60),
         A.Release(),
-        [A.StopStreaming(), A.ClearInput(), A.Cue("short")],
+        [A.StopStreaming(), A.Send(ce.Clear()), A.Cue("short")],
         S.IDLE,
     ),
     (
@@ -68,7 +71,7 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         "press while thinking cancels",
         lambda: machine(state=S.THINKING, response_active=True),
         A.Press(),
-        [A.Cancel(), A.StartStreaming(), A.Cue("listen_start")],
+        [A.Send(ce.Cancel()), A.StartStreaming(press=True), A.Cue("listen_start")],
         S.LISTENING,
     ),
     (
@@ -77,9 +80,9 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         A.Press(),
         [
             A.FlushPlayback(),
-            A.Cancel(),
+            A.Send(ce.Cancel()),
             A.Truncate("item_9"),
-            A.StartStreaming(),
+            A.StartStreaming(press=True),
             A.Cue("listen_start"),
         ],
         S.LISTENING,
@@ -95,7 +98,7 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         "toggle second click ends",
         lambda: machine("toggle", S.LISTENING, sent_ms=500),
         A.Press(),
-        [A.StopStreaming(), A.Cue("listen_end"), A.Commit(), A.CreateResponse()],
+        [A.StopStreaming(), A.Cue("listen_end"), *COMMIT],
         S.THINKING,
     ),
     (
@@ -109,7 +112,7 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         "toggle endpoint ends turn",
         lambda: machine("toggle", S.LISTENING, sent_ms=900),
         A.SpeechEnd(),
-        [A.StopStreaming(), A.Cue("listen_end"), A.Commit(), A.CreateResponse()],
+        [A.StopStreaming(), A.Cue("listen_end"), *COMMIT],
         S.THINKING,
     ),
     (
@@ -161,7 +164,7 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         A.BargeIn(),
         [
             A.FlushPlayback(),
-            A.Cancel(),
+            A.Send(ce.Cancel()),
             A.Truncate("item_9"),
             A.StartStreaming(),
             A.Cue("listen_start"),
@@ -173,21 +176,21 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         "ctl interrupt while speaking",
         speaking,
         A.Interrupt(),
-        [A.FlushPlayback(), A.Cancel(), A.Truncate("item_9")],
+        [A.FlushPlayback(), A.Send(ce.Cancel()), A.Truncate("item_9")],
         S.IDLE,
     ),
     (
         "ctl talk starts and ends",
         lambda: machine("push_to_talk", S.LISTENING, sent_ms=300),
         A.Talk(),
-        [A.StopStreaming(), A.Cue("listen_end"), A.Commit(), A.CreateResponse()],
+        [A.StopStreaming(), A.Cue("listen_end"), *COMMIT],
         S.THINKING,
     ),
     (
         "first audio → speaking",
         lambda: machine(state=S.THINKING, response_active=True),
-        A.AssistantAudio("item_1"),
-        [],
+        A.AssistantAudio("item_1", b"\x01\x00"),
+        [A.Play("item_1", b"\x01\x00")],
         S.SPEAKING,
     ),
     (
@@ -215,7 +218,7 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         "speaker stops taking audio mid-answer → error, server told what was heard",
         speaking,
         A.PlaybackStalled(),
-        [A.FlushPlayback(), A.Cancel(), A.Truncate("item_9"), A.Cue("error")],
+        [A.FlushPlayback(), A.Send(ce.Cancel()), A.Truncate("item_9"), A.Cue("error")],
         S.ERROR,
     ),
     (
@@ -403,21 +406,91 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         [A.Cue("connected")],
         S.IDLE,
     ),
-    ("double press mutes", lambda: machine(), A.DoublePress(), [], S.MUTED),
-    ("double press unmutes", lambda: machine(state=S.MUTED), A.DoublePress(), [], S.IDLE),
+    ("double press mutes", lambda: machine(), A.DoublePress(), [A.Listen(False)], S.MUTED),
+    (
+        "double press unmutes",
+        lambda: machine(state=S.MUTED),
+        A.DoublePress(),
+        [A.Listen(True)],
+        S.IDLE,
+    ),
     (
         "ctl mute while listening",
         lambda: machine(state=S.LISTENING, sent_ms=200),
         A.Mute(),
-        [A.StopStreaming(), A.ClearInput()],
+        [A.StopStreaming(), A.Send(ce.Clear()), A.Listen(False)],
         S.MUTED,
     ),
     ("press while muted ignored", lambda: machine(state=S.MUTED), A.Press(), [], S.MUTED),
     (
+        "end of the playing item's audio: its last chunk",
+        speaking,
+        A.AssistantAudioDone("item_9"),
+        [A.Play("item_9", b"", last=True)],
+        S.SPEAKING,
+    ),
+    ("end of another item's audio: nothing", speaking, A.AssistantAudioDone("old"), [], S.SPEAKING),
+    (
+        "audio of the answer while listening is not played",
+        lambda: machine(state=S.LISTENING, response_active=True),
+        A.AssistantAudio("item_1", b"\x01\x00"),
+        [],
+        S.LISTENING,
+    ),
+    (
+        "server VAD over the answer, barge_in voice: interrupt and listen",
+        lambda: machine(
+            "hands_free",
+            S.SPEAKING,
+            response_active=True,
+            item_id="item_9",
+            playing=True,
+            voice_barge_in=True,
+        ),
+        A.ServerSpeechStart(),
+        [
+            A.FlushPlayback(),
+            A.Send(ce.Cancel()),
+            A.Truncate("item_9"),
+            A.StartStreaming(),
+            A.Cue("listen_start"),
+        ],
+        S.LISTENING,
+    ),
+    (
+        "server VAD over the answer, barge_in button",
+        speaking,
+        A.ServerSpeechStart(),
+        [],
+        S.SPEAKING,
+    ),
+    (
+        "turn speech while connected: sent and held until the commit",
+        lambda: machine(state=S.LISTENING),
+        A.MicAudio(20, b"\x01\x00"),
+        [A.Uplink(b"\x01\x00", send=True, hold=True)],
+        S.LISTENING,
+    ),
+    (
+        "turn speech with server VAD: sent, not held (the server commits)",
+        lambda: machine("hands_free", S.LISTENING, detection="server"),
+        A.MicAudio(20, b"\x01\x00"),
+        [A.Uplink(b"\x01\x00", send=True, hold=False)],
+        S.LISTENING,
+    ),
+    (
+        "turn speech during an outage: held only",
+        lambda: machine("hands_free", S.LISTENING, detection="server", outage_since=99.0),
+        A.MicAudio(20, b"\x01\x00"),
+        [A.Uplink(b"\x01\x00", send=False, hold=True)],
+        S.LISTENING,
+    ),
+    ("speech outside a turn goes nowhere", machine, A.MicAudio(20, b"\x01\x00"), [], S.IDLE),
+    (
         "speaker hung mid-answer: cancel, truncate, error",
         speaking,
         A.PlaybackStalled(),
-        [A.FlushPlayback(), A.Cancel(), A.Truncate("item_9"), A.Cue("error")],
+        [A.FlushPlayback(), A.Send(ce.Cancel()), A.Truncate("item_9"), A.Cue("error")],
         S.ERROR,
     ),
     ("speaker hung while idle: nothing to stop", machine, A.PlaybackStalled(), [], S.IDLE),
@@ -426,7 +499,7 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         "press while offline listens (held)",
         lambda: machine(state=S.OFFLINE, connected=False),
         A.Press(),
-        [A.StartStreaming(), A.Cue("listen_start")],
+        [A.StartStreaming(press=True), A.Cue("listen_start")],
         S.LISTENING,
     ),
 ]
@@ -444,7 +517,7 @@ def test_transition(name: str, make: Any, event: Any, actions: list[Any], state:
 def test_every_state_and_input_is_covered() -> None:
     inputs = {type(t[2]) for t in TABLE}
     missing = {cls for cls in cv.Input.__args__ if cls not in inputs} - {
-        cv.AudioSent,
+        cv.MicAudio,
         cv.Tick,  # type: ignore[attr-defined]
         cv.ResponseStarted,
         cv.AssistantItem,
@@ -457,9 +530,9 @@ def test_every_state_and_input_is_covered() -> None:
 def test_max_turn_ends_the_turn_and_error_clears() -> None:
     c = machine("toggle")
     c.handle(A.Press(), 0.0)
-    c.handle(A.AudioSent(3000), 1.0)
+    c.handle(A.MicAudio(3000), 1.0)
     assert c.handle(A.Tick(), 29.0) == []
-    assert A.Commit() in c.handle(A.Tick(), 30.0)
+    assert A.Send(ce.Commit()) in c.handle(A.Tick(), 30.0)
     c.handle(A.ServerFault("server_error", "x"), 31.0)
     assert c.state is S.ERROR
     c.handle(A.Tick(), 33.0)
@@ -471,19 +544,19 @@ def test_max_turn_ends_the_turn_and_error_clears() -> None:
 def test_speech_during_short_outage_is_kept_and_sent() -> None:
     c = machine()
     c.handle(A.Press(), 0.0)
-    c.handle(A.AudioSent(400), 0.5)
+    c.handle(A.MicAudio(400), 0.5)
     assert c.handle(A.LinkDown("lost"), 0.6) == []
-    c.handle(A.AudioSent(600), 1.0)
+    c.handle(A.MicAudio(600), 1.0)
     assert c.handle(A.Release(), 1.5) == [A.StopStreaming(), A.Cue("listen_end")]
     assert c.state is S.THINKING and c.turn_waiting
-    assert c.handle(A.LinkUp(), 3.0) == [A.ReplayBuffered(), A.Commit(), A.CreateResponse()]
+    assert c.handle(A.LinkUp(), 3.0) == [A.ReplayBuffered(), *COMMIT]
     assert c.state is S.THINKING and c.counters.lost_turns == 0
 
 
 def test_speech_during_long_outage_is_an_error_never_silent() -> None:
     c = machine()
     c.handle(A.Press(), 0.0)
-    c.handle(A.AudioSent(400), 0.5)
+    c.handle(A.MicAudio(400), 0.5)
     c.handle(A.LinkDown("lost"), 0.6)
     c.handle(A.Release(), 1.5)
     acts = c.handle(A.Tick(), 0.6 + cv.OUTAGE_GRACE_S)
@@ -496,7 +569,7 @@ def test_toggle_conversation_continues_until_idle_timeout() -> None:
     c = machine("toggle")
     c.idle_timeout_s = 20
     c.handle(A.Press(), 0.0)
-    c.handle(A.AudioSent(500), 1.0)
+    c.handle(A.MicAudio(500), 1.0)
     c.handle(A.SpeechEnd(), 2.0)
     c.handle(A.ResponseStarted("r"), 2.1)
     c.handle(A.AssistantItem("i"), 2.1)
@@ -505,7 +578,7 @@ def test_toggle_conversation_continues_until_idle_timeout() -> None:
     c.handle(A.PlaybackFinished(), 4.0)
     assert c.state is S.IDLE
     assert c.handle(A.SpeechStart(), 10.0)[0] == A.StartStreaming()  # hands-free follow-up
-    c.handle(A.AudioSent(500), 11.0)
+    c.handle(A.MicAudio(500), 11.0)
     c.handle(A.SpeechEnd(), 12.0)
     c.handle(A.ResponseFinished("completed"), 13.0)
     assert c.state is S.IDLE
@@ -524,11 +597,11 @@ def test_interrupt_counts_and_truncates_only_once() -> None:
 def test_reload_during_a_hold_keeps_it_and_applies_from_the_next_turn() -> None:
     c = machine()
     c.handle(A.Press(), 0.0)
-    c.handle(A.AudioSent(600), 0.6)
+    c.handle(A.MicAudio(600), 0.6)
     assert c.handle(A.Reconfigure(TurnSettings(mode="toggle")), 0.7) == []
     assert c.mode == "push_to_talk"  # the hold is a push-to-talk hold until released
     acts = c.handle(A.Release(), 1.0)
-    assert A.Commit() in acts and A.ApplySettings() not in acts  # the answer is still due
+    assert A.Send(ce.Commit()) in acts and A.ApplySettings() not in acts  # the answer is still due
     assert c.handle(A.ResponseFinished("completed"), 2.0) == [A.ApplySettings()]
     assert c.state is S.IDLE and c.mode == "toggle"
     c.handle(A.Press(), 3.0)
@@ -540,27 +613,27 @@ def test_turn_during_a_planned_renewal_is_committed_on_the_new_session() -> None
     assert c.handle(A.RenewDue(), 0.0) == [A.Renew()] and not c.connected
     assert c.state is S.IDLE  # no OFFLINE flash for a planned renewal
     c.handle(A.Press(), 0.1)
-    c.handle(A.AudioSent(800), 0.9)
+    c.handle(A.MicAudio(800), 0.9)
     assert c.handle(A.LinkDown(None, planned=True), 0.95) == []  # the old session ends
     assert c.handle(A.Release(), 1.0) == [A.StopStreaming(), A.Cue("listen_end")]
     assert c.state is S.THINKING and c.turn_waiting
-    assert c.handle(A.LinkUp(), 1.5) == [A.ReplayBuffered(), A.Commit(), A.CreateResponse()]
+    assert c.handle(A.LinkUp(), 1.5) == [A.ReplayBuffered(), *COMMIT]
     assert c.counters.lost_turns == 0 and c.problem is None
 
 
 def test_press_while_offline_is_held_and_sent_when_the_link_is_back() -> None:
     c = machine(state=S.OFFLINE, connected=False)
     c.handle(A.Press(), 0.0)
-    c.handle(A.AudioSent(500), 0.5)
+    c.handle(A.MicAudio(500), 0.5)
     c.handle(A.Release(), 1.0)
     assert c.state is S.THINKING and c.turn_waiting
-    assert c.handle(A.LinkUp(), 2.0) == [A.ReplayBuffered(), A.Commit(), A.CreateResponse()]
+    assert c.handle(A.LinkUp(), 2.0) == [A.ReplayBuffered(), *COMMIT]
 
 
 def test_press_while_offline_gives_up_when_the_link_stays_away() -> None:
     c = machine(state=S.OFFLINE, connected=False)
     c.handle(A.Press(), 0.0)
-    c.handle(A.AudioSent(500), 0.5)
+    c.handle(A.MicAudio(500), 0.5)
     c.handle(A.Release(), 1.0)
     acts = c.handle(A.Tick(), cv.OUTAGE_GRACE_S)
     assert A.Cue("error") in acts and c.state is S.ERROR and c.counters.lost_turns == 1
@@ -570,10 +643,10 @@ def test_thinking_deadline_gives_the_error_cue_and_returns_to_idle() -> None:
     c = machine()
     c.response_timeout_s = 15.0
     c.handle(A.Press(), 0.0)
-    c.handle(A.AudioSent(500), 0.5)
+    c.handle(A.MicAudio(500), 0.5)
     c.handle(A.Release(), 1.0)
     assert c.handle(A.Tick(), 15.9) == []
-    assert c.handle(A.Tick(), 16.0) == [A.Cancel(), A.Cue("error")]
+    assert c.handle(A.Tick(), 16.0) == [A.Send(ce.Cancel()), A.Cue("error")]
     assert c.state is S.ERROR and c.counters.no_answer == 1
     assert "no answer" in (c.last_error or "")
     c.handle(A.Tick(), 16.0 + cv.ERROR_SHOW_S)
@@ -603,7 +676,7 @@ def test_quota_problem_lasts_until_an_answer_completes() -> None:
     assert c.state is S.IDLE and c.shown_problem == "quota"
     c.handle(A.Press(), 10.0)
     assert c.shown_problem is None  # a turn shows its own state
-    c.handle(A.AudioSent(500), 10.5)
+    c.handle(A.MicAudio(500), 10.5)
     c.handle(A.Release(), 11.0)
     c.handle(A.ResponseStarted("r"), 11.2)
     c.handle(A.ResponseFinished("completed"), 12.0)

@@ -355,7 +355,7 @@ inputs = st.sampled_from(
         cv.SpeechStart(),
         cv.SpeechEnd(),
         cv.BargeIn(),
-        cv.AudioSent(200),
+        cv.MicAudio(200),
         cv.PlaybackFinished(),
         cv.LinkUp(),
         cv.LinkDown("x"),
