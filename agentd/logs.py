@@ -1,7 +1,10 @@
 """Logging set-up: the journal under systemd, timestamped stderr elsewhere; secrets redacted.
 
 Redaction is a filter on every handler, so a key that reaches a message by any route (an
-exception text, a repr of a handshake header) is replaced before it is written anywhere.
+exception text, a repr of a handshake header, websockets' own debug lines) is replaced before
+it is written anywhere; the same :func:`redact` cleans every answer of the control socket.
+The filter also escapes control characters, so server text (an error message, a transcript)
+cannot forge a log line with a newline or rewrite the terminal.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 SYSLOG_IDENTIFIER = "agentd"
 REDACTED = "***"
@@ -23,18 +27,51 @@ def register_secret(value: str) -> None:
 
 
 def redact(text: str) -> str:
-    for secret in _secrets:
+    for secret in sorted(_secrets, key=len, reverse=True):  # a longer secret may hold a shorter
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
 
 
+def redact_obj(value: Any) -> Any:
+    """``value`` (an answer about to leave the process) with every string in it redacted."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_obj(k): redact_obj(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_obj(v) for v in value]
+    return value
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape(text: str) -> str:
+    """One printable line: newlines, other control and format characters (U+202E …)
+    become visible escapes; printable Unicode (a Chinese transcript) is kept as is."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c
+        if c.isprintable()
+        else _ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+        for c in text
+    )
+
+
 class RedactFilter(logging.Filter):
+    """Secrets out, control characters escaped, in every record (tracebacks keep their
+    lines but lose the secrets)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: let the handler report it as usual
+            return True
+        record.msg, record.args = escape(redact(message)), None
         if not _secrets:
             return True
-        record.msg = redact(record.getMessage())
-        record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

@@ -18,6 +18,8 @@ APT_PACKAGES=(
   pulseaudio pulseaudio-utils libasound2-plugins
   # systemd-analyze for the unit tests
   systemd
+  # the unit's sandbox emulated for tests/test_shipped.py (bubblewrap + setpriv)
+  bubblewrap
 )
 
 CONSTRAINTS="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/constraints.txt"
