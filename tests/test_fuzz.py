@@ -19,11 +19,12 @@ import json
 import os
 import types
 import typing
+import zlib
 from collections import Counter
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from agentd import conversation as cv
@@ -442,6 +443,9 @@ async def assert_turn_works(h: Harness) -> None:
     assert len(h.sim.client_events("input_audio_buffer.commit")) == commits + 1
 
 
+@pytest.mark.parametrize(
+    "harness", [{"dialect": "openai"}, {"dialect": "xstar"}], indirect=True, ids=["openai", "xstar"]
+)
 async def test_fuzzed_frames_through_the_link_into_the_daemon(
     harness: Harness, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -474,9 +478,9 @@ async def test_fuzzed_frames_through_the_link_into_the_daemon(
         max_examples=DAEMON_EXAMPLES,
         deadline=None,
         suppress_health_check=list(HealthCheck),
-        derandomize=True,
         database=None,
     )
+    @seed(zlib.crc32(h.daemon.cfg.api.dialect.encode()))  # repeatable, different per dialect
     @given(batch=st.lists(shaped, min_size=1, max_size=8))
     def run(batch: list[Frame]) -> None:
         for tags, _ in batch:
@@ -485,7 +489,8 @@ async def test_fuzzed_frames_through_the_link_into_the_daemon(
         asyncio.run_coroutine_threadsafe(one_batch(batch), loop).result(60)
 
     await asyncio.to_thread(run)
-    report(request, capsys, "real Link into the daemon", counts, n_frames[0])
+    name = f"real Link into the daemon ({h.daemon.cfg.api.dialect})"
+    report(request, capsys, name, counts, n_frames[0])
     status = h.daemon.status()
     assert status["protocol_errors"] == link.protocol_errors > 0
     assert status["rate_limits"][0]["remaining"] == 42.0
