@@ -518,3 +518,18 @@ async def test_issue_frames_leave_the_daemon_answering(harness: Harness, frame: 
     await asyncio.sleep(0.5)
     await assert_turn_works(h)
     assert link.connected and h.sim.connections == 1
+
+
+async def test_an_endless_transcript_stays_bounded(harness: Harness) -> None:
+    """Huge strings, repeated: 8 MB of transcript deltas for one item keep at most 64 K
+    characters in the daemon, and the session goes on."""
+    h = harness
+    delta = json.dumps(
+        {"type": "response.output_audio_transcript.delta", "item_id": "it", "delta": "w" * 16384}
+    )
+    for _ in range(8):
+        await h.sim.inject(*[delta] * 64)
+    await h.sim.inject(sentinel("after-transcript"))
+    await h.until(lambda: bool(h.daemon.status()["rate_limits"]), timeout=10)
+    assert len(h.daemon._transcripts["it"]) == 65536
+    assert h.daemon.link is not None and h.daemon.link.connected
