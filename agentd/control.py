@@ -23,7 +23,8 @@ from agentd import logs
 
 log = logging.getLogger("agentd.control")
 
-COMMANDS = ("status", "press", "release", "talk", "interrupt", "mute", "reload")
+#: the one table of commands: the socket, the daemon and `agentd ctl` all read it
+COMMANDS = ("status", "press", "release", "talk", "interrupt", "mute", "unmute", "reload")
 MAX_LINE = 4096
 MAX_CLIENTS = 8  # a stuck or hostile client cannot hold more than this many slots
 IDLE_S = 60.0  # a client that sends nothing this long is closed, freeing its slot

@@ -12,9 +12,14 @@
  * by wall time since the PCM was opened (frames missed in an overrun are gone, as on a
  * card); no file means silence. Playback: `file` receives every frame written, in order.
  *
+ * `freeze` (optional) names a file: while it exists the card's clock stands still, as when a
+ * USB device hangs or an I2S codec loses its clock. No xrun, no error: playback stops taking
+ * frames, capture stops delivering them. Removing the file lets the clock run on from where
+ * it stopped.
+ *
  *   pcm_type.clock { lib "/path/libasound_module_pcm_clock.so" }
  *   pcm.clockmic { type clock; rate 48000; channels 2; file "/path/content.raw" }
- *   pcm.clockspk { type clock; rate 48000; channels 2; file "/path/played.raw" }
+ *   pcm.clockspk { type clock; rate 48000; channels 2; file "/path/played.raw"; freeze "/path/f" }
  */
 #include <alsa/asoundlib.h>
 #include <alsa/pcm_external.h>
@@ -38,6 +43,8 @@ typedef struct {
 	int16_t *data;
 	size_t frames;
 	FILE *out; /* playback: where written frames go */
+	char *freeze; /* while this file exists the clock stands still */
+	double frozen_since, frozen_total;
 } clockpcm_t;
 
 static double now_s(void)
@@ -47,11 +54,29 @@ static double now_s(void)
 	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-static snd_pcm_uframes_t produced(const clockpcm_t *c)
+/* the card's clock: wall time less the time spent frozen */
+static double card_s(clockpcm_t *c)
+{
+	double t = now_s();
+	if (c->freeze) {
+		int frozen = access(c->freeze, F_OK) == 0;
+		if (frozen && !c->frozen_since)
+			c->frozen_since = t;
+		else if (!frozen && c->frozen_since) {
+			c->frozen_total += t - c->frozen_since;
+			c->frozen_since = 0;
+		}
+		if (c->frozen_since)
+			t = c->frozen_since;
+	}
+	return t - c->frozen_total;
+}
+
+static snd_pcm_uframes_t produced(clockpcm_t *c)
 {
 	if (!c->running)
 		return 0;
-	return (snd_pcm_uframes_t)((now_s() - c->t_start) * c->rate);
+	return (snd_pcm_uframes_t)((card_s(c) - c->t_start) * c->rate);
 }
 
 static void arm(clockpcm_t *c, long ns)
@@ -66,7 +91,7 @@ static void arm(clockpcm_t *c, long ns)
 static int cm_start(snd_pcm_ioplug_t *io)
 {
 	clockpcm_t *c = io->private_data;
-	c->t_start = now_s();
+	c->t_start = card_s(c);
 	c->base = (snd_pcm_uframes_t)((c->t_start - c->t_open) * c->rate);
 	c->running = 1;
 	arm(c, 5000000); /* wake every 5 ms: a period is 10-20 ms in practice */
@@ -150,6 +175,7 @@ static int cm_close(snd_pcm_ioplug_t *io)
 	if (c->out)
 		fclose(c->out);
 	free(c->data);
+	free(c->freeze);
 	free(c);
 	return 0;
 }
@@ -187,7 +213,7 @@ SND_PCM_PLUGIN_DEFINE_FUNC(clock)
 {
 	snd_config_iterator_t i, next;
 	long rate = 48000, channels = 2;
-	const char *file = NULL;
+	const char *file = NULL, *freeze = NULL;
 	clockpcm_t *c;
 	int err;
 	static const unsigned int access[] = {SND_PCM_ACCESS_RW_INTERLEAVED};
@@ -207,6 +233,8 @@ SND_PCM_PLUGIN_DEFINE_FUNC(clock)
 		if (!strcmp(id, "channels") && snd_config_get_integer(n, &channels) == 0)
 			continue;
 		if (!strcmp(id, "file") && snd_config_get_string(n, &file) == 0)
+			continue;
+		if (!strcmp(id, "freeze") && snd_config_get_string(n, &freeze) == 0)
 			continue;
 		SNDERR("clock: unknown or bad field %s", id);
 		return -EINVAL;
@@ -255,6 +283,7 @@ SND_PCM_PLUGIN_DEFINE_FUNC(clock)
 		free(c);
 		return err;
 	}
+	c->freeze = freeze ? strdup(freeze) : NULL; /* freed by cm_close from here on */
 	if ((err = snd_pcm_ioplug_set_param_list(&c->io, SND_PCM_IOPLUG_HW_ACCESS, 1, access)) < 0 ||
 	    (err = snd_pcm_ioplug_set_param_list(&c->io, SND_PCM_IOPLUG_HW_FORMAT, 1, formats)) < 0 ||
 	    (err = snd_pcm_ioplug_set_param_minmax(&c->io, SND_PCM_IOPLUG_HW_CHANNELS,

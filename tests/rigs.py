@@ -26,6 +26,8 @@ PULSE_SOCKET = RIG_DIR / "pulse" / "native"  # where PulseRoom(RIG_DIR / "pulse"
 CLOCK_SO = RIG_DIR / "libasound_module_pcm_clock.so"  # tests/alsa_clock.c, built by clock_pcms()
 CLOCKMIC_FILE = RIG_DIR / "clockmic.raw"  # clockmic hears it: S16_LE 48 kHz stereo, looped
 CLOCKSPK_FILE = RIG_DIR / "clockspk.raw"  # what clockspk played: S16_LE 48 kHz stereo
+CLOCKMIC_FREEZE = RIG_DIR / "clockmic.freeze"  # while this exists clockmic's clock stands still
+CLOCKSPK_FREEZE = RIG_DIR / "clockspk.freeze"  # same for clockspk (a hung card: no xrun, no error)
 
 ASOUNDRC = f"""
 pcm.testcap_raw {{ type file; slave.pcm "null"; file "/dev/null"; infile "{CAPTURE_FILE}"; format "raw" }}
@@ -37,8 +39,8 @@ pcm.testplay {{ type plug; slave {{ pcm "testplay_raw"; format S16_LE; rate 4800
 pcm.mic {{ type pulse; server "unix:{PULSE_SOCKET}"; device "room.monitor" }}
 pcm.spk {{ type pulse; server "unix:{PULSE_SOCKET}"; device "room" }}
 pcm_type.clock {{ lib "{CLOCK_SO}" }}
-pcm.clockmic {{ type clock; rate 48000; channels 2; file "{CLOCKMIC_FILE}" }}
-pcm.clockspk {{ type clock; rate 48000; channels 2; file "{CLOCKSPK_FILE}" }}
+pcm.clockmic {{ type clock; rate 48000; channels 2; file "{CLOCKMIC_FILE}"; freeze "{CLOCKMIC_FREEZE}" }}
+pcm.clockspk {{ type clock; rate 48000; channels 2; file "{CLOCKSPK_FILE}"; freeze "{CLOCKSPK_FREEZE}" }}
 """
 
 
@@ -53,12 +55,14 @@ def install_asoundrc() -> None:
 def clock_pcms(content: np.ndarray | None = None) -> tuple[str, str]:
     """The `clockmic` and `clockspk` PCMs (tests/alsa_clock.c): a sound card's clock, so they
     overrun and underrun like one when the program falls behind. ``content`` (48 kHz mono
-    int16) is what clockmic hears, in a loop; clockspk's output file starts empty. Built with
-    gcc on first use."""
+    int16) is what clockmic hears, in a loop; clockspk's output file starts empty; neither is
+    frozen (see CLOCKMIC_FREEZE). Built with gcc on first use."""
     if not CLOCK_SO.exists():
         src = Path(__file__).with_name("alsa_clock.c")
         cc = ["gcc", "-O2", "-Wall", "-DPIC", "-shared", "-fPIC", "-o", str(CLOCK_SO)]
         subprocess.run([*cc, str(src), "-lasound"], check=True)
+    for f in (CLOCKMIC_FREEZE, CLOCKSPK_FREEZE):
+        f.unlink(missing_ok=True)
     mono = (np.zeros(4800) if content is None else content).astype("<i2")
     np.stack([mono, mono], axis=1).tofile(CLOCKMIC_FILE)
     CLOCKSPK_FILE.write_bytes(b"")

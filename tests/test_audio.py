@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
@@ -302,3 +303,210 @@ async def test_capture_device_vanishes_and_returns(room: rigs.PulseRoom) -> None
         assert len(frames) > n + 10  # audio flows again
     finally:
         cap.stop()
+
+
+# ---------------------------------------------------------------- supervision of the device side
+
+
+async def test_a_frame_handler_that_raises_loses_that_frame_not_the_stream(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One exception in the loop-side handler once stopped delivery for good (the drain
+    stayed marked as scheduled): now that frame is counted and said, and the rest flow."""
+    rigs.CAPTURE_FILE.write_bytes(to_int16(sine(300, 16000, 30.0, 0.2)))
+    frames: list[bytes] = []
+    calls = 0
+
+    def on_frame(f: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise ValueError("boom in a frame handler")
+        frames.append(f)
+
+    cap = Capture(InputSettings(device="testcap", rate=16000), asyncio.get_running_loop(), on_frame)
+    cap.start()
+    try:
+        await collect(cap, frames, 304, timeout=15)  # 300 frames after the failing one
+        assert cap.healthy()  # frames reach the loop
+        assert cap.stats.frame_errors == 1
+    finally:
+        cap.stop()
+    said = [r for r in caplog.records if "microphone frame failed" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is not None, said  # with its traceback
+
+
+async def test_a_handler_that_always_raises_is_said_once_and_makes_capture_unhealthy(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Frames that never get through are a deaf daemon: health says so within ~2 s (the
+    watchdog then stops), and hundreds of failures are one log line."""
+    mic, _ = rigs.clock_pcms()
+
+    def on_frame(f: bytes) -> None:
+        raise RuntimeError("always")
+
+    cap = Capture(
+        InputSettings(device=mic, rate=48000, channels=2), asyncio.get_running_loop(), on_frame
+    )
+    cap.start()
+    try:
+        await asyncio.to_thread(cap.opened.wait, 10)
+        t0 = time.monotonic()
+        while cap.healthy():
+            assert time.monotonic() - t0 < 4, "capture still called healthy"
+            await asyncio.sleep(0.05)
+        print(f"undelivered frames noticed after {time.monotonic() - t0:.2f} s")
+        assert "no microphone audio reached the daemon" in (cap.problem() or "")
+        assert cap.stats.frame_errors >= 50
+    finally:
+        cap.stop()
+    said = [r for r in caplog.records if "microphone frame failed" in r.getMessage()]
+    assert len(said) == 1, len(said)
+
+
+async def test_frozen_microphone_is_unhealthy_and_recovers() -> None:
+    """clockmic's clock stops (a hung card: no error, reads just wait): no frames reach the
+    loop, health says so within ~2 s; the clock runs again and so do the frames."""
+    mic, _ = rigs.clock_pcms()
+    frames: list[bytes] = []
+    cap = Capture(
+        InputSettings(device=mic, rate=48000, channels=2),
+        asyncio.get_running_loop(),
+        frames.append,
+    )
+    cap.start()
+    try:
+        await collect(cap, frames, 20)
+        assert cap.problem() is None
+        rigs.CLOCKMIC_FREEZE.touch()
+        t0 = time.monotonic()
+        while cap.problem() is None:
+            assert time.monotonic() - t0 < 4
+            await asyncio.sleep(0.05)
+        assert 1.5 < time.monotonic() - t0 < 3.5
+        rigs.CLOCKMIC_FREEZE.unlink()
+        n = len(frames)
+        await collect(cap, frames, n + 25)
+        assert cap.problem() is None
+    finally:
+        rigs.CLOCKMIC_FREEZE.unlink(missing_ok=True)
+        cap.stop()
+
+
+async def test_interruptions_in_a_row_on_an_ioplug_do_not_silence_the_speaker(
+    room: rigs.PulseRoom,
+) -> None:
+    """Barge-in twice in a row: the answer is flushed, the next audio starts, and the echo of
+    its first syllable interrupts again before the sound server has taken any of it. drop()
+    then leaves the pulse plugin in SETUP with its buffer full and avail() at 0 for ever (an
+    ioplug keeps its pointers), and a writer that waits for room never wrote again: every
+    later answer "truncated at 0 ms heard". Each next answer must play whole, and without
+    the stall guard's help."""
+    pb = Playback(OutputSettings(device="spk", rate=48000, buffer_ms=80), 24000)
+    pb.start()
+    try:
+        await asyncio.to_thread(pb.opened.wait, 10)
+        for i in range(3):
+            pb.play(to_int16(sine(440, 24000, 2.0, 0.3)), item=f"a{i}")
+            t0 = time.monotonic()
+            while pb.heard_ms(f"a{i}") < 300:
+                assert time.monotonic() - t0 < 4, f"answer a{i} never played"
+                await asyncio.sleep(0.01)
+            pb.flush()  # barge-in
+            pb.play(to_int16(sine(440, 24000, 2.0, 0.3)), item=f"b{i}")
+            await asyncio.sleep(0.03)  # the thread fills the restarted stream, none played yet
+            pb.flush()  # barge-in again, on the echo
+            pb.play(to_int16(sine(440, 24000, 0.5, 0.3)), item=f"c{i}", last=True)
+            t0 = time.monotonic()
+            while pb.heard_ms(f"c{i}") < 500 or pb.busy():
+                assert time.monotonic() - t0 < 5, (
+                    f"round {i}: {pb.heard_ms(f'c{i}')} ms of c heard, busy {pb.busy()}"
+                )
+                await asyncio.sleep(0.01)
+        assert pb.stats.stalls == 0 and pb.stats.reopens == 0  # fixed at the root
+    finally:
+        pb.stop()
+
+
+async def test_speaker_that_stops_taking_audio_is_reopened_with_true_accounting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """clockspk's clock stops mid-answer (a hung card: no xrun, no error). Within 1–2 s the
+    stall is detected, said, counted, and the device reopened; heard_ms stops at what really
+    played (not what sat in the hung buffer), busy() and ends_at let go; the device counts as
+    unhealthy until it plays again, then the next answer plays whole."""
+    _, spk = rigs.clock_pcms()
+    statuses: list[str | None] = []
+    pb = Playback(OutputSettings(device=spk, rate=48000, buffer_ms=60), 24000, statuses.append)
+    pb.start()
+    try:
+        await asyncio.to_thread(pb.opened.wait, 10)
+        pb.play(to_int16(sine(440, 24000, 3.0, 0.3)), item="a", last=True)
+        await asyncio.sleep(0.5)
+        buffer_ms = pb.buffer_frames * 1000 // 48000
+        rigs.CLOCKSPK_FREEZE.touch()
+        t_freeze = time.monotonic()
+        while pb.stats.stalls == 0:
+            assert time.monotonic() - t_freeze < 2.0, "stall not detected within 2 s"
+            await asyncio.sleep(0.01)
+        detected = time.monotonic() - t_freeze
+        print(f"playback stall detected after {detected:.2f} s")
+        assert 1.0 <= detected < 2.0
+        t0 = time.monotonic()
+        while not pb.opened.is_set() or pb.stats.reopens == 0:
+            assert time.monotonic() - t0 < 2
+            await asyncio.sleep(0.01)
+        assert statuses[-1] and "stopped taking audio" in statuses[-1]
+        assert pb.problem() is not None  # reopened but not yet proven: unhealthy
+        written_a = np.count_nonzero(np.abs(rigs.clockspk_played()) > 100) * 1000 // 48000
+        heard = pb.heard_ms("a")
+        assert heard == pytest.approx(written_a - buffer_ms, abs=15), (heard, written_a)
+        assert not pb.busy() and pb.ends_at <= time.monotonic()
+        await asyncio.sleep(1.5)  # still frozen: the reopened device stalls again, quietly
+        assert pb.problem() is not None and pb.heard_ms("a") == heard
+        rigs.CLOCKSPK_FREEZE.unlink()
+        t0 = time.monotonic()
+        while pb.problem() is not None:
+            assert time.monotonic() - t0 < 3, pb.problem()
+            await asyncio.sleep(0.01)
+        assert statuses[-1] is None
+        pb.play(to_int16(sine(440, 24000, 0.3, 0.3)), item="b", last=True)
+        await asyncio.sleep(0.1)
+        t0 = time.monotonic()
+        while pb.busy() and time.monotonic() - t0 < 2:
+            await asyncio.sleep(0.01)
+        assert pb.heard_ms("b") == pytest.approx(300, abs=10)
+    finally:
+        rigs.CLOCKSPK_FREEZE.unlink(missing_ok=True)
+        pb.stop()
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1 and "stopped taking audio" in said[0], said
+    assert pb.stats.faults == pb.stats.stalls >= 1
+
+
+async def test_playback_queue_is_bounded_when_audio_arrives_far_faster_than_real_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server streaming 50× real time: beyond the bound new audio is refused, counted and
+    said once; what was queued plays on in order."""
+    _, spk = rigs.clock_pcms()
+    pb = Playback(OutputSettings(device=spk, rate=48000, buffer_ms=60), 24000)
+    pb.queue_limit_s = 2
+    pb.start()
+    try:
+        await asyncio.to_thread(pb.opened.wait, 10)
+        for i in range(50):  # 10 s of audio in 0.2 s
+            pb.play(to_int16(sine(440 + 10 * i, 24000, 0.2, 0.3)), item="a")
+            await asyncio.sleep(0.004)
+            assert pb._pending_frames <= (2 + 0.25) * 48000  # the bound and one chunk
+        assert 7000 <= pb.stats.refused_ms <= 8200, pb.stats.refused_ms
+        t0 = time.monotonic()
+        while pb.busy() and time.monotonic() - t0 < 5:
+            await asyncio.sleep(0.02)
+        played = pb.heard_ms("a")
+        assert 10000 - pb.stats.refused_ms - 20 <= played <= 10000 - pb.stats.refused_ms + 20
+    finally:
+        pb.stop()
+    said = [r.getMessage() for r in caplog.records if "playback queue full" in r.getMessage()]
+    assert len(said) == 1, said

@@ -4,6 +4,8 @@ event loop through bounded queues, device faults turned into a reopen loop.
 Capture delivers 16 kHz mono int16 frames of ``period_ms`` (the VAD rate: everything
 downstream starts there). Playback takes PCM at the API output rate, converts it to the
 card's rate, and accounts per assistant item for the samples that really left the speaker.
+A speaker that stops taking audio while audio waits (a hung card, a stuck plugin) is a fault
+like a vanished one: detected within PLAYBACK_STALL_S, counted, reopened.
 """
 
 from __future__ import annotations
@@ -30,7 +32,17 @@ REOPEN_MAX_S = 10.0
 CAPTURE_PERIODS = 10  # 200 ms of card buffer: rides out a scheduling hiccup, adds no latency
 CAPTURE_QUEUE_FRAMES = 100  # 2 s of 20 ms frames between the capture thread and the loop
 STALL_S = 5.0  # a device thread silent this long is unhealthy (watchdog stops pinging)
+FRAMES_STALL_S = 2.0  # an open microphone whose frames have not reached the loop this long
+PLAYBACK_STALL_S = 1.0  # audio waiting and the speaker took none of it: a hung device
+# A stream (re)starting after the speaker was idle may take longer: a sound server's first
+# stream, a sink waking from suspend (pulse took 1.9 s here), a Bluetooth speaker.
+PLAYBACK_START_S = 3.0
+PLAYBACK_QUEUE_S = 300  # answer audio queued ahead of the speaker, at most (~29 MB at 48 kHz)
 XRUN_LOG_S = 60.0  # a storm of overruns/underruns is said once per this window, with its count
+
+
+class DeviceStalled(Exception):
+    """The device stopped moving audio without an error: handled like a vanished device."""
 
 
 def describe_alsa_error(exc: BaseException, device: str, kind: str) -> str:
@@ -55,6 +67,10 @@ class AudioStats:
     underruns: int = 0
     dropped_frames: int = 0
     reopens: int = 0
+    frame_errors: int = 0  # capture: frames whose handler raised (the next ones still flow)
+    stalls: int = 0  # playback: the device stopped taking audio and was reopened
+    faults: int = 0  # playback: stalls and failures that cut off what was playing
+    refused_ms: int = 0  # playback: audio refused because the queue was full
 
 
 class _DeviceThread:
@@ -68,7 +84,8 @@ class _DeviceThread:
         self.error: str | None = None
         self.stats = AudioStats()
         self.heartbeat = time.monotonic()
-        self._xrun_said = -XRUN_LOG_S
+        self.opened_at = 0.0  # when the device last opened
+        self._said: dict[str, float] = {}
         self.opened = threading.Event()
         self.first_attempt = threading.Event()
         self._stop = threading.Event()
@@ -78,12 +95,32 @@ class _DeviceThread:
         self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> None:
-        self._stop.set()
-        self._wake()
+        """Stop and wait for the thread (blocking: off the event loop use :meth:`aclose`)."""
+        self.request_stop()
         self._thread.join(timeout)
 
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._wake()
+
+    async def aclose(self, timeout: float = 1.0) -> None:
+        """Stop without blocking the loop: a thread stuck in a driver call may take the whole
+        timeout to join, and the loop must keep serving meanwhile."""
+        self.request_stop()
+        await asyncio.to_thread(self._thread.join, timeout)
+
+    def problem(self, now: float | None = None) -> str | None:
+        """Why the device side is not doing its job, or None. A thread waiting to reopen a
+        missing device is doing its job."""
+        now = time.monotonic() if now is None else now
+        if not self._thread.is_alive():
+            return f"{self.kind} thread ended"
+        if now - self.heartbeat >= STALL_S:
+            return f"{self.kind} thread stuck for {now - self.heartbeat:.0f} s"
+        return None
+
     def healthy(self) -> bool:
-        return self._thread.is_alive() and time.monotonic() - self.heartbeat < STALL_S
+        return self.problem() is None
 
     def _wake(self) -> None:
         pass
@@ -110,12 +147,12 @@ class _DeviceThread:
         self.error = error
         self.on_status(error)
 
-    def _xrun(self, level: int, what: str) -> None:
+    def _xrun(self, level: int, what: str, key: str = "xrun", exc_info: bool = False) -> None:
         """Say a storm once per XRUN_LOG_S, not once per period: the counters keep the rest."""
         now = time.monotonic()
-        if now - self._xrun_said >= XRUN_LOG_S:
-            self._xrun_said = now
-            log.log(level, "%s device %r: %s", self.kind, self.device, what)
+        if now - self._said.get(key, -XRUN_LOG_S) >= XRUN_LOG_S:
+            self._said[key] = now
+            log.log(level, "%s device %r: %s", self.kind, self.device, what, exc_info=exc_info)
 
     def _wait_alive(self, delay: float) -> None:
         """Wait before the next reopen, beating: a thread waiting for a device is healthy."""
@@ -139,18 +176,32 @@ class _DeviceThread:
                 delay = min(REOPEN_MAX_S, delay * 2)
                 continue
             self.first_attempt.set()
+            self.opened_at = time.monotonic()
             self.opened.set()
-            self._set_error(None)
+            self._opened()
             delay = REOPEN_INITIAL_S
             try:
                 self._io(pcm)
-            except alsaaudio.ALSAAudioError as exc:
+            except (alsaaudio.ALSAAudioError, DeviceStalled) as exc:
                 self.stats.reopens += 1
-                self._set_error(f"{self.kind} device {self.device!r} failed ({exc}); reopening")
+                self._failed()
+                what = str(exc) if isinstance(exc, DeviceStalled) else f"failed ({exc})"
+                self._set_error(f"{self.kind} device {self.device!r} {what}; reopening")
             finally:
                 self.opened.clear()
                 with contextlib.suppress(Exception):  # a vanished device may fail to close
+                    # pyalsaaudio's close() drains a playback PCM first, which never returns
+                    # from a hung device: drop what it holds (a flush did anyway) first
+                    pcm.drop()  # type: ignore[attr-defined]
+                with contextlib.suppress(Exception):
                     pcm.close()  # type: ignore[attr-defined]
+
+    def _opened(self) -> None:
+        """The device is open (again): say it is back."""
+        self._set_error(None)
+
+    def _failed(self) -> None:
+        """The device failed mid-I/O (the thread reopens it next)."""
 
 
 class Capture(_DeviceThread):
@@ -176,6 +227,17 @@ class Capture(_DeviceThread):
         self._queue: deque[bytes] = deque(maxlen=CAPTURE_QUEUE_FRAMES)
         self._lock = threading.Lock()
         self._scheduled = False
+        self.delivered_at = 0.0  # when the loop last handled a frame
+
+    def problem(self, now: float | None = None) -> str | None:
+        """Also unhealthy: an open microphone whose frames stopped reaching the loop."""
+        now = time.monotonic() if now is None else now
+        if (p := super().problem(now)) is not None:
+            return p
+        since = max(self.delivered_at, self.opened_at)
+        if self.opened.is_set() and now - since >= FRAMES_STALL_S:
+            return f"no microphone audio reached the daemon for {now - since:.0f} s"
+        return None
 
     def _open(self) -> object:
         import alsaaudio
@@ -241,13 +303,27 @@ class Capture(_DeviceThread):
             self.loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
+        """On the loop. A handler that raises loses that one frame, not the stream: the
+        exception is counted and said once per XRUN_LOG_S, and delivery goes on."""
         while True:
             with self._lock:
                 if not self._queue:
                     self._scheduled = False
                     return
                 frame = self._queue.popleft()
-            self.on_frame(frame)
+            try:
+                self.on_frame(frame)
+            except Exception as exc:
+                self.stats.frame_errors += 1
+                self._xrun(
+                    logging.ERROR,
+                    f"a microphone frame failed in the daemon ({type(exc).__name__}: {exc}; "
+                    f"{self.stats.frame_errors} so far); the next frames go on",
+                    key="frame",
+                    exc_info=True,
+                )
+            else:
+                self.delivered_at = time.monotonic()
 
 
 @dataclass
@@ -258,7 +334,7 @@ class _Segment:
 
 
 class Playback(_DeviceThread):
-    """Speaker: non-blocking writes from a pending queue, ALSA buffer ≤ ``buffer_ms``,
+    """Speaker: non-blocking writes from a bounded pending queue, ALSA buffer ≤ ``buffer_ms``,
     flush within a period, and played-sample accounting per item."""
 
     kind = "playback"
@@ -298,6 +374,12 @@ class Playback(_DeviceThread):
         self.flushed_at = 0.0  # when the last flush reached ALSA (drop)
         self.started_at = 0.0  # first write after the speaker was idle
         self.on_idle: Callable[[], None] | None = None
+        self.queue_limit_s = PLAYBACK_QUEUE_S
+        self.progress_at = clock()  # the device last took audio (or had none waiting)
+        # After a stall the reopened device must prove it takes audio before it counts as
+        # working again: until then it is "suspect" (unhealthy, its error still shown).
+        self.suspect = False
+        self.stall_limit = PLAYBACK_START_S  # PLAYBACK_STALL_S once the stream is running
 
     # -------------------------------------------------------------- loop side
 
@@ -315,6 +397,9 @@ class Playback(_DeviceThread):
         rs = self._rs.get(rate)
         if rs is None or rs.out_rate != self.card_rate:
             rs = self._rs[rate] = StreamResampler(rate, self.card_rate, quality="MQ")
+        if self._refuse(len(pcm) // 2, rate, last):
+            rs.reset()
+            return
         y = rs.process(from_int16(pcm), last=last)
         if last:
             rs.reset()
@@ -330,6 +415,26 @@ class Playback(_DeviceThread):
             self._stream_ended = last
         self._wake_ev.set()
 
+    def _refuse(self, samples: int, rate: int, last: bool) -> bool:
+        """A server streaming far faster than real time must not grow the queue without end:
+        beyond ``queue_limit_s`` new audio is refused (what is queued plays on, in order),
+        counted, and said once per XRUN_LOG_S."""
+        with self._lock:
+            full = self._pending_frames >= self.queue_limit_s * self.card_rate
+            if full:
+                self.stats.refused_ms += samples * 1000 // rate
+                if last:
+                    self._stream_ended = True
+        if full:
+            self._xrun(
+                logging.WARNING,
+                f"playback queue full ({self.queue_limit_s:.0f} s of audio waiting): the "
+                "server streams far faster than real time; refusing more "
+                f"({self.stats.refused_ms} ms refused so far)",
+                key="queue",
+            )
+        return full
+
     def flush(self) -> None:
         """Silence now: drop what is queued here and (within a poll) what ALSA holds."""
         with self._lock:
@@ -343,9 +448,10 @@ class Playback(_DeviceThread):
 
     def busy(self, now: float | None = None) -> bool:
         """Sound is (or is about to be) coming out of the speaker. A closed device plays
-        nothing: the mic must not stay muted because the speaker is unplugged."""
+        nothing: the mic must not stay muted because the speaker is unplugged (or hung: a
+        suspect device plays only its probe of silence)."""
         now = self.clock() if now is None else now
-        if not self.opened.is_set():
+        if not self.opened.is_set() or self.suspect:
             return False
         with self._lock:
             return bool(self._pending) or self._flush or now < self.ends_at
@@ -360,6 +466,20 @@ class Playback(_DeviceThread):
         with self._lock:
             left = max(0.0, self._in_buffer - (now - self._snap_t) * self.card_rate)
             return int(self._written - left)
+
+    def problem(self, now: float | None = None) -> str | None:
+        """Also unhealthy: audio waiting that the device does not take, and a device reopened
+        after a stall that has not yet shown it plays again."""
+        if (p := super().problem(now)) is not None:
+            return p
+        now = self.clock() if now is None else now
+        if self.suspect:
+            return f"playback device {self.device!r} stopped taking audio; reopening"
+        if self.opened.is_set() and now - self.progress_at >= self.stall_limit:
+            return (
+                f"playback device {self.device!r} took no audio for {now - self.progress_at:.0f} s"
+            )
+        return None
 
     def heard_ms(self, item: str, now: float | None = None) -> int:
         """Milliseconds of ``item`` that really played: what a truncate must carry."""
@@ -395,12 +515,41 @@ class Playback(_DeviceThread):
         self.buffer_frames = int(info["buffer_size"])
         return pcm
 
+    def _opened(self) -> None:
+        self.progress_at = self.clock()
+        if not self.suspect:  # after a stall the device is back once it has played again
+            self._set_error(None)
+
+    def _failed(self) -> None:
+        """What the device held never played, and what waited is stale by the time it is
+        back: the accounting stops at what really left the speaker (so a truncate is still
+        true) and the queue is dropped. The loop learns of it through ``stats.faults``."""
+        now = self.clock()
+        with self._lock:
+            self._written = self.played_position_locked(now)
+            for s in self._segments:
+                s.end = min(s.end, self._written)
+            self._in_buffer, self._snap_t, self.ends_at = 0, now, now
+            self._pending.clear()
+            self._pending_frames = 0
+            self._stream_ended, self._flush = True, False
+            self.stats.faults += 1
+        for rs in self._rs.values():
+            rs.reset()
+
     def _io(self, pcm: object) -> None:
         chunk: np.ndarray | None = None
         item: str | None = None
+        if self.suspect:  # prove the reopened device plays: a buffer of silence must drain
+            chunk, chunk_last = np.zeros(self.buffer_frames, "<i2"), True
         dropped = False  # after drop() the stream holds nothing, whatever avail() says
         dry = False  # the stream ran dry (XRUN) and that was already judged
         chunk_last = tail_ended = True  # the audio written last ended its stream: may run dry
+        prev_in_buf = 0
+        # Where the stream last (re)started: once well over a buffer was written since, the
+        # device is surely playing (a sound server may take up to two buffers before it
+        # starts, and its avail() is no guide meanwhile) and the short stall limit applies.
+        start_pos = self._written
         while not self._stop.is_set():
             self.heartbeat = now = self.clock()
             with self._lock:
@@ -415,13 +564,15 @@ class Playback(_DeviceThread):
                     for s in self._segments:
                         s.end = min(s.end, self._written)
                     self._in_buffer, self._snap_t, self.ends_at = 0, now, now
+                start_pos = self._written
             avail = pcm.avail()  # type: ignore[attr-defined]
             in_buf = self.buffer_frames - avail if avail >= 0 and not dropped else 0
+            played = in_buf < prev_in_buf  # the device drained some since the last look
             # Running dry mid-stream: ALSA may say so (avail < 0, a failed write), but the pulse
             # plugin often does not; our own clock of what was written always does.
             ran_out = avail < 0 or (chunk is None and now > self.ends_at + self.POLL_S)
             if ran_out and not dry:
-                dry = True
+                dry, start_pos = True, self._written
                 if not tail_ended:
                     self._underrun()
             if chunk is None:
@@ -429,7 +580,11 @@ class Playback(_DeviceThread):
                     if self._pending and (in_buf > 0 or self._ready_to_start(now)):
                         item, chunk, chunk_last = self._pending.popleft()
                         self._pending_frames -= chunk.size
-            if chunk is not None and (avail != 0):
+            # After drop() the stream is in SETUP: write() prepares it. avail() there is
+            # stale: an ioplug (pulse, pipewire) keeps its pointers, so a buffer that was full
+            # at the drop reads 0 for ever, and waiting for room would wait for ever.
+            n = 0
+            if chunk is not None and (avail != 0 or dropped):
                 room = self.buffer_frames - in_buf
                 take = chunk[:room] if room > 0 else chunk[:0]
                 if take.size:
@@ -456,12 +611,38 @@ class Playback(_DeviceThread):
                         in_buf += n
                         chunk = chunk[n:] if n < chunk.size else None
                         tail_ended = chunk is None and chunk_last
+            running = self._written - start_pos > 3 * self.buffer_frames
+            limit = PLAYBACK_STALL_S if running else PLAYBACK_START_S
+            self._watch_progress(now, n > 0, played, chunk is not None or in_buf > 0, limit)
+            prev_in_buf = in_buf
             with self._lock:
                 self._in_buffer, self._snap_t = in_buf, now
-                if in_buf or chunk is not None:
+                if (in_buf or chunk is not None) and not self.suspect:  # not the probe
                     self.ends_at = now + in_buf / self.card_rate
             self._wake_ev.wait(self.POLL_S)
             self._wake_ev.clear()
+
+    def _watch_progress(
+        self, now: float, took: bool, played: bool, waiting: bool, limit: float
+    ) -> None:
+        """Audio waiting (held here or in the device's buffer) and none taken or played for
+        ``limit`` seconds: the device hung. Raised as a fault, so the thread reopens it. A
+        suspect device is cleared only by playing (its buffer draining), not by taking: an
+        empty buffer takes a write whether or not the card runs."""
+        if played and self.suspect:
+            self.suspect = False
+            self._set_error(None)
+        if took or played or not waiting:
+            self.progress_at = now
+            return
+        self.stall_limit = limit
+        if now - self.progress_at >= limit:
+            self.stats.stalls += 1
+            self.suspect = True
+            raise DeviceStalled(
+                f"stopped taking audio ({now - self.progress_at:.1f} s with audio waiting, "
+                f"{self.stats.stalls} stall(s) so far)"
+            )
 
     def _underrun(self) -> None:
         self.stats.underruns += 1

@@ -25,7 +25,14 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, W
 from agentd import logs
 from agentd.config import Config
 from agentd.realtime.backoff import Backoff
-from agentd.realtime.codec import Codec, ProtocolError, SessionSettings, codec_for, endpoint
+from agentd.realtime.codec import (
+    Codec,
+    Endpoint,
+    ProtocolError,
+    SessionSettings,
+    codec_for,
+    endpoint,
+)
 from agentd.realtime.events import ServerEvent
 
 log = logging.getLogger("agentd.realtime")
@@ -37,6 +44,7 @@ OPEN_TIMEOUT_S = 10.0
 OUTBOX_LIMIT = 4000  # ~80 s of 20 ms appends; beyond that the oldest frames are dropped
 BRIEF_SESSION_S = 5.0  # a session closed this soon the same way as before logs at debug
 LOG_EVERY_S = 60.0  # at most one warning a minute for a flood of bad frames
+SCHEDULE_GRACE_S = 5.0  # a link this late for its next connect attempt is stuck
 
 
 class LinkError(Exception):
@@ -95,6 +103,7 @@ class LinkState:
     connected: bool
     error: str | None = None
     renewing: bool = False
+    kind: str | None = None  # LinkError.kind of a failed attempt (auth, rate_limited, …)
 
 
 class Link:
@@ -131,18 +140,37 @@ class Link:
         self._closing = False
         self._renewing = False
         self._closer: asyncio.Future[None] | None = None
+        # While not connected: when the link must next have done something (an attempt
+        # finished or started); None while connected (pings watch a live session).
+        self.due: float | None = None
+        self.backoff = Backoff(cfg.reconnect.initial_s, cfg.reconnect.max_s, rng)
         self.configure(cfg, api_key)
 
     def configure(self, cfg: Config, api_key: str | None) -> bool:
-        """Adopt a new config; returns True when the connection must be redone for it."""
-        old = getattr(self, "_endpoint", None)
+        """Adopt a new config; returns True when the connection must be redone for it.
+
+        What a reload does not change survives it: the codec (xStar's transcript state),
+        and the backoff with its auth floor unless the key or the backoff settings changed.
+        """
+        old_cfg: Config | None = getattr(self, "cfg", None)
+        old_ep: Endpoint | None = getattr(self, "_endpoint", None)
+        old_key = getattr(self, "_api_key", None)
         self.cfg = cfg
         self._api_key = api_key
-        self.codec: Codec = codec_for(cfg)
         self.session = SessionSettings.from_config(cfg)
         self._endpoint = endpoint(cfg, api_key)
-        self.backoff = Backoff(cfg.reconnect.initial_s, cfg.reconnect.max_s, self._rng)
-        return old is not None and old != self._endpoint
+        if old_cfg is None or (old_cfg.api.dialect, old_cfg.device.user_id) != (
+            cfg.api.dialect,
+            cfg.device.user_id,
+        ):
+            self.codec: Codec = codec_for(cfg)
+        if old_cfg is not None and old_cfg.reconnect != cfg.reconnect:
+            auth_failures = self.backoff.auth_failures
+            self.backoff = Backoff(cfg.reconnect.initial_s, cfg.reconnect.max_s, self._rng)
+            self.backoff.auth_failures = auth_failures
+        if old_key != api_key:
+            self.backoff.auth_failures = 0  # a new key deserves a prompt try
+        return old_ep is not None and old_ep != self._endpoint
 
     # ------------------------------------------------------------------ sending
 
@@ -165,6 +193,11 @@ class Link:
                 await ws.send(self._outbox.popleft())
 
     # ------------------------------------------------------------------ lifecycle
+
+    def on_schedule(self, now: float | None = None) -> bool:
+        """Connected, or retrying on schedule: what the watchdog asks of the link."""
+        now = self.clock() if now is None else now
+        return self.due is None or now <= self.due
 
     def renew_due(self) -> bool:
         return (
@@ -191,6 +224,7 @@ class Link:
     async def run(self) -> None:
         while not self._closing:
             self.attempts += 1
+            self.due = self.clock() + OPEN_TIMEOUT_S + SCHEDULE_GRACE_S
             ep = self._endpoint
             self._register_secrets()
             try:
@@ -217,7 +251,8 @@ class Link:
                 else:
                     log.debug("%s; retrying in %.1f s", message, delay)
                 self.last_error = message
-                self._report(LinkState(False, message))
+                self._report(LinkState(False, message, kind=err.kind))
+                self.due = self.clock() + delay + SCHEDULE_GRACE_S
                 await self._sleep(delay)
                 continue
             await self._session(ws)
@@ -226,7 +261,9 @@ class Link:
             if self._renewing:
                 self._renewing = False
                 continue
-            await self._sleep(self.backoff.next_delay())
+            delay = self.backoff.next_delay()
+            self.due = self.clock() + delay + SCHEDULE_GRACE_S
+            await self._sleep(delay)
 
     def _register_secrets(self) -> None:
         """The key and every custom header value go into the handshake, so into websockets'
@@ -247,6 +284,7 @@ class Link:
         close), and the first send then raises; the link must still report itself down."""
         self._ws = ws
         now = self.clock()
+        self.due = None
         self.backoff.connected(now)
         if self.first_connect_done:
             self.reconnects += 1
@@ -281,6 +319,7 @@ class Link:
                     await writer
             reason = logs.redact(_close_reason(ws))
             self.connected, self._ws = False, None
+            self.due = self.clock() + SCHEDULE_GRACE_S
             self._outbox.clear()
             self.backoff.disconnected(self.clock())
             if not self._closing:

@@ -52,6 +52,10 @@ class Faults:
     session_cap_s: float | None = None  # close 1001 this long after connect, like OpenAI at 60 min
     accept_then_close: int | None = None  # answer 101, then close with this code at once
     echo_subprotocols: bool = False  # a proxy echoing the offered subprotocols (101 or reject)
+    accept_delay_s: float | None = None  # hold every handshake this long (slow server/network)
+    never_answer: bool = False  # accept response.create and then say nothing (a hung server)
+    #: end the next response with this status and status_details (failed / incomplete)
+    response_status: tuple[str, dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -198,8 +202,10 @@ class Simulator:
 
     # ------------------------------------------------------------------ handshake
 
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         self.handshakes.append(Handshake(time.monotonic(), request.path, request.headers))
+        if self.faults.accept_delay_s:
+            await asyncio.sleep(self.faults.accept_delay_s)
         status = self.faults.reject_status
         if status is None and self.api_key is not None:
             auth = request.headers.get("Authorization", "")
@@ -500,6 +506,8 @@ class Simulator:
                 ),
             )
             return
+        if self.faults.never_answer:
+            return
         text = s.config.pop("_tts_text", None) or self.reply
         resp_id = self._resp_id()
         s.active_id = resp_id
@@ -676,6 +684,8 @@ class Simulator:
             status, details = "cancelled", {"type": "cancelled", "reason": "client_cancelled"}
         except ConnectionClosed:
             return
+        if status == "completed" and self.faults.response_status is not None:
+            (status, details), self.faults.response_status = self.faults.response_status, None
         response = dict(response, status=status, status_details=details)
         with contextlib.suppress(ConnectionClosed):
             await self._send(ws, {"type": "response.done", "response": response})
