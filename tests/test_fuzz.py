@@ -436,7 +436,7 @@ async def assert_turn_works(h: Harness) -> None:
     """A spoken push-to-talk turn, answered and played, the daemon back at IDLE."""
     before = h.daemon.status()["turns"]
     commits = len(h.sim.client_events("input_audio_buffer.commit"))
-    await say(h)
+    await say(h, realtime=True)  # paced like a person: the gate times speech by the clock
     await h.until(lambda: h.state() == "speaking", timeout=15)
     await h.until(lambda: h.state() == "idle", timeout=20)
     assert h.daemon.status()["turns"] == before + 1
