@@ -24,9 +24,10 @@ import numpy as np
 from agentd import __version__, logs
 from agentd import conversation as cv
 from agentd.audio.alsa import Capture, Playback
-from agentd.audio.resample import VAD_RATE, StreamResampler, to_int16
+from agentd.audio.pcm import to_float, to_int16
+from agentd.audio.resample import VAD_RATE, StreamResampler
 from agentd.config import Config, ConfigError, Loaded, led_config, load
-from agentd.control import ControlServer, SocketInUse
+from agentd.control import COMMANDS, ControlServer, SocketInUse
 from agentd.device.cues import CUE_RATE, cue_pcm
 from agentd.device.gpio import Gpio, show_error
 from agentd.notify import Notifier
@@ -45,7 +46,7 @@ TICK_S = 0.05
 TRANSCRIPT_MAX = 65536  # characters kept of one item's transcript while it streams
 TRIM_EVERY_S = 30.0  # give freed heap back to the OS while idle (glibc keeps it otherwise)
 EXIT_TASK_FAILED = 1  # a task kept dying: systemd restarts us (78 is kept for config errors)
-#: what STATUS= and `ctl status` call each problem (README documents them)
+#: what STATUS= and `ctl status` call each problem (each has its own cue in device/cues.py)
 PROBLEM_TEXT = {
     cv.Problem.AUTH: "key rejected",
     cv.Problem.QUOTA: "out of quota or rate limited",
@@ -203,8 +204,6 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
-        previous_handler = loop.get_exception_handler()
-        loop.set_exception_handler(self._loop_error)
         for w in self.loaded.warnings:
             log.warning("%s", w)
         if self.loaded.api_key is not None:
@@ -219,6 +218,8 @@ class Daemon:
             loop.set_exception_handler(previous_handler)
             self.notifier.close()
             return 1
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_error)
         if self.persisted.muted():
             log.info("muted, as before the restart (agentd ctl unmute, or double-press)")
             self._muted_saved = True
@@ -542,7 +543,7 @@ class Daemon:
         start = max(time.monotonic(), pb.ends_at)
         pb.play(pcm, item, rate=rate, gain=gain, last=last)
         if self.cfg.echo.barge_in == "voice" and pcm:
-            x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
+            x = to_float(pcm)
             self.gate.reference.add(x * (pb.settings.volume if gain is None else gain), rate, start)
 
     # ------------------------------------------------------------------ server side
@@ -667,21 +668,18 @@ class Daemon:
     # ------------------------------------------------------------------ control & reload
 
     async def _control(self, cmd: str) -> dict[str, Any]:
-        if cmd == "status":
-            return self.status()
-        if cmd == "reload":
-            ok, problems = await self.reload()
-            return {"ok": ok, "problems": problems}
-        commands: dict[str, cv.Input] = {
-            "press": cv.Press(),
-            "release": cv.Release(),
-            "talk": cv.Talk(),
-            "interrupt": cv.Interrupt(),
-            "mute": cv.Mute(True),
-            "unmute": cv.Mute(False),
-        }
-        self.feed(commands[cmd])
-        return {"ok": True, "state": self.conv.state.value}
+        """Answer a command from control.COMMANDS (the socket lets no other name through)."""
+        command = COMMANDS[cmd]
+        if command.feed is not None:
+            self.feed(command.feed)
+            return {"ok": True, "state": self.conv.state.value}
+        match cmd:
+            case "status":
+                return self.status()
+            case "reload":
+                ok, problems = await self.reload()
+                return {"ok": ok, "problems": problems}
+        raise NotImplementedError(f"control command {cmd!r} has no answer in the daemon")
 
     async def reload(self) -> tuple[bool, list[str]]:
         """Re-read and validate; invalid → keep running on the old config, say so."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agentd.audio.pcm import to_float, to_int16
 from agentd.sim.speech import espeak_pcm
 
 RATE = 16000
@@ -32,7 +33,7 @@ PHRASES = [
 @functools.cache
 def speak(text: str) -> np.ndarray:
     """float32 speech at 16 kHz (espeak-ng, sox -R: deterministic)."""
-    x = np.frombuffer(espeak_pcm(text, RATE), "<i2").astype(np.float32) / 32768
+    x = to_float(espeak_pcm(text, RATE))
     nz = np.flatnonzero(np.abs(x) > 0.01)  # trim espeak's own leading/trailing silence
     return x[nz[0] : nz[-1] + 1].copy()
 
@@ -120,6 +121,6 @@ def echo_of(playback: np.ndarray, level_db: float, rng: np.random.Generator) -> 
 
 def frames(audio: np.ndarray) -> list[bytes]:
     """20 ms int16 frames."""
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    pcm = np.frombuffer(to_int16(audio), "<i2")
     n = pcm.size // 320
     return [pcm[i * 320 : (i + 1) * 320].tobytes() for i in range(n)]

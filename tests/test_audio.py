@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from agentd.audio.alsa import Capture, Playback, describe_alsa_error
-from agentd.audio.resample import StreamResampler, to_int16
+from agentd.audio.pcm import to_float, to_int16
+from agentd.audio.resample import StreamResampler
 from agentd.config import InputSettings, OutputSettings
 from tests import rigs
 
@@ -100,7 +101,7 @@ async def test_capture_48k_stereo_file_delivers_16k_mono_of_the_chosen_channel()
     finally:
         cap.stop()
     assert all(len(f) == 320 * 2 for f in frames)
-    x = np.frombuffer(b"".join(frames[5:40]), "<i2").astype(np.float32) / 32768
+    x = to_float(b"".join(frames[5:40]))
     assert abs(peak_hz(x, 16000) - 1000) < 20  # the right channel, not the left
     assert abs(level_db(x) - level_db(right[:48000])) < 0.5
 
@@ -117,7 +118,7 @@ async def test_playback_to_file_writes_card_rate_with_volume_and_accounts() -> N
             await asyncio.sleep(0.01)
     finally:
         pb.stop()
-    out = np.frombuffer(rigs.PLAYBACK_FILE.read_bytes(), "<i2").astype(np.float32) / 32768
+    out = to_float(rigs.PLAYBACK_FILE.read_bytes())
     assert abs(out.size - 24000) < 480
     assert abs(peak_hz(out[2400:-2400], 48000) - 1000) < 5
     assert abs(level_db(out[2400:-2400]) - level_db(sine(1000, 48000, 1, 0.4))) < 0.5

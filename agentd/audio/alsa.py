@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from agentd.audio.devices import list_pcms
-from agentd.audio.resample import VAD_RATE, Framer, StreamResampler, from_int16, to_int16
+from agentd.audio.pcm import to_float, to_int16
+from agentd.audio.resample import VAD_RATE, Framer, StreamResampler
 from agentd.config import InputSettings, OutputSettings
 
 log = logging.getLogger("agentd.audio")
@@ -372,8 +373,6 @@ class Playback(_DeviceThread):
         self._wake_ev = threading.Event()
         self.ends_at = 0.0  # when the last written sample leaves the speaker
         self.flushed_at = 0.0  # when the last flush reached ALSA (drop)
-        self.started_at = 0.0  # first write after the speaker was idle
-        self.on_idle: Callable[[], None] | None = None
         self.queue_limit_s = PLAYBACK_QUEUE_S
         self.progress_at = clock()  # the device last took audio (or had none waiting)
         # After a stall the reopened device must prove it takes audio before it counts as
@@ -400,13 +399,13 @@ class Playback(_DeviceThread):
         if self._refuse(len(pcm) // 2, rate, last):
             rs.reset()
             return
-        y = rs.process(from_int16(pcm), last=last)
+        y = rs.process(to_float(pcm), last=last)
         if last:
             rs.reset()
         if not y.size:
             return
         g = self.settings.volume if gain is None else gain
-        samples = np.clip(y * (g * 32767.0), -32768, 32767).astype("<i2")
+        samples = np.frombuffer(to_int16(y, g), "<i2")
         with self._lock:
             if not self._pending:
                 self._pending_since = self.clock()
@@ -589,9 +588,6 @@ class Playback(_DeviceThread):
                 take = chunk[:room] if room > 0 else chunk[:0]
                 if take.size:
                     data = np.repeat(take, self.card_channels) if self.card_channels > 1 else take
-                    last = self._segments[-1] if self._segments else None
-                    if last is None or last.item != item or now >= self.ends_at + 1.0:
-                        self.started_at = now  # a new item (or after a long silence) starts
                     n = pcm.write(data.tobytes())  # type: ignore[attr-defined]
                     if n < 0:  # the pulse plugin reports running dry only here
                         if not dry and not tail_ended:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agentd.audio.pcm import to_float
 from agentd.config import Config
 
 RATE = 16000
@@ -127,7 +128,7 @@ class ReferenceTrack:
 
 
 def _energy(frame: bytes) -> float:
-    x = np.frombuffer(frame, dtype="<i2").astype(np.float32) / 32768.0
+    x = to_float(frame)
     return float(np.mean(x * x))
 
 
@@ -155,7 +156,6 @@ class VoiceGate:
         self._voiced_ms = 0
         self._gap_ms = 0
         self._silence_ms = 0
-        self._speech_ms = 0
         self._ptt_started = False
         self.sent_ms = 0  # audio sent in the current turn
         self.coupling = 1.0  # echo energy / playback energy: starts pessimistic, learned
@@ -177,7 +177,7 @@ class VoiceGate:
 
     def reset(self) -> None:
         self.state, self._cand = "silence", []
-        self._voiced_ms = self._gap_ms = self._silence_ms = self._speech_ms = 0
+        self._voiced_ms = self._gap_ms = self._silence_ms = 0
         self.preroll.clear()
 
     # ---------------------------------------------------------------- frames
@@ -243,7 +243,6 @@ class VoiceGate:
             return []
         # speech
         out: list[VoiceEvent] = [self._emit([(frame, now)])]
-        self._speech_ms += FRAME_MS
         if voiced:
             self._silence_ms = 0
         else:
@@ -260,7 +259,7 @@ class VoiceGate:
         frames = [*self.preroll, *self._cand]
         self.preroll.clear()
         self.state, self._cand = "speech", []
-        self._silence_ms, self._speech_ms = 0, self._voiced_ms
+        self._silence_ms = 0
         return [SpeechStarted(frames[0][1]), self._emit(frames)]
 
     def _double_talk(self, frame: bytes, now: float, speaker: Speaker) -> list[VoiceEvent]:
