@@ -215,7 +215,6 @@ class Daemon:
             log.error("agentd not started: %s", exc)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            loop.set_exception_handler(previous_handler)
             self.notifier.close()
             return 1
         previous_handler = loop.get_exception_handler()
