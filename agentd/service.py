@@ -497,7 +497,7 @@ class Daemon:
         WatchdogSec. Said once when it turns unhealthy and once when it recovers."""
         assert self.notifier.watchdog_s
         period = self.notifier.watchdog_s / 2
-        while True:
+        while not self.stop_event.is_set():  # stopping: devices close, that is no fault
             problem = self.health()
             if problem is None:
                 self.notifier.watchdog()

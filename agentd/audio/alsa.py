@@ -116,7 +116,7 @@ class _DeviceThread:
         if not self._thread.is_alive():
             return f"{self.kind} thread ended"
         if now - self.heartbeat >= STALL_S:
-            return f"{self.kind} thread stuck for {now - self.heartbeat:.0f} s"
+            return f"{self.kind} thread stuck for over {STALL_S:.0f} s"
         return None
 
     def healthy(self) -> bool:
@@ -236,7 +236,7 @@ class Capture(_DeviceThread):
             return p
         since = max(self.delivered_at, self.opened_at)
         if self.opened.is_set() and now - since >= FRAMES_STALL_S:
-            return f"no microphone audio reached the daemon for {now - since:.0f} s"
+            return f"no microphone audio reached the daemon for over {FRAMES_STALL_S:.0f} s"
         return None
 
     def _open(self) -> object:
@@ -476,9 +476,7 @@ class Playback(_DeviceThread):
         if self.suspect:
             return f"playback device {self.device!r} stopped taking audio; reopening"
         if self.opened.is_set() and now - self.progress_at >= self.stall_limit:
-            return (
-                f"playback device {self.device!r} took no audio for {now - self.progress_at:.0f} s"
-            )
+            return f"playback device {self.device!r} takes no audio"
         return None
 
     def heard_ms(self, item: str, now: float | None = None) -> int:
@@ -541,7 +539,7 @@ class Playback(_DeviceThread):
         chunk: np.ndarray | None = None
         item: str | None = None
         if self.suspect:  # prove the reopened device plays: a buffer of silence must drain
-            chunk, chunk_last = np.zeros(self.buffer_frames, "<i2"), True
+            chunk = self._probe()
         dropped = False  # after drop() the stream holds nothing, whatever avail() says
         dry = False  # the stream ran dry (XRUN) and that was already judged
         chunk_last = tail_ended = True  # the audio written last ended its stream: may run dry
@@ -555,7 +553,7 @@ class Playback(_DeviceThread):
             with self._lock:
                 flush, self._flush = self._flush, False
             if flush:
-                chunk, tail_ended = None, True
+                chunk, tail_ended = self._probe() if self.suspect else None, True
                 pcm.drop()  # type: ignore[attr-defined]
                 self.flushed_at = self.clock()
                 dropped = True
@@ -567,7 +565,7 @@ class Playback(_DeviceThread):
                 start_pos = self._written
             avail = pcm.avail()  # type: ignore[attr-defined]
             in_buf = self.buffer_frames - avail if avail >= 0 and not dropped else 0
-            played = in_buf < prev_in_buf  # the device drained some since the last look
+            played = in_buf < prev_in_buf and not dropped  # the device drained some
             # Running dry mid-stream: ALSA may say so (avail < 0, a failed write), but the pulse
             # plugin often does not; our own clock of what was written always does.
             ran_out = avail < 0 or (chunk is None and now > self.ends_at + self.POLL_S)
@@ -621,6 +619,9 @@ class Playback(_DeviceThread):
                     self.ends_at = now + in_buf / self.card_rate
             self._wake_ev.wait(self.POLL_S)
             self._wake_ev.clear()
+
+    def _probe(self) -> np.ndarray:
+        return np.zeros(self.buffer_frames, "<i2")
 
     def _watch_progress(
         self, now: float, took: bool, played: bool, waiting: bool, limit: float
