@@ -533,26 +533,35 @@ CLOCK_AUDIO = {
 }
 
 
+def mark(h: Harness) -> float:
+    """Now, with every datagram sent so far taken in (they are stamped when read)."""
+    h.notify.drain()
+    return time.monotonic()
+
+
 def pings_since(h: Harness, t: float) -> int:
-    """WATCHDOG=1 datagrams the real NOTIFY_SOCKET received since ``t``."""
+    """WATCHDOG=1 datagrams the real NOTIFY_SOCKET received since ``t`` (from :func:`mark`)."""
     h.notify.drain()
     return sum(1 for ts, m in h.notify.messages if ts >= t and "WATCHDOG=1" in m)
 
 
-async def withheld_then_resumed(h: Harness, broken: str, fix: Any) -> None:
+async def withheld_then_resumed(
+    h: Harness, broken: str, fix: Any, healthy_first: bool = True
+) -> None:
     """The watchdog (WATCHDOG_USEC 2 s: a ping a second) stops while ``broken`` is what
     health() says, and resumes once ``fix()`` has been called."""
-    t0 = time.monotonic()
-    await asyncio.sleep(1.5)
-    assert pings_since(h, t0) >= 1  # healthy to begin with
+    if healthy_first:
+        t0 = mark(h)
+        await asyncio.sleep(1.5)
+        assert pings_since(h, t0) >= 1
     await h.until(lambda: broken in (h.daemon.status()["unhealthy"] or ""), timeout=6)
-    t1 = time.monotonic()
+    t1 = mark(h)
     await asyncio.sleep(2.5)
     assert pings_since(h, t1) == 0, "watchdog still petted while broken"
     assert broken in (h.daemon.status()["unhealthy"] or "")
     fix()
     await h.until(lambda: h.daemon.status()["unhealthy"] is None, timeout=8)
-    t2 = time.monotonic()
+    t2 = mark(h)
     await asyncio.sleep(1.5)
     assert pings_since(h, t2) >= 1, "watchdog did not resume"
 
@@ -612,7 +621,10 @@ async def test_speaker_hung_mid_answer_ends_speaking_and_withholds_the_watchdog(
         assert end_ms <= written_ms - buffer_ms + 20, (end_ms, written_ms)
         assert end_ms >= 300, end_ms  # it had played a while
         await withheld_then_resumed(
-            h, "playback device 'clockspk'", lambda: rigs.CLOCKSPK_FREEZE.unlink(missing_ok=True)
+            h,
+            "playback device 'clockspk'",
+            lambda: rigs.CLOCKSPK_FREEZE.unlink(missing_ok=True),
+            healthy_first=False,  # it has been unhealthy since the stall
         )
     finally:
         rigs.CLOCKSPK_FREEZE.unlink(missing_ok=True)
@@ -657,6 +669,6 @@ async def test_watchdog_withheld_while_the_link_is_off_schedule(
     assert task is not None
     task.cancel()
     await h.until(lambda: "connection task ended" in (h.daemon.status()["unhealthy"] or ""))
-    t = time.monotonic()
+    t = mark(h)
     await asyncio.sleep(2.5)
     assert pings_since(h, t) == 0

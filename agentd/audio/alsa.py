@@ -228,16 +228,26 @@ class Capture(_DeviceThread):
         self._lock = threading.Lock()
         self._scheduled = False
         self.delivered_at = 0.0  # when the loop last handled a frame
+        self._wait_from = 0.0  # frames are due from here on (the device opened)
+        self._starving = False  # no frames came before the device failed: a reopen is no cure
 
     def problem(self, now: float | None = None) -> str | None:
         """Also unhealthy: an open microphone whose frames stopped reaching the loop."""
         now = time.monotonic() if now is None else now
-        if (p := super().problem(now)) is not None:
-            return p
-        since = max(self.delivered_at, self.opened_at)
-        if self.opened.is_set() and now - since >= FRAMES_STALL_S:
+        since = max(self.delivered_at, self._wait_from)
+        if self._thread.is_alive() and self.opened.is_set() and now - since >= FRAMES_STALL_S:
+            # said first: a thread stuck in read() is this same fault, one line not two
             return f"no microphone audio reached the daemon for over {FRAMES_STALL_S:.0f} s"
-        return None
+        return super().problem(now)
+
+    def _opened(self) -> None:
+        if not self._starving:
+            self._wait_from = self.opened_at
+        super()._opened()
+
+    def _failed(self) -> None:
+        since = max(self.delivered_at, self._wait_from)
+        self._starving = time.monotonic() - since >= FRAMES_STALL_S
 
     def _open(self) -> object:
         import alsaaudio
