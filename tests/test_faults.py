@@ -672,3 +672,46 @@ async def test_watchdog_withheld_while_the_link_is_off_schedule(
     t = mark(h)
     await asyncio.sleep(2.5)
     assert pings_since(h, t) == 0
+
+
+@pytest.mark.parametrize("harness", [dict(CLOCK_AUDIO)], indirect=True)
+async def test_reload_reopening_a_stuck_device_does_not_freeze_the_loop(
+    clock_rig: None, harness: Harness, tmp_path: Path
+) -> None:
+    """A reload that changes the audio settings stops the device threads. The capture thread
+    is stuck in read() on a hung card (clockmic frozen), so its join takes the whole timeout:
+    that wait must not happen on the event loop (it froze the daemon: no button, no server
+    events, no watchdog for a second or more)."""
+    import yaml
+
+    h = harness
+    cfg = tmp_path / "config.yaml"
+    data = yaml.safe_load(cfg.read_text())
+    data["audio"]["output"]["buffer_ms"] = 80
+    cfg.write_text(yaml.safe_dump(data))
+    rigs.CLOCKMIC_FREEZE.touch()
+    gaps: list[float] = []
+
+    async def probe() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    try:
+        await asyncio.sleep(0.5)  # the capture thread is blocked in read() by now
+        p = asyncio.create_task(probe())
+        t0 = time.monotonic()
+        ok, problems = await h.daemon.reload()
+        took = time.monotonic() - t0
+        p.cancel()
+    finally:
+        rigs.CLOCKMIC_FREEZE.unlink(missing_ok=True)
+    print(f"reload took {took:.2f} s; longest loop stall {max(gaps) * 1000:.0f} ms")
+    assert ok, problems
+    assert took >= 0.9  # the stuck thread really was waited for
+    assert max(gaps) < 0.25, max(gaps)
+    assert h.daemon.playback is not None and h.daemon.playback.settings.buffer_ms == 80
+    await h.until(lambda: h.daemon.status()["unhealthy"] is None, timeout=8)
