@@ -703,9 +703,11 @@ async def test_reload_reopening_a_stuck_device_does_not_freeze_the_loop(
     try:
         await asyncio.sleep(0.5)  # the capture thread is blocked in read() by now
         p = asyncio.create_task(probe())
+        await asyncio.sleep(0.05)
         t0 = time.monotonic()
         ok, problems = await h.daemon.reload()
         took = time.monotonic() - t0
+        await asyncio.sleep(0.05)  # the probe sees the stall, if there was one
         p.cancel()
     finally:
         rigs.CLOCKMIC_FREEZE.unlink(missing_ok=True)
