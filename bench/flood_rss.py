@@ -42,7 +42,7 @@ def vm(pid: int, key: str) -> float:
 
 async def flood() -> dict[str, float]:
     async with Simulator("openai", pace=PACE) as sim:
-        sim.reply = SENTENCE * 110  # ~8 minutes of speech
+        sim.reply = SENTENCE * 330  # ~24 minutes of speech
         audio_s = len(sim.speech.pcm(sim.reply, 24000)) / 48000  # synthesise before timing
         sock = DIR / "ctl.sock"
         cfg = DIR / "flood.yaml"
