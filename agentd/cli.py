@@ -8,13 +8,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agentd import __version__
-from agentd.config import DEFAULT_CONFIG_PATH, ConfigError, load
+from agentd.config import DEFAULT_CONFIG_PATH, ConfigError, Loaded, load, show
+from agentd.control import COMMANDS
+from agentd.logs import under_systemd
+
+
+def _absolute(text: str) -> Path:
+    """The daemon must not depend on its working directory (lgpio moves it): resolve now."""
+    return Path(text).absolute()
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
-        type=Path,
+        type=_absolute,
         default=DEFAULT_CONFIG_PATH,
         help=f"main config file; config.d/*.yaml beside it overlays it (default {DEFAULT_CONFIG_PATH})",
     )
@@ -35,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate the configuration and print a summary")
     _add_config(p)
+    p.add_argument(
+        "--show",
+        action="store_true",
+        help="print the effective merged config, each value with the file it came from",
+    )
     p.set_defaults(func=_cmd_check_config)
 
     p = sub.add_parser("devices", help="list ALSA capture and playback devices")
@@ -43,11 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ctl", help="control a running daemon over its unix socket")
     p.add_argument("--socket", type=Path, default=None, help="control socket path")
     _add_config(p)
-    p.add_argument(
-        "command",
-        choices=["status", "press", "release", "talk", "interrupt", "mute", "reload"],
-        help="what to ask the daemon",
-    )
+    p.add_argument("command", choices=COMMANDS, help="what to ask the daemon")
     p.set_defaults(func=_cmd_ctl)
 
     p = sub.add_parser("demo", help="run the real daemon against the bundled simulator")
@@ -69,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        loaded = load(args.config)
+        loaded = load(args.config, unreadable_key_ok=True)
     except ConfigError as exc:
         print(f"{args.config}: {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
@@ -77,14 +85,28 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         return 1
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"OK {args.config}: {loaded.config.summary()}")
+    if args.show:
+        print(show(loaded))
+        return 0
+    print(f"OK {args.config}: {loaded.config.summary()}; api key: {_key_source(loaded)}")
     return 0
 
 
-def _cmd_devices(args: argparse.Namespace) -> int:
-    from agentd.audio.devices import format_devices
+def _key_source(loaded: Loaded) -> str:
+    """Which key the daemon would use, never the key itself."""
+    key = loaded.api_key
+    if key is None:
+        unread = any(w.startswith("api key: ") for w in loaded.warnings)
+        return "not checked (see the warning)" if unread else "none needed (local server)"
+    if key.source.startswith("$") and not under_systemd():
+        return f"{key.source} (from this shell: the service does not inherit it)"
+    return key.source
 
-    print(format_devices())
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from agentd.audio.devices import describe_devices
+
+    print(describe_devices())
     return 0
 
 

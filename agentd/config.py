@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import hmac
+import ipaddress
 import os
 import socket
 import stat
@@ -19,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -142,6 +146,9 @@ class TurnSettings:
     detection: Literal["local", "server"] = _opt("local", "who ends a turn: local | server")
     max_turn_s: float = _opt(30.0, "longest turn", 1, 600)
     idle_timeout_s: float = _opt(20.0, "toggle mode: silence that ends the conversation", 1, 3600)
+    response_timeout_s: float = _opt(
+        15.0, "longest wait for the server to start answering before an error", 3, 300
+    )
 
 
 @dataclass(frozen=True)
@@ -164,7 +171,12 @@ class ButtonSettings:
     pin: int | None = _opt(17, "BCM pin, or null for no button", 0, 53)
     pull_up: bool = _opt(True, "button wired to ground with the internal pull-up")
     bounce_ms: int = _opt(30, "debounce", 0, 1000)
-    hold_ms: int = _opt(1000, "press this long counts as a hold", 100, 10000)
+    hold_ms: int = _opt(
+        5000,
+        "holding the button this long forces a reconnect (ends a turn held so long)",
+        500,
+        30000,
+    )
 
 
 @dataclass(frozen=True)
@@ -282,6 +294,8 @@ class Loaded:
     api_key: Secret | None
     warnings: tuple[str, ...] = ()
     files: tuple[Path, ...] = ()
+    #: dotted key path → the file that set it (keys not in the map are defaults)
+    origins: Mapping[str, Path] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- validation
@@ -489,8 +503,18 @@ def _check_relations(cfg: Config, problems: list[str]) -> None:
     url = cfg.api.url
     if url is not None and not url.startswith(("ws://", "wss://")):
         problems.append(f"api.url: must start with wss:// or ws:// (got {_describe(url)})")
+    elif url is not None and url.startswith("ws://") and not _is_local(url):
+        problems.append(
+            "api.url: ws:// would send the API key and your voice unencrypted; use wss:// "
+            f"(ws:// is only allowed for this machine: localhost, 127.0.0.1, ::1; got {_host(url)})"
+        )
     if cfg.api.model is not None and not cfg.api.model.strip():
         problems.append("api.model: must not be empty")
+    if cfg.api.api_key_file is not None and not cfg.api.api_key_file.startswith("/"):
+        problems.append(
+            f"api.api_key_file: must be an absolute path (got {cfg.api.api_key_file!r}); "
+            "the service runs in /"
+        )
     if not cfg.control.socket.startswith("/"):
         problems.append(f"control.socket: must be an absolute path (got {cfg.control.socket!r})")
 
@@ -498,19 +522,54 @@ def _check_relations(cfg: Config, problems: list[str]) -> None:
 # --------------------------------------------------------------------------- placeholders
 
 
-def _machine_id() -> str:
-    for candidate in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+#: agentd's application id for machine-id(5) app-specific ids: fixed forever, so a device
+#: keeps its user id (and the server-side memory keyed on it) across reinstalls.
+APP_ID = "6eaa1fd1ef4241c19bbb3a0e4347c7ee"
+MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+
+
+def _raw_machine_id() -> str | None:
+    """The machine id (32 hex digits), or None when this system has none."""
+    for candidate in MACHINE_ID_FILES:
         try:
-            text = Path(candidate).read_text().strip()
+            text = Path(candidate).read_text().strip().lower()
         except OSError:
             continue
-        if text:
+        if len(text) == 32 and all(c in "0123456789abcdef" for c in text):
             return text
-    return "unknown"
+    return None
+
+
+def app_specific_id(machine_id: str, app_id: str = APP_ID) -> str:
+    """What ``sd_id128_get_machine_app_specific()`` (and ``systemd-id128 machine-id
+    --app-specific=APP``) returns: HMAC-SHA256 keyed with the machine id over the app id, cut
+    to 128 bits and marked as a v4 UUID. machine-id(5): the raw id must never leave the
+    machine, and this one cannot be turned back into it or matched with other apps' ids."""
+    digest = hmac.new(bytes.fromhex(machine_id), bytes.fromhex(app_id), hashlib.sha256).digest()
+    out = bytearray(digest[:16])
+    out[6] = (out[6] & 0x0F) | 0x40
+    out[8] = (out[8] & 0x3F) | 0x80
+    return out.hex()
+
+
+def _machine_id() -> str | None:
+    """The value of the ``{machine_id}`` placeholder: agentd's app-specific id."""
+    raw = _raw_machine_id()
+    return app_specific_id(raw) if raw else None
 
 
 def _expand_user_id(template: str, problems: list[str]) -> str:
-    values = {"hostname": socket.gethostname(), "machine_id": _machine_id()}
+    values = {"hostname": socket.gethostname()}
+    if "machine_id" in template:
+        machine_id = _machine_id()
+        if machine_id is None:
+            problems.append(
+                "device.user_id: {machine_id} needs a machine id, but "
+                f"{' and '.join(MACHINE_ID_FILES)} are missing or invalid "
+                "(run systemd-machine-id-setup, or use {hostname} or a fixed user_id)"
+            )
+            return template
+        values["machine_id"] = machine_id
     try:
         result = template.format_map(values)
     except KeyError as exc:
@@ -559,15 +618,36 @@ def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any] | None:
     return data
 
 
-def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """Overlay ``over`` on ``base``: mappings merge key by key, anything else replaces."""
+def deep_merge(
+    base: Mapping[str, Any],
+    over: Mapping[str, Any],
+    origins: dict[str, Path] | None = None,
+    source: Path | None = None,
+    prefix: str = "",
+) -> dict[str, Any]:
+    """Overlay ``over`` on ``base``: mappings merge key by key, anything else replaces.
+
+    With ``origins``, every key path ``over`` sets is recorded as coming from ``source``, so
+    an error or `check-config --show` can name the file a value came from."""
     out = dict(base)
     for key, value in over.items():
+        path = f"{prefix}{key}"
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
+            out[key] = deep_merge(out[key], value, origins, source, path + ".")
+            continue
+        out[key] = value
+        if origins is not None and source is not None:
+            for old in [p for p in origins if p.startswith(path + ".")]:
+                del origins[old]
+            _record(value, path, origins, source)
     return out
+
+
+def _record(value: Any, path: str, origins: dict[str, Path], source: Path) -> None:
+    origins[path] = source
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            _record(inner, f"{path}.{key}", origins, source)
 
 
 def overlay_files(path: Path) -> list[Path]:
@@ -576,6 +656,45 @@ def overlay_files(path: Path) -> list[Path]:
     if not d.is_dir():
         return []
     return sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def _read_merged(
+    path: Path, problems: list[str]
+) -> tuple[dict[str, Any] | None, list[Path], dict[str, Path]]:
+    """The main file with its overlays merged over it, the files read, and each key's file."""
+    origins: dict[str, Path] = {}
+    data = _read_yaml(path, problems)
+    files = [path]
+    if data is None:
+        return None, files, origins
+    data = deep_merge({}, data, origins, path)
+    for extra in overlay_files(path):
+        files.append(extra)
+        over = _read_yaml(extra, problems)
+        if over is not None:
+            data = deep_merge(data, over, origins, extra)
+    return data, files, origins
+
+
+def origin_of(key: str, origins: Mapping[str, Path]) -> Path | None:
+    """The file that set ``key`` (or the nearest section above it that a file set)."""
+    parts = key.split(".")
+    while parts:
+        found = origins.get(".".join(parts))
+        if found is not None:
+            return found
+        parts.pop()
+    return None
+
+
+def _name_files(problems: list[str], origins: Mapping[str, Path], main: Path) -> list[str]:
+    """Prefix each problem whose key an overlay set with that overlay's path
+    (``/etc/agentd/config.d/10-site.yaml: vad.agressiveness: …``)."""
+    out = []
+    for problem in problems:
+        source = origin_of(problem.split(": ", 1)[0], origins)
+        out.append(f"{source}: {problem}" if source is not None and source != main else problem)
+    return out
 
 
 def from_mapping(data: Mapping[str, Any]) -> Config:
@@ -591,10 +710,22 @@ def from_mapping(data: Mapping[str, Any]) -> Config:
     return typing.cast(Config, cfg)
 
 
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or "no host"
+    except ValueError:
+        return "no valid host"
+
+
 def _is_local(url: str) -> bool:
-    rest = url.split("://", 1)[-1]
-    host = rest.split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
-    return host in ("127.0.0.1", "localhost", "::1")
+    """Loopback only (the bundled simulator, a local proxy): nothing leaves the machine."""
+    host = _host(url)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _others_can_read(path: Path) -> bool:
@@ -604,14 +735,70 @@ def _others_can_read(path: Path) -> bool:
         return False
 
 
+#: The key file the unit hands the daemon as credential ``api_key`` (LoadCredential=).
+UNIT_CREDENTIAL = Path("/etc/agentd/api_key")
+
+
+def _whoami() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _credential(
+    environ: Mapping[str, str],
+    unit_credential: Path | None,
+    problems: list[str],
+    warnings: list[str],
+) -> Secret | None:
+    """The systemd credential: ``$CREDENTIALS_DIRECTORY/api_key`` under the unit; outside it
+    (check-config, a run by hand) the file the unit loads, read directly when readable."""
+    cred_dir = environ.get("CREDENTIALS_DIRECTORY")
+    origin = unit_credential or UNIT_CREDENTIAL
+    if cred_dir:
+        path, shown = Path(cred_dir) / "api_key", f"the systemd credential api_key ({origin})"
+    elif unit_credential is not None:
+        path, shown = unit_credential, f"{unit_credential} (the unit's LoadCredential=api_key)"
+    else:
+        return None
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except PermissionError as exc:
+        if cred_dir:  # the service itself cannot read its credential
+            problems.append(f"api.api_key_env: cannot read {shown}: {exc.strerror}")
+            return None
+        warnings.append(
+            f"api key: {path} is not readable by {_whoami()}, so whether the service has a key "
+            "was not checked (it reads the file as root); check with: sudo agentd check-config"
+        )
+        return None
+    except OSError as exc:
+        problems.append(f"api.api_key_env: cannot read {shown}: {exc.strerror or exc}")
+        return None
+    if not value:
+        problems.append(
+            f"api.api_key_env: no API key: {origin} is empty; put your key in it "
+            f"(sudo nano {origin})"
+        )
+        return None
+    return Secret(value, shown)
+
+
 def resolve_api_key(
     cfg: Config,
     environ: Mapping[str, str],
     problems: list[str],
     warnings: list[str],
     config_files: tuple[Path, ...] = (),
+    unit_credential: Path | None = None,
 ) -> Secret | None:
-    """Find the key: api_key_env, api_key_file, $CREDENTIALS_DIRECTORY/api_key, inline."""
+    """Find the key: api_key_env, api_key_file, the systemd credential, inline (in order);
+    ``Secret.source`` says which, for check-config and the start-up log."""
     api = cfg.api
     if api.api_key_env and environ.get(api.api_key_env, "").strip():
         return Secret(environ[api.api_key_env].strip(), f"${api.api_key_env}")
@@ -630,16 +817,12 @@ def resolve_api_key(
                 f"api.api_key_file: {path} is readable by other users; run: chmod 600 {path}"
             )
         return Secret(value, str(path))
-    cred_dir = environ.get("CREDENTIALS_DIRECTORY")
-    if cred_dir:
-        path = Path(cred_dir) / "api_key"
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError:
-            value = ""
-        if value:
-            return Secret(value, "systemd credential api_key")
+    before = len(problems)
+    found = _credential(environ, unit_credential, problems, warnings)
+    if found is not None:
+        return found
     if api.api_key:
+        del problems[before:]  # an empty credential file does not matter then
         warnings.append(
             "api.api_key: the key is written in the config file; prefer api.api_key_file "
             "or the systemd credential /etc/agentd/api_key"
@@ -647,13 +830,16 @@ def resolve_api_key(
         for f in config_files:
             if _others_can_read(f):
                 warnings.append(f"api.api_key: {f} holds a key and is readable by other users")
-        return Secret(api.api_key, "config file")
+        return Secret(api.api_key, "api.api_key in the config file")
     if _is_local(cfg.url):
+        del problems[before:]
         return None  # the bundled simulator needs no key
+    if len(problems) > before or any(w.startswith("api key: ") for w in warnings):
+        return None
     where = f"${api.api_key_env} is not set" if api.api_key_env else "api.api_key_env is null"
     problems.append(
         f"api.api_key_env: no API key found: {where}, and neither api.api_key_file nor "
-        "$CREDENTIALS_DIRECTORY/api_key provides one"
+        f"$CREDENTIALS_DIRECTORY/api_key ({UNIT_CREDENTIAL} under the service) provides one"
     )
     return None
 
@@ -662,34 +848,93 @@ def load(
     path: Path | str = DEFAULT_CONFIG_PATH,
     environ: Mapping[str, str] | None = None,
     require_key: bool = True,
+    unit_credential: Path | None = UNIT_CREDENTIAL,
+    unreadable_key_ok: bool = False,
 ) -> Loaded:
-    """Read the main file and its ``config.d`` overlays; raise ConfigError with every problem."""
+    """Read the main file and its ``config.d`` overlays; raise ConfigError with every problem.
+
+    A problem in a value an overlay set names that overlay's file. ``unreadable_key_ok``
+    (check-config): a key file this user may not read is a warning, not an error."""
     path = Path(path)
     env = os.environ if environ is None else environ
     problems: list[str] = []
     warnings: list[str] = []
-    data = _read_yaml(path, problems)
-    files = [path]
-    if data is not None:
-        for extra in overlay_files(path):
-            files.append(extra)
-            over = _read_yaml(extra, problems)
-            if over is not None:
-                data = deep_merge(data, over)
+    data, files, origins = _read_merged(path, problems)
     if problems or data is None:
         raise ConfigError(problems)
     try:
         cfg = from_mapping(data)
     except ConfigError as exc:
-        problems.extend(exc.problems)
-        raise ConfigError(problems) from None
+        raise ConfigError(_name_files(exc.problems, origins, path)) from None
     key_problems: list[str] = []
-    key = resolve_api_key(cfg, env, key_problems, warnings, tuple(files))
+    holder = tuple(f for f in files if origins.get("api.api_key") == f)  # the inline key's file
+    key = resolve_api_key(cfg, env, key_problems, warnings, holder, unit_credential)
+    unread = [w for w in warnings if w.startswith("api key: ")]
+    if key is None and unread and not unreadable_key_ok:
+        warnings.remove(unread[0])
+        what = unread[0].removeprefix("api key: ").split(",")[0]
+        key_problems.append(
+            f"api.api_key_env: no API key this process can read: {what} "
+            "(start agentd as root or through the service)"
+        )
     if require_key:
-        problems += key_problems
+        problems += _name_files(key_problems, origins, path)
     if problems:
         raise ConfigError(problems)
-    return Loaded(config=cfg, api_key=key, warnings=tuple(warnings), files=tuple(files))
+    return Loaded(cfg, key, tuple(warnings), tuple(files), origins)
+
+
+def led_config(path: Path | str) -> Config | None:
+    """Only the ``led`` and ``button`` sections of the files, when they are valid on their own:
+    `agentd run` blinks the error on the LED the owner wired even when another key is bad."""
+    problems: list[str] = []
+    data, _, _ = _read_merged(Path(path), problems)
+    if data is None:
+        return None
+    try:
+        return from_mapping({k: data[k] for k in ("led", "button") if k in data})
+    except ConfigError:
+        return None
+
+
+SECRET_KEYS = ("api.api_key", "api.headers")
+REDACTED = "'***'"
+
+
+def show(loaded: Loaded) -> str:
+    """`agentd check-config --show`: the effective config as YAML, each value with the file it
+    came from (or "default"); the key and every handshake header value are redacted."""
+    lines: list[tuple[str, str]] = []
+
+    def scalar(value: Any) -> str:
+        text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10**6)
+        return text.removesuffix("\n...\n").strip()
+
+    def source(key: str) -> str:
+        found = loaded.origins.get(key)
+        return str(found) if found is not None else "default"
+
+    def walk(obj: Any, prefix: str, indent: str) -> None:
+        for f in dataclasses.fields(obj):
+            key, value = f"{prefix}{f.name}", getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                lines.append((f"{indent}{f.name}:", ""))
+                walk(value, key + ".", indent + "  ")
+            elif isinstance(value, dict) and value:
+                lines.append((f"{indent}{f.name}:", ""))
+                for name, inner in value.items():
+                    shown = REDACTED if key in SECRET_KEYS else scalar(inner)
+                    lines.append((f"{indent}  {name}: {shown}", source(f"{key}.{name}")))
+            else:
+                shown = REDACTED if key in SECRET_KEYS and value is not None else scalar(value)
+                lines.append((f"{indent}{f.name}: {shown}", source(key)))
+
+    walk(loaded.config, "", "")
+    width = min(max(len(text) for text, _ in lines), 46)
+    out = [f"{text:<{width}}  # {src}" if src else text for text, src in lines]
+    key = loaded.api_key.source if loaded.api_key is not None else "none (not needed or not found)"
+    out.append(f"# api key: {key}")
+    return "\n".join(out)
 
 
 def iter_keys(cls: type = Config, prefix: str = "") -> typing.Iterator[tuple[str, Any, str]]:

@@ -8,21 +8,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
 import socket
+import stat
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from agentd import logs
+
 log = logging.getLogger("agentd.control")
 
-COMMANDS = ("status", "press", "release", "talk", "interrupt", "mute", "reload")
+#: the one table of commands: the socket, the daemon and `agentd ctl` all read it
+COMMANDS = ("status", "press", "release", "talk", "interrupt", "mute", "unmute", "reload")
 MAX_LINE = 4096
+MAX_CLIENTS = 8  # a stuck or hostile client cannot hold more than this many slots
+IDLE_S = 60.0  # a client that sends nothing this long is closed, freeing its slot
 
 Handler = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+class SocketInUse(Exception):
+    """Another agentd answers on the control socket: this one must not start."""
 
 
 class ControlServer:
@@ -30,16 +41,20 @@ class ControlServer:
         self.path = Path(path)
         self.handler = handler
         self.server: asyncio.AbstractServer | None = None
+        self.clients = 0
+        self._inode: int | None = None
 
     async def start(self) -> bool:
+        """Listen; False (with one warning) when the socket cannot be made. Raises
+        :class:`SocketInUse` when a live daemon owns the path (probed by connecting)."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+            self._remove_stale()
             self.server = await asyncio.start_unix_server(
                 self._client, str(self.path), limit=MAX_LINE
             )
             os.chmod(self.path, 0o660)
+            self._inode = self.path.lstat().st_ino
         except OSError as exc:
             log.warning(
                 "control socket %s unavailable: %s (agentd ctl will not work)", self.path, exc
@@ -47,30 +62,63 @@ class ControlServer:
             return False
         return True
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _remove_stale(self) -> None:
+        """Unlink the path only when it is a socket nobody answers on (left by a crash)."""
         try:
-            while line := await reader.readline():
+            st = self.path.lstat()
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise FileExistsError(
+                errno.EEXIST, "exists and is not a socket; remove it or change control.socket"
+            )
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(str(self.path))
+            except (ConnectionRefusedError, FileNotFoundError):
+                pass  # stale: nobody listens
+            else:
+                raise SocketInUse(
+                    f"another agentd is running: its control socket {self.path} answers "
+                    "(stop it first, or give this one its own control.socket)"
+                )
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One client: a JSON answer line per request line, whatever the line holds."""
+        if self.clients >= MAX_CLIENTS:
+            with contextlib.suppress(ConnectionError):
+                await _write(writer, _error(f"too many control clients ({MAX_CLIENTS}); retry"))
+            writer.close()
+            return
+        self.clients += 1
+        try:
+            while True:
                 try:
-                    req = json.loads(line)
-                    cmd = req["cmd"] if isinstance(req, dict) else None
-                except ValueError:
-                    cmd = None
-                if cmd not in COMMANDS:
-                    answer: dict[str, Any] = {
-                        "ok": False,
-                        "error": f"unknown command; use one of {', '.join(COMMANDS)}",
-                    }
+                    line = await asyncio.wait_for(reader.readline(), IDLE_S)
+                except TimeoutError:
+                    break
+                except ValueError:  # beyond the StreamReader limit (LimitOverrunError)
+                    await _write(writer, _error(f"request longer than {MAX_LINE} bytes"))
+                    break
+                if not line:
+                    break
+                cmd, problem = parse_request(line)
+                if cmd is None:
+                    answer = _error(problem)
                 else:
                     try:
                         answer = await self.handler(cmd)
                     except Exception as exc:  # a bad command must never take the daemon down
                         log.exception("control command %s failed", cmd)
-                        answer = {"ok": False, "error": str(exc)}
-                writer.write((json.dumps(answer) + "\n").encode())
-                await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+                        answer = _error(f"{cmd} failed: {exc}")
+                await _write(writer, answer)
+        except ConnectionError:
             pass
         finally:
+            self.clients -= 1
             writer.close()
 
     async def close(self) -> None:
@@ -79,8 +127,44 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 0.5)
             self.server = None
-        with contextlib.suppress(OSError):
-            self.path.unlink()
+        with contextlib.suppress(OSError):  # only our own socket, never a successor's
+            if self._inode is not None and self.path.lstat().st_ino == self._inode:
+                self.path.unlink()
+        self._inode = None
+
+
+def parse_request(line: bytes) -> tuple[str | None, str]:
+    """A request line → (command, "") or (None, what is wrong with it, in one sentence)."""
+    try:
+        req = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "request is not UTF-8 text"
+    except RecursionError:
+        return None, "request is nested too deeply"
+    except ValueError:
+        return None, 'request is not JSON; send one line like {"cmd": "status"}'
+    if not isinstance(req, dict):
+        return None, 'request must be a JSON object like {"cmd": "status"}'
+    cmd = req.get("cmd")
+    if not isinstance(cmd, str):
+        return None, 'request has no "cmd" string'
+    if cmd not in COMMANDS:
+        return None, f"unknown command {cmd[:40]!r}; use one of {', '.join(COMMANDS)}"
+    return cmd, ""
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"ok": False, "error": message}
+
+
+async def _write(writer: asyncio.StreamWriter, answer: dict[str, Any]) -> None:
+    """One line of JSON, secrets redacted like the log (a status may hold error texts)."""
+    try:
+        data = json.dumps(logs.redact_obj(answer))
+    except (TypeError, ValueError) as exc:
+        data = json.dumps(_error(f"internal error: answer not serialisable ({exc})"))
+    writer.write((data + "\n").encode())
+    await writer.drain()
 
 
 def request(path: str | Path, cmd: str, timeout: float = 5.0) -> dict[str, Any]:

@@ -11,18 +11,38 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import assert_never
 
-from agentd.config import Config
+from agentd.config import Config, TurnSettings
 
 log = logging.getLogger("agentd.conversation")
 
 MIN_COMMIT_MS = 100  # servers reject a commit of less audio
 OUTAGE_GRACE_S = 5.0  # a turn held during an outage is sent if the link is back this soon
-ERROR_SHOW_S = 3.0
+ERROR_SHOW_S = 3.0  # how long ERROR stays on the LED before returning to IDLE
 #: error codes that only mean a race (cancel after the end, a second response.create)
 BENIGN_ERRORS = frozenset(
     {"conversation_already_has_active_response", "response_cancel_not_active", "item_not_found"}
-)  # how long ERROR stays on the LED before returning to IDLE
+)
+#: error codes / types that mean "out of credit or too many requests": the quota problem
+QUOTA_ERRORS = frozenset(
+    {"insufficient_quota", "rate_limit_exceeded", "rate_limit_error", "rate_limited"}
+)
+#: link failure kinds (connection.LinkError.kind) that are a problem of their own
+LINK_PROBLEMS = {"auth": "auth", "rate_limited": "quota"}
+BUSY = frozenset({"listening", "thinking", "speaking"})
+
+
+class Problem:
+    """What keeps the device from working, each with its own LED pattern, cue and STATUS=."""
+
+    AUTH = "auth"  # the server rejected the API key
+    QUOTA = "quota"  # out of quota or rate limited
+    OFFLINE = "offline"  # network outage: the server cannot be reached
+
+
+def is_quota(*codes: object) -> bool:
+    return any(isinstance(c, str) and c in QUOTA_ERRORS for c in codes)
 
 
 class State(StrEnum):
@@ -55,7 +75,7 @@ class DoublePress:
 
 @dataclass(frozen=True, slots=True)
 class LongHold:
-    """Held for 5 s: force a reconnect."""
+    """Held for button.hold_ms: force a reconnect."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +90,10 @@ class Interrupt:
 
 @dataclass(frozen=True, slots=True)
 class Mute:
-    pass
+    """``on``: True mutes, False unmutes (`ctl mute`/`unmute`, idempotent); None toggles
+    (the button's double press)."""
+
+    on: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +143,7 @@ class ResponseFinished:
 class ServerFault:
     code: str | None
     message: str
+    kind: str | None = None  # the error's type (invalid_request_error, rate_limit_error …)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +163,24 @@ class LinkUp:
 
 @dataclass(frozen=True, slots=True)
 class LinkDown:
+    """The session ended. ``kind`` is the link's failure kind (``auth``, ``rate_limited``,
+    ``refused`` …); ``planned`` is a renewal the daemon asked for (not an outage)."""
+
     reason: str | None = None
+    kind: str | None = None
+    planned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RenewDue:
+    """The session should be redone (near the server's cap, or new url/key/headers)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reconfigure:
+    """A reload: new turn settings, in force from the next turn."""
+
+    turn: TurnSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +209,8 @@ Input = (
     | PlaybackStalled
     | LinkUp
     | LinkDown
+    | RenewDue
+    | Reconfigure
     | Tick
 )
 
@@ -227,6 +270,17 @@ class Reconnect:
 
 
 @dataclass(frozen=True, slots=True)
+class Renew:
+    """Close the session and open a new one now: a planned renewal, not an outage."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplySettings:
+    """The reloaded turn settings are in force: apply the service's side (voice gate,
+    session.update)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ReplayBuffered:
     """Send the audio held during an outage."""
 
@@ -247,6 +301,8 @@ Action = (
     | FlushPlayback
     | Cue
     | Reconnect
+    | Renew
+    | ApplySettings
     | ReplayBuffered
     | DiscardBuffered
 )
@@ -258,6 +314,8 @@ class Counters:
     interrupts: int = 0
     dropped_turns: int = 0
     lost_turns: int = 0
+    failed_responses: int = 0  # response.done failed/incomplete
+    no_answer: int = 0  # THINKING reached turn.response_timeout_s
 
 
 @dataclass
@@ -266,45 +324,117 @@ class Conversation:
     detection: str = "local"
     max_turn_s: float = 30.0
     idle_timeout_s: float = 20.0
+    response_timeout_s: float = 15.0
     state: State = State.OFFLINE
     connected: bool = False
     counters: Counters = field(default_factory=Counters)
     last_error: str | None = None
+    problem: str | None = None  # a Problem while one lasts
     sent_ms: int = 0
     turn_started: float = 0.0
+    thinking_since: float = 0.0  # last sign of progress towards an answer
     response_active: bool = False
     item_id: str | None = None
     playing: bool = False
+    #: an answer cut short (message, quota?): shown once the part that came has played
+    fault_after_playback: tuple[str, bool] | None = None
     follow_up_until: float = 0.0  # toggle: hands-free continuation deadline
-    outage_since: float | None = None  # link lost while a turn was held
+    outage_since: float | None = None  # link missing while a turn's audio is held
     turn_waiting: bool = False  # a finished turn waits for the link to come back
     error_until: float = 0.0
     ever_connected: bool = False
+    pending: TurnSettings | None = None  # reloaded turn settings, applied at the next rest
 
     @classmethod
     def from_config(cls, cfg: Config) -> Conversation:
-        return cls(cfg.turn.mode, cfg.turn.detection, cfg.turn.max_turn_s, cfg.turn.idle_timeout_s)
+        c = cls()
+        c._apply(cfg.turn)
+        return c
 
-    def configure(self, cfg: Config) -> None:
-        """Live reload: new timings and mode apply from the next turn; nothing in flight is lost."""
-        self.mode, self.detection = cfg.turn.mode, cfg.turn.detection
-        self.max_turn_s, self.idle_timeout_s = cfg.turn.max_turn_s, cfg.turn.idle_timeout_s
+    def _apply(self, turn: TurnSettings) -> None:
+        self.mode, self.detection = turn.mode, turn.detection
+        self.max_turn_s, self.idle_timeout_s = turn.max_turn_s, turn.idle_timeout_s
+        self.response_timeout_s = turn.response_timeout_s
 
     @property
     def streaming(self) -> bool:
         return self.state is State.LISTENING
 
     @property
+    def busy(self) -> bool:
+        """A turn is in flight: settings and renewals wait until it is over."""
+        return self.state.value in BUSY or self.turn_waiting
+
+    @property
     def server_commits(self) -> bool:
         return self.mode != "push_to_talk" and self.detection == "server"
+
+    @property
+    def shown_problem(self) -> str | None:
+        """The problem the LED shows instead of the plain resting pattern (a turn in flight
+        shows its own state)."""
+        if self.state in (State.IDLE, State.OFFLINE) and self.problem != Problem.OFFLINE:
+            return self.problem
+        return None
 
     # -------------------------------------------------------------- dispatch
 
     def handle(self, event: Input, now: float) -> list[Action]:
-        method = getattr(self, "_on_" + type(event).__name__, None)
-        if method is None:
-            return []
-        actions: list[Action] = method(event, now)
+        actions: list[Action]
+        match event:
+            case Press():
+                actions = self._on_press(now)
+            case Release():
+                actions = self._on_release(now)
+            case DoublePress():
+                actions = self._on_mute(None, now)
+            case Mute():
+                actions = self._on_mute(event.on, now)
+            case LongHold():
+                actions = self._on_long_hold(now)
+            case Talk():
+                actions = self._on_talk(now)
+            case Interrupt():
+                actions = self._on_interrupt(now)
+            case SpeechStart():
+                actions = self._on_speech_start(now)
+            case SpeechEnd():
+                actions = self._on_speech_end(event, now)
+            case BargeIn():
+                actions = self._on_barge_in(now)
+            case AudioSent():
+                actions = self._on_audio_sent(event)
+            case ResponseStarted():
+                actions = self._on_response_started(now)
+            case AssistantItem():
+                actions = self._on_assistant_item(event, now)
+            case AssistantAudio():
+                actions = self._on_assistant_audio(event)
+            case ResponseFinished():
+                actions = self._on_response_finished(event, now)
+            case ServerFault():
+                actions = self._on_server_fault(event, now)
+            case PlaybackFinished():
+                actions = self._on_playback_finished(now)
+            case PlaybackStalled():
+                actions = self._on_playback_stalled(now)
+            case LinkUp():
+                actions = self._on_link_up(now)
+            case LinkDown():
+                actions = self._on_link_down(event, now)
+            case RenewDue():
+                actions = self._on_renew_due()
+            case Reconfigure():
+                self.pending = event.turn
+                actions = []
+            case Tick():
+                actions = self._on_tick(now)
+            case _:
+                assert_never(event)
+        if self.pending is not None and not self.busy:
+            self._apply(self.pending)
+            self.pending = None
+            actions.append(ApplySettings())
         return actions
 
     def _rest_state(self) -> State:
@@ -315,12 +445,25 @@ class Conversation:
             log.debug("state %s → %s", self.state.value, state.value)
             self.state = state
 
+    def _thinking(self, now: float) -> None:
+        self._to(State.THINKING)
+        self.thinking_since = now
+
+    def _set_problem(self, problem: str | None, cue: bool = True) -> list[Action]:
+        """A new problem gets its cue once (the LED keeps showing it while it lasts)."""
+        if problem == self.problem:
+            return []
+        self.problem = problem
+        return [Cue(problem)] if problem is not None and cue else []
+
     # -------------------------------------------------------------- turns
 
     def _start_turn(self, now: float) -> list[Action]:
         self._to(State.LISTENING)
         self.sent_ms, self.turn_started = 0, now
         self.follow_up_until = 0.0
+        if not self.connected and self.outage_since is None:
+            self.outage_since = now  # held until the link is back (or the grace runs out)
         return [StartStreaming(), Cue("listen_start")]
 
     def _end_turn(self, now: float) -> list[Action]:
@@ -335,9 +478,9 @@ class Conversation:
             self._to(self._rest_state())
             return [*actions, Cue("short")]
         self.counters.turns += 1
-        self._to(State.THINKING)
+        self._thinking(now)
         actions.append(Cue("listen_end"))
-        if self.server_commits:
+        if self.server_commits and self.connected:
             return actions  # server VAD commits and answers by itself
         if not self.connected:  # keep it: sent as soon as the session is back
             self.turn_waiting = True
@@ -347,6 +490,7 @@ class Conversation:
     def _interrupt(self, now: float) -> list[Action]:
         actions: list[Action] = [FlushPlayback()]
         self.playing = False
+        self.fault_after_playback = None
         if self.response_active:
             actions.append(Cancel())
             self.response_active = False
@@ -356,9 +500,16 @@ class Conversation:
         self.counters.interrupts += 1
         return actions
 
+    def _drop_waiting(self, reason: str) -> list[Action]:
+        """Forget a turn held for the link (the user moved on)."""
+        if not self.turn_waiting and self.outage_since is None:
+            return []
+        self.turn_waiting, self.outage_since = False, None
+        return [DiscardBuffered(reason)]
+
     # -------------------------------------------------------------- button & control
 
-    def _on_Press(self, e: Press, now: float) -> list[Action]:
+    def _on_press(self, now: float) -> list[Action]:
         s = self.state
         if s is State.MUTED:
             return []
@@ -376,28 +527,29 @@ class Conversation:
             return [] if self.mode == "push_to_talk" else self._end_turn(now)
         return self._start_turn(now)  # IDLE, OFFLINE (held through the outage), ERROR
 
-    def _on_Release(self, e: Release, now: float) -> list[Action]:
+    def _on_release(self, now: float) -> list[Action]:
         if self.mode == "push_to_talk" and self.state is State.LISTENING:
             return self._end_turn(now)
         return []
 
-    def _on_Talk(self, e: Talk, now: float) -> list[Action]:
+    def _on_talk(self, now: float) -> list[Action]:
         if self.state is State.LISTENING:
             return self._end_turn(now)
-        return self._on_Press(Press(), now)
+        return self._on_press(now)
 
-    def _on_Interrupt(self, e: Interrupt, now: float) -> list[Action]:
+    def _on_interrupt(self, now: float) -> list[Action]:
         if self.state in (State.SPEAKING, State.THINKING):
-            actions = self._interrupt(now)
+            actions = [*self._interrupt(now), *self._drop_waiting("interrupted")]
             self._to(self._rest_state())
             return actions
         return []
 
-    def _on_DoublePress(self, e: DoublePress, now: float) -> list[Action]:
-        return self._on_Mute(Mute(), now)
-
-    def _on_Mute(self, e: Mute, now: float) -> list[Action]:
-        if self.state is State.MUTED:
+    def _on_mute(self, on: bool | None, now: float) -> list[Action]:
+        """``on`` None toggles (double press); True/False are idempotent (`ctl mute|unmute`)."""
+        muted = self.state is State.MUTED
+        if on is muted:
+            return []  # already so
+        if muted:
             self._to(self._rest_state())
             return []
         actions: list[Action] = []
@@ -410,7 +562,7 @@ class Conversation:
         self._to(State.MUTED)
         return actions
 
-    def _on_LongHold(self, e: LongHold, now: float) -> list[Action]:
+    def _on_long_hold(self, now: float) -> list[Action]:
         actions: list[Action] = []
         if self.state is State.LISTENING:
             actions.append(StopStreaming())
@@ -419,44 +571,45 @@ class Conversation:
 
     # -------------------------------------------------------------- voice gate
 
-    def _on_SpeechStart(self, e: SpeechStart, now: float) -> list[Action]:
+    def _on_speech_start(self, now: float) -> list[Action]:
         if self.state is not State.IDLE or self.mode == "push_to_talk":
             return []
         if self.mode == "hands_free" or now < self.follow_up_until:
             return self._start_turn(now)
         return []
 
-    def _on_SpeechEnd(self, e: SpeechEnd, now: float) -> list[Action]:
+    def _on_speech_end(self, e: SpeechEnd, now: float) -> list[Action]:
         if self.state is not State.LISTENING or self.mode == "push_to_talk":
             return []
         if e.server == (self.detection == "server"):
             return self._end_turn(now)
         return []
 
-    def _on_BargeIn(self, e: BargeIn, now: float) -> list[Action]:
+    def _on_barge_in(self, now: float) -> list[Action]:
         if self.state is State.SPEAKING:
             return [*self._interrupt(now), *self._start_turn(now)]
         return []
 
-    def _on_AudioSent(self, e: AudioSent, now: float) -> list[Action]:
+    def _on_audio_sent(self, e: AudioSent) -> list[Action]:
         if self.state is State.LISTENING:
             self.sent_ms += e.ms
         return []
 
     # -------------------------------------------------------------- server
 
-    def _on_ResponseStarted(self, e: ResponseStarted, now: float) -> list[Action]:
+    def _on_response_started(self, now: float) -> list[Action]:
         self.response_active = True
         if self.state in (State.IDLE, State.THINKING) and self.connected:
-            self._to(State.THINKING)
+            self._thinking(now)
         return []
 
-    def _on_AssistantItem(self, e: AssistantItem, now: float) -> list[Action]:
+    def _on_assistant_item(self, e: AssistantItem, now: float) -> list[Action]:
         if self.response_active:
             self.item_id = e.item_id
+            self.thinking_since = now
         return []
 
-    def _on_AssistantAudio(self, e: AssistantAudio, now: float) -> list[Action]:
+    def _on_assistant_audio(self, e: AssistantAudio) -> list[Action]:
         if not self.response_active and self.item_id != e.item_id:
             return []  # stale audio of a cancelled response: never played
         self.item_id = e.item_id
@@ -465,46 +618,69 @@ class Conversation:
             self._to(State.SPEAKING)
         return []
 
-    def _on_ResponseFinished(self, e: ResponseFinished, now: float) -> list[Action]:
+    def _on_response_finished(self, e: ResponseFinished, now: float) -> list[Action]:
         self.response_active = False
-        if e.status == "failed":
-            return self._fault(f"response failed ({e.reason or 'no reason given'})", now)
+        in_turn = self.state in (State.THINKING, State.SPEAKING)
+        if e.status in ("failed", "incomplete"):
+            self.counters.failed_responses += 1
+            why = f"response {e.status} ({e.reason or 'no reason given'})"
+            quota = is_quota(e.reason)
+            if not in_turn:
+                self.last_error = why
+                return self._set_problem(Problem.QUOTA) if quota else []
+            if self.playing:  # let the part that came play out, then say it was cut short
+                self.fault_after_playback = (why, quota)
+                return []
+            return self._fault(why, now, quota=quota)
+        if e.status == "completed" and self.problem == Problem.QUOTA:
+            self.problem = None  # answers come again
         # not playing: nothing came, or the speaker already ran dry before the response ended
         # (audio slower than real time): either way the turn is over
-        if self.state in (State.THINKING, State.SPEAKING) and not self.playing:
+        if in_turn and not self.playing:
             self.item_id = None
             self._to(self._rest_state())
             self._arm_follow_up(now)
         return []
 
-    def _on_ServerFault(self, e: ServerFault, now: float) -> list[Action]:
-        if e.code in BENIGN_ERRORS:
+    def _on_server_fault(self, e: ServerFault, now: float) -> list[Action]:
+        code = e.code if isinstance(e.code, str) else None
+        if code in BENIGN_ERRORS:
             return []  # harmless races: the state machine has already moved on
-        if e.code == "input_audio_buffer_commit_empty" and self.state is State.THINKING:
+        if code == "input_audio_buffer_commit_empty" and self.state is State.THINKING:
             self.counters.dropped_turns += 1
             self._to(self._rest_state())
             return [Cue("short")]
+        quota = is_quota(code, e.kind)
         if self.state in (State.THINKING, State.LISTENING):
             actions: list[Action] = [StopStreaming()] if self.state is State.LISTENING else []
-            return [*actions, *self._fault(e.message, now)]
+            return [*actions, *self._fault(e.message, now, quota=quota)]
         self.last_error = e.message
-        return []
+        return self._set_problem(Problem.QUOTA) if quota else []
 
-    def _fault(self, message: str, now: float) -> list[Action]:
+    def _fault(self, message: str, now: float, quota: bool = False) -> list[Action]:
+        """The turn failed: ERROR on the LED for a moment and the error cue (the quota cue
+        when the account is out of quota, which stays shown until answers come again)."""
         self.last_error = message
         self.error_until = now + ERROR_SHOW_S
+        self.response_active, self.item_id, self.playing = False, None, False
         self._to(State.ERROR)
+        if quota:
+            self.problem = Problem.QUOTA
+            return [Cue(Problem.QUOTA)]
         return [Cue("error")]
 
-    def _on_PlaybackFinished(self, e: PlaybackFinished, now: float) -> list[Action]:
+    def _on_playback_finished(self, now: float) -> list[Action]:
         self.playing = False
         if self.state is State.SPEAKING and not self.response_active:
             self.item_id = None
+            if self.fault_after_playback is not None:
+                (why, quota), self.fault_after_playback = self.fault_after_playback, None
+                return self._fault(why, now, quota=quota)
             self._to(self._rest_state())
             self._arm_follow_up(now)
         return []
 
-    def _on_PlaybackStalled(self, e: PlaybackStalled, now: float) -> list[Action]:
+    def _on_playback_stalled(self, now: float) -> list[Action]:
         """SPEAKING never waits on a speaker that cannot play: the answer stops, the server
         keeps only what was heard (cancel + truncate), and the user sees and hears the fault
         (the cue plays once the device is back)."""
@@ -526,43 +702,64 @@ class Conversation:
 
     # -------------------------------------------------------------- link
 
-    def _on_LinkUp(self, e: LinkUp, now: float) -> list[Action]:
+    def _on_link_up(self, now: float) -> list[Action]:
         self.connected = True
         actions: list[Action] = []
+        self.problem = None
         if not self.ever_connected:
             self.ever_connected = True
             actions.append(Cue("connected"))
-        if self.outage_since is not None:
+        if self.outage_since is not None or self.turn_waiting:
             self.outage_since = None
             actions.append(ReplayBuffered())
             if self.turn_waiting:
                 self.turn_waiting = False
-                actions += [Commit(), CreateResponse()]
+                self.thinking_since = now
+                if not self.server_commits or self.state is State.THINKING:
+                    actions += [Commit(), CreateResponse()]
             return actions
         if self.state is State.OFFLINE or (self.state is State.ERROR and now >= self.error_until):
             self._to(State.IDLE)
         return actions
 
-    def _on_LinkDown(self, e: LinkDown, now: float) -> list[Action]:
-        self.connected = False
-        if self.state is State.LISTENING or (self.state is State.THINKING and self.turn_waiting):
+    def _on_link_down(self, e: LinkDown, now: float) -> list[Action]:
+        was_connected, self.connected = self.connected, False
+        held = self.state is State.LISTENING or (self.state is State.THINKING and self.turn_waiting)
+        if e.planned:  # a renewal: nothing is lost and nothing is shown
+            if held and self.outage_since is None:
+                self.outage_since = now
+            return []
+        problem = LINK_PROBLEMS.get(e.kind or "", Problem.OFFLINE)
+        if held:
             if self.outage_since is None:
                 self.outage_since = now  # the service holds the audio meanwhile
+            self._set_problem(problem, cue=False)  # the turn's own cue tells if it is lost
             return []
         actions: list[Action] = []
         if self.state in (State.THINKING, State.SPEAKING):
             actions = [FlushPlayback()] if self.playing else []
             self.playing, self.response_active, self.item_id = False, False, None
-            self.last_error = e.reason or "connection lost"
+            self.fault_after_playback = None
             self.counters.lost_turns += 1
-            actions.append(Cue("error"))
+        if was_connected or e.reason:
+            self.last_error = e.reason or "connection lost"
+        actions += self._set_problem(problem)
         if self.state is not State.MUTED and self.state is not State.ERROR:
             self._to(State.OFFLINE)
         return actions
 
+    def _on_renew_due(self) -> list[Action]:
+        """Renew only at an idle moment; the link is down for the core from now on."""
+        if self.busy or self.state is State.ERROR:
+            return []
+        if not self.connected:
+            return [Reconnect()] if self.state is State.OFFLINE else []
+        self.connected = False
+        return [Renew()]
+
     # -------------------------------------------------------------- time
 
-    def _on_Tick(self, e: Tick, now: float) -> list[Action]:
+    def _on_tick(self, now: float) -> list[Action]:
         if self.state is State.LISTENING and now - self.turn_started >= self.max_turn_s:
             log.info("turn reached turn.max_turn_s (%.0f s): ending it", self.max_turn_s)
             return self._end_turn(now)
@@ -577,6 +774,19 @@ class Conversation:
                 *actions,
                 DiscardBuffered("the connection did not come back"),
                 *self._fault("turn lost: the connection did not come back in time", now),
+            ]
+        if (
+            self.state is State.THINKING
+            and not self.turn_waiting
+            and now - self.thinking_since >= self.response_timeout_s
+        ):
+            self.counters.no_answer += 1
+            log.warning(
+                "no answer from the server in %g s: giving up the turn", self.response_timeout_s
+            )
+            return [  # a late answer must not start playing after the user was told
+                Cancel(),
+                *self._fault(f"no answer from the server in {self.response_timeout_s:g} s", now),
             ]
         if self.state is State.ERROR and now >= self.error_until:
             self._to(self._rest_state())
@@ -596,7 +806,7 @@ def server_inputs(event: object) -> list[Input]:
     if isinstance(event, ev.ResponseDone):
         return [ResponseFinished(event.status, event.reason)]
     if isinstance(event, ev.ServerError):
-        return [ServerFault(event.code, event.message)]
+        return [ServerFault(event.code, event.message, event.type)]
     if isinstance(event, ev.SpeechStopped):
         return [SpeechEnd(server=True)]
     return []

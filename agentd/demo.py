@@ -47,6 +47,7 @@ def _tone_wav(wav: Path) -> None:
 
 def demo_main(text: str | None = None, sound_card: str = "auto") -> int:
     tmp = Path(tempfile.mkdtemp(prefix="agentd-demo-"))
+    os.environ["STATE_DIRECTORY"] = str(tmp)  # a mute left by a daemon run by hand stays there
     room: Any = None
     if sound_card == "auto":
         import alsaaudio  # reading the card list loads ALSA's config: only when asked "auto"

@@ -7,6 +7,8 @@ import os
 import socket
 import time
 
+from agentd import logs
+
 log = logging.getLogger("agentd.notify")
 
 
@@ -35,10 +37,10 @@ class Notifier:
             log.debug("sd_notify failed: %s", exc)
 
     def ready(self, status: str) -> None:
-        self.send("READY=1", f"STATUS={status}")
+        self.send("READY=1", _status(status))
 
     def status(self, status: str) -> None:
-        self.send(f"STATUS={status}")
+        self.send(_status(status))
 
     def reloading(self) -> None:
         self.send(
@@ -55,3 +57,9 @@ class Notifier:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+
+
+def _status(text: str) -> str:
+    """A STATUS= field: one line (a newline in server text would start a forged field such
+    as WATCHDOG=1), secrets redacted as in the log."""
+    return "STATUS=" + logs.escape(logs.redact(text))

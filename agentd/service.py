@@ -15,7 +15,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,15 @@ from agentd import __version__, logs
 from agentd import conversation as cv
 from agentd.audio.alsa import Capture, Playback
 from agentd.audio.resample import VAD_RATE, StreamResampler, to_int16
-from agentd.config import Config, ConfigError, Loaded, load
+from agentd.config import Config, ConfigError, Loaded, led_config, load
+from agentd.control import ControlServer, SocketInUse
 from agentd.device.cues import CUE_RATE, cue_pcm
-from agentd.device.gpio import Gpio
+from agentd.device.gpio import Gpio, show_error
 from agentd.notify import Notifier
 from agentd.realtime import events as ev
 from agentd.realtime.connection import Link, LinkState
+from agentd.state import Persisted, state_dir
+from agentd.supervise import RESTART_DELAY_S, HandlerErrors, RestartBudget
 from agentd.voice import gate as vg
 
 log = logging.getLogger("agentd")
@@ -40,6 +43,13 @@ LOOP_STALL_S = 5.0  # the ticker (every TICK_S) silent this long: the event loop
 READY_WAIT_S = 1.0  # READY=1 waits at most this long for audio and the first connect attempt
 TICK_S = 0.05
 TRIM_EVERY_S = 30.0  # give freed heap back to the OS while idle (glibc keeps it otherwise)
+EXIT_TASK_FAILED = 1  # a task kept dying: systemd restarts us (78 is kept for config errors)
+#: what STATUS= and `ctl status` call each problem (README documents them)
+PROBLEM_TEXT = {
+    cv.Problem.AUTH: "key rejected",
+    cv.Problem.QUOTA: "out of quota or rate limited",
+    cv.Problem.OFFLINE: "network down",
+}
 
 
 def trim_memory() -> None:
@@ -87,11 +97,22 @@ class Daemon:
         self._tasks: list[asyncio.Task[Any]] = []
         self._transcripts: dict[str, list[str]] = {}
         self.reload_failed: str | None = None
+        self._rate_limits: tuple[ev.RateLimits, float] | None = None
         self._last_state = self.conv.state
+        self._last_look: tuple[cv.State, str | None] = (self.conv.state, None)
         self.last_tick = time.monotonic()
         self._link_task: asyncio.Task[Any] | None = None
         self._pb_faults = 0  # playback.stats.faults already turned into PlaybackStalled
         self.unhealthy: str | None = None  # why the watchdog is withheld, while it is
+        self.errors = HandlerErrors(log)
+        self.restarts = RestartBudget()
+        self.exit_code = 0
+        # reloaded settings that wait for the end of the turn in flight
+        self._renew_reason: str | None = None
+        self._next_gate: vg.VoiceGate | None = None
+        self._session_pending = False
+        self.persisted = Persisted(state_dir())
+        self._muted_saved = False
 
     # ------------------------------------------------------------------ status
 
@@ -111,6 +132,9 @@ class Daemon:
             "interrupts": c.interrupts,
             "dropped_turns": c.dropped_turns,
             "lost_turns": c.lost_turns,
+            "failed_responses": c.failed_responses,
+            "no_answer": c.no_answer,
+            "problem": self.conv.problem,
             "last_error": self.conv.last_error or (self.link.last_error if self.link else None),
             "audio_errors": {k: v for k, v in self._audio_errors.items() if v},
             "overruns": cap.stats.overruns if cap else 0,
@@ -122,14 +146,42 @@ class Daemon:
             "audio_reopens": (cap.stats.reopens if cap else 0) + (pb.stats.reopens if pb else 0),
             "unhealthy": self.unhealthy,
             "reconnects": self.link.reconnects if self.link else 0,
+            "protocol_errors": self.link.protocol_errors if self.link else 0,
+            "event_errors": self.link.handler_errors if self.link else 0,
+            "rate_limits": self._rate_limits_status(),
             "gpio": bool(self.gpio and self.gpio.available),
+            "gpio_error": self.gpio.error if self.gpio else None,
+            "muted": self.conv.state is cv.State.MUTED,
             "reload_error": self.reload_failed,
+            "handler_errors": self.errors.total,
+            "task_restarts": self.restarts.total,
             "uptime_s": round(time.monotonic() - self.started, 1),
         }
 
+    def _rate_limits_status(self) -> list[dict[str, Any]]:
+        """The server's latest rate_limits.updated; ``resets_in_s`` counts from now."""
+        if self._rate_limits is None:
+            return []
+        limits, at = self._rate_limits
+        age = time.monotonic() - at
+        return [
+            {
+                "name": r.name,
+                "limit": r.limit,
+                "remaining": r.remaining,
+                "resets_in_s": round(max(0.0, r.reset_seconds - age), 1),
+                "updated_s_ago": round(age, 1),
+            }
+            for r in limits.limits
+        ]
+
     def status_line(self) -> str:
         link = "connected" if self.conv.connected else "offline"
-        extra = "".join(f"; {err}" for err in self._audio_errors.values() if err)
+        extra = ""
+        if self.conv.problem is not None:
+            detail = (self.link.last_error if self.link else None) or self.conv.last_error
+            extra = f"; {PROBLEM_TEXT[self.conv.problem]}" + (f": {detail}" if detail else "")
+        extra += "".join(f"; {err}" for err in self._audio_errors.values() if err)
         if self.reload_failed:
             extra += f"; reload failed: {self.reload_failed}"
         return f"{self.conv.state.value}, {link} to {self.cfg.api.dialect}{extra}"
@@ -137,7 +189,11 @@ class Daemon:
     def _show_led(self) -> None:
         """The state's pattern, or a repeating error blink while a sound device is gone."""
         if self.gpio is not None:
-            self.gpio.show(self.conv.state, fault=any(self._audio_errors.values()))
+            self.gpio.show(
+                self.conv.state,
+                fault=any(self._audio_errors.values()),
+                problem=self.conv.shown_problem,
+            )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -146,26 +202,40 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_error)
         for w in self.loaded.warnings:
             log.warning("%s", w)
         if self.loaded.api_key is not None:
             logs.register_secret(self.loaded.api_key.reveal())
         log.info("agentd %s starting: %s", __version__, self.cfg.summary())
+        try:
+            await self._start_control()  # first: a second instance must not grab the devices
+        except SocketInUse as exc:
+            log.error("agentd not started: %s", exc)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            self.notifier.close()
+            return 1
+        if self.persisted.muted():
+            log.info("muted, as before the restart (agentd ctl unmute, or double-press)")
+            self._muted_saved = True
+            self.feed(cv.Mute(True))
         self._start_audio(loop)
         self._start_gpio(loop)
-        await self._start_control()
         self.link = Link(self.cfg, self._key(), self._on_server, self._on_link)
-        self._link_task = self._spawn(self.link.run())
+        self._link_task = self._supervise("link", self._run_link)
         await self._wait_ready()
         self.notifier.ready(self.status_line())
-        self._spawn(self._ticker())
+        self._supervise("ticker", self._ticker)
         if self.notifier.watchdog_s:
-            self._spawn(self._watchdog())
+            self._supervise("watchdog", self._watchdog)
         await self.stop_event.wait()
         await self.shutdown()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
-        return 0
+        loop.set_exception_handler(previous_handler)
+        return self.exit_code
 
     def _key(self) -> str | None:
         return self.loaded.api_key.reveal() if self.loaded.api_key else None
@@ -180,7 +250,65 @@ class Daemon:
         with contextlib.suppress(ValueError):
             self._tasks.remove(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("internal task failed", exc_info=task.exception())
+            self.errors.record("a background task", task.exception())  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ supervision
+
+    @contextlib.contextmanager
+    def _caught(self, where: str) -> Iterator[None]:
+        """One failing event is counted and logged (rate-limited); the daemon goes on."""
+        try:
+            yield
+        except Exception as exc:
+            self.errors.record(where, exc)
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Exceptions in loop callbacks (device threads' hand-overs, GPIO callbacks)."""
+        exc = context.get("exception")
+        if isinstance(exc, Exception):
+            self.errors.record(str(context.get("message") or "an event loop callback"), exc)
+        else:
+            loop.default_exception_handler(context)
+
+    def _supervise(self, name: str, run: Callable[[], Any]) -> asyncio.Task[Any]:
+        """A task that is restarted when it ends; the returned task ends only on shutdown or
+        when the daemon gives up (then it exits non-zero)."""
+        return self._spawn(self._keep_running(name, run))
+
+    async def _keep_running(self, name: str, run: Callable[[], Any]) -> None:
+        """Restart ``run`` whenever it ends; when it keeps ending, exit non-zero so that
+        systemd restarts the whole daemon."""
+        while not self.stop_event.is_set():
+            try:
+                await run()
+                why = "ended"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.errors.record(f"the {name} task", exc)
+                why = f"failed ({type(exc).__name__})"
+            if self.stop_event.is_set():
+                return
+            if not self.restarts.allow(name):
+                log.critical(
+                    "the %s task %s %d times in a row: exiting so that systemd restarts agentd",
+                    name,
+                    why,
+                    self.restarts.budget + 1,
+                )
+                self.exit_code = EXIT_TASK_FAILED
+                self.stop_event.set()
+                return
+            log.error("the %s task %s; restarting it", name, why)
+            await asyncio.sleep(RESTART_DELAY_S)
+
+    async def _run_link(self) -> None:
+        assert self.link is not None
+        try:
+            await self.link.run()
+        finally:
+            if self.conv.connected and not self.stop_event.is_set():
+                self.feed(cv.LinkDown("the connection task stopped"))
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_WAIT_S
@@ -230,8 +358,6 @@ class Daemon:
             self._show_led()
 
     async def _start_control(self) -> None:
-        from agentd.control import ControlServer
-
         self.control = ControlServer(self.cfg.control.socket, self._control)
         await self.control.start()
 
@@ -266,17 +392,31 @@ class Daemon:
     # ------------------------------------------------------------------ inputs
 
     def feed(self, event: cv.Input) -> None:
-        """One input into the state machine, its actions carried out, the LED/status updated."""
+        """One input into the state machine, its actions carried out, the LED/status updated.
+        A failing input or action is counted and logged; the others still happen."""
         now = time.monotonic()
-        for action in self.conv.handle(event, now):
-            self._act(action, now)
+        actions: list[cv.Action] = []
+        with self._caught(f"handling {type(event).__name__}"):
+            actions = self.conv.handle(event, now)
+        for action in actions:
+            with self._caught(f"carrying out {type(action).__name__}"):
+                self._act(action, now)
+        look = (self.conv.state, self.conv.shown_problem)
+        if look != self._last_look:
+            self._last_look = look
+            with self._caught("showing the state"):
+                self._show_led()
+                self.notifier.status(self.status_line())
         if self.conv.state is not self._last_state:
             self._last_state = self.conv.state
             log.info("state: %s", self.conv.state.value)
-            self._show_led()
-            self.notifier.status(self.status_line())
             if self.hooks.on_state is not None:
-                self.hooks.on_state(self.conv.state.value)
+                with self._caught("the on_state hook"):
+                    self.hooks.on_state(self.conv.state.value)
+            muted = self.conv.state is cv.State.MUTED
+            if muted != self._muted_saved:
+                self._muted_saved = muted
+                self.persisted.set_muted(muted)
 
     def _speaker(self, now: float) -> vg.Speaker:
         pb = self.playback
@@ -285,6 +425,10 @@ class Daemon:
         return vg.Speaker(pb.busy(now), pb.last_played_at)
 
     def _on_mic(self, frame: bytes) -> None:
+        with self._caught("a microphone frame"):
+            self._mic_frame(frame)
+
+    def _mic_frame(self, frame: bytes) -> None:
         now = time.monotonic()
         if self.conv.state is cv.State.MUTED:
             return
@@ -325,7 +469,7 @@ class Daemon:
     def _act(self, a: cv.Action, now: float) -> None:
         link, pb = self.link, self.playback
         if isinstance(a, cv.StartStreaming):
-            if self.cfg.turn.mode == "push_to_talk":
+            if self.conv.mode == "push_to_talk":
                 self.gate.press()
             self._uplink_rs.reset()
             self._held.clear()
@@ -355,6 +499,15 @@ class Daemon:
         elif isinstance(a, cv.Reconnect) and link:
             log.info("reconnect requested")
             link.reconnect()
+        elif isinstance(a, cv.Renew) and link:
+            why = self._renew_reason or (
+                f"before api.session_max_s ({self.cfg.api.session_max_s:.0f} s)"
+            )
+            log.info("renewing the session %s", why)
+            self._renew_reason = None
+            link.reconnect(renewing=True)
+        elif isinstance(a, cv.ApplySettings):
+            self._apply_settings()
         elif isinstance(a, cv.ReplayBuffered) and link:
             log.info(
                 "connection back: sending %d ms of held speech",
@@ -395,15 +548,20 @@ class Daemon:
     def _on_link(self, s: LinkState) -> None:
         if s.connected:
             self.feed(cv.LinkUp())
-        elif s.renewing:
-            self.conv.connected = False  # a planned renewal: no OFFLINE flash
-        else:
-            self.feed(cv.LinkDown(s.error))
-        self.notifier.status(self.status_line())
+        else:  # a planned renewal is no outage: no OFFLINE flash, a turn meanwhile is held
+            self.feed(cv.LinkDown(s.error, s.kind, planned=s.renewing))
+        with self._caught("sending STATUS="):
+            self.notifier.status(self.status_line())
 
     def _on_server(self, e: ev.ServerEvent) -> None:
-        if isinstance(e, ev.ServerError):
-            benign = e.code in cv.BENIGN_ERRORS  # races the state machine already absorbs
+        with self._caught(f"a server event ({type(e).__name__})"):
+            self._server_event(e)
+
+    def _server_event(self, e: ev.ServerEvent) -> None:
+        if isinstance(e, ev.ResponseDone) and e.status in ("failed", "incomplete"):
+            log.warning("the answer %s: %s", e.status, e.reason or "no reason given")
+        elif isinstance(e, ev.ServerError):
+            benign = isinstance(e.code, str) and e.code in cv.BENIGN_ERRORS  # harmless races
             log.log(
                 logging.INFO if benign else logging.WARNING,
                 "server error %s%s: %s",
@@ -413,6 +571,8 @@ class Daemon:
             )
         elif isinstance(e, ev.TranscriptDelta | ev.TranscriptDone):
             self._transcript(e)
+        elif isinstance(e, ev.RateLimits):
+            self._rate_limits = (e, time.monotonic())
         elif (
             isinstance(e, ev.SpeechStarted)
             and self.conv.state is cv.State.SPEAKING
@@ -460,16 +620,8 @@ class Daemon:
                 self.feed(cv.PlaybackFinished())
             self.feed(cv.Tick())
             link = self.link
-            if (
-                link is not None
-                and link.renew_due()
-                and self.conv.state in (cv.State.IDLE, cv.State.MUTED)
-            ):
-                log.info(
-                    "renewing the session before api.session_max_s (%.0f s)",
-                    self.cfg.api.session_max_s,
-                )
-                link.reconnect(renewing=True)
+            if link is not None and (link.renew_due() or self._renew_reason):
+                self.feed(cv.RenewDue())  # the core renews only at an idle moment
 
     def health(self) -> str | None:
         """What keeps the daemon from doing its job, or None: the loop ticks, the link task
@@ -521,7 +673,8 @@ class Daemon:
             "release": cv.Release(),
             "talk": cv.Talk(),
             "interrupt": cv.Interrupt(),
-            "mute": cv.Mute(),
+            "mute": cv.Mute(True),
+            "unmute": cv.Mute(False),
         }
         self.feed(commands[cmd])
         return {"ok": True, "state": self.conv.state.value}
@@ -546,17 +699,17 @@ class Daemon:
         logs.set_level(new.logging.level)
         if loaded.api_key is not None:
             logs.register_secret(loaded.api_key.reveal())
-        self.conv.configure(new)
+        # Turn, voice gate and session settings apply from the next turn, and a new url, key
+        # or headers wait for an idle moment like a renewal: nothing in flight is dropped.
         if (old.vad, old.echo, old.turn.mode) != (new.vad, new.echo, new.turn.mode):
-            self.gate = vg.VoiceGate(vg.VoiceSettings.from_config(new))
+            self._next_gate = vg.VoiceGate(vg.VoiceSettings.from_config(new))
         if self.link is not None:
             if self.link.configure(new, self._key()):
-                log.info("reload: server settings changed: reconnecting")
-                self.link.reconnect()
+                log.info("reload: server settings changed: new session at the next idle moment")
+                self._renew_reason = "for the reloaded server settings"
             elif (old.agent, old.turn) != (new.agent, new.turn):
-                log.info("reload: session settings changed: session.update")
-                self.link.update_session()
-        self._uplink_rs = StreamResampler(VAD_RATE, new.api.input_rate)
+                self._session_pending = True
+        self.feed(cv.Reconfigure(new.turn))
         if old.audio != new.audio or old.api.output_rate != new.api.output_rate:
             log.info("reload: audio devices changed: reopening")
             await self._stop_audio()
@@ -567,22 +720,48 @@ class Daemon:
             self._start_gpio(asyncio.get_running_loop())
         if old.control != new.control and self.control is not None:
             await self.control.close()
-            await self._start_control()
+            try:
+                await self._start_control()
+            except SocketInUse as exc:
+                log.error("reload: control socket not moved: %s", exc)
         log.info("reloaded %s", self.config_path)
         self.notifier.ready(self.status_line())
         return True, []
 
+    def _apply_settings(self) -> None:
+        """The core put reloaded turn settings in force (no turn in flight): the voice gate,
+        the uplink resampler and the session follow."""
+        if self._next_gate is not None:
+            self.gate, self._next_gate = self._next_gate, None
+        if self._uplink_rs.out_rate != self.cfg.api.input_rate:
+            self._uplink_rs = StreamResampler(VAD_RATE, self.cfg.api.input_rate)
+        if self._session_pending and self.link is not None:
+            self._session_pending = False
+            log.info("reload: session settings changed: session.update")
+            self.link.update_session()
 
-def run_main(config_path: Path) -> int:
-    """`agentd run`: load the config (exit 1 naming every bad key), then run until SIGTERM."""
+
+EX_CONFIG = 78  # the unit's RestartPreventExitStatus=: restarting cannot fix a bad config
+
+
+def run_main(config_path: Path, hooks: Hooks | None = None) -> int:
+    """`agentd run`: load the config, then run until SIGTERM. A config or key error is one
+    log line, the error blink on the LED when there is one, and exit 78 (no restart loop)."""
     logs.setup_logging("info")
     try:
         loaded = load(config_path)
     except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("config: %s", problem)
-        log.error("agentd not started: fix %s (check with: agentd check-config)", config_path)
-        return 1
+        problems = "; ".join(p.replace("\n", " ") for p in exc.problems)
+        log.error(
+            "agentd not started: %s: %s (fix it, check with: sudo agentd check-config, then "
+            "sudo systemctl restart agentd)",
+            config_path,
+            problems,
+        )
+        cfg = led_config(config_path)
+        if cfg is not None and (hooks is None or hooks.use_gpio):
+            show_error(cfg, hooks.pin_factory if hooks else None)
+        return EX_CONFIG
     logs.set_level(loaded.config.logging.level)
     os.umask(0o007)
-    return asyncio.run(Daemon(config_path, loaded).run())
+    return asyncio.run(Daemon(config_path, loaded, hooks).run())

@@ -30,6 +30,12 @@ def _reset_secrets() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _state_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a daemon keeps across restarts (mute) stays in the test's own directory."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+
+
+@pytest.fixture(autouse=True)
 def _restore_log_levels() -> Iterator[None]:
     """A daemon run in-process sets the root level from its config: undo it after each test."""
     root = logging.getLogger()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import os
 import re
 import socket
@@ -46,7 +48,7 @@ def test_defaults_match_design() -> None:
     assert (cfg.vad.hangover_ms, cfg.vad.min_speech_ms) == (500, 150)
     assert (cfg.echo.mode, cfg.echo.tail_ms, cfg.echo.barge_in) == ("half_duplex", 250, "button")
     assert (cfg.button.pin, cfg.button.pull_up, cfg.button.bounce_ms) == (17, True, 30)
-    assert cfg.button.hold_ms == 1000
+    assert cfg.button.hold_ms == 5000  # a long hold forces a reconnect: longer than a spoken turn
     assert (cfg.led.pin, cfg.led.active_high, cfg.led.brightness) == (25, True, 1.0)
     assert (cfg.sounds.enabled, cfg.sounds.volume) == (True, 0.5)
     assert (cfg.reconnect.initial_s, cfg.reconnect.max_s) == (0.5, 30)
@@ -268,3 +270,340 @@ def test_help_for_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.startswith("agentd 0.")
+
+
+# ------------------------------------------------------------------ overlays name their file
+
+
+def test_overlay_errors_name_their_file(tmp_path: Path) -> None:
+    main_file = write(tmp_path, "vad:\n  preroll_ms: 200\nturn: {mode: sometimes}\n")
+    site = write(tmp_path, "vad:\n  agressiveness: 3\n", "config.d/10-site.yaml")
+    dev = write(tmp_path, "audio:\n  input: {channels: 2, channel: 2}\n", "config.d/20-device.yaml")
+    with pytest.raises(C.ConfigError) as info:
+        C.load(main_file, ENV)
+    problems = info.value.problems
+    assert f'{site}: vad.agressiveness: unknown key (did you mean "aggressiveness"?)' in problems
+    # the main file's own problem keeps the plain `key.path: …` (check-config names the file)
+    assert any(p.startswith("turn.mode: must be one of") for p in problems), problems
+    assert len(problems) == 2
+    main_file.write_text("{}\n")
+    site.unlink()
+    problems = problems_of_file(main_file)  # a rule across keys: named where the value came from
+    assert problems == [
+        f"{dev}: audio.input.channel: must be less than audio.input.channels=2 (got 2)"
+    ]
+
+
+def test_overlay_replacing_a_value_takes_the_blame(tmp_path: Path) -> None:
+    main_file = write(tmp_path, "vad: {hangover_ms: 50}\n")
+    fix = write(tmp_path, "vad: {hangover_ms: 9999999}\n", "config.d/50-fix.yaml")
+    problems = problems_of_file(main_file)
+    assert problems == [f"{fix}: vad.hangover_ms: must be between 100 and 5000 (got 9999999)"]
+
+
+def problems_of_file(path: Path, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(C.ConfigError) as info:
+        C.load(path, ENV if env is None else env)
+    return info.value.problems
+
+
+def test_check_config_prints_overlay_file_in_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main_file = write(tmp_path, "{}\n")
+    site = write(tmp_path, "vad:\n  agressiveness: 3\n", "config.d/10-site.yaml")
+    assert main(["check-config", "--config", str(main_file)]) == 1
+    assert f"  {site}: vad.agressiveness: unknown key" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ check-config --show
+
+
+def test_show_prints_each_value_with_its_file_and_redacts_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    main_file = write(
+        tmp_path,
+        "api:\n  api_key: sk-inline-secret-123\n  headers: {X-Tenant: tenant-secret-456}\n"
+        "vad: {preroll_ms: 200}\n",
+    )
+    site = write(tmp_path, "vad: {hangover_ms: 700}\nled: {pin: null}\n", "config.d/10-site.yaml")
+    assert main(["check-config", "--config", str(main_file), "--show"]) == 0
+    out = capsys.readouterr().out
+    lines = {
+        ln.split("#")[0].strip(): ln.rsplit("# ", 1)[-1] for ln in out.splitlines() if "#" in ln
+    }
+    assert lines["preroll_ms: 200"] == str(main_file)
+    assert lines["hangover_ms: 700"] == str(site)
+    assert lines["pin: null"] == str(site)  # led.pin
+    assert lines["aggressiveness: 2"] == "default"
+    assert lines["api_key: '***'"] == str(main_file)
+    assert lines["X-Tenant: '***'"] == str(main_file)
+    assert "sk-inline-secret-123" not in out and "tenant-secret-456" not in out
+    assert out.splitlines()[-1] == "# api key: api.api_key in the config file"
+    # the output is the effective config: it loads back to the same settings
+    shown = yaml.safe_load(out)
+    shown["api"]["api_key"], shown["api"]["headers"]["X-Tenant"] = (
+        "sk-inline-secret-123",
+        "tenant-secret-456",
+    )
+    assert C.from_mapping(shown) == C.load(main_file, {}).config
+
+
+# ------------------------------------------------------------------ where the key comes from
+
+
+def test_check_config_names_the_key_source_never_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env-secret-0001")
+    good = write(tmp_path, "api: {dialect: openai}\n")
+    assert main(["check-config", "--config", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "api key: $OPENAI_API_KEY (from this shell" in out
+    keyfile = write(tmp_path, "sk-file-secret-0002\n", "key")
+    keyfile.chmod(0o600)
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with_file = write(tmp_path, f"api: {{api_key_file: {keyfile}}}\n", "f.yaml")
+    assert main(["check-config", "--config", str(with_file)]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith(f"api key: {keyfile}")
+    assert "secret" not in out
+
+
+def test_the_units_credential_file_is_read_where_the_service_would(tmp_path: Path) -> None:
+    """Outside systemd (check-config over SSH, a run by hand) the file LoadCredential= names
+    is read directly; under the unit $CREDENTIALS_DIRECTORY/api_key is."""
+    cfg = write(tmp_path, "api: {dialect: openai}\n")
+    cred = write(tmp_path, "sk-cred-secret-0003\n", "etc/api_key")
+    loaded = C.load(cfg, {}, unit_credential=cred)
+    assert loaded.api_key is not None and loaded.api_key.reveal() == "sk-cred-secret-0003"
+    assert loaded.api_key.source == f"{cred} (the unit's LoadCredential=api_key)"
+    cred.write_text("")  # as scripts/install leaves it
+    problems = problems_of_file_cred(cfg, {}, cred)
+    assert problems == [
+        f"api.api_key_env: no API key: {cred} is empty; put your key in it (sudo nano {cred})"
+    ]
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "api_key").write_text("\n")
+    problems = problems_of_file_cred(cfg, {"CREDENTIALS_DIRECTORY": str(creds)}, cred)
+    assert problems[0].startswith(f"api.api_key_env: no API key: {cred} is empty")
+    (tmp_path / "etc" / "api_key").unlink()
+    problems = problems_of_file_cred(cfg, {}, cred)
+    assert problems[0].startswith("api.api_key_env: no API key found: $OPENAI_API_KEY is not set")
+
+
+def problems_of_file_cred(cfg: Path, env: dict[str, str], cred: Path) -> list[str]:
+    with pytest.raises(C.ConfigError) as info:
+        C.load(cfg, env, unit_credential=cred)
+    return info.value.problems
+
+
+def test_relative_key_file_is_an_error(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, "api: {api_key_file: secrets/key}\n")
+    assert problems == [
+        "api.api_key_file: must be an absolute path (got 'secrets/key'); the service runs in /"
+    ]
+
+
+# ------------------------------------------------------------------ exit 78 and the LED
+
+
+def test_run_with_a_bad_config_exits_78_with_one_line(tmp_path: Path) -> None:
+    bad = write(tmp_path, "vad: {aggressiveness: 9}\nturn: {mode: always}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "agentd", "run", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "OPENAI_API_KEY": "sk-x-123456"},
+    )
+    assert out.returncode == 78, out
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert f"agentd not started: {bad}: vad.aggressiveness: must be between 0 and 3" in lines[0]
+    assert "; turn.mode: must be one of" in lines[0] and "check-config" in lines[0]
+
+
+def test_led_shows_the_error_before_exit_78(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The LED the owner wired (led.pin from the file, even though another key is bad) blinks
+    the error pattern before `agentd run` exits; an invalid led section is never driven."""
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    from agentd.device import gpio
+    from agentd.service import EX_CONFIG, Hooks, run_main
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setattr(gpio, "ERROR_BLINKS", 1)
+    bad = write(tmp_path, "led: {pin: 5}\nvad: {aggressiveness: 9}\n")
+    factory = MockFactory(pin_class=MockPWMPin)
+    try:
+        assert run_main(bad, Hooks(pin_factory=factory)) == EX_CONFIG
+        levels = [s.state for s in factory.pin(5).states]
+        # three fast blinks: on/off each, then off
+        assert levels.count(1) >= 3 and levels[-1] == 0, levels
+        assert len(factory.pin(25).states) == 1  # the default pin was never touched
+        factory.reset()
+        worse = write(tmp_path, "led: {pin: 99}\napi: {url: wss://example.org}\n", "w.yaml")
+        assert run_main(worse, Hooks(pin_factory=factory)) == EX_CONFIG
+        assert not factory.pins  # no valid LED setting: nothing driven
+        factory.reset()
+        no_key = write(tmp_path, "led: {pin: 6}\n", "k.yaml")  # valid config, no key at all
+        assert run_main(no_key, Hooks(pin_factory=factory)) == EX_CONFIG
+        assert [s.state for s in factory.pin(6).states].count(1) >= 3
+    finally:
+        factory.reset()
+
+
+# ------------------------------------------------------------------ every key does something
+
+#: Functions of config.py that use a setting (the rest only validate or print them).
+CONFIG_PY_USERS = {"url", "model", "input_rate", "output_rate", "resolve_api_key"}
+
+
+def settings_classes() -> dict[str, str]:
+    """Settings class name → the section path it sits at (ButtonSettings → button)."""
+    out: dict[str, str] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        out[cls.__name__] = prefix.rstrip(".")
+        for name, (_, tp) in C._fields(cls).items():
+            inner = C._strip_optional(tp)
+            if dataclasses.is_dataclass(inner):
+                walk(inner, f"{prefix}{name}.")  # type: ignore[arg-type]
+
+    walk(C.Config, "")
+    return out
+
+
+def reads_in(source: str, skip_functions: frozenset[str] = frozenset()) -> set[str]:
+    """Dotted keys read in ``source``: an attribute access on an expression known to be a
+    settings object, i.e. reached through its section name (``cfg.button.hold_ms``), a local
+    assigned from one (``b = self.cfg.button``; ``b.hold_ms``), or a parameter or ``self.``
+    attribute of its class (``settings: OutputSettings``; ``self.settings.volume``). Names
+    are scoped per function, ``self.`` attributes per class."""
+    classes = settings_classes()
+    by_segment = {path.rsplit(".", 1)[-1]: cls for cls, path in classes.items() if path}
+    fields = {cls: set(C._fields(getattr(C, cls))) for cls in classes}
+    tree = ast.parse(source)
+
+    def annotated(ann: ast.AST | None) -> str | None:
+        text = ast.unparse(ann) if ann is not None else ""
+        return next((c for c in classes if re.search(rf"\b{c}\b", text)), None)
+
+    def class_of(expr: ast.AST, typed: dict[str, str]) -> str | None:
+        if isinstance(expr, ast.Attribute):
+            if isinstance(expr.value, ast.Name) and f"{expr.value.id}.{expr.attr}" in typed:
+                return typed[f"{expr.value.id}.{expr.attr}"]
+            return by_segment.get(expr.attr)
+        if isinstance(expr, ast.Name):
+            return typed.get(expr.id)
+        return None
+
+    def name_of(expr: ast.AST) -> str:
+        if isinstance(expr, ast.Name):
+            return expr.id
+        if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name):
+            return f"{expr.value.id}.{expr.attr}"
+        return ""
+
+    def local_types(fn: ast.AST, inherited: dict[str, str]) -> dict[str, str]:
+        typed = dict(inherited)
+        for _ in range(3):  # aliases of aliases
+            for node in ast.walk(fn):
+                if isinstance(node, ast.arg) and annotated(node.annotation):
+                    typed[node.arg] = annotated(node.annotation)  # type: ignore[assignment]
+                elif isinstance(node, ast.AnnAssign) and annotated(node.annotation):
+                    typed[name_of(node.target)] = annotated(node.annotation)  # type: ignore[assignment]
+                elif isinstance(node, ast.Assign):
+                    pairs: list[tuple[ast.AST, ast.AST]] = []
+                    for target in node.targets:
+                        if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
+                            pairs += zip(target.elts, node.value.elts, strict=False)
+                        else:
+                            pairs.append((target, node.value))
+                    for target, value in pairs:
+                        cls = class_of(value, typed)
+                        if cls is not None and name_of(target):
+                            typed[name_of(target)] = cls
+        return typed
+
+    found: set[str] = set()
+
+    def reads(fn: ast.AST, typed: dict[str, str]) -> None:
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) and fn.name in skip_functions:
+            return
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Attribute):
+                cls = class_of(node.value, typed)
+                if cls is not None and node.attr in fields[cls]:
+                    found.add(f"{classes[cls]}.{node.attr}".lstrip("."))
+
+    functions = (ast.FunctionDef, ast.AsyncFunctionDef)
+    for top in tree.body:
+        if isinstance(top, ast.ClassDef):
+            methods = [n for n in top.body if isinstance(n, functions)]
+            attrs: dict[str, str] = {}
+            for n in top.body:  # class-level annotations: `settings: OutputSettings`
+                if isinstance(n, ast.AnnAssign) and annotated(n.annotation):
+                    attrs[f"self.{name_of(n.target)}"] = annotated(n.annotation)  # type: ignore[assignment]
+            for m in methods:
+                attrs |= {k: v for k, v in local_types(m, {}).items() if k.startswith("self.")}
+            for m in methods:
+                reads(m, local_types(m, attrs))
+        elif isinstance(top, functions):
+            reads(top, local_types(top, {}))
+    return found
+
+
+def test_the_key_reader_finds_reads_and_misses() -> None:
+    """The checker below can fail: an unread key is reported, aliases are followed."""
+    source = (
+        "class A:\n"
+        "    def __init__(self, s: OutputSettings):\n"
+        "        self.s = s\n"
+        "    def f(self):\n"
+        "        b, led = self.cfg.button, self.cfg.led\n"
+        "        return b.hold_ms, led.rgb.red, self.s.volume, self.cfg.sounds.enabled\n"
+        "class B:\n"
+        "    def __init__(self, s: InputSettings):\n"
+        "        self.s = s\n"
+        "    def g(self):\n"
+        "        return self.s.rate\n"
+        "def check(cfg):\n"
+        "    return cfg.vad.aggressiveness\n"
+    )
+    found = reads_in(source, frozenset({"check"}))
+    assert {"button.hold_ms", "led.rgb", "led.rgb.red", "audio.output.volume"} <= found
+    assert {"sounds.enabled", "audio.input.rate"} <= found
+    assert "vad.aggressiveness" not in found  # only validated: does not count
+    assert "sounds.volume" not in found  # audio.output.volume is another key
+    assert "audio.output.rate" not in found  # B's self.s is an InputSettings
+
+
+def test_every_documented_key_is_read_by_the_daemon() -> None:
+    """Walks the schema: every key must be used by code outside validation and printing, or
+    it is a setting that does nothing (button.hold_ms was one)."""
+    found: set[str] = set()
+    for path in sorted((ROOT / "agentd").rglob("*.py")):
+        if "sim" in path.relative_to(ROOT / "agentd").parts:
+            continue  # the simulator is not the daemon
+        source = path.read_text()
+        if path.name == "config.py":
+            users = {
+                n.name
+                for n in ast.walk(ast.parse(source))
+                if isinstance(n, ast.FunctionDef) and n.name not in CONFIG_PY_USERS
+            }
+            found |= reads_in(source, frozenset(users))
+        else:
+            found |= reads_in(source)
+    keys = [
+        p for p, _, _ in C.iter_keys() if p not in settings_classes().values() or p == "led.rgb"
+    ]
+    unread = [k for k in keys if k not in found]
+    assert not unread, f"documented keys no code reads: {unread}"

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from agentd import conversation as cv
+from agentd.config import TurnSettings
 from agentd.conversation import State as S
 
 A = cv
@@ -263,10 +264,123 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         "disconnect mid-answer → offline",
         speaking,
         A.LinkDown("lost"),
-        [A.FlushPlayback(), A.Cue("error")],
+        [A.FlushPlayback(), A.Cue("offline")],
         S.OFFLINE,
     ),
-    ("disconnect while idle → offline", lambda: machine(), A.LinkDown("lost"), [], S.OFFLINE),
+    (
+        "disconnect while idle → offline, its cue once",
+        lambda: machine(),
+        A.LinkDown("lost"),
+        [A.Cue("offline")],
+        S.OFFLINE,
+    ),
+    (
+        "still unreachable: no second cue",
+        lambda: machine(state=S.OFFLINE, connected=False, problem="offline"),
+        A.LinkDown("refused", "refused"),
+        [],
+        S.OFFLINE,
+    ),
+    (
+        "key rejected → its own cue",
+        lambda: machine(state=S.OFFLINE, connected=False, problem="offline"),
+        A.LinkDown("API key rejected", "auth"),
+        [A.Cue("auth")],
+        S.OFFLINE,
+    ),
+    (
+        "HTTP 429 at the handshake → the quota cue",
+        lambda: machine(),
+        A.LinkDown("rate limited", "rate_limited"),
+        [A.Cue("quota")],
+        S.OFFLINE,
+    ),
+    (
+        "quota error event mid-turn → quota cue, not the plain error",
+        lambda: machine(state=S.THINKING),
+        A.ServerFault("insufficient_quota", "out of credit", "insufficient_quota"),
+        [A.Cue("quota")],
+        S.ERROR,
+    ),
+    (
+        "rate_limit_error mid-turn → quota cue",
+        lambda: machine(state=S.THINKING),
+        A.ServerFault("rate_limit_exceeded", "slow down", "rate_limit_error"),
+        [A.Cue("quota")],
+        S.ERROR,
+    ),
+    (
+        "quota error while idle → quota cue once",
+        lambda: machine(),
+        A.ServerFault(None, "slow down", "rate_limit_error"),
+        [A.Cue("quota")],
+        S.IDLE,
+    ),
+    (
+        "an error code that is not a string is an error, not a crash",
+        lambda: machine(state=S.THINKING),
+        A.ServerFault({"x": 1}, "boom"),  # type: ignore[arg-type]
+        [A.Cue("error")],
+        S.ERROR,
+    ),
+    (
+        "response incomplete → error",
+        lambda: machine(state=S.THINKING, response_active=True),
+        A.ResponseFinished("incomplete", "max_output_tokens"),
+        [A.Cue("error")],
+        S.ERROR,
+    ),
+    (
+        "response incomplete while its audio plays → shown when it has played",
+        speaking,
+        A.ResponseFinished("incomplete", "content_filter"),
+        [],
+        S.SPEAKING,
+    ),
+    (
+        "response failed for quota → quota cue",
+        lambda: machine(state=S.THINKING, response_active=True),
+        A.ResponseFinished("failed", "insufficient_quota"),
+        [A.Cue("quota")],
+        S.ERROR,
+    ),
+    (
+        "planned renewal while idle: no offline, no cue",
+        lambda: machine(),
+        A.LinkDown(None, planned=True),
+        [],
+        S.IDLE,
+    ),
+    ("renewal due while idle → renew", lambda: machine(), A.RenewDue(), [A.Renew()], S.IDLE),
+    (
+        "renewal due mid-turn waits",
+        lambda: machine(state=S.LISTENING, sent_ms=300),
+        A.RenewDue(),
+        [],
+        S.LISTENING,
+    ),
+    ("renewal due while speaking waits", speaking, A.RenewDue(), [], S.SPEAKING),
+    (
+        "new server settings while offline → reconnect now",
+        lambda: machine(state=S.OFFLINE, connected=False),
+        A.RenewDue(),
+        [A.Reconnect()],
+        S.OFFLINE,
+    ),
+    (
+        "reload while idle applies at once",
+        lambda: machine(),
+        A.Reconfigure(TurnSettings(mode="toggle")),
+        [A.ApplySettings()],
+        S.IDLE,
+    ),
+    (
+        "reload during a push-to-talk hold waits for the turn's end",
+        lambda: machine(state=S.LISTENING, sent_ms=300),
+        A.Reconfigure(TurnSettings(mode="toggle")),
+        [],
+        S.LISTENING,
+    ),
     (
         "disconnect while listening keeps listening",
         lambda: machine(state=S.LISTENING),
@@ -292,6 +406,14 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         S.MUTED,
     ),
     ("press while muted ignored", lambda: machine(state=S.MUTED), A.Press(), [], S.MUTED),
+    (
+        "speaker hung mid-answer: cancel, truncate, error",
+        speaking,
+        A.PlaybackStalled(),
+        [A.FlushPlayback(), A.Cancel(), A.Truncate("item_9"), A.Cue("error")],
+        S.ERROR,
+    ),
+    ("speaker hung while idle: nothing to stop", machine, A.PlaybackStalled(), [], S.IDLE),
     ("5 s hold reconnects", lambda: machine(), A.LongHold(), [A.Reconnect()], S.IDLE),
     (
         "press while offline listens (held)",
@@ -390,3 +512,92 @@ def test_interrupt_counts_and_truncates_only_once() -> None:
     c.handle(A.Release(), 1.05)  # < 100 ms: dropped
     assert c.state is S.IDLE and c.counters.dropped_turns == 1
     assert c.handle(A.AssistantAudio("item_9"), 1.1) == [] and c.state is S.IDLE
+
+
+def test_reload_during_a_hold_keeps_it_and_applies_from_the_next_turn() -> None:
+    c = machine()
+    c.handle(A.Press(), 0.0)
+    c.handle(A.AudioSent(600), 0.6)
+    assert c.handle(A.Reconfigure(TurnSettings(mode="toggle")), 0.7) == []
+    assert c.mode == "push_to_talk"  # the hold is a push-to-talk hold until released
+    acts = c.handle(A.Release(), 1.0)
+    assert A.Commit() in acts and A.ApplySettings() not in acts  # the answer is still due
+    assert c.handle(A.ResponseFinished("completed"), 2.0) == [A.ApplySettings()]
+    assert c.state is S.IDLE and c.mode == "toggle"
+    c.handle(A.Press(), 3.0)
+    assert c.handle(A.Release(), 3.2) == []  # toggle now: release does not end the turn
+
+
+def test_turn_during_a_planned_renewal_is_committed_on_the_new_session() -> None:
+    c = machine()
+    assert c.handle(A.RenewDue(), 0.0) == [A.Renew()] and not c.connected
+    assert c.state is S.IDLE  # no OFFLINE flash for a planned renewal
+    c.handle(A.Press(), 0.1)
+    c.handle(A.AudioSent(800), 0.9)
+    assert c.handle(A.LinkDown(None, planned=True), 0.95) == []  # the old session ends
+    assert c.handle(A.Release(), 1.0) == [A.StopStreaming(), A.Cue("listen_end")]
+    assert c.state is S.THINKING and c.turn_waiting
+    assert c.handle(A.LinkUp(), 1.5) == [A.ReplayBuffered(), A.Commit(), A.CreateResponse()]
+    assert c.counters.lost_turns == 0 and c.problem is None
+
+
+def test_press_while_offline_is_held_and_sent_when_the_link_is_back() -> None:
+    c = machine(state=S.OFFLINE, connected=False)
+    c.handle(A.Press(), 0.0)
+    c.handle(A.AudioSent(500), 0.5)
+    c.handle(A.Release(), 1.0)
+    assert c.state is S.THINKING and c.turn_waiting
+    assert c.handle(A.LinkUp(), 2.0) == [A.ReplayBuffered(), A.Commit(), A.CreateResponse()]
+
+
+def test_press_while_offline_gives_up_when_the_link_stays_away() -> None:
+    c = machine(state=S.OFFLINE, connected=False)
+    c.handle(A.Press(), 0.0)
+    c.handle(A.AudioSent(500), 0.5)
+    c.handle(A.Release(), 1.0)
+    acts = c.handle(A.Tick(), cv.OUTAGE_GRACE_S)
+    assert A.Cue("error") in acts and c.state is S.ERROR and c.counters.lost_turns == 1
+
+
+def test_thinking_deadline_gives_the_error_cue_and_returns_to_idle() -> None:
+    c = machine()
+    c.response_timeout_s = 15.0
+    c.handle(A.Press(), 0.0)
+    c.handle(A.AudioSent(500), 0.5)
+    c.handle(A.Release(), 1.0)
+    assert c.handle(A.Tick(), 15.9) == []
+    assert c.handle(A.Tick(), 16.0) == [A.Cancel(), A.Cue("error")]
+    assert c.state is S.ERROR and c.counters.no_answer == 1
+    assert "no answer" in (c.last_error or "")
+    c.handle(A.Tick(), 16.0 + cv.ERROR_SHOW_S)
+    assert c.state is S.IDLE
+
+
+def test_a_response_that_starts_moves_the_deadline() -> None:
+    c = machine(state=S.THINKING, thinking_since=0.0)
+    c.response_timeout_s = 15.0
+    c.handle(A.ResponseStarted("r"), 10.0)
+    assert c.handle(A.Tick(), 20.0) == [] and c.state is S.THINKING
+    assert A.Cue("error") in c.handle(A.Tick(), 25.0)
+
+
+def test_incomplete_answer_is_shown_after_the_part_that_came_played() -> None:
+    c = speaking()
+    assert c.handle(A.ResponseFinished("incomplete", "content_filter"), 1.0) == []
+    assert c.handle(A.PlaybackFinished(), 2.0) == [A.Cue("error")]
+    assert c.state is S.ERROR and c.counters.failed_responses == 1
+    assert c.last_error == "response incomplete (content_filter)"
+
+
+def test_quota_problem_lasts_until_an_answer_completes() -> None:
+    c = machine(state=S.THINKING)
+    c.handle(A.ServerFault("insufficient_quota", "out of credit", "insufficient_quota"), 0.0)
+    c.handle(A.Tick(), cv.ERROR_SHOW_S)
+    assert c.state is S.IDLE and c.shown_problem == "quota"
+    c.handle(A.Press(), 10.0)
+    assert c.shown_problem is None  # a turn shows its own state
+    c.handle(A.AudioSent(500), 10.5)
+    c.handle(A.Release(), 11.0)
+    c.handle(A.ResponseStarted("r"), 11.2)
+    c.handle(A.ResponseFinished("completed"), 12.0)
+    assert c.state is S.IDLE and c.problem is None

@@ -535,3 +535,206 @@ def test_non_finite_numbers_are_tolerated() -> None:
         frame = f'{{"type": "input_audio_buffer.speech_started", "audio_start_ms": {raw}}}'
         (event,) = codec.parse(frame)
         assert event.audio_start_ms == 0  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- hostile server input (issue 18)
+
+
+def test_error_with_an_object_as_code_is_typed() -> None:
+    """Issue 18: `code: {"x": 1}` reached service.py and conversation.py as a dict
+    (`e.code in BENIGN_ERRORS` → TypeError: unhashable)."""
+    c = codec_for(cfg_for("openai"))
+    (err,) = c.parse('{"type":"error","error":{"code":{"x":1},"message":"boom"}}')
+    assert err == ev.ServerError("error", None, "boom", None)
+    hash(err.code)  # type: ignore[union-attr]
+    (err,) = c.parse('{"type":"error","error":{"code":429,"message":["a"],"type":7}}')
+    assert err == ev.ServerError("7", "429", "", None)
+    (err,) = c.parse('{"type":"error","error":"flat text"}')
+    assert err == ev.ServerError("error", None, "flat text", None)
+
+
+def test_deep_nesting_is_a_protocol_error_not_a_recursion_error() -> None:
+    """Issue 18: 50,000 nested `[` raised RecursionError out of the codec."""
+    c = codec_for(cfg_for("openai"))
+    for frame in ("[" * 50000, '{"type":"error","error":' + "[" * 50000 + "]" * 50000 + "}"):
+        with pytest.raises(ProtocolError, match="nested too deeply"):
+            c.parse(frame)
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (  # numbers as strings, ids as numbers
+            {"type": "input_audio_buffer.speech_started", "audio_start_ms": "120", "item_id": 5},
+            ev.SpeechStarted("5", 120),
+        ),
+        (  # nulls and objects where strings belong
+            {"type": "input_audio_buffer.committed", "item_id": {"id": "x"}},
+            ev.InputCommitted(None),
+        ),
+        (
+            {"type": "conversation.item.added", "item": {"id": "it", "role": ["assistant"]}},
+            ev.ItemAdded("it", None, None),
+        ),
+        (
+            {"type": "response.output_audio_transcript.delta", "item_id": "it", "delta": None},
+            ev.TranscriptDelta("assistant", "it", ""),
+        ),
+        (
+            {"type": "response.done", "response": {"id": 7, "status": {"s": 1}}},
+            ev.ResponseDone("7", "incomplete", "unknown status dict"),
+        ),
+        (
+            {"type": "response.done", "response": [1, 2]},
+            ev.ResponseDone(None, "completed", None),
+        ),
+        (
+            {"type": "session.created", "session": "nope"},
+            ev.SessionReady(None),
+        ),
+        (
+            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 1e300},
+            ev.SpeechStopped(None, 2**31),
+        ),
+    ],
+)
+def test_wrong_typed_fields_become_typed_events(event: dict[str, Any], expected: Any) -> None:
+    assert codec_for(cfg_for("openai")).parse(json.dumps(event)) == [expected]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "response.output_audio.delta", "item_id": "it", "delta": {"b": 1}},
+        {"type": "response.output_audio.delta", "item_id": None, "delta": "AAAA"},
+        {"type": "response.created", "response": "r1"},
+        {"type": "conversation.item.created", "item": {"id": [1]}},
+        {"type": "response.audio.done", "item_id": 1.5},
+    ],
+)
+def test_events_missing_what_they_need_are_protocol_errors(event: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolError):
+        codec_for(cfg_for("openai-beta")).parse(json.dumps(event))
+
+
+def test_huge_strings_are_bounded() -> None:
+    c = codec_for(cfg_for("xstar"))
+    big = "x" * 3_000_000
+    (err,) = c.parse(json.dumps({"type": "error", "error": {"message": big, "code": big}}))
+    assert len(err.message) == 500 and len(err.code or "") == 256  # type: ignore[union-attr]
+    (d,) = c.parse(
+        json.dumps({"type": "response.audio_transcript.delta", "item_id": "i", "delta": big})
+    )
+    assert len(d.text) == 16384  # type: ignore[union-attr]
+    for n in range(300):  # a server inventing event types does not grow memory
+        c.parse(json.dumps({"type": f"made.up.{n}"}))
+    assert len(c.unknown) <= 257 and c.unknown["(other)"] == 300 - 256
+
+
+def test_rate_limits_are_typed() -> None:
+    c = codec_for(cfg_for("openai"))
+    frame = {
+        "type": "rate_limits.updated",
+        "rate_limits": [
+            {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 7.5},
+            {"name": "tokens", "limit": "50000", "remaining": None, "reset_seconds": "x"},
+            "junk",
+            {"name": {"n": 1}, "remaining": 1e400},
+        ],
+    }
+    assert c.parse(json.dumps(frame)) == [
+        ev.RateLimits(
+            (
+                ev.RateLimit("requests", 1000.0, 999.0, 7.5),
+                ev.RateLimit("tokens", 50000.0, 0.0, 0.0),
+                ev.RateLimit("unnamed", 0.0, 0.0, 0.0),
+            )
+        )
+    ]
+    assert c.parse('{"type":"rate_limits.updated","rate_limits":{"a":1}}') == [ev.RateLimits(())]
+
+
+async def test_binary_and_bad_frames_are_counted_and_the_session_stays() -> None:
+    async with Simulator("openai", pace=0) as sim:
+        link, probe, task = await start_link(sim, "openai")
+        await probe.until(lambda: probe.of(ev.SessionUpdated))
+        await sim.inject(
+            b"\x00\xff" * 100,
+            "[" * 50000,
+            '{"type":"error","error":{"code":{"x":1},"message":"boom"}}',
+            json.dumps({"type": "rate_limits.updated", "rate_limits": [{"name": "requests"}]}),
+        )
+        await probe.until(lambda: probe.of(ev.RateLimits))
+        assert link.protocol_errors == 2 and link.connected and sim.connections == 1
+        assert probe.of(ev.ServerError) == [ev.ServerError("error", None, "boom", None)]
+        await stop_link(link, task)
+
+
+async def test_an_event_handler_that_raises_does_not_end_the_session(
+    all_logs: pytest.LogCaptureFixture,
+) -> None:
+    async with Simulator("openai", pace=0) as sim:
+        probe = Probe()
+
+        def on_event(e: ev.ServerEvent) -> None:
+            probe.on_event(e)
+            if isinstance(e, ev.ServerError):
+                raise RuntimeError("handler bug")
+
+        def on_state(s: LinkState) -> None:
+            probe.on_state(s)
+            raise RuntimeError("state handler bug")
+
+        cfg = cfg_for("openai", api__url=sim.url)
+        link = Link(cfg, None, on_event, on_state)
+        task = asyncio.create_task(link.run())
+        await probe.until(lambda: probe.states)
+        for _ in range(3):
+            await sim.inject('{"type":"error","error":{"message":"x"}}')
+        await sim.inject('{"type":"input_audio_buffer.cleared"}')
+        await probe.until(lambda: probe.of(ev.InputCleared))
+        assert link.handler_errors == 4 and link.connected and not task.done()
+        assert len([r for r in all_logs.records if "handler bug" in (r.exc_text or "")]) == 1
+        await stop_link(link, task)
+
+
+async def test_accept_then_close_reports_down_and_reconnects_with_backoff() -> None:
+    """Issue 18: a server that answers 101 and closes at once raised ConnectionClosed out of
+    Link._session before its try; the link task died with Link.connected still True."""
+    async with Simulator("openai", pace=0) as sim:
+        sim.faults.accept_then_close = 4000
+        link, probe, task = await start_link(sim, "openai")
+        await asyncio.sleep(1.5)
+        assert not task.done() and not link.connected
+        assert probe.states and not any(s.connected for s in probe.states)
+        assert "4000" in (link.last_error or "")
+        # backoff between 0.05 and 0.2 s: a handful of attempts, not a tight loop
+        assert 3 <= sim.connections <= 1.5 / 0.05 + 1, sim.connections
+        sim.faults.accept_then_close = None
+        await probe.until(lambda: probe.of(ev.SessionUpdated), timeout=3)
+        assert link.connected and probe.states[-1].connected
+        await stop_link(link, task)
+
+
+async def test_daemon_survives_a_server_that_accepts_then_closes(harness: Any) -> None:
+    """Issue 18 at daemon level: the server restarts behind a draining load balancer that
+    answers 101 and closes at once. The daemon shows OFFLINE, retries with backoff, and once
+    the fault is lifted a spoken turn is answered."""
+    from tests.test_fuzz import assert_turn_works
+
+    h = harness
+    h.sim.reply = "Fine."
+    h.sim.faults.accept_then_close = 4000
+    h.sim.drop_all()
+    await h.until(lambda: h.state() == "offline", timeout=5)
+    await asyncio.sleep(3.0)
+    status = h.daemon.status()
+    assert status["connected"] is False and status["state"] == "offline"
+    assert "4000" in (status["last_error"] or "")
+    link = h.daemon.link
+    assert link is not None and not link.connected
+    # reconnect.initial_s 0.5 with jitter and growth: a few attempts in 3 s, not a tight loop
+    assert 3 <= h.sim.connections <= 8, h.sim.connections
+    h.sim.faults.accept_then_close = None
+    await h.until(lambda: h.state() == "idle", timeout=40)
+    await assert_turn_works(h)

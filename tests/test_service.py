@@ -4,15 +4,18 @@ gpiozero's MockFactory for button and LED, a real NOTIFY_SOCKET and control sock
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import yaml
 
+from agentd import conversation as cv
 from agentd.sim.room import (
     cut_error_ms,
     floats,
@@ -250,3 +253,230 @@ def test_agentd_demo_runs_one_turn_without_card_or_key() -> None:
         "demo finished",
     ):
         assert line in out.stdout, out.stdout
+
+
+# ---------------------------------------------------------------- problems: LED, cue, STATUS=
+
+
+def flashes(pin: Any, skip: float) -> list[tuple[float, float]]:
+    """(start, length) of every whole stretch the LED pin was lit since ``clear_states()``,
+    ignoring the first ``skip`` seconds (MockPin keeps each change's delay since the last)."""
+    out, t, lit_at = [], 0.0, None
+    for delta, v in pin.states:
+        t += delta
+        if v > 0.5 and lit_at is None:
+            lit_at = t
+        elif v <= 0.5 and lit_at is not None:
+            if lit_at >= skip:
+                out.append((lit_at, t - lit_at))
+            lit_at = None
+    return out
+
+
+@pytest.mark.parametrize("pwm", [True, False], ids=["pwm-led", "plain-led"])
+async def test_each_problem_has_its_own_led_pattern(tmp_path: Path, pwm: bool) -> None:
+    """The LED patterns on gpiozero's MockFactory: a rejected key (two quick flashes every
+    2 s), out of quota (1 s on, 1 s off) and a network outage (one short flash every 2 s)
+    are told apart by what the pin does over a few seconds."""
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    from agentd.config import load
+    from agentd.conversation import Problem, State
+    from agentd.device.gpio import Gpio
+    from agentd.sim import Simulator
+    from tests.harness import write_config
+
+    sim = Simulator()  # only for its URL: nothing connects
+    cfg = load(write_config(tmp_path / "c.yaml", sim, tmp_path, button__pin=None)).config
+    factory = MockFactory(pin_class=MockPWMPin) if pwm else MockFactory()
+    gpio = Gpio(cfg, asyncio.get_running_loop(), lambda e: None, factory)
+    assert gpio.start()
+    pin = factory.pin(25)
+    seen: dict[str, list[tuple[float, float]]] = {}
+    try:
+        for name, state, problem in (
+            ("auth", State.OFFLINE, Problem.AUTH),
+            ("quota", State.IDLE, Problem.QUOTA),
+            ("offline", State.OFFLINE, None),
+        ):
+            pin.clear_states()
+            gpio.show(state, problem=problem)
+            await asyncio.sleep(4.3)
+            seen[name] = flashes(pin, 0.1)
+    finally:
+        gpio.close()
+        factory.reset()
+    counts = {k: len(v) for k, v in seen.items()}
+    lengths = {k: [round(d, 2) for _, d in v] for k, v in seen.items()}
+    print(f"flashes in 4.2 s: {counts}; lengths {lengths}")
+    assert 3 <= counts["auth"] <= 5 and all(0.1 <= d <= 0.3 for d in lengths["auth"])
+    pairs = [b[0] - a[0] for a, b in itertools.pairwise(seen["auth"])]
+    assert min(pairs) <= 0.45 and max(pairs) >= 1.5  # grouped in twos, a pause between
+    assert 1 <= counts["quota"] <= 2 and all(0.8 <= d <= 1.2 for d in lengths["quota"])
+    assert 1 <= counts["offline"] <= 2 and all(0.1 <= d <= 0.35 for d in lengths["offline"])
+
+
+def status_lines(h: Harness) -> list[str]:
+    return [m for m in h.notify.drain() if "STATUS=" in m]
+
+
+async def test_rejected_key_quota_and_outage_each_say_so_in_status(harness: Harness) -> None:
+    """Each problem: its own STATUS= line (read from the real NOTIFY_SOCKET), its own LED
+    pattern and its own cue, once per problem."""
+    h, sim = harness, harness.sim
+    cues: list[str] = []
+    cue = h.daemon._cue
+
+    def spy_cue(name: str) -> None:
+        cues.append(name)
+        cue(name)
+
+    h.daemon._cue = spy_cue  # type: ignore[method-assign]
+    gpio = h.daemon.gpio
+    assert gpio is not None
+
+    async def problem(expect: str, text: str) -> None:
+        await h.until(lambda: h.daemon.status()["problem"] == expect, timeout=20)
+        await h.until(lambda: any(text in m for m in status_lines(h)), timeout=20)
+        assert h.daemon.status()["problem"] == expect
+        assert gpio._shown is not None and gpio._shown[2] in (expect, None)
+
+    # out of quota at the handshake (HTTP 429)
+    sim.faults.reject_status = 429
+    sim.drop_all()
+    h.notify.messages.clear()
+    await problem("quota", "out of quota or rate limited")
+    assert gpio._shown == (cv.State.OFFLINE, False, "quota")
+    # the key is rejected (HTTP 401)
+    sim.faults.reject_status = 401
+    h.notify.messages.clear()
+    await problem("auth", "key rejected")
+    await h.until(lambda: gpio._shown == (cv.State.OFFLINE, False, "auth"))
+    # the network is gone (nothing listens on the server's port)
+    await sim.stop()
+    sim.faults.reject_status = None
+    h.notify.messages.clear()
+    h.daemon.link.reconnect()  # type: ignore[union-attr]  # do not wait out the auth floor
+    await problem("offline", "network down")
+    assert gpio._shown == (cv.State.OFFLINE, False, None)  # the plain OFFLINE slow blink
+    await sim.start()  # same port
+    await h.until(lambda: h.state() == "idle" and h.daemon.conv.connected, timeout=40)
+    assert h.daemon.status()["problem"] is None
+    assert any(
+        m.endswith("connected to openai") for m in [*status_lines(h), h.daemon.status_line()]
+    )
+    # a quota error event on a live session: the turn fails with the quota cue, then the
+    # quota pattern shows at rest until answers come again
+    sim.faults.error_event = {
+        "type": "insufficient_quota",
+        "code": "insufficient_quota",
+        "message": "You exceeded your current quota",
+    }
+    h.daemon.feed(cv.Press())
+    await h.until(lambda: h.state() == "error")
+    await h.until(lambda: h.state() == "idle")
+    assert gpio._shown == (cv.State.IDLE, False, "quota")
+    assert [c for c in cues if c in ("offline", "auth", "quota")] == [
+        "offline",  # drop_all: the connection was lost
+        "quota",
+        "auth",
+        "offline",
+        "quota",
+    ], cues
+
+
+# ---------------------------------------------------------------- reload mid-turn
+
+
+def uplinked_16k(sim: Any) -> int:
+    return sum(
+        len(e["audio"]) * 3 // 4 * 2 // 3 for e in sim.client_events("input_audio_buffer.append")
+    )
+
+
+@pytest.mark.parametrize(
+    "harness", [{"audio__input": {"device": "no-such-mic", "rate": 48000}}], indirect=True
+)
+async def test_reload_during_a_push_to_talk_hold_keeps_the_hold(harness: Harness) -> None:
+    """A reload that switches to toggle mode and a new voice detector lands in the middle of
+    a push-to-talk hold: the hold goes on (all its audio goes up, the release ends it), and
+    toggle applies from the next turn. (No room mic: the server's bytes are the spoken ones.)"""
+    h, sim = harness, harness.sim
+    speech = rigs.espeak("what is the weather like today", 16000, Path("unused"))
+    b = speech.astype("<i2").tobytes()
+    frames = [b[i : i + 640] for i in range(0, len(b) - 639, 640)]
+    sim.reply = "Fine."
+    h.daemon.feed(cv.Press())
+    await h.until(lambda: h.state() == "listening")
+    pb = h.daemon.playback
+    assert pb is not None
+    await h.until(lambda: not pb.busy())
+    half = len(frames) // 2
+    for f in frames[:half]:
+        h.daemon._on_mic(f)
+    data = yaml.safe_load(h.daemon.config_path.read_text())
+    data["turn"] = {"mode": "toggle"}
+    data["vad"] = {"hangover_ms": 700}
+    h.daemon.config_path.write_text(yaml.safe_dump(data))
+    assert (await h.daemon._control("reload"))["ok"] is True
+    assert h.state() == "listening"
+    for f in frames[half:]:
+        h.daemon._on_mic(f)
+    h.daemon.feed(cv.Release())  # still a push-to-talk hold: the release ends it
+    await h.until(lambda: h.state() == "thinking")
+    await h.until(lambda: sim.client_events("input_audio_buffer.commit"))  # after every append
+    spoken = sum(len(f) for f in frames)
+    assert uplinked_16k(sim) >= spoken * 0.95, (uplinked_16k(sim), spoken)
+    await h.until(lambda: h.state() == "speaking")
+    await h.until(lambda: h.state() == "idle")
+    assert h.daemon.gate.s.mode == "toggle" and h.daemon.gate.s.hangover_ms == 700
+    # the next turn is a toggle turn: a click starts it, the release does not end it, the
+    # next click does
+    await asyncio.sleep(0.5)
+    h.daemon.feed(cv.Press())
+    h.daemon.feed(cv.Release())
+    await asyncio.sleep(0.3)
+    assert h.state() == "listening"
+    h.daemon.feed(cv.Press())
+    assert h.state() != "listening"
+
+
+async def test_reload_keeps_the_auth_floor_and_the_transcript_state(tmp_path: Path) -> None:
+    """Link.configure used to rebuild the backoff (a rejected key then hammered the server
+    again after every reload) and the codec (xStar's cumulative transcripts restarted)."""
+    from agentd.config import load
+    from agentd.realtime.backoff import AUTH_FAILURES_BEFORE_FLOOR
+    from agentd.realtime.connection import Link
+    from agentd.sim import Simulator
+    from tests.harness import write_config
+
+    sim = Simulator("xstar")  # only for its URL: nothing connects
+    os.environ["AGENTD_TEST_KEY"] = "sk-one"
+    try:
+        path = write_config(tmp_path / "c.yaml", sim, tmp_path, api__api_key_env="AGENTD_TEST_KEY")
+        cfg = load(path).config
+        link = Link(cfg, "sk-one", lambda e: None, lambda s: None)
+        for _ in range(AUTH_FAILURES_BEFORE_FLOOR):
+            link.backoff.failed(auth=True)
+        assert link.backoff.next_delay() == cfg.reconnect.max_s
+        cumulative = '{"type":"conversation.item.input_audio_transcription.delta","item_id":"i1","transcript":"%s"}'
+        link.codec.parse(cumulative % "what is")
+        codec = link.codec
+        # a reload that changes neither the key nor the backoff settings
+        path = write_config(
+            tmp_path / "c.yaml",
+            sim,
+            tmp_path,
+            api__api_key_env="AGENTD_TEST_KEY",
+            agent__instructions="Be brief.",
+        )
+        assert link.configure(load(path).config, "sk-one") is False
+        assert link.codec is codec
+        assert link.backoff.next_delay() == cfg.reconnect.max_s  # still at the floor
+        (delta,) = link.codec.parse(cumulative % "what is the time")
+        assert delta.text == " the time"  # not the whole sentence again
+        # a new key is worth a prompt try: the floor goes, and the session is redone
+        assert link.configure(load(path).config, "sk-two") is True
+        assert link.backoff.next_delay() < cfg.reconnect.max_s
+    finally:
+        del os.environ["AGENTD_TEST_KEY"]

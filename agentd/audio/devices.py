@@ -1,8 +1,18 @@
-"""What ALSA PCMs exist, for `agentd devices` and for errors that name a missing device."""
+"""What ALSA PCMs exist, for `agentd devices` and for errors that name a missing device.
+
+Cards are listed by their stable names (``plughw:CARD=<id>,DEV=<n>``): card numbers change
+when a USB card is plugged in or a HAT's overlay loads first, card ids do not.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+
+HW_NAME = re.compile(r"^hw:CARD=(?P<card>[^,]+),DEV=(?P<dev>\d+)$")
+#: per-card variants ALSA lists beside hw: (the plughw: line replaces them all)
+CARD_VARIANTS = re.compile(r"^\w+:CARD=")
 
 
 @dataclass(frozen=True)
@@ -11,9 +21,12 @@ class PcmInfo:
     description: str
 
 
-def _describe(name: str) -> str:
-    # pyalsaaudio has no description API; ALSA's hints are what `arecord -L` prints.
-    return ""
+@dataclass(frozen=True)
+class Card:
+    index: int
+    id: str  # the stable name: CARD=<id>
+    name: str
+    longname: str
 
 
 def list_pcms(kind: str) -> list[PcmInfo]:
@@ -25,40 +38,65 @@ def list_pcms(kind: str) -> list[PcmInfo]:
         names = alsaaudio.pcms(pcm_type)
     except alsaaudio.ALSAAudioError:
         return []
-    return [PcmInfo(n, _describe(n)) for n in names]
+    return [PcmInfo(n, "") for n in names]
 
 
-def list_cards() -> list[str]:
+def list_cards() -> list[Card]:
+    """Sound cards with their ids and descriptions (what /proc/asound/cards shows)."""
     import alsaaudio
 
     try:
-        return list(alsaaudio.cards())
+        indexes, ids = alsaaudio.card_indexes(), alsaaudio.cards()
     except alsaaudio.ALSAAudioError:
         return []
+    cards = []
+    for index, card_id in zip(indexes, ids, strict=False):
+        try:
+            name, longname = alsaaudio.card_name(index)
+        except alsaaudio.ALSAAudioError:
+            name = longname = ""
+        cards.append(Card(index, card_id, name, longname))
+    return cards
 
 
-def format_devices() -> str:
-    """The text `agentd devices` prints."""
-    lines: list[str] = []
-    cards = list_cards()
-    lines.append("Sound cards: " + (", ".join(cards) if cards else "none found (no sound card)"))
-    for kind in ("capture", "playback"):
-        pcms = list_pcms(kind)
-        lines.append(f"\n{kind.capitalize()} PCMs:")
-        if not pcms:
-            lines.append("  (none)")
-        for p in pcms:
-            lines.append(f"  {p.name}" + (f"\n      {p.description}" if p.description else ""))
-        for card in range(len(cards)):
-            caps = hw_capabilities(f"hw:{card},0", kind)
-            if caps:
-                lines.append(f"  hw:{card},0 ({cards[card]}): {caps}")
+def format_devices(
+    cards: Sequence[Card],
+    pcms: Mapping[str, Sequence[str]],
+    capabilities: Callable[[str, str], str] = lambda device, kind: "",
+) -> str:
+    """The text `agentd devices` prints: per direction, one pasteable stable name per card
+    device with the card's description, then the other PCMs the ALSA configuration defines."""
+    by_id = {c.id: c for c in cards}
+    lines = ["Sound cards: " + (", ".join(c.id for c in cards) if cards else "none found")]
+    for kind, key in (("capture", "audio.input.device"), ("playback", "audio.output.device")):
+        lines.append(f"\n{kind.capitalize()} (paste the name into {key}):")
+        hw = [m for m in (HW_NAME.match(n) for n in pcms.get(kind, ())) if m]
+        if not hw:
+            lines.append("  (no sound card device)")
+        rows = []
+        for m in hw:
+            card = by_id.get(m["card"])
+            desc = (card.longname or card.name) if card else ""
+            name = f"plughw:CARD={m['card']},DEV={m['dev']}"
+            caps = capabilities(f"hw:CARD={m['card']},DEV={m['dev']}", kind)
+            rows.append((name, "; ".join(x for x in (desc, caps) if x)))
+        width = max((len(n) for n, _ in rows), default=0) + 2
+        lines += [f"  {n:<{width}}{d}".rstrip() for n, d in rows]
+        other = [n for n in pcms.get(kind, ()) if not CARD_VARIANTS.match(n)]
+        if other:
+            lines.append("  other PCMs from the ALSA configuration: " + ", ".join(other))
     if not cards:
         lines.append(
             "\nNo sound card was found: plug in a USB sound card or enable an audio HAT, "
             "then set audio.input.device / audio.output.device."
         )
     return "\n".join(lines)
+
+
+def describe_devices() -> str:
+    """`agentd devices` on this machine's ALSA."""
+    pcms = {kind: [p.name for p in list_pcms(kind)] for kind in ("capture", "playback")}
+    return format_devices(list_cards(), pcms, hw_capabilities)
 
 
 def hw_capabilities(device: str, kind: str) -> str:

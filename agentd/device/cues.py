@@ -13,6 +13,10 @@ CUES: dict[str, list[tuple[float, int]]] = {
     "short": [(440, 60)],
     "error": [(300, 120), (0, 80), (300, 120), (0, 80), (220, 250)],
     "connected": [(523, 80), (659, 80), (784, 120)],
+    # problems (README "What the LED and the sounds mean"): each its own sound, once
+    "offline": [(659, 150), (0, 60), (440, 300)],  # network down: two falling tones
+    "auth": [(196, 220), (0, 120), (196, 220)],  # key rejected: two low buzzes
+    "quota": [(392, 90), (0, 60), (392, 90), (0, 60), (392, 90), (0, 60), (262, 300)],
 }
 
 

@@ -31,6 +31,7 @@ from agentd.realtime.events import (
     InputCleared,
     InputCommitted,
     ItemAdded,
+    RateLimit,
     RateLimits,
     ResponseCreated,
     ResponseDone,
@@ -152,12 +153,12 @@ class Codec:
             "session.created": self._session_created,
             "session.updated": lambda e: [SessionUpdated()],
             "input_audio_buffer.speech_started": lambda e: [
-                SpeechStarted(e.get("item_id"), _int(e.get("audio_start_ms")))
+                SpeechStarted(_id(e.get("item_id")), _int(e.get("audio_start_ms")))
             ],
             "input_audio_buffer.speech_stopped": lambda e: [
-                SpeechStopped(e.get("item_id"), _int(e.get("audio_end_ms")))
+                SpeechStopped(_id(e.get("item_id")), _int(e.get("audio_end_ms")))
             ],
-            "input_audio_buffer.committed": lambda e: [InputCommitted(e.get("item_id"))],
+            "input_audio_buffer.committed": lambda e: [InputCommitted(_id(e.get("item_id")))],
             "input_audio_buffer.cleared": lambda e: [InputCleared()],
             "conversation.item.added": self._item,
             "conversation.item.created": self._item,
@@ -251,72 +252,94 @@ class Codec:
     # ------------------------------------------------------------------ decoding
 
     def parse(self, frame: str | bytes) -> list[ServerEvent]:
-        """One server frame → zero or more typed events. Raises :class:`ProtocolError` only
-        for frames that are not JSON objects; unknown types become :class:`UnknownEvent`."""
+        """One server frame → zero or more typed events, each field the type the event says.
+
+        Raises :class:`ProtocolError` (and nothing else) for a frame that is not a JSON
+        object with a string ``type``, is nested too deeply, or lacks what its type needs;
+        unknown types become :class:`UnknownEvent`."""
         try:
             data = json.loads(frame)
+        except RecursionError:
+            raise ProtocolError("JSON nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise ProtocolError(f"not JSON: {str(exc)[:80]}") from None
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
             raise ProtocolError("not an event object with a string 'type'")
-        kind: str = data["type"]
+        kind: str = data["type"][:64]
         handler = self._handlers.get(kind)
         if handler is None:
             if kind in _IGNORED:
                 return []
-            self.unknown[kind[:64]] += 1
-            log.debug("unknown server event %r (seen %d)", kind[:64], self.unknown[kind[:64]])
-            return [UnknownEvent(kind[:64])]
+            if kind not in self.unknown and len(self.unknown) >= UNKNOWN_KINDS_MAX:
+                kind = "(other)"  # a server inventing types must not grow memory
+            self.unknown[kind] += 1
+            log.debug("unknown server event %r (seen %d)", kind, self.unknown[kind])
+            return [UnknownEvent(kind)]
         try:
             return handler(data)
-        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
-            raise ProtocolError(f"bad {kind[:64]} event: {type(exc).__name__}") from None
+        except ProtocolError:
+            raise
+        except Exception as exc:  # a handler bug must not escape as anything else
+            raise ProtocolError(f"bad {kind} event: {type(exc).__name__}") from None
 
     def _session_created(self, e: dict[str, Any]) -> list[ServerEvent]:
-        session = e.get("session")
-        sid = session.get("id") if isinstance(session, dict) else None
-        return [SessionReady(sid if isinstance(sid, str) else None)]
+        return [SessionReady(_id(_obj(e.get("session")).get("id")))]
 
     def _item(self, e: dict[str, Any]) -> list[ServerEvent]:
-        item = e["item"]
-        return [ItemAdded(str(item["id"]), item.get("role"), e.get("response_id"))]
-
-    def _response_created(self, e: dict[str, Any]) -> list[ServerEvent]:
-        return [ResponseCreated(str(e["response"]["id"]))]
-
-    def _audio(self, e: dict[str, Any]) -> list[ServerEvent]:
-        pcm = base64.b64decode(e["delta"], validate=False)
-        if len(pcm) % 2:
-            pcm = pcm[:-1]
+        item = _obj(e.get("item"), "item")
+        role = item.get("role")
         return [
-            AudioChunk(e.get("response_id"), str(e["item_id"]), _int(e.get("content_index")), pcm)
+            ItemAdded(
+                _required_id(item.get("id"), "item.id"),
+                role if isinstance(role, str) and role in ROLES else None,
+                _id(e.get("response_id")),
+            )
         ]
 
+    def _response_created(self, e: dict[str, Any]) -> list[ServerEvent]:
+        resp = _obj(e.get("response"), "response")
+        return [ResponseCreated(_required_id(resp.get("id"), "response.id"))]
+
+    def _audio(self, e: dict[str, Any]) -> list[ServerEvent]:
+        delta = e.get("delta")
+        if not isinstance(delta, str):
+            raise ProtocolError(f"audio delta is {_kind(delta)}, not base64 text")
+        try:
+            pcm = base64.b64decode(delta, validate=False)
+        except (binascii.Error, ValueError):
+            raise ProtocolError("audio delta is not base64") from None
+        if len(pcm) % 2:
+            pcm = pcm[:-1]
+        item_id = _required_id(e.get("item_id"), "item_id")
+        return [AudioChunk(_id(e.get("response_id")), item_id, _int(e.get("content_index")), pcm)]
+
     def _audio_done(self, e: dict[str, Any]) -> list[ServerEvent]:
-        return [AudioDone(e.get("response_id"), str(e["item_id"]))]
+        return [AudioDone(_id(e.get("response_id")), _required_id(e.get("item_id"), "item_id"))]
 
     def _assistant_delta(self, e: dict[str, Any]) -> list[ServerEvent]:
-        return [TranscriptDelta("assistant", str(e["item_id"]), str(e["delta"]))]
+        item_id = _required_id(e.get("item_id"), "item_id")
+        return [TranscriptDelta("assistant", item_id, _text(e.get("delta")))]
 
     def _assistant_done(self, e: dict[str, Any]) -> list[ServerEvent]:
-        return [TranscriptDone("assistant", str(e["item_id"]), str(e.get("transcript") or ""))]
+        item_id = _required_id(e.get("item_id"), "item_id")
+        return [TranscriptDone("assistant", item_id, _text(e.get("transcript")))]
 
     def _user_delta(self, e: dict[str, Any]) -> list[ServerEvent]:
-        item_id = str(e.get("item_id") or "")
-        if "delta" in e and e["delta"] is not None:
-            new = str(e["delta"])
-            self._remember(item_id, self._transcripts.get(item_id, "") + new)
+        item_id = _id(e.get("item_id")) or ""
+        if e.get("delta") is not None:
+            new = _text(e["delta"])
+            self._remember(item_id, (self._transcripts.get(item_id, "") + new)[-TEXT_LIMIT:])
         else:  # xStar: cumulative transcript; diff against what we already passed on
-            total = str(e.get("transcript") or "")
+            total = _text(e.get("transcript"))
             seen = self._transcripts.get(item_id, "")
             new = total[len(seen) :] if total.startswith(seen) else total
             self._remember(item_id, total)
         return [TranscriptDelta("user", item_id, new)] if new else []
 
     def _user_done(self, e: dict[str, Any]) -> list[ServerEvent]:
-        item_id = str(e.get("item_id") or "")
+        item_id = _id(e.get("item_id")) or ""
         self._transcripts.pop(item_id, None)
-        return [TranscriptDone("user", item_id, str(e.get("transcript") or ""))]
+        return [TranscriptDone("user", item_id, _text(e.get("transcript")))]
 
     def _remember(self, item_id: str, text: str) -> None:
         self._transcripts[item_id] = text
@@ -325,30 +348,41 @@ class Codec:
             self._transcripts.popitem(last=False)
 
     def _response_done(self, e: dict[str, Any]) -> list[ServerEvent]:
-        resp = e.get("response") or {}
-        details = resp.get("status_details") or {}
-        reason = details.get("reason") if isinstance(details, dict) else None
-        if reason is None and isinstance(details, dict) and isinstance(details.get("error"), dict):
-            reason = details["error"].get("code")
-        return [ResponseDone(resp.get("id"), str(resp.get("status") or "completed"), reason)]
+        resp = _obj(e.get("response"))
+        details = _obj(resp.get("status_details"))
+        reason = _id(details.get("reason")) or _id(_obj(details.get("error")).get("code"))
+        status = resp.get("status")
+        if status is None:
+            status = "completed"
+        elif not (
+            isinstance(status, str) and status in RESPONSE_STATUSES
+        ):  # the response ended, but not in a way we know
+            reason = reason or f"unknown status {(_id(status) or _kind(status))[:40]}"
+            status = "incomplete"
+        return [ResponseDone(_id(resp.get("id")), status, reason)]
 
     def _error(self, e: dict[str, Any]) -> list[ServerEvent]:
-        err = e.get("error") or {}
-        if not isinstance(err, dict):
-            err = {"message": str(err)}
+        raw = e.get("error")
+        err = raw if isinstance(raw, dict) else {"message": raw}
         return [
             ServerError(
-                str(err.get("type") or "error"),
-                err.get("code"),
-                str(err.get("message") or "")[:500],
-                err.get("event_id"),
+                _id(err.get("type")) or "error",
+                _id(err.get("code")),
+                _text(err.get("message"), MESSAGE_LIMIT),
+                _id(err.get("event_id")),
             )
         ]
 
     def _rate_limits(self, e: dict[str, Any]) -> list[ServerEvent]:
+        raw = e.get("rate_limits")
         limits = tuple(
-            (str(r.get("name")), float(r.get("remaining") or 0), float(r.get("reset_seconds") or 0))
-            for r in e.get("rate_limits") or ()
+            RateLimit(
+                _id(r.get("name")) or "unnamed",
+                _number(r.get("limit")),
+                _number(r.get("remaining")),
+                _number(r.get("reset_seconds")),
+            )
+            for r in (raw if isinstance(raw, list) else [])[:RATE_LIMITS_MAX]
             if isinstance(r, dict)
         )
         return [RateLimits(limits)]
@@ -397,8 +431,75 @@ def codec_for(cfg: Config) -> Codec:
     return CODECS[cfg.api.dialect](user_id=cfg.device.user_id)
 
 
+# Coercion of server values into the types the events declare. Servers (and proxies, and
+# attackers on a bad network) send anything JSON can hold in any field: objects where strings
+# belong, numbers as strings, nulls, megabytes of text. Each helper returns its type or a
+# neutral value; a field an event cannot exist without raises ProtocolError instead.
+
+ID_LIMIT = 256  # ids, codes, names: real ones are < 64 characters
+TEXT_LIMIT = 16384  # one transcript piece; real deltas are a few words
+MESSAGE_LIMIT = 500  # an error message as logged and shown in `ctl status`
+RATE_LIMITS_MAX = 16
+UNKNOWN_KINDS_MAX = 256
+ROLES = frozenset({"user", "assistant", "system"})
+RESPONSE_STATUSES = frozenset({"completed", "cancelled", "failed", "incomplete", "in_progress"})
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _obj(value: Any, name: str | None = None) -> dict[str, Any]:
+    """A JSON object, or {} (or ProtocolError when ``name`` says the event needs one)."""
+    if isinstance(value, dict):
+        return value
+    if name is not None:
+        raise ProtocolError(f"{name} is {_kind(value)}, not an object")
+    return {}
+
+
+def _id(value: Any) -> str | None:
+    """An id, code or name: a string (numbers are spelled out), else None."""
+    if isinstance(value, str):
+        return value[:ID_LIMIT] or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)[:ID_LIMIT]
+    return None
+
+
+def _required_id(value: Any, name: str) -> str:
+    ident = _id(value)
+    if ident is None:
+        raise ProtocolError(f"{name} is {_kind(value)}, not an id")
+    return ident
+
+
+def _text(value: Any, limit: int = TEXT_LIMIT) -> str:
+    """Server text (a transcript, a message): strings as sent, numbers spelled out, anything
+    else empty; bounded so a megabyte "delta" cannot grow memory or the log."""
+    if isinstance(value, str):
+        return value[:limit]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)[:limit]
+    return ""
+
+
+def _number(value: Any) -> float:
+    """A finite number (numeric strings accepted), else 0."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip()[:64])
+        except ValueError:
+            return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range
+        return 0.0
+    return number if math.isfinite(number) else 0.0
+
+
 def _int(value: Any) -> int:
-    """A server number, or 0 when it is not a finite one (JSON allows Infinity/NaN here)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return 0
-    return int(value) if isinstance(value, int | float) else 0
+    """A server count or offset: a finite number (or numeric string) ≥ 0, else 0; clamped."""
+    return int(min(max(_number(value), 0.0), 2.0**31))

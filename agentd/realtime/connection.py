@@ -22,9 +22,17 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 
+from agentd import logs
 from agentd.config import Config
 from agentd.realtime.backoff import Backoff
-from agentd.realtime.codec import Codec, ProtocolError, SessionSettings, codec_for, endpoint
+from agentd.realtime.codec import (
+    Codec,
+    Endpoint,
+    ProtocolError,
+    SessionSettings,
+    codec_for,
+    endpoint,
+)
 from agentd.realtime.events import ServerEvent
 
 log = logging.getLogger("agentd.realtime")
@@ -34,6 +42,8 @@ PING_INTERVAL_S = 10.0
 PING_TIMEOUT_S = 10.0  # a dead link without FIN is noticed within ~20 s
 OPEN_TIMEOUT_S = 10.0
 OUTBOX_LIMIT = 4000  # ~80 s of 20 ms appends; beyond that the oldest frames are dropped
+BRIEF_SESSION_S = 5.0  # a session closed this soon the same way as before logs at debug
+LOG_EVERY_S = 60.0  # at most one warning a minute for a flood of bad frames
 SCHEDULE_GRACE_S = 5.0  # a link this late for its next connect attempt is stuck
 
 
@@ -93,6 +103,7 @@ class LinkState:
     connected: bool
     error: str | None = None
     renewing: bool = False
+    kind: str | None = None  # LinkError.kind of a failed attempt (auth, rate_limited, …)
 
 
 class Link:
@@ -115,6 +126,9 @@ class Link:
         self.reconnects = 0
         self.attempts = 0
         self.protocol_errors = 0
+        self.handler_errors = 0
+        self._protocol_logged = self._handler_logged = float("-inf")
+        self._last_close: str | None = None
         self.connected = False
         self.connected_at: float | None = None
         self.last_error: str | None = None
@@ -129,18 +143,34 @@ class Link:
         # While not connected: when the link must next have done something (an attempt
         # finished or started); None while connected (pings watch a live session).
         self.due: float | None = None
+        self.backoff = Backoff(cfg.reconnect.initial_s, cfg.reconnect.max_s, rng)
         self.configure(cfg, api_key)
 
     def configure(self, cfg: Config, api_key: str | None) -> bool:
-        """Adopt a new config; returns True when the connection must be redone for it."""
-        old = getattr(self, "_endpoint", None)
+        """Adopt a new config; returns True when the connection must be redone for it.
+
+        What a reload does not change survives it: the codec (xStar's transcript state),
+        and the backoff with its auth floor unless the key or the backoff settings changed.
+        """
+        old_cfg: Config | None = getattr(self, "cfg", None)
+        old_ep: Endpoint | None = getattr(self, "_endpoint", None)
+        old_key = getattr(self, "_api_key", None)
         self.cfg = cfg
         self._api_key = api_key
-        self.codec: Codec = codec_for(cfg)
         self.session = SessionSettings.from_config(cfg)
         self._endpoint = endpoint(cfg, api_key)
-        self.backoff = Backoff(cfg.reconnect.initial_s, cfg.reconnect.max_s, self._rng)
-        return old is not None and old != self._endpoint
+        if old_cfg is None or (old_cfg.api.dialect, old_cfg.device.user_id) != (
+            cfg.api.dialect,
+            cfg.device.user_id,
+        ):
+            self.codec: Codec = codec_for(cfg)
+        if old_cfg is not None and old_cfg.reconnect != cfg.reconnect:
+            auth_failures = self.backoff.auth_failures
+            self.backoff = Backoff(cfg.reconnect.initial_s, cfg.reconnect.max_s, self._rng)
+            self.backoff.auth_failures = auth_failures
+        if old_key != api_key:
+            self.backoff.auth_failures = 0  # a new key deserves a prompt try
+        return old_ep is not None and old_ep != self._endpoint
 
     # ------------------------------------------------------------------ sending
 
@@ -196,6 +226,7 @@ class Link:
             self.attempts += 1
             self.due = self.clock() + OPEN_TIMEOUT_S + SCHEDULE_GRACE_S
             ep = self._endpoint
+            self._register_secrets()
             try:
                 ws = await connect(
                     ep.url,
@@ -212,14 +243,15 @@ class Link:
                 raise
             except Exception as exc:
                 err = describe_failure(exc, ep.url)
+                message = logs.redact(err.message)  # it reaches `ctl status` and STATUS=
                 self.backoff.failed(auth=err.auth)
                 delay = self.backoff.next_delay()
-                if err.message != self.last_error:
-                    log.error("%s; retrying in %.1f s", err.message, delay)
+                if message != self.last_error:
+                    log.error("%s; retrying in %.1f s", message, delay)
                 else:
-                    log.debug("%s; retrying in %.1f s", err.message, delay)
-                self.last_error = err.message
-                self.on_state(LinkState(False, err.message))
+                    log.debug("%s; retrying in %.1f s", message, delay)
+                self.last_error = message
+                self._report(LinkState(False, message, kind=err.kind))
                 self.due = self.clock() + delay + SCHEDULE_GRACE_S
                 await self._sleep(delay)
                 continue
@@ -233,12 +265,23 @@ class Link:
             self.due = self.clock() + delay + SCHEDULE_GRACE_S
             await self._sleep(delay)
 
+    def _register_secrets(self) -> None:
+        """The key and every custom header value go into the handshake, so into websockets'
+        debug log and into error texts a proxy may echo: redact them all like the key."""
+        if self._api_key:
+            logs.register_secret(self._api_key)
+        for value in self.cfg.api.headers.values():
+            logs.register_secret(value)
+
     async def _sleep(self, delay: float) -> None:
         self._wake_retry.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake_retry.wait(), delay)
 
     async def _session(self, ws: ClientConnection) -> None:
+        """One open WebSocket, from the 101 to its close. Everything after the handshake is
+        inside the try: a server may close at once (a draining load balancer, a quota
+        close), and the first send then raises; the link must still report itself down."""
         self._ws = ws
         now = self.clock()
         self.due = None
@@ -247,58 +290,86 @@ class Link:
             self.reconnects += 1
         self.connected, self.connected_at, self.last_error = True, now, None
         self._outbox.clear()
+        writer: asyncio.Task[None] | None = None
         log.info(
             "connected to %s (%s, model %s)",
             urlsplit(self.cfg.url).hostname,
             self.cfg.api.dialect,
             self.cfg.model,
         )
-        await ws.send(self.codec.session_update(self.session))
-        greet = not self.first_connect_done and self.cfg.agent.greeting
-        self.first_connect_done = True
-        if greet and self.cfg.agent.greeting:
-            await ws.send(
-                self.codec.user_text(self.cfg.agent.greeting, self.cfg.agent.greeting_type)
-            )
-            await ws.send(self.codec.response_create())
-        writer = asyncio.create_task(self._writer(ws))
-        self.on_state(LinkState(True, renewing=self._renewing))
-        reason = "closed"
         try:
+            await ws.send(self.codec.session_update(self.session))
+            greet = not self.first_connect_done and self.cfg.agent.greeting
+            self.first_connect_done = True
+            if greet and self.cfg.agent.greeting:
+                await ws.send(
+                    self.codec.user_text(self.cfg.agent.greeting, self.cfg.agent.greeting_type)
+                )
+                await ws.send(self.codec.response_create())
+            writer = asyncio.create_task(self._writer(ws))
+            self._report(LinkState(True, renewing=self._renewing))
             async for frame in ws:
                 self._dispatch(frame)
         except ConnectionClosed:
             pass
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, Exception):
-                await writer
-            reason = _close_reason(ws)
+            if writer is not None:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed, Exception):
+                    await writer
+            reason = logs.redact(_close_reason(ws))
             self.connected, self._ws = False, None
             self.due = self.clock() + SCHEDULE_GRACE_S
             self._outbox.clear()
             self.backoff.disconnected(self.clock())
             if not self._closing:
                 if not self._renewing:
-                    log.warning("%s; reconnecting", reason)
-                    self.last_error = reason
-                self.on_state(
+                    brief = self.clock() - now < BRIEF_SESSION_S
+                    again = brief and reason == self._last_close
+                    log.log(logging.DEBUG if again else logging.WARNING, "%s; reconnecting", reason)
+                    self.last_error = self._last_close = reason
+                self._report(
                     LinkState(False, None if self._renewing else reason, renewing=self._renewing)
                 )
 
+    def _report(self, state: LinkState) -> None:
+        """on_state, contained like on_event: the link task outlives a handler's bug."""
+        try:
+            self.on_state(state)
+        except Exception:
+            self._handler_failed(type(state).__name__)
+
+    def _handler_failed(self, what: str) -> None:
+        self.handler_errors += 1
+        if self.handler_errors == 1 or self.clock() - self._handler_logged >= LOG_EVERY_S:
+            self._handler_logged = self.clock()
+            log.exception("handling %s failed (%d so far); continuing", what, self.handler_errors)
+
     def _dispatch(self, frame: str | bytes) -> None:
+        """One frame: typed events to the daemon, anything else counted, never raised."""
         if isinstance(frame, bytes):
-            self.protocol_errors += 1
-            log.warning("ignored a binary frame of %d bytes from the server", len(frame))
+            self._protocol_error(f"a binary frame of {len(frame)} bytes")
             return
         try:
             events = self.codec.parse(frame)
         except ProtocolError as exc:
-            self.protocol_errors += 1
-            log.warning("ignored a malformed server event: %s", exc)
+            self._protocol_error(f"a malformed server event: {exc}")
             return
         for event in events:
-            self.on_event(event)
+            try:
+                self.on_event(event)
+            except Exception:  # one bad event must not end the session or the link task
+                self._handler_failed(type(event).__name__)
+
+    def _protocol_error(self, what: str) -> None:
+        """Count it; log at warning at most once per LOG_EVERY_S (a flood stays one line)."""
+        self.protocol_errors += 1
+        now = self.clock()
+        if self.protocol_errors == 1 or now - self._protocol_logged >= LOG_EVERY_S:
+            self._protocol_logged = now
+            log.warning("ignored %s (%d so far)", what, self.protocol_errors)
+        else:
+            log.debug("ignored %s", what)
 
 
 def _close_reason(ws: ClientConnection) -> str:

@@ -103,6 +103,8 @@ class ResponseDone:
 
 @dataclass(frozen=True, slots=True)
 class ServerError:
+    """An ``error`` event; ``code`` is a string or None whatever the server sent."""
+
     type: str
     code: str | None
     message: str
@@ -110,8 +112,20 @@ class ServerError:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """One server budget (``requests``, ``tokens``): how much is left and when it refills."""
+
+    name: str
+    limit: float
+    remaining: float
+    reset_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimits:
-    limits: tuple[tuple[str, float, float], ...] = ()  # (name, remaining, reset_seconds)
+    """rate_limits.updated: the latest budgets, kept by the daemon for `ctl status`."""
+
+    limits: tuple[RateLimit, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

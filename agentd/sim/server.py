@@ -50,6 +50,12 @@ class Faults:
     oversized_bytes: int | None = None  # send one frame this big before the next response
     error_event: dict[str, Any] | None = None  # send this error object on the next client event
     session_cap_s: float | None = None  # close 1001 this long after connect, like OpenAI at 60 min
+    accept_then_close: int | None = None  # answer 101, then close with this code at once
+    echo_subprotocols: bool = False  # a proxy echoing the offered subprotocols (101 or reject)
+    accept_delay_s: float | None = None  # hold every handshake this long (slow server/network)
+    never_answer: bool = False  # accept response.create and then say nothing (a hung server)
+    #: end the next response with this status and status_details (failed / incomplete)
+    response_status: tuple[str, dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -196,25 +202,42 @@ class Simulator:
 
     # ------------------------------------------------------------------ handshake
 
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         self.handshakes.append(Handshake(time.monotonic(), request.path, request.headers))
+        if self.faults.accept_delay_s:
+            await asyncio.sleep(self.faults.accept_delay_s)
         status = self.faults.reject_status
         if status is None and self.api_key is not None:
             auth = request.headers.get("Authorization", "")
             if auth != f"Bearer {self.api_key}":
                 status = 401
         if status is not None:
-            body = json.dumps({"error": {"message": http.HTTPStatus(status).phrase}})
-            resp = conn.respond(status, body + "\n")
+            error: dict[str, Any] = {"message": http.HTTPStatus(status).phrase}
+            offered = request.headers.get("Sec-WebSocket-Protocol", "")
+            if self.faults.echo_subprotocols:
+                error["offered_subprotocols"] = offered
+            resp = conn.respond(status, json.dumps({"error": error}) + "\n")
             if status == 429:
                 resp.headers["Retry-After"] = "1"
+            if self.faults.echo_subprotocols:
+                resp.headers["X-Offered-Subprotocols"] = offered
             return resp
         return None
 
     def _select_subprotocol(
         self, conn: ServerConnection, offered: Sequence[Subprotocol]
     ) -> Subprotocol | None:
+        if self.faults.echo_subprotocols:  # a broken proxy: every offer back, key included
+            return Subprotocol(", ".join(offered))
         return Subprotocol("realtime") if "realtime" in offered else None
+
+    async def inject(self, *frames: str | bytes) -> None:
+        """Send raw frames (any text, any bytes) to every open connection now: the fuzz
+        suite's way to put exactly what it generated on the wire."""
+        for ws in list(self._conns):
+            for frame in frames:
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send(frame)
 
     # ------------------------------------------------------------------ connection
 
@@ -226,6 +249,11 @@ class Simulator:
             self.handshakes[-1].subprotocol = ws.subprotocol
         path = ws.request.path if ws.request else ""
         session = _Session(conn_id, self.dialect)
+        if self.faults.accept_then_close is not None:  # a draining load balancer, a quota close
+            await ws.close(self.faults.accept_then_close, "simulated close after accept")
+            self._conns.discard(ws)
+            self.closes.append(ws.close_code)
+            return
         if self.dialect == "xstar" and "userId=" not in path:
             await self._send(
                 ws,
@@ -478,6 +506,8 @@ class Simulator:
                 ),
             )
             return
+        if self.faults.never_answer:
+            return
         text = s.config.pop("_tts_text", None) or self.reply
         resp_id = self._resp_id()
         s.active_id = resp_id
@@ -654,6 +684,8 @@ class Simulator:
             status, details = "cancelled", {"type": "cancelled", "reason": "client_cancelled"}
         except ConnectionClosed:
             return
+        if status == "completed" and self.faults.response_status is not None:
+            (status, details), self.faults.response_status = self.faults.response_status, None
         response = dict(response, status=status, status_details=details)
         with contextlib.suppress(ConnectionClosed):
             await self._send(ws, {"type": "response.done", "response": response})
