@@ -537,7 +537,7 @@ class Daemon:
     ) -> None:
         pb = self.playback
         assert pb is not None
-        start = max(time.monotonic(), pb.ends_at)
+        start = pb.queued_until()
         pb.play(pcm, item, rate=rate, gain=gain, last=last)
         if self.cfg.echo.barge_in == "voice" and pcm:
             x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768

@@ -372,6 +372,7 @@ class Playback(_DeviceThread):
         self._lock = threading.Lock()
         self._pending: deque[tuple[str | None, np.ndarray, bool]] = deque()  # item, pcm, last
         self._pending_frames = 0
+        self._held_frames = 0  # taken from the queue by the thread, not yet in the device
         self._pending_since = 0.0  # when the queue last became non-empty
         self._stream_ended = True  # the newest queued audio ends its stream (last=True)
         self._segments: deque[_Segment] = deque(maxlen=64)
@@ -449,7 +450,7 @@ class Playback(_DeviceThread):
         """Silence now: drop what is queued here and (within a poll) what ALSA holds."""
         with self._lock:
             self._pending.clear()
-            self._pending_frames = 0
+            self._pending_frames = self._held_frames = 0
             self._stream_ended = True  # nothing more is expected: running dry now is no fault
             self._flush = True
         for rs in self._rs.values():
@@ -465,6 +466,16 @@ class Playback(_DeviceThread):
             return False
         with self._lock:
             return bool(self._pending) or self._flush or now < self.ends_at
+
+    def queued_until(self, now: float | None = None) -> float:
+        """When everything handed to :meth:`play` so far will have left the speaker: where
+        the next audio starts. ``ends_at`` alone knows only the device's buffer, so audio
+        arriving faster than real time would be placed seconds early (the echo reference of
+        a voice barge-in then misses the echo it is there to explain)."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            queued = self._pending_frames + self._held_frames
+            return max(now, self.ends_at) + queued / self.card_rate
 
     @property
     def last_played_at(self) -> float:
@@ -539,7 +550,7 @@ class Playback(_DeviceThread):
                 s.end = min(s.end, self._written)
             self._in_buffer, self._snap_t, self.ends_at = 0, now, now
             self._pending.clear()
-            self._pending_frames = 0
+            self._pending_frames = self._held_frames = 0
             self._stream_ended, self._flush = True, False
             self.stats.faults += 1
         for rs in self._rs.values():
@@ -588,6 +599,7 @@ class Playback(_DeviceThread):
                     if self._pending and (in_buf > 0 or self._ready_to_start(now)):
                         item, chunk, chunk_last = self._pending.popleft()
                         self._pending_frames -= chunk.size
+                        self._held_frames = chunk.size
             # After drop() the stream is in SETUP: write() prepares it. avail() there is
             # stale: an ioplug (pulse, pipewire) keeps its pointers, so a buffer that was full
             # at the drop reads 0 for ever, and waiting for room would wait for ever.
@@ -625,6 +637,7 @@ class Playback(_DeviceThread):
             prev_in_buf = in_buf
             with self._lock:
                 self._in_buffer, self._snap_t = in_buf, now
+                self._held_frames = 0 if chunk is None or self.suspect else chunk.size
                 if (in_buf or chunk is not None) and not self.suspect:  # not the probe
                     self.ends_at = now + in_buf / self.card_rate
             self._wake_ev.wait(self.POLL_S)
