@@ -539,7 +539,7 @@ class Daemon:
     ) -> None:
         pb = self.playback
         assert pb is not None
-        start = max(time.monotonic(), pb.ends_at)
+        start = pb.queued_until()
         pb.play(pcm, item, rate=rate, gain=gain, last=last)
         if self.cfg.echo.barge_in == "voice" and pcm:
             x = to_float(pcm)
@@ -653,7 +653,7 @@ class Daemon:
         WatchdogSec. Said once when it turns unhealthy and once when it recovers."""
         assert self.notifier.watchdog_s
         period = self.notifier.watchdog_s / 2
-        while True:
+        while not self.stop_event.is_set():  # stopping: devices close, that is no fault
             problem = self.health()
             if problem is None:
                 self.notifier.watchdog()
