@@ -188,9 +188,16 @@ class LinkDown:
     planned: bool = False
 
 
+#: why a session is renewed when nothing else is said: it nears the server's cap
+SESSION_CAP = "before the server's session cap (api.session_max_s)"
+
+
 @dataclass(frozen=True, slots=True)
 class RenewDue:
-    """The session should be redone (near the server's cap, or new url/key/headers)."""
+    """The session should be redone (near the server's cap, or new url/key/headers): at
+    the next idle moment, remembered until then."""
+
+    reason: str = SESSION_CAP
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +316,8 @@ class Reconnect:
 class Renew:
     """Close the session and open a new one now: a planned renewal, not an outage."""
 
+    reason: str = SESSION_CAP
+
 
 @dataclass(frozen=True, slots=True)
 class ApplySettings:
@@ -383,6 +392,7 @@ class Conversation:
     ever_connected: bool = False
     pending: TurnSettings | None = None  # reloaded turn settings, applied at the next rest
     voice_barge_in: bool = False  # echo.barge_in: voice (the server's VAD may interrupt too)
+    renew_wanted: str | None = None  # why the session is to be renewed at the next idle moment
 
     @classmethod
     def from_config(cls, cfg: Config) -> Conversation:
@@ -468,7 +478,8 @@ class Conversation:
             case LinkDown():
                 actions = self._on_link_down(event, now)
             case RenewDue():
-                actions = self._on_renew_due()
+                self.renew_wanted = event.reason
+                actions = self._renew_when_idle()
             case Reconfigure():
                 self.pending = event.turn
                 if event.voice_barge_in is not None:
@@ -815,14 +826,19 @@ class Conversation:
             self._to(State.OFFLINE)
         return actions
 
-    def _on_renew_due(self) -> list[Action]:
-        """Renew only at an idle moment; the link is down for the core from now on."""
-        if self.busy or self.state is State.ERROR:
+    def _renew_when_idle(self) -> list[Action]:
+        """Renew only at an idle moment; the link is down for the core from now on. While
+        offline, one reconnect (with the new settings) does it."""
+        why = self.renew_wanted
+        if why is None or self.busy or self.state is State.ERROR:
             return []
         if not self.connected:
-            return [Reconnect()] if self.state is State.OFFLINE else []
-        self.connected = False
-        return [Renew()]
+            if self.state is not State.OFFLINE:
+                return []
+            self.renew_wanted = None
+            return [Reconnect()]
+        self.connected, self.renew_wanted = False, None
+        return [Renew(why)]
 
     # -------------------------------------------------------------- time
 
@@ -857,7 +873,7 @@ class Conversation:
             ]
         if self.state is State.ERROR and now >= self.error_until:
             self._to(self._rest_state())
-        return []
+        return self._renew_when_idle()
 
 
 #: a finished turn: the server holds it now (the held copy goes), and an answer is asked for

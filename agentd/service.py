@@ -108,7 +108,6 @@ class Daemon:
         self.restarts = RestartBudget()
         self.exit_code = 0
         # reloaded settings that wait for the end of the turn in flight
-        self._renew_reason: str | None = None
         self._next_gate: vg.VoiceGate | None = None
         self._session_pending = False
         self.persisted = Persisted(state_dir())
@@ -486,13 +485,9 @@ class Daemon:
                 if link is not None:
                     log.info("reconnect requested")
                     link.reconnect()
-            case cv.Renew():
+            case cv.Renew(reason):
                 if link is not None:
-                    why = self._renew_reason or (
-                        f"before api.session_max_s ({self.cfg.api.session_max_s:.0f} s)"
-                    )
-                    log.info("renewing the session %s", why)
-                    self._renew_reason = None
+                    log.info("renewing the session %s", reason)
                     link.reconnect(renewing=True)
             case cv.ApplySettings():
                 self._apply_settings()
@@ -583,8 +578,10 @@ class Daemon:
                 self.feed(cv.PlaybackFinished())
             self.feed(cv.Tick())
             link = self.link
-            if link is not None and (link.renew_due() or self._renew_reason):
-                self.feed(cv.RenewDue())  # the core renews only at an idle moment
+            if link is not None and link.renew_due():  # the core renews at an idle moment
+                self.feed(
+                    cv.RenewDue(f"before api.session_max_s ({link.cfg.api.session_max_s:.0f} s)")
+                )
 
     def health(self) -> str | None:
         """What keeps the daemon from doing its job, or None: the loop ticks, the link task
@@ -666,7 +663,7 @@ class Daemon:
         if self.link is not None:
             if self.link.configure(new, self._key()):
                 log.info("reload: server settings changed: new session at the next idle moment")
-                self._renew_reason = "for the reloaded server settings"
+                self.feed(cv.RenewDue("for the reloaded server settings"))
             elif (old.agent, old.turn) != (new.agent, new.turn):
                 self._session_pending = True
         self.feed(cv.Reconfigure(new.turn, voice_barge_in=new.echo.barge_in == "voice"))

@@ -681,3 +681,22 @@ def test_quota_problem_lasts_until_an_answer_completes() -> None:
     c.handle(A.ResponseStarted("r"), 11.2)
     c.handle(A.ResponseFinished("completed"), 12.0)
     assert c.state is S.IDLE and c.problem is None
+
+
+def test_a_renewal_wanted_mid_turn_happens_at_the_first_idle_tick_with_its_reason() -> None:
+    """Issue 20: the reason a renewal waits for lived in the daemon (`_renew_reason`); the
+    core now remembers it and renews by itself once the turn is over."""
+    c = machine(state=S.SPEAKING, response_active=True, item_id="i", playing=True)
+    assert c.handle(A.RenewDue("for the reloaded server settings"), 1.0) == []
+    assert c.handle(A.Tick(), 1.1) == []  # still answering
+    c.handle(A.ResponseFinished("completed"), 1.2)
+    c.handle(A.PlaybackFinished(), 1.3)
+    assert c.state is S.IDLE
+    assert c.handle(A.Tick(), 1.4) == [A.Renew("for the reloaded server settings")]
+    assert c.handle(A.Tick(), 1.5) == []  # once
+
+
+def test_a_renewal_wanted_while_offline_is_one_reconnect() -> None:
+    c = machine(state=S.OFFLINE, connected=False)
+    assert c.handle(A.RenewDue("for the reloaded server settings"), 1.0) == [A.Reconnect()]
+    assert c.handle(A.Tick(), 1.1) == []  # not a reconnect every tick
