@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from agentd.audio.frame import AudioFrame
 from agentd.voice.gate import (
-    FRAME_BYTES,
     Audio,
     BargeIn,
     Speaker,
@@ -17,37 +17,42 @@ from agentd.voice.gate import (
 )
 from tests import corpus, voice_eval
 
-SILENT = b"\x00" * FRAME_BYTES
+
+def silent(i: int, ms: int = 20) -> AudioFrame:
+    """The ``i``-th ``ms`` frame of a recording starting at 0, silent."""
+    return AudioFrame(bytes(16 * ms * 2), 16000, timestamp=i * ms / 1000)
 
 
-def loud(i: int) -> bytes:
-    return (np.full(320, 1000 + i, dtype="<i2")).tobytes()
+def loud(i: int, ms: int = 20) -> AudioFrame:
+    """The ``i``-th frame, loud, its content unique to it."""
+    samples = np.full(16 * ms, 1000 + i, dtype="<i2").tobytes()
+    return AudioFrame(samples, 16000, timestamp=i * ms / 1000)
 
 
 def scripted(
-    pattern: str, settings: VoiceSettings, speaker: Speaker | None = None
+    pattern: str, settings: VoiceSettings, speaker: Speaker | None = None, ms: int = 20
 ) -> tuple[VoiceGate, list[tuple[int, object]]]:
-    """'s' = speech frame, '.' = silence; the VAD is the pattern itself (exact, no model)."""
-    truth = {loud(i): c == "s" for i, c in enumerate(pattern)}
+    """'s' = speech frame, '.' = silence, 'n' = loud non-speech; the VAD is the pattern itself
+    (exact, no model)."""
+    truth = {loud(i, ms).audio: c == "s" for i, c in enumerate(pattern)}
     gate = VoiceGate(settings, is_speech=lambda f: truth.get(f, False))
     out = []
     for i, c in enumerate(pattern):
-        for e in gate.process(
-            loud(i) if c == "s" else loud(i) if c == "n" else SILENT, i * 0.02, speaker or Speaker()
-        ):
+        f = loud(i, ms) if c in "sn" else silent(i, ms)
+        for e in gate.process(f, speaker or Speaker()):
             out.append((i, e))
     return gate, out
 
 
-def audio_frames(out: list[tuple[int, object]]) -> int:
-    return sum(len(e.pcm) // FRAME_BYTES for _, e in out if isinstance(e, Audio))  # type: ignore[union-attr]
+def audio_frames(out: list[tuple[int, object]], ms: int = 20) -> int:
+    return sum(e.frame.milliseconds // ms for _, e in out if isinstance(e, Audio))  # type: ignore[attr-defined]
 
 
 def test_preroll_is_sent_with_the_onset() -> None:
     s = VoiceSettings("hands_free", preroll_ms=200, min_speech_ms=100, hangover_ms=200)
     _, out = scripted("." * 30 + "s" * 20 + "." * 20, s)
     first = next(e for _, e in out if isinstance(e, Audio))
-    assert first.t == pytest.approx((30 - 10) * 0.02)  # 200 ms before the onset
+    assert first.frame.timestamp == pytest.approx((30 - 10) * 0.02)  # 200 ms before the onset
     assert isinstance(out[0][1], SpeechStarted)
 
 
@@ -67,18 +72,16 @@ def test_internal_pause_shorter_than_hangover_keeps_the_turn() -> None:
 
 def test_push_to_talk_drops_only_leading_silence_beyond_preroll() -> None:
     s = VoiceSettings("push_to_talk", preroll_ms=100)
-    gate = VoiceGate(s, is_speech=lambda f: f != SILENT)
+    gate = VoiceGate(s, is_speech=lambda f: any(f))
     gate.press()
     pattern = "." * 25 + "s" * 10 + "." * 30 + "s" * 5 + "." * 3  # trailing and inner silence kept
     sent = []
     for i, c in enumerate(pattern):
         sent += [
-            e
-            for e in gate.process(loud(i) if c == "s" else SILENT, i * 0.02)
-            if isinstance(e, Audio)
+            e for e in gate.process(loud(i) if c == "s" else silent(i)) if isinstance(e, Audio)
         ]
     gate.release()
-    frames = sum(len(e.pcm) // FRAME_BYTES for e in sent)
+    frames = sum(e.frame.samples // 320 for e in sent)
     assert frames == 5 + len(pattern) - 25  # 100 ms pre-roll + everything from the onset
     assert gate.sent_ms == frames * 20
 
@@ -91,7 +94,7 @@ def test_echo_suppressed_while_playing_and_for_the_tail_after_last_played() -> N
     for i in range(100):
         now = i * 0.02
         sp = Speaker(busy=now < last, last_played_at=last)
-        if any(isinstance(e, Audio) for e in gate.process(loud(i), now, sp)):
+        if any(isinstance(e, Audio) for e in gate.process(loud(i), sp)):
             sent_at.append(now)
     assert sent_at and min(sent_at) >= last + 0.25 - 1e-9
     assert gate.suppressed_frames == int(np.ceil((last + 0.25) / 0.02))  # frames before 1.25 s

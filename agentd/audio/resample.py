@@ -39,18 +39,3 @@ def to_int16(x: np.ndarray, gain: float = 1.0) -> bytes:
 
 def from_int16(pcm: bytes) -> np.ndarray:
     return np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
-
-
-class Framer:
-    """Re-cuts a stream of variable-length chunks into exact frames of ``size`` samples."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._buf = np.zeros(0, dtype=np.float32)
-
-    def push(self, x: np.ndarray) -> list[np.ndarray]:
-        buf = np.concatenate((self._buf, x)) if self._buf.size else x
-        n = buf.size // self.size
-        frames = [buf[i * self.size : (i + 1) * self.size] for i in range(n)]
-        self._buf = buf[n * self.size :].copy()
-        return frames

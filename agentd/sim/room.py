@@ -20,6 +20,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from agentd.audio.alsa import Capture
+    from agentd.audio.frame import AudioFrame
 
 
 def asoundrc(socket: Path) -> str:
@@ -108,7 +109,7 @@ class PulseRoom:
 MATCH_CORR = 0.6
 
 
-def room_probe(loop: asyncio.AbstractEventLoop, on_frame: Callable[[bytes], None]) -> Capture:
+def room_probe(loop: asyncio.AbstractEventLoop, on_frame: Callable[[AudioFrame], None]) -> Capture:
     """The room recorded from outside (its monitor, delivered as 16 kHz mono frames): "the
     speaker" for measurements. Its first second or so arrives late; start it early."""
     from agentd.audio.alsa import Capture
