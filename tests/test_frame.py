@@ -1,0 +1,65 @@
+"""Audio frames know their duration; one framer cuts every PCM stream (issue 20)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agentd.audio.frame import AudioFrame, Framer, chop, join
+
+
+def test_a_frame_computes_its_own_duration() -> None:
+    f = AudioFrame(bytes(48000 * 2 * 2 // 50), 48000, channels=2, timestamp=5.0)  # 20 ms stereo
+    assert (f.samples, f.milliseconds) == (960, 20)
+    assert f.seconds == pytest.approx(0.02) and f.end == pytest.approx(5.02)
+    assert AudioFrame(bytes(160 * 2), 16000).milliseconds == 10
+
+
+def test_a_bad_frame_is_named() -> None:
+    with pytest.raises(ValueError, match="not whole samples of 2 bytes × 2 channels"):
+        AudioFrame(bytes(6), 16000, channels=2)
+    with pytest.raises(ValueError, match="positive rate"):
+        AudioFrame(b"", 0)
+    with pytest.raises(ValueError, match="cannot join a 24000 Hz"):
+        join([AudioFrame(bytes(4), 16000), AudioFrame(bytes(4), 24000)])
+
+
+def test_float_converters_round_trip() -> None:
+    x = np.array([0.0, 0.5, -0.5, 1.5, -1.5], np.float32)
+    f = AudioFrame.from_floats(x, 16000, timestamp=1.0)
+    assert f.array().tolist() == [0, 16383, -16383, 32767, -32768]
+    assert np.allclose(f.floats()[:3], x[:3], atol=1e-4)
+
+
+@pytest.mark.parametrize("ms", [10, 20, 30])
+def test_framer_recuts_any_chunks_into_exact_frames_with_stream_timestamps(ms: int) -> None:
+    pcm = np.arange(16000, dtype="<i2").tobytes()  # 1 s, every sample distinct
+    framer = Framer(16000, ms, start=2.0)
+    frames = []
+    for i in range(0, len(pcm), 2 * 333):  # odd-sized chunks, as a resampler hands them
+        frames += framer.push(pcm[i : i + 2 * 333])
+    assert all(f.milliseconds == ms for f in frames)
+    assert b"".join(f.audio for f in frames) == pcm[: len(frames) * 32 * ms]
+    assert [f.timestamp for f in frames] == pytest.approx(
+        [2.0 + i * ms / 1000 for i in range(len(frames))]
+    )
+    rest = framer.flush()
+    assert (rest is None) == (16000 % (16 * ms) == 0)
+
+
+def test_framer_anchors_timestamps_to_when_the_audio_was_read() -> None:
+    """A capture thread says when the last sample of a read arrived: frames count back from
+    there, so a lost stretch (overrun) does not shift later frames."""
+    framer = Framer(16000, 20)
+    first = framer.push(bytes(2 * 480), end=10.0)  # 30 ms: one frame, 10 ms kept
+    assert [f.timestamp for f in first] == pytest.approx([9.97])
+    later = framer.push(bytes(2 * 310), end=11.0)  # 10 + 19.375 ms: one frame ending 0.375 ms ago
+    assert [f.end for f in later] == pytest.approx([11.0 - 9.375 / 1000])
+
+
+def test_chop_keeps_the_tail_only_when_asked() -> None:
+    pcm = bytes(2 * 2400 * 2 + 2 * 100)  # 200 ms + 100 samples at 24 kHz
+    assert [f.milliseconds for f in chop(pcm, 24000, 100)] == [100, 100]
+    tail = chop(pcm, 24000, 100, start=1.0, tail=True)
+    assert [f.samples for f in tail] == [2400, 2400, 100]
+    assert tail[-1].timestamp == pytest.approx(1.2)
