@@ -459,6 +459,7 @@ async def start(rig: Shipped, tag: str) -> Running:
     while not any("READY=1" in m for m in rig.drain()):
         assert time.monotonic() - t0 < 15 and proc.returncode is None, running.text()
         await asyncio.sleep(0.02)
+    print(f"as shipped ({tag}): bwrap spawned → READY=1 in {time.monotonic() - t0:.2f} s")
     return running
 
 
