@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
+import webrtcvad
 
 from agentd.audio.frame import AudioFrame, Framer, chop, join
+from agentd.sim.room import room_probe
+from tests import rigs
+from tests.harness import Harness
 
 
 def test_a_frame_computes_its_own_duration() -> None:
@@ -63,3 +71,50 @@ def test_chop_keeps_the_tail_only_when_asked() -> None:
     tail = chop(pcm, 24000, 100, start=1.0, tail=True)
     assert [f.samples for f in tail] == [2400, 2400, 100]
     assert tail[-1].timestamp == pytest.approx(1.2)
+
+
+# ---------------------------------------------------------------- through the daemon, in a room
+
+
+def _hands_free(period_ms: int) -> dict[str, Any]:
+    return {
+        "turn__mode": "hands_free",
+        "audio__input": {"device": "mic", "rate": 48000, "channels": 2, "period_ms": period_ms},
+        "sounds__enabled": False,
+    }
+
+
+@pytest.mark.parametrize(
+    "harness", [_hands_free(10), _hands_free(20), _hands_free(30)], indirect=True
+)
+async def test_hands_free_endpoint_is_the_hangover_at_every_period(
+    harness: Harness, room: rigs.PulseRoom, tmp_path: Path
+) -> None:
+    """Speech played into the room reaches the daemon through real Capture at the configured
+    period: the turn ends ``vad.hangover_ms`` (500, rounded up to whole frames) after the
+    speech's last voiced frame in the room (as a probe on the room's monitor timestamps it),
+    plus the loop's own delay, at 10, 20 and 30 ms alike (with FRAME_MS = 20 the hangover was
+    250 ms at 10 ms and 750 ms at 30 ms)."""
+    h = harness
+    period = h.daemon.cfg.audio.input.period_ms
+    speech = rigs.espeak("set a timer for ten minutes", 16000, tmp_path / "u")
+    heard: list[AudioFrame] = []  # the room from outside, timestamped like the daemon's mic
+    probe = room_probe(asyncio.get_running_loop(), heard.append)
+    probe.start()
+    try:
+        await h.until(lambda: h.daemon.conv.connected)
+        await asyncio.sleep(1.0)  # the room's monitor first delivers junk
+        proc = room.play(rigs.write_wav(tmp_path / "u.wav", speech, 16000))
+        await h.until(lambda: h.state() == "listening")
+        await asyncio.to_thread(proc.wait, 20)
+        await h.until(lambda: h.state() != "listening")
+        ended = next(t for t, s in reversed(h.states) if s != "listening")
+    finally:
+        await probe.aclose()
+    # the end of speech as the daemon's VAD sees it: the last voiced frame of the room's sound
+    vad = webrtcvad.Vad(h.daemon.cfg.vad.aggressiveness)
+    room_frames = chop(join(heard).audio, 16000, period, start=heard[0].timestamp)
+    spoken_end = max(f.end for f in room_frames if vad.is_speech(f.audio, 16000))
+    delay_ms = (ended - spoken_end) * 1000
+    print(f"period {period} ms: turn ended {delay_ms:.0f} ms after the last voiced frame")
+    assert 500 <= delay_ms <= 500 + period + 150, delay_ms
