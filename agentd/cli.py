@@ -1,4 +1,4 @@
-"""`agentd` command line: one verb per job (DESIGN.md §4); heavy imports happen per verb."""
+"""`agentd` command line: one verb per job (README "Commands"); heavy imports happen per verb."""
 
 from __future__ import annotations
 
@@ -55,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ctl", help="control a running daemon over its unix socket")
     p.add_argument("--socket", type=Path, default=None, help="control socket path")
     _add_config(p)
-    p.add_argument("command", choices=COMMANDS, help="what to ask the daemon")
+    p.add_argument(
+        "command",
+        choices=list(COMMANDS),
+        metavar="command",
+        help="; ".join(f"{name}: {c.help}" for name, c in COMMANDS.items()),
+    )
     p.set_defaults(func=_cmd_ctl)
 
     p = sub.add_parser("demo", help="run the real daemon against the bundled simulator")

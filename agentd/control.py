@@ -16,15 +16,36 @@ import socket
 import stat
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentd import conversation as cv
 from agentd import logs
 
 log = logging.getLogger("agentd.control")
 
+
+@dataclass(frozen=True)
+class Command:
+    """One control command. ``feed``: the state machine input it stands for (exactly what
+    the button gives); None for the two the daemon answers itself, status and reload."""
+
+    help: str
+    feed: cv.Input | None = None
+
+
 #: the one table of commands: the socket, the daemon and `agentd ctl` all read it
-COMMANDS = ("status", "press", "release", "talk", "interrupt", "mute", "unmute", "reload")
+COMMANDS: dict[str, Command] = {
+    "status": Command("state, connection, dialect, last error and counters as JSON"),
+    "press": Command("press the button", cv.Press()),
+    "release": Command("release the button", cv.Release()),
+    "talk": Command("start a turn, or end the current one", cv.Talk()),
+    "interrupt": Command("stop the answer now", cv.Interrupt()),
+    "mute": Command("stop listening until unmute (kept across restarts)", cv.Mute(True)),
+    "unmute": Command("listen again", cv.Mute(False)),
+    "reload": Command("re-read the config; a bad one is refused and the old one kept"),
+}
 MAX_LINE = 4096
 MAX_CLIENTS = 8  # a stuck or hostile client cannot hold more than this many slots
 IDLE_S = 60.0  # a client that sends nothing this long is closed, freeing its slot
@@ -68,6 +89,11 @@ class ControlServer:
             st = self.path.lstat()
         except FileNotFoundError:
             return
+        except PermissionError as exc:
+            raise SocketInUse(
+                f"cannot tell whether another agentd owns {self.path} ({exc.strerror}); "
+                "run as its user, or stop it first"
+            ) from None
         if not stat.S_ISSOCK(st.st_mode):
             raise FileExistsError(
                 errno.EEXIST, "exists and is not a socket; remove it or change control.socket"
@@ -78,6 +104,11 @@ class ControlServer:
                 probe.connect(str(self.path))
             except (ConnectionRefusedError, FileNotFoundError):
                 pass  # stale: nobody listens
+            except (PermissionError, TimeoutError) as exc:  # someone's; maybe a live daemon
+                raise SocketInUse(
+                    f"cannot tell whether another agentd owns {self.path} "
+                    f"({exc.strerror or 'no answer'}); run as its user, or stop it first"
+                ) from None
             else:
                 raise SocketInUse(
                     f"another agentd is running: its control socket {self.path} answers "

@@ -22,27 +22,20 @@ from typing import Any
 DEFAULT_TEXT = "What is the weather like on the moon today?"
 
 
-def _say(text: str, wav: Path) -> bool:
-    if shutil.which("espeak-ng") is None:
-        return False
-    subprocess.run(
-        ["espeak-ng", "-v", "en-us", "-w", str(wav), text], check=True, capture_output=True
-    )
-    return True
-
-
-def _tone_wav(wav: Path) -> None:
-    import wave
-
+def _user_wav(text: str, wav: Path) -> bool:
+    """The scripted user's words as a 16 kHz WAV; False when espeak-ng is missing (a tone)."""
     import numpy as np
 
+    from agentd.audio.pcm import to_int16
+    from agentd.sim import speech
+
+    if speech.available():
+        speech.write_wav(wav, speech.espeak_pcm(text, 16000), 16000)
+        return True
     t = np.arange(16000 * 2) / 16000
-    x = (0.3 * np.sin(2 * np.pi * 300 * t) * (np.sin(2 * np.pi * 3 * t) > -0.3)).astype(np.float32)
-    with wave.open(str(wav), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((x * 32767).astype("<i2").tobytes())
+    x = 0.3 * np.sin(2 * np.pi * 300 * t) * (np.sin(2 * np.pi * 3 * t) > -0.3)
+    speech.write_wav(wav, to_int16(x), 16000)
+    return False
 
 
 def demo_main(text: str | None = None, sound_card: str = "auto") -> int:
@@ -56,11 +49,10 @@ def demo_main(text: str | None = None, sound_card: str = "auto") -> int:
     else:
         has_card = sound_card == "yes"
     if not has_card:
-        from agentd.sim.room import PulseRoom, asoundrc
+        from agentd.sim.room import PulseRoom, asoundrc, write_asoundrc
 
-        (tmp / "alsa").mkdir()
         room = PulseRoom(tmp / "pulse")
-        (tmp / "alsa" / "asoundrc").write_text(asoundrc(room.socket))
+        write_asoundrc(tmp, asoundrc(room.socket))
         os.environ["XDG_CONFIG_HOME"] = str(tmp)  # before the daemon's first ALSA call
         print("no sound card: using a PulseAudio null-sink room as microphone and speaker")
         try:
@@ -136,9 +128,8 @@ async def _demo(text: str, tmp: Path, room: Any) -> int:
 
     ok = await until(lambda: daemon.conv.state.value == "idle", 15)
     wav = tmp / "user.wav"
-    if not _say(text, wav):
-        _tone_wav(wav)
-        print("(espeak-ng not installed: the user 'speaks' a tone)")
+    if not _user_wav(text, wav):
+        print("(espeak-ng or sox not installed: the user 'speaks' a tone)")
     if ok:
         await asyncio.sleep(1.5)  # let the room settle after the connected cue
         print(f'[{time.monotonic() - t0:6.2f} s] button pressed; the user says: "{text}"')

@@ -17,7 +17,8 @@ import numpy as np
 import webrtcvad
 
 from agentd.audio.frame import Framer, chop
-from agentd.audio.resample import StreamResampler, from_int16, to_int16
+from agentd.audio.pcm import to_float, to_int16
+from agentd.audio.resample import StreamResampler
 
 SECONDS = 60
 CARD = 48000
@@ -36,8 +37,8 @@ def capture_path(periods: list[bytes]) -> int:
 def playback_path(deltas: list[bytes]) -> int:
     rs, total = StreamResampler(24000, CARD, quality="MQ"), 0
     for d in deltas:
-        y = rs.process(from_int16(d))
-        s = np.clip(y * 32767.0, -32768, 32767).astype("<i2")
+        y = rs.process(to_float(d))
+        s = np.frombuffer(to_int16(y), "<i2")
         total += np.repeat(s, 2).nbytes
     return total
 

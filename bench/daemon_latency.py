@@ -3,7 +3,7 @@
 - release → commit + response.create on the wire (the simulator timestamps arrivals), p95;
 - audio delta received → handed to ALSA (frame off the socket → Playback.play), p95;
 - interrupt → speaker silent: press → ALSA drop(), plus the answer audio that still came out
-  of the room after the position the drop was taken at (judged by content, see sim/room.py);
+  of the room after the position the drop was taken at (judged by content, see tests/room_oracle.py);
 - truncate error: audio_end_ms vs how much of the answer the room really played, by content;
   the click is aimed inside a stretch of speech so the cut is pinned to one 5 ms block;
 - server restart → session restored (connection cut without close frame → session.updated);
@@ -24,7 +24,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 DIR = Path(tempfile.mkdtemp(prefix="agentd-bench-"))
-(DIR / "alsa").mkdir()
 os.environ["XDG_CONFIG_HOME"] = str(DIR)  # before the first ALSA call
 
 import numpy as np  # noqa: E402
@@ -32,14 +31,13 @@ import yaml  # noqa: E402
 
 from agentd import conversation as cv  # noqa: E402
 from agentd.audio.frame import chop  # noqa: E402
+from agentd.audio.pcm import to_float  # noqa: E402
 from agentd.config import load  # noqa: E402
 from agentd.service import Daemon, Hooks  # noqa: E402
 from agentd.sim import Simulator  # noqa: E402
-from agentd.sim.room import (  # noqa: E402
-    PulseRoom,
-    asoundrc,
+from agentd.sim.room import PulseRoom, asoundrc, write_asoundrc  # noqa: E402
+from tests.room_oracle import (  # noqa: E402
     cut_error_ms,
-    floats,
     loud_runs_ms,
     played_span_ms,
     room_probe,
@@ -107,7 +105,7 @@ async def in_process(room: PulseRoom) -> dict[str, float]:
         probe = room_probe(asyncio.get_running_loop(), lambda f: heard.append(f.audio))
         probe.start()
         await asyncio.sleep(1.0)  # the monitor's first half second may hold junk
-        ref = floats(sim.speech.pcm(sim.reply, 16000))
+        ref = to_float(sim.speech.pcm(sim.reply, 16000))
         targets = [(lo + hi) / 2 for lo, hi in loud_runs_ms(ref, after_ms=300)]  # click here
         commit, create, drop, trunc_err, after_drop = [], [], [], [], []
         mark = len(heard)
@@ -139,7 +137,7 @@ async def in_process(room: PulseRoom) -> dict[str, float]:
             end_ms = sim.client_events("conversation.item.truncate")[-1]["audio_end_ms"]
             await asyncio.sleep(0.4)  # the room's recording catches up
             # the room since the previous answer was cut: this answer's onset and its cut
-            room = floats(b"".join(heard[mark:]))
+            room = to_float(b"".join(heard[mark:]))
             mark = len(heard)
             lo, hi = played_span_ms(room, ref)
             if turn == 0:  # the probe delivers its first seconds late: this turn only primes it
@@ -213,7 +211,7 @@ async def sim_for_subprocess() -> tuple[Simulator, float, float]:
 
 def main() -> dict[str, float]:
     room = PulseRoom(DIR / "pulse")
-    (DIR / "alsa" / "asoundrc").write_text(asoundrc(room.socket))
+    write_asoundrc(DIR, asoundrc(room.socket))
     room.start()
     try:
         out = asyncio.run(in_process(room))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agentd.audio.frame import AudioFrame, chop
-from agentd.audio.resample import to_int16
+from agentd.audio.pcm import to_float, to_int16
 from agentd.sim.speech import espeak_pcm
 
 RATE = 16000
@@ -34,7 +34,7 @@ PHRASES = [
 @functools.cache
 def speak(text: str) -> np.ndarray:
     """float32 speech at 16 kHz (espeak-ng, sox -R: deterministic)."""
-    x = np.frombuffer(espeak_pcm(text, RATE), "<i2").astype(np.float32) / 32768
+    x = to_float(espeak_pcm(text, RATE))
     nz = np.flatnonzero(np.abs(x) > 0.01)  # trim espeak's own leading/trailing silence
     return x[nz[0] : nz[-1] + 1].copy()
 

@@ -1,4 +1,4 @@
-"""Real audio rigs for the tests (see ../shared/RIGS.md).
+"""Real audio rigs for the tests (see docs/testing-rigs.md).
 
 ALSA reads its configuration once per process, so the asoundrc is written and
 `XDG_CONFIG_HOME` set when this module is imported (conftest imports it first), before any
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from agentd.sim import speech
 from agentd.sim.room import PulseRoom as PulseRoom
-from agentd.sim.speech import espeak_pcm
+from agentd.sim.room import asoundrc, write_asoundrc
 
 RIG_DIR = Path(tempfile.mkdtemp(prefix="agentd-rig-"))
 CAPTURE_FILE = RIG_DIR / "capture.raw"  # testcap: S16_LE 16 kHz mono
@@ -36,17 +37,14 @@ pcm.testcap48_raw {{ type file; slave.pcm "null"; file "/dev/null"; infile "{CAP
 pcm.testcap48 {{ type plug; slave {{ pcm "testcap48_raw"; format S16_LE; rate 48000; channels 2 }} }}
 pcm.testplay_raw {{ type file; slave.pcm "null"; file "{PLAYBACK_FILE}"; format "raw" }}
 pcm.testplay {{ type plug; slave {{ pcm "testplay_raw"; format S16_LE; rate 48000; channels 1 }} }}
-pcm.mic {{ type pulse; server "unix:{PULSE_SOCKET}"; device "room.monitor" }}
-pcm.spk {{ type pulse; server "unix:{PULSE_SOCKET}"; device "room" }}
-pcm_type.clock {{ lib "{CLOCK_SO}" }}
+{asoundrc(PULSE_SOCKET)}pcm_type.clock {{ lib "{CLOCK_SO}" }}
 pcm.clockmic {{ type clock; rate 48000; channels 2; file "{CLOCKMIC_FILE}"; freeze "{CLOCKMIC_FREEZE}" }}
 pcm.clockspk {{ type clock; rate 48000; channels 2; file "{CLOCKSPK_FILE}"; freeze "{CLOCKSPK_FREEZE}" }}
 """
 
 
 def install_asoundrc() -> None:
-    (RIG_DIR / "alsa").mkdir(exist_ok=True)
-    (RIG_DIR / "alsa" / "asoundrc").write_text(ASOUNDRC)
+    write_asoundrc(RIG_DIR, ASOUNDRC)
     os.environ["XDG_CONFIG_HOME"] = str(RIG_DIR)
     CAPTURE_FILE.write_bytes(b"")
     CAPTURE48_FILE.write_bytes(b"")
@@ -76,15 +74,8 @@ def clockspk_played() -> np.ndarray:
 
 def espeak(text: str, rate: int, path: Path) -> np.ndarray:
     """Deterministic speech as int16 at ``rate`` (``path`` kept for callers' temp naming)."""
-    return np.frombuffer(espeak_pcm(text, rate), dtype="<i2").copy()
+    return np.frombuffer(speech.espeak_pcm(text, rate), dtype="<i2").copy()
 
 
 def write_wav(path: Path, pcm: np.ndarray, rate: int) -> Path:
-    import wave
-
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.astype("<i2").tobytes())
-    return path
+    return speech.write_wav(path, pcm.astype("<i2").tobytes(), rate)

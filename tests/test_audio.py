@@ -13,7 +13,8 @@ import pytest
 
 from agentd.audio.alsa import Capture, Playback, describe_alsa_error
 from agentd.audio.frame import AudioFrame
-from agentd.audio.resample import StreamResampler, to_int16
+from agentd.audio.pcm import to_float, to_int16
+from agentd.audio.resample import StreamResampler
 from agentd.config import InputSettings, OutputSettings
 from tests import rigs
 
@@ -104,7 +105,7 @@ async def test_capture_48k_stereo_file_delivers_16k_mono_of_the_chosen_channel()
     assert all(
         (f.rate, f.channels, f.samples, f.milliseconds) == (16000, 1, 320, 20) for f in frames
     )
-    x = np.frombuffer(b"".join(f.audio for f in frames[5:40]), "<i2").astype(np.float32) / 32768
+    x = to_float(b"".join(f.audio for f in frames[5:40]))
     assert abs(peak_hz(x, 16000) - 1000) < 20  # the right channel, not the left
     assert abs(level_db(x) - level_db(right[:48000])) < 0.5
 
@@ -121,7 +122,7 @@ async def test_playback_to_file_writes_card_rate_with_volume_and_accounts() -> N
             await asyncio.sleep(0.01)
     finally:
         pb.stop()
-    out = np.frombuffer(rigs.PLAYBACK_FILE.read_bytes(), "<i2").astype(np.float32) / 32768
+    out = to_float(rigs.PLAYBACK_FILE.read_bytes())
     assert abs(out.size - 24000) < 480
     assert abs(peak_hz(out[2400:-2400], 48000) - 1000) < 5
     assert abs(level_db(out[2400:-2400]) - level_db(sine(1000, 48000, 1, 0.4))) < 0.5
@@ -514,3 +515,25 @@ async def test_playback_queue_is_bounded_when_audio_arrives_far_faster_than_real
         pb.stop()
     said = [r.getMessage() for r in caplog.records if "playback queue full" in r.getMessage()]
     assert len(said) == 1, said
+
+
+async def test_queued_until_is_when_the_next_audio_really_starts() -> None:
+    """Audio handed over faster than real time starts when what is queued ahead of it has
+    played, not when the device's buffer empties: the voice barge-in's echo reference is
+    placed by this (it used ``ends_at``, seconds early for a server that bursts)."""
+    _, spk = rigs.clock_pcms()
+    pb = Playback(OutputSettings(device=spk, rate=48000, buffer_ms=60), 24000)
+    pb.start()
+    try:
+        await asyncio.to_thread(pb.opened.wait, 10)
+        pb.play(to_int16(sine(440, 24000, 1.0, 0.3)), item="a")
+        predicted = pb.queued_until()
+        assert predicted - time.monotonic() > 0.9
+        pb.play(to_int16(sine(440, 24000, 0.5, 0.3)), item="b", last=True)
+        while pb.heard_ms("b") == 0:
+            await asyncio.sleep(0.002)
+        started = time.monotonic() - pb.heard_ms("b") / 1000
+        print(f"b started {(started - predicted) * 1000:+.0f} ms from the prediction")
+        assert abs(started - predicted) < 0.03
+    finally:
+        pb.stop()

@@ -17,17 +17,17 @@ import yaml
 
 from agentd import conversation as cv
 from agentd.audio.frame import chop
-from agentd.sim.room import (
+from agentd.audio.pcm import to_float
+from agentd.sim.server import DEFAULT_REPLY
+from tests import rigs
+from tests.harness import Harness
+from tests.room_oracle import (
     cut_error_ms,
-    floats,
     loud_end_ms,
     loud_runs_ms,
     played_span_ms,
     room_probe,
 )
-from agentd.sim.server import DEFAULT_REPLY
-from tests import rigs
-from tests.harness import Harness
 
 
 async def speak(room: rigs.PulseRoom, tmp: Path, text: str) -> float:
@@ -75,8 +75,8 @@ async def test_push_to_talk_turn_interrupt_and_truncate(
     await h.until(lambda: h.state() == "idle")
     await asyncio.sleep(0.3)
     assert led.value == pytest.approx(idle_led)  # LED back to IDLE
-    short = floats(sim.speech.pcm(sim.reply, 16000))
-    room1 = floats(b"".join(heard[mark:]))
+    short = to_float(sim.speech.pcm(sim.reply, 16000))
+    room1 = to_float(b"".join(heard[mark:]))
     end1, cut1 = played_span_ms(room1, short)
     assert end1 == loud_end_ms(short) and cut1 == float("inf")  # the answer played to its end
     assert not sim.client_events("conversation.item.truncate")
@@ -94,7 +94,7 @@ async def test_push_to_talk_turn_interrupt_and_truncate(
     assert pb is not None
     # click in the middle of the longest stretch of speech after the first second, so the cut
     # lands inside speech and the room's recording pins it down
-    long = floats(sim.speech.pcm(sim.reply, 16000))
+    long = to_float(sim.speech.pcm(sim.reply, 16000))
     lo_run, hi_run = max(loud_runs_ms(long, after_ms=1000), key=lambda r: r[1] - r[0])
     item = h.daemon.conv.item_id
     assert item is not None
@@ -112,7 +112,7 @@ async def test_push_to_talk_turn_interrupt_and_truncate(
     assert 0 <= drop_ms <= 50, drop_ms  # press → ALSA buffer dropped
 
     # what came out of the room, by content: the answer from its onset up to the cut
-    room2 = floats(b"".join(heard[mark - 50 :]))
+    room2 = to_float(b"".join(heard[mark - 50 :]))
     lo, hi = played_span_ms(room2, long)
     assert lo_run - 100 < lo <= hi < hi_run + 100, (lo, hi, lo_run, hi_run)  # cut inside speech
     assert hi - lo <= 20, (lo, hi)  # ... so the room pins the cut down

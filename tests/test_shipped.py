@@ -4,7 +4,7 @@ starts it, on this machine, and the settings that only matter there.
 The as-shipped rig reads the unit itself (User=, Group=, SupplementaryGroups=,
 RuntimeDirectory=, StateDirectory=, ConfigurationDirectory=, Environment=, ExecStart=,
 WorkingDirectory=, UMask=, LoadCredential=, WatchdogSec=), so it cannot drift from it, and
-emulates the sandbox with bubblewrap + setpriv (../shared/RIGS.md): an unprivileged uid/gid,
+emulates the sandbox with bubblewrap + setpriv (docs/testing-rigs.md): an unprivileged uid/gid,
 working directory `/`, the whole tree read-only (ProtectSystem=strict: /etc, /var/lib and /run
 too) except the runtime and state directories, private /tmp, no /home, a minimal /dev
 (DevicePolicy=closed), the key as `$CREDENTIALS_DIRECTORY/api_key`, the W^X lock
@@ -46,6 +46,7 @@ import yaml
 from agentd import config as C
 from agentd import conversation as cv
 from agentd.sim import Simulator
+from agentd.sim.room import write_asoundrc
 from tests import rigs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -251,13 +252,12 @@ class Shipped:
         so.chmod(0o755)
         np.stack([mic, mic], axis=1).astype("<i2").tofile(self.rig / "mic.raw")
         (self.rig / "mic.raw").chmod(0o644)
-        (self.rig / "alsa").mkdir(mode=0o755)
-        (self.rig / "alsa" / "asoundrc").write_text(
+        write_asoundrc(
+            self.rig,
             f'pcm_type.clock {{ lib "/run/rig/{so.name}" }}\n'
             'pcm.shipmic { type clock; rate 48000; channels 2; file "/run/rig/mic.raw" }\n'
-            f'pcm.shipspk {{ type clock; rate 48000; channels 2; file "{self.unit.runtime_dir}/spk.raw" }}\n'
+            f'pcm.shipspk {{ type clock; rate 48000; channels 2; file "{self.unit.runtime_dir}/spk.raw" }}\n',
         )
-        (self.rig / "alsa" / "asoundrc").chmod(0o644)
         return "shipmic", "shipspk"
 
     def played(self) -> np.ndarray:

@@ -18,7 +18,6 @@ CARD_VARIANTS = re.compile(r"^\w+:CARD=")
 @dataclass(frozen=True)
 class PcmInfo:
     name: str
-    description: str
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ def list_pcms(kind: str) -> list[PcmInfo]:
         names = alsaaudio.pcms(pcm_type)
     except alsaaudio.ALSAAudioError:
         return []
-    return [PcmInfo(n, "") for n in names]
+    return [PcmInfo(n) for n in names]
 
 
 def list_cards() -> list[Card]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agentd.audio.pcm import SCALE, to_float
 from agentd.config import ConfigError, load
 
 
@@ -19,13 +20,10 @@ def channel_report(samples: np.ndarray) -> list[str]:
     """Peak/RMS in dBFS and clipped-sample count for each column of int16 ``samples``."""
     lines = []
     for ch in range(samples.shape[1]):
-        x = samples[:, ch].astype(np.float64)
-        peak = float(np.abs(x).max(initial=0)) / 32768
-        rms = float(np.sqrt(np.mean(x**2))) / 32768 if x.size else 0.0
-        clipped = int(np.count_nonzero(np.abs(x) >= 32767))
-
-        def db(v):
-            return f"{20 * np.log10(v):6.1f} dBFS" if v > 0 else "  -inf dBFS"
+        x = to_float(samples[:, ch]).astype(np.float64)
+        peak = float(np.abs(x).max(initial=0))
+        rms = float(np.sqrt(np.mean(x**2))) if x.size else 0.0
+        clipped = int(np.count_nonzero(np.abs(x) >= (SCALE - 1) / SCALE))  # at int16 full scale
 
         verdict = (
             "clipping: lower the mic gain (alsamixer)"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agentd.audio.resample import from_int16, to_int16
+from agentd.audio.pcm import to_float, to_int16
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +65,12 @@ class AudioFrame:
     def array(self) -> np.ndarray:
         """The samples as int16 (interleaved when there are several channels)."""
         self._need_int16()
-        return from_int16(self.audio)
+        return np.frombuffer(self.audio, dtype="<i2")
 
     def floats(self) -> np.ndarray:
         """The samples as float32 in [-1, 1)."""
-        return self.array().astype(np.float32) / 32768.0
+        self._need_int16()
+        return to_float(self.audio)
 
     def _need_int16(self) -> None:
         if self.width != 2:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from agentd.audio.pcm import to_int16
+
 CUE_RATE = 24000
 
 #: name → list of (frequency Hz, duration ms); 0 Hz is a pause.
@@ -13,7 +15,7 @@ CUES: dict[str, list[tuple[float, int]]] = {
     "short": [(440, 60)],
     "error": [(300, 120), (0, 80), (300, 120), (0, 80), (220, 250)],
     "connected": [(523, 80), (659, 80), (784, 120)],
-    # problems (README "What the LED and the sounds mean"): each its own sound, once
+    # problems (service.PROBLEM_TEXT names them in `ctl status`): each its own sound, once
     "offline": [(659, 150), (0, 60), (440, 300)],  # network down: two falling tones
     "auth": [(196, 220), (0, 120), (196, 220)],  # key rejected: two low buzzes
     "quota": [(392, 90), (0, 60), (392, 90), (0, 60), (392, 90), (0, 60), (262, 300)],
@@ -35,4 +37,4 @@ def tone(freq: float, ms: int, rate: int = CUE_RATE) -> np.ndarray:
 def cue_pcm(name: str, volume: float, rate: int = CUE_RATE) -> bytes:
     """int16 mono PCM of cue ``name`` at ``volume`` (0..1)."""
     x = np.concatenate([tone(f, ms, rate) for f, ms in CUES[name]])
-    return (x * volume * 0.8 * 32767).astype("<i2").tobytes()
+    return to_int16(x, volume * 0.8)

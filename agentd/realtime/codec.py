@@ -148,7 +148,6 @@ class Codec:
         self.user_id = user_id
         self.unknown: Counter[str] = Counter()
         self._transcripts: OrderedDict[str, str] = OrderedDict()
-        self._seq = 0
         self._handlers: dict[str, Callable[[dict[str, Any]], list[ServerEvent]]] = {
             "session.created": self._session_created,
             "session.updated": lambda e: [SessionUpdated()],

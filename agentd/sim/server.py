@@ -29,6 +29,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from agentd.audio.frame import AudioFrame, Framer, chop
+from agentd.audio.pcm import to_int16
 from agentd.config import XSTAR_FORMAT_RATES
 from agentd.sim import speech
 
@@ -125,7 +126,7 @@ class Speech:
             t = np.arange(int(rate * 0.25)) / rate
             parts.append(0.3 * np.sin(2 * np.pi * (300 + 40 * (i % 5)) * t))
             parts.append(np.zeros(int(rate * 0.08)))
-        return (np.concatenate(parts) * 32767).astype("<i2").tobytes()
+        return to_int16(np.concatenate(parts))
 
 
 class Simulator:
@@ -151,6 +152,7 @@ class Simulator:
         self.events: list[Recorded] = []
         self.handshakes: list[Handshake] = []
         self.connections = 0
+        self.responses_done = 0
         self.closes: list[int | None] = []
         self.speech = Speech()
         self._validate = validate  # test hook: (dialect, frame) → raises on schema violations
@@ -335,16 +337,30 @@ class Simulator:
                 ws, {"type": "error", "error": {"event_id": event.get("event_id"), **err}}
             )
             return
-        handler = getattr(self, "_on_" + kind.replace(".", "_"), None)
-        if handler is None:
-            await self._send(
-                ws,
-                self._error_obj(
-                    "invalid_request_error", "unknown_event", f"unknown client event {kind!r}"
-                ),
-            )
-            return
-        await handler(ws, s, event)
+        match kind:
+            case "session.update":
+                await self._on_session_update(ws, s, event)
+            case "input_audio_buffer.append":
+                await self._on_input_audio_buffer_append(ws, s, event)
+            case "input_audio_buffer.clear":
+                await self._on_input_audio_buffer_clear(ws, s, event)
+            case "input_audio_buffer.commit":
+                await self._on_input_audio_buffer_commit(ws, s, event)
+            case "conversation.item.create":
+                await self._on_conversation_item_create(ws, s, event)
+            case "response.create":
+                await self._on_response_create(ws, s, event)
+            case "response.cancel":
+                await self._on_response_cancel(ws, s, event)
+            case "conversation.item.truncate":
+                await self._on_conversation_item_truncate(ws, s, event)
+            case _:
+                await self._send(
+                    ws,
+                    self._error_obj(
+                        "invalid_request_error", "unknown_event", f"unknown client event {kind!r}"
+                    ),
+                )
 
     # ------------------------------------------------------------------ client events
 
@@ -687,8 +703,20 @@ class Simulator:
         if status == "completed" and self.faults.response_status is not None:
             (status, details), self.faults.response_status = self.faults.response_status, None
         response = dict(response, status=status, status_details=details)
+        self.responses_done += 1
+        used = self.responses_done
+        limits = [  # like OpenAI after each response: what is left of the budgets
+            {"name": "requests", "limit": 5000, "remaining": 5000 - used, "reset_seconds": 0.012},
+            {
+                "name": "tokens",
+                "limit": 40000,
+                "remaining": 40000 - 350 * used,
+                "reset_seconds": 0.5,
+            },
+        ]
         with contextlib.suppress(ConnectionClosed):
             await self._send(ws, {"type": "response.done", "response": response})
+            await self._send(ws, {"type": "rate_limits.updated", "rate_limits": limits})
 
     # ------------------------------------------------------------------ server VAD
 

@@ -1,6 +1,7 @@
 """Deterministic synthetic speech: espeak-ng, resampled with `sox -R` (no random dither).
 
-The simulator's answers, the demo's scripted user and the test corpus all speak through here.
+The simulator's answers, the demo's scripted user, the tests and the benches all speak through
+here: the one place that runs espeak-ng and sox.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import wave
 from pathlib import Path
 
 
@@ -45,3 +47,13 @@ def espeak_pcm(text: str, rate: int) -> bytes:
             timeout=30,
         )
         return raw.read_bytes()
+
+
+def write_wav(path: Path, pcm: bytes, rate: int) -> Path:
+    """int16 mono PCM as a WAV file (for paplay/aplay)."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return path

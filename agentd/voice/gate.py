@@ -200,7 +200,6 @@ class VoiceGate:
         self._voiced_ms = 0
         self._gap_ms = 0
         self._silence_ms = 0
-        self._speech_ms = 0
         self._ptt_started = False
         self.sent_ms = 0  # audio sent in the current turn
         self.coupling = 1.0  # echo energy / playback energy: starts pessimistic, learned
@@ -222,7 +221,7 @@ class VoiceGate:
 
     def reset(self) -> None:
         self.state, self._cand = "silence", []
-        self._voiced_ms = self._gap_ms = self._silence_ms = self._speech_ms = 0
+        self._voiced_ms = self._gap_ms = self._silence_ms = 0
         self.preroll.clear()
 
     # ---------------------------------------------------------------- frames
@@ -290,7 +289,6 @@ class VoiceGate:
             return []
         # speech
         out: list[VoiceEvent] = [self._emit([frame])]
-        self._speech_ms += ms
         if voiced:
             self._silence_ms = 0
         else:
@@ -306,7 +304,7 @@ class VoiceGate:
             return []
         frames = [*self.preroll.take(), *self._cand]
         self.state, self._cand = "speech", []
-        self._silence_ms, self._speech_ms = 0, self._voiced_ms
+        self._silence_ms = 0
         return [SpeechStarted(frames[0].timestamp), self._emit(frames)]
 
     def _double_talk(self, frame: AudioFrame) -> list[VoiceEvent]:
