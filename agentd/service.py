@@ -19,12 +19,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from agentd import __version__, logs
 from agentd import conversation as cv
 from agentd.audio.alsa import Capture, Playback
-from agentd.audio.pcm import to_float, to_int16
+from agentd.audio.frame import AudioFrame
+from agentd.audio.pcm import to_int16
 from agentd.audio.resample import VAD_RATE, StreamResampler
 from agentd.config import Config, ConfigError, Loaded, led_config, load
 from agentd.control import COMMANDS, ControlServer, SocketInUse
@@ -426,18 +425,17 @@ class Daemon:
             return vg.Speaker()
         return vg.Speaker(pb.busy(now), pb.last_played_at)
 
-    def _on_mic(self, frame: bytes) -> None:
+    def _on_mic(self, frame: AudioFrame) -> None:
         with self._caught("a microphone frame"):
             self._mic_frame(frame)
 
-    def _mic_frame(self, frame: bytes) -> None:
-        now = time.monotonic()
+    def _mic_frame(self, frame: AudioFrame) -> None:
         if self.conv.state is cv.State.MUTED:
             return
-        for e in self.gate.process(frame, now, self._speaker(now)):
+        for e in self.gate.process(frame, self._speaker(time.monotonic())):
             if isinstance(e, vg.Audio):
                 if self.conv.streaming:
-                    self._uplink(e.pcm)
+                    self._uplink(e.frame)
             elif isinstance(e, vg.SpeechStarted):
                 self.feed(cv.SpeechStart())
             elif isinstance(e, vg.SpeechEnded):
@@ -446,10 +444,8 @@ class Daemon:
                 log.info("barge-in: the user spoke over the answer")
                 self.feed(cv.BargeIn())
 
-    def _uplink(self, pcm16k: bytes) -> None:
-        ms = len(pcm16k) * 1000 // (2 * VAD_RATE)
-        x = np.frombuffer(pcm16k, dtype="<i2")
-        pcm = to_int16(self._uplink_rs.process(x))
+    def _uplink(self, frame: AudioFrame) -> None:
+        pcm = to_int16(self._uplink_rs.process(frame.array()))
         assert self.link is not None
         sent = (
             self.link.connected
@@ -464,7 +460,7 @@ class Daemon:
             self._held_bytes += len(pcm)
             while self._held_bytes > limit:
                 self._held_bytes -= len(self._held.popleft())
-        self.feed(cv.AudioSent(ms))
+        self.feed(cv.AudioSent(frame.milliseconds))
 
     # ------------------------------------------------------------------ actions
 
@@ -542,8 +538,8 @@ class Daemon:
         start = pb.queued_until()
         pb.play(pcm, item, rate=rate, gain=gain, last=last)
         if self.cfg.echo.barge_in == "voice" and pcm:
-            x = to_float(pcm)
-            self.gate.reference.add(x * (pb.settings.volume if gain is None else gain), rate, start)
+            played = AudioFrame(pcm, rate, timestamp=start)
+            self.gate.reference.add(played, pb.settings.volume if gain is None else gain)
 
     # ------------------------------------------------------------------ server side
 
