@@ -29,7 +29,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from agentd.audio.pcm import to_int16
-from agentd.config import XSTAR_FORMAT_RATES
+from agentd.realtime.dialects import XSTAR_FORMAT_RATES
 from agentd.sim import speech
 
 log = logging.getLogger("agentd.sim")
