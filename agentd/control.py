@@ -89,6 +89,11 @@ class ControlServer:
             st = self.path.lstat()
         except FileNotFoundError:
             return
+        except PermissionError as exc:
+            raise SocketInUse(
+                f"cannot tell whether another agentd owns {self.path} ({exc.strerror}); "
+                "run as its user, or stop it first"
+            ) from None
         if not stat.S_ISSOCK(st.st_mode):
             raise FileExistsError(
                 errno.EEXIST, "exists and is not a socket; remove it or change control.socket"
@@ -99,6 +104,11 @@ class ControlServer:
                 probe.connect(str(self.path))
             except (ConnectionRefusedError, FileNotFoundError):
                 pass  # stale: nobody listens
+            except (PermissionError, TimeoutError) as exc:  # someone's; maybe a live daemon
+                raise SocketInUse(
+                    f"cannot tell whether another agentd owns {self.path} "
+                    f"({exc.strerror or 'no answer'}); run as its user, or stop it first"
+                ) from None
             else:
                 raise SocketInUse(
                     f"another agentd is running: its control socket {self.path} answers "

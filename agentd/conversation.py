@@ -559,6 +559,7 @@ class Conversation:
                 actions.append(ClearInput())
         if self.state is State.SPEAKING:
             actions += self._interrupt(now)
+        actions += self._drop_waiting("muted")  # a turn held for the link is not sent later
         self._to(State.MUTED)
         return actions
 
@@ -684,7 +685,7 @@ class Conversation:
         """SPEAKING never waits on a speaker that cannot play: the answer stops, the server
         keeps only what was heard (cancel + truncate), and the user sees and hears the fault
         (the cue plays once the device is back)."""
-        self.playing = False
+        self.playing, self.fault_after_playback = False, None
         if self.state is not State.SPEAKING:
             return []
         actions: list[Action] = [FlushPlayback()]

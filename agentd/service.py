@@ -44,6 +44,7 @@ SHUTDOWN_BUDGET_S = 2.0
 LOOP_STALL_S = 5.0  # the ticker (every TICK_S) silent this long: the event loop is stuck
 READY_WAIT_S = 1.0  # READY=1 waits at most this long for audio and the first connect attempt
 TICK_S = 0.05
+TRANSCRIPT_MAX = 65536  # characters kept of one item's transcript while it streams
 TRIM_EVERY_S = 30.0  # give freed heap back to the OS while idle (glibc keeps it otherwise)
 EXIT_TASK_FAILED = 1  # a task kept dying: systemd restarts us (78 is kept for config errors)
 #: what STATUS= and `ctl status` call each problem (each has its own cue in device/cues.py)
@@ -99,7 +100,7 @@ class Daemon:
         self._held_bytes = 0
         self._audio_errors: dict[str, str | None] = {"capture": None, "playback": None}
         self._tasks: list[asyncio.Task[Any]] = []
-        self._transcripts: dict[str, list[str]] = {}
+        self._transcripts: dict[str, str] = {}
         self.reload_failed: str | None = None
         self._rate_limits: tuple[ev.RateLimits, float] | None = None
         self._last_state = self.conv.state
@@ -206,8 +207,6 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
-        previous_handler = loop.get_exception_handler()
-        loop.set_exception_handler(self._loop_error)
         for w in self.loaded.warnings:
             log.warning("%s", w)
         register_secrets(self.cfg.api, self._key())
@@ -220,6 +219,8 @@ class Daemon:
                 loop.remove_signal_handler(sig)
             self.notifier.close()
             return 1
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_error)
         if self.persisted.muted():
             log.info("muted, as before the restart (agentd ctl unmute, or double-press)")
             self._muted_saved = True
@@ -540,7 +541,7 @@ class Daemon:
     ) -> None:
         pb = self.playback
         assert pb is not None
-        start = max(time.monotonic(), pb.ends_at)
+        start = pb.queued_until()
         pb.play(pcm, item, rate=rate, gain=gain, last=last)
         if self.cfg.echo.barge_in == "voice" and pcm:
             x = to_float(pcm)
@@ -592,11 +593,13 @@ class Daemon:
 
     def _transcript(self, e: ev.TranscriptDelta | ev.TranscriptDone) -> None:
         if isinstance(e, ev.TranscriptDelta):
-            self._transcripts.setdefault(e.item_id, []).append(e.text)
+            # bounded: a server may stream deltas for one item forever
+            so_far = self._transcripts.get(e.item_id, "")
+            self._transcripts[e.item_id] = (so_far + e.text)[:TRANSCRIPT_MAX]
             while len(self._transcripts) > 16:  # interrupted items never get their "done"
                 self._transcripts.pop(next(iter(self._transcripts)))
             return
-        text = e.text or "".join(self._transcripts.pop(e.item_id, []))
+        text = e.text or self._transcripts.pop(e.item_id, "")
         self._transcripts.pop(e.item_id, None)
         if self.cfg.logging.transcripts:
             log.info("%s said: %s", e.role, text)
@@ -652,7 +655,7 @@ class Daemon:
         WatchdogSec. Said once when it turns unhealthy and once when it recovers."""
         assert self.notifier.watchdog_s
         period = self.notifier.watchdog_s / 2
-        while True:
+        while not self.stop_event.is_set():  # stopping: devices close, that is no fault
             problem = self.health()
             if problem is None:
                 self.notifier.watchdog()

@@ -33,6 +33,7 @@ def run(mod: str) -> dict[str, float]:
 def main() -> None:
     proto, audio = run("protocol_cost"), run("audio_path")
     voice, daemon = run("voice_quality"), run("daemon_latency")
+    flood = run("flood_rss")
     rows = [
         (
             "CPU per audio-second, codec vs openai-python SDK",
@@ -115,6 +116,12 @@ def main() -> None:
             voice["barge_in_detection"] >= 0.9,
         ),
         ("RSS of `agentd run`", f"{daemon['rss_mb']:.1f} MB", "≤ 60 MB", daemon["rss_mb"] <= 60),
+        (
+            "peak RSS under a 50× real-time audio flood",
+            f"{flood['peak_rss_mb']:.1f} MB ({flood['refused_s']:.0f} s refused)",
+            "< 256 MB (MemoryMax)",
+            flood["peak_rss_mb"] < 256,
+        ),
         (
             "start → READY=1",
             f"{daemon['start_ready_s']:.2f} s",

@@ -511,3 +511,25 @@ async def test_playback_queue_is_bounded_when_audio_arrives_far_faster_than_real
         pb.stop()
     said = [r.getMessage() for r in caplog.records if "playback queue full" in r.getMessage()]
     assert len(said) == 1, said
+
+
+async def test_queued_until_is_when_the_next_audio_really_starts() -> None:
+    """Audio handed over faster than real time starts when what is queued ahead of it has
+    played, not when the device's buffer empties: the voice barge-in's echo reference is
+    placed by this (it used ``ends_at``, seconds early for a server that bursts)."""
+    _, spk = rigs.clock_pcms()
+    pb = Playback(OutputSettings(device=spk, rate=48000, buffer_ms=60), 24000)
+    pb.start()
+    try:
+        await asyncio.to_thread(pb.opened.wait, 10)
+        pb.play(to_int16(sine(440, 24000, 1.0, 0.3)), item="a")
+        predicted = pb.queued_until()
+        assert predicted - time.monotonic() > 0.9
+        pb.play(to_int16(sine(440, 24000, 0.5, 0.3)), item="b", last=True)
+        while pb.heard_ms("b") == 0:
+            await asyncio.sleep(0.002)
+        started = time.monotonic() - pb.heard_ms("b") / 1000
+        print(f"b started {(started - predicted) * 1000:+.0f} ms from the prediction")
+        assert abs(started - predicted) < 0.03
+    finally:
+        pb.stop()

@@ -160,6 +160,7 @@ BAD_CONFIGS = [
         "audio.input.channel: must be less than audio.input.channels=2 (got 2)",
     ),
     ("turn:\n  mode: push-to-talk\n", "turn.mode: must be one of push_to_talk, toggle, hands_free"),
+    ("turn:\n  response_timeout_s: 1\n", "turn.response_timeout_s: must be between 3 and 300"),
     ("button: 17\n", "button: must be a mapping (got 17)"),
     ("led:\n  rgb: {red: 5, green: 6}\n", "led.rgb.blue: is required here"),
     ("led:\n  rgb: {red: 5, green: 6, blue: 13}\n", "led.rgb: set either led.pin or led.rgb"),

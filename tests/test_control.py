@@ -224,3 +224,39 @@ async def test_a_second_agentd_run_exits_and_the_first_keeps_working(harness: Ha
     answer = await asyncio.to_thread(control.request, h.daemon.cfg.control.socket, "status")
     assert answer["ok"] and answer["connected"]
     await assert_turn_works(h)
+
+
+async def test_a_socket_it_may_not_probe_is_not_taken_over(tmp_path: Path) -> None:
+    """The service's socket is agentd:agentd 0660: a user outside the group running
+    `agentd run` must not conclude "stale" and start a second daemon beside it. The other
+    user is root without CAP_DAC_OVERRIDE (setpriv), facing a socket of mode 0."""
+    path = tmp_path / "ctl.sock"
+    owner = ControlServer(str(path), _echo)
+    assert await owner.start()
+    os.chmod(path, 0)
+    code = (
+        "import asyncio, sys\n"
+        "from agentd.control import ControlServer, SocketInUse\n"
+        "async def h(c): return {}\n"
+        "try:\n"
+        f"    asyncio.run(ControlServer({str(path)!r}, h).start())\n"
+        "except SocketInUse as exc:\n"
+        "    print(exc); sys.exit(3)\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        "setpriv",
+        "--bounding-set=-dac_override,-dac_read_search",
+        sys.executable,
+        "-c",
+        code,
+        stdout=subprocess.PIPE,
+        cwd=str(Path(__file__).parent.parent),
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 3, out
+    assert b"cannot tell whether another agentd owns" in out and b"Permission denied" in out
+    os.chmod(path, 0o660)
+    c = await Client.open(path)  # the owner's socket is still there and answering
+    assert await c.ask(b'{"cmd": "status"}\n') == {"ok": True, "cmd": "status"}
+    c.close()
+    await owner.close()

@@ -212,6 +212,13 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         S.IDLE,
     ),
     (
+        "speaker stops taking audio mid-answer → error, server told what was heard",
+        speaking,
+        A.PlaybackStalled(),
+        [A.FlushPlayback(), A.Cancel(), A.Truncate("item_9"), A.Cue("error")],
+        S.ERROR,
+    ),
+    (
         "speaker ran dry before response done (slow audio) → idle at response done",
         lambda: machine(state=S.SPEAKING, playing=False, response_active=True),
         A.ResponseFinished("completed"),

@@ -23,7 +23,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agentd import conversation as cv
@@ -276,6 +276,29 @@ shaped: st.SearchStrategy[Frame] = st.one_of(
     not_objects.map(lambda f: (frozenset({"not JSON / not an object"}), f)),
 )
 
+#: one hand-written frame of each shape (the issue's two first)
+ONE_OF_EACH: list[Frame] = [
+    (
+        frozenset({"non-string code", "wrong-typed field"}),
+        '{"type":"error","error":{"code":{"x":1},"message":"boom"}}',
+    ),
+    (frozenset({"deep nesting"}), "[" * 50000),
+    (frozenset({"binary"}), bytes(range(256))),
+    (
+        frozenset({"huge string"}),
+        json.dumps(
+            {"type": "response.audio_transcript.delta", "item_id": "i", "delta": "x" * HUGE}
+        ),
+    ),
+    (
+        frozenset({"number as string"}),
+        '{"type":"input_audio_buffer.speech_started","audio_start_ms":"120"}',
+    ),
+    (frozenset({"null field"}), '{"type":"response.created","response":null}'),
+    (frozenset({"not JSON / not an object"}), '{"type": "response.created", "response": {'),
+    (frozenset({"well-formed"}), '{"type":"input_audio_buffer.cleared"}'),
+]
+
 # ---------------------------------------------------------------- checks
 
 
@@ -435,13 +458,16 @@ async def assert_turn_works(h: Harness) -> None:
     """A spoken push-to-talk turn, answered and played, the daemon back at IDLE."""
     before = h.daemon.status()["turns"]
     commits = len(h.sim.client_events("input_audio_buffer.commit"))
-    await say(h)
+    await say(h, realtime=True)  # paced like a person: the gate times speech by the clock
     await h.until(lambda: h.state() == "speaking", timeout=15)
     await h.until(lambda: h.state() == "idle", timeout=20)
     assert h.daemon.status()["turns"] == before + 1
     assert len(h.sim.client_events("input_audio_buffer.commit")) == commits + 1
 
 
+@pytest.mark.parametrize(
+    "harness", [{"dialect": "openai"}, {"dialect": "xstar"}], indirect=True, ids=["openai", "xstar"]
+)
 async def test_fuzzed_frames_through_the_link_into_the_daemon(
     harness: Harness, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -478,6 +504,7 @@ async def test_fuzzed_frames_through_the_link_into_the_daemon(
         database=None,
     )
     @given(batch=st.lists(shaped, min_size=1, max_size=8))
+    @example(batch=ONE_OF_EACH)  # every shape at least once, whatever the generator favours
     def run(batch: list[Frame]) -> None:
         for tags, _ in batch:
             counts.update(tags)
@@ -485,7 +512,8 @@ async def test_fuzzed_frames_through_the_link_into_the_daemon(
         asyncio.run_coroutine_threadsafe(one_batch(batch), loop).result(60)
 
     await asyncio.to_thread(run)
-    report(request, capsys, "real Link into the daemon", counts, n_frames[0])
+    name = f"real Link into the daemon ({h.daemon.cfg.api.dialect})"
+    report(request, capsys, name, counts, n_frames[0])
     status = h.daemon.status()
     assert status["protocol_errors"] == link.protocol_errors > 0
     assert status["rate_limits"][0]["remaining"] == 42.0
@@ -513,3 +541,18 @@ async def test_issue_frames_leave_the_daemon_answering(harness: Harness, frame: 
     await asyncio.sleep(0.5)
     await assert_turn_works(h)
     assert link.connected and h.sim.connections == 1
+
+
+async def test_an_endless_transcript_stays_bounded(harness: Harness) -> None:
+    """Huge strings, repeated: 8 MB of transcript deltas for one item keep at most 64 K
+    characters in the daemon, and the session goes on."""
+    h = harness
+    delta = json.dumps(
+        {"type": "response.output_audio_transcript.delta", "item_id": "it", "delta": "w" * 16384}
+    )
+    for _ in range(8):
+        await h.sim.inject(*[delta] * 64)
+    await h.sim.inject(sentinel("after-transcript"))
+    await h.until(lambda: bool(h.daemon.status()["rate_limits"]), timeout=10)
+    assert len(h.daemon._transcripts["it"]) == 65536
+    assert h.daemon.link is not None and h.daemon.link.connected

@@ -758,3 +758,34 @@ async def test_daemon_survives_a_server_that_accepts_then_closes(harness: Any) -
     h.sim.faults.accept_then_close = None
     await h.until(lambda: h.state() == "idle", timeout=40)
     await assert_turn_works(h)
+
+
+async def test_ctl_status_shows_the_latest_rate_limits(harness: Any) -> None:
+    """rate_limits.updated (sent by the simulator after each response, like OpenAI) is kept
+    and shown by `agentd ctl status` over the real socket."""
+    from agentd import control
+    from tests.test_fuzz import assert_turn_works
+
+    h = harness
+    h.sim.reply = "Fine."
+    sock = h.daemon.cfg.control.socket
+    await assert_turn_works(h)
+    await h.until(lambda: h.daemon.status()["rate_limits"])
+    first = await asyncio.to_thread(control.request, sock, "status")
+    await assert_turn_works(h)
+    await h.until(lambda: h.daemon.status()["rate_limits"][0]["remaining"] < 5000 - 1)
+    second = await asyncio.to_thread(control.request, sock, "status")
+    names = [r["name"] for r in second["rate_limits"]]
+    assert names == ["requests", "tokens"]
+    assert (
+        first["rate_limits"][0]["remaining"]
+        == 5000 - 1
+        == second["rate_limits"][0]["remaining"] + 1
+    )
+    assert second["rate_limits"][1] | {"resets_in_s": 0, "updated_s_ago": 0} == {
+        "name": "tokens",
+        "limit": 40000.0,
+        "remaining": 40000.0 - 700,
+        "resets_in_s": 0,
+        "updated_s_ago": 0,
+    }

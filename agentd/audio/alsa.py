@@ -117,7 +117,7 @@ class _DeviceThread:
         if not self._thread.is_alive():
             return f"{self.kind} thread ended"
         if now - self.heartbeat >= STALL_S:
-            return f"{self.kind} thread stuck for {now - self.heartbeat:.0f} s"
+            return f"{self.kind} thread stuck for over {STALL_S:.0f} s"
         return None
 
     def healthy(self) -> bool:
@@ -229,16 +229,26 @@ class Capture(_DeviceThread):
         self._lock = threading.Lock()
         self._scheduled = False
         self.delivered_at = 0.0  # when the loop last handled a frame
+        self._wait_from = 0.0  # frames are due from here on (the device opened)
+        self._starving = False  # no frames came before the device failed: a reopen is no cure
 
     def problem(self, now: float | None = None) -> str | None:
         """Also unhealthy: an open microphone whose frames stopped reaching the loop."""
         now = time.monotonic() if now is None else now
-        if (p := super().problem(now)) is not None:
-            return p
-        since = max(self.delivered_at, self.opened_at)
-        if self.opened.is_set() and now - since >= FRAMES_STALL_S:
-            return f"no microphone audio reached the daemon for {now - since:.0f} s"
-        return None
+        since = max(self.delivered_at, self._wait_from)
+        if self._thread.is_alive() and self.opened.is_set() and now - since >= FRAMES_STALL_S:
+            # said first: a thread stuck in read() is this same fault, one line not two
+            return f"no microphone audio reached the daemon for over {FRAMES_STALL_S:.0f} s"
+        return super().problem(now)
+
+    def _opened(self) -> None:
+        if not self._starving:
+            self._wait_from = self.opened_at
+        super()._opened()
+
+    def _failed(self) -> None:
+        since = max(self.delivered_at, self._wait_from)
+        self._starving = time.monotonic() - since >= FRAMES_STALL_S
 
     def _open(self) -> object:
         import alsaaudio
@@ -363,6 +373,7 @@ class Playback(_DeviceThread):
         self._lock = threading.Lock()
         self._pending: deque[tuple[str | None, np.ndarray, bool]] = deque()  # item, pcm, last
         self._pending_frames = 0
+        self._held_frames = 0  # taken from the queue by the thread, not yet in the device
         self._pending_since = 0.0  # when the queue last became non-empty
         self._stream_ended = True  # the newest queued audio ends its stream (last=True)
         self._segments: deque[_Segment] = deque(maxlen=64)
@@ -438,7 +449,7 @@ class Playback(_DeviceThread):
         """Silence now: drop what is queued here and (within a poll) what ALSA holds."""
         with self._lock:
             self._pending.clear()
-            self._pending_frames = 0
+            self._pending_frames = self._held_frames = 0
             self._stream_ended = True  # nothing more is expected: running dry now is no fault
             self._flush = True
         for rs in self._rs.values():
@@ -454,6 +465,16 @@ class Playback(_DeviceThread):
             return False
         with self._lock:
             return bool(self._pending) or self._flush or now < self.ends_at
+
+    def queued_until(self, now: float | None = None) -> float:
+        """When everything handed to :meth:`play` so far will have left the speaker: where
+        the next audio starts. ``ends_at`` alone knows only the device's buffer, so audio
+        arriving faster than real time would be placed seconds early (the echo reference of
+        a voice barge-in then misses the echo it is there to explain)."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            queued = self._pending_frames + self._held_frames
+            return max(now, self.ends_at) + queued / self.card_rate
 
     @property
     def last_played_at(self) -> float:
@@ -475,9 +496,7 @@ class Playback(_DeviceThread):
         if self.suspect:
             return f"playback device {self.device!r} stopped taking audio; reopening"
         if self.opened.is_set() and now - self.progress_at >= self.stall_limit:
-            return (
-                f"playback device {self.device!r} took no audio for {now - self.progress_at:.0f} s"
-            )
+            return f"playback device {self.device!r} takes no audio"
         return None
 
     def heard_ms(self, item: str, now: float | None = None) -> int:
@@ -530,7 +549,7 @@ class Playback(_DeviceThread):
                 s.end = min(s.end, self._written)
             self._in_buffer, self._snap_t, self.ends_at = 0, now, now
             self._pending.clear()
-            self._pending_frames = 0
+            self._pending_frames = self._held_frames = 0
             self._stream_ended, self._flush = True, False
             self.stats.faults += 1
         for rs in self._rs.values():
@@ -540,7 +559,7 @@ class Playback(_DeviceThread):
         chunk: np.ndarray | None = None
         item: str | None = None
         if self.suspect:  # prove the reopened device plays: a buffer of silence must drain
-            chunk, chunk_last = np.zeros(self.buffer_frames, "<i2"), True
+            chunk = self._probe()
         dropped = False  # after drop() the stream holds nothing, whatever avail() says
         dry = False  # the stream ran dry (XRUN) and that was already judged
         chunk_last = tail_ended = True  # the audio written last ended its stream: may run dry
@@ -554,7 +573,7 @@ class Playback(_DeviceThread):
             with self._lock:
                 flush, self._flush = self._flush, False
             if flush:
-                chunk, tail_ended = None, True
+                chunk, tail_ended = self._probe() if self.suspect else None, True
                 pcm.drop()  # type: ignore[attr-defined]
                 self.flushed_at = self.clock()
                 dropped = True
@@ -566,7 +585,7 @@ class Playback(_DeviceThread):
                 start_pos = self._written
             avail = pcm.avail()  # type: ignore[attr-defined]
             in_buf = self.buffer_frames - avail if avail >= 0 and not dropped else 0
-            played = in_buf < prev_in_buf  # the device drained some since the last look
+            played = in_buf < prev_in_buf and not dropped  # the device drained some
             # Running dry mid-stream: ALSA may say so (avail < 0, a failed write), but the pulse
             # plugin often does not; our own clock of what was written always does.
             ran_out = avail < 0 or (chunk is None and now > self.ends_at + self.POLL_S)
@@ -579,6 +598,7 @@ class Playback(_DeviceThread):
                     if self._pending and (in_buf > 0 or self._ready_to_start(now)):
                         item, chunk, chunk_last = self._pending.popleft()
                         self._pending_frames -= chunk.size
+                        self._held_frames = chunk.size
             # After drop() the stream is in SETUP: write() prepares it. avail() there is
             # stale: an ioplug (pulse, pipewire) keeps its pointers, so a buffer that was full
             # at the drop reads 0 for ever, and waiting for room would wait for ever.
@@ -613,10 +633,14 @@ class Playback(_DeviceThread):
             prev_in_buf = in_buf
             with self._lock:
                 self._in_buffer, self._snap_t = in_buf, now
+                self._held_frames = 0 if chunk is None or self.suspect else chunk.size
                 if (in_buf or chunk is not None) and not self.suspect:  # not the probe
                     self.ends_at = now + in_buf / self.card_rate
             self._wake_ev.wait(self.POLL_S)
             self._wake_ev.clear()
+
+    def _probe(self) -> np.ndarray:
+        return np.zeros(self.buffer_frames, "<i2")
 
     def _watch_progress(
         self, now: float, took: bool, played: bool, waiting: bool, limit: float

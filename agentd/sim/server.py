@@ -151,6 +151,7 @@ class Simulator:
         self.events: list[Recorded] = []
         self.handshakes: list[Handshake] = []
         self.connections = 0
+        self.responses_done = 0
         self.closes: list[int | None] = []
         self.speech = Speech()
         self._validate = validate  # test hook: (dialect, frame) → raises on schema violations
@@ -702,8 +703,20 @@ class Simulator:
         if status == "completed" and self.faults.response_status is not None:
             (status, details), self.faults.response_status = self.faults.response_status, None
         response = dict(response, status=status, status_details=details)
+        self.responses_done += 1
+        used = self.responses_done
+        limits = [  # like OpenAI after each response: what is left of the budgets
+            {"name": "requests", "limit": 5000, "remaining": 5000 - used, "reset_seconds": 0.012},
+            {
+                "name": "tokens",
+                "limit": 40000,
+                "remaining": 40000 - 350 * used,
+                "reset_seconds": 0.5,
+            },
+        ]
         with contextlib.suppress(ConnectionClosed):
             await self._send(ws, {"type": "response.done", "response": response})
+            await self._send(ws, {"type": "rate_limits.updated", "rate_limits": limits})
 
     # ------------------------------------------------------------------ server VAD
 
