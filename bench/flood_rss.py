@@ -18,7 +18,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 DIR = Path(tempfile.mkdtemp(prefix="agentd-flood-"))
-(DIR / "alsa").mkdir()
 os.environ["XDG_CONFIG_HOME"] = str(DIR)  # before the first ALSA call
 
 import yaml  # noqa: E402
@@ -26,7 +25,7 @@ import yaml  # noqa: E402
 from agentd.audio.alsa import PLAYBACK_QUEUE_S  # noqa: E402
 from agentd.control import request  # noqa: E402
 from agentd.sim import Simulator  # noqa: E402
-from agentd.sim.room import PulseRoom, asoundrc  # noqa: E402
+from agentd.sim.room import PulseRoom, asoundrc, write_asoundrc  # noqa: E402
 
 PACE = 50.0
 BOUND_MB = 256  # MemoryMax= in the unit
@@ -98,7 +97,7 @@ async def flood() -> dict[str, float]:
 
 def main() -> dict[str, float]:
     room = PulseRoom(DIR / "pulse")
-    (DIR / "alsa" / "asoundrc").write_text(asoundrc(room.socket))
+    write_asoundrc(DIR, asoundrc(room.socket))
     room.start()
     try:
         out = asyncio.run(flood())

@@ -600,7 +600,8 @@ async def test_speaker_hung_mid_answer_ends_speaking_and_withholds_the_watchdog(
     wait for ever): the answer is cancelled and truncated at what really played, the error is
     shown, the stall counted in status; the watchdog is withheld until the reopened speaker
     plays again, and then the next answer plays whole."""
-    from agentd.sim.room import floats, loud_end_ms, played_span_ms
+    from agentd.audio.pcm import to_float
+    from tests.room_oracle import loud_end_ms, played_span_ms
 
     h, sim = harness, harness.sim
     led = LedSpy(h)
@@ -639,8 +640,8 @@ async def test_speaker_hung_mid_answer_ends_speaking_and_withholds_the_watchdog(
     await say(h)
     await h.until(lambda: h.state() == "speaking")
     await h.until(lambda: h.state() == "idle", timeout=15)
-    ref = floats(sim.speech.pcm(sim.reply, 16000))
-    heard = soxr.resample(floats(rigs.clockspk_played().tobytes()), 48000, 16000)
+    ref = to_float(sim.speech.pcm(sim.reply, 16000))
+    heard = soxr.resample(to_float(rigs.clockspk_played().tobytes()), 48000, 16000)
     end, cut = played_span_ms(heard, ref)
     assert end == loud_end_ms(ref) and cut == float("inf")  # the whole answer played
     assert not h.task.done()
