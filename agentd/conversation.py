@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import assert_never
 
-from agentd.config import Config, TurnSettings
+from agentd.config import TurnSettings
 
 log = logging.getLogger("agentd.conversation")
 
@@ -346,9 +346,9 @@ class Conversation:
     pending: TurnSettings | None = None  # reloaded turn settings, applied at the next rest
 
     @classmethod
-    def from_config(cls, cfg: Config) -> Conversation:
+    def from_settings(cls, turn: TurnSettings) -> Conversation:
         c = cls()
-        c._apply(cfg.turn)
+        c._apply(turn)
         return c
 
     def _apply(self, turn: TurnSettings) -> None:

@@ -25,11 +25,12 @@ from agentd.audio.alsa import Capture, Playback
 from agentd.audio.frame import AudioFrame
 from agentd.audio.pcm import to_int16
 from agentd.audio.resample import VAD_RATE, StreamResampler
-from agentd.config import Config, ConfigError, Loaded, led_config, load
+from agentd.config import Config, ConfigError, Loaded, led_config, load, register_secrets, summary
 from agentd.control import COMMANDS, ControlServer, SocketInUse
 from agentd.device.cues import CUE_RATE, cue_pcm
 from agentd.device.gpio import Gpio, show_error
 from agentd.notify import Notifier
+from agentd.realtime import dialects
 from agentd.realtime import events as ev
 from agentd.realtime.connection import Link, LinkState
 from agentd.state import Persisted, state_dir
@@ -82,8 +83,10 @@ class Daemon:
         self.hooks = hooks or Hooks()
         self.started = time.monotonic()
         self.notifier = Notifier()
-        self.conv = cv.Conversation.from_config(self.cfg)
-        self.gate = vg.VoiceGate(vg.VoiceSettings.from_config(self.cfg))
+        self.conv = cv.Conversation.from_settings(self.cfg.turn)
+        self.gate = vg.VoiceGate(
+            vg.VoiceSettings.of(self.cfg.turn.mode, self.cfg.vad, self.cfg.echo)
+        )
         self.link: Link | None = None
         self.capture: Capture | None = None
         self.playback: Playback | None = None
@@ -91,7 +94,7 @@ class Daemon:
         self.control: Any = None
         self.stop_event = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._uplink_rs = StreamResampler(VAD_RATE, self.cfg.api.input_rate)
+        self._uplink_rs = StreamResampler(VAD_RATE, dialects.input_rate(self.cfg.api))
         self._held: deque[bytes] = deque()
         self._held_bytes = 0
         self._audio_errors: dict[str, str | None] = {"capture": None, "playback": None}
@@ -126,7 +129,7 @@ class Daemon:
             "state": self.conv.state.value,
             "connected": self.conv.connected,
             "dialect": self.cfg.api.dialect,
-            "model": self.cfg.model,
+            "model": dialects.model(self.cfg.api),
             "user_id": self.cfg.device.user_id,
             "turn_mode": self.cfg.turn.mode,
             "turns": c.turns,
@@ -205,9 +208,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
         for w in self.loaded.warnings:
             log.warning("%s", w)
-        if self.loaded.api_key is not None:
-            logs.register_secret(self.loaded.api_key.reveal())
-        log.info("agentd %s starting: %s", __version__, self.cfg.summary())
+        register_secrets(self.cfg.api, self._key())
+        log.info("agentd %s starting: %s", __version__, summary(self.cfg))
         try:
             await self._start_control()  # first: a second instance must not grab the devices
         except SocketInUse as exc:
@@ -325,7 +327,7 @@ class Daemon:
     def _start_audio(self, loop: asyncio.AbstractEventLoop) -> None:
         self.playback = Playback(
             self.cfg.audio.output,
-            self.cfg.api.output_rate,
+            dialects.output_rate(self.cfg.api),
             lambda e: self._audio_status("playback", e),
         )
         self.capture = Capture(
@@ -354,7 +356,7 @@ class Daemon:
     def _start_gpio(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self.hooks.use_gpio:
             return
-        self.gpio = Gpio(self.cfg, loop, self.feed, self.hooks.pin_factory)
+        self.gpio = Gpio(self.cfg.button, self.cfg.led, loop, self.feed, self.hooks.pin_factory)
         if self.gpio.start():
             self._show_led()
 
@@ -455,7 +457,7 @@ class Daemon:
         # The server's input buffer dies with the link, so everything of a turn not yet
         # committed is kept (bounded by max_turn_s) and replayed whole on the next session.
         if not sent or not self.conv.server_commits:
-            limit = int(self.cfg.turn.max_turn_s * self.cfg.api.input_rate * 2)
+            limit = int(self.cfg.turn.max_turn_s * dialects.input_rate(self.cfg.api) * 2)
             self._held.append(pcm)
             self._held_bytes += len(pcm)
             while self._held_bytes > limit:
@@ -509,7 +511,7 @@ class Daemon:
         elif isinstance(a, cv.ReplayBuffered) and link:
             log.info(
                 "connection back: sending %d ms of held speech",
-                self._held_bytes * 1000 // (2 * self.cfg.api.input_rate),
+                self._held_bytes * 1000 // (2 * dialects.input_rate(self.cfg.api)),
             )
             while self._held:
                 link.send(link.codec.append(self._held.popleft()))
@@ -518,7 +520,7 @@ class Daemon:
             if self._held_bytes:
                 log.error(
                     "dropped %d ms of speech: %s",
-                    self._held_bytes * 1000 // (2 * self.cfg.api.input_rate),
+                    self._held_bytes * 1000 // (2 * dialects.input_rate(self.cfg.api)),
                     a.reason,
                 )
             self._held.clear()
@@ -581,9 +583,9 @@ class Daemon:
             self.feed(event)
         if isinstance(e, ev.AudioChunk):
             if self.conv.state is cv.State.SPEAKING and self.conv.item_id == e.item_id:
-                self._play(e.pcm, e.item_id, self.cfg.api.output_rate)
+                self._play(e.pcm, e.item_id, dialects.output_rate(self.cfg.api))
         elif isinstance(e, ev.AudioDone) and self.conv.item_id == e.item_id and self.playback:
-            self._play(b"", e.item_id, self.cfg.api.output_rate, last=True)
+            self._play(b"", e.item_id, dialects.output_rate(self.cfg.api), last=True)
 
     def _transcript(self, e: ev.TranscriptDelta | ev.TranscriptDone) -> None:
         if isinstance(e, ev.TranscriptDelta):
@@ -694,20 +696,21 @@ class Daemon:
         old, new = self.cfg, loaded.config
         self.loaded, self.cfg = loaded, new
         logs.set_level(new.logging.level)
-        if loaded.api_key is not None:
-            logs.register_secret(loaded.api_key.reveal())
+        register_secrets(new.api, self._key())
         # Turn, voice gate and session settings apply from the next turn, and a new url, key
         # or headers wait for an idle moment like a renewal: nothing in flight is dropped.
-        if (old.vad, old.echo, old.turn.mode) != (new.vad, new.echo, new.turn.mode):
-            self._next_gate = vg.VoiceGate(vg.VoiceSettings.from_config(new))
+        voice = vg.VoiceSettings.of(new.turn.mode, new.vad, new.echo)
+        if voice != vg.VoiceSettings.of(old.turn.mode, old.vad, old.echo):
+            self._next_gate = vg.VoiceGate(voice)
         if self.link is not None:
+            session = self.link.session
             if self.link.configure(new, self._key()):
                 log.info("reload: server settings changed: new session at the next idle moment")
                 self._renew_reason = "for the reloaded server settings"
-            elif (old.agent, old.turn) != (new.agent, new.turn):
+            elif self.link.session != session:
                 self._session_pending = True
         self.feed(cv.Reconfigure(new.turn))
-        if old.audio != new.audio or old.api.output_rate != new.api.output_rate:
+        if old.audio != new.audio or dialects.output_rate(old.api) != dialects.output_rate(new.api):
             log.info("reload: audio devices changed: reopening")
             await self._stop_audio()
             self._start_audio(asyncio.get_running_loop())
@@ -730,8 +733,8 @@ class Daemon:
         the uplink resampler and the session follow."""
         if self._next_gate is not None:
             self.gate, self._next_gate = self._next_gate, None
-        if self._uplink_rs.out_rate != self.cfg.api.input_rate:
-            self._uplink_rs = StreamResampler(VAD_RATE, self.cfg.api.input_rate)
+        if self._uplink_rs.out_rate != dialects.input_rate(self.cfg.api):
+            self._uplink_rs = StreamResampler(VAD_RATE, dialects.input_rate(self.cfg.api))
         if self._session_pending and self.link is not None:
             self._session_pending = False
             log.info("reload: session settings changed: session.update")
@@ -757,7 +760,7 @@ def run_main(config_path: Path, hooks: Hooks | None = None) -> int:
         )
         cfg = led_config(config_path)
         if cfg is not None and (hooks is None or hooks.use_gpio):
-            show_error(cfg, hooks.pin_factory if hooks else None)
+            show_error(cfg.led, hooks.pin_factory if hooks else None)
         return EX_CONFIG
     logs.set_level(loaded.config.logging.level)
     os.umask(0o007)

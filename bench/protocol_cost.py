@@ -54,7 +54,8 @@ def messages() -> tuple[list[bytes], list[str]]:
 
 
 def ours(chunks: list[bytes], frames: list[str]) -> int:
-    codec = codec_for(from_mapping({}))
+    cfg = from_mapping({})
+    codec = codec_for(cfg.api.dialect, cfg.device.user_id)
     total = 0
     for c in chunks:
         total += len(codec.append(c))

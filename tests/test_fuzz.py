@@ -425,7 +425,7 @@ def test_fuzzed_frames_through_codecs_and_state_machine(
     )
     def run(steps: list[tuple[str, Any]], dialect: int, mode: str) -> None:
         codec = codecs[dialect]
-        c = cv.Conversation.from_config(CONFIGS[mode])
+        c = cv.Conversation.from_settings(CONFIGS[mode].turn)
         c.handle(cv.LinkUp(), 0.0)
         now = 0.0
         for kind, item in steps:
@@ -479,7 +479,7 @@ async def test_fuzzed_frames_through_the_link_into_the_daemon(
     h.sim.reply = "Fine."
     link = h.daemon.link
     assert link is not None
-    reference = codec_for(h.daemon.cfg)
+    reference = codec_for(h.daemon.cfg.api.dialect, h.daemon.cfg.device.user_id)
     counts: Counter[str] = Counter()
     n_frames = [0]
     seq = itertools.count()

@@ -290,7 +290,7 @@ async def test_each_problem_has_its_own_led_pattern(tmp_path: Path, pwm: bool) -
     sim = Simulator()  # only for its URL: nothing connects
     cfg = load(write_config(tmp_path / "c.yaml", sim, tmp_path, button__pin=None)).config
     factory = MockFactory(pin_class=MockPWMPin) if pwm else MockFactory()
-    gpio = Gpio(cfg, asyncio.get_running_loop(), lambda e: None, factory)
+    gpio = Gpio(cfg.button, cfg.led, asyncio.get_running_loop(), lambda e: None, factory)
     assert gpio.start()
     pin = factory.pin(25)
     seen: dict[str, list[tuple[float, float]]] = {}

@@ -19,12 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from agentd.config import (
-    OPENAI_PCM_RATE,
-    XSTAR_DEFAULT_INPUT_FORMAT,
-    XSTAR_DEFAULT_OUTPUT_FORMAT,
-    Config,
-)
+from agentd.config import AgentSettings, ApiSettings, TurnSettings
+from agentd.realtime import dialects
+from agentd.realtime.dialects import OPENAI_PCM_RATE
 from agentd.realtime.events import (
     AudioChunk,
     AudioDone,
@@ -82,7 +79,7 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
-    """What `session.update` carries; built once from the config, resent after every connect."""
+    """What `session.update` carries; built from the settings, resent after every connect."""
 
     instructions: str
     voice: str | None
@@ -92,17 +89,15 @@ class SessionSettings:
     output_format: str
 
     @classmethod
-    def from_config(cls, cfg: Config) -> SessionSettings:
-        xstar = cfg.api.dialect == "xstar"
+    def of(cls, api: ApiSettings, agent: AgentSettings, turn: TurnSettings) -> SessionSettings:
+        """From the sections it reads: the dialect's formats, the agent, who detects turns."""
         return cls(
-            instructions=cfg.agent.instructions,
-            voice=cfg.agent.voice,
-            server_vad=cfg.turn.detection == "server" and cfg.turn.mode != "push_to_talk",
-            transcription=cfg.agent.transcription,
-            input_format=(cfg.api.input_format or XSTAR_DEFAULT_INPUT_FORMAT) if xstar else "pcm",
-            output_format=(cfg.api.output_format or XSTAR_DEFAULT_OUTPUT_FORMAT)
-            if xstar
-            else "pcm",
+            instructions=agent.instructions,
+            voice=agent.voice,
+            server_vad=turn.detection == "server" and turn.mode != "push_to_talk",
+            transcription=agent.transcription,
+            input_format=dialects.input_format(api),
+            output_format=dialects.output_format(api),
         )
 
 
@@ -115,21 +110,22 @@ class Endpoint:
     subprotocols: tuple[str, ...]
 
 
-def endpoint(cfg: Config, api_key: str | None) -> Endpoint:
+def endpoint(api: ApiSettings, user_id: str, api_key: str | None) -> Endpoint:
     """URL, auth headers and subprotocols per dialect (query values unencoded, as reference
     clients send `model@provider`; only characters that would break the URL are escaped)."""
-    sep = "&" if "?" in cfg.url else "?"
-    url = f"{cfg.url}{sep}model={quote(cfg.model, safe='@:/.-_~')}"
-    headers: list[tuple[str, str]] = list(cfg.api.headers.items())
+    base = dialects.url(api)
+    sep = "&" if "?" in base else "?"
+    url = f"{base}{sep}model={quote(dialects.model(api), safe='@:/.-_~')}"
+    headers: list[tuple[str, str]] = list(api.headers.items())
     subprotocols: list[str] = []
     if api_key:
         headers.append(("Authorization", f"Bearer {api_key}"))
-    if cfg.api.dialect == "xstar":
-        url += f"&userId={quote(cfg.device.user_id, safe='@:.-_~')}"
+    if api.dialect == "xstar":
+        url += f"&userId={quote(user_id, safe='@:.-_~')}"
         subprotocols = ["realtime", "openai-beta.realtime-v1"]
         if api_key:
             subprotocols.insert(1, f"openai-insecure-api-key.{api_key}")
-    elif cfg.api.dialect == "openai-beta":
+    elif api.dialect == "openai-beta":
         headers.append(("OpenAI-Beta", "realtime=v1"))
     return Endpoint(url, tuple(headers), tuple(subprotocols))
 
@@ -426,8 +422,8 @@ class XstarCodec(BetaCodec):
 CODECS: dict[str, type[Codec]] = {"openai": Codec, "openai-beta": BetaCodec, "xstar": XstarCodec}
 
 
-def codec_for(cfg: Config) -> Codec:
-    return CODECS[cfg.api.dialect](user_id=cfg.device.user_id)
+def codec_for(dialect: str, user_id: str) -> Codec:
+    return CODECS[dialect](user_id=user_id)
 
 
 # Coercion of server values into the types the events declare. Servers (and proxies, and

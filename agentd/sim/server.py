@@ -30,7 +30,7 @@ from websockets.typing import Subprotocol
 
 from agentd.audio.frame import AudioFrame, Framer, chop
 from agentd.audio.pcm import to_int16
-from agentd.config import XSTAR_FORMAT_RATES
+from agentd.realtime.dialects import XSTAR_FORMAT_RATES
 from agentd.sim import speech
 
 log = logging.getLogger("agentd.sim")

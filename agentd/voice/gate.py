@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agentd.audio.frame import AudioFrame, chop, join
-from agentd.config import Config
+from agentd.config import EchoSettings, VadSettings
 
 RATE = 16000
 VAD_FRAME_MS = (10, 20, 30)  # the only frame lengths webrtcvad takes
@@ -55,16 +55,17 @@ class VoiceSettings:
     barge_in: str = "button"
 
     @classmethod
-    def from_config(cls, cfg: Config) -> VoiceSettings:
+    def of(cls, turn_mode: str, vad: VadSettings, echo: EchoSettings) -> VoiceSettings:
+        """The gate's settings from the sections it reads (``turn.mode``, ``vad``, ``echo``)."""
         return cls(
-            cfg.turn.mode,
-            cfg.vad.aggressiveness,
-            cfg.vad.preroll_ms,
-            cfg.vad.hangover_ms,
-            cfg.vad.min_speech_ms,
-            cfg.echo.mode,
-            cfg.echo.tail_ms,
-            cfg.echo.barge_in,
+            turn_mode,
+            vad.aggressiveness,
+            vad.preroll_ms,
+            vad.hangover_ms,
+            vad.min_speech_ms,
+            echo.mode,
+            echo.tail_ms,
+            echo.barge_in,
         )
 
 
