@@ -520,7 +520,13 @@ def test_led_shows_the_error_before_exit_78(
         assert run_main(worse, Hooks(pin_factory=factory)) == EX_CONFIG
         assert not factory.pins  # no valid LED setting: nothing driven
         factory.reset()
-        no_key = write(tmp_path, "led: {pin: 6}\n", "k.yaml")  # valid config, no key at all
+        # an empty key file, as right after scripts/install (named in the file, so that a
+        # readable /etc/agentd/api_key on the machine running the tests cannot stand in for it)
+        (tmp_path / "api_key").write_text("")
+        (tmp_path / "api_key").chmod(0o600)
+        no_key = write(
+            tmp_path, f"led: {{pin: 6}}\napi: {{api_key_file: {tmp_path}/api_key}}\n", "k.yaml"
+        )
         assert run_main(no_key, Hooks(pin_factory=factory)) == EX_CONFIG
         assert [s.state for s in factory.pin(6).states].count(1) >= 3
     finally:
