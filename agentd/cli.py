@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agentd import __version__
-from agentd.config import DEFAULT_CONFIG_PATH, ConfigError, Loaded, load, show
+from agentd.config import DEFAULT_CONFIG_PATH, ConfigError, Loaded, load, show, summary
 from agentd.control import COMMANDS
 from agentd.logs import under_systemd
 
@@ -93,7 +93,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     if args.show:
         print(show(loaded))
         return 0
-    print(f"OK {args.config}: {loaded.config.summary()}; api key: {_key_source(loaded)}")
+    print(f"OK {args.config}: {summary(loaded.config)}; api key: {_key_source(loaded)}")
     return 0
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import assert_never
 
-from agentd.config import Config, TurnSettings
+from agentd.audio.frame import AudioFrame
+from agentd.config import TurnSettings
 from agentd.realtime import client_events as ce
 from agentd.realtime import events as ev
 
@@ -123,10 +124,9 @@ class ServerSpeechStart:
 
 @dataclass(frozen=True, slots=True)
 class MicAudio:
-    """Speech from the voice gate (at the gate's rate), ``ms`` long."""
+    """Speech from the voice gate; the frame knows how long it is."""
 
-    ms: int
-    pcm: bytes = field(default=b"", repr=False)
+    frame: AudioFrame
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,10 +266,10 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Uplink:
-    """Turn speech: convert ``pcm`` to the API rate, then append it now (``send``) and/or
+    """Turn speech: convert ``frame`` to the API rate, then append it now (``send``) and/or
     keep it for a replay after an outage (``hold``)."""
 
-    pcm: bytes = field(repr=False)
+    frame: AudioFrame
     send: bool
     hold: bool
 
@@ -395,9 +395,10 @@ class Conversation:
     renew_wanted: str | None = None  # why the session is to be renewed at the next idle moment
 
     @classmethod
-    def from_config(cls, cfg: Config) -> Conversation:
-        c = cls(voice_barge_in=cfg.echo.barge_in == "voice")
-        c._apply(cfg.turn)
+    def from_settings(cls, turn: TurnSettings, voice_barge_in: bool = False) -> Conversation:
+        """``voice_barge_in``: echo.barge_in is voice (the server's VAD may interrupt too)."""
+        c = cls(voice_barge_in=voice_barge_in)
+        c._apply(turn)
         return c
 
     def _apply(self, turn: TurnSettings) -> None:
@@ -656,9 +657,9 @@ class Conversation:
         by itself, only what could not be sent is held."""
         if self.state is not State.LISTENING:
             return []
-        self.sent_ms += e.ms
+        self.sent_ms += e.frame.milliseconds
         send = self.connected and self.outage_since is None
-        return [Uplink(e.pcm, send=send, hold=not send or not self.server_commits)]
+        return [Uplink(e.frame, send=send, hold=not send or not self.server_commits)]
 
     # -------------------------------------------------------------- server
 

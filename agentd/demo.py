@@ -70,7 +70,7 @@ def demo_main(text: str | None = None, sound_card: str = "auto") -> int:
 
 async def _demo(text: str, tmp: Path, room: Any) -> int:
     from agentd import logs
-    from agentd.config import Loaded, from_mapping
+    from agentd.config import Loaded, from_mapping, summary
     from agentd.service import Daemon, Hooks
     from agentd.sim import Simulator
 
@@ -113,7 +113,7 @@ async def _demo(text: str, tmp: Path, room: Any) -> int:
         Loaded(cfg, None, (), ()),
         Hooks(use_gpio=False, on_state=on_state, on_transcript=on_transcript),
     )
-    print(f"simulator on {sim.url}; daemon: {cfg.summary()}")
+    print(f"simulator on {sim.url}; daemon: {summary(cfg)}")
     task = asyncio.create_task(daemon.run())
 
     async def until(pred: Any, timeout: float) -> bool:

@@ -21,14 +21,14 @@ from typing import Any, assert_never
 from agentd import __version__, logs
 from agentd import conversation as cv
 from agentd.audio.alsa import Capture, Playback
-from agentd.audio.pcm import to_float
-from agentd.audio.resample import VAD_RATE
-from agentd.config import Config, ConfigError, Loaded, led_config, load
+from agentd.audio.frame import AudioFrame
+from agentd.config import Config, ConfigError, Loaded, led_config, load, register_secrets, summary
 from agentd.control import COMMANDS, ControlServer, SocketInUse
 from agentd.device.cues import CUE_RATE, cue_pcm
 from agentd.device.gpio import Gpio, show_error
 from agentd.notify import Notifier
 from agentd.realtime import client_events as ce
+from agentd.realtime import dialects
 from agentd.realtime import events as ev
 from agentd.realtime.connection import Link, LinkState
 from agentd.state import Persisted, state_dir
@@ -82,8 +82,12 @@ class Daemon:
         self.hooks = hooks or Hooks()
         self.started = time.monotonic()
         self.notifier = Notifier()
-        self.conv = cv.Conversation.from_config(self.cfg)
-        self.gate = vg.VoiceGate(vg.VoiceSettings.from_config(self.cfg))
+        self.conv = cv.Conversation.from_settings(
+            self.cfg.turn, voice_barge_in=self.cfg.echo.barge_in == "voice"
+        )
+        self.gate = vg.VoiceGate(
+            vg.VoiceSettings.of(self.cfg.turn.mode, self.cfg.vad, self.cfg.echo)
+        )
         self.link: Link | None = None
         self.capture: Capture | None = None
         self.playback: Playback | None = None
@@ -91,7 +95,7 @@ class Daemon:
         self.control: Any = None
         self.stop_event = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.uplink = Uplink(self.cfg.api.input_rate, self.cfg.turn.max_turn_s)
+        self.uplink = Uplink(dialects.input_rate(self.cfg.api), self.cfg.turn.max_turn_s)
         self._mic_on = True  # off while muted: the microphone is not even looked at
         self._audio_errors: dict[str, str | None] = {"capture": None, "playback": None}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -124,7 +128,7 @@ class Daemon:
             "state": self.conv.state.value,
             "connected": self.conv.connected,
             "dialect": self.cfg.api.dialect,
-            "model": self.cfg.model,
+            "model": dialects.model(self.cfg.api),
             "user_id": self.cfg.device.user_id,
             "turn_mode": self.cfg.turn.mode,
             "turns": c.turns,
@@ -203,9 +207,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
         for w in self.loaded.warnings:
             log.warning("%s", w)
-        if self.loaded.api_key is not None:
-            logs.register_secret(self.loaded.api_key.reveal())
-        log.info("agentd %s starting: %s", __version__, self.cfg.summary())
+        register_secrets(self.cfg.api, self._key())
+        log.info("agentd %s starting: %s", __version__, summary(self.cfg))
         try:
             await self._start_control()  # first: a second instance must not grab the devices
         except SocketInUse as exc:
@@ -323,7 +326,7 @@ class Daemon:
     def _start_audio(self, loop: asyncio.AbstractEventLoop) -> None:
         self.playback = Playback(
             self.cfg.audio.output,
-            self.cfg.api.output_rate,
+            dialects.output_rate(self.cfg.api),
             lambda e: self._audio_status("playback", e),
         )
         self.capture = Capture(
@@ -352,7 +355,7 @@ class Daemon:
     def _start_gpio(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self.hooks.use_gpio:
             return
-        self.gpio = Gpio(self.cfg, loop, self.feed, self.hooks.pin_factory)
+        self.gpio = Gpio(self.cfg.button, self.cfg.led, loop, self.feed, self.hooks.pin_factory)
         if self.gpio.start():
             self._show_led()
 
@@ -423,18 +426,17 @@ class Daemon:
             return vg.Speaker()
         return vg.Speaker(pb.busy(now), pb.last_played_at)
 
-    def _on_mic(self, frame: bytes) -> None:
+    def _on_mic(self, frame: AudioFrame) -> None:
         with self._caught("a microphone frame"):
             self._mic_frame(frame)
 
-    def _mic_frame(self, frame: bytes) -> None:
+    def _mic_frame(self, frame: AudioFrame) -> None:
         if not self._mic_on:
             return
-        now = time.monotonic()
-        for e in self.gate.process(frame, now, self._speaker(now)):
+        for e in self.gate.process(frame, self._speaker(time.monotonic())):
             match e:
                 case vg.Audio():
-                    self.feed(cv.MicAudio(len(e.pcm) * 1000 // (2 * VAD_RATE), e.pcm))
+                    self.feed(cv.MicAudio(e.frame))
                 case vg.SpeechStarted():
                     self.feed(cv.SpeechStart())
                 case vg.SpeechEnded():
@@ -452,15 +454,15 @@ class Daemon:
             case cv.Send(event):
                 if link is not None:
                     link.send(event)
-            case cv.Uplink(pcm, send, hold):
-                converted = self.uplink.convert(pcm)
+            case cv.Uplink(frame, send, hold):
+                converted = self.uplink.convert(frame)
                 if send and link is not None:
                     link.send(ce.AppendAudio(converted))
                 if hold:
                     self.uplink.hold(converted)
             case cv.Play(item_id, pcm, last):
                 if pb is not None:
-                    self._play(pcm, item_id, self.cfg.api.output_rate, last=last)
+                    self._play(pcm, item_id, dialects.output_rate(self.cfg.api), last=last)
             case cv.StartStreaming(press):
                 if press:
                     self.gate.press()
@@ -517,8 +519,8 @@ class Daemon:
         start = pb.queued_until()
         pb.play(pcm, item, rate=rate, gain=gain, last=last)
         if self.cfg.echo.barge_in == "voice" and pcm:
-            x = to_float(pcm)
-            self.gate.reference.add(x * (pb.settings.volume if gain is None else gain), rate, start)
+            played = AudioFrame(pcm, rate, timestamp=start)
+            self.gate.reference.add(played, pb.settings.volume if gain is None else gain)
 
     # ------------------------------------------------------------------ server side
 
@@ -654,20 +656,21 @@ class Daemon:
         old, new = self.cfg, loaded.config
         self.loaded, self.cfg = loaded, new
         logs.set_level(new.logging.level)
-        if loaded.api_key is not None:
-            logs.register_secret(loaded.api_key.reveal())
+        register_secrets(new.api, self._key())
         # Turn, voice gate and session settings apply from the next turn, and a new url, key
         # or headers wait for an idle moment like a renewal: nothing in flight is dropped.
-        if (old.vad, old.echo, old.turn.mode) != (new.vad, new.echo, new.turn.mode):
-            self._next_gate = vg.VoiceGate(vg.VoiceSettings.from_config(new))
+        voice = vg.VoiceSettings.of(new.turn.mode, new.vad, new.echo)
+        if voice != vg.VoiceSettings.of(old.turn.mode, old.vad, old.echo):
+            self._next_gate = vg.VoiceGate(voice)
         if self.link is not None:
+            session = self.link.session
             if self.link.configure(new, self._key()):
                 log.info("reload: server settings changed: new session at the next idle moment")
                 self.feed(cv.RenewDue("for the reloaded server settings"))
-            elif (old.agent, old.turn) != (new.agent, new.turn):
+            elif self.link.session != session:
                 self._session_pending = True
         self.feed(cv.Reconfigure(new.turn, voice_barge_in=new.echo.barge_in == "voice"))
-        if old.audio != new.audio or old.api.output_rate != new.api.output_rate:
+        if old.audio != new.audio or dialects.output_rate(old.api) != dialects.output_rate(new.api):
             log.info("reload: audio devices changed: reopening")
             await self._stop_audio()
             self._start_audio(asyncio.get_running_loop())
@@ -690,7 +693,7 @@ class Daemon:
         the uplink resampler and the session follow."""
         if self._next_gate is not None:
             self.gate, self._next_gate = self._next_gate, None
-        self.uplink.configure(self.cfg.api.input_rate, self.cfg.turn.max_turn_s)
+        self.uplink.configure(dialects.input_rate(self.cfg.api), self.cfg.turn.max_turn_s)
         if self._session_pending and self.link is not None:
             self._session_pending = False
             log.info("reload: session settings changed: session.update")
@@ -716,7 +719,7 @@ def run_main(config_path: Path, hooks: Hooks | None = None) -> int:
         )
         cfg = led_config(config_path)
         if cfg is not None and (hooks is None or hooks.use_gpio):
-            show_error(cfg, hooks.pin_factory if hooks else None)
+            show_error(cfg.led, hooks.pin_factory if hooks else None)
         return EX_CONFIG
     logs.set_level(loaded.config.logging.level)
     os.umask(0o007)

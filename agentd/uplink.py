@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
-import numpy as np
-
+from agentd.audio.frame import AudioFrame
 from agentd.audio.pcm import to_int16
 from agentd.audio.resample import VAD_RATE, StreamResampler
 
@@ -20,7 +19,6 @@ class Uplink:
     """Rate conversion for one turn at a time, plus the held audio of that turn."""
 
     def __init__(self, rate: int, max_held_s: float, in_rate: int = VAD_RATE) -> None:
-        self.in_rate = in_rate
         self._rs = StreamResampler(in_rate, rate)
         self._held: deque[bytes] = deque()
         self._held_bytes = 0
@@ -33,7 +31,7 @@ class Uplink:
     def configure(self, rate: int, max_held_s: float) -> None:
         """New settings (a reload, between turns): the API rate and the longest turn."""
         if rate != self._rs.out_rate:
-            self._rs = StreamResampler(self.in_rate, rate)
+            self._rs = StreamResampler(self._rs.in_rate, rate)
         self.limit_bytes = int(max_held_s * rate * 2)
 
     def new_turn(self) -> None:
@@ -41,9 +39,11 @@ class Uplink:
         self._rs.reset()
         self.clear()
 
-    def convert(self, pcm: bytes) -> bytes:
-        """PCM16 at the gate's rate → PCM16 at the API's input rate (continuous in a turn)."""
-        return to_int16(self._rs.process(np.frombuffer(pcm, dtype="<i2")))
+    def convert(self, frame: AudioFrame) -> bytes:
+        """A frame (the gate's 16 kHz) → PCM16 at the API's input rate, continuous in a turn."""
+        if frame.rate != self._rs.in_rate:  # a frame at another rate: a resampler for it
+            self._rs = StreamResampler(frame.rate, self._rs.out_rate)
+        return to_int16(self._rs.process(frame.array()))
 
     def hold(self, pcm: bytes) -> None:
         """Keep converted audio for a replay; the oldest goes beyond one whole turn."""

@@ -16,20 +16,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import webrtcvad
 
+from agentd.audio.frame import Framer, chop
 from agentd.audio.pcm import to_float, to_int16
-from agentd.audio.resample import Framer, StreamResampler
+from agentd.audio.resample import StreamResampler
 
 SECONDS = 60
 CARD = 48000
 
 
 def capture_path(periods: list[bytes]) -> int:
-    rs, framer, vad = StreamResampler(CARD, 16000), Framer(320), webrtcvad.Vad(2)
+    rs, framer, vad = StreamResampler(CARD, 16000), Framer(16000, 20), webrtcvad.Vad(2)
     voiced = 0
     for data in periods:
         x = np.frombuffer(data, "<i2").reshape(-1, 2)[:, 0]
-        for f in framer.push(rs.process(x)):
-            voiced += vad.is_speech(to_int16(f), 16000)
+        for f in framer.push(to_int16(rs.process(x))):
+            voiced += vad.is_speech(f.audio, 16000)
     return voiced
 
 
@@ -45,9 +46,9 @@ def playback_path(deltas: list[bytes]) -> int:
 def main() -> dict[str, float]:
     rng = np.random.default_rng(0)
     card = (rng.standard_normal(CARD * SECONDS * 2) * 2000).astype("<i2").tobytes()
-    periods = [card[i : i + CARD * 4 // 50] for i in range(0, len(card), CARD * 4 // 50)]
+    periods = [f.audio for f in chop(card, CARD, 20, channels=2)]
     api = (rng.standard_normal(24000 * SECONDS) * 2000).astype("<i2").tobytes()
-    deltas = [api[i : i + 4800] for i in range(0, len(api), 4800)]
+    deltas = [f.audio for f in chop(api, 24000, 100)]
     out = {}
     for name, fn, arg in (("capture", capture_path, periods), ("playback", playback_path, deltas)):
         t0 = time.process_time()

@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from agentd import conversation as cv  # noqa: E402
+from agentd.audio.frame import chop  # noqa: E402
 from agentd.audio.pcm import to_float  # noqa: E402
 from agentd.config import load  # noqa: E402
 from agentd.service import Daemon, Hooks  # noqa: E402
@@ -70,7 +71,7 @@ def config(path: Path, sim: Simulator, **extra: Any) -> Path:
 async def in_process(room: PulseRoom) -> dict[str, float]:
     out: dict[str, float] = {}
     rng = np.random.default_rng(0)
-    frames = [(rng.standard_normal(320) * 8000).astype("<i2").tobytes() for _ in range(25)]
+    speech = (rng.standard_normal(8000) * 8000).astype("<i2").tobytes()  # 500 ms
     async with Simulator("openai", pace=1.0) as sim:
         cfg = config(DIR / "c.yaml", sim)
         d = Daemon(cfg, load(cfg, require_key=False), Hooks(use_gpio=False))
@@ -101,7 +102,7 @@ async def in_process(room: PulseRoom) -> dict[str, float]:
 
         d.playback.play = timed_play  # type: ignore[method-assign]
         heard: list[bytes] = []  # the room, recorded from outside: "the speaker"
-        probe = room_probe(asyncio.get_running_loop(), heard.append)
+        probe = room_probe(asyncio.get_running_loop(), lambda f: heard.append(f.audio))
         probe.start()
         await asyncio.sleep(1.0)  # the monitor's first half second may hold junk
         ref = to_float(sim.speech.pcm(sim.reply, 16000))
@@ -110,7 +111,7 @@ async def in_process(room: PulseRoom) -> dict[str, float]:
         mark = len(heard)
         for turn in range(TURNS + 1):  # turn 0 primes the room probe
             d.feed(cv.Press())
-            for f in frames:
+            for f in chop(speech, 16000, 20, start=time.monotonic()):
                 d._on_mic(f)
             sim.events.clear()
             t_rel = time.monotonic()

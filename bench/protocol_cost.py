@@ -23,6 +23,7 @@ from openai._models import construct_type_unchecked
 from openai._utils import maybe_transform
 from openai.types.realtime import RealtimeClientEventParam, RealtimeServerEvent
 
+from agentd.audio.frame import chop
 from agentd.config import from_mapping
 from agentd.realtime import client_events as ce
 from agentd.realtime.codec import codec_for
@@ -35,28 +36,27 @@ TARGET = 0.5
 def messages() -> tuple[list[bytes], list[str]]:
     rng = np.random.default_rng(1)
     audio = (rng.standard_normal(RATE * AUDIO_S) * 3000).astype("<i2").tobytes()
-    step_in = RATE * 2 // 50  # 20 ms appends
-    chunks = [audio[i : i + step_in] for i in range(0, len(audio), step_in)]
-    step_out = RATE * 2 // 10  # 100 ms deltas, as servers send
+    chunks = [f.audio for f in chop(audio, RATE, 20)]  # 20 ms appends
     frames = [
         json.dumps(
             {
                 "type": "response.output_audio.delta",
-                "event_id": f"event_{i}",
+                "event_id": f"event_{i * len(delta.audio)}",
                 "response_id": "resp_1",
                 "item_id": "item_1",
                 "output_index": 0,
                 "content_index": 0,
-                "delta": base64.b64encode(audio[i : i + step_out]).decode(),
+                "delta": base64.b64encode(delta.audio).decode(),
             }
         )
-        for i in range(0, len(audio), step_out)
+        for i, delta in enumerate(chop(audio, RATE, 100))  # 100 ms deltas, as servers send
     ]
     return chunks, frames
 
 
 def ours(chunks: list[bytes], frames: list[str]) -> int:
-    codec = codec_for(from_mapping({}))
+    cfg = from_mapping({})
+    codec = codec_for(cfg.api.dialect, cfg.device.user_id)
     total = 0
     for c in chunks:
         total += len(codec.encode(ce.AppendAudio(c)))

@@ -2,7 +2,8 @@
 
 Prints onset recall, the uplink byte ratio of a ~10%-speech hands-free minute, endpoint
 latency after the true speech end (median, p95), the premature-cut rate, false barge-ins on
-echo-only playback and barge-in detection within 300 ms on double-talk.
+echo-only playback and barge-in detection within 300 ms on double-talk; then the same
+figures with 10 and 30 ms microphone frames (``audio.input.period_ms``), which should match.
 """
 
 from __future__ import annotations
@@ -16,6 +17,25 @@ import numpy as np
 
 from agentd.voice.gate import VoiceSettings
 from tests import corpus, voice_eval
+
+
+def period_figures(ms: int) -> dict[str, float]:
+    """Onset recall, endpoint latency and barge-in figures with ``ms`` microphone frames."""
+    s = VoiceSettings("hands_free")
+    scores = [
+        voice_eval.score_gate(corpus.scene(corpus.PHRASES, np.random.default_rng(seed)), s, ms)
+        for seed in range(3)
+    ]
+    lat = [v for x in scores for v in x.latencies_ms]
+    barge = [voice_eval.score_barge_in(seed, 24, ms=ms) for seed in (3, 7, 11)]
+    return {
+        "onset_recall": sum(x.onsets_caught for x in scores) / sum(x.onsets for x in scores),
+        "endpoint_median_ms": float(np.median(lat)),
+        "endpoint_p95_ms": float(np.percentile(lat, 95)),
+        "false_barge_ins": float(sum(b.false_barge_ins for b in barge)),
+        "barge_in_detection": sum(b.detected_in_time for b in barge)
+        / sum(b.double_talk for b in barge),
+    }
 
 
 def main() -> dict[str, float]:
@@ -59,6 +79,15 @@ def main() -> dict[str, float]:
         f"barge-in within 300 ms of user onset: {detected:.0%} of {sum(b.double_talk for b in barge)} "
         f"double-talk cases (target ≥ 90%), median delay {np.median(delays):.0f} ms"
     )
+    for ms in (10, 30):
+        p = period_figures(ms)
+        out.update({f"{k}_{ms}ms": v for k, v in p.items()})
+        print(
+            f"with {ms} ms frames: onset recall {p['onset_recall']:.0%}, endpoint median "
+            f"{p['endpoint_median_ms']:.0f} ms, p95 {p['endpoint_p95_ms']:.0f} ms, false "
+            f"barge-ins {p['false_barge_ins']:.0f}, barge-in within 300 ms "
+            f"{p['barge_in_detection']:.0%}"
+        )
     return out
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agentd.audio.frame import AudioFrame, chop
 from agentd.audio.pcm import to_float, to_int16
 from agentd.sim.speech import espeak_pcm
 
@@ -119,8 +120,6 @@ def echo_of(playback: np.ndarray, level_db: float, rng: np.random.Generator) -> 
     return (e * 10 ** (level_db / 20)).astype(np.float32)
 
 
-def frames(audio: np.ndarray) -> list[bytes]:
-    """20 ms int16 frames."""
-    pcm = np.frombuffer(to_int16(audio), "<i2")
-    n = pcm.size // 320
-    return [pcm[i * 320 : (i + 1) * 320].tobytes() for i in range(n)]
+def frames(audio: np.ndarray, ms: int = 20) -> list[AudioFrame]:
+    """The recording as microphone frames of ``ms``, the first captured at 0."""
+    return chop(to_int16(audio), RATE, ms)

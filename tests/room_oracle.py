@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from agentd.audio.alsa import Capture
+from agentd.audio.frame import AudioFrame
 from agentd.config import InputSettings
 
 # A block "played" when the room holds the answer's sound there: correlated with it at the
@@ -23,7 +24,7 @@ from agentd.config import InputSettings
 MATCH_CORR = 0.6
 
 
-def room_probe(loop: asyncio.AbstractEventLoop, on_frame: Callable[[bytes], None]) -> Capture:
+def room_probe(loop: asyncio.AbstractEventLoop, on_frame: Callable[[AudioFrame], None]) -> Capture:
     """The room recorded from outside (its monitor, delivered as 16 kHz mono frames): "the
     speaker" for measurements. Its first second or so arrives late; start it early."""
     settings = InputSettings(device="mic", rate=48000, channels=2, period_ms=10)

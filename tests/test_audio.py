@@ -6,11 +6,13 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from agentd.audio.alsa import Capture, Playback, describe_alsa_error
+from agentd.audio.frame import AudioFrame
 from agentd.audio.pcm import to_float, to_int16
 from agentd.audio.resample import StreamResampler
 from agentd.config import InputSettings, OutputSettings
@@ -74,7 +76,7 @@ def test_sweep_does_not_alias_above_target_nyquist(src: int, dst: int) -> None:
 # ---------------------------------------------------------------- file-backed PCMs (exact)
 
 
-async def collect(cap: Capture, frames: list[bytes], n: int, timeout: float = 10) -> None:
+async def collect(cap: Capture, frames: list[Any], n: int, timeout: float = 10) -> None:
     t0 = time.monotonic()
     while len(frames) < n:
         assert time.monotonic() - t0 < timeout, f"got {len(frames)} of {n} frames"
@@ -89,7 +91,7 @@ async def test_capture_48k_stereo_file_delivers_16k_mono_of_the_chosen_channel()
     right = sine(1000, 48000, 20.0, 0.5)
     stereo = np.stack([left, right], axis=1).reshape(-1)
     rigs.CAPTURE48_FILE.write_bytes(to_int16(stereo))
-    frames: list[bytes] = []
+    frames: list[AudioFrame] = []
     cap = Capture(
         InputSettings(device="testcap48", rate=48000, channels=2, channel=1),
         asyncio.get_running_loop(),
@@ -100,8 +102,10 @@ async def test_capture_48k_stereo_file_delivers_16k_mono_of_the_chosen_channel()
         await collect(cap, frames, 40)  # 800 ms of 20 ms frames
     finally:
         cap.stop()
-    assert all(len(f) == 320 * 2 for f in frames)
-    x = to_float(b"".join(frames[5:40]))
+    assert all(
+        (f.rate, f.channels, f.samples, f.milliseconds) == (16000, 1, 320, 20) for f in frames
+    )
+    x = to_float(b"".join(f.audio for f in frames[5:40]))
     assert abs(peak_hz(x, 16000) - 1000) < 20  # the right channel, not the left
     assert abs(level_db(x) - level_db(right[:48000])) < 0.5
 
@@ -157,7 +161,7 @@ async def test_room_speech_reaches_capture_in_real_time(
     cap = Capture(
         InputSettings(device="mic", rate=48000, channels=2, channel=0),
         asyncio.get_running_loop(),
-        lambda f: frames.append((time.monotonic(), f)),
+        lambda f: frames.append((time.monotonic(), f.audio)),
     )
     cap.start()
     try:
@@ -190,7 +194,7 @@ async def test_playback_into_room_comes_out_of_monitor_and_flush_silences(
     cap = Capture(
         InputSettings(device="mic", rate=48000, channels=2),
         asyncio.get_running_loop(),
-        lambda f: frames.append((time.monotonic(), f)),
+        lambda f: frames.append((time.monotonic(), f.audio)),
     )
     pb = Playback(OutputSettings(device="spk", rate=48000, buffer_ms=80), 24000)
     cap.start()
@@ -276,7 +280,7 @@ async def test_capture_device_vanishes_and_returns(room: rigs.PulseRoom) -> None
     """Kill the sound server under a running capture (like a USB unplug): the thread reports
     the fault, keeps retrying, and recovers by itself when the device returns."""
     statuses: list[str | None] = []
-    frames: list[bytes] = []
+    frames: list[AudioFrame] = []
     cap = Capture(
         InputSettings(device="mic", rate=48000, channels=2),
         asyncio.get_running_loop(),
@@ -315,10 +319,10 @@ async def test_a_frame_handler_that_raises_loses_that_frame_not_the_stream(
     """One exception in the loop-side handler once stopped delivery for good (the drain
     stayed marked as scheduled): now that frame is counted and said, and the rest flow."""
     rigs.CAPTURE_FILE.write_bytes(to_int16(sine(300, 16000, 30.0, 0.2)))
-    frames: list[bytes] = []
+    frames: list[AudioFrame] = []
     calls = 0
 
-    def on_frame(f: bytes) -> None:
+    def on_frame(f: AudioFrame) -> None:
         nonlocal calls
         calls += 1
         if calls == 5:
@@ -344,7 +348,7 @@ async def test_a_handler_that_always_raises_is_said_once_and_makes_capture_unhea
     watchdog then stops), and hundreds of failures are one log line."""
     mic, _ = rigs.clock_pcms()
 
-    def on_frame(f: bytes) -> None:
+    def on_frame(f: AudioFrame) -> None:
         raise RuntimeError("always")
 
     cap = Capture(
@@ -370,7 +374,7 @@ async def test_frozen_microphone_is_unhealthy_and_recovers() -> None:
     """clockmic's clock stops (a hung card: no error, reads just wait): no frames reach the
     loop, health says so within ~2 s; the clock runs again and so do the frames."""
     mic, _ = rigs.clock_pcms()
-    frames: list[bytes] = []
+    frames: list[AudioFrame] = []
     cap = Capture(
         InputSettings(device=mic, rate=48000, channels=2),
         asyncio.get_running_loop(),

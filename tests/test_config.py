@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import inspect
+import itertools
 import os
 import re
 import socket
 import subprocess
 import sys
+import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from agentd import config as C
 from agentd.cli import main
+from agentd.config import placeholders, schema, validate
+from agentd.realtime import dialects
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.yaml.example"
@@ -55,8 +62,8 @@ def test_defaults_match_design() -> None:
     assert cfg.control.socket == "/run/agentd/control.sock"
     assert (cfg.logging.level, cfg.logging.transcripts) == ("info", False)
     assert cfg.device.user_id == socket.gethostname()
-    assert cfg.url == "wss://api.openai.com/v1/realtime"
-    assert cfg.api.input_rate == cfg.api.output_rate == 24000
+    assert dialects.url(cfg.api) == "wss://api.openai.com/v1/realtime"
+    assert dialects.input_rate(cfg.api) == dialects.output_rate(cfg.api) == 24000
 
 
 def test_settings_are_frozen() -> None:
@@ -67,13 +74,13 @@ def test_settings_are_frozen() -> None:
 
 def test_xstar_rates_and_defaults() -> None:
     cfg = C.from_mapping({"api": {"dialect": "xstar", "input_format": "Raw8KHz16BitMonoPcm"}})
-    assert cfg.url == "wss://api.xstar.city/v1/realtime"
-    assert cfg.api.input_rate == 8000 and cfg.api.output_rate == 24000
+    assert dialects.url(cfg.api) == "wss://api.xstar.city/v1/realtime"
+    assert dialects.input_rate(cfg.api) == 8000 and dialects.output_rate(cfg.api) == 24000
 
 
 def test_placeholders(tmp_path: Path) -> None:
     cfg = C.from_mapping({"device": {"user_id": "pi-{hostname}-{machine_id}"}})
-    assert cfg.device.user_id == f"pi-{socket.gethostname()}-{C._machine_id()}"
+    assert cfg.device.user_id == f"pi-{socket.gethostname()}-{placeholders.machine_id()}"
     assert "{" not in cfg.device.user_id
 
 
@@ -246,10 +253,70 @@ def test_example_passes_check_config() -> None:
     assert res.stdout.startswith("OK ")
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a schema class (read as Sphinx reads attribute
+    docs: the string expression right after the annotated assignment)."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = after.value.value
+    return docs
+
+
+def iter_keys(cls: type = C.Config, prefix: str = "") -> Iterator[tuple[str, Any, str]]:
+    """Every key of the schema as (path, default, doc); sections (led.rgb too) are yielded
+    before their keys, with no default."""
+    docs = field_docs(cls)
+    for name, (f, tp) in validate.fields(cls).items():
+        path = f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):  # optional sections (led.rgb) are leaves here
+            yield path, None, docs.get(name, "")
+            yield from iter_keys(tp, path + ".")  # type: ignore[arg-type]
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else None
+            yield path, default, docs.get(name, "")
+
+
+def test_every_schema_field_has_a_doc_naming_its_unit() -> None:
+    """wyoming-satellite's settings.py style: a docstring under each field; durations and
+    rates say their unit, so `tail_ms: 250` is never read as seconds."""
+    units = {"_ms": "millisecond", "_s": "second", "rate": "Hz"}
+    for path, _, doc in iter_keys():
+        assert doc.strip(), f"{path} has no docstring in agentd/config/schema.py"
+        for suffix, unit in units.items():
+            if path.endswith(suffix):
+                assert unit in doc, f"{path}: its doc does not name the unit ({unit}): {doc!r}"
+    assert (
+        field_docs(schema.VadSettings)["hangover_ms"] == "Silence that ends speech (milliseconds)."
+    )
+
+
+def test_schema_is_data_only() -> None:
+    """Settings hold values; what the daemon derives from them (URLs, rates, the summary)
+    lives with the code that uses it."""
+    for _, cls in inspect.getmembers(schema, inspect.isclass):
+        if cls.__module__ != schema.__name__:
+            continue
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+        own = {
+            k
+            for k, v in vars(cls).items()
+            if not k.startswith("__") and (callable(v) or isinstance(v, property))
+        }
+        assert not own, f"{cls.__name__} has behaviour: {own}"
+
+
 def test_example_documents_every_key_with_its_default() -> None:
     data = yaml.safe_load(EXAMPLE.read_text())
     text = EXAMPLE.read_text()
-    for path, default, doc in C.iter_keys():
+    for path, default, doc in iter_keys():
         node = data
         for part in path.split("."):
             assert isinstance(node, dict) and part in node, f"{path} missing from the example"
@@ -453,7 +520,13 @@ def test_led_shows_the_error_before_exit_78(
         assert run_main(worse, Hooks(pin_factory=factory)) == EX_CONFIG
         assert not factory.pins  # no valid LED setting: nothing driven
         factory.reset()
-        no_key = write(tmp_path, "led: {pin: 6}\n", "k.yaml")  # valid config, no key at all
+        # an empty key file, as right after scripts/install (named in the file, so that a
+        # readable /etc/agentd/api_key on the machine running the tests cannot stand in for it)
+        (tmp_path / "api_key").write_text("")
+        (tmp_path / "api_key").chmod(0o600)
+        no_key = write(
+            tmp_path, f"led: {{pin: 6}}\napi: {{api_key_file: {tmp_path}/api_key}}\n", "k.yaml"
+        )
         assert run_main(no_key, Hooks(pin_factory=factory)) == EX_CONFIG
         assert [s.state for s in factory.pin(6).states].count(1) >= 3
     finally:
@@ -462,8 +535,9 @@ def test_led_shows_the_error_before_exit_78(
 
 # ------------------------------------------------------------------ every key does something
 
-#: Functions of config.py that use a setting (the rest only validate or print them).
-CONFIG_PY_USERS = {"url", "model", "input_rate", "output_rate", "resolve_api_key"}
+#: The one module of the agentd.config package that uses settings (the key lookup and its
+#: redaction); schema, validate, loading, placeholders and show only define, check or print them.
+CONFIG_PKG_USERS = {"secrets.py"}
 
 
 def settings_classes() -> dict[str, str]:
@@ -472,8 +546,8 @@ def settings_classes() -> dict[str, str]:
 
     def walk(cls: type, prefix: str) -> None:
         out[cls.__name__] = prefix.rstrip(".")
-        for name, (_, tp) in C._fields(cls).items():
-            inner = C._strip_optional(tp)
+        for name, (_, tp) in validate.fields(cls).items():
+            inner = validate.strip_optional(tp)
             if dataclasses.is_dataclass(inner):
                 walk(inner, f"{prefix}{name}.")  # type: ignore[arg-type]
 
@@ -489,7 +563,7 @@ def reads_in(source: str, skip_functions: frozenset[str] = frozenset()) -> set[s
     are scoped per function, ``self.`` attributes per class."""
     classes = settings_classes()
     by_segment = {path.rsplit(".", 1)[-1]: cls for cls, path in classes.items() if path}
-    fields = {cls: set(C._fields(getattr(C, cls))) for cls in classes}
+    fields = {cls: set(validate.fields(getattr(schema, cls))) for cls in classes}
     tree = ast.parse(source)
 
     def annotated(ann: ast.AST | None) -> str | None:
@@ -593,18 +667,9 @@ def test_every_documented_key_is_read_by_the_daemon() -> None:
     for path in sorted((ROOT / "agentd").rglob("*.py")):
         if "sim" in path.relative_to(ROOT / "agentd").parts:
             continue  # the simulator is not the daemon
-        source = path.read_text()
-        if path.name == "config.py":
-            users = {
-                n.name
-                for n in ast.walk(ast.parse(source))
-                if isinstance(n, ast.FunctionDef) and n.name not in CONFIG_PY_USERS
-            }
-            found |= reads_in(source, frozenset(users))
-        else:
-            found |= reads_in(source)
-    keys = [
-        p for p, _, _ in C.iter_keys() if p not in settings_classes().values() or p == "led.rgb"
-    ]
+        if path.parent.name == "config" and path.name not in CONFIG_PKG_USERS:
+            continue
+        found |= reads_in(path.read_text())
+    keys = [p for p, _, _ in iter_keys() if p not in settings_classes().values() or p == "led.rgb"]
     unread = [k for k in keys if k not in found]
     assert not unread, f"documented keys no code reads: {unread}"

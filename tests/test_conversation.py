@@ -7,11 +7,19 @@ from typing import Any
 import pytest
 
 from agentd import conversation as cv
+from agentd.audio.frame import AudioFrame
 from agentd.config import TurnSettings
 from agentd.conversation import State as S
 from agentd.realtime import client_events as ce
 
 A = cv
+
+
+def speech(ms: int) -> cv.MicAudio:
+    """``ms`` of the voice gate's 16 kHz audio."""
+    return A.MicAudio(AudioFrame(b"\x01\x00" * 16 * ms, 16000))
+
+
 #: a finished turn handed to the server: commit, drop the held copy, ask for the answer
 COMMIT = [A.Send(ce.Commit()), A.DiscardBuffered(), A.Send(ce.CreateResponse())]
 
@@ -467,25 +475,25 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
     (
         "turn speech while connected: sent and held until the commit",
         lambda: machine(state=S.LISTENING),
-        A.MicAudio(20, b"\x01\x00"),
-        [A.Uplink(b"\x01\x00", send=True, hold=True)],
+        speech(20),
+        [A.Uplink(speech(20).frame, send=True, hold=True)],
         S.LISTENING,
     ),
     (
         "turn speech with server VAD: sent, not held (the server commits)",
         lambda: machine("hands_free", S.LISTENING, detection="server"),
-        A.MicAudio(20, b"\x01\x00"),
-        [A.Uplink(b"\x01\x00", send=True, hold=False)],
+        speech(20),
+        [A.Uplink(speech(20).frame, send=True, hold=False)],
         S.LISTENING,
     ),
     (
         "turn speech during an outage: held only",
         lambda: machine("hands_free", S.LISTENING, detection="server", outage_since=99.0),
-        A.MicAudio(20, b"\x01\x00"),
-        [A.Uplink(b"\x01\x00", send=False, hold=True)],
+        speech(20),
+        [A.Uplink(speech(20).frame, send=False, hold=True)],
         S.LISTENING,
     ),
-    ("speech outside a turn goes nowhere", machine, A.MicAudio(20, b"\x01\x00"), [], S.IDLE),
+    ("speech outside a turn goes nowhere", machine, speech(20), [], S.IDLE),
     (
         "speaker hung mid-answer: cancel, truncate, error",
         speaking,
@@ -530,7 +538,7 @@ def test_every_state_and_input_is_covered() -> None:
 def test_max_turn_ends_the_turn_and_error_clears() -> None:
     c = machine("toggle")
     c.handle(A.Press(), 0.0)
-    c.handle(A.MicAudio(3000), 1.0)
+    c.handle(speech(3000), 1.0)
     assert c.handle(A.Tick(), 29.0) == []
     assert A.Send(ce.Commit()) in c.handle(A.Tick(), 30.0)
     c.handle(A.ServerFault("server_error", "x"), 31.0)
@@ -544,9 +552,9 @@ def test_max_turn_ends_the_turn_and_error_clears() -> None:
 def test_speech_during_short_outage_is_kept_and_sent() -> None:
     c = machine()
     c.handle(A.Press(), 0.0)
-    c.handle(A.MicAudio(400), 0.5)
+    c.handle(speech(400), 0.5)
     assert c.handle(A.LinkDown("lost"), 0.6) == []
-    c.handle(A.MicAudio(600), 1.0)
+    c.handle(speech(600), 1.0)
     assert c.handle(A.Release(), 1.5) == [A.StopStreaming(), A.Cue("listen_end")]
     assert c.state is S.THINKING and c.turn_waiting
     assert c.handle(A.LinkUp(), 3.0) == [A.ReplayBuffered(), *COMMIT]
@@ -556,7 +564,7 @@ def test_speech_during_short_outage_is_kept_and_sent() -> None:
 def test_speech_during_long_outage_is_an_error_never_silent() -> None:
     c = machine()
     c.handle(A.Press(), 0.0)
-    c.handle(A.MicAudio(400), 0.5)
+    c.handle(speech(400), 0.5)
     c.handle(A.LinkDown("lost"), 0.6)
     c.handle(A.Release(), 1.5)
     acts = c.handle(A.Tick(), 0.6 + cv.OUTAGE_GRACE_S)
@@ -569,7 +577,7 @@ def test_toggle_conversation_continues_until_idle_timeout() -> None:
     c = machine("toggle")
     c.idle_timeout_s = 20
     c.handle(A.Press(), 0.0)
-    c.handle(A.MicAudio(500), 1.0)
+    c.handle(speech(500), 1.0)
     c.handle(A.SpeechEnd(), 2.0)
     c.handle(A.ResponseStarted("r"), 2.1)
     c.handle(A.AssistantItem("i"), 2.1)
@@ -578,7 +586,7 @@ def test_toggle_conversation_continues_until_idle_timeout() -> None:
     c.handle(A.PlaybackFinished(), 4.0)
     assert c.state is S.IDLE
     assert c.handle(A.SpeechStart(), 10.0)[0] == A.StartStreaming()  # hands-free follow-up
-    c.handle(A.MicAudio(500), 11.0)
+    c.handle(speech(500), 11.0)
     c.handle(A.SpeechEnd(), 12.0)
     c.handle(A.ResponseFinished("completed"), 13.0)
     assert c.state is S.IDLE
@@ -597,7 +605,7 @@ def test_interrupt_counts_and_truncates_only_once() -> None:
 def test_reload_during_a_hold_keeps_it_and_applies_from_the_next_turn() -> None:
     c = machine()
     c.handle(A.Press(), 0.0)
-    c.handle(A.MicAudio(600), 0.6)
+    c.handle(speech(600), 0.6)
     assert c.handle(A.Reconfigure(TurnSettings(mode="toggle")), 0.7) == []
     assert c.mode == "push_to_talk"  # the hold is a push-to-talk hold until released
     acts = c.handle(A.Release(), 1.0)
@@ -613,7 +621,7 @@ def test_turn_during_a_planned_renewal_is_committed_on_the_new_session() -> None
     assert c.handle(A.RenewDue(), 0.0) == [A.Renew()] and not c.connected
     assert c.state is S.IDLE  # no OFFLINE flash for a planned renewal
     c.handle(A.Press(), 0.1)
-    c.handle(A.MicAudio(800), 0.9)
+    c.handle(speech(800), 0.9)
     assert c.handle(A.LinkDown(None, planned=True), 0.95) == []  # the old session ends
     assert c.handle(A.Release(), 1.0) == [A.StopStreaming(), A.Cue("listen_end")]
     assert c.state is S.THINKING and c.turn_waiting
@@ -624,7 +632,7 @@ def test_turn_during_a_planned_renewal_is_committed_on_the_new_session() -> None
 def test_press_while_offline_is_held_and_sent_when_the_link_is_back() -> None:
     c = machine(state=S.OFFLINE, connected=False)
     c.handle(A.Press(), 0.0)
-    c.handle(A.MicAudio(500), 0.5)
+    c.handle(speech(500), 0.5)
     c.handle(A.Release(), 1.0)
     assert c.state is S.THINKING and c.turn_waiting
     assert c.handle(A.LinkUp(), 2.0) == [A.ReplayBuffered(), *COMMIT]
@@ -633,7 +641,7 @@ def test_press_while_offline_is_held_and_sent_when_the_link_is_back() -> None:
 def test_press_while_offline_gives_up_when_the_link_stays_away() -> None:
     c = machine(state=S.OFFLINE, connected=False)
     c.handle(A.Press(), 0.0)
-    c.handle(A.MicAudio(500), 0.5)
+    c.handle(speech(500), 0.5)
     c.handle(A.Release(), 1.0)
     acts = c.handle(A.Tick(), cv.OUTAGE_GRACE_S)
     assert A.Cue("error") in acts and c.state is S.ERROR and c.counters.lost_turns == 1
@@ -643,7 +651,7 @@ def test_thinking_deadline_gives_the_error_cue_and_returns_to_idle() -> None:
     c = machine()
     c.response_timeout_s = 15.0
     c.handle(A.Press(), 0.0)
-    c.handle(A.MicAudio(500), 0.5)
+    c.handle(speech(500), 0.5)
     c.handle(A.Release(), 1.0)
     assert c.handle(A.Tick(), 15.9) == []
     assert c.handle(A.Tick(), 16.0) == [A.Send(ce.Cancel()), A.Cue("error")]
@@ -676,7 +684,7 @@ def test_quota_problem_lasts_until_an_answer_completes() -> None:
     assert c.state is S.IDLE and c.shown_problem == "quota"
     c.handle(A.Press(), 10.0)
     assert c.shown_problem is None  # a turn shows its own state
-    c.handle(A.MicAudio(500), 10.5)
+    c.handle(speech(500), 10.5)
     c.handle(A.Release(), 11.0)
     c.handle(A.ResponseStarted("r"), 11.2)
     c.handle(A.ResponseFinished("completed"), 12.0)

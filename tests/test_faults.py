@@ -23,6 +23,7 @@ import pytest
 import soxr
 
 from agentd import conversation as cv
+from agentd.audio.frame import AudioFrame, chop
 from agentd.config import load
 from agentd.realtime.connection import Link
 from agentd.service import Daemon, Hooks
@@ -33,9 +34,9 @@ from tests.harness import Harness, write_config
 SPEECH = rigs.espeak("what is the weather like today", 16000, Path("unused"))
 
 
-def frames(pcm: np.ndarray) -> list[bytes]:
-    b = pcm.astype("<i2").tobytes()
-    return [b[i : i + 640] for i in range(0, len(b) - 639, 640)]
+def frames(pcm: np.ndarray) -> list[AudioFrame]:
+    """20 ms microphone frames, captured from now on."""
+    return chop(pcm.astype("<i2").tobytes(), 16000, 20, start=time.monotonic())
 
 
 async def say(h: Harness, realtime: bool = False) -> int:
@@ -50,7 +51,7 @@ async def say(h: Harness, realtime: bool = False) -> int:
         if realtime:
             await asyncio.sleep(0.02)
     h.daemon.feed(cv.Release())
-    return sum(len(f) for f in fs)
+    return sum(len(f.audio) for f in fs)
 
 
 def uplinked_16k(sim: Simulator, conn: int | None = None) -> int:

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agentd import conversation as cv
+from agentd.audio.frame import AudioFrame
 from agentd.config import from_mapping
 from agentd.realtime import events as ev
 from agentd.realtime.codec import CODECS, Codec, ProtocolError, codec_for
@@ -378,7 +379,7 @@ inputs = st.sampled_from(
         cv.SpeechStart(),
         cv.SpeechEnd(),
         cv.BargeIn(),
-        cv.MicAudio(200),
+        cv.MicAudio(AudioFrame(bytes(6400), 16000)),
         cv.PlaybackFinished(),
         cv.LinkUp(),
         cv.LinkDown("x"),
@@ -425,7 +426,7 @@ def test_fuzzed_frames_through_codecs_and_state_machine(
     )
     def run(steps: list[tuple[str, Any]], dialect: int, mode: str) -> None:
         codec = codecs[dialect]
-        c = cv.Conversation.from_config(CONFIGS[mode])
+        c = cv.Conversation.from_settings(CONFIGS[mode].turn)
         c.handle(cv.LinkUp(), 0.0)
         now = 0.0
         for kind, item in steps:
@@ -479,7 +480,7 @@ async def test_fuzzed_frames_through_the_link_into_the_daemon(
     h.sim.reply = "Fine."
     link = h.daemon.link
     assert link is not None
-    reference = codec_for(h.daemon.cfg)
+    reference = codec_for(h.daemon.cfg.api.dialect, h.daemon.cfg.device.user_id)
     counts: Counter[str] = Counter()
     n_frames = [0]
     seq = itertools.count()

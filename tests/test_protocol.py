@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agentd.config import from_mapping
+from agentd.config import Config, from_mapping
 from agentd.realtime import client_events as ce
+from agentd.realtime import dialects
 from agentd.realtime import events as ev
 from agentd.realtime.backoff import Backoff
 from agentd.realtime.client_events import SessionSettings
-from agentd.realtime.codec import Codec, ProtocolError, codec_for, endpoint
+from agentd.realtime.codec import Codec, Endpoint, ProtocolError, codec_for, endpoint
 from agentd.realtime.connection import Link, LinkState
 from agentd.sim import Simulator
 from tests import oracle
@@ -30,6 +31,18 @@ def cfg_for(dialect: str, **over: Any) -> Any:
         section, name = key.split("__")
         data.setdefault(section, {})[name] = value
     return from_mapping(data)
+
+
+def codec_of(cfg: Config) -> Codec:
+    return codec_for(cfg.api.dialect, cfg.device.user_id)
+
+
+def session_of(cfg: Config) -> SessionSettings:
+    return SessionSettings.of(cfg.api, cfg.agent, cfg.turn)
+
+
+def endpoint_of(cfg: Config, api_key: str | None) -> Endpoint:
+    return endpoint(cfg.api, cfg.device.user_id, api_key)
 
 
 def tone(ms: int, rate: int = 24000) -> bytes:
@@ -52,11 +65,11 @@ def test_every_client_event_validates(
         agent__voice="alloy",
         agent__transcription="whisper-1",
     )
-    c = codec_for(cfg)
+    c = codec_of(cfg)
     frames = [
         c.encode(e)
         for e in (
-            ce.SessionUpdate(SessionSettings.from_config(cfg)),
+            ce.SessionUpdate(session_of(cfg)),
             ce.AppendAudio(b"\x01\x00" * 480),
             ce.Commit(),
             ce.Clear(),
@@ -93,7 +106,7 @@ def test_every_client_event_validates(
 
 def test_push_to_talk_never_configures_server_vad() -> None:
     cfg = cfg_for("openai", turn__mode="push_to_talk", turn__detection="server")
-    assert SessionSettings.from_config(cfg).server_vad is False
+    assert session_of(cfg).server_vad is False
 
 
 def test_oracle_rejects_beta_shape_on_ga_and_unknown_keys() -> None:
@@ -111,7 +124,7 @@ def test_oracle_rejects_beta_shape_on_ga_and_unknown_keys() -> None:
 
 
 def test_endpoint_per_dialect() -> None:
-    ep = endpoint(cfg_for("xstar", api__model="qwen-max@aliyun"), "sk-test")
+    ep = endpoint_of(cfg_for("xstar", api__model="qwen-max@aliyun"), "sk-test")
     assert ep.url == "wss://api.xstar.city/v1/realtime?model=qwen-max@aliyun&userId=kitchen-pi"
     assert ep.subprotocols == (
         "realtime",
@@ -119,10 +132,10 @@ def test_endpoint_per_dialect() -> None:
         "openai-beta.realtime-v1",
     )
     assert ("Authorization", "Bearer sk-test") in ep.headers
-    ga = endpoint(cfg_for("openai"), "sk-test")
+    ga = endpoint_of(cfg_for("openai"), "sk-test")
     assert ga.url == "wss://api.openai.com/v1/realtime?model=gpt-realtime"
     assert not any(k == "OpenAI-Beta" for k, _ in ga.headers) and ga.subprotocols == ()
-    beta = endpoint(cfg_for("openai-beta"), "k")
+    beta = endpoint_of(cfg_for("openai-beta"), "k")
     assert ("OpenAI-Beta", "realtime=v1") in beta.headers
 
 
@@ -139,7 +152,7 @@ def _frame(**event: Any) -> str:
     ],
 )
 def test_parses_ga_and_beta_names(ga_name: str, beta_name: str) -> None:
-    c = codec_for(cfg_for("openai"))
+    c = codec_of(cfg_for("openai"))
     pcm = b"\x01\x02" * 10
     common = {
         "item_id": "it",
@@ -160,7 +173,7 @@ def test_parses_ga_and_beta_names(ga_name: str, beta_name: str) -> None:
 
 
 def test_xstar_cumulative_user_transcript_is_diffed() -> None:
-    c = codec_for(cfg_for("xstar"))
+    c = codec_of(cfg_for("xstar"))
     name = "conversation.item.input_audio_transcription.delta"
     got = []
     for total in ["你", "你好", "你好 world", "你好 world"]:
@@ -172,7 +185,7 @@ def test_xstar_cumulative_user_transcript_is_diffed() -> None:
 
 
 def test_response_done_error_and_unknown() -> None:
-    c = codec_for(cfg_for("openai"))
+    c = codec_of(cfg_for("openai"))
     done = {
         "id": "r1",
         "status": "cancelled",
@@ -203,7 +216,7 @@ def test_response_done_error_and_unknown() -> None:
 )
 def test_malformed_frames_raise_protocol_error(frame: str) -> None:
     with pytest.raises(ProtocolError):
-        codec_for(cfg_for("openai")).parse(frame)
+        codec_of(cfg_for("openai")).parse(frame)
 
 
 # ---------------------------------------------------------------- backoff (pure)
@@ -296,7 +309,7 @@ async def test_audio_turn_against_the_simulator(dialect: str) -> None:
         link, probe, task = await start_link(sim, dialect, agent__transcription="whisper-1")
         await probe.until(lambda: probe.of(ev.SessionUpdated))
         for _ in range(15):  # 300 ms in 20 ms appends at the dialect's input rate
-            assert link.send(ce.AppendAudio(tone(20, link.cfg.api.input_rate)))
+            assert link.send(ce.AppendAudio(tone(20, dialects.input_rate(link.cfg.api))))
         link.send(ce.Commit())
         link.send(ce.CreateResponse())
         await probe.until(lambda: probe.of(ev.ResponseDone))
@@ -311,7 +324,7 @@ async def test_audio_turn_against_the_simulator(dialect: str) -> None:
         if dialect == "xstar":
             assert "userId=kitchen-pi" in hs.path and hs.subprotocol == "realtime"
         else:
-            assert hs.path.endswith("model=" + link.cfg.model)
+            assert hs.path.endswith("model=" + dialects.model(link.cfg.api))
         await stop_link(link, task)
         assert sim.closes[-1] == 1000
 
@@ -527,7 +540,7 @@ async def test_standalone_simulator_runs() -> None:
 
 def test_logging_does_not_spam_on_unknown(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    c = codec_for(cfg_for("openai"))
+    c = codec_of(cfg_for("openai"))
     for _ in range(100):
         c.parse(_frame(type="x.y"))
     assert not [r for r in caplog.records if r.levelno >= logging.INFO]
@@ -548,7 +561,7 @@ def test_non_finite_numbers_are_tolerated() -> None:
 def test_error_with_an_object_as_code_is_typed() -> None:
     """Issue 18: `code: {"x": 1}` reached service.py and conversation.py as a dict
     (`e.code in BENIGN_ERRORS` → TypeError: unhashable)."""
-    c = codec_for(cfg_for("openai"))
+    c = codec_of(cfg_for("openai"))
     (err,) = c.parse('{"type":"error","error":{"code":{"x":1},"message":"boom"}}')
     assert err == ev.ServerError("error", None, "boom", None)
     hash(err.code)  # type: ignore[union-attr]
@@ -560,7 +573,7 @@ def test_error_with_an_object_as_code_is_typed() -> None:
 
 def test_deep_nesting_is_a_protocol_error_not_a_recursion_error() -> None:
     """Issue 18: 50,000 nested `[` raised RecursionError out of the codec."""
-    c = codec_for(cfg_for("openai"))
+    c = codec_of(cfg_for("openai"))
     for frame in ("[" * 50000, '{"type":"error","error":' + "[" * 50000 + "]" * 50000 + "}"):
         with pytest.raises(ProtocolError, match="nested too deeply"):
             c.parse(frame)
@@ -604,7 +617,7 @@ def test_deep_nesting_is_a_protocol_error_not_a_recursion_error() -> None:
     ],
 )
 def test_wrong_typed_fields_become_typed_events(event: dict[str, Any], expected: Any) -> None:
-    assert codec_for(cfg_for("openai")).parse(json.dumps(event)) == [expected]
+    assert codec_of(cfg_for("openai")).parse(json.dumps(event)) == [expected]
 
 
 @pytest.mark.parametrize(
@@ -619,11 +632,11 @@ def test_wrong_typed_fields_become_typed_events(event: dict[str, Any], expected:
 )
 def test_events_missing_what_they_need_are_protocol_errors(event: dict[str, Any]) -> None:
     with pytest.raises(ProtocolError):
-        codec_for(cfg_for("openai-beta")).parse(json.dumps(event))
+        codec_of(cfg_for("openai-beta")).parse(json.dumps(event))
 
 
 def test_huge_strings_are_bounded() -> None:
-    c = codec_for(cfg_for("xstar"))
+    c = codec_of(cfg_for("xstar"))
     big = "x" * 3_000_000
     (err,) = c.parse(json.dumps({"type": "error", "error": {"message": big, "code": big}}))
     assert len(err.message) == 500 and len(err.code or "") == 256  # type: ignore[union-attr]
@@ -637,7 +650,7 @@ def test_huge_strings_are_bounded() -> None:
 
 
 def test_rate_limits_are_typed() -> None:
-    c = codec_for(cfg_for("openai"))
+    c = codec_of(cfg_for("openai"))
     frame = {
         "type": "rate_limits.updated",
         "rate_limits": [

@@ -21,6 +21,7 @@ import yaml
 
 from agentd import config as C
 from agentd import control, logs
+from agentd.config import placeholders
 from agentd.notify import Notifier
 from agentd.realtime import client_events as ce
 from agentd.realtime.connection import Link
@@ -180,7 +181,7 @@ def test_machine_id_placeholder_is_the_app_specific_id() -> None:
     raw = Path("/etc/machine-id").read_text().strip()
     cfg = C.from_mapping({"device": {"user_id": "pi-{machine_id}"}})
     expected = subprocess.run(
-        ["systemd-id128", "machine-id", f"--app-specific={C.APP_ID}"],
+        ["systemd-id128", "machine-id", f"--app-specific={placeholders.APP_ID}"],
         capture_output=True,
         text=True,
         check=True,
@@ -188,11 +189,11 @@ def test_machine_id_placeholder_is_the_app_specific_id() -> None:
     assert cfg.device.user_id == f"pi-{expected}"
     assert raw not in cfg.device.user_id and raw[:8] not in cfg.device.user_id
     # another app id gives an unrelated id: nothing links the device across apps
-    assert C.app_specific_id(raw, "0" * 32) != expected
+    assert placeholders.app_specific_id(raw, "0" * 32) != expected
 
 
 def test_missing_machine_id_is_a_clear_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(C, "MACHINE_ID_FILES", ("/nonexistent/machine-id",))
+    monkeypatch.setattr(placeholders, "MACHINE_ID_FILES", ("/nonexistent/machine-id",))
     with pytest.raises(C.ConfigError) as exc:
         C.from_mapping({"device": {"user_id": "{machine_id}"}})
     assert exc.value.problems[0].startswith("device.user_id: {machine_id} needs a machine id")

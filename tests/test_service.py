@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from agentd import conversation as cv
+from agentd.audio.frame import chop
 from agentd.audio.pcm import to_float
 from agentd.sim.server import DEFAULT_REPLY
 from tests import rigs
@@ -48,7 +49,7 @@ async def test_push_to_talk_turn_interrupt_and_truncate(
     idle_led = led.value
     # listen to the room from outside for the whole test: this is "the speaker"
     heard: list[bytes] = []
-    probe = room_probe(asyncio.get_running_loop(), heard.append)
+    probe = room_probe(asyncio.get_running_loop(), lambda f: heard.append(f.audio))
     probe.start()
 
     # turn 1: hold, speak, release; the whole answer plays and the LED returns to IDLE
@@ -289,7 +290,7 @@ async def test_each_problem_has_its_own_led_pattern(tmp_path: Path, pwm: bool) -
     sim = Simulator()  # only for its URL: nothing connects
     cfg = load(write_config(tmp_path / "c.yaml", sim, tmp_path, button__pin=None)).config
     factory = MockFactory(pin_class=MockPWMPin) if pwm else MockFactory()
-    gpio = Gpio(cfg, asyncio.get_running_loop(), lambda e: None, factory)
+    gpio = Gpio(cfg.button, cfg.led, asyncio.get_running_loop(), lambda e: None, factory)
     assert gpio.start()
     pin = factory.pin(25)
     seen: dict[str, list[tuple[float, float]]] = {}
@@ -404,7 +405,7 @@ async def test_reload_during_a_push_to_talk_hold_keeps_the_hold(harness: Harness
     h, sim = harness, harness.sim
     speech = rigs.espeak("what is the weather like today", 16000, Path("unused"))
     b = speech.astype("<i2").tobytes()
-    frames = [b[i : i + 640] for i in range(0, len(b) - 639, 640)]
+    frames = chop(b, 16000, 20, start=time.monotonic())
     sim.reply = "Fine."
     h.daemon.feed(cv.Press())
     await h.until(lambda: h.state() == "listening")
@@ -425,7 +426,7 @@ async def test_reload_during_a_push_to_talk_hold_keeps_the_hold(harness: Harness
     h.daemon.feed(cv.Release())  # still a push-to-talk hold: the release ends it
     await h.until(lambda: h.state() == "thinking")
     await h.until(lambda: sim.client_events("input_audio_buffer.commit"))  # after every append
-    spoken = sum(len(f) for f in frames)
+    spoken = sum(len(f.audio) for f in frames)
     assert uplinked_16k(sim) >= spoken * 0.95, (uplinked_16k(sim), spoken)
     await h.until(lambda: h.state() == "speaking")
     await h.until(lambda: h.state() == "idle")

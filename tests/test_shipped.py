@@ -647,7 +647,13 @@ async def test_button_hold_ms_is_honoured() -> None:
     factory = MockFactory()
     got: list[tuple[float, str]] = []
     cfg = C.from_mapping({"button": {"hold_ms": 600}, "led": {"pin": None}})
-    gpio = Gpio(cfg, loop, lambda e: got.append((time.monotonic(), type(e).__name__)), factory)
+    gpio = Gpio(
+        cfg.button,
+        cfg.led,
+        loop,
+        lambda e: got.append((time.monotonic(), type(e).__name__)),
+        factory,
+    )
     try:
         assert gpio.start()
         pin = factory.pin(17)
@@ -689,7 +695,8 @@ def test_gpio_failure_cause_without_gpiochip(monkeypatch: pytest.MonkeyPatch) ->
     logging.getLogger("agentd.gpio").addHandler(handler)
     loop = asyncio.new_event_loop()
     try:
-        gpio = Gpio(C.from_mapping({}), loop, lambda e: None)
+        cfg = C.from_mapping({})
+        gpio = Gpio(cfg.button, cfg.led, loop, lambda e: None)
         cwd = os.getcwd()
         assert gpio.start() is False
         assert os.getcwd() == cwd

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from agentd import conversation as cv
+from agentd.audio.frame import chop
 from agentd.config import load
 from agentd.service import Daemon, Hooks, trim_memory
 from agentd.sim import Simulator
@@ -44,7 +45,7 @@ def resources() -> dict[str, int]:
     }
 
 
-async def run_turns(daemon: Daemon, sim: Simulator, n: int, frames: list[bytes]) -> float:
+async def run_turns(daemon: Daemon, sim: Simulator, n: int, speech: bytes) -> float:
     t0 = time.monotonic()
     for _ in range(n):
         daemon.feed(cv.Press())
@@ -62,7 +63,7 @@ async def run_turns(daemon: Daemon, sim: Simulator, n: int, frames: list[bytes])
                 pb.error,
             )
             await asyncio.sleep(0.001)
-        for f in frames:
+        for f in chop(speech, 16000, 20, start=time.monotonic()):
             daemon._on_mic(f)
         daemon.feed(cv.Release())
         sim.events.clear()  # the simulator's own record of the turn is not the daemon's memory
@@ -81,9 +82,7 @@ async def test_soak_1000_turns(
 ) -> None:
     monkeypatch.undo()  # run the production codec: the schema oracle keeps every frame it checks
     rng = np.random.default_rng(0)
-    frames = [
-        (rng.standard_normal(320) * 8000).astype("<i2").tobytes() for _ in range(10)
-    ]  # 200 ms
+    speech = (rng.standard_normal(3200) * 8000).astype("<i2").tobytes()  # 200 ms
     async with Simulator("openai", pace=0, reply="Okay.") as sim:
         cfg = write_config(
             tmp_path / "c.yaml",
@@ -99,11 +98,11 @@ async def test_soak_1000_turns(
             await asyncio.sleep(0.01)
         # warm-up: devices opened, caches and the allocator's pools at their working size
         # (10 warm-up turns gave +0.7 MB over the next 1,000 as well)
-        warm = await run_turns(daemon, sim, WARM_UP, frames)
+        warm = await run_turns(daemon, sim, WARM_UP, speech)
         first = resources()
         sim.events.clear()
         before = resources()
-        took = await run_turns(daemon, sim, TURNS, frames)
+        took = await run_turns(daemon, sim, TURNS, speech)
         sim.events.clear()
         after = resources()
         status = daemon.status()

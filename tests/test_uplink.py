@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from agentd.audio.frame import AudioFrame
 from agentd.uplink import Uplink
 
 
@@ -15,7 +16,9 @@ def tone(ms: int, rate: int = 16000, hz: float = 440.0) -> bytes:
 def test_converts_to_the_api_rate_continuously() -> None:
     up = Uplink(24000, 30.0)
     second = tone(1000)
-    out = b"".join(up.convert(second[i : i + 640]) for i in range(0, len(second), 640))
+    out = b"".join(
+        up.convert(AudioFrame(second[i : i + 640], 16000)) for i in range(0, len(second), 640)
+    )
     samples = len(out) // 2
     assert 24000 - 960 <= samples <= 24000  # 1 s at 24 kHz, less the resampler's delay
     x = np.frombuffer(out, dtype="<i2").astype(np.float32)
@@ -27,7 +30,7 @@ def test_converts_to_the_api_rate_continuously() -> None:
 def test_equal_rates_pass_through() -> None:
     up = Uplink(16000, 30.0)
     pcm = tone(20)
-    assert up.convert(pcm) == pcm
+    assert up.convert(AudioFrame(pcm, 16000)) == pcm
 
 
 def test_held_audio_is_replayed_whole_in_order_then_gone() -> None:
@@ -58,7 +61,7 @@ def test_new_turn_drops_what_the_last_one_held() -> None:
 def test_reconfigure_changes_rate_and_bound() -> None:
     up = Uplink(24000, 30.0)
     up.configure(16000, 0.04)
-    assert up.rate == 16000 and up.convert(tone(20)) == tone(20)
+    assert up.rate == 16000 and up.convert(AudioFrame(tone(20), 16000)) == tone(20)
     for _ in range(3):
         up.hold(b"\x00\x00" * 320)
     assert up.held_ms == 40

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agentd.audio.frame import AudioFrame
 from agentd.voice.gate import (
     Audio,
     BargeIn,
@@ -17,8 +18,6 @@ from agentd.voice.gate import (
 )
 from tests import corpus
 from tests.corpus import RATE
-
-FRAME_S = 0.02
 
 
 @dataclass
@@ -44,18 +43,19 @@ class GateScores:
         return self.premature / max(1, self.utterances)
 
 
-def score_gate(rec: corpus.Recording, settings: VoiceSettings) -> GateScores:
+def score_gate(rec: corpus.Recording, settings: VoiceSettings, ms: int = 20) -> GateScores:
+    """Fed as ``ms`` frames."""
     gate = VoiceGate(settings)
     sent: list[tuple[int, int]] = []
     ends: list[float] = []
-    frames = corpus.frames(rec.audio)
-    for i, f in enumerate(frames):
-        for e in gate.process(f, i * FRAME_S):
+    frames = corpus.frames(rec.audio, ms)
+    for f in frames:
+        for e in gate.process(f):
             if isinstance(e, Audio):
-                start = round(e.t * RATE)
-                sent.append((start, start + len(e.pcm) // 2))
+                start = round(e.frame.timestamp * RATE)
+                sent.append((start, start + e.frame.samples))
             elif isinstance(e, SpeechEnded):
-                ends.append((i + 1) * FRAME_S)
+                ends.append(e.t)
     caught = sum(any(a <= s < b for a, b in sent) for s, _ in rec.spans)
     lat, premature = [], 0
     for s, e in rec.spans:
@@ -68,7 +68,7 @@ def score_gate(rec: corpus.Recording, settings: VoiceSettings) -> GateScores:
         len(rec.spans),
         caught,
         sum(b - a for a, b in sent) * 2,
-        len(frames) * 640,
+        sum(len(f.audio) for f in frames),
         lat,
         premature,
         len(rec.spans),
@@ -86,15 +86,17 @@ def _playback(rng: np.random.Generator, seconds: float) -> np.ndarray:
     return np.concatenate(parts)[: int(seconds * RATE)]
 
 
-def barge_run(mic: np.ndarray, playback: np.ndarray, settings: VoiceSettings) -> list[float]:
-    """Feed ``mic`` while ``playback`` plays (speaker busy); return barge-in times."""
+def barge_run(
+    mic: np.ndarray, playback: np.ndarray, settings: VoiceSettings, ms: int = 20
+) -> list[float]:
+    """Feed ``mic`` as ``ms`` frames while ``playback`` plays (speaker busy); return barge-in
+    times."""
     ref = ReferenceTrack(keep_s=60)
-    ref.add(playback, RATE, 0.0)
+    ref.add(AudioFrame.from_floats(playback, RATE))
     gate = VoiceGate(settings, reference=ref)
     out = []
-    for i, f in enumerate(corpus.frames(mic)):
-        now = (i + 1) * FRAME_S
-        for e in gate.process(f, now, Speaker(busy=now < playback.size / RATE)):
+    for f in corpus.frames(mic, ms):
+        for e in gate.process(f, Speaker(busy=f.end < playback.size / RATE)):
             if isinstance(e, BargeIn):
                 out.append(e.t)
     return out
@@ -114,7 +116,7 @@ class BargeScores:
 
 
 def score_barge_in(
-    seed: int, cases: int, levels_db: tuple[float, ...] = (-30, -20, -12, -6)
+    seed: int, cases: int, levels_db: tuple[float, ...] = (-30, -20, -12, -6), ms: int = 20
 ) -> BargeScores:
     rng = np.random.default_rng(seed)
     s = VoiceSettings("hands_free", barge_in="voice")
@@ -125,14 +127,14 @@ def score_barge_in(
         level = levels_db[c % len(levels_db)]
         echo = corpus.echo_of(play, level, rng)
         mic = echo + corpus.noise(echo.size, rng)
-        false += len(barge_run(mic, play, s))
+        false += len(barge_run(mic, play, s, ms))
         runs += 1
         user = corpus.utterance(corpus.PHRASES[(c * 5 + 3) % len(corpus.PHRASES)]) * 0.5
         onset = int(rng.uniform(1.5, 3.0) * RATE)
         dt = mic.copy()
         end = min(dt.size, onset + user.size)
         dt[onset:end] += user[: end - onset]
-        hits = [t for t in barge_run(dt, play, s) if t >= onset / RATE - 0.02]
+        hits = [t for t in barge_run(dt, play, s, ms) if t >= onset / RATE - 0.02]
         if hits and hits[0] - onset / RATE <= 0.3:
             detected += 1
         if hits:

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from agentd.audio.devices import list_pcms
+from agentd.audio.frame import AudioFrame, Framer
 from agentd.audio.pcm import to_float, to_int16
-from agentd.audio.resample import VAD_RATE, Framer, StreamResampler
+from agentd.audio.resample import VAD_RATE, StreamResampler
 from agentd.config import InputSettings, OutputSettings
 
 log = logging.getLogger("agentd.audio")
@@ -206,8 +207,8 @@ class _DeviceThread:
 
 
 class Capture(_DeviceThread):
-    """Microphone → 16 kHz mono int16 frames of ``period_ms``, handed to ``on_frame`` on the
-    loop. A full queue drops the oldest frame and counts it."""
+    """Microphone → 16 kHz mono int16 frames of ``period_ms`` (timestamped when read),
+    handed to ``on_frame`` on the loop. A full queue drops the oldest frame and counts it."""
 
     kind = "capture"
 
@@ -215,17 +216,16 @@ class Capture(_DeviceThread):
         self,
         settings: InputSettings,
         loop: asyncio.AbstractEventLoop,
-        on_frame: Callable[[bytes], None],
+        on_frame: Callable[[AudioFrame], None],
         on_status: Callable[[str | None], None] | None = None,
     ) -> None:
         super().__init__(settings.device, on_status)
         self.settings = settings
         self.loop = loop
         self.on_frame = on_frame
-        self.frame_samples = VAD_RATE * settings.period_ms // 1000
         self.card_rate = settings.rate
         self.card_channels = settings.channels
-        self._queue: deque[bytes] = deque(maxlen=CAPTURE_QUEUE_FRAMES)
+        self._queue: deque[AudioFrame] = deque(maxlen=CAPTURE_QUEUE_FRAMES)
         self._lock = threading.Lock()
         self._scheduled = False
         self.delivered_at = 0.0  # when the loop last handled a frame
@@ -276,11 +276,12 @@ class Capture(_DeviceThread):
 
     def _io(self, pcm: object) -> None:
         rs = StreamResampler(self.card_rate, VAD_RATE)
-        framer = Framer(self.frame_samples)
+        framer = Framer(VAD_RATE, self.settings.period_ms)
         channels, pick = self.card_channels, self.settings.channel
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
             length, data = pcm.read()  # type: ignore[attr-defined]
+            read_at = time.monotonic()
             if length < 0:  # overrun: the next read() re-prepares the stream
                 self.stats.overruns += 1
                 self._xrun(
@@ -293,10 +294,10 @@ class Capture(_DeviceThread):
                 continue
             x = np.frombuffer(data, dtype="<i2")[: length * channels]
             mono = x.reshape(-1, channels)[:, pick] if channels > 1 else x
-            for frame in framer.push(rs.process(mono)):
-                self._deliver(to_int16(frame))
+            for frame in framer.push(to_int16(rs.process(mono)), end=read_at):
+                self._deliver(frame)
 
-    def _deliver(self, frame: bytes) -> None:
+    def _deliver(self, frame: AudioFrame) -> None:
         with self._lock:
             if len(self._queue) == self._queue.maxlen:
                 self.stats.dropped_frames += 1

@@ -1,4 +1,4 @@
-"""Streaming sample-rate conversion (soxr) and re-cutting a stream into fixed frames."""
+"""Streaming sample-rate conversion (soxr)."""
 
 from __future__ import annotations
 
@@ -31,18 +31,3 @@ class StreamResampler:
     def reset(self) -> None:
         if self._rs is not None:
             self._rs.clear()
-
-
-class Framer:
-    """Re-cuts a stream of variable-length chunks into exact frames of ``size`` samples."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._buf = np.zeros(0, dtype=np.float32)
-
-    def push(self, x: np.ndarray) -> list[np.ndarray]:
-        buf = np.concatenate((self._buf, x)) if self._buf.size else x
-        n = buf.size // self.size
-        frames = [buf[i * self.size : (i + 1) * self.size] for i in range(n)]
-        self._buf = buf[n * self.size :].copy()
-        return frames

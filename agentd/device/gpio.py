@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import glob
 import itertools
 import logging
@@ -24,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from agentd.config import ButtonSettings, Config
+from agentd.config import ButtonSettings, LedSettings
 from agentd.conversation import DoublePress, Input, LongHold, Press, Release, State
 from agentd.conversation import Problem as P
 
@@ -120,12 +119,13 @@ def _cause(exc: BaseException, lgpio_error: str | None) -> str:
 class Gpio:
     def __init__(
         self,
-        cfg: Config,
+        button: ButtonSettings,
+        led: LedSettings,
         loop: asyncio.AbstractEventLoop,
         on_input: Callable[[Input], None],
         pin_factory: Any = None,
     ) -> None:
-        self.cfg = cfg
+        self.button_settings, self.led_settings = button, led
         self.loop = loop
         self.on_input = on_input
         self.pin_factory = pin_factory
@@ -138,7 +138,7 @@ class Gpio:
 
     def start(self, quiet: bool = False) -> bool:
         """Bind button and LED; on failure log the real cause once (``quiet``: at debug)."""
-        b, led = self.cfg.button, self.cfg.led
+        b, led = self.button_settings, self.led_settings
         self.error = None
         if b.pin is None and led.pin is None and led.rgb is None:
             log.info("no GPIO configured (button.pin and led.pin are null)")
@@ -173,7 +173,7 @@ class Gpio:
         return True
 
     def _bind(self, gpiozero: Any, factory: Any) -> None:
-        b, led = self.cfg.button, self.cfg.led
+        b, led = self.button_settings, self.led_settings
         if b.pin is not None:
             self.button = gpiozero.Button(
                 b.pin,
@@ -232,7 +232,7 @@ class Gpio:
         pattern, args = PROBLEM_PATTERNS[problem] if problem else PATTERNS[state]
         if fault:
             args = args[:2]
-        bright = self.cfg.led.brightness
+        bright = self.led_settings.brightness
         rgb = isinstance(self.led, gpiozero.RGBLED)
         pwm = isinstance(self.led, gpiozero.PWMLED)
         if rgb:
@@ -296,11 +296,11 @@ def _flashes(
     return itertools.cycle(seq)
 
 
-def show_error(cfg: Config, pin_factory: Any = None, pause_s: float = 1.0) -> bool:
+def show_error(led: LedSettings, pin_factory: Any = None, pause_s: float = 1.0) -> bool:
     """Before `agentd run` exits on a config or key error: the error pattern on the LED,
     ``ERROR_BLINKS`` times (no event loop runs yet; the button is not bound)."""
-    quiet_cfg = dataclasses.replace(cfg, button=ButtonSettings(pin=None))
-    gpio = Gpio(quiet_cfg, asyncio.new_event_loop(), lambda _: None, pin_factory)
+    no_button = ButtonSettings(pin=None)
+    gpio = Gpio(no_button, led, asyncio.new_event_loop(), lambda _: None, pin_factory)
     try:
         if not gpio.start(quiet=True):
             return False

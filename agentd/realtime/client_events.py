@@ -11,12 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agentd.config import XSTAR_DEFAULT_INPUT_FORMAT, XSTAR_DEFAULT_OUTPUT_FORMAT, Config
+from agentd.config import AgentSettings, ApiSettings, TurnSettings
+from agentd.realtime import dialects
 
 
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
-    """What `session.update` carries; built once from the config, resent after every connect."""
+    """What `session.update` carries; built from the settings, resent after every connect."""
 
     instructions: str
     voice: str | None
@@ -26,17 +27,15 @@ class SessionSettings:
     output_format: str
 
     @classmethod
-    def from_config(cls, cfg: Config) -> SessionSettings:
-        xstar = cfg.api.dialect == "xstar"
+    def of(cls, api: ApiSettings, agent: AgentSettings, turn: TurnSettings) -> SessionSettings:
+        """From the sections it reads: the dialect's formats, the agent, who detects turns."""
         return cls(
-            instructions=cfg.agent.instructions,
-            voice=cfg.agent.voice,
-            server_vad=cfg.turn.detection == "server" and cfg.turn.mode != "push_to_talk",
-            transcription=cfg.agent.transcription,
-            input_format=(cfg.api.input_format or XSTAR_DEFAULT_INPUT_FORMAT) if xstar else "pcm",
-            output_format=(cfg.api.output_format or XSTAR_DEFAULT_OUTPUT_FORMAT)
-            if xstar
-            else "pcm",
+            instructions=agent.instructions,
+            voice=agent.voice,
+            server_vad=turn.detection == "server" and turn.mode != "push_to_talk",
+            transcription=agent.transcription,
+            input_format=dialects.input_format(api),
+            output_format=dialects.output_format(api),
         )
 
 

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any, assert_never
 from urllib.parse import quote
 
-from agentd.config import OPENAI_PCM_RATE, Config
+from agentd.config import ApiSettings
 from agentd.realtime import client_events as ce
+from agentd.realtime import dialects
 from agentd.realtime.client_events import ClientEvent, SessionSettings
+from agentd.realtime.dialects import OPENAI_PCM_RATE
 from agentd.realtime.events import (
     AudioChunk,
     AudioDone,
@@ -86,21 +88,22 @@ class Endpoint:
     subprotocols: tuple[str, ...]
 
 
-def endpoint(cfg: Config, api_key: str | None) -> Endpoint:
+def endpoint(api: ApiSettings, user_id: str, api_key: str | None) -> Endpoint:
     """URL, auth headers and subprotocols per dialect (query values unencoded, as reference
     clients send `model@provider`; only characters that would break the URL are escaped)."""
-    sep = "&" if "?" in cfg.url else "?"
-    url = f"{cfg.url}{sep}model={quote(cfg.model, safe='@:/.-_~')}"
-    headers: list[tuple[str, str]] = list(cfg.api.headers.items())
+    base = dialects.url(api)
+    sep = "&" if "?" in base else "?"
+    url = f"{base}{sep}model={quote(dialects.model(api), safe='@:/.-_~')}"
+    headers: list[tuple[str, str]] = list(api.headers.items())
     subprotocols: list[str] = []
     if api_key:
         headers.append(("Authorization", f"Bearer {api_key}"))
-    if cfg.api.dialect == "xstar":
-        url += f"&userId={quote(cfg.device.user_id, safe='@:.-_~')}"
+    if api.dialect == "xstar":
+        url += f"&userId={quote(user_id, safe='@:.-_~')}"
         subprotocols = ["realtime", "openai-beta.realtime-v1"]
         if api_key:
             subprotocols.insert(1, f"openai-insecure-api-key.{api_key}")
-    elif cfg.api.dialect == "openai-beta":
+    elif api.dialect == "openai-beta":
         headers.append(("OpenAI-Beta", "realtime=v1"))
     return Endpoint(url, tuple(headers), tuple(subprotocols))
 
@@ -402,8 +405,8 @@ class XstarCodec(BetaCodec):
 CODECS: dict[str, type[Codec]] = {"openai": Codec, "openai-beta": BetaCodec, "xstar": XstarCodec}
 
 
-def codec_for(cfg: Config) -> Codec:
-    return CODECS[cfg.api.dialect](user_id=cfg.device.user_id)
+def codec_for(dialect: str, user_id: str) -> Codec:
+    return CODECS[dialect](user_id=user_id)
 
 
 # Coercion of server values into the types the events declare. Servers (and proxies, and

@@ -23,8 +23,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 
 from agentd import logs
-from agentd.config import Config
+from agentd.config import Config, register_secrets
 from agentd.realtime import client_events as ce
+from agentd.realtime import dialects
 from agentd.realtime.backoff import Backoff
 from agentd.realtime.client_events import ClientEvent, SessionSettings
 from agentd.realtime.codec import Codec, Endpoint, ProtocolError, codec_for, endpoint
@@ -152,13 +153,13 @@ class Link:
         old_key = getattr(self, "_api_key", None)
         self.cfg = cfg
         self._api_key = api_key
-        self.session = SessionSettings.from_config(cfg)
-        self._endpoint = endpoint(cfg, api_key)
+        self.session = SessionSettings.of(cfg.api, cfg.agent, cfg.turn)
+        self._endpoint = endpoint(cfg.api, cfg.device.user_id, api_key)
         if old_cfg is None or (old_cfg.api.dialect, old_cfg.device.user_id) != (
             cfg.api.dialect,
             cfg.device.user_id,
         ):
-            self.codec: Codec = codec_for(cfg)
+            self.codec: Codec = codec_for(cfg.api.dialect, cfg.device.user_id)
         if old_cfg is not None and old_cfg.reconnect != cfg.reconnect:
             auth_failures = self.backoff.auth_failures
             self.backoff = Backoff(cfg.reconnect.initial_s, cfg.reconnect.max_s, self._rng)
@@ -264,10 +265,7 @@ class Link:
     def _register_secrets(self) -> None:
         """The key and every custom header value go into the handshake, so into websockets'
         debug log and into error texts a proxy may echo: redact them all like the key."""
-        if self._api_key:
-            logs.register_secret(self._api_key)
-        for value in self.cfg.api.headers.values():
-            logs.register_secret(value)
+        register_secrets(self.cfg.api, self._api_key)
 
     async def _sleep(self, delay: float) -> None:
         self._wake_retry.clear()
@@ -289,9 +287,9 @@ class Link:
         writer: asyncio.Task[None] | None = None
         log.info(
             "connected to %s (%s, model %s)",
-            urlsplit(self.cfg.url).hostname,
+            urlsplit(dialects.url(self.cfg.api)).hostname,
             self.cfg.api.dialect,
-            self.cfg.model,
+            dialects.model(self.cfg.api),
         )
         try:
             await ws.send(self.codec.encode(ce.SessionUpdate(self.session)))

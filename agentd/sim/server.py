@@ -28,8 +28,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from agentd.audio.frame import AudioFrame, Framer, chop
 from agentd.audio.pcm import to_int16
-from agentd.config import XSTAR_FORMAT_RATES
+from agentd.realtime.dialects import XSTAR_FORMAT_RATES
 from agentd.sim import speech
 
 log = logging.getLogger("agentd.sim")
@@ -638,7 +639,6 @@ class Simulator:
             s.items.append(item_id)
             s.sent_ms[item_id] = 0
             pcm = self.speech.pcm(text, s.out_rate)
-            step = s.out_rate * 2 * DELTA_MS // 1000
             words = text.split()
             where = {
                 "response_id": resp_id,
@@ -647,18 +647,18 @@ class Simulator:
                 "content_index": 0,
             }
             start = time.monotonic()
-            n_chunks = max(1, -(-len(pcm) // step))
-            for i in range(n_chunks):
-                chunk = pcm[i * step : (i + 1) * step]
+            deltas = chop(pcm, s.out_rate, DELTA_MS, tail=True) or [AudioFrame(b"", s.out_rate)]
+            n_chunks = len(deltas)
+            for i, delta in enumerate(deltas):
                 await self._send(
                     ws,
                     {
                         "type": self._name("response.output_audio.delta", "response.audio.delta"),
                         **where,
-                        "delta": base64.b64encode(chunk).decode(),
+                        "delta": base64.b64encode(delta.audio).decode(),
                     },
                 )
-                s.sent_ms[item_id] += len(chunk) * 1000 // (2 * s.out_rate)
+                s.sent_ms[item_id] += delta.milliseconds
                 w0, w1 = i * len(words) // n_chunks, (i + 1) * len(words) // n_chunks
                 if w1 > w0:
                     await self._send(
@@ -728,7 +728,7 @@ class Simulator:
         if s.vad is None:
             s.vad = webrtcvad.Vad(2)
             st.update(
-                buf=b"",
+                framer=Framer(16000, 30),
                 run=0,
                 silence=0,
                 speaking=False,
@@ -736,12 +736,9 @@ class Simulator:
                 rs=soxr.ResampleStream(s.in_rate, 16000, 1, dtype="int16"),
             )
         x = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
-        st["buf"] += st["rs"].resample_chunk(x).astype("<i2").tobytes()
-        frame = 960  # 30 ms at 16 kHz
-        while len(st["buf"]) >= frame:
-            chunk, st["buf"] = st["buf"][:frame], st["buf"][frame:]
-            st["ms"] += 30
-            voiced = s.vad.is_speech(chunk, 16000)
+        for frame in st["framer"].push(st["rs"].resample_chunk(x).astype("<i2").tobytes()):
+            st["ms"] += frame.milliseconds
+            voiced = s.vad.is_speech(frame.audio, 16000)
             if not st["speaking"]:
                 st["run"] = st["run"] + 1 if voiced else 0
                 if st["run"] >= 3:
@@ -755,7 +752,7 @@ class Simulator:
                         },
                     )
             else:
-                st["silence"] = 0 if voiced else st["silence"] + 30
+                st["silence"] = 0 if voiced else st["silence"] + frame.milliseconds
                 if st["silence"] >= 500:
                     st.update(speaking=False, run=0)
                     await self._send(

@@ -1,6 +1,10 @@
 """The voice pipeline: VAD pre-gating with pre-roll, local endpointing, echo suppression and
 double-talk barge-in. Pure: 16 kHz frames and speaker facts in, decisions out.
 
+Every duration is measured on the frames received (their length and timestamps), so
+``audio.input.period_ms`` of 10, 20 or 30 gives the same pre-roll, hangover, minimum speech,
+echo tail and barge-in times; only the VAD's resolution changes.
+
 Why each piece exists:
 - pre-roll: webrtcvad needs a few frames to be sure, so the onset would be clipped without
   the ring of audio from just before it;
@@ -20,18 +24,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agentd.audio.pcm import to_float
-from agentd.config import Config
+from agentd.audio.frame import AudioFrame, chop, join
+from agentd.config import EchoSettings, VadSettings
 
 RATE = 16000
-FRAME_MS = 20
-FRAME_BYTES = RATE * FRAME_MS // 1000 * 2
+VAD_FRAME_MS = (10, 20, 30)  # the only frame lengths webrtcvad takes
+MIN_VOICED_MS = 40  # the VAD is never trusted on less voiced audio than this
 CANDIDATE_GAP_MS = 100  # an unvoiced gap this long abandons an onset candidate
-BARGE_FRAMES = 3  # net voiced frames above the echo prediction needed to barge in
+BARGE_MS = 60  # net voiced audio above the echo prediction needed to barge in
 BARGE_MARGIN = 2.5  # mic energy must exceed the predicted echo energy by this factor (+4 dB)
 MIN_BARGE_ENERGY = 1e-5  # (~ -50 dBFS) below this nothing counts as a barge-in
-REVERB_DECAY = 0.6  # energy kept per 20 ms of reverberation (RT60 ≈ 0.27 s)
+REF_STEP_MS = 20  # resolution of the playback energy track
+REVERB_DECAY = 0.6  # energy kept per REF_STEP_MS of reverberation (RT60 ≈ 0.27 s)
 REF_WINDOW_S = 0.3  # echo path delay tolerance when matching playback to mic energy
+# Coupling learning rate per echo-only frame (one measurement each, at any frame length:
+# scaled to a per-second rate instead, 30 ms frames let one false barge-in through in 72 runs)
+COUPLING_RISE = 0.3  # when the echo is louder than learned
+COUPLING_FALL = 0.03  # when it is quieter (slow: quiet frames must not lower it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,16 +55,17 @@ class VoiceSettings:
     barge_in: str = "button"
 
     @classmethod
-    def from_config(cls, cfg: Config) -> VoiceSettings:
+    def of(cls, turn_mode: str, vad: VadSettings, echo: EchoSettings) -> VoiceSettings:
+        """The gate's settings from the sections it reads (``turn.mode``, ``vad``, ``echo``)."""
         return cls(
-            cfg.turn.mode,
-            cfg.vad.aggressiveness,
-            cfg.vad.preroll_ms,
-            cfg.vad.hangover_ms,
-            cfg.vad.min_speech_ms,
-            cfg.echo.mode,
-            cfg.echo.tail_ms,
-            cfg.echo.barge_in,
+            turn_mode,
+            vad.aggressiveness,
+            vad.preroll_ms,
+            vad.hangover_ms,
+            vad.min_speech_ms,
+            echo.mode,
+            echo.tail_ms,
+            echo.barge_in,
         )
 
 
@@ -64,10 +74,10 @@ class VoiceSettings:
 
 @dataclass(frozen=True, slots=True)
 class Audio:
-    """Audio to send upstream (16 kHz int16); ``t`` is the capture time of its first frame."""
+    """Audio to send upstream: the 16 kHz frames to send, joined (its timestamp is the
+    capture time of the first one)."""
 
-    pcm: bytes
-    t: float
+    frame: AudioFrame
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +87,16 @@ class SpeechStarted:
 
 @dataclass(frozen=True, slots=True)
 class SpeechEnded:
-    """Local endpoint: ``hangover_ms`` of non-speech after enough speech."""
+    """Local endpoint: ``hangover_ms`` of non-speech after enough speech; ``t`` is the end of
+    the frame that completed the hangover."""
 
     t: float
 
 
 @dataclass(frozen=True, slots=True)
 class BargeIn:
+    """``t``: the end of the frame that completed the barge-in evidence."""
+
     t: float
 
 
@@ -105,35 +118,67 @@ class ReferenceTrack:
         self._track: deque[tuple[float, float]] = deque()
         self.keep_s = keep_s
 
-    def add(self, samples: np.ndarray, rate: int, start: float) -> None:
-        """``samples`` float32 mono that will start playing at ``start``."""
-        step = rate * FRAME_MS // 1000
-        for i in range(0, samples.size, step):
-            seg = samples[i : i + step]
-            self._track.append((start + i / rate, float(np.mean(seg * seg))))
+    def add(self, played: AudioFrame, gain: float = 1.0) -> None:
+        """``played``: 16-bit mono audio that starts playing at its timestamp, at ``gain``."""
+        start = played.timestamp
+        for seg in chop(
+            played.audio, played.rate, REF_STEP_MS, start=start, tail=True, width=played.width
+        ):
+            x = seg.floats()
+            self._track.append((seg.timestamp, float(np.mean(x * x)) * gain * gain))
         while self._track and self._track[0][0] < start - self.keep_s:
             self._track.popleft()
 
-    def level(self, t: float) -> float:
-        """Playback energy that can echo into a frame captured at ``t``: recent frames weighted
-        by a reverberation-like decay, so the prediction follows the room's tail."""
+    def level(self, frame: AudioFrame) -> float:
+        """Playback energy that can echo into the mic ``frame``: what played up to its end
+        (within a frame's slack), weighted by a reverberation-like decay, so the prediction
+        follows the room's tail."""
+        t, step = frame.end, REF_STEP_MS / 1000
         total = 0.0
         for when, e in self._track:
-            if t - REF_WINDOW_S <= when <= t + FRAME_MS / 1000:
-                total += e * REVERB_DECAY ** (max(0.0, t - when) / (FRAME_MS / 1000))
+            if t - REF_WINDOW_S <= when <= t + frame.seconds:
+                total += e * REVERB_DECAY ** (max(0.0, t - when) / step)
         return total * (1 - REVERB_DECAY)
 
     def clear(self) -> None:
         self._track.clear()
 
 
-def _energy(frame: bytes) -> float:
-    x = to_float(frame)
+def _energy(frame: AudioFrame) -> float:
+    x = frame.floats()
     return float(np.mean(x * x))
 
 
+class _Preroll:
+    """The most recent frames, at most ``ms`` of them (at least one frame)."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+        self._frames: deque[AudioFrame] = deque()
+        self._held_ms = 0
+
+    def append(self, frame: AudioFrame) -> None:
+        self._frames.append(frame)
+        self._held_ms += frame.milliseconds
+        while len(self._frames) > 1 and self._held_ms > self.ms:
+            self._held_ms -= self._frames.popleft().milliseconds
+
+    def take(self) -> list[AudioFrame]:
+        frames = list(self._frames)
+        self.clear()
+        return frames
+
+    def clear(self) -> None:
+        self._frames.clear()
+        self._held_ms = 0
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+
 class VoiceGate:
-    """One instance per session; :meth:`process` is called for every 20 ms mic frame."""
+    """One instance per session; :meth:`process` is called for every mic frame (16 kHz
+    mono int16 of 10, 20 or 30 ms, timestamped at capture)."""
 
     def __init__(
         self,
@@ -149,17 +194,17 @@ class VoiceGate:
             is_speech = lambda f: vad.is_speech(f, RATE)  # noqa: E731
         self.is_speech = is_speech
         self.reference = reference or ReferenceTrack()
-        self.preroll = deque[tuple[bytes, float]](maxlen=max(1, settings.preroll_ms // FRAME_MS))
+        self.preroll = _Preroll(settings.preroll_ms)
         self.ptt_held = False
         self.state = "silence"  # silence | candidate | speech
-        self._cand: list[tuple[bytes, float]] = []
+        self._cand: list[AudioFrame] = []
         self._voiced_ms = 0
         self._gap_ms = 0
         self._silence_ms = 0
         self._ptt_started = False
         self.sent_ms = 0  # audio sent in the current turn
         self.coupling = 1.0  # echo energy / playback energy: starts pessimistic, learned
-        self._barge_run = 0
+        self._barge_ms = 0
         self.suppressed_frames = 0
 
     # ---------------------------------------------------------------- push-to-talk
@@ -182,100 +227,116 @@ class VoiceGate:
 
     # ---------------------------------------------------------------- frames
 
-    def echo_guard(self, now: float, speaker: Speaker) -> bool:
-        """True while the mic must stay closed (half-duplex, including the tail)."""
+    def echo_guard(self, frame: AudioFrame, speaker: Speaker) -> bool:
+        """True while the mic must stay closed (half-duplex, including the tail): a frame that
+        began before the tail ended may hold echo."""
         if self.s.echo_mode == "off":
             return False
         if self.ptt_held:  # the button says the user talks: only a playing cue is held back
             return speaker.busy
-        return speaker.busy or now < speaker.last_played_at + self.s.tail_ms / 1000
+        return speaker.busy or frame.timestamp < speaker.last_played_at + self.s.tail_ms / 1000
 
-    def process(self, frame: bytes, now: float, speaker: Speaker = Speaker()) -> list[VoiceEvent]:
-        if self.echo_guard(now, speaker):
+    def process(self, frame: AudioFrame, speaker: Speaker = Speaker()) -> list[VoiceEvent]:
+        _check(frame)
+        if self.echo_guard(frame, speaker):
             self.suppressed_frames += 1
             self.reset()
             if self.s.barge_in == "voice":
-                return self._double_talk(frame, now, speaker)
+                return self._double_talk(frame)
             return []
-        self._barge_run = 0
-        voiced = self.is_speech(frame)
+        self._barge_ms = 0
+        voiced = self.is_speech(frame.audio)
         if self.s.mode == "push_to_talk":
-            return self._ptt(frame, now, voiced)
-        return self._gated(frame, now, voiced)
+            return self._ptt(frame, voiced)
+        return self._gated(frame, voiced)
 
-    def _emit(self, frames: list[tuple[bytes, float]]) -> Audio:
-        self.sent_ms += FRAME_MS * len(frames)
-        return Audio(b"".join(f for f, _ in frames), frames[0][1])
+    def _emit(self, frames: list[AudioFrame]) -> Audio:
+        self.sent_ms += sum(f.milliseconds for f in frames)
+        return Audio(join(frames))
 
-    def _ptt(self, frame: bytes, now: float, voiced: bool) -> list[VoiceEvent]:
+    def _ptt(self, frame: AudioFrame, voiced: bool) -> list[VoiceEvent]:
         if not self.ptt_held:
-            self.preroll.append((frame, now))
+            self.preroll.append(frame)
             return []
         if self._ptt_started:
-            return [self._emit([(frame, now)])]
+            return [self._emit([frame])]
         if not voiced:
-            self.preroll.append((frame, now))  # leading silence beyond pre-roll is dropped
+            self.preroll.append(frame)  # leading silence beyond pre-roll is dropped
             return []
         self._ptt_started = True
-        frames = [*self.preroll, (frame, now)]
-        self.preroll.clear()
-        return [SpeechStarted(frames[0][1]), self._emit(frames)]
+        frames = [*self.preroll.take(), frame]
+        return [SpeechStarted(frames[0].timestamp), self._emit(frames)]
 
-    def _gated(self, frame: bytes, now: float, voiced: bool) -> list[VoiceEvent]:
+    def _gated(self, frame: AudioFrame, voiced: bool) -> list[VoiceEvent]:
+        ms = frame.milliseconds
         if self.state == "silence":
             if voiced:
-                self.state, self._cand = "candidate", [(frame, now)]
-                self._voiced_ms, self._gap_ms = FRAME_MS, 0
-                return self._maybe_start(now)
-            self.preroll.append((frame, now))
+                self.state, self._cand = "candidate", [frame]
+                self._voiced_ms, self._gap_ms = ms, 0
+                return self._maybe_start()
+            self.preroll.append(frame)
             return []
         if self.state == "candidate":
-            self._cand.append((frame, now))
+            self._cand.append(frame)
             if voiced:
-                self._voiced_ms += FRAME_MS
+                self._voiced_ms += ms
                 self._gap_ms = 0
-                return self._maybe_start(now)
-            self._gap_ms += FRAME_MS
+                return self._maybe_start()
+            self._gap_ms += ms
             if self._gap_ms >= CANDIDATE_GAP_MS:  # a burst: keep it as pre-roll only
                 for f in self._cand:
                     self.preroll.append(f)
                 self.state, self._cand = "silence", []
             return []
         # speech
-        out: list[VoiceEvent] = [self._emit([(frame, now)])]
+        out: list[VoiceEvent] = [self._emit([frame])]
         if voiced:
             self._silence_ms = 0
         else:
-            self._silence_ms += FRAME_MS
+            self._silence_ms += ms
             if self._silence_ms >= self.s.hangover_ms:
-                out.append(SpeechEnded(now))
+                out.append(SpeechEnded(frame.end))
                 self.state = "silence"
                 self.preroll.clear()
         return out
 
-    def _maybe_start(self, now: float) -> list[VoiceEvent]:
-        if self._voiced_ms < max(self.s.min_speech_ms, 2 * FRAME_MS):
+    def _maybe_start(self) -> list[VoiceEvent]:
+        if self._voiced_ms < max(self.s.min_speech_ms, MIN_VOICED_MS):
             return []
-        frames = [*self.preroll, *self._cand]
-        self.preroll.clear()
+        frames = [*self.preroll.take(), *self._cand]
         self.state, self._cand = "speech", []
         self._silence_ms = 0
-        return [SpeechStarted(frames[0][1]), self._emit(frames)]
+        return [SpeechStarted(frames[0].timestamp), self._emit(frames)]
 
-    def _double_talk(self, frame: bytes, now: float, speaker: Speaker) -> list[VoiceEvent]:
+    def _double_talk(self, frame: AudioFrame) -> list[VoiceEvent]:
         mic = _energy(frame)
-        ref = self.reference.level(now)
+        ref = self.reference.level(frame)
         predicted = self.coupling * ref
         loud = mic > max(MIN_BARGE_ENERGY, BARGE_MARGIN * predicted)
-        if loud and self.is_speech(frame):
-            self._barge_run += 1
+        ms = frame.milliseconds
+        if loud and self.is_speech(frame.audio):
+            self._barge_ms += ms
         else:
-            self._barge_run = max(0, self._barge_run - 1)
+            self._barge_ms = max(0, self._barge_ms - ms)
             if ref > 1e-4 and not loud:  # echo only: track the loudest coupling seen
                 ratio = mic / ref  # (fast rise, slow fall: quiet frames must not lower it)
-                rate = 0.3 if ratio > self.coupling else 0.03
+                rate = COUPLING_RISE if ratio > self.coupling else COUPLING_FALL
                 self.coupling += rate * (ratio - self.coupling)
-        if self._barge_run >= BARGE_FRAMES:
-            self._barge_run = 0
-            return [BargeIn(now)]
+        if self._barge_ms >= BARGE_MS:
+            self._barge_ms = 0
+            return [BargeIn(frame.end)]
         return []
+
+
+def _check(frame: AudioFrame) -> None:
+    """A frame the VAD cannot take is a wiring error: say what it is, not webrtcvad's words."""
+    if (
+        frame.rate != RATE
+        or frame.width != 2
+        or frame.channels != 1
+        or frame.samples * 1000 not in {ms * RATE for ms in VAD_FRAME_MS}
+    ):
+        raise ValueError(
+            f"the voice gate takes 16 kHz 16-bit mono frames of 10, 20 or 30 ms, got "
+            f"{frame.rate} Hz {frame.width * 8}-bit ×{frame.channels} of {frame.samples} samples"
+        )

@@ -1,0 +1,268 @@
+"""A parsed YAML mapping checked against the schema, every problem at once.
+
+Nothing here stops at the first mistake: each problem is collected as ``key.path: what is
+wrong (got X)``, with a "did you mean" for a misspelt key (in its section or another), so a
+person fixing the file over SSH sees them all in one run of `agentd check-config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
+
+from agentd.config.schema import Config
+
+
+class ConfigError(Exception):
+    """Every problem found in a configuration, one ``key.path: what is wrong`` line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(str(a) for a in get_args(tp))
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "a whole number"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin is dict:
+        return "a mapping of strings"
+    return str(tp)
+
+
+def fields(cls: type) -> dict[str, tuple[dataclasses.Field[Any], Any]]:
+    """A settings class's fields with their resolved type hints, by name."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def _all_keys() -> dict[str, list[str]]:
+    """name → full paths of every leaf key, for 'did you mean' across sections."""
+    out: dict[str, list[str]] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        for name, (_, tp) in fields(cls).items():
+            path = f"{prefix}{name}"
+            out.setdefault(name, []).append(path)
+            inner = strip_optional(tp)
+            if dataclasses.is_dataclass(inner):
+                walk(inner, path + ".")  # type: ignore[arg-type]
+
+    walk(Config, "")
+    return out
+
+
+def strip_optional(tp: Any) -> Any:
+    """``X | None`` → ``X``; anything else unchanged."""
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _is_optional(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp)
+
+
+def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
+    """Check ``value`` against the type hint ``tp``; return the converted value."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = strip_optional(tp)
+        return _convert(value, inner, path, problems)
+    if value is None:
+        problems.append(f"{path}: must be {_type_name(tp)}, not null")
+        return None
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed or isinstance(value, bool):
+            choices = ", ".join(str(a) for a in allowed)
+            problems.append(f"{path}: must be one of {choices} (got {_describe(value)})")
+            return None
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            problems.append(f"{path}: must be true or false (got {_describe(value)})")
+            return None
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            problems.append(f"{path}: must be a whole number (got {_describe(value)})")
+            return None
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{path}: must be a number (got {_describe(value)})")
+            return None
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            problems.append(f"{path}: must be a string (got {_describe(value)})")
+            return None
+        return value
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            problems.append(f"{path}: must be a mapping (got {_describe(value)})")
+            return None
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            if not isinstance(k, str) or not isinstance(v, (str, int, float)):
+                problems.append(f"{path}.{k}: must be a string (got {_describe(v)})")
+                continue
+            out[k] = str(v)
+        return out
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, path, problems)  # type: ignore[arg-type]
+    raise TypeError(f"unsupported schema type {tp!r} at {path}")  # a bug in the schema
+
+
+def _suggest(key: str, cls: type, path: str) -> str:
+    names = list(fields(cls))
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if close:
+        return f' (did you mean "{close[0]}"?)'
+    elsewhere = _all_keys().get(key)
+    if elsewhere:
+        return f' (did you mean "{elsewhere[0]}"?)'
+    return f" (known keys: {', '.join(names)})"
+
+
+def build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
+    """``cls`` built from ``data``, each problem appended to ``problems`` (None if it cannot
+    be built)."""
+    here = prefix or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        problems.append(f"{here}: must be a mapping (got {_describe(data)})")
+        return cls()
+    known = fields(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in known:
+            problems.append(f"{path}: unknown key{_suggest(str(key), cls, prefix)}")
+            continue
+        f, tp = known[key]
+        before = len(problems)
+        converted = _convert(value, tp, path, problems)
+        if len(problems) > before:
+            continue
+        lo, hi = f.metadata.get("range", (None, None))
+        is_number = isinstance(converted, (int, float)) and not isinstance(converted, bool)
+        if is_number and (
+            (lo is not None and converted < lo) or (hi is not None and converted > hi)
+        ):
+            problems.append(f"{path}: must be between {lo:g} and {hi:g} (got {converted!r})")
+            continue
+        kwargs[key] = converted
+    # Fields whose default is None but whose type is not optional are required inside
+    # their (optional) section, e.g. led.rgb.red.
+    for name, (f, tp) in known.items():
+        required = f.default is None and f.default_factory is dataclasses.MISSING
+        if name not in kwargs and required and not _is_optional(tp):
+            path = f"{prefix}.{name}" if prefix else name
+            problems.append(f"{path}: is required here")
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        return None
+
+
+def host(url: str) -> str:
+    """The host part of ``url`` for a message (never the query, which may hold secrets)."""
+    try:
+        return urlsplit(url).hostname or "no host"
+    except ValueError:
+        return "no valid host"
+
+
+def is_local(url: str) -> bool:
+    """Loopback only (the bundled simulator, a local proxy): nothing leaves the machine."""
+    name = host(url)
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_relations(cfg: Config, problems: list[str]) -> None:
+    """Rules that span keys, each reported at the key a person should edit."""
+    a = cfg.audio.input
+    if a.channel >= a.channels:
+        problems.append(
+            f"audio.input.channel: must be less than audio.input.channels={a.channels} "
+            f"(got {a.channel})"
+        )
+    if cfg.reconnect.initial_s > cfg.reconnect.max_s:
+        problems.append(
+            f"reconnect.initial_s: must not exceed reconnect.max_s={cfg.reconnect.max_s:g} "
+            f"(got {cfg.reconnect.initial_s:g})"
+        )
+    if cfg.led.pin is not None and cfg.led.rgb is not None:
+        problems.append("led.rgb: set either led.pin or led.rgb, not both (set led.pin: null)")
+    if cfg.api.dialect != "xstar":
+        for key in ("input_format", "output_format"):
+            if getattr(cfg.api, key) is not None:
+                problems.append(
+                    f"api.{key}: only used with api.dialect: xstar "
+                    f"(got dialect {cfg.api.dialect}; OpenAI speaks 24 kHz PCM only)"
+                )
+    if cfg.agent.greeting_type == "tts_text" and cfg.api.dialect != "xstar":
+        problems.append(
+            "agent.greeting_type: tts_text is an xstar feature (use input_text with "
+            f"dialect {cfg.api.dialect})"
+        )
+    led_pins = [cfg.led.pin] if cfg.led.pin is not None else []
+    if cfg.led.rgb is not None:
+        led_pins += [cfg.led.rgb.red, cfg.led.rgb.green, cfg.led.rgb.blue]
+    if cfg.button.pin is not None and cfg.button.pin in led_pins:
+        problems.append(f"button.pin: pin {cfg.button.pin} is also used by the LED")
+    if len(set(led_pins)) != len(led_pins):
+        problems.append(f"led.rgb: each colour needs its own pin (got {led_pins})")
+    url = cfg.api.url
+    if url is not None and not url.startswith(("ws://", "wss://")):
+        problems.append(f"api.url: must start with wss:// or ws:// (got {_describe(url)})")
+    elif url is not None and url.startswith("ws://") and not is_local(url):
+        problems.append(
+            "api.url: ws:// would send the API key and your voice unencrypted; use wss:// "
+            f"(ws:// is only allowed for this machine: localhost, 127.0.0.1, ::1; got {host(url)})"
+        )
+    if cfg.api.model is not None and not cfg.api.model.strip():
+        problems.append("api.model: must not be empty")
+    if cfg.api.api_key_file is not None and not cfg.api.api_key_file.startswith("/"):
+        problems.append(
+            f"api.api_key_file: must be an absolute path (got {cfg.api.api_key_file!r}); "
+            "the service runs in /"
+        )
+    if not cfg.control.socket.startswith("/"):
+        problems.append(f"control.socket: must be an absolute path (got {cfg.control.socket!r})")
