@@ -744,7 +744,8 @@ def test_mute_is_idempotent_from_ctl_and_toggles_from_the_button(
     start: cv.State, event: Any, after: cv.State
 ) -> None:
     conv = cv.Conversation(state=start, connected=start is not cv.State.OFFLINE)
-    assert conv.handle(event(), 0.0) == []
+    listen = [] if after is start else [cv.Listen(after is not cv.State.MUTED)]  # mic off/on
+    assert conv.handle(event(), 0.0) == listen
     assert conv.state is after
 
 

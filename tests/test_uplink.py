@@ -65,3 +65,9 @@ def test_reconfigure_changes_rate_and_bound() -> None:
     for _ in range(3):
         up.hold(b"\x00\x00" * 320)
     assert up.held_ms == 40
+
+
+def test_a_frame_at_another_rate_gets_its_own_resampler() -> None:
+    up = Uplink(24000, 30.0)
+    out = up.convert(AudioFrame(tone(200, rate=8000), 8000))  # 200 ms at 8 kHz
+    assert 24000 * 0.2 - 960 <= len(out) // 2 <= 24000 * 0.2  # 200 ms at 24 kHz, not 600 ms
