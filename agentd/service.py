@@ -72,6 +72,10 @@ class Hooks:
     use_gpio: bool = True
     on_state: Callable[[str], None] | None = None
     on_transcript: Callable[[str, str], None] | None = None
+    # The adapters, built with the arguments the real ones take; a test passes in-memory fakes.
+    make_capture: Callable[..., Capture] = Capture
+    make_playback: Callable[..., Playback] = Playback
+    make_link: Callable[..., Link] = Link
 
 
 class Daemon:
@@ -225,7 +229,7 @@ class Daemon:
             self.feed(cv.Mute(True))
         self._start_audio(loop)
         self._start_gpio(loop)
-        self.link = Link(self.cfg, self._key(), self._on_server, self._on_link)
+        self.link = self.hooks.make_link(self.cfg, self._key(), self._on_server, self._on_link)
         self._link_task = self._supervise("link", self._run_link)
         await self._wait_ready()
         self.notifier.ready(self.status_line())
@@ -324,12 +328,12 @@ class Daemon:
             await asyncio.sleep(0.01)
 
     def _start_audio(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.playback = Playback(
+        self.playback = self.hooks.make_playback(
             self.cfg.audio.output,
             dialects.output_rate(self.cfg.api),
             lambda e: self._audio_status("playback", e),
         )
-        self.capture = Capture(
+        self.capture = self.hooks.make_capture(
             self.cfg.audio.input, loop, self._on_mic, lambda e: self._audio_status("capture", e)
         )
         self._pb_faults = 0

@@ -108,7 +108,8 @@ async def harness(
     from gpiozero import Device
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-    over = getattr(request, "param", {})
+    over = dict(getattr(request, "param", {}))
+    hooks = over.pop("hooks", {})  # Hooks fields: adapters built another way
     notify = NotifySocket(tmp_path / "notify")
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
     monkeypatch.setenv("WATCHDOG_USEC", "2000000")
@@ -120,7 +121,11 @@ async def harness(
     daemon = Daemon(
         cfg_path,
         load(cfg_path),
-        Hooks(pin_factory=factory, on_state=lambda s: states.append((time.monotonic(), s))),
+        Hooks(
+            pin_factory=factory,
+            on_state=lambda s: states.append((time.monotonic(), s)),
+            **hooks,
+        ),
     )
     task = asyncio.create_task(daemon.run())
     h = Harness(daemon, sim, notify, factory, task)

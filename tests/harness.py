@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from agentd.audio.frame import AudioFrame
 from agentd.service import Daemon
 from agentd.sim import Simulator
 
@@ -89,3 +90,10 @@ class Harness:
 
     def state(self) -> str:
         return self.daemon.conv.state.value
+
+    def mic(self, frame: AudioFrame) -> None:
+        """Speak one frame into the daemon through its microphone's own delivery callback
+        (the real capture keeps listening to the room meanwhile)."""
+        cap = self.daemon.capture
+        assert cap is not None, "the daemon has no microphone yet"
+        cap.on_frame(frame)

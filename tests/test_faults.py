@@ -12,6 +12,7 @@ arithmetic in test_protocol."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -47,7 +48,7 @@ async def say(h: Harness, realtime: bool = False) -> int:
     await h.until(lambda: pb is None or not pb.busy())  # the user talks after the "listening" cue
     fs = frames(SPEECH)
     for f in fs:
-        h.daemon._on_mic(f)
+        h.mic(f)
         if realtime:
             await asyncio.sleep(0.02)
     h.daemon.feed(cv.Release())
@@ -231,20 +232,23 @@ async def test_session_cap_1001_idle_and_mid_turn_loses_nothing(
 
 
 async def daemon_with_fake_backoff_clock(
-    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sim: Simulator
 ) -> tuple[Daemon, asyncio.Task[int], list[float]]:
     """A daemon whose reconnect waits advance a simulated clock instead of sleeping."""
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
     virtual = [0.0]
 
-    async def fake_sleep(self: Link, delay: float) -> None:
+    async def fake_sleep(link: Link, delay: float) -> None:
         virtual[0] += delay
         await asyncio.sleep(0.001)
 
-    monkeypatch.setattr(Link, "_sleep", fake_sleep)
     cfg = write_config(tmp_path / "c.yaml", sim, tmp_path, sounds__enabled=False)
-    d = Daemon(cfg, load(cfg), Hooks(pin_factory=MockFactory(pin_class=MockPWMPin)))
+    hooks = Hooks(
+        pin_factory=MockFactory(pin_class=MockPWMPin),
+        make_link=functools.partial(Link, sleep=fake_sleep),
+    )
+    d = Daemon(cfg, load(cfg), hooks)
     return d, asyncio.create_task(d.run()), virtual
 
 
@@ -256,7 +260,7 @@ async def test_401_never_loops_tightly(
 ) -> None:
     async with Simulator("openai", pace=0) as sim:
         sim.faults.reject_status = 401
-        d, task, virtual = await daemon_with_fake_backoff_clock(tmp_path, sim, monkeypatch)
+        d, task, virtual = await daemon_with_fake_backoff_clock(tmp_path, sim)
         try:
             while virtual[0] < 600:  # ten simulated minutes of a rejected key
                 assert not task.done()
@@ -648,6 +652,27 @@ async def test_speaker_hung_mid_answer_ends_speaking_and_withholds_the_watchdog(
     assert not h.task.done()
 
 
+class LateRetries:
+    """A link's backoff wait that, while ``late``, overruns by 6 s (the retry timer fires
+    late); otherwise the real wait."""
+
+    late = False
+
+    async def __call__(self, link: Link, delay: float) -> None:
+        if self.late:
+            await asyncio.sleep(delay + 6.0)
+            delay = 0
+        await Link._retry_wait(link, delay)
+
+
+LATE_RETRIES = LateRetries()
+
+
+@pytest.mark.parametrize(
+    "harness",
+    [{"hooks": {"make_link": functools.partial(Link, sleep=LATE_RETRIES)}}],
+    indirect=True,
+)
 async def test_watchdog_withheld_while_the_link_is_off_schedule(
     harness: Harness, monkeypatch: pytest.MonkeyPatch, all_logs: pytest.LogCaptureFixture
 ) -> None:
@@ -658,17 +683,11 @@ async def test_watchdog_withheld_while_the_link_is_off_schedule(
 
     h, sim = harness, harness.sim
     monkeypatch.setattr(connection, "SCHEDULE_GRACE_S", 0.5)
-    real_sleep = Link._sleep
-
-    async def overrunning_sleep(self: Link, delay: float) -> None:
-        await asyncio.sleep(delay + 6.0)  # the retry timer fires 6 s late
-        await real_sleep(self, 0)
-
-    monkeypatch.setattr(Link, "_sleep", overrunning_sleep)
+    LATE_RETRIES.late = True  # the retry timer fires 6 s late
     sim.drop_all()
 
     def let_it_retry_on_time() -> None:
-        monkeypatch.setattr(Link, "_sleep", real_sleep)
+        LATE_RETRIES.late = False
 
     await withheld_then_resumed(h, "connection is stuck", let_it_retry_on_time)
     await h.until(lambda: h.daemon.conv.connected and h.state() == "idle")
@@ -1020,7 +1039,7 @@ async def test_button_callback_that_fails_is_counted_and_the_turn_goes_on(
     pb = h.daemon.playback
     await h.until(lambda: pb is None or not pb.busy())
     for f in frames(SPEECH):
-        h.daemon._on_mic(f)
+        h.mic(f)
         await asyncio.sleep(0.02)
     button.drive_high()
     await h.until(lambda: h.state() == "speaking")

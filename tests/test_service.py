@@ -414,7 +414,7 @@ async def test_reload_during_a_push_to_talk_hold_keeps_the_hold(harness: Harness
     await h.until(lambda: not pb.busy())
     half = len(frames) // 2
     for f in frames[:half]:
-        h.daemon._on_mic(f)
+        h.mic(f)
     data = yaml.safe_load(h.daemon.config_path.read_text())
     data["turn"] = {"mode": "toggle"}
     data["vad"] = {"hangover_ms": 700}
@@ -422,7 +422,7 @@ async def test_reload_during_a_push_to_talk_hold_keeps_the_hold(harness: Harness
     assert (await h.daemon._control("reload"))["ok"] is True
     assert h.state() == "listening"
     for f in frames[half:]:
-        h.daemon._on_mic(f)
+        h.mic(f)
     h.daemon.feed(cv.Release())  # still a push-to-talk hold: the release ends it
     await h.until(lambda: h.state() == "thinking")
     await h.until(lambda: sim.client_events("input_audio_buffer.commit"))  # after every append

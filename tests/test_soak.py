@@ -63,8 +63,10 @@ async def run_turns(daemon: Daemon, sim: Simulator, n: int, speech: bytes) -> fl
                 pb.error,
             )
             await asyncio.sleep(0.001)
+        mic = daemon.capture
+        assert mic is not None
         for f in chop(speech, 16000, 20, start=time.monotonic()):
-            daemon._on_mic(f)
+            mic.on_frame(f)  # through the microphone's own delivery callback
         daemon.feed(cv.Release())
         sim.events.clear()  # the simulator's own record of the turn is not the daemon's memory
         deadline = time.monotonic() + 5

@@ -15,7 +15,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -113,8 +113,11 @@ class Link:
         on_state: Callable[[LinkState], None],
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
+        sleep: Callable[[Link, float], Awaitable[None]] | None = None,
     ) -> None:
         self.on_event = on_event
+        # how a backoff wait passes: a test drives a virtual clock through this seam
+        self._wait = sleep or Link._retry_wait
         self.on_state = on_state
         self.clock = clock
         self._rng = rng
@@ -268,6 +271,10 @@ class Link:
         register_secrets(self.cfg.api, self._api_key)
 
     async def _sleep(self, delay: float) -> None:
+        await self._wait(self, delay)
+
+    async def _retry_wait(self, delay: float) -> None:
+        """The real backoff wait: ``delay`` seconds, cut short by a reconnect request."""
         self._wake_retry.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake_retry.wait(), delay)
