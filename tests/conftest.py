@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,10 +108,37 @@ async def harness(
     monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[Harness]:
+    """The daemon in-process on the PulseAudio room, the simulator and a real NOTIFY_SOCKET."""
+    async with running_daemon(tmp_path, monkeypatch, dict(getattr(request, "param", {}))) as h:
+        yield h
+
+
+@pytest.fixture
+async def fake_harness(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> AsyncIterator[Harness]:
+    """The same daemon with in-memory microphone and speaker (tests/fakes.py), no PulseAudio:
+    for tests of what the daemon decides, not of what the user hears. The speaker plays on
+    the real clock, so answers take their real time."""
+    from tests.fakes import FakeCapture, FakePlayback
+
+    over = dict(getattr(request, "param", {}))
+    over["hooks"] = {
+        "make_capture": FakeCapture,
+        "make_playback": functools.partial(FakePlayback, clock=time.monotonic),
+        **over.get("hooks", {}),
+    }
+    async with running_daemon(tmp_path, monkeypatch, over) as h:
+        yield h
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, over: dict[str, Any]
+) -> AsyncIterator[Harness]:
     from gpiozero import Device
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-    over = dict(getattr(request, "param", {}))
     hooks = over.pop("hooks", {})  # Hooks fields: adapters built another way
     notify = NotifySocket(tmp_path / "notify")
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))

@@ -22,6 +22,19 @@ from agentd.realtime.connection import LinkState
 from agentd.realtime.events import ServerEvent
 
 
+class ManualClock:
+    """Time that passes only when the test says so."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
 class _FakeDevice:
     kind = "capture"
 
@@ -77,9 +90,10 @@ class _Chunk:
 
 
 class FakePlayback(_FakeDevice):
-    """A speaker whose time is :attr:`t`, advanced by the test with :meth:`advance`: audio
-    queued by :meth:`play` plays back to back from when it is queued; a flush drops the rest.
-    The daemon's ``now`` arguments are ignored: this clock is the only one."""
+    """A speaker on ``clock`` (by default a :class:`ManualClock` the test advances with
+    :meth:`advance`): audio queued by :meth:`play` plays back to back from when it is
+    queued; a flush drops the rest. The daemon's ``now`` arguments are ignored: this clock
+    is the only one."""
 
     kind = "playback"
 
@@ -93,12 +107,17 @@ class FakePlayback(_FakeDevice):
         super().__init__(settings.device)
         self.settings = settings
         self.source_rate = source_rate
-        self.t = 0.0
+        self.clock: Callable[[], float] = clock or ManualClock()
         self.chunks: list[_Chunk] = []
         self.flushes = 0
 
+    @property
+    def t(self) -> float:
+        return self.clock()
+
     def advance(self, seconds: float) -> None:
-        self.t += seconds
+        assert isinstance(self.clock, ManualClock), "this speaker runs on a real clock"
+        self.clock.advance(seconds)
 
     def play(
         self,

@@ -132,9 +132,9 @@ async def test_stall_without_fin_is_detected_within_30_s(
 
 
 async def test_malformed_json_and_unknown_event_keep_the_session(
-    harness: Harness, all_logs: pytest.LogCaptureFixture
+    fake_harness: Harness, all_logs: pytest.LogCaptureFixture
 ) -> None:
-    h, sim = harness, harness.sim
+    h, sim = fake_harness, fake_harness.sim
     mark = len(all_logs.records)
     sim.reply = "Fine."
     sim.faults.malformed_json = True
@@ -179,9 +179,9 @@ ERRORS = [
 
 @pytest.mark.parametrize(("error", "shown"), ERRORS, ids=[e["type"] + str(s) for e, s in ERRORS])
 async def test_error_events_of_each_class(
-    harness: Harness, all_logs: pytest.LogCaptureFixture, error: dict[str, Any], shown: bool
+    fake_harness: Harness, all_logs: pytest.LogCaptureFixture, error: dict[str, Any], shown: bool
 ) -> None:
-    h, sim = harness, harness.sim
+    h, sim = fake_harness, fake_harness.sim
     led, mark = LedSpy(h), len(all_logs.records)
     sim.faults.error_event = error
     await say(h)
@@ -995,13 +995,13 @@ async def test_turn_during_a_planned_renewal_is_committed_whole_on_the_new_sessi
 
 
 async def test_new_server_settings_wait_for_the_answer_to_finish(
-    harness: Harness, all_logs: pytest.LogCaptureFixture
+    fake_harness: Harness, all_logs: pytest.LogCaptureFixture
 ) -> None:
     """A reload that changes api.headers mid-answer does not cut the answer: the new
     session (with the new header) is opened once the answer has played."""
     import yaml
 
-    h, sim = harness, harness.sim
+    h, sim = fake_harness, fake_harness.sim
     cfg_path = h.daemon.config_path
     data = yaml.safe_load(cfg_path.read_text())
     data["api"]["headers"] = {"X-Fleet": "blue"}

@@ -395,14 +395,12 @@ def uplinked_16k(sim: Any) -> int:
     )
 
 
-@pytest.mark.parametrize(
-    "harness", [{"audio__input": {"device": "no-such-mic", "rate": 48000}}], indirect=True
-)
-async def test_reload_during_a_push_to_talk_hold_keeps_the_hold(harness: Harness) -> None:
+async def test_reload_during_a_push_to_talk_hold_keeps_the_hold(fake_harness: Harness) -> None:
     """A reload that switches to toggle mode and a new voice detector lands in the middle of
     a push-to-talk hold: the hold goes on (all its audio goes up, the release ends it), and
-    toggle applies from the next turn. (No room mic: the server's bytes are the spoken ones.)"""
-    h, sim = harness, harness.sim
+    toggle applies from the next turn. (In-memory mic and speaker: the server's bytes are the
+    spoken ones.)"""
+    h, sim = fake_harness, fake_harness.sim
     speech = rigs.espeak("what is the weather like today", 16000, Path("unused"))
     b = speech.astype("<i2").tobytes()
     frames = chop(b, 16000, 20, start=time.monotonic())
