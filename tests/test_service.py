@@ -479,3 +479,75 @@ async def test_reload_keeps_the_auth_floor_and_the_transcript_state(tmp_path: Pa
         assert link.backoff.next_delay() < cfg.reconnect.max_s
     finally:
         del os.environ["AGENTD_TEST_KEY"]
+
+
+# ---------------------------------------------------------------- in-memory adapters
+
+
+async def test_barge_in_truncates_at_what_the_speaker_played_on_fakes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon on in-memory mic, speaker and link (no PulseAudio, no socket): a turn's
+    audio goes up and is committed, the answer's audio goes to the speaker, and a press
+    after exactly 300 ms of a 1 s answer flushes the speaker and truncates the item at
+    300 ms heard — on a speaker clock the test drives, so the figure is exact."""
+    from agentd.config import load
+    from agentd.realtime import client_events as ce
+    from agentd.realtime import events as ev
+    from agentd.service import Daemon, Hooks
+    from agentd.sim import Simulator
+    from tests.fakes import FakeCapture, FakeLink, FakePlayback
+    from tests.harness import write_config
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    made: dict[str, Any] = {}
+
+    def keep(name: str, make: Any) -> Any:
+        def build(*args: Any, **kwargs: Any) -> Any:
+            made[name] = make(*args, **kwargs)
+            return made[name]
+
+        return build
+
+    cfg = write_config(tmp_path / "c.yaml", Simulator(), tmp_path, sounds__enabled=False)
+    hooks = Hooks(
+        use_gpio=False,
+        make_capture=keep("mic", FakeCapture),
+        make_playback=keep("speaker", FakePlayback),
+        make_link=keep("link", FakeLink),
+    )
+    d = Daemon(cfg, load(cfg), hooks)
+    task = asyncio.create_task(d.run())
+    try:
+        while d.conv.state is not cv.State.IDLE:
+            await asyncio.sleep(0.001)
+        mic, pb, link = made["mic"], made["speaker"], made["link"]
+        d.feed(cv.Press())
+        assert d.conv.state is cv.State.LISTENING
+        speech = rigs.espeak("what is the weather like today", 16000, Path("unused"))
+        frames = chop(speech.astype("<i2").tobytes(), 16000, 20, start=time.monotonic())
+        for f in frames:
+            mic.push(f)
+        d.feed(cv.Release())
+        assert d.conv.state is cv.State.THINKING
+        up = sum(len(e.pcm) for e in link.sent_of(ce.AppendAudio))
+        spoken = sum(len(f.audio) for f in frames)
+        assert up >= spoken * 3 // 2 * 0.95, (up, spoken)  # at 24 kHz on the wire
+        assert link.sent_of(ce.Commit) and link.sent_of(ce.CreateResponse)
+        second = b"\x10\x00" * 24000  # 1 s at the 24 kHz API rate
+        link.inject(
+            ev.ResponseCreated("r1"),
+            ev.ItemAdded("i1", "assistant", "r1"),
+            ev.AudioChunk("r1", "i1", 0, second),
+        )
+        assert d.conv.state is cv.State.SPEAKING and pb.busy()
+        assert pb.played_ms("i1") == 1000
+        pb.advance(0.3)
+        d.feed(cv.Press())  # the user interrupts
+        truncates = link.sent_of(ce.Truncate)
+        assert [(t.item_id, t.audio_end_ms) for t in truncates] == [("i1", 300)]
+        assert pb.flushes >= 1 and not pb.busy()
+        assert d.conv.state is cv.State.LISTENING
+    finally:
+        d.stop_event.set()
+        await asyncio.wait_for(task, 5)
