@@ -65,21 +65,10 @@ def schema_oracle(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, s
 
     seen: list[tuple[str, str]] = []
     violations: list[str] = []
-    encode = codec.Codec._encode
 
-    def checked_encode(self: codec.Codec, event: dict[str, object]) -> str:
-        frame = encode(self, event)
-        oracle.validate_client(self.dialect, frame)
-        seen.append((self.dialect, frame))
-        return frame
-
-    monkeypatch.setattr(codec.Codec, "_encode", checked_encode)
-    init = server.Simulator.__init__
-
-    def checked_init(self: server.Simulator, *args: object, **kwargs: object) -> None:
-        init(self, *args, **kwargs)  # type: ignore[arg-type]
-        if self._validate is None:
-            self._validate = checked_server
+    def checked_client(dialect: str, frame: str) -> None:
+        oracle.validate_client(dialect, frame)
+        seen.append((dialect, frame))
 
     def checked_server(dialect: str, frame: str) -> None:
         try:
@@ -88,7 +77,8 @@ def schema_oracle(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, s
             violations.append(str(exc))
             raise
 
-    monkeypatch.setattr(server.Simulator, "__init__", checked_init)
+    monkeypatch.setattr(codec, "FRAME_CHECKS", [checked_client])
+    monkeypatch.setattr(server.Simulator, "default_validate", checked_server)
     yield seen
     assert not violations, f"simulator sent events the SDK rejects: {violations[:3]}"
 

@@ -3,7 +3,8 @@
 Pure (no sockets, no asyncio): the connection hands in text frames and sends out what the
 codec returns, so every naming difference between OpenAI GA, the old beta shape and xStar
 ends here. Every client event leaves through :meth:`Codec.encode` (one ``case`` per event)
-and :meth:`Codec._encode`, the one place the schema oracle in the test suite checks.
+and :meth:`Codec._encode`, which shows each frame to :data:`FRAME_CHECKS` (where the test
+suite's schema oracle sits).
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ _IGNORED = frozenset(
 )
 
 _TRANSCRIPT_MEMORY = 64  # items whose cumulative transcript we remember (xStar sends totals)
+
+
+# Observers of every encoded client frame, (dialect, frame) → raises on a bad frame: empty
+# in the daemon; the test suite puts its schema oracle here.
+FRAME_CHECKS: list[Callable[[str, str], None]] = []
 
 
 class ProtocolError(ValueError):
@@ -194,7 +200,10 @@ class Codec:
 
     def _encode(self, event: dict[str, Any]) -> str:
         """The single point every client event passes through."""
-        return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+        frame = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+        for check in FRAME_CHECKS:
+            check(self.dialect, frame)
+        return frame
 
     def _session(self, s: SessionSettings) -> dict[str, Any]:
         turn: dict[str, Any] | None = {"type": "server_vad"} if s.server_vad else None
