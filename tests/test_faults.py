@@ -826,24 +826,24 @@ async def test_a_microphone_frame_that_breaks_the_voice_gate_does_not_stop_captu
 
 
 async def supervised_daemon(
-    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch, failures: int | None
+    tmp_path: Path, sim: Simulator, failures: int | None
 ) -> tuple[Daemon, asyncio.Task[int]]:
     """A daemon whose connection task raises ``failures`` times (None: always) on start."""
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-    run = Link.run
     left = [failures]
 
-    async def failing_run(self: Link) -> None:
-        if left[0] is None or left[0] > 0:
-            if left[0] is not None:
-                left[0] -= 1
-            raise RuntimeError("injected connection task failure")
-        await run(self)
+    class FailingLink(Link):
+        async def run(self) -> None:
+            if left[0] is None or left[0] > 0:
+                if left[0] is not None:
+                    left[0] -= 1
+                raise RuntimeError("injected connection task failure")
+            await super().run()
 
-    monkeypatch.setattr(Link, "run", failing_run)
     cfg = write_config(tmp_path / "c.yaml", sim, tmp_path, sounds__enabled=False)
-    d = Daemon(cfg, load(cfg), Hooks(pin_factory=MockFactory(pin_class=MockPWMPin)))
+    hooks = Hooks(pin_factory=MockFactory(pin_class=MockPWMPin), make_link=FailingLink)
+    d = Daemon(cfg, load(cfg), hooks)
     return d, asyncio.create_task(d.run())
 
 
@@ -855,7 +855,7 @@ async def test_connection_task_that_dies_is_restarted_and_a_turn_works(
 ) -> None:
     async with Simulator("openai", pace=4.0) as sim:
         sim.reply = "Fine."
-        d, task = await supervised_daemon(tmp_path, sim, monkeypatch, failures=2)
+        d, task = await supervised_daemon(tmp_path, sim, failures=2)
         h = Harness(d, sim, None, None, task)  # type: ignore[arg-type]
         try:
             await h.until(lambda: h.state() == "idle" and d.conv.connected, timeout=10)
@@ -874,7 +874,7 @@ async def test_connection_task_that_keeps_dying_exits_non_zero_for_systemd(
     all_logs: pytest.LogCaptureFixture,
 ) -> None:
     async with Simulator("openai", pace=0) as sim:
-        d, task = await supervised_daemon(tmp_path, sim, monkeypatch, failures=None)
+        d, task = await supervised_daemon(tmp_path, sim, failures=None)
         t0 = time.monotonic()
         try:
             rc = await asyncio.wait_for(task, 15)
