@@ -72,6 +72,7 @@ class Hooks:
     use_gpio: bool = True
     on_state: Callable[[str], None] | None = None
     on_transcript: Callable[[str, str], None] | None = None
+    on_cue: Callable[[str], None] | None = None  # each cue the daemon plays, by name
     # The adapters, built with the arguments the real ones take; a test passes in-memory fakes.
     make_capture: Callable[..., Capture] = Capture
     make_playback: Callable[..., Playback] = Playback
@@ -512,6 +513,8 @@ class Daemon:
     def _cue(self, name: str) -> None:
         if not self.cfg.sounds.enabled or self.playback is None:
             return
+        if self.hooks.on_cue is not None:
+            self.hooks.on_cue(name)
         pcm = cue_pcm(name, self.cfg.sounds.volume)
         self._play(pcm, None, CUE_RATE, gain=1.0, last=True)
 

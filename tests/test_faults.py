@@ -935,13 +935,7 @@ async def test_failed_or_incomplete_answer_is_logged_shown_heard_and_counted(
     h, sim = harness, harness.sim
     led, mark = LedSpy(h), len(all_logs.records)
     cues: list[str] = []
-    cue = h.daemon._cue
-
-    def spy_cue(name: str) -> None:
-        cues.append(name)
-        cue(name)
-
-    h.daemon._cue = spy_cue  # type: ignore[method-assign]
+    h.daemon.hooks.on_cue = cues.append
     sim.reply = "Fine."
     sim.faults.response_status = (status, details)
     await say(h)

@@ -326,13 +326,7 @@ async def test_rejected_key_quota_and_outage_each_say_so_in_status(harness: Harn
     pattern and its own cue, once per problem."""
     h, sim = harness, harness.sim
     cues: list[str] = []
-    cue = h.daemon._cue
-
-    def spy_cue(name: str) -> None:
-        cues.append(name)
-        cue(name)
-
-    h.daemon._cue = spy_cue  # type: ignore[method-assign]
+    h.daemon.hooks.on_cue = cues.append
     gpio = h.daemon.gpio
     assert gpio is not None
 
