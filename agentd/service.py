@@ -73,6 +73,7 @@ class Hooks:
     on_state: Callable[[str], None] | None = None
     on_transcript: Callable[[str, str], None] | None = None
     on_cue: Callable[[str], None] | None = None  # each cue the daemon plays, by name
+    on_led: Callable[[cv.State, bool, str | None], None] | None = None  # each LED request
     # The adapters, built with the arguments the real ones take; a test passes in-memory fakes.
     make_capture: Callable[..., Capture] = Capture
     make_playback: Callable[..., Playback] = Playback
@@ -197,11 +198,10 @@ class Daemon:
     def _show_led(self) -> None:
         """The state's pattern, or a repeating error blink while a sound device is gone."""
         if self.gpio is not None:
-            self.gpio.show(
-                self.conv.state,
-                fault=any(self._audio_errors.values()),
-                problem=self.conv.shown_problem,
-            )
+            fault = any(self._audio_errors.values())
+            self.gpio.show(self.conv.state, fault=fault, problem=self.conv.shown_problem)
+            if self.hooks.on_led is not None:
+                self.hooks.on_led(self.conv.state, fault, self.conv.shown_problem)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -73,22 +73,18 @@ def loud(caplog: pytest.LogCaptureFixture, since: int) -> list[str]:
 
 
 class LedSpy:
-    """What the LED was told to show, in order (MockFactory drives the real gpiozero LED)."""
+    """What the daemon told the LED to show, in order (MockFactory drives the real gpiozero
+    LED)."""
 
     def __init__(self, h: Harness) -> None:
         gpio = h.daemon.gpio
         assert gpio is not None and gpio.available
         self.shown: list[str] = []
-        show = gpio.show
 
-        def spy(state: cv.State, fault: bool = False, problem: str | None = None) -> None:
+        def seen(state: cv.State, fault: bool, problem: str | None) -> None:
             self.shown.append("fault" if fault else problem or state.value)
-            if problem is None:
-                show(state, fault)
-            else:
-                show(state, fault, problem)
 
-        gpio.show = spy  # type: ignore[method-assign]
+        h.daemon.hooks.on_led = seen
 
 
 async def test_server_close_mid_response(
