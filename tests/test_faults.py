@@ -110,6 +110,7 @@ async def test_server_close_mid_response(
     assert len(lines) == 1 and "1011" in lines[0], lines
 
 
+@pytest.mark.slow
 async def test_stall_without_fin_is_detected_within_30_s(
     harness: Harness, all_logs: pytest.LogCaptureFixture
 ) -> None:
@@ -430,6 +431,7 @@ async def test_sound_server_vanishes_and_returns(
 FREEZE_S = 0.3  # longer than the capture buffer (CAPTURE_PERIODS × 20 ms)
 
 
+@pytest.mark.slow
 async def test_capture_overrun_storm_while_the_process_is_starved(tmp_path: Path) -> None:
     """`agentd run` on clockmic/clockspk (PCMs with a card's clock; the mic's buffer is
     200 ms) is frozen for 300 ms ten times in the middle of a push-to-talk turn (SIGSTOP:
