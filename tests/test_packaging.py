@@ -107,6 +107,7 @@ def run_install(repo: Path, root: Path, *args: str) -> subprocess.CompletedProce
     )
 
 
+@pytest.mark.slow
 def test_install_pins_what_it_installs_and_reports_changes(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -412,6 +412,7 @@ async def test_refused_and_dns_errors_are_named() -> None:
     assert "connection refused by 127.0.0.1:9" in (probe.states[0].error or "")
 
 
+@pytest.mark.slow
 async def test_stall_without_fin_is_detected_by_keepalive() -> None:
     async with Simulator("openai", pace=0) as sim:
         cfg = cfg_for("openai", api__url=sim.url, reconnect__initial_s=0.05)

@@ -79,6 +79,7 @@ async def run_turns(daemon: Daemon, sim: Simulator, n: int, speech: bytes) -> fl
     return time.monotonic() - t0
 
 
+@pytest.mark.slow
 async def test_soak_1000_turns(
     room: rigs.PulseRoom, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -169,6 +169,7 @@ async def test_run_ready_status_and_sigterm_mid_response(
 # ------------------------------------------------------------------ install / uninstall
 
 
+@pytest.mark.slow
 def test_install_is_idempotent_and_uninstall_keeps_config(tmp_path: Path) -> None:
     root = tmp_path / "root"
 
