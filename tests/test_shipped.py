@@ -289,6 +289,8 @@ class Shipped:
             b += ["--tmpfs", home]
         if sys.base_prefix.startswith(("/root/", "/home/")):  # this machine's pyenv interpreter
             b += ["--ro-bind", sys.base_prefix, sys.base_prefix]
+        if str(REPO).startswith(("/tmp/", "/root/", "/home/")):  # it stands in for /opt/agentd
+            b += ["--ro-bind", str(REPO), str(REPO)]
         _ro_copy("/etc", b)
         b += ["--ro-bind", str(self.etc), u.config_dir]
         _ro_copy("/var/lib", b)
