@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agentd import __version__
 from agentd.config import DEFAULT_CONFIG_PATH, ConfigError, Loaded, load, show, summary
-from agentd.control import COMMANDS
+from agentd.control import COMMANDS, WATCH
 from agentd.logs import under_systemd
 
 
@@ -57,10 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument(
         "command",
-        choices=list(COMMANDS),
+        choices=[*COMMANDS, WATCH],
         metavar="command",
-        help="; ".join(f"{name}: {c.help}" for name, c in COMMANDS.items()),
+        help="; ".join(f"{name}: {c.help}" for name, c in COMMANDS.items())
+        + f"; {WATCH}: print events as JSON lines until interrupted",
     )
+    p.add_argument("value", nargs="?", default=None, help="volume: N (0..100), up or down")
     p.set_defaults(func=_cmd_ctl)
 
     p = sub.add_parser("demo", help="run the real daemon against the bundled simulator")
@@ -90,11 +92,34 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         return 1
     for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    from agentd.device.volume import check_mixer
+
+    mixer = check_mixer(loaded.config.audio.output)
+    if mixer is not None:
+        print(f"{args.config}: 1 problem(s):\n  {mixer}", file=sys.stderr)
+        return 1
     if args.show:
         print(show(loaded))
         return 0
     print(f"OK {args.config}: {summary(loaded.config)}; api key: {_key_source(loaded)}")
+    if loaded.config.hardware is not None:
+        print(preset_expansion(loaded))
     return 0
+
+
+def preset_expansion(loaded: Loaded) -> str:
+    """What ``hardware:`` expanded to, key by key, and which of its keys the files override."""
+    from agentd.config.loading import origin_of
+    from agentd.device import presets
+
+    name = loaded.config.hardware
+    assert name is not None
+    lines = [f"hardware: {name} sets (your own keys win):"]
+    for key, value in presets.flatten(presets.PRESETS[name]):
+        where = origin_of(key, loaded.origins)
+        mine = where is not None and str(where) != presets.source(name)
+        lines.append(f"  {key}: {value!r}" + (f"  (overridden in {where})" if mine else ""))
+    return "\n".join(lines)
 
 
 def _key_source(loaded: Loaded) -> str:
@@ -124,7 +149,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_ctl(args: argparse.Namespace) -> int:
     from agentd.control import ctl_main
 
-    return ctl_main(args.command, socket_path=args.socket, config_path=args.config)
+    return ctl_main(
+        args.command, socket_path=args.socket, config_path=args.config, value=args.value
+    )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

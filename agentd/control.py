@@ -18,10 +18,11 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from agentd import conversation as cv
 from agentd import logs
+from agentd.events_feed import EventsFeed
 
 log = logging.getLogger("agentd.control")
 
@@ -33,6 +34,8 @@ class Command:
 
     help: str
     feed: cv.Input | None = None
+    value: bool = False  # takes an optional "value" string: volume
+    stream: bool = False  # answers with a stream of event lines until the client hangs up
 
 
 #: the one table of commands: the socket, the daemon and `agentd ctl` all read it
@@ -45,12 +48,15 @@ COMMANDS: dict[str, Command] = {
     "mute": Command("stop listening until unmute (kept across restarts)", cv.Mute(True)),
     "unmute": Command("listen again", cv.Mute(False)),
     "reload": Command("re-read the config; a bad one is refused and the old one kept"),
+    "volume": Command("show the speaker volume, or set it: N (0..100), up, down", value=True),
+    "subscribe": Command("stream events as JSON lines (agentd ctl watch prints them)", stream=True),
 }
+WATCH = "watch"  # `agentd ctl watch`: a subscribe that prints each event line
 MAX_LINE = 4096
 MAX_CLIENTS = 8  # a stuck or hostile client cannot hold more than this many slots
 IDLE_S = 60.0  # a client that sends nothing this long is closed, freeing its slot
 
-Handler = Callable[[str], Awaitable[dict[str, Any]]]
+Handler = Callable[..., Awaitable[dict[str, Any]]]  # (cmd, **args): value
 
 
 class SocketInUse(Exception):
@@ -58,9 +64,10 @@ class SocketInUse(Exception):
 
 
 class ControlServer:
-    def __init__(self, path: str, handler: Handler) -> None:
+    def __init__(self, path: str, handler: Handler, feed: EventsFeed | None = None) -> None:
         self.path = Path(path)
         self.handler = handler
+        self.feed = feed
         self.server: asyncio.AbstractServer | None = None
         self.clients = 0
         self._inode: int | None = None
@@ -137,11 +144,15 @@ class ControlServer:
                 if not line:
                     break
                 cmd, problem = parse_request(line)
+                if cmd is not None and COMMANDS[cmd].stream and self.feed is not None:
+                    await self.feed.serve(reader, writer)  # until the client hangs up
+                    break
                 if cmd is None:
                     answer = _error(problem)
                 else:
                     try:
-                        answer = await self.handler(cmd)
+                        args = request_value(line) if COMMANDS[cmd].value else {}
+                        answer = await self.handler(cmd, **args)
                     except Exception as exc:  # a bad command must never take the daemon down
                         log.exception("control command %s failed", cmd)
                         answer = _error(f"{cmd} failed: {exc}")
@@ -181,7 +192,15 @@ def parse_request(line: bytes) -> tuple[str | None, str]:
         return None, 'request has no "cmd" string'
     if cmd not in COMMANDS:
         return None, f"unknown command {cmd[:40]!r}; use one of {', '.join(COMMANDS)}"
+    if COMMANDS[cmd].value and not isinstance(req.get("value", ""), str | int):
+        return None, f'{cmd}: "value" must be a string or a number'
     return cmd, ""
+
+
+def request_value(line: bytes) -> dict[str, Any]:
+    """A request's optional "value" (the line passed parse_request), as text."""
+    value = json.loads(line.decode("utf-8")).get("value")
+    return {} if value is None else {"value": str(value)}
 
 
 def _error(message: str) -> dict[str, Any]:
@@ -198,11 +217,11 @@ async def _write(writer: asyncio.StreamWriter, answer: dict[str, Any]) -> None:
     await writer.drain()
 
 
-def request(path: str | Path, cmd: str, timeout: float = 5.0) -> dict[str, Any]:
+def request(path: str | Path, cmd: str, timeout: float = 5.0, **args: Any) -> dict[str, Any]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(str(path))
-        s.sendall((json.dumps({"cmd": cmd}) + "\n").encode())
+        s.sendall((json.dumps({"cmd": cmd, **args}) + "\n").encode())
         buf = b""
         while not buf.endswith(b"\n"):
             chunk = s.recv(65536)
@@ -213,7 +232,24 @@ def request(path: str | Path, cmd: str, timeout: float = 5.0) -> dict[str, Any]:
     return result
 
 
-def ctl_main(command: str, socket_path: Path | None = None, config_path: Path | None = None) -> int:
+def watch(path: str | Path, out: TextIO) -> int:
+    """`agentd ctl watch`: print each event line until the daemon or the user ends it."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(path))
+        s.sendall((json.dumps({"cmd": "subscribe"}) + "\n").encode())
+        with s.makefile("r", encoding="utf-8") as lines:
+            for line in lines:
+                out.write(line)
+                out.flush()
+    return 0
+
+
+def ctl_main(
+    command: str,
+    socket_path: Path | None = None,
+    config_path: Path | None = None,
+    value: str | None = None,
+) -> int:
     """`agentd ctl CMD`: the socket from --socket, else from the config, else the default."""
     if socket_path is None:
         from agentd.config import DEFAULT_CONFIG_PATH, ConfigError, ControlSettings, load
@@ -223,7 +259,10 @@ def ctl_main(command: str, socket_path: Path | None = None, config_path: Path | 
             path = load(config_path or DEFAULT_CONFIG_PATH, require_key=False).config.control.socket
         socket_path = Path(path)
     try:
-        answer = request(socket_path, command)
+        if command == WATCH:
+            return watch(socket_path, sys.stdout)
+        args: dict[str, Any] = {} if value is None else {"value": value}
+        answer = request(socket_path, command, **args)
     except FileNotFoundError:
         print(f"agentd is not running (no control socket at {socket_path})", file=sys.stderr)
         return 1

@@ -95,9 +95,11 @@ class Interrupt:
 @dataclass(frozen=True, slots=True)
 class Mute:
     """``on``: True mutes, False unmutes (`ctl mute`/`unmute`, idempotent); None toggles
-    (the button's double press)."""
+    (the button's double press). ``switch``: from the latching mute switch, which wins: while
+    it is on, nothing else unmutes."""
 
     on: bool | None = None
+    switch: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +395,7 @@ class Conversation:
     pending: TurnSettings | None = None  # reloaded turn settings, applied at the next rest
     voice_barge_in: bool = False  # echo.barge_in: voice (the server's VAD may interrupt too)
     renew_wanted: str | None = None  # why the session is to be renewed at the next idle moment
+    switch_muted: bool = False  # the latching mute switch is on: only it can unmute
 
     @classmethod
     def from_settings(cls, turn: TurnSettings, voice_barge_in: bool = False) -> Conversation:
@@ -437,8 +440,12 @@ class Conversation:
             case Release():
                 actions = self._on_release(now)
             case DoublePress():
-                actions = self._on_mute(None, now)
+                actions = [] if self.switch_muted else self._on_mute(None, now)
             case Mute():
+                if event.switch:
+                    self.switch_muted = bool(event.on)
+                elif self.switch_muted and event.on is not True:
+                    return []  # the switch wins over ctl unmute and the double press
                 actions = self._on_mute(event.on, now)
             case LongHold():
                 actions = self._on_long_hold(now)
@@ -610,7 +617,7 @@ class Conversation:
             return []  # already so
         if muted:
             self._to(self._rest_state())
-            return [Listen(True)]
+            return [Listen(True), Cue("muted")]
         actions: list[Action] = []
         if self.state is State.LISTENING:
             actions = [StopStreaming()]
@@ -620,7 +627,7 @@ class Conversation:
             actions += self._interrupt(now)
         actions += self._drop_waiting("muted")  # a turn held for the link is not sent later
         self._to(State.MUTED)
-        return [*actions, Listen(False)]
+        return [*actions, Listen(False), Cue("muted")]
 
     def _on_long_hold(self, now: float) -> list[Action]:
         actions: list[Action] = []

@@ -1,4 +1,4 @@
-"""What survives a restart: whether the microphone is muted.
+"""What survives a restart: whether the microphone is muted, and the speaker volume.
 
 Kept as a marker file in ``$STATE_DIRECTORY`` (systemd's ``StateDirectory=agentd``, i.e.
 ``/var/lib/agentd`` under the unit), else in ``$XDG_STATE_HOME/agentd`` (by default
@@ -16,6 +16,7 @@ from pathlib import Path
 log = logging.getLogger("agentd.state")
 
 MUTED_FILE = "muted"
+VOLUME_FILE = "volume"
 
 
 def state_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -43,3 +44,18 @@ class Persisted:
                 self.muted_file.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("cannot keep the mute state in %s: %s", self.directory, exc)
+
+    def volume(self) -> int | None:
+        """The volume `ctl volume` last set (0..100), or None."""
+        try:
+            level = int((self.directory / VOLUME_FILE).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return level if 0 <= level <= 100 else None
+
+    def set_volume(self, level: int) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            (self.directory / VOLUME_FILE).write_text(f"{level}\n")
+        except OSError as exc:
+            log.warning("cannot keep the volume in %s: %s", self.directory, exc)

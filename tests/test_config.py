@@ -399,8 +399,10 @@ def test_show_prints_each_value_with_its_file_and_redacts_secrets(
     site = write(tmp_path, "vad: {hangover_ms: 700}\nled: {pin: null}\n", "config.d/10-site.yaml")
     assert main(["check-config", "--config", str(main_file), "--show"]) == 0
     out = capsys.readouterr().out
-    lines = {
-        ln.split("#")[0].strip(): ln.rsplit("# ", 1)[-1] for ln in out.splitlines() if "#" in ln
+    lines = {  # the first line of each text wins (mute_switch.pin: null comes after led.pin)
+        ln.split("#")[0].strip(): ln.rsplit("# ", 1)[-1]
+        for ln in reversed(out.splitlines())
+        if "#" in ln
     }
     assert lines["preroll_ms: 200"] == str(main_file)
     assert lines["hangover_ms: 700"] == str(site)

@@ -18,6 +18,7 @@ from agentd.config.placeholders import expand_user_id
 from agentd.config.schema import Config, DeviceSettings
 from agentd.config.secrets import UNIT_CREDENTIAL, Secret, resolve_api_key
 from agentd.config.validate import ConfigError, build, check_relations
+from agentd.device import presets
 
 DEFAULT_CONFIG_PATH = Path("/etc/agentd/config.yaml")
 
@@ -118,7 +119,22 @@ def _read_merged(
         over = _read_yaml(extra, problems)
         if over is not None:
             data = deep_merge(data, over, origins, extra)
-    return data, files, origins
+    return _under_preset(data, origins), files, origins
+
+
+def _under_preset(data: dict[str, Any], origins: dict[str, Path]) -> dict[str, Any]:
+    """``hardware: NAME`` puts that preset's keys under the files' own (which win); each
+    preset value's origin reads ``hardware: NAME``. An unknown name is left to the validator."""
+    name = data.get("hardware")
+    if not isinstance(name, str) or name not in presets.PRESETS:
+        return data
+    preset_origins: dict[str, Path] = {}
+    base = deep_merge({}, presets.PRESETS[name], preset_origins, Path(presets.source(name)))
+    merged = deep_merge(base, data)
+    for key, where in preset_origins.items():
+        if origin_of(key, origins) is None:
+            origins[key] = where
+    return merged
 
 
 def origin_of(key: str, origins: Mapping[str, Path]) -> Path | None:
@@ -203,6 +219,6 @@ def led_config(path: Path | str) -> Config | None:
     if data is None:
         return None
     try:
-        return from_mapping({k: data[k] for k in ("led", "button") if k in data})
+        return from_mapping({k: data[k] for k in ("led", "button", "hardware") if k in data})
     except ConfigError:
         return None

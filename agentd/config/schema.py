@@ -93,6 +93,8 @@ class OutputSettings:
     """ALSA buffer kept at most this full (milliseconds)."""
     volume: float = _opt(1.0, 0.0, 2.0)
     """Gain applied to speech and cues (1.0 = unchanged)."""
+    mixer: str | None = "auto"
+    """ALSA mixer control `ctl volume` sets (auto = found on the card; null = software gain)."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,18 @@ class RgbPins:
 
 
 @dataclass(frozen=True)
+class SpiSettings:
+    bus: int = _opt(0, 0, 6)
+    """Hardware SPI bus (/dev/spidev<bus>.<device>)."""
+    device: int = _opt(0, 0, 2)
+    """Hardware SPI chip select."""
+    clock_pin: int | None = _opt(None, 0, 53)
+    """Software SPI: BCM pin of the clock (with mosi_pin; bus/device then unused)."""
+    mosi_pin: int | None = _opt(None, 0, 53)
+    """Software SPI: BCM pin of the data line."""
+
+
+@dataclass(frozen=True)
 class LedSettings:
     pin: int | None = _opt(25, 0, 53)
     """BCM pin, or null for no LED."""
@@ -171,6 +185,29 @@ class LedSettings:
     """false when the LED is wired to 3V3."""
     brightness: float = _opt(1.0, 0.0, 1.0)
     """0..1 (PWM duty)."""
+    kind: Literal["gpio", "apa102"] = "gpio"
+    """gpio (pin or rgb) | apa102 (APA102/DotStar LEDs on SPI)."""
+    count: int = _opt(3, 1, 256)
+    """apa102: how many LEDs are chained."""
+    spi: SpiSettings = _sub(SpiSettings)
+    """apa102: hardware SPI bus/device, or clock_pin + mosi_pin for software SPI."""
+    colors: dict[str, str] = field(default_factory=dict)
+    """RGB/apa102 colour per state as "#rrggbb" (idle, listening, thinking, speaking,
+    offline, error, muted); unset states keep the built-in colours."""
+
+
+@dataclass(frozen=True)
+class CueFiles:
+    listening: str | None = None
+    """WAV played when a turn starts (null = the generated tone)."""
+    done: str | None = None
+    """WAV played when a turn ends."""
+    error: str | None = None
+    """WAV played when a turn fails."""
+    connected: str | None = None
+    """WAV played when the server is reached."""
+    muted: str | None = None
+    """WAV played when the microphone is muted or unmuted."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +216,28 @@ class SoundSettings:
     """Play short cues."""
     volume: float = _opt(0.5, 0.0, 1.0)
     """Cue volume (0..1)."""
+    files: CueFiles = _sub(CueFiles)
+    """Your own WAV file per cue instead of the generated tone."""
+
+
+@dataclass(frozen=True)
+class MuteSwitchSettings:
+    pin: int | None = _opt(None, 0, 53)
+    """BCM pin of a latching mute switch, or null for none."""
+    pull_up: bool = True
+    """Switch wired to ground with the internal pull-up."""
+    active_high: bool = False
+    """true when the pin reads high while the switch is on (only with pull_up: false)."""
+
+
+@dataclass(frozen=True)
+class RecordingSettings:
+    dir: str | None = None
+    """Absolute directory for debug recordings of each turn; null = off."""
+    keep_turns: int = _opt(50, 1, 100000)
+    """Keep at most this many turns (oldest deleted first)."""
+    max_mb: float = _opt(200.0, 1, 100000)
+    """Keep at most this many megabytes (oldest deleted first)."""
 
 
 @dataclass(frozen=True)
@@ -231,3 +290,11 @@ class Config:
     """Control socket."""
     logging: LoggingSettings = _sub(LoggingSettings)
     """Logging."""
+    hardware: Literal["respeaker-2mic", "voice-bonnet", "aiy-voice", "usb-speakerphone"] | None = (
+        None
+    )
+    """A board preset: sets button, LED and sound card keys; your own keys override it."""
+    mute_switch: MuteSwitchSettings = _sub(MuteSwitchSettings)
+    """Latching mute switch."""
+    recordings: RecordingSettings = _sub(RecordingSettings)
+    """Debug recordings of each turn (off while dir is null)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -266,3 +267,57 @@ def check_relations(cfg: Config, problems: list[str]) -> None:
         )
     if not cfg.control.socket.startswith("/"):
         problems.append(f"control.socket: must be an absolute path (got {cfg.control.socket!r})")
+    _check_hat(cfg, problems)
+
+
+LED_STATES = ("idle", "listening", "thinking", "speaking", "offline", "error", "muted")
+
+
+def _check_hat(cfg: Config, problems: list[str]) -> None:
+    """The HAT keys (issue 24): LED kind and colours, the mute switch, recordings, cue files."""
+    from agentd.device.cues import load_wav  # numpy: only when a config is checked
+
+    led = cfg.led
+    how = f" (hardware: {cfg.hardware} sets led.kind: apa102)" if cfg.hardware else ""
+    if led.kind == "apa102" and (led.pin is not None or led.rgb is not None):
+        which = "led.pin" if led.pin is not None else "led.rgb"
+        problems.append(
+            f"{which}: not used with led.kind: apa102{how}; set {which}: null, or led.kind: gpio"
+        )
+    spi = led.spi
+    if (spi.clock_pin is None) != (spi.mosi_pin is None):
+        problems.append("led.spi: software SPI needs both clock_pin and mosi_pin")
+    elif spi.clock_pin is not None and spi.clock_pin == spi.mosi_pin:
+        problems.append(f"led.spi.mosi_pin: must differ from clock_pin (got {spi.mosi_pin})")
+    for state, colour in led.colors.items():
+        if state not in LED_STATES:
+            problems.append(f"led.colors.{state}: unknown state (use {', '.join(LED_STATES)})")
+        elif not re.fullmatch(r"#[0-9a-fA-F]{6}", colour):
+            problems.append(f'led.colors.{state}: must be "#rrggbb" (got {_describe(colour)})')
+    ms = cfg.mute_switch
+    if ms.pin is not None:
+        used = {"button.pin": cfg.button.pin, "led.pin": led.pin}
+        if led.kind == "apa102":
+            used |= {"led.spi.clock_pin": spi.clock_pin, "led.spi.mosi_pin": spi.mosi_pin}
+        if led.rgb is not None:
+            rgb = led.rgb
+            used |= {"led.rgb.red": rgb.red, "led.rgb.green": rgb.green, "led.rgb.blue": rgb.blue}
+        for key, pin in used.items():
+            if pin == ms.pin:
+                problems.append(f"mute_switch.pin: pin {ms.pin} is also {key}")
+    if ms.active_high and ms.pull_up:
+        problems.append(
+            "mute_switch.active_high: only with mute_switch.pull_up: false (with the pull-up "
+            "the switch pulls the pin low when on)"
+        )
+    rec = cfg.recordings.dir
+    if rec is not None and not rec.startswith("/"):
+        problems.append(f"recordings.dir: must be an absolute path (got {rec!r})")
+    for f in dataclasses.fields(cfg.sounds.files):
+        path = getattr(cfg.sounds.files, f.name)
+        if path is None:
+            continue
+        try:
+            load_wav(path)
+        except ValueError as exc:
+            problems.append(f"sounds.files.{f.name}: {exc}")

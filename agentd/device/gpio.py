@@ -23,15 +23,17 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from agentd.config import ButtonSettings, LedSettings
-from agentd.conversation import DoublePress, Input, LongHold, Press, Release, State
+from agentd.config import ButtonSettings, LedSettings, MuteSwitchSettings
+from agentd.conversation import DoublePress, Input, LongHold, Mute, Press, Release, State
 from agentd.conversation import Problem as P
+from agentd.device.apa102 import Apa102Strip
 
 log = logging.getLogger("agentd.gpio")
 
 DOUBLE_PRESS_S = 0.4
 ERROR_BLINKS = 3  # times the error pattern is shown before `agentd run` exits on a bad config
 
+NO_SWITCH = MuteSwitchSettings()
 FLASH_TICK_S = 0.05  # time step of the "flashes" pattern
 
 #: per state: (pattern, argument); patterns are applied by :meth:`Gpio.show`.
@@ -63,6 +65,14 @@ COLORS: dict[State, tuple[float, float, float]] = {
     State.ERROR: (1.0, 0.0, 0.0),
     State.MUTED: (1.0, 0.0, 1.0),
 }
+
+
+def colours(led: LedSettings) -> dict[State, tuple[float, float, float]]:
+    """:data:`COLORS` with the owner's ``led.colors`` ("#rrggbb" per state) over them."""
+    out = dict(COLORS)
+    for name, text in led.colors.items():
+        out[State(name)] = tuple(int(text[i : i + 2], 16) / 255 for i in (1, 3, 5))  # type: ignore[assignment]
+    return out
 
 
 @contextlib.contextmanager
@@ -124,8 +134,12 @@ class Gpio:
         loop: asyncio.AbstractEventLoop,
         on_input: Callable[[Input], None],
         pin_factory: Any = None,
+        mute_switch: MuteSwitchSettings = NO_SWITCH,
     ) -> None:
         self.button_settings, self.led_settings = button, led
+        self.switch_settings = mute_switch
+        self.switch: Any = None
+        self.colours = colours(led)
         self.loop = loop
         self.on_input = on_input
         self.pin_factory = pin_factory
@@ -140,7 +154,8 @@ class Gpio:
         """Bind button and LED; on failure log the real cause once (``quiet``: at debug)."""
         b, led = self.button_settings, self.led_settings
         self.error = None
-        if b.pin is None and led.pin is None and led.rgb is None:
+        no_led = led.pin is None and led.rgb is None and led.kind == "gpio"
+        if b.pin is None and no_led and self.switch_settings.pin is None:
             log.info("no GPIO configured (button.pin and led.pin are null)")
             return False
         lgpio_error: str | None = None
@@ -185,7 +200,22 @@ class Gpio:
             self.button.when_pressed = lambda *_: self._post(self._pressed)
             self.button.when_released = lambda *_: self._post(self._released)
             self.button.when_held = lambda *_: self._post(lambda: self.on_input(LongHold()))
-        if led.rgb is not None:
+        ms = self.switch_settings
+        if ms.pin is not None:
+            self.switch = gpiozero.Button(
+                ms.pin,
+                pull_up=ms.pull_up,
+                active_state=None if ms.pull_up else ms.active_high,
+                bounce_time=0.05,
+                pin_factory=factory,
+            )
+            self.switch.when_pressed = lambda *_: self._post(lambda: self._switched(True))
+            self.switch.when_released = lambda *_: self._post(lambda: self._switched(False))
+            if self.switch.is_pressed:
+                self._post(lambda: self._switched(True))
+        if led.kind == "apa102":
+            self.led = Apa102Strip(led, factory)
+        elif led.rgb is not None:
             self.led = gpiozero.RGBLED(
                 led.rgb.red,
                 led.rgb.green,
@@ -212,6 +242,10 @@ class Gpio:
             return
         self.on_input(Press())
 
+    def _switched(self, on: bool) -> None:
+        log.info("mute switch %s", "on: microphone closed" if on else "off")
+        self.on_input(Mute(on, switch=True))
+
     def _released(self) -> None:
         self._last_release = time.monotonic()
         self.on_input(Release())
@@ -225,6 +259,9 @@ class Gpio:
         self._shown = (state, fault, problem)
         import gpiozero
 
+        if isinstance(self.led, Apa102Strip):
+            self._show_strip(self.led, state, fault, problem)
+            return
         if self.led.source is not None:
             self.led.source = None
         if fault:
@@ -236,7 +273,7 @@ class Gpio:
         rgb = isinstance(self.led, gpiozero.RGBLED)
         pwm = isinstance(self.led, gpiozero.PWMLED)
         if rgb:
-            r, g, b = PROBLEM_COLORS[problem] if problem else COLORS[state]
+            r, g, b = PROBLEM_COLORS[problem] if problem else self.colours[state]
             level: Any = (r * bright, g * bright, b * bright)
         else:
             level = bright if pwm else 1
@@ -269,19 +306,32 @@ class Gpio:
             on, off, *n = args
             self.led.blink(on, off, n=int(n[0]) if n else None)
 
+    def _show_strip(
+        self, strip: Apa102Strip, state: State, fault: bool, problem: str | None
+    ) -> None:
+        """The same patterns and colours as an RGB LED, animated by the strip's thread."""
+        if fault:
+            state, problem = State.ERROR, None
+        pattern, args = PROBLEM_PATTERNS[problem] if problem else PATTERNS[state]
+        if fault:
+            args = args[:2]
+        bright = self.led_settings.brightness
+        r, g, b = PROBLEM_COLORS[problem] if problem else self.colours[state]
+        strip.show(pattern, args, (r * bright, g * bright, b * bright))
+
     def off(self) -> None:
         if self.led is not None:
             self.led.off()
             self._shown = None
 
     def close(self) -> None:
-        for dev in (self.button, self.led):
+        for dev in (self.button, self.switch, self.led):
             if dev is not None:
                 try:
                     dev.close()
                 except Exception:  # closing half-built devices must not fail shutdown
                     log.debug("closing GPIO device failed", exc_info=True)
-        self.button = self.led = None
+        self.button = self.switch = self.led = None
         self.available = False
 
 
