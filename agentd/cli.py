@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -118,7 +119,8 @@ def preset_expansion(loaded: Loaded) -> str:
     for key, value in presets.flatten(presets.PRESETS[name]):
         where = origin_of(key, loaded.origins)
         mine = where is not None and str(where) != presets.source(name)
-        lines.append(f"  {key}: {value!r}" + (f"  (overridden in {where})" if mine else ""))
+        shown = json.dumps(value)
+        lines.append(f"  {key}: {shown}" + (f"  (overridden in {where})" if mine else ""))
     return "\n".join(lines)
 
 

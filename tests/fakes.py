@@ -109,6 +109,7 @@ class FakePlayback(_FakeDevice):
         self.source_rate = source_rate
         self.clock: Callable[[], float] = clock or ManualClock()
         self.chunks: list[_Chunk] = []
+        self.gains: list[float | None] = []  # the gain of each play() call
         self.flushes = 0
 
     @property
@@ -130,6 +131,7 @@ class FakePlayback(_FakeDevice):
         start = self.queued_until()
         dur = len(pcm) / 2 / (rate or self.source_rate)
         self.chunks.append(_Chunk(item, start, start + dur))
+        self.gains.append(gain)
 
     def flush(self) -> None:
         self.flushes += 1

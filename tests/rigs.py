@@ -30,6 +30,9 @@ CLOCKSPK_FILE = RIG_DIR / "clockspk.raw"  # what clockspk played: S16_LE 48 kHz 
 CLOCKMIC_FREEZE = RIG_DIR / "clockmic.freeze"  # while this exists clockmic's clock stands still
 CLOCKSPK_FREEZE = RIG_DIR / "clockspk.freeze"  # same for clockspk (a hung card: no xrun, no error)
 
+#: a real ALSA mixer on the room's speaker: the pulse plugin's control device, whose
+#: "Master" control is the `room` sink's volume (what `agentd ctl volume` sets on `spk`)
+MIXER = f'ctl.spk {{ type pulse; server "unix:{PULSE_SOCKET}"; device "room" }}'
 ASOUNDRC = f"""
 pcm.testcap_raw {{ type file; slave.pcm "null"; file "/dev/null"; infile "{CAPTURE_FILE}"; format "raw" }}
 pcm.testcap {{ type plug; slave {{ pcm "testcap_raw"; format S16_LE; rate 16000; channels 1 }} }}
@@ -37,7 +40,8 @@ pcm.testcap48_raw {{ type file; slave.pcm "null"; file "/dev/null"; infile "{CAP
 pcm.testcap48 {{ type plug; slave {{ pcm "testcap48_raw"; format S16_LE; rate 48000; channels 2 }} }}
 pcm.testplay_raw {{ type file; slave.pcm "null"; file "{PLAYBACK_FILE}"; format "raw" }}
 pcm.testplay {{ type plug; slave {{ pcm "testplay_raw"; format S16_LE; rate 48000; channels 1 }} }}
-{asoundrc(PULSE_SOCKET)}pcm_type.clock {{ lib "{CLOCK_SO}" }}
+{asoundrc(PULSE_SOCKET)}{MIXER}
+pcm_type.clock {{ lib "{CLOCK_SO}" }}
 pcm.clockmic {{ type clock; rate 48000; channels 2; file "{CLOCKMIC_FILE}"; freeze "{CLOCKMIC_FREEZE}" }}
 pcm.clockspk {{ type clock; rate 48000; channels 2; file "{CLOCKSPK_FILE}"; freeze "{CLOCKSPK_FREEZE}" }}
 """

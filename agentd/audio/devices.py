@@ -84,6 +84,11 @@ def format_devices(
         other = [n for n in pcms.get(kind, ()) if not CARD_VARIANTS.match(n)]
         if other:
             lines.append("  other PCMs from the ALSA configuration: " + ", ".join(other))
+    from agentd.device.presets import CARD_PRESETS
+
+    for card in cards:
+        if card.id in CARD_PRESETS:
+            lines.append(f"\n{card.id} is a voice HAT: set hardware: {CARD_PRESETS[card.id]}")
     if not cards:
         lines.append(
             "\nNo sound card was found: plug in a USB sound card or enable an audio HAT, "

@@ -132,8 +132,7 @@ def _under_preset(data: dict[str, Any], origins: dict[str, Path]) -> dict[str, A
     base = deep_merge({}, presets.PRESETS[name], preset_origins, Path(presets.source(name)))
     merged = deep_merge(base, data)
     for key, where in preset_origins.items():
-        if origin_of(key, origins) is None:
-            origins[key] = where
+        origins.setdefault(key, where)  # a key a file set exactly keeps that file
     return merged
 
 

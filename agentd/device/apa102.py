@@ -74,8 +74,11 @@ class Apa102Strip:
     def __init__(
         self, settings: LedSettings, factory: Any, clock: Callable[[], float] = time.monotonic
     ) -> None:
+        from gpiozero import Device
         from gpiozero.pins.spi import SPISoftwareBus
 
+        if Device.pin_factory is None:  # gpiozero's software SPI bus looks only there
+            Device.pin_factory = factory
         self.count = settings.count
         self.clock = clock
         spi = settings.spi

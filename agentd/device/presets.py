@@ -77,7 +77,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 #: card wm8960soundcard)
 CARD_PRESETS: dict[str, str] = {
     "seeed2micvoicec": "respeaker-2mic",
-    "wm8960soundcard": "voice-bonnet or respeaker-2mic (mainline overlay)",
+    "wm8960soundcard": "voice-bonnet (a ReSpeaker 2-Mics HAT on the mainline overlay: "
+    "respeaker-2mic with its audio devices set to this card)",
     "sndrpigooglevoi": "aiy-voice",
 }
 
