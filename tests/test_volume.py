@@ -58,7 +58,7 @@ def test_levels_and_control_names() -> None:
         0,
         42,
     ]
-    with pytest.raises(ValueError, match="volume must be 0..100, up or down"):
+    with pytest.raises(ValueError, match=r"volume must be 0\.\.100, up or down"):
         parse_level("loud", 50)
     with pytest.raises(ValueError, match=r"volume must be 0..100 \(got 150\)"):
         parse_level("150", 50)
