@@ -34,6 +34,7 @@ def main() -> None:
     proto, audio = run("protocol_cost"), run("audio_path")
     voice, daemon = run("voice_quality"), run("daemon_latency")
     flood = run("flood_rss")
+    led = run("led")
     rows = [
         (
             "CPU per audio-second, codec vs openai-python SDK",
@@ -135,6 +136,15 @@ def main() -> None:
             daemon["restart_restored_s"] <= 1.5,
         ),
     ]
+    rows.append(  # issue 24: APA102 animation without CPU burn
+        (
+            "APA102 LED animation CPU, worst state (hw SPI / bit-banged)",
+            f"{led['hw_cpu_max_pct']:.2f}% / {led['sw_cpu_max_pct']:.2f}% of a core "
+            f"({led['fade_fps']:.0f} fps fading, {led['steady_fps']:.0f} fps steady)",
+            "≤ 1% (0 fps steady)",
+            led["hw_cpu_max_pct"] <= 1 and led["sw_cpu_max_pct"] <= 1 and led["steady_fps"] == 0,
+        )
+    )
     w = max(len(r[0]) for r in rows)
     print(f"| {'figure':{w}} | measured | target | ok |")
     print(f"|{'-' * (w + 2)}|---|---|---|")

@@ -139,3 +139,20 @@ def test_devices_names_the_preset_of_a_hat_card() -> None:
     text = format_devices(cards, {"capture": ["hw:CARD=seeed2micvoicec,DEV=0"]})
     assert "plughw:CARD=seeed2micvoicec,DEV=0" in text
     assert "hardware: respeaker-2mic" in text
+
+
+def test_the_readme_shows_what_agentd_devices_prints_for_each_preset() -> None:
+    """The `agentd devices` block under each preset is the real output for that card."""
+    text = README.read_text()
+    for name in presets.PRESETS:
+        section = re.search(rf"^#### .*`hardware: {name}`(.*?)^###", text, re.M | re.S)
+        assert section, name
+        block = re.search(r"```\n(Sound cards: .*?)\n```", section.group(1), re.S)
+        assert block, f"no `agentd devices` output under hardware: {name}"
+        shown = block.group(1)
+        card_id = re.match(r"Sound cards: (\S+)", shown).group(1)  # type: ignore[union-attr]
+        desc = re.search(rf"plughw:CARD={card_id},DEV=0  (.+)", shown).group(1)  # type: ignore[union-attr]
+        hw = [f"hw:CARD={card_id},DEV=0"]
+        real = format_devices([Card(1, card_id, desc, desc)], {"capture": hw, "playback": hw})
+        assert shown == real, name
+        assert card_id in presets.PRESETS[name]["audio"]["input"]["device"]

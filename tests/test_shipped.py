@@ -128,7 +128,7 @@ class Unit:
 
 def test_the_rig_reads_what_the_unit_says() -> None:
     u = Unit.parse(UNIT.read_text())
-    assert (u.user, u.group, u.supplementary) == ("agentd", "agentd", ["audio", "gpio"])
+    assert (u.user, u.group, u.supplementary) == ("agentd", "agentd", ["audio", "gpio", "spi"])
     assert (u.runtime_dir, u.state_dir, u.config_dir) == (
         "/run/agentd",
         "/var/lib/agentd",

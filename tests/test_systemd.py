@@ -45,13 +45,14 @@ def test_unit_has_the_required_settings() -> None:
         "Restart=always",
         "RestartSec=2",
         "User=agentd",
-        "SupplementaryGroups=audio gpio",
+        "SupplementaryGroups=audio gpio spi",
         "RuntimeDirectory=agentd",
         "ConfigurationDirectory=agentd",
         "LoadCredential=api_key:/etc/agentd/api_key",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "DeviceAllow=char-alsa rw",
         "DeviceAllow=char-gpiochip rw",
+        "DeviceAllow=char-spi rw",  # APA102 LEDs on /dev/spidev* (issue 24)
     ]:
         assert line in text.splitlines(), line
     assert re.search(r"^After=.*network-online\.target.*time-sync\.target", text, re.M)
