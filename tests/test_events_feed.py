@@ -136,3 +136,18 @@ async def test_ctl_watch_prints_json_lines(fake_harness: Harness) -> None:
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+async def test_a_server_error_is_an_event(fake_harness: Harness) -> None:
+    """The simulator's fault switch answers the turn with an error: watchers see it, with the
+    error and back-to-idle states around it."""
+    h = fake_harness
+    reader, writer = await subscribe(h.daemon.cfg.control.socket)
+    h.sim.faults.error_event = {"type": "server_error", "code": None, "message": "it broke"}
+    await a_turn(h)
+    got = await events_until(reader, lambda e: e["event"] == "turn_end")
+    assert {"event": "error", "error": "it broke"} in [
+        {k: v for k, v in e.items() if k != "t"} for e in got
+    ]
+    assert "error" in [e.get("state") for e in got]
+    writer.close()
