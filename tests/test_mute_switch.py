@@ -12,6 +12,7 @@ import pytest
 
 from agentd import control
 from agentd import conversation as cv
+from agentd.audio.alsa import Playback
 from agentd.config import ConfigError, from_mapping
 from agentd.device.cues import CueSounds, load_wav
 from tests import rigs
@@ -122,3 +123,35 @@ def test_cue_files_are_checked_and_read(tmp_path: Path) -> None:
     settings = from_mapping({"sounds": {"files": {"muted": str(CUE_WAV)}}}).sounds
     assert CueSounds(from_mapping({}).sounds.files, 0.5).pcm("muted") is None
     assert CueSounds(settings.files, 0.5).pcm("muted") is not None
+
+
+@pytest.fixture
+def clockspk() -> str:
+    """clockspk (a sound card's clock, recording what it plays), emptied; before the daemon."""
+    return rigs.clock_pcms()[1]
+
+
+@pytest.mark.parametrize(
+    "fake_harness",
+    [
+        {
+            "sounds__files": {"listening": str(CUE_WAV)},
+            "audio__output": {"device": "clockspk", "rate": 48000, "buffer_ms": 60},
+            "hooks": {"make_playback": Playback},
+        }
+    ],
+    indirect=True,
+)
+async def test_a_cue_file_is_resampled_to_the_card(clockspk: str, fake_harness: Harness) -> None:
+    """The real speaker at 48 kHz plays the 44.1 kHz file: 0.75 s of its 500 Hz tone."""
+    h = fake_harness
+    before = len(rigs.clockspk_played())
+    h.daemon.feed(cv.Press())
+    await asyncio.sleep(1.5)
+    played = rigs.clockspk_played()[before:].astype(np.float32)
+    loud = np.flatnonzero(np.abs(played) > 200)
+    assert loud.size, "nothing played"
+    span = played[loud[0] : loud[-1] + 1]
+    assert len(span) / 48000 == pytest.approx(0.75, abs=0.01)
+    spectrum = np.abs(np.fft.rfft(span))
+    assert np.argmax(spectrum) * 48000 / len(span) == pytest.approx(500, abs=3)
