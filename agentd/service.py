@@ -22,27 +22,15 @@ from agentd import __version__, logs
 from agentd import conversation as cv
 from agentd.audio.alsa import Capture, Playback
 from agentd.audio.frame import AudioFrame
-from agentd.config import (
-    Config,
-    ConfigError,
-    CueFiles,
-    Loaded,
-    led_config,
-    load,
-    register_secrets,
-    summary,
-)
+from agentd.config import Config, ConfigError, Loaded, led_config, load, register_secrets, summary
 from agentd.control import COMMANDS, ControlServer, SocketInUse
-from agentd.device.cues import CueSounds
 from agentd.device.gpio import Gpio, show_error
-from agentd.device.volume import Volume
-from agentd.events_feed import EventsFeed
+from agentd.hat import Hat
 from agentd.notify import Notifier
 from agentd.realtime import client_events as ce
 from agentd.realtime import dialects
 from agentd.realtime import events as ev
 from agentd.realtime.connection import Link, LinkState
-from agentd.recordings import Recorder
 from agentd.state import Persisted, state_dir
 from agentd.supervise import RESTART_DELAY_S, HandlerErrors, RestartBudget
 from agentd.uplink import Uplink
@@ -134,14 +122,7 @@ class Daemon:
         self._session_pending = False
         self.persisted = Persisted(state_dir())
         self._muted_saved = False
-        # issue 24: the HAT's volume, event stream, debug recordings and cue files
-        self.events = EventsFeed()
-        self.volume: Volume | None = None  # opened with the speaker
-        self.recorder = self._new_recorder(self.cfg)
-        self.cues = self._new_cues(self.cfg, CueSounds(CueFiles(), self.cfg.sounds.volume))
-        self._in_turn = False
-        self._error_seen: str | None = None
-        self._last_muted_event = False
+        self.hat = Hat(self.cfg, self.persisted)  # volume, event stream, recordings, cues
 
     # ------------------------------------------------------------------ status
 
@@ -181,62 +162,24 @@ class Daemon:
             "gpio": bool(self.gpio and self.gpio.available),
             "gpio_error": self.gpio.error if self.gpio else None,
             "muted": self.conv.state is cv.State.MUTED,
+            "mute_switch": self.conv.switch_muted,
             "reload_error": self.reload_failed,
             "handler_errors": self.errors.total,
             "task_restarts": self.restarts.total,
             "uptime_s": round(time.monotonic() - self.started, 1),
-            **self._hat_status(),
+            **self.hat.status(),
         }
-
-    def _hat_status(self) -> dict[str, Any]:
-        vol, rec = self.volume, self.recorder
-        return {
-            "volume": vol.level if vol else None,
-            "volume_control": vol.describe() if vol else None,
-            "mute_switch": self.conv.switch_muted,
-            "recordings": (
-                {"dir": str(rec.dir), "written": rec.written, "skipped": rec.skipped}
-                if rec
-                else None
-            ),
-            "event_subscribers": self.events.subscribers,
-            "event_subscribers_dropped": self.events.dropped,
-        }
-
-    # ------------------------------------------------------------------ volume (one setter)
 
     def set_volume(self, level: int) -> int:
-        """The one volume setter (`ctl volume`, the set_volume tool): mixer or software gain,
-        kept across restarts, told to subscribers."""
-        if self.volume is None:
-            raise RuntimeError("no speaker is open")
-        level = self.volume.set(level)
-        self.persisted.set_volume(level)
-        self.events.publish("volume", volume=level)
-        log.info("volume %d%% (%s)", level, self.volume.describe())
-        return level
+        """The one volume setter (0..100: `ctl volume`, the set_volume tool)."""
+        return self.hat.set_volume(level)
 
     def output_volume(self) -> float:
         """0..1, for the tools."""
-        return (self.volume.level if self.volume else 100) / 100
+        return (self.hat.volume.level if self.hat.volume else 100) / 100
 
     def set_output_volume(self, level: float) -> None:
         self.set_volume(round(level * 100))
-
-    @staticmethod
-    def _new_cues(cfg: Config, old: CueSounds) -> CueSounds:
-        """The configured cue files; one that went bad since check-config keeps ``old``."""
-        try:
-            return CueSounds(cfg.sounds.files, cfg.sounds.volume)
-        except ValueError as exc:
-            log.error("sounds.files: %s; keeping the cues as they were", exc)
-            return old
-
-    @staticmethod
-    def _new_recorder(cfg: Config) -> Recorder | None:
-        if cfg.recordings.dir is None:
-            return None
-        return Recorder(cfg.recordings, cfg.logging.transcripts)
 
     def _rate_limits_status(self) -> list[dict[str, Any]]:
         """The server's latest rate_limits.updated; ``resets_in_s`` counts from now."""
@@ -411,9 +354,7 @@ class Daemon:
         self._pb_faults = 0
         self.playback.start()
         self.capture.start()
-        if self.volume is not None:
-            self.volume.close()
-        self.volume = Volume(self.cfg.audio.output, self.persisted.volume())
+        self.hat.open_volume(self.cfg.audio.output)
 
     async def _stop_audio(self) -> None:
         """Joined off the loop: a thread stuck in a driver call must not freeze the daemon."""
@@ -446,7 +387,7 @@ class Daemon:
             self._show_led()
 
     async def _start_control(self) -> None:
-        self.control = ControlServer(self.cfg.control.socket, self._control, self.events)
+        self.control = ControlServer(self.cfg.control.socket, self._control, self.hat.events)
         await self.control.start()
 
     async def shutdown(self) -> None:
@@ -474,10 +415,7 @@ class Daemon:
             self.gpio.close()
         if self.control is not None:
             await self.control.close()
-        if self.recorder is not None:
-            await asyncio.to_thread(self.recorder.close)
-        if self.volume is not None:
-            self.volume.close()
+        await self.hat.close()
         self.notifier.close()
         log.info("stopped in %.2f s", time.monotonic() - t0)
 
@@ -499,14 +437,12 @@ class Daemon:
             with self._caught("showing the state"):
                 self._show_led()
                 self.notifier.status(self.status_line())
-        if self.conv.last_error != self._error_seen:
-            self._error_seen = self.conv.last_error
-            if self._error_seen:
-                self.events.publish("error", error=self._error_seen)
-        if self.conv.state is not self._last_state:
+        state_changed = self.conv.state is not self._last_state
+        with self._caught("telling subscribers"):
+            self.hat.changed(self.conv, state_changed)
+        if state_changed:
             self._last_state = self.conv.state
             log.info("state: %s", self.conv.state.value)
-            self._state_event(self.conv.state)
             if self.hooks.on_state is not None:
                 with self._caught("the on_state hook"):
                     self.hooks.on_state(self.conv.state.value)
@@ -550,23 +486,23 @@ class Daemon:
                 if link is not None:
                     link.send(event)
             case cv.Uplink(frame, send, hold):
-                if self.recorder is not None:
-                    self.recorder.mic(frame.audio, frame.rate)
+                if self.hat.recorder is not None:
+                    self.hat.recorder.mic(frame.audio, frame.rate)
                 converted = self.uplink.convert(frame)
                 if send and link is not None:
                     link.send(ce.AppendAudio(converted))
                 if hold:
                     self.uplink.hold(converted)
             case cv.Play(item_id, pcm, last):
-                if self.recorder is not None:
-                    self.recorder.answer(pcm, dialects.output_rate(self.cfg.api))
+                if self.hat.recorder is not None:
+                    self.hat.recorder.answer(pcm, dialects.output_rate(self.cfg.api))
                 if pb is not None:
                     self._play(pcm, item_id, dialects.output_rate(self.cfg.api), last=last)
             case cv.StartStreaming(press):
                 if press:
                     self.gate.press()
                 self.uplink.new_turn()
-                self._turn_started()
+                self.hat.turn_started(self.conv.counters.turns)
             case cv.StopStreaming():
                 self.gate.release()
                 self.gate.new_turn()
@@ -608,31 +544,12 @@ class Daemon:
     def _cue(self, name: str) -> None:
         if not self.cfg.sounds.enabled or self.playback is None:
             return
-        sound = self.cues.pcm(name)
-        if sound is None:  # a cue with neither a file nor a generated tone (muted)
+        sound = self.hat.cues.pcm(name)  # a file, the generated tone, or None (muted: silent)
+        if sound is None:
             return
         if self.hooks.on_cue is not None:
             self.hooks.on_cue(name)
-        pcm, rate = sound
-        self._play(pcm, None, rate, gain=1.0, last=True)
-
-    def _turn_started(self) -> None:
-        if self.recorder is not None:
-            self.recorder.start_turn()
-        self._in_turn = True
-        self.events.publish("turn_start", turn=self.conv.counters.turns)
-
-    def _state_event(self, state: cv.State) -> None:
-        """Subscribers hear each state; back at rest a turn has ended (and is recorded)."""
-        self.events.publish("state", state=state.value)
-        if state is cv.State.MUTED or self._last_muted_event:
-            self._last_muted_event = state is cv.State.MUTED
-            self.events.publish("mute", muted=self._last_muted_event, switch=self.conv.switch_muted)
-        if self._in_turn and state.value not in cv.BUSY:
-            self._in_turn = False
-            if self.recorder is not None:
-                self.recorder.end_turn()
-            self.events.publish("turn_end", turn=self.conv.counters.turns)
+        self._play(sound[0], None, sound[1], gain=1.0, last=True)
 
     def _play(
         self, pcm: bytes, item: str | None, rate: int, gain: float | None = None, last: bool = False
@@ -640,8 +557,7 @@ class Daemon:
         pb = self.playback
         assert pb is not None
         start = pb.queued_until()
-        if self.volume is not None and self.volume.gain != 1.0:  # no mixer: software gain
-            gain = (pb.settings.volume if gain is None else gain) * self.volume.gain
+        gain = self.hat.gain(pb.settings.volume if gain is None else gain)  # software volume
         pb.play(pcm, item, rate=rate, gain=gain, last=last)
         if self.cfg.echo.barge_in == "voice" and pcm:
             played = AudioFrame(pcm, rate, timestamp=start)
@@ -683,9 +599,7 @@ class Daemon:
         self._transcripts.pop(e.item_id, None)
         if self.cfg.logging.transcripts:
             log.info("%s said: %s", e.role, text)
-            self.events.publish("transcript", role=e.role, text=text)
-        if self.recorder is not None:
-            self.recorder.transcript(e.role, text)
+        self.hat.transcript(e.role, text)
         if self.hooks.on_transcript is not None:
             self.hooks.on_transcript(e.role, text)
 
@@ -767,22 +681,10 @@ class Daemon:
                 ok, problems = await self.reload()
                 return {"ok": ok, "problems": problems}
             case "volume":
-                return self._volume_command(args.get("value"))
+                return self.hat.volume_command(args.get("value"))
             case "subscribe":  # the control server streams it; reached only without a feed
                 return {"ok": False, "error": "no event stream here"}
         raise NotImplementedError(f"control command {cmd!r} has no answer in the daemon")
-
-    def _volume_command(self, value: str | None) -> dict[str, Any]:
-        from agentd.device.volume import parse_level
-
-        if self.volume is None:
-            return {"ok": False, "error": "no speaker is open"}
-        if value is not None:
-            try:
-                self.set_volume(parse_level(value, self.volume.level))
-            except ValueError as exc:
-                return {"ok": False, "error": str(exc)}
-        return {"ok": True, "volume": self.volume.level, "control": self.volume.describe()}
 
     async def reload(self) -> tuple[bool, list[str]]:
         """Re-read and validate; invalid → keep running on the old config, say so."""
@@ -820,14 +722,9 @@ class Daemon:
             log.info("reload: audio devices changed: reopening")
             await self._stop_audio()
             self._start_audio(asyncio.get_running_loop())
-        if old.sounds != new.sounds:
-            self.cues = self._new_cues(new, self.cues)
-        if (old.recordings, old.logging.transcripts) != (new.recordings, new.logging.transcripts):
-            if self.recorder is not None:
-                await asyncio.to_thread(self.recorder.close)
-            self.recorder = self._new_recorder(new)
-        hat = (old.mute_switch, old.hardware) != (new.mute_switch, new.hardware)
-        if ((old.button, old.led) != (new.button, new.led) or hat) and self.gpio is not None:
+        await self.hat.reload(old, new)
+        gpio = (old.button, old.led, old.mute_switch) != (new.button, new.led, new.mute_switch)
+        if gpio and self.gpio is not None:
             log.info("reload: GPIO changed: rebinding")
             self.gpio.close()
             self._start_gpio(asyncio.get_running_loop())

@@ -77,7 +77,7 @@ async def test_watchers_see_states_turns_transcripts_volume_and_mute(fake_harnes
     ]
     assert got[-1]["muted"] is True and got[-1]["switch"] is False
     writer.close()
-    await h.until(lambda: h.daemon.events.subscribers == 0)
+    await h.until(lambda: h.daemon.hat.events.subscribers == 0)
 
 
 @pytest.mark.parametrize("fake_harness", [{"logging__transcripts": False}], indirect=True)
@@ -94,7 +94,7 @@ async def test_a_slow_reader_is_dropped_and_the_daemon_goes_on(fake_harness: Har
     """A subscriber that reads nothing: its queue fills, it is told why and cut off; the
     publisher never waited, and a second, reading subscriber got every event."""
     h = fake_harness
-    feed = h.daemon.events
+    feed = h.daemon.hat.events
     path = h.daemon.cfg.control.socket
     _, stuck = await subscribe(path)  # never reads again
     reader, good = await subscribe(path)
@@ -129,7 +129,7 @@ async def test_ctl_watch_prints_json_lines(fake_harness: Harness) -> None:
         assert proc.stdout is not None
         first = await asyncio.to_thread(proc.stdout.readline)
         assert json.loads(first)["subscribed"] is True
-        await h.until(lambda: h.daemon.events.subscribers == 1)
+        await h.until(lambda: h.daemon.hat.events.subscribers == 1)
         await asyncio.to_thread(control.request, h.daemon.cfg.control.socket, "mute")
         line = json.loads(await asyncio.to_thread(proc.stdout.readline))
         assert line["event"] == "state" and line["state"] == "muted"

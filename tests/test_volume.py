@@ -131,7 +131,7 @@ async def test_software_gain_scales_what_is_played(fake_harness: Harness) -> Non
     sound played (cues included)."""
     h = fake_harness
     pb = h.daemon.playback
-    assert h.daemon.volume is not None and h.daemon.volume.control is None
+    assert h.daemon.hat.volume is not None and h.daemon.hat.volume.control is None
     assert (await h.daemon._control("volume", value="50"))["volume"] == 50
     before = len(pb.gains)  # type: ignore[union-attr]
     h.daemon._cue("error")
