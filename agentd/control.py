@@ -251,6 +251,9 @@ def ctl_main(
     value: str | None = None,
 ) -> int:
     """`agentd ctl CMD`: the socket from --socket, else from the config, else the default."""
+    if value is not None and (command == WATCH or not COMMANDS[command].value):
+        print(f"agentd ctl {command} takes no argument (got {value!r})", file=sys.stderr)
+        return 2
     if socket_path is None:
         from agentd.config import DEFAULT_CONFIG_PATH, ConfigError, ControlSettings, load
 

@@ -136,3 +136,10 @@ async def test_software_gain_scales_what_is_played(fake_harness: Harness) -> Non
     before = len(pb.gains)  # type: ignore[union-attr]
     h.daemon._cue("error")
     assert pb.gains[before:] == [0.5]  # type: ignore[union-attr]
+
+
+def test_only_volume_takes_an_argument(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ctl", "--socket", "/nonexistent.sock", "status", "50"]) == 2
+    assert "agentd ctl status takes no argument (got '50')" in capsys.readouterr().err
+    assert main(["ctl", "--socket", "/nonexistent.sock", "volume", "50"]) == 1  # not running
+    assert "agentd is not running" in capsys.readouterr().err
