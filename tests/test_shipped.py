@@ -747,7 +747,8 @@ def test_mute_is_idempotent_from_ctl_and_toggles_from_the_button(
 ) -> None:
     conv = cv.Conversation(state=start, connected=start is not cv.State.OFFLINE)
     listen = [] if after is start else [cv.Listen(after is not cv.State.MUTED)]  # mic off/on
-    assert conv.handle(event(), 0.0) == listen
+    muted_cue = [] if after is start else [cv.Cue("muted")]  # silent unless sounds.files.muted
+    assert conv.handle(event(), 0.0) == listen + muted_cue
     assert conv.state is after
 
 
