@@ -33,6 +33,21 @@ def control_device(pcm: str) -> str:
     return pcm.split(":", 1)[0]
 
 
+def card_missing(device: str) -> str | None:
+    """``hw:CARD=<id>`` whose card is not plugged in (asked without ALSA printing errors), or
+    None."""
+    import alsaaudio
+
+    m = CARD.search(device)
+    if m is None:
+        return None
+    try:
+        present = m.group(1) in alsaaudio.cards()
+    except alsaaudio.ALSAAudioError:
+        present = False
+    return None if present else f"sound card {m.group(1)} is not present"
+
+
 def parse_level(arg: str, current: int) -> int:
     """`ctl volume` argument: N (0..100), +N/-N, up, down → the new level; ValueError says
     what is accepted."""
@@ -54,6 +69,9 @@ def find_control(device: str, wanted: str) -> str:
     """The mixer control to use on ``device``; ValueError says why there is none."""
     import alsaaudio
 
+    missing = card_missing(device)
+    if missing:
+        raise ValueError(missing)
     try:
         names = alsaaudio.mixers(device=device)
     except alsaaudio.ALSAAudioError as exc:
@@ -146,10 +164,12 @@ def check_mixer(settings: OutputSettings) -> str | None:
     import alsaaudio
 
     device = control_device(settings.device)
+    if card_missing(device):
+        return None  # the card is not here (yet): the daemon says so when it starts
     try:
         alsaaudio.mixers(device=device)
     except alsaaudio.ALSAAudioError:
-        return None  # the card is not here (yet): the daemon says so when it starts
+        return None
     try:
         find_control(device, settings.mixer)
     except ValueError as exc:
