@@ -80,6 +80,14 @@ def test_own_keys_override_the_preset_in_the_main_file_and_in_overlays(tmp_path:
     assert loaded.origins["button.pin"] == main_file
     assert loaded.origins["led.count"] == site
     assert str(loaded.origins["led.kind"]) == "hardware: respeaker-2mic"
+    # the preset's LED kind and button can be replaced and removed
+    (tmp_path / "c").mkdir()
+    plain = write(
+        tmp_path / "c",
+        "hardware: respeaker-2mic\nled: {kind: gpio, pin: 25}\nbutton: {pin: null}\n",
+    )
+    cfg = load(plain, require_key=False).config
+    assert (cfg.led.kind, cfg.led.pin, cfg.button.pin) == ("gpio", 25, None)
     # a preset named in an overlay applies too
     other = tmp_path / "b"
     write(other, "hardware: aiy-voice\n", "config.d/10-hat.yaml")
