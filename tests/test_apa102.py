@@ -36,9 +36,19 @@ def wire(dev: MockSPIDevice) -> bytes:
 
 
 def last_frame(dev: MockSPIDevice, count: int = 3) -> bytes:
+    """The frame on the wire; b"" while one is half sent (the mock device starts a new
+    buffer each time the select line goes active)."""
     n = 4 + 4 * count + (count + 15) // 16
     data = wire(dev)
     return data[-n:] if len(data) >= n else b""
+
+
+def whole_frame(dev: MockSPIDevice) -> bytes:
+    deadline = time.monotonic() + 1.0
+    while not (frame := last_frame(dev)):
+        assert time.monotonic() < deadline, "no whole frame on the wire"
+        time.sleep(0.002)
+    return frame
 
 
 def expect(r: float, g: float, b: float, count: int = 3) -> bytes:
@@ -133,7 +143,7 @@ def test_fades_animate_and_steady_states_send_nothing(factory: MockFactory) -> N
         time.sleep(1.0)
         sent, dt = strip.frames - f0, time.monotonic() - t0
         assert 8 <= sent <= apa102.FPS * dt + 2, sent
-        blues = {last_frame(dev)[5] for _ in range(20) if not time.sleep(0.04)}  # LED 0 blue
+        blues = {whole_frame(dev)[5] for _ in range(20) if not time.sleep(0.04)}  # LED 0 blue
         assert len(blues) >= 5  # it really fades
         g.show(State.LISTENING)
         until(lambda: last_frame(dev) == expect(0, 1, 0))
