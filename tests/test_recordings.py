@@ -126,5 +126,5 @@ def test_a_slow_disk_never_blocks_the_caller(
         r.mic(b"\0\0" * 3200, 16000)
         r.end_turn()
         worst = max(worst, time.perf_counter() - t0)
-    assert worst < 0.01, worst
+    assert worst < 0.1, worst  # vs 1 s a turn on the stuck disk (slack for a loaded machine)
     assert r.skipped >= 3  # 12 turns, one being written, 8 queued
