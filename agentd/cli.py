@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="command",
         help="; ".join(f"{name}: {c.help}" for name, c in COMMANDS.items()),
     )
+    p.add_argument("text", nargs="?", default=None, help="say/ask: the text")
+    p.add_argument(
+        "--interrupt", action="store_true", help="say/ask: cut off what is going on, do not wait"
+    )
     p.set_defaults(func=_cmd_ctl)
 
     p = sub.add_parser("demo", help="run the real daemon against the bundled simulator")
@@ -124,7 +128,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_ctl(args: argparse.Namespace) -> int:
     from agentd.control import ctl_main
 
-    return ctl_main(args.command, socket_path=args.socket, config_path=args.config)
+    return ctl_main(
+        args.command,
+        socket_path=args.socket,
+        config_path=args.config,
+        text=args.text,
+        interrupt=args.interrupt,
+    )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ class Command:
 
     help: str
     feed: cv.Input | None = None
+    text: bool = False  # takes a "text" (and an "interrupt" flag): say, ask
 
 
 #: the one table of commands: the socket, the daemon and `agentd ctl` all read it
@@ -45,12 +46,15 @@ COMMANDS: dict[str, Command] = {
     "mute": Command("stop listening until unmute (kept across restarts)", cv.Mute(True)),
     "unmute": Command("listen again", cv.Mute(False)),
     "reload": Command("re-read the config; a bad one is refused and the old one kept"),
+    "say": Command("speak TEXT verbatim when idle (--interrupt: now)", text=True),
+    "ask": Command("ask TEXT as a user turn and play the answer (--interrupt: now)", text=True),
 }
+TEXT_MAX = 2000  # characters of a say/ask text
 MAX_LINE = 4096
 MAX_CLIENTS = 8  # a stuck or hostile client cannot hold more than this many slots
 IDLE_S = 60.0  # a client that sends nothing this long is closed, freeing its slot
 
-Handler = Callable[[str], Awaitable[dict[str, Any]]]
+Handler = Callable[..., Awaitable[dict[str, Any]]]  # (cmd, **args): text, interrupt
 
 
 class SocketInUse(Exception):
@@ -141,7 +145,8 @@ class ControlServer:
                     answer = _error(problem)
                 else:
                     try:
-                        answer = await self.handler(cmd)
+                        args = request_args(line) if COMMANDS[cmd].text else {}
+                        answer = await self.handler(cmd, **args)
                     except Exception as exc:  # a bad command must never take the daemon down
                         log.exception("control command %s failed", cmd)
                         answer = _error(f"{cmd} failed: {exc}")
@@ -181,7 +186,21 @@ def parse_request(line: bytes) -> tuple[str | None, str]:
         return None, 'request has no "cmd" string'
     if cmd not in COMMANDS:
         return None, f"unknown command {cmd[:40]!r}; use one of {', '.join(COMMANDS)}"
+    if COMMANDS[cmd].text:
+        text = req.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return None, f'{cmd} needs a "text" string, e.g. {{"cmd": "{cmd}", "text": "hello"}}'
+        if len(text) > TEXT_MAX:
+            return None, f"{cmd}: text longer than {TEXT_MAX} characters"
+        if not isinstance(req.get("interrupt", False), bool):
+            return None, f'{cmd}: "interrupt" must be true or false'
     return cmd, ""
+
+
+def request_args(line: bytes) -> dict[str, Any]:
+    """A say/ask request's text and interrupt flag (the line passed parse_request)."""
+    req = json.loads(line.decode("utf-8"))
+    return {"text": req["text"].strip(), "interrupt": bool(req.get("interrupt", False))}
 
 
 def _error(message: str) -> dict[str, Any]:
@@ -198,11 +217,11 @@ async def _write(writer: asyncio.StreamWriter, answer: dict[str, Any]) -> None:
     await writer.drain()
 
 
-def request(path: str | Path, cmd: str, timeout: float = 5.0) -> dict[str, Any]:
+def request(path: str | Path, cmd: str, timeout: float = 5.0, **args: Any) -> dict[str, Any]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(str(path))
-        s.sendall((json.dumps({"cmd": cmd}) + "\n").encode())
+        s.sendall((json.dumps({"cmd": cmd, **args}) + "\n").encode())
         buf = b""
         while not buf.endswith(b"\n"):
             chunk = s.recv(65536)
@@ -213,7 +232,13 @@ def request(path: str | Path, cmd: str, timeout: float = 5.0) -> dict[str, Any]:
     return result
 
 
-def ctl_main(command: str, socket_path: Path | None = None, config_path: Path | None = None) -> int:
+def ctl_main(
+    command: str,
+    socket_path: Path | None = None,
+    config_path: Path | None = None,
+    text: str | None = None,
+    interrupt: bool = False,
+) -> int:
     """`agentd ctl CMD`: the socket from --socket, else from the config, else the default."""
     if socket_path is None:
         from agentd.config import DEFAULT_CONFIG_PATH, ConfigError, ControlSettings, load
@@ -222,8 +247,14 @@ def ctl_main(command: str, socket_path: Path | None = None, config_path: Path | 
         with contextlib.suppress(ConfigError):
             path = load(config_path or DEFAULT_CONFIG_PATH, require_key=False).config.control.socket
         socket_path = Path(path)
+    args: dict[str, Any] = {}
+    if COMMANDS[command].text:
+        if not text:
+            print(f"agentd ctl {command} needs a TEXT argument", file=sys.stderr)
+            return 2
+        args = {"text": text, "interrupt": interrupt}
     try:
-        answer = request(socket_path, command)
+        answer = request(socket_path, command, **args)
     except FileNotFoundError:
         print(f"agentd is not running (no control socket at {socket_path})", file=sys.stderr)
         return 1
