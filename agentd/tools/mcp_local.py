@@ -56,6 +56,7 @@ class LocalServer:
     async def run(self) -> None:
         """Forever: connect, list, watch; after a failure wait out the backoff and retry."""
         while True:
+            again = False
             try:
                 await self._session_once()
             except asyncio.CancelledError:
@@ -63,13 +64,14 @@ class LocalServer:
             except BaseException as exc:  # the SDK raises ExceptionGroups from its task groups
                 if not isinstance(exc, Exception | BaseExceptionGroup):
                     raise
-                self.last_error = _describe(exc)
+                again, self.last_error = self.last_error == _describe(exc), _describe(exc)
             self.session = None
             self.on_tools(self.settings, None)
             self.backoff.disconnected(time.monotonic())
             delay = self.backoff.next_delay()
             self.restarts += 1
-            log.warning(
+            log.log(
+                logging.DEBUG if again else logging.WARNING,
                 "MCP server %s stopped (%s); its tools are withdrawn; restarting in %.1f s",
                 self.name,
                 self.last_error,
@@ -88,7 +90,7 @@ class LocalServer:
             await asyncio.wait_for(session.initialize(), self.settings.timeout_s)
             self.backoff.connected(time.monotonic())
             await self._list(session)
-            self.session = session
+            self.session, self.last_error = session, None
             log.info("MCP server %s is up", self.name)
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -108,11 +110,11 @@ class LocalServer:
                 command=t.command[0], args=list(t.command[1:]), env=dict(t.env), cwd=t.cwd
             )
             return stdio_client(params)
+        import httpx2  # the SDK's own HTTP client
         from mcp.client.streamable_http import streamable_http_client
-        from mcp.shared._httpx_utils import create_mcp_http_client
 
         assert t.url is not None
-        client = create_mcp_http_client(headers=self.headers)
+        client = httpx2.AsyncClient(headers=self.headers, timeout=httpx2.Timeout(30, read=300))
         return streamable_http_client(t.url, http_client=client)
 
     async def _message(self, message: Any) -> None:
@@ -125,7 +127,7 @@ class LocalServer:
     async def _list(self, session: Any) -> None:
         result = await asyncio.wait_for(session.list_tools(), self.settings.timeout_s)
         listing: Listing = [
-            (tool.name, tool.description or "", tool.inputSchema or {}) for tool in result.tools
+            (tool.name, tool.description or "", tool.input_schema or {}) for tool in result.tools
         ]
         log.info("MCP server %s lists %d tool(s)", self.name, len(listing))
         self.on_tools(self.settings, listing)
@@ -145,7 +147,7 @@ class LocalServer:
             self._changed.set()  # look again (and ping) soon
             return error_output(f"{name} failed: {_describe(exc)}"), "failed"
         text = _content_text(result)[: self.settings.output_max_bytes]
-        if getattr(result, "isError", False):
+        if getattr(result, "is_error", False):
             return error_output(text or f"{name} failed"), "tool error"
         return text, "ok"
 
@@ -155,7 +157,7 @@ def _content_text(result: Any) -> str:
     for block in getattr(result, "content", None) or []:
         text = getattr(block, "text", None)
         parts.append(text if isinstance(text, str) else json.dumps(block.model_dump(mode="json")))
-    structured = getattr(result, "structuredContent", None)
+    structured = getattr(result, "structured_content", None)
     if not parts and structured is not None:
         parts.append(json.dumps(structured))
     return "\n".join(parts)
