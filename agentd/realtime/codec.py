@@ -207,6 +207,7 @@ class Codec:
             case ce.McpApproval(request_id, approve):
                 item = {
                     "type": "mcp_approval_response",
+                    "id": f"apr_{request_id[-28:]}",  # the GA item requires an id of our own
                     "approval_request_id": request_id,
                     "approve": approve,
                 }

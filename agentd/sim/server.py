@@ -502,12 +502,9 @@ class Simulator:
             isinstance(p, dict) and p.get("type") == "tts_text" for p in item.get("content") or []
         ):
             s.config["_tts_text"] = text  # the next response speaks it verbatim
-        view = {
-            "id": item_id,
-            "type": item.get("type", "message"),
-            "object": "realtime.item",
-            "status": "completed",
-        }
+        view = {"id": item_id, "type": item.get("type", "message")}
+        if view["type"] in ("message", "function_call", "function_call_output"):
+            view |= {"object": "realtime.item", "status": "completed"}
         if view["type"] == "message":
             view["role"] = item.get("role", "user")
             parts = [p for p in item.get("content") or [] if isinstance(p, dict)]
@@ -553,7 +550,10 @@ class Simulator:
         if calls:
             s.active = asyncio.create_task(self._call_tools(ws, s, resp_id, calls, metadata))
             return
-        if s.outputs:  # the answer after the tools: it speaks their outputs
+        response = e.get("response") or {}
+        if response.get("conversation") == "none" and response.get("instructions"):
+            text = str(response["instructions"]).splitlines()[-1]  # "say exactly …:\nTEXT"
+        elif s.outputs:  # the answer after the tools: it speaks their outputs
             text = self.tool_reply.format(output=" ".join(s.outputs))
             s.outputs.clear()
         s.active = asyncio.create_task(self._respond(ws, s, resp_id, text, metadata))

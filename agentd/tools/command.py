@@ -33,14 +33,14 @@ def environment(t: ToolSettings) -> dict[str, str]:
 
 
 async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, bool]:
-    """Up to ``cap`` bytes; the rest is read and dropped so the program never blocks."""
-    kept, cut = bytearray(), False
+    """Up to ``cap`` bytes, and whether there was more (then reading stops)."""
+    kept = bytearray()
     while chunk := await stream.read(65536):
         room = cap - len(kept)
+        kept += chunk[:room]
         if len(chunk) > room:
-            cut = True
-        kept += chunk[: max(0, room)]
-    return bytes(kept), cut
+            return bytes(kept), True
+    return bytes(kept), False
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
@@ -49,10 +49,16 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """A killed program: read its pipes to the end so its transport closes."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(proc.communicate(), 1.0)
+
+
 async def run_command(t: ToolSettings, args: Mapping[str, Any]) -> tuple[str, str]:
     """(output for the model, exit status for the log). Cancelling kills the process group."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
+    starting = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
             *argv_of(t, args),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -61,24 +67,41 @@ async def run_command(t: ToolSettings, args: Mapping[str, Any]) -> tuple[str, st
             env=environment(t),
             start_new_session=True,
         )
+    )
+    try:
+        # shielded: an interrupt while the pipes connect must still kill the whole group
+        # (asyncio would kill only the program it started)
+        proc = await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            _kill_group(await starting)
+        raise
     except OSError as exc:
         return error_output(f"could not start the program: {exc.strerror or exc}"), "not started"
     assert proc.stdout is not None and proc.stderr is not None
+    stdout, stderr = proc.stdout, proc.stderr
+
+    async def output() -> tuple[bytes, bool]:
+        out, cut = await _read_capped(stdout, t.output_max_bytes)
+        if cut:  # enough: a program that talks on forever is stopped here
+            _kill_group(proc)
+        return out, cut
+
     try:
         (out, cut), (err, _) = await asyncio.wait_for(
-            asyncio.gather(
-                _read_capped(proc.stdout, t.output_max_bytes), _read_capped(proc.stderr, 2048)
-            ),
-            t.timeout_s,
+            asyncio.gather(output(), _read_capped(stderr, 2048)), t.timeout_s
         )
         code = await asyncio.wait_for(proc.wait(), max(0.1, t.timeout_s))
     except TimeoutError:
         _kill_group(proc)
-        await proc.wait()
+        await _reap(proc)
         return error_output(f"the command timed out after {t.timeout_s:g} s"), "timed out"
     finally:
         _kill_group(proc)  # cancelled (an interrupt), or children left behind
     text = out.decode("utf-8", "replace") + ("\n[output cut]" if cut else "")
+    if cut:
+        await _reap(proc)
+        return text, f"output cut at {t.output_max_bytes} bytes"
     if code != 0:
         detail = err.decode("utf-8", "replace").strip()[-500:]
         return error_output(f"exit status {code}: {detail or text[-500:]}"), f"exit {code}"
