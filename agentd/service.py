@@ -475,6 +475,8 @@ class Daemon:
             case cv.Send(event):
                 if link is not None:
                     link.send(event)
+                if isinstance(event, ce.UserText) and event.kind == "input_text":
+                    self.history.said("user", event.text)  # a text turn has no transcript
             case cv.Uplink(frame, send, hold):
                 converted = self.uplink.convert(frame)
                 if send and link is not None:
