@@ -34,6 +34,7 @@ def main() -> None:
     proto, audio = run("protocol_cost"), run("audio_path")
     voice, daemon = run("voice_quality"), run("daemon_latency")
     flood = run("flood_rss")
+    tools = run("tool_latency")
     rows = [
         (
             "CPU per audio-second, codec vs openai-python SDK",
@@ -133,6 +134,12 @@ def main() -> None:
             f"{daemon['restart_restored_s']:.2f} s",
             "≤ 1.5 s",
             daemon["restart_restored_s"] <= 1.5,
+        ),
+        (
+            "function call done → output on the wire, excl. the tool (p95)",
+            f"{tools['p95_ms']:.2f} ms",
+            "≤ 5 ms",
+            tools["p95_ms"] <= 5,
         ),
     ]
     w = max(len(r[0]) for r in rows)

@@ -158,7 +158,8 @@ class Simulator:
         #: speaking; a phrase the user says (transcript or text) in ``tool_rules`` does too
         self.tool_calls: list[list[tuple[str, dict[str, Any]]]] = []
         self.tool_rules: dict[str, tuple[str, dict[str, Any]]] = {}
-        self.tool_reply = "{output}"  # what the answer after the outputs says ({output})
+        #: what the answer after the outputs says: a template with {output}, or a function
+        self.tool_reply: str | Callable[[str], str] = "{output}"
         self.call_id = _ids("call")
         self.faults = Faults()
         self.events: list[Recorded] = []
@@ -554,7 +555,9 @@ class Simulator:
         if response.get("conversation") == "none" and response.get("instructions"):
             text = str(response["instructions"]).splitlines()[-1]  # "say exactly …:\nTEXT"
         elif s.outputs:  # the answer after the tools: it speaks their outputs
-            text = self.tool_reply.format(output=" ".join(s.outputs))
+            joined = " ".join(s.outputs)
+            reply = self.tool_reply
+            text = reply(joined) if callable(reply) else reply.format(output=joined)
             s.outputs.clear()
         s.active = asyncio.create_task(self._respond(ws, s, resp_id, text, metadata))
 
