@@ -131,6 +131,7 @@ class Daemon:
             self.cfg.agent.tools, self.cfg.api.dialect, self, self._tools_changed
         )
         self._tool_tasks: dict[int, asyncio.Task[Any]] = {}
+        self._mcp_tasks: list[asyncio.Task[Any]] = []
         self.history = self._new_history(self.cfg)
 
     # ------------------------------------------------------------------ status
@@ -246,8 +247,7 @@ class Daemon:
         self.link = self.hooks.make_link(self.cfg, self._key(), self._on_server, self._on_link)
         self.link.set_tools(self.toolbox.session_tools())
         self._link_task = self._supervise("link", self._run_link)
-        for name, serve in self.toolbox.server_runs().items():
-            self._supervise(f"MCP server {name}", serve)
+        self._start_tool_servers()
         await self._wait_ready()
         self.notifier.ready(self.status_line())
         self._supervise("ticker", self._ticker)
@@ -555,6 +555,23 @@ class Daemon:
         if effect == "mute":
             self.feed(cv.Mute(True))
 
+    def _start_tool_servers(self) -> None:
+        self._mcp_tasks = [
+            self._supervise(f"MCP server {name}", serve)
+            for name, serve in self.toolbox.server_runs().items()
+        ]
+
+    def _reload_tools(self, cfg: Config) -> None:
+        """New agent.tools: a new toolbox (MCP servers restarted), offered from the next
+        session.update at a rest (a batch running now finishes with the old one)."""
+        for task in self._mcp_tasks:
+            task.cancel()
+        self.toolbox = Toolbox(cfg.agent.tools, cfg.api.dialect, self, self._tools_changed)
+        self._start_tool_servers()
+        if self.link is not None and self.link.set_tools(self.toolbox.session_tools()):
+            self._session_pending = True
+        log.info("reload: tools now %s", ", ".join(self.status()["tools"]) or "none")
+
     def _tools_changed(self) -> None:
         """An MCP server's tools came or went: the session offers what is there now."""
         if self.link is not None and self.link.set_tools(self.toolbox.session_tools()):
@@ -763,6 +780,8 @@ class Daemon:
                 self.feed(cv.RenewDue("for the reloaded server settings"))
             elif self.link.session != session:
                 self._session_pending = True
+        if (old.agent.tools, old.api.dialect) != (new.agent.tools, new.api.dialect):
+            self._reload_tools(new)
         self.feed(cv.Reconfigure(new.turn, voice_barge_in=new.echo.barge_in == "voice"))
         if old.audio != new.audio or dialects.output_rate(old.api) != dialects.output_rate(new.api):
             log.info("reload: audio devices changed: reopening")

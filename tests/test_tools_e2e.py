@@ -468,3 +468,25 @@ async def test_remote_mcp_is_session_config_and_approvals_follow_the_policy(
 @pytest.fixture
 def mcp_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTD_TEST_MCP_TOKEN", "Bearer mcp-secret-777")
+
+
+async def test_a_reload_changes_the_tools_offered(fake_harness: Harness) -> None:
+    """agent.tools is no restart-only key: a reload offers the new set at the next rest."""
+    import yaml
+
+    h = fake_harness
+    path = h.daemon.config_path
+    data = yaml.safe_load(path.read_text())
+    data.setdefault("agent", {})["tools"] = [
+        command_tool("echo_text", ["/bin/echo", "{text}"]),
+        {"name": "get_status", "kind": "builtin", "enabled": False},
+    ]
+    path.write_text(yaml.safe_dump(data))
+    ok, problems = await h.daemon.reload()
+    assert ok, problems
+    await h.until(
+        lambda: [t["name"] for t in h.sim.client_events("session.update")[-1]["session"]["tools"]]
+        == ["get_time", "echo_text"]
+    )
+    await call(h, "echo_text", {"text": "reloaded"})
+    assert (await output_of(h))[0]["output"] == "reloaded\n"
