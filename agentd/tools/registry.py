@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-
 from agentd.tools.settings import BUILTINS, HARMLESS_BUILTINS, ToolSettings
 
 EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
@@ -174,6 +172,8 @@ class Registry:
             raise ToolError("the arguments are not valid JSON") from None
         if not isinstance(args, dict):
             raise ToolError("the arguments must be a JSON object")
+        import jsonschema  # on the first call: ~8 MB a device that never calls need not hold
+
         try:
             jsonschema.validate(args, dict(tool.parameters))
         except jsonschema.ValidationError as exc:
@@ -183,6 +183,8 @@ class Registry:
 
 
 def _usable(schema: Any) -> bool:
+    import jsonschema
+
     try:
         jsonschema.Draft202012Validator.check_schema(_object_schema(schema))
     except jsonschema.SchemaError:
