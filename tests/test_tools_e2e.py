@@ -485,8 +485,10 @@ async def test_a_reload_changes_the_tools_offered(fake_harness: Harness) -> None
     ok, problems = await h.daemon.reload()
     assert ok, problems
     await h.until(
-        lambda: [t["name"] for t in h.sim.client_events("session.update")[-1]["session"]["tools"]]
-        == ["get_time", "echo_text"]
+        lambda: (
+            [t["name"] for t in h.sim.client_events("session.update")[-1]["session"]["tools"]]
+            == ["get_time", "echo_text"]
+        )
     )
     await call(h, "echo_text", {"text": "reloaded"})
     assert (await output_of(h))[0]["output"] == "reloaded\n"
