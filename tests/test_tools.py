@@ -299,6 +299,10 @@ def test_function_call_events_parse_in_every_dialect(dialect: str) -> None:
     }
     assert codec.parse(json.dumps(done)) == [ev.FunctionCall("r1", "call_1", "", '{"a": 1}')]
     item = {"id": "i1", "type": "function_call", "call_id": "call_1", "name": "add"}
+    added = {"type": "response.output_item.added", "response_id": "r1", "output_index": 0}
+    codec.parse(json.dumps(added | {"item": item | {"arguments": ""}}))
+    # once the item was announced, the arguments' done event is a whole call by itself
+    assert codec.parse(json.dumps(done)) == [ev.FunctionCall("r1", "call_1", "add", '{"a": 1}')]
     item_done = {"type": "response.output_item.done", "response_id": "r1", "output_index": 0}
     parsed = codec.parse(json.dumps(item_done | {"item": item | {"arguments": '{"a": 1}'}}))
     assert parsed == [ev.FunctionCall("r1", "call_1", "add", '{"a": 1}')]

@@ -492,3 +492,37 @@ async def test_a_reload_changes_the_tools_offered(fake_harness: Harness) -> None
     )
     await call(h, "echo_text", {"text": "reloaded"})
     assert (await output_of(h))[0]["output"] == "reloaded\n"
+
+
+@pytest.mark.parametrize(
+    "fake_harness",
+    [
+        {
+            "dialect": "openai-beta",
+            "agent__tools": [command_tool("echo_text", ["/bin/echo", "{text}"])],
+        },
+    ],
+    indirect=True,
+)
+async def test_several_calls_in_one_response_get_one_response_create(
+    fake_harness: Harness,
+) -> None:
+    """Two calls in one response (arguments streamed in deltas): both run at once, both
+    outputs go back, then exactly one response.create."""
+    h = fake_harness
+    h.sim.tool_calls.append([("get_time", {}), ("echo_text", {"text": "two"})])
+    h.sim.tool_reply = "Done."
+    start = len(h.sim.events)
+    h.daemon.feed(cv.Announce("do both", ask=True))
+    outs = await output_of(h, 2)
+    assert json.loads(outs[0]["output"])["time"] and outs[1]["output"] == "two\n"
+    await h.until(lambda: len(after(h, "response.create", start)) == 2)
+    await asyncio.sleep(0.3)
+    kinds = [r.event["type"] for r in h.sim.events[start:]]
+    last_output = max(
+        i
+        for i, r in enumerate(h.sim.events[start:])
+        if r.event.get("item", {}).get("type") == "function_call_output"
+    )
+    assert kinds.count("response.create") == 2
+    assert kinds.index("response.create", 2) > last_output

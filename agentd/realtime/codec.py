@@ -127,6 +127,7 @@ class Codec:
         self.user_id = user_id
         self.unknown: Counter[str] = Counter()
         self._transcripts: OrderedDict[str, str] = OrderedDict()
+        self._call_names: OrderedDict[str, str] = OrderedDict()  # call_id → name (item added)
         self._handlers: dict[str, Callable[[dict[str, Any]], list[ServerEvent]]] = {
             "session.created": self._session_created,
             "session.updated": lambda e: [SessionUpdated()],
@@ -306,6 +307,11 @@ class Codec:
     def _item(self, e: dict[str, Any]) -> list[ServerEvent]:
         item = _obj(e.get("item"), "item")
         role = item.get("role")
+        if item.get("type") == "function_call" and (call_id := _id(item.get("call_id"))):
+            # the arguments' done event carries no name: remember it from the item
+            self._call_names[call_id] = _id(item.get("name")) or ""
+            while len(self._call_names) > _TRANSCRIPT_MEMORY:
+                self._call_names.popitem(last=False)
         return [
             ItemAdded(
                 _required_id(item.get("id"), "item.id"),
@@ -338,11 +344,12 @@ class Codec:
         return []
 
     def _call_done(self, e: dict[str, Any]) -> list[ServerEvent]:
+        call_id = _required_id(e.get("call_id"), "call_id")
         return [
             FunctionCall(
                 _id(e.get("response_id")),
-                _required_id(e.get("call_id"), "call_id"),
-                _id(e.get("name")) or "",
+                call_id,
+                _id(e.get("name")) or self._call_names.get(call_id, ""),
                 _text(e.get("arguments"), ARGUMENTS_LIMIT),
             )
         ]
