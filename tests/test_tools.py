@@ -373,3 +373,26 @@ def test_history_is_bounded_by_count_and_size_and_keeps_calls_whole() -> None:
     h.said("user", "x" * 90)  # the size bound drops the oldest, never an output without its call
     assert h.replay() == [ce.ContextMessage("user", "x" * 90)]
     assert History(max_items=0).replay() == []
+
+
+def test_check_config_show_lists_each_tool_with_its_headers_redacted(tmp_path: Any) -> None:
+    from agentd.config import load, show
+
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "api: {api_key: sk-inline-key-0000}\n"
+        "agent:\n"
+        "  tools:\n"
+        "    - name: lights_on\n"
+        "      kind: http\n"
+        "      url: http://ha.local/api/services/light/turn_on\n"
+        "      headers: {Authorization: Bearer inline-secret-123}\n"
+        "    - {name: disk, kind: command, command: [/usr/bin/df, -h]}\n"
+    )
+    text = show(load(path, environ={}))
+    assert "inline-secret-123" not in text
+    assert "- # [0]" in text and "- # [1]" in text
+    assert "Authorization: '***'" in text and "command: [/usr/bin/df, -h]" in text
+    assert (
+        "name: lights_on" in text and str(path) in text.split("name: lights_on")[1].splitlines()[0]
+    )
