@@ -545,6 +545,13 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         S.THINKING,
     ),
     (
+        "a tool that ends the conversation: its output goes back, no answer is asked for",
+        lambda: machine(state=S.THINKING, tool_batch=1),
+        A.ToolsDone(1, (("c1", '{"ended": true}'),), end=True),
+        [A.Send(ce.FunctionOutput("c1", '{"ended": true}'))],
+        S.IDLE,
+    ),
+    (
         "outputs of a cancelled batch are dropped",
         lambda: machine(state=S.IDLE),
         A.ToolsDone(1, (("c1", "late"),)),

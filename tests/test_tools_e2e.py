@@ -526,3 +526,28 @@ async def test_several_calls_in_one_response_get_one_response_create(
     )
     assert kinds.count("response.create") == 2
     assert kinds.index("response.create", 2) > last_output
+
+
+@pytest.mark.parametrize(
+    "fake_harness",
+    [
+        {
+            "agent__tools": [
+                {"name": "mute", "kind": "builtin"},
+                {"name": "end_conversation", "kind": "builtin"},
+            ]
+        }
+    ],
+    indirect=True,
+)
+async def test_mute_and_end_conversation_builtins_act_on_the_device(fake_harness: Harness) -> None:
+    h = fake_harness
+    start = await call(h, "end_conversation", {})
+    await output_of(h)
+    await h.until(lambda: h.state() == "idle")
+    await asyncio.sleep(0.3)
+    assert len(after(h, "response.create", start)) == 1  # no answer after "ended"
+    await call(h, "mute", {})
+    await output_of(h, 2)
+    await h.until(lambda: h.state() == "muted")
+    assert h.daemon.status()["muted"] is True

@@ -513,6 +513,7 @@ class Simulator:
             view["content"] = [{"type": "input_text" if kind == "tts_text" else kind, "text": text}]
             if view["role"] == "user":
                 s.said = text
+                s.outputs.clear()  # outputs nobody asked an answer for are history now
         else:
             keys = ("call_id", "output", "name", "arguments", "approval_request_id", "approve")
             view.update({k: item[k] for k in keys if k in item})
