@@ -103,7 +103,7 @@ async def test_ctl_say_from_the_command_line(fake_harness: Harness) -> None:
 # ------------------------------------------------------------------ context across renewal
 
 
-async def converse_then_renew(h: Harness) -> list[dict[str, Any]]:
+async def converse_then_renew(h: Harness, how: str = "renew") -> list[dict[str, Any]]:
     heard = listen(h)
     h.sim.reply = "Nice to meet you Ada."
     h.sim.tool_calls.append([("get_time", {})])
@@ -111,14 +111,20 @@ async def converse_then_renew(h: Harness) -> list[dict[str, Any]]:
     h.daemon.feed(cv.Announce("My name is Ada.", ask=True))
     await h.until(lambda: ("assistant", "Noon.") in heard)
     await h.until(lambda: h.state() == "idle")
-    h.daemon.feed(cv.RenewDue("test: the session cap"))
+    if how == "renew":
+        h.daemon.feed(cv.RenewDue("test: the session cap"))
+    else:  # the server vanished: a reconnect, not a planned renewal
+        h.sim.drop_all()
     await h.until(lambda: h.sim.connections == 2 and h.state() == "idle")
     await asyncio.sleep(0.3)
     return [r.event for r in h.sim.events if r.conn == 2]
 
 
-async def test_recent_turns_and_tool_calls_survive_a_renewal(fake_harness: Harness) -> None:
-    events = await converse_then_renew(fake_harness)
+@pytest.mark.parametrize("how", ["renew", "reconnect"])
+async def test_recent_turns_and_tool_calls_survive_a_renewal(
+    fake_harness: Harness, how: str
+) -> None:
+    events = await converse_then_renew(fake_harness, how)
     items = [e["item"] for e in events if e["type"] == "conversation.item.create"]
     assert events[0]["type"] == "session.update"  # the context follows the new session's set-up
     kinds = [(i["type"], i.get("role")) for i in items]
