@@ -63,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="; ".join(f"{name}: {c.help}" for name, c in COMMANDS.items())
         + f"; {WATCH}: print events as JSON lines until interrupted",
     )
-    p.add_argument("value", nargs="?", default=None, help="volume: N (0..100), up or down")
+    p.add_argument(
+        "arg", nargs="?", default=None, help="volume: N (0..100), up or down; say/ask: the text"
+    )
+    p.add_argument(
+        "--interrupt", action="store_true", help="say/ask: cut off what is going on, do not wait"
+    )
     p.set_defaults(func=_cmd_ctl)
 
     p = sub.add_parser("demo", help="run the real daemon against the bundled simulator")
@@ -152,7 +157,12 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
     from agentd.control import ctl_main
 
     return ctl_main(
-        args.command, socket_path=args.socket, config_path=args.config, value=args.value
+        args.command,
+        socket_path=args.socket,
+        config_path=args.config,
+        value=args.arg if args.command not in ("say", "ask") else None,
+        text=args.arg if args.command in ("say", "ask") else None,
+        interrupt=args.interrupt,
     )
 
 

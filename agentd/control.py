@@ -36,6 +36,7 @@ class Command:
     feed: cv.Input | None = None
     value: bool = False  # takes an optional "value" string: volume
     stream: bool = False  # answers with a stream of event lines until the client hangs up
+    text: bool = False  # takes a "text" (and an "interrupt" flag): say, ask
 
 
 #: the one table of commands: the socket, the daemon and `agentd ctl` all read it
@@ -50,13 +51,16 @@ COMMANDS: dict[str, Command] = {
     "reload": Command("re-read the config; a bad one is refused and the old one kept"),
     "volume": Command("show the speaker volume, or set it: N (0..100), up, down", value=True),
     "subscribe": Command("stream events as JSON lines (agentd ctl watch prints them)", stream=True),
+    "say": Command("speak TEXT verbatim when idle (--interrupt: now)", text=True),
+    "ask": Command("ask TEXT as a user turn and play the answer (--interrupt: now)", text=True),
 }
 WATCH = "watch"  # `agentd ctl watch`: a subscribe that prints each event line
+TEXT_MAX = 2000  # characters of a say/ask text
 MAX_LINE = 4096
 MAX_CLIENTS = 8  # a stuck or hostile client cannot hold more than this many slots
 IDLE_S = 60.0  # a client that sends nothing this long is closed, freeing its slot
 
-Handler = Callable[..., Awaitable[dict[str, Any]]]  # (cmd, **args): value
+Handler = Callable[..., Awaitable[dict[str, Any]]]  # (cmd, **args): value | text, interrupt
 
 
 class SocketInUse(Exception):
@@ -151,7 +155,11 @@ class ControlServer:
                     answer = _error(problem)
                 else:
                     try:
-                        args = request_value(line) if COMMANDS[cmd].value else {}
+                        args = (
+                            request_value(line)
+                            if COMMANDS[cmd].value
+                            else (request_args(line) if COMMANDS[cmd].text else {})
+                        )
                         answer = await self.handler(cmd, **args)
                     except Exception as exc:  # a bad command must never take the daemon down
                         log.exception("control command %s failed", cmd)
@@ -194,6 +202,14 @@ def parse_request(line: bytes) -> tuple[str | None, str]:
         return None, f"unknown command {cmd[:40]!r}; use one of {', '.join(COMMANDS)}"
     if COMMANDS[cmd].value and not isinstance(req.get("value", ""), str | int):
         return None, f'{cmd}: "value" must be a string or a number'
+    if COMMANDS[cmd].text:
+        text = req.get("text")
+        if not isinstance(text, str) or not text.strip():
+            return None, f'{cmd} needs a "text" string, e.g. {{"cmd": "{cmd}", "text": "hello"}}'
+        if len(text) > TEXT_MAX:
+            return None, f"{cmd}: text longer than {TEXT_MAX} characters"
+        if not isinstance(req.get("interrupt", False), bool):
+            return None, f'{cmd}: "interrupt" must be true or false'
     return cmd, ""
 
 
@@ -201,6 +217,12 @@ def request_value(line: bytes) -> dict[str, Any]:
     """A request's optional "value" (the line passed parse_request), as text."""
     value = json.loads(line.decode("utf-8")).get("value")
     return {} if value is None else {"value": str(value)}
+
+
+def request_args(line: bytes) -> dict[str, Any]:
+    """A say/ask request's text and interrupt flag (the line passed parse_request)."""
+    req = json.loads(line.decode("utf-8"))
+    return {"text": req["text"].strip(), "interrupt": bool(req.get("interrupt", False))}
 
 
 def _error(message: str) -> dict[str, Any]:
@@ -249,6 +271,8 @@ def ctl_main(
     socket_path: Path | None = None,
     config_path: Path | None = None,
     value: str | None = None,
+    text: str | None = None,
+    interrupt: bool = False,
 ) -> int:
     """`agentd ctl CMD`: the socket from --socket, else from the config, else the default."""
     if value is not None and (command == WATCH or not COMMANDS[command].value):
@@ -261,10 +285,15 @@ def ctl_main(
         with contextlib.suppress(ConfigError):
             path = load(config_path or DEFAULT_CONFIG_PATH, require_key=False).config.control.socket
         socket_path = Path(path)
+    args: dict[str, Any] = {} if value is None else {"value": value}
+    if command != WATCH and COMMANDS[command].text:
+        if not text:
+            print(f"agentd ctl {command} needs a TEXT argument", file=sys.stderr)
+            return 2
+        args = {"text": text, "interrupt": interrupt}
     try:
         if command == WATCH:
             return watch(socket_path, sys.stdout)
-        args: dict[str, Any] = {} if value is None else {"value": value}
         answer = request(socket_path, command, **args)
     except FileNotFoundError:
         print(f"agentd is not running (no control socket at {socket_path})", file=sys.stderr)

@@ -10,6 +10,7 @@ transition and race is a table row in the tests.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import assert_never
@@ -35,6 +36,9 @@ QUOTA_ERRORS = frozenset(
 #: link failure kinds (connection.LinkError.kind) that are a problem of their own
 LINK_PROBLEMS = {"auth": "auth", "rate_limited": "quota"}
 BUSY = frozenset({"listening", "thinking", "speaking"})
+ANNOUNCEMENTS_MAX = 8  # `ctl say`/`ctl ask` texts waiting for an idle moment
+#: an out-of-band answer (OpenAI) that speaks an announcement verbatim
+VERBATIM = "Say exactly the following text, word for word, and nothing else:\n{text}"
 
 
 class Problem:
@@ -216,6 +220,43 @@ class Tick:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function call of the response in flight (the same call_id may come twice)."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalAsked:
+    """A remote MCP server's approval request, with the configured answer."""
+
+    request_id: str
+    approve: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ToolsDone:
+    """The outputs of batch ``batch`` (call_id, output); ``end``: a tool ended the
+    conversation (no answer is asked for)."""
+
+    batch: int
+    outputs: tuple[tuple[str, str], ...]
+    end: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """`ctl say` (``ask`` False: spoken verbatim) or `ctl ask` (a user text turn); at the
+    next idle moment, or at once cutting off what is going on (``interrupt``)."""
+
+    text: str
+    ask: bool = False
+    interrupt: bool = False
+
+
 Input = (
     Press
     | Release
@@ -242,6 +283,10 @@ Input = (
     | RenewDue
     | Reconfigure
     | Tick
+    | ToolCall
+    | ApprovalAsked
+    | ToolsDone
+    | Announce
 )
 
 # ------------------------------------------------------------------ actions
@@ -339,6 +384,26 @@ class DiscardBuffered:
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RunTools:
+    """Run these calls (call_id, name, arguments) as batch ``batch``; answer ToolsDone."""
+
+    batch: int
+    calls: tuple[ToolCall, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTools:
+    """Stop batch ``batch`` now (kill its processes, drop its requests); no output is sent."""
+
+    batch: int
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreContext:
+    """A new session after a renewal or reconnect: put the recent turns back into it."""
+
+
 Action = (
     StartStreaming
     | StopStreaming
@@ -354,6 +419,9 @@ Action = (
     | ApplySettings
     | ReplayBuffered
     | DiscardBuffered
+    | RunTools
+    | CancelTools
+    | RestoreContext
 )
 
 
@@ -365,6 +433,8 @@ class Counters:
     lost_turns: int = 0
     failed_responses: int = 0  # response.done failed/incomplete
     no_answer: int = 0  # THINKING reached turn.response_timeout_s
+    tool_calls: int = 0
+    tools_cancelled: int = 0  # batches cut off by an interrupt, mute or outage
 
 
 @dataclass
@@ -396,11 +466,20 @@ class Conversation:
     voice_barge_in: bool = False  # echo.barge_in: voice (the server's VAD may interrupt too)
     renew_wanted: str | None = None  # why the session is to be renewed at the next idle moment
     switch_muted: bool = False  # the latching mute switch is on: only it can unmute
+    tts_text: bool = False  # the dialect speaks `tts_text` messages verbatim (xStar)
+    calls: dict[str, ToolCall] = field(default_factory=dict)  # of the response in flight
+    approvals: dict[str, bool] = field(default_factory=dict)  # MCP approval requests
+    tool_batch: int | None = None  # the batch of tools running now
+    batches: int = 0
+    announcements: deque[Announce] = field(default_factory=lambda: deque(maxlen=ANNOUNCEMENTS_MAX))
 
     @classmethod
-    def from_settings(cls, turn: TurnSettings, voice_barge_in: bool = False) -> Conversation:
-        """``voice_barge_in``: echo.barge_in is voice (the server's VAD may interrupt too)."""
-        c = cls(voice_barge_in=voice_barge_in)
+    def from_settings(
+        cls, turn: TurnSettings, voice_barge_in: bool = False, tts_text: bool = False
+    ) -> Conversation:
+        """``voice_barge_in``: echo.barge_in is voice (the server's VAD may interrupt too);
+        ``tts_text``: the dialect speaks announcements verbatim as `tts_text` (xStar)."""
+        c = cls(voice_barge_in=voice_barge_in, tts_text=tts_text)
         c._apply(turn)
         return c
 
@@ -495,8 +574,20 @@ class Conversation:
                 actions = []
             case Tick():
                 actions = self._on_tick(now)
+            case ToolCall():
+                actions = self._on_tool_call(event)
+            case ApprovalAsked():
+                if self.response_active:
+                    self.approvals[event.request_id] = event.approve
+                actions = []
+            case ToolsDone():
+                actions = self._on_tools_done(event, now)
+            case Announce():
+                actions = self._on_announce(event, now)
             case _:
                 assert_never(event)
+        if self.announcements and self._can_announce():
+            actions += self._announce(self.announcements.popleft(), now)
         if self.pending is not None and not self.busy:
             self._apply(self.pending)
             self.pending = None
@@ -554,7 +645,7 @@ class Conversation:
         return [*actions, *_COMMIT]
 
     def _interrupt(self, now: float) -> list[Action]:
-        actions: list[Action] = [FlushPlayback()]
+        actions: list[Action] = [FlushPlayback(), *self._cancel_tools()]
         self.playing = False
         self.fault_after_playback = None
         if self.response_active:
@@ -582,7 +673,7 @@ class Conversation:
         if s is State.SPEAKING:
             return [*self._interrupt(now), *self._start_turn(now)]
         if s is State.THINKING:
-            actions: list[Action] = []
+            actions: list[Action] = self._cancel_tools()
             if self.response_active:
                 actions.append(Send(ce.Cancel()))
                 self.response_active = False
@@ -625,6 +716,11 @@ class Conversation:
                 actions.append(Send(ce.Clear()))
         if self.state is State.SPEAKING:
             actions += self._interrupt(now)
+        if self.state is State.THINKING:
+            actions += self._cancel_tools()
+            if self.response_active:
+                actions.append(Send(ce.Cancel()))
+                self.response_active = False
         actions += self._drop_waiting("muted")  # a turn held for the link is not sent later
         self._to(State.MUTED)
         return [*actions, Listen(False), Cue("muted")]
@@ -672,6 +768,8 @@ class Conversation:
 
     def _on_response_started(self, now: float) -> list[Action]:
         self.response_active = True
+        self.calls.clear()
+        self.approvals.clear()
         if self.state in (State.IDLE, State.THINKING) and self.connected:
             self._thinking(now)
         return []
@@ -693,7 +791,12 @@ class Conversation:
 
     def _on_response_finished(self, e: ResponseFinished, now: float) -> list[Action]:
         self.response_active = False
+        calls, self.calls = tuple(self.calls.values()), {}
+        approvals, self.approvals = dict(self.approvals), {}
         in_turn = self.state in (State.THINKING, State.SPEAKING)
+        answerable = in_turn or self.state is State.IDLE
+        if e.status == "completed" and (calls or approvals) and self.connected and answerable:
+            return self._answer_calls(calls, approvals, now)
         if e.status in ("failed", "incomplete"):
             log.warning("the answer %s: %s", e.status, e.reason or "no reason given")
             self.counters.failed_responses += 1
@@ -757,6 +860,9 @@ class Conversation:
         self.playing = False
         if self.state is State.SPEAKING and not self.response_active:
             self.item_id = None
+            if self.tool_batch is not None:  # "let me check": the tools are still running
+                self._thinking(now)
+                return []
             if self.fault_after_playback is not None:
                 (why, quota), self.fault_after_playback = self.fault_after_playback, None
                 return self._fault(why, now, quota=quota)
@@ -795,6 +901,8 @@ class Conversation:
         if not self.ever_connected:
             self.ever_connected = True
             actions.append(Cue("connected"))
+        else:  # a renewed or reconnected session starts empty: give it the recent turns
+            actions.append(RestoreContext())
         if self.outage_since is not None or self.turn_waiting:
             self.outage_since = None
             actions.append(ReplayBuffered())
@@ -821,9 +929,10 @@ class Conversation:
                 self.outage_since = now  # the service holds the audio meanwhile
             self._set_problem(problem, cue=False)  # the turn's own cue tells if it is lost
             return []
-        actions: list[Action] = []
+        actions: list[Action] = self._cancel_tools()
+        self.calls.clear()
         if self.state in (State.THINKING, State.SPEAKING):
-            actions = [FlushPlayback()] if self.playing else []
+            actions += [FlushPlayback()] if self.playing else []
             self.playing, self.response_active, self.item_id = False, False, None
             self.fault_after_playback = None
             self.counters.lost_turns += 1
@@ -833,6 +942,96 @@ class Conversation:
         if self.state is not State.MUTED and self.state is not State.ERROR:
             self._to(State.OFFLINE)
         return actions
+
+    # -------------------------------------------------------------- tools
+
+    def _on_tool_call(self, e: ToolCall) -> list[Action]:
+        """Collected per response; the same call may come twice (arguments done, item done)
+        and the later one fills in a name the first lacked."""
+        if not self.response_active:
+            return []  # a call of a cancelled response: never run
+        known = self.calls.get(e.call_id)
+        if known is None or (not known.name and e.name):
+            self.calls[e.call_id] = e
+        return []
+
+    def _answer_calls(
+        self, calls: tuple[ToolCall, ...], approvals: dict[str, bool], now: float
+    ) -> list[Action]:
+        """The response asked for tools: answer the approvals, run the calls; the one
+        response.create follows when every output is in (:meth:`_on_tools_done`)."""
+        actions: list[Action] = [Send(ce.McpApproval(r, ok)) for r, ok in approvals.items()]
+        if not self.playing:
+            self._thinking(now)
+        if not calls:
+            self.thinking_since = now
+            return [*actions, Send(ce.CreateResponse())]
+        self.batches += 1
+        self.tool_batch = self.batches
+        self.counters.tool_calls += len(calls)
+        return [*actions, RunTools(self.batches, calls)]
+
+    def _on_tools_done(self, e: ToolsDone, now: float) -> list[Action]:
+        if e.batch != self.tool_batch:
+            log.info("dropped the outputs of cancelled tool batch %d", e.batch)
+            return []  # stale: the user moved on; nothing of it reaches the server
+        self.tool_batch = None
+        actions: list[Action] = [Send(ce.FunctionOutput(c, out)) for c, out in e.outputs]
+        if e.end:
+            if not self.playing:
+                self._to(self._rest_state())
+            self.follow_up_until = 0.0
+            return actions
+        if not self.playing:
+            self._thinking(now)
+        self.thinking_since = now
+        return [*actions, Send(ce.CreateResponse())]
+
+    def _cancel_tools(self) -> list[Action]:
+        if self.tool_batch is None:
+            return []
+        batch, self.tool_batch = self.tool_batch, None
+        self.counters.tools_cancelled += 1
+        return [CancelTools(batch)]
+
+    # -------------------------------------------------------------- announcements
+
+    def _on_announce(self, e: Announce, now: float) -> list[Action]:
+        """Queued for the next idle moment, or (``interrupt``) said now over what goes on."""
+        if not e.interrupt or self.state is State.MUTED:
+            self.announcements.append(e)
+            return []
+        actions: list[Action] = []
+        if self.state in (State.SPEAKING, State.THINKING):
+            actions = [*self._interrupt(now), *self._drop_waiting("interrupted")]
+        elif self.state is State.LISTENING:
+            actions = [StopStreaming()]
+            if self.sent_ms and self.connected:
+                actions.append(Send(ce.Clear()))
+            actions += self._drop_waiting("interrupted")
+        self._to(self._rest_state())
+        self.announcements.appendleft(e)
+        return actions
+
+    def _can_announce(self) -> bool:
+        return (
+            self.state is State.IDLE
+            and self.connected
+            and not self.busy
+            and not self.response_active
+            and not self.playing
+        )
+
+    def _announce(self, e: Announce, now: float) -> list[Action]:
+        if e.ask:
+            events: list[Action] = [Send(ce.UserText(e.text)), Send(ce.CreateResponse())]
+        elif self.tts_text:
+            events = [Send(ce.UserText(e.text, "tts_text")), Send(ce.CreateResponse())]
+        else:  # out of band: spoken, and nothing enters the conversation
+            instructions = VERBATIM.format(text=e.text)
+            events = [Send(ce.CreateResponse(out_of_band=True, instructions=instructions))]
+        self._thinking(now)
+        return events
 
     def _renew_when_idle(self) -> list[Action]:
         """Renew only at an idle moment; the link is down for the core from now on. While
@@ -869,6 +1068,7 @@ class Conversation:
         if (
             self.state is State.THINKING
             and not self.turn_waiting
+            and self.tool_batch is None  # a tool has its own timeout
             and now - self.thinking_since >= self.response_timeout_s
         ):
             self.counters.no_answer += 1
@@ -908,4 +1108,6 @@ def server_inputs(event: ev.ServerEvent) -> list[Input]:
             return [ServerSpeechStart()]
         case ev.SpeechStopped():
             return [SpeechEnd(server=True)]
+        case ev.FunctionCall(call_id=call_id, name=name, arguments=arguments):
+            return [ToolCall(call_id, name, arguments)]
     return []

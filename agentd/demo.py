@@ -19,7 +19,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_TEXT = "What is the weather like on the moon today?"
+DEFAULT_TEXT = "What time is it?"
+
+
+def _time_answer(output: str) -> str:
+    """The simulated model's answer from the get_time tool's output."""
+    import json
+
+    try:
+        now = json.loads(output)
+        return f"It is {now['time']} on {now['date']}."
+    except (ValueError, KeyError, TypeError):
+        return f"The clock tool said: {output}"
 
 
 def _user_wav(text: str, wav: Path) -> bool:
@@ -77,6 +88,9 @@ async def _demo(text: str, tmp: Path, room: Any) -> int:
     logs.setup_logging("warning")
     sim = await Simulator("openai", pace=1.0).start()
     sim.heard = text  # the simulator has no speech recogniser: it reports the scripted words
+    # the simulated model calls the device's clock when asked the time (agent.tools builtin)
+    sim.tool_rules = {"time": ("get_time", {})}
+    sim.tool_reply = _time_answer
     devices = (
         {
             "input": {"device": "mic", "rate": 48000, "channels": 2},
@@ -142,6 +156,9 @@ async def _demo(text: str, tmp: Path, room: Any) -> int:
         ok = await until(lambda: "speaking" in states, 15) and await until(
             lambda: daemon.conv.state.value == "idle", 30
         )
+    for e in sim.client_events("conversation.item.create"):
+        if e["item"]["type"] == "function_call_output":
+            print(f"tool call: the model called get_time; agentd answered {e['item']['output']}")
     status = daemon.status()
     daemon.stop_event.set()
     await task

@@ -26,6 +26,7 @@ from agentd.config import Config, ConfigError, Loaded, led_config, load, registe
 from agentd.control import COMMANDS, ControlServer, SocketInUse
 from agentd.device.gpio import Gpio, show_error
 from agentd.hat import Hat
+from agentd.history import History
 from agentd.notify import Notifier
 from agentd.realtime import client_events as ce
 from agentd.realtime import dialects
@@ -33,6 +34,8 @@ from agentd.realtime import events as ev
 from agentd.realtime.connection import Link, LinkState
 from agentd.state import Persisted, state_dir
 from agentd.supervise import RESTART_DELAY_S, HandlerErrors, RestartBudget
+from agentd.tools.registry import Call
+from agentd.tools.toolbox import Toolbox
 from agentd.uplink import Uplink
 from agentd.voice import gate as vg
 
@@ -89,7 +92,9 @@ class Daemon:
         self.started = time.monotonic()
         self.notifier = Notifier()
         self.conv = cv.Conversation.from_settings(
-            self.cfg.turn, voice_barge_in=self.cfg.echo.barge_in == "voice"
+            self.cfg.turn,
+            voice_barge_in=self.cfg.echo.barge_in == "voice",
+            tts_text=self.cfg.api.dialect == "xstar",
         )
         self.gate = vg.VoiceGate(
             vg.VoiceSettings.of(self.cfg.turn.mode, self.cfg.vad, self.cfg.echo)
@@ -123,6 +128,12 @@ class Daemon:
         self.persisted = Persisted(state_dir())
         self._muted_saved = False
         self.hat = Hat(self.cfg, self.persisted)  # volume, event stream, recordings, cues
+        self.toolbox = Toolbox(
+            self.cfg.agent.tools, self.cfg.api.dialect, self, self._tools_changed
+        )
+        self._tool_tasks: dict[int, asyncio.Task[Any]] = {}
+        self._mcp_tasks: list[asyncio.Task[Any]] = []
+        self.history = self._new_history(self.cfg)
 
     # ------------------------------------------------------------------ status
 
@@ -166,6 +177,9 @@ class Daemon:
             "reload_error": self.reload_failed,
             "handler_errors": self.errors.total,
             "task_restarts": self.restarts.total,
+            "tools": [t["name"] for t in self.toolbox.session_tools() if "name" in t],
+            "tool_calls": c.tool_calls,
+            "tools_cancelled": c.tools_cancelled,
             "uptime_s": round(time.monotonic() - self.started, 1),
             **self.hat.status(),
         }
@@ -245,7 +259,9 @@ class Daemon:
         self._start_audio(loop)
         self._start_gpio(loop)
         self.link = self.hooks.make_link(self.cfg, self._key(), self._on_server, self._on_link)
+        self.link.set_tools(self.toolbox.session_tools())
         self._link_task = self._supervise("link", self._run_link)
+        self._start_tool_servers()
         await self._wait_ready()
         self.notifier.ready(self.status_line())
         self._supervise("ticker", self._ticker)
@@ -485,6 +501,8 @@ class Daemon:
             case cv.Send(event):
                 if link is not None:
                     link.send(event)
+                if isinstance(event, ce.UserText) and event.kind == "input_text":
+                    self.history.said("user", event.text)  # a text turn has no transcript
             case cv.Uplink(frame, send, hold):
                 if self.hat.recorder is not None:
                     self.hat.recorder.mic(frame.audio, frame.rate)
@@ -538,8 +556,70 @@ class Daemon:
                 if reason is not None and self.uplink.held_ms:
                     log.error("dropped %d ms of speech: %s", self.uplink.held_ms, reason)
                 self.uplink.clear()
+            case cv.RunTools(batch, calls):
+                self._tool_tasks[batch] = self._spawn(self._run_tools(batch, calls))
+            case cv.CancelTools(batch):
+                if (task := self._tool_tasks.pop(batch, None)) is not None:
+                    log.info("interrupted: cancelling the tools running")
+                    task.cancel()
+            case cv.RestoreContext():
+                if link is not None and len(self.history):
+                    log.info("new session: carrying %d recent items into it", len(self.history))
+                    for item in self.history.replay():
+                        link.send(item)
             case _:
                 assert_never(a)
+
+    # ------------------------------------------------------------------ tools
+
+    async def _run_tools(self, batch: int, calls: tuple[cv.ToolCall, ...]) -> None:
+        """One batch off the event loop's critical path; its outputs go back as an input
+        (the core drops them when the batch was cancelled meanwhile)."""
+        try:
+            todo = tuple(Call(c.call_id, c.name, c.arguments) for c in calls)
+            outputs, effect = await self.toolbox.run_batch(todo)
+        finally:
+            self._tool_tasks.pop(batch, None)
+        for call, (_, output) in zip(calls, outputs, strict=True):
+            self.history.called(call.call_id, call.name, call.arguments, output)
+        self.feed(cv.ToolsDone(batch, outputs, end=effect is not None))
+        if effect == "mute":
+            self.feed(cv.Mute(True))
+
+    def _start_tool_servers(self) -> None:
+        self._mcp_tasks = [
+            self._supervise(f"MCP server {name}", serve)
+            for name, serve in self.toolbox.server_runs().items()
+        ]
+
+    def _reload_tools(self, cfg: Config) -> None:
+        """New agent.tools: a new toolbox (MCP servers restarted), offered from the next
+        session.update at a rest (a batch running now finishes with the old one)."""
+        for task in self._mcp_tasks:
+            task.cancel()
+        self.toolbox = Toolbox(cfg.agent.tools, cfg.api.dialect, self, self._tools_changed)
+        self._start_tool_servers()
+        if self.link is not None and self.link.set_tools(self.toolbox.session_tools()):
+            self._session_pending = True
+        log.info("reload: tools now %s", ", ".join(self.status()["tools"]) or "none")
+
+    def _tools_changed(self) -> None:
+        """An MCP server's tools came or went: the session offers what is there now."""
+        if self.link is not None and self.link.set_tools(self.toolbox.session_tools()):
+            self.link.update_session()
+
+    def _new_history(self, cfg: Config) -> History:
+        """xStar remembers per userId itself: nothing is carried there."""
+        turns = 0 if cfg.api.dialect == "xstar" else cfg.agent.context_turns
+        return History(turns, cfg.agent.context_chars)
+
+    # the builtins' view of the device (agentd.tools.builtin.Device)
+
+    def device_status(self) -> dict[str, Any]:
+        return {
+            k: self.status()[k]
+            for k in ("state", "connected", "uptime_s", "last_error", "muted", "problem")
+        } | {"volume_percent": round(self.output_volume() * 100)}
 
     def _cue(self, name: str) -> None:
         if not self.cfg.sounds.enabled or self.playback is None:
@@ -584,6 +664,15 @@ class Daemon:
                 self._transcript(e)
             case ev.RateLimits():
                 self._rate_limits = (e, time.monotonic())
+            case ev.McpApprovalRequest(request_id=rid, server_label=label, name=name):
+                approve = self.toolbox.registry.approves(label)
+                log.info(
+                    "MCP server %s asks to run %s: %s",
+                    label,
+                    name,
+                    "approved" if approve else "denied",
+                )
+                self.feed(cv.ApprovalAsked(rid, approve))
         for event in cv.server_inputs(e):
             self.feed(event)
 
@@ -597,6 +686,7 @@ class Daemon:
             return
         text = e.text or self._transcripts.pop(e.item_id, "")
         self._transcripts.pop(e.item_id, None)
+        self.history.said(e.role, text)
         if self.cfg.logging.transcripts:
             log.info("%s said: %s", e.role, text)
         self.hat.transcript(e.role, text)
@@ -669,6 +759,11 @@ class Daemon:
     async def _control(self, cmd: str, **args: Any) -> dict[str, Any]:
         """Answer a command from control.COMMANDS (the socket lets no other name through)."""
         command = COMMANDS[cmd]
+        if cmd in ("say", "ask"):
+            interrupt = bool(args.get("interrupt"))
+            self.feed(cv.Announce(str(args["text"]), ask=cmd == "ask", interrupt=interrupt))
+            queued = len(self.conv.announcements)
+            return {"ok": True, "state": self.conv.state.value, "queued": queued}
         if command.feed is not None:
             self.feed(command.feed)
             if cmd == "unmute" and self.conv.switch_muted:
@@ -717,6 +812,8 @@ class Daemon:
                 self.feed(cv.RenewDue("for the reloaded server settings"))
             elif self.link.session != session:
                 self._session_pending = True
+        if (old.agent.tools, old.api.dialect) != (new.agent.tools, new.api.dialect):
+            self._reload_tools(new)
         self.feed(cv.Reconfigure(new.turn, voice_barge_in=new.echo.barge_in == "voice"))
         if old.audio != new.audio or dialects.output_rate(old.api) != dialects.output_rate(new.api):
             log.info("reload: audio devices changed: reopening")

@@ -35,6 +35,7 @@ def main() -> None:
     voice, daemon = run("voice_quality"), run("daemon_latency")
     flood = run("flood_rss")
     led = run("led")
+    tools = run("tool_latency")
     rows = [
         (
             "CPU per audio-second, codec vs openai-python SDK",
@@ -134,6 +135,12 @@ def main() -> None:
             f"{daemon['restart_restored_s']:.2f} s",
             "≤ 1.5 s",
             daemon["restart_restored_s"] <= 1.5,
+        ),
+        (
+            "function call done → output on the wire, excl. the tool (p95)",
+            f"{tools['p95_ms']:.2f} ms",
+            "≤ 5 ms",
+            tools["p95_ms"] <= 5,
         ),
     ]
     rows.append(  # issue 24: APA102 animation without CPU burn

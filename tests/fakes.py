@@ -8,6 +8,7 @@ Tests that measure what a user hears or says keep the real rigs (tests/rigs.py).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -201,6 +202,10 @@ class FakeLink:
 
     def update_session(self) -> None:
         self.send(ce.SessionUpdate(self.session))
+
+    def set_tools(self, tools: tuple[dict[str, Any], ...]) -> bool:
+        old, self.session = self.session, dataclasses.replace(self.session, tools=tools)
+        return old != self.session
 
     def renew_due(self) -> bool:
         return False

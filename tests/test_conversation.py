@@ -406,7 +406,13 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         [],
         S.LISTENING,
     ),
-    ("link up → idle", lambda: machine(state=S.OFFLINE, connected=False), A.LinkUp(), [], S.IDLE),
+    (
+        "link up again → idle, the recent turns put back",
+        lambda: machine(state=S.OFFLINE, connected=False),
+        A.LinkUp(),
+        [A.RestoreContext()],
+        S.IDLE,
+    ),
     (
         "first link up plays connected",
         lambda: machine(state=S.OFFLINE, connected=False, ever_connected=False),
@@ -516,6 +522,124 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         [A.StartStreaming(press=True), A.Cue("listen_start")],
         S.LISTENING,
     ),
+    # tools (issue 21): collected per response, run when it is done, one response.create
+    (
+        "a tool call during a response is collected, nothing run yet",
+        lambda: machine(state=S.THINKING, response_active=True),
+        A.ToolCall("c1", "get_time", "{}"),
+        [],
+        S.THINKING,
+    ),
+    (
+        "response done with calls runs them; the LED shows thinking",
+        lambda: machine(
+            state=S.THINKING, response_active=True, calls={"c1": A.ToolCall("c1", "get_time", "{}")}
+        ),
+        A.ResponseFinished("completed"),
+        [A.RunTools(1, (A.ToolCall("c1", "get_time", "{}"),))],
+        S.THINKING,
+    ),
+    (
+        "tool outputs go back, then one response.create",
+        lambda: machine(state=S.THINKING, tool_batch=1),
+        A.ToolsDone(1, (("c1", "12:00"), ("c2", "ok"))),
+        [
+            A.Send(ce.FunctionOutput("c1", "12:00")),
+            A.Send(ce.FunctionOutput("c2", "ok")),
+            A.Send(ce.CreateResponse()),
+        ],
+        S.THINKING,
+    ),
+    (
+        "a tool that ends the conversation: its output goes back, no answer is asked for",
+        lambda: machine(state=S.THINKING, tool_batch=1),
+        A.ToolsDone(1, (("c1", '{"ended": true}'),), end=True),
+        [A.Send(ce.FunctionOutput("c1", '{"ended": true}'))],
+        S.IDLE,
+    ),
+    (
+        "outputs of a cancelled batch are dropped",
+        lambda: machine(state=S.IDLE),
+        A.ToolsDone(1, (("c1", "late"),)),
+        [],
+        S.IDLE,
+    ),
+    (
+        "interrupt during a tool cancels it",
+        lambda: machine(state=S.THINKING, tool_batch=3),
+        A.Interrupt(),
+        [A.FlushPlayback(), A.CancelTools(3)],
+        S.IDLE,
+    ),
+    (
+        "press during a tool cancels it and listens",
+        lambda: machine(state=S.THINKING, tool_batch=3),
+        A.Press(),
+        [A.CancelTools(3), A.StartStreaming(press=True), A.Cue("listen_start")],
+        S.LISTENING,
+    ),
+    (
+        "mute during a tool cancels it",
+        lambda: machine(state=S.THINKING, tool_batch=2),
+        A.Mute(True),
+        [A.CancelTools(2), A.Listen(False)],
+        S.MUTED,
+    ),
+    (
+        "an MCP approval request is kept for the end of the response",
+        lambda: machine(state=S.THINKING, response_active=True),
+        A.ApprovalAsked("r1", False),
+        [],
+        S.THINKING,
+    ),
+    (
+        "approvals answered by the policy, then one response.create",
+        lambda: machine(state=S.THINKING, response_active=True, approvals={"r1": True}),
+        A.ResponseFinished("completed"),
+        [A.Send(ce.McpApproval("r1", True)), A.Send(ce.CreateResponse())],
+        S.THINKING,
+    ),
+    # announcements (ctl say / ask)
+    (
+        "say when idle (OpenAI): an out-of-band response speaks it",
+        lambda: machine(),
+        A.Announce("battery low"),
+        [
+            A.Send(
+                ce.CreateResponse(
+                    out_of_band=True, instructions=cv.VERBATIM.format(text="battery low")
+                )
+            )
+        ],
+        S.THINKING,
+    ),
+    (
+        "say when idle (xStar): a tts_text message",
+        lambda: machine(tts_text=True),
+        A.Announce("battery low"),
+        [A.Send(ce.UserText("battery low", "tts_text")), A.Send(ce.CreateResponse())],
+        S.THINKING,
+    ),
+    (
+        "ask when idle: a user text turn",
+        lambda: machine(),
+        A.Announce("what time is it", ask=True),
+        [A.Send(ce.UserText("what time is it")), A.Send(ce.CreateResponse())],
+        S.THINKING,
+    ),
+    ("say while speaking waits for the end", speaking, A.Announce("hi"), [], S.SPEAKING),
+    (
+        "say --interrupt cuts the answer off and speaks now",
+        speaking,
+        A.Announce("hi", interrupt=True),
+        [
+            A.FlushPlayback(),
+            A.Send(ce.Cancel()),
+            A.Truncate("item_9"),
+            A.Send(ce.CreateResponse(out_of_band=True, instructions=cv.VERBATIM.format(text="hi"))),
+        ],
+        S.THINKING,
+    ),
 ]
 
 
@@ -563,7 +687,7 @@ def test_speech_during_short_outage_is_kept_and_sent() -> None:
     c.handle(speech(600), 1.0)
     assert c.handle(A.Release(), 1.5) == [A.StopStreaming(), A.Cue("listen_end")]
     assert c.state is S.THINKING and c.turn_waiting
-    assert c.handle(A.LinkUp(), 3.0) == [A.ReplayBuffered(), *COMMIT]
+    assert c.handle(A.LinkUp(), 3.0) == [A.RestoreContext(), A.ReplayBuffered(), *COMMIT]
     assert c.state is S.THINKING and c.counters.lost_turns == 0
 
 
@@ -631,7 +755,7 @@ def test_turn_during_a_planned_renewal_is_committed_on_the_new_session() -> None
     assert c.handle(A.LinkDown(None, planned=True), 0.95) == []  # the old session ends
     assert c.handle(A.Release(), 1.0) == [A.StopStreaming(), A.Cue("listen_end")]
     assert c.state is S.THINKING and c.turn_waiting
-    assert c.handle(A.LinkUp(), 1.5) == [A.ReplayBuffered(), *COMMIT]
+    assert c.handle(A.LinkUp(), 1.5) == [A.RestoreContext(), A.ReplayBuffered(), *COMMIT]
     assert c.counters.lost_turns == 0 and c.problem is None
 
 
@@ -641,7 +765,7 @@ def test_press_while_offline_is_held_and_sent_when_the_link_is_back() -> None:
     c.handle(speech(500), 0.5)
     c.handle(A.Release(), 1.0)
     assert c.state is S.THINKING and c.turn_waiting
-    assert c.handle(A.LinkUp(), 2.0) == [A.ReplayBuffered(), *COMMIT]
+    assert c.handle(A.LinkUp(), 2.0) == [A.RestoreContext(), A.ReplayBuffered(), *COMMIT]
 
 
 def test_press_while_offline_gives_up_when_the_link_stays_away() -> None:

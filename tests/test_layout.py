@@ -120,6 +120,7 @@ async def test_the_daemon_answers_every_command(harness: Harness, new_command: s
     from the daemon, not an unknown-command or internal error."""
     path = harness.daemon.cfg.control.socket
     for name in [*control.COMMANDS, "unmute"]:
-        answer = await asyncio.to_thread(control.request, path, name)
+        args = {"text": "hello"} if name in control.COMMANDS and control.COMMANDS[name].text else {}
+        answer = await asyncio.to_thread(control.request, path, name, **args)
         assert answer.get("ok") is True, (name, answer)
     assert control.parse_request(b'{"cmd": "nope"}')[0] is None

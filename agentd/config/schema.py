@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agentd.realtime.dialects import Dialect, XstarPcmFormat
+from agentd.tools.settings import ToolSettings
 
 
 def _opt(default: Any, lo: float | None = None, hi: float | None = None) -> Any:
@@ -65,6 +66,12 @@ class AgentSettings:
     """input_text (asked to the model) | tts_text (spoken verbatim, xstar)."""
     transcription: str | None = None
     """Input transcription model, or null for none."""
+    tools: tuple[ToolSettings, ...] = field(default_factory=tuple)
+    """Tools the model may call (README: Tools); builtins get_time, get_status are on."""
+    context_turns: int = _opt(12, 0, 100)
+    """Recent items (transcripts, tool calls) carried into a renewed session; 0 = none."""
+    context_chars: int = _opt(4000, 0, 100000)
+    """Characters of that carried context at most."""
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,12 @@ effective config with the file each value came from, secrets redacted."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import yaml
 
-from agentd.config.loading import Loaded
+from agentd.config.loading import Loaded, origin_of
 from agentd.config.schema import Config
 from agentd.realtime import dialects
 
@@ -32,12 +33,20 @@ def show(loaded: Loaded) -> str:
     lines: list[tuple[str, str]] = []
 
     def scalar(value: Any) -> str:
+        if isinstance(value, tuple):
+            value = list(value)
         text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10**6)
         return text.removesuffix("\n...\n").strip()
 
     def source(key: str) -> str:
         found = loaded.origins.get(key)
+        if found is None and "[" in key:  # inside a list (agent.tools[0].name): the list's file
+            found = origin_of(re.sub(r"\[\d+\]", "", key), loaded.origins)
         return str(found) if found is not None else "default"
+
+    def secret(key: str) -> bool:
+        """The key, handshake headers, and a tool's headers (agent.tools[i].headers)."""
+        return key in SECRET_KEYS or re.fullmatch(r"agent\.tools\[\d+\]\.headers", key) is not None
 
     def walk(obj: Any, prefix: str, indent: str) -> None:
         for f in dataclasses.fields(obj):
@@ -45,13 +54,18 @@ def show(loaded: Loaded) -> str:
             if dataclasses.is_dataclass(value):
                 lines.append((f"{indent}{f.name}:", ""))
                 walk(value, key + ".", indent + "  ")
+            elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+                lines.append((f"{indent}{f.name}:", ""))  # agent.tools: one block per entry
+                for i, entry in enumerate(value):
+                    lines.append((f"{indent}  - # [{i}]", ""))
+                    walk(entry, f"{key}[{i}].", indent + "    ")
             elif isinstance(value, dict) and value:
                 lines.append((f"{indent}{f.name}:", ""))
                 for name, inner in value.items():
-                    shown = REDACTED if key in SECRET_KEYS else scalar(inner)
+                    shown = REDACTED if secret(key) else scalar(inner)
                     lines.append((f"{indent}  {name}: {shown}", source(f"{key}.{name}")))
             else:
-                shown = REDACTED if key in SECRET_KEYS and value is not None else scalar(value)
+                shown = REDACTED if secret(key) and value not in (None, {}) else scalar(value)
                 lines.append((f"{indent}{f.name}: {shown}", source(key)))
 
     walk(loaded.config, "", "")

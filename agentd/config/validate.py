@@ -96,9 +96,18 @@ def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
             return None
         inner = strip_optional(tp)
         return _convert(value, inner, path, problems)
+    if tp is Any:  # free-form JSON (a tool's schema or body template)
+        return value
     if value is None:
         problems.append(f"{path}: must be {_type_name(tp)}, not null")
         return None
+    if origin is tuple:  # a list: each element checked at path[i]
+        if not isinstance(value, list | tuple):
+            problems.append(f"{path}: must be a list (got {_describe(value)})")
+            return None
+        return tuple(
+            _convert(v, get_args(tp)[0], f"{path}[{i}]", problems) for i, v in enumerate(value)
+        )
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed or isinstance(value, bool):
@@ -132,6 +141,8 @@ def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
         if not isinstance(value, Mapping):
             problems.append(f"{path}: must be a mapping (got {_describe(value)})")
             return None
+        if get_args(tp)[1:] == (Any,):
+            return {str(k): v for k, v in value.items()}
         out: dict[str, str] = {}
         for k, v in value.items():
             if not isinstance(k, str) or not isinstance(v, (str, int, float)):
@@ -188,7 +199,7 @@ def build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
     # their (optional) section, e.g. led.rgb.red.
     for name, (f, tp) in known.items():
         required = f.default is None and f.default_factory is dataclasses.MISSING
-        if name not in kwargs and required and not _is_optional(tp):
+        if name not in kwargs and required and not _is_optional(tp) and tp is not Any:
             path = f"{prefix}.{name}" if prefix else name
             problems.append(f"{path}: is required here")
     try:
@@ -268,6 +279,9 @@ def check_relations(cfg: Config, problems: list[str]) -> None:
     if not cfg.control.socket.startswith("/"):
         problems.append(f"control.socket: must be an absolute path (got {cfg.control.socket!r})")
     _check_hat(cfg, problems)
+    from agentd.tools.check import check_tools  # the tools' own rules, beside them
+
+    check_tools(cfg, problems)
 
 
 LED_STATES = ("idle", "listening", "thinking", "speaking", "offline", "error", "muted")

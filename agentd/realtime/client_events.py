@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from agentd.config import AgentSettings, ApiSettings, TurnSettings
 from agentd.realtime import dialects
@@ -25,11 +25,20 @@ class SessionSettings:
     transcription: str | None
     input_format: str
     output_format: str
+    tools: tuple[dict[str, Any], ...] = ()
+    """The session's ``tools`` (agentd.tools.registry builds them; tool_choice is auto)."""
 
     @classmethod
-    def of(cls, api: ApiSettings, agent: AgentSettings, turn: TurnSettings) -> SessionSettings:
+    def of(
+        cls,
+        api: ApiSettings,
+        agent: AgentSettings,
+        turn: TurnSettings,
+        tools: tuple[dict[str, Any], ...] = (),
+    ) -> SessionSettings:
         """From the sections it reads: the dialect's formats, the agent, who detects turns."""
         return cls(
+            tools=tools,
             instructions=agent.instructions,
             voice=agent.voice,
             server_vad=turn.detection == "server" and turn.mode != "push_to_talk",
@@ -65,9 +74,13 @@ class Clear:
 
 @dataclass(frozen=True, slots=True)
 class CreateResponse:
-    """response.create; ``metadata`` is passed on (GA adds the device's user_id)."""
+    """response.create; ``metadata`` is passed on (GA adds the device's user_id).
+    ``out_of_band``: an answer outside the conversation (``conversation: "none"``, no
+    context), spoken from ``instructions`` — an announcement that leaves no trace."""
 
     metadata: Mapping[str, str] | None = None
+    out_of_band: bool = False
+    instructions: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +116,32 @@ class FunctionOutput:
     output: str
 
 
+@dataclass(frozen=True, slots=True)
+class McpApproval:
+    """mcp_approval_response: the configured answer to a remote MCP server's request."""
+
+    request_id: str
+    approve: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ContextMessage:
+    """A past message put back into a new session (context across renewal/reconnect)."""
+
+    role: Literal["user", "assistant"]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContextCall:
+    """A past function call put back into a new session (its output follows as
+    :class:`FunctionOutput`)."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
 ClientEvent = (
     SessionUpdate
     | AppendAudio
@@ -113,4 +152,7 @@ ClientEvent = (
     | Truncate
     | UserText
     | FunctionOutput
+    | McpApproval
+    | ContextMessage
+    | ContextCall
 )

@@ -28,9 +28,11 @@ from agentd.realtime.dialects import OPENAI_PCM_RATE
 from agentd.realtime.events import (
     AudioChunk,
     AudioDone,
+    FunctionCall,
     InputCleared,
     InputCommitted,
     ItemAdded,
+    McpApprovalRequest,
     RateLimit,
     RateLimits,
     ResponseCreated,
@@ -56,7 +58,6 @@ _IGNORED = frozenset(
         "conversation.item.retrieved",
         "conversation.item.deleted",
         "conversation.item.truncated",
-        "response.output_item.done",
         "response.content_part.added",
         "response.content_part.done",
         "response.output_text.delta",
@@ -69,7 +70,6 @@ _IGNORED = frozenset(
         "input_audio_buffer.timeout_triggered",
         "conversation.item.input_audio_transcription.segment",
         "response.function_call_arguments.delta",
-        "response.function_call_arguments.done",
     }
 )
 
@@ -127,6 +127,7 @@ class Codec:
         self.user_id = user_id
         self.unknown: Counter[str] = Counter()
         self._transcripts: OrderedDict[str, str] = OrderedDict()
+        self._call_names: OrderedDict[str, str] = OrderedDict()  # call_id → name (item added)
         self._handlers: dict[str, Callable[[dict[str, Any]], list[ServerEvent]]] = {
             "session.created": self._session_created,
             "session.updated": lambda e: [SessionUpdated()],
@@ -141,6 +142,8 @@ class Codec:
             "conversation.item.added": self._item,
             "conversation.item.created": self._item,
             "response.output_item.added": self._item,
+            "response.output_item.done": self._item_done,
+            "response.function_call_arguments.done": self._call_done,
             "response.created": self._response_created,
             "response.output_audio.delta": self._audio,
             "response.audio.delta": self._audio,
@@ -163,6 +166,7 @@ class Codec:
         """One typed client event → one frame; dialect differences live in the hooks below
         (:meth:`_session`, :meth:`_content_kind`, :meth:`_metadata`) that subclasses override."""
         body: dict[str, Any]
+        item: dict[str, Any]
         match event:
             case ce.SessionUpdate(settings):
                 body = {"type": "session.update", "session": self._session(settings)}
@@ -172,10 +176,17 @@ class Codec:
                 body = {"type": "input_audio_buffer.commit"}
             case ce.Clear():
                 body = {"type": "input_audio_buffer.clear"}
-            case ce.CreateResponse(metadata):
+            case ce.CreateResponse(metadata, out_of_band, instructions):
                 body = {"type": "response.create"}
+                response: dict[str, Any] = (
+                    {"conversation": "none", "input": []} if out_of_band else {}
+                )
+                if instructions is not None:
+                    response["instructions"] = instructions
                 if meta := self._metadata(metadata):
-                    body["response"] = {"metadata": meta}
+                    response["metadata"] = meta
+                if response:
+                    body["response"] = response
             case ce.Cancel(response_id):
                 body = {"type": "response.cancel"}
                 if response_id:
@@ -193,6 +204,23 @@ class Codec:
                 body = {"type": "conversation.item.create", "item": item}
             case ce.FunctionOutput(call_id, output):
                 item = {"type": "function_call_output", "call_id": call_id, "output": output}
+                body = {"type": "conversation.item.create", "item": item}
+            case ce.McpApproval(request_id, approve):
+                item = {
+                    "type": "mcp_approval_response",
+                    "id": f"apr_{request_id[-28:]}",  # the GA item requires an id of our own
+                    "approval_request_id": request_id,
+                    "approve": approve,
+                }
+                body = {"type": "conversation.item.create", "item": item}
+            case ce.ContextMessage(role, text):
+                part = {"type": "input_text" if role == "user" else self._assistant_text}
+                part["text"] = text
+                item = {"type": "message", "role": role, "content": [part]}
+                body = {"type": "conversation.item.create", "item": item}
+            case ce.ContextCall(call_id, name, arguments):
+                item = {"type": "function_call", "call_id": call_id, "name": name}
+                item["arguments"] = arguments
                 body = {"type": "conversation.item.create", "item": item}
             case _:
                 assert_never(event)
@@ -216,12 +244,15 @@ class Codec:
         audio_out: dict[str, Any] = {"format": {"type": "audio/pcm", "rate": OPENAI_PCM_RATE}}
         if s.voice:
             audio_out["voice"] = s.voice
-        return {
-            "type": "realtime",
-            "instructions": s.instructions,
-            "output_modalities": ["audio"],
-            "audio": {"input": audio_in, "output": audio_out},
-        }
+        return _with_tools(
+            {
+                "type": "realtime",
+                "instructions": s.instructions,
+                "output_modalities": ["audio"],
+                "audio": {"input": audio_in, "output": audio_out},
+            },
+            s,
+        )
 
     def _metadata(self, metadata: Mapping[str, str] | None) -> dict[str, str]:
         """GA's response metadata carries the device's user_id."""
@@ -233,6 +264,9 @@ class Codec:
     def _content_kind(self, kind: str) -> str:
         """Only xStar speaks ``tts_text`` verbatim; elsewhere it is ordinary input text."""
         return "input_text"
+
+    #: an assistant message's text content type (GA ``output_text``, beta ``text``)
+    _assistant_text = "output_text"
 
     # ------------------------------------------------------------------ decoding
 
@@ -273,11 +307,50 @@ class Codec:
     def _item(self, e: dict[str, Any]) -> list[ServerEvent]:
         item = _obj(e.get("item"), "item")
         role = item.get("role")
+        if item.get("type") == "function_call" and (call_id := _id(item.get("call_id"))):
+            # the arguments' done event carries no name: remember it from the item
+            self._call_names[call_id] = _id(item.get("name")) or ""
+            while len(self._call_names) > _TRANSCRIPT_MEMORY:
+                self._call_names.popitem(last=False)
         return [
             ItemAdded(
                 _required_id(item.get("id"), "item.id"),
                 role if isinstance(role, str) and role in ROLES else None,
                 _id(e.get("response_id")),
+            )
+        ]
+
+    def _item_done(self, e: dict[str, Any]) -> list[ServerEvent]:
+        """A finished output item: function calls and MCP approval requests matter here."""
+        item = _obj(e.get("item"), "item")
+        match item.get("type"):
+            case "function_call":
+                return [
+                    FunctionCall(
+                        _id(e.get("response_id")),
+                        _required_id(item.get("call_id"), "item.call_id"),
+                        _id(item.get("name")) or "",
+                        _text(item.get("arguments"), ARGUMENTS_LIMIT),
+                    )
+                ]
+            case "mcp_approval_request":
+                return [
+                    McpApprovalRequest(
+                        _required_id(item.get("id"), "item.id"),
+                        _id(item.get("server_label")),
+                        _id(item.get("name")),
+                    )
+                ]
+        return []
+
+    def _call_done(self, e: dict[str, Any]) -> list[ServerEvent]:
+        call_id = _required_id(e.get("call_id"), "call_id")
+        return [
+            FunctionCall(
+                _id(e.get("response_id")),
+                call_id,
+                _id(e.get("name")) or self._call_names.get(call_id, ""),
+                _text(e.get("arguments"), ARGUMENTS_LIMIT),
             )
         ]
 
@@ -377,6 +450,7 @@ class BetaCodec(Codec):
     """The pre-GA shape: flat session fields, `pcm16`, `modalities`."""
 
     dialect = "openai-beta"
+    _assistant_text = "text"
 
     def _session(self, s: SessionSettings) -> dict[str, Any]:
         session: dict[str, Any] = {
@@ -390,7 +464,7 @@ class BetaCodec(Codec):
             session["voice"] = s.voice
         if s.transcription:
             session["input_audio_transcription"] = {"model": s.transcription}
-        return session
+        return _with_tools(session, s)
 
     def _metadata(self, metadata: Mapping[str, str] | None) -> dict[str, str]:
         return dict(metadata or {})
@@ -414,6 +488,14 @@ class XstarCodec(BetaCodec):
 CODECS: dict[str, type[Codec]] = {"openai": Codec, "openai-beta": BetaCodec, "xstar": XstarCodec}
 
 
+def _with_tools(session: dict[str, Any], s: SessionSettings) -> dict[str, Any]:
+    """Tools and ``tool_choice`` (auto) when the session offers any."""
+    if s.tools:
+        session["tools"] = [dict(t) for t in s.tools]
+        session["tool_choice"] = "auto"
+    return session
+
+
 def codec_for(dialect: str, user_id: str) -> Codec:
     return CODECS[dialect](user_id=user_id)
 
@@ -425,6 +507,7 @@ def codec_for(dialect: str, user_id: str) -> Codec:
 
 ID_LIMIT = 256  # ids, codes, names: real ones are < 64 characters
 TEXT_LIMIT = 16384  # one transcript piece; real deltas are a few words
+ARGUMENTS_LIMIT = 65536  # a call's JSON arguments
 MESSAGE_LIMIT = 500  # an error message as logged and shown in `ctl status`
 RATE_LIMITS_MAX = 16
 UNKNOWN_KINDS_MAX = 256

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import socket
@@ -17,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -143,6 +145,7 @@ class Link:
         # finished or started); None while connected (pings watch a live session).
         self.due: float | None = None
         self.backoff = Backoff(cfg.reconnect.initial_s, cfg.reconnect.max_s, rng)
+        self.tools: tuple[dict[str, Any], ...] = ()  # agentd.tools: what the session offers
         self.configure(cfg, api_key)
 
     def configure(self, cfg: Config, api_key: str | None) -> bool:
@@ -156,7 +159,7 @@ class Link:
         old_key = getattr(self, "_api_key", None)
         self.cfg = cfg
         self._api_key = api_key
-        self.session = SessionSettings.of(cfg.api, cfg.agent, cfg.turn)
+        self.session = SessionSettings.of(cfg.api, cfg.agent, cfg.turn, self.tools)
         self._endpoint = endpoint(cfg.api, cfg.device.user_id, api_key)
         if old_cfg is None or (old_cfg.api.dialect, old_cfg.device.user_id) != (
             cfg.api.dialect,
@@ -184,6 +187,13 @@ class Link:
 
     def update_session(self) -> None:
         self.send(ce.SessionUpdate(self.session))
+
+    def set_tools(self, tools: tuple[dict[str, Any], ...]) -> bool:
+        """What the session offers the model (agentd.tools); True when it changed (then
+        the caller sends session.update; a new session carries it anyway)."""
+        self.tools = tools
+        old, self.session = self.session, dataclasses.replace(self.session, tools=tools)
+        return old != self.session
 
     async def _writer(self, ws: ClientConnection) -> None:
         while True:

@@ -129,6 +129,26 @@ class RateLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """The model calls a tool: ``arguments`` is JSON text (from the arguments' ``done``
+    event or the finished ``function_call`` item; the same call may come from both)."""
+
+    response_id: str | None
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class McpApprovalRequest:
+    """A remote MCP server (OpenAI GA) asks whether it may run ``name``."""
+
+    request_id: str
+    server_label: str | None
+    name: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownEvent:
     """An event type this project does not handle: counted and logged at debug."""
 
@@ -151,5 +171,7 @@ ServerEvent = (
     | ResponseDone
     | ServerError
     | RateLimits
+    | FunctionCall
+    | McpApprovalRequest
     | UnknownEvent
 )

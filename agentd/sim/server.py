@@ -90,6 +90,8 @@ class _Session:
     active_id: str | None = None
     vad: Any = None
     vad_state: dict[str, Any] = field(default_factory=dict)
+    said: str = ""  # the user's last words (transcript or text): what tool rules match
+    outputs: list[str] = field(default_factory=list)  # function_call_outputs since the calls
 
 
 def _ids(prefix: str) -> Callable[[], str]:
@@ -152,6 +154,13 @@ class Simulator:
         self.reply = reply
         self.api_key = api_key
         self.heard: str | None = None  # user transcript to report (no real ASR here)
+        #: tool calling: the next responses each call these (name, arguments) instead of
+        #: speaking; a phrase the user says (transcript or text) in ``tool_rules`` does too
+        self.tool_calls: list[list[tuple[str, dict[str, Any]]]] = []
+        self.tool_rules: dict[str, tuple[str, dict[str, Any]]] = {}
+        #: what the answer after the outputs says: a template with {output}, or a function
+        self.tool_reply: str | Callable[[str], str] = "{output}"
+        self.call_id = _ids("call")
         self.faults = Faults()
         self.events: list[Recorded] = []
         self.handshakes: list[Handshake] = []
@@ -443,6 +452,7 @@ class Simulator:
                 "previous_item_id": prev,
             },
         )
+        s.said = self.heard or ""
         if self._transcribes(s):
             await self._transcribe(ws, item_id, self.heard or f"[{ms / 1000:.1f} s of speech]")
         return item_id
@@ -493,17 +503,22 @@ class Simulator:
             isinstance(p, dict) and p.get("type") == "tts_text" for p in item.get("content") or []
         ):
             s.config["_tts_text"] = text  # the next response speaks it verbatim
-        view = {
-            "id": item_id,
-            "type": item.get("type", "message"),
-            "object": "realtime.item",
-            "status": "completed",
-        }
+        view = {"id": item_id, "type": item.get("type", "message")}
+        if view["type"] in ("message", "function_call", "function_call_output"):
+            view |= {"object": "realtime.item", "status": "completed"}
         if view["type"] == "message":
             view["role"] = item.get("role", "user")
-            view["content"] = [{"type": "input_text", "text": text}]
+            parts = [p for p in item.get("content") or [] if isinstance(p, dict)]
+            kind = parts[0].get("type") if parts else "input_text"
+            view["content"] = [{"type": "input_text" if kind == "tts_text" else kind, "text": text}]
+            if view["role"] == "user":
+                s.said = text
+                s.outputs.clear()  # outputs nobody asked an answer for are history now
         else:
-            view.update({k: item[k] for k in ("call_id", "output") if k in item})
+            keys = ("call_id", "output", "name", "arguments", "approval_request_id", "approve")
+            view.update({k: item[k] for k in keys if k in item})
+            if view["type"] == "function_call_output":
+                s.outputs.append(str(item.get("output", "")))
         await self._send(
             ws,
             {
@@ -532,9 +547,108 @@ class Simulator:
         text = s.config.pop("_tts_text", None) or self.reply
         resp_id = self._resp_id()
         s.active_id = resp_id
-        s.active = asyncio.create_task(
-            self._respond(ws, s, resp_id, text, (e.get("response") or {}).get("metadata"))
-        )
+        metadata = (e.get("response") or {}).get("metadata")
+        calls = self._calls_for(s, e)
+        if calls:
+            s.active = asyncio.create_task(self._call_tools(ws, s, resp_id, calls, metadata))
+            return
+        response = e.get("response") or {}
+        if response.get("conversation") == "none" and response.get("instructions"):
+            text = str(response["instructions"]).splitlines()[-1]  # "say exactly …:\nTEXT"
+        elif s.outputs:  # the answer after the tools: it speaks their outputs
+            joined = " ".join(s.outputs)
+            reply = self.tool_reply
+            text = reply(joined) if callable(reply) else reply.format(output=joined)
+            s.outputs.clear()
+        s.active = asyncio.create_task(self._respond(ws, s, resp_id, text, metadata))
+
+    def _calls_for(self, s: _Session, e: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The calls this response makes: queued ones first, else a rule the user's last
+        words match (once); out-of-band responses never call tools."""
+        if (e.get("response") or {}).get("conversation") == "none" or s.outputs:
+            return []
+        if self.tool_calls:
+            return self.tool_calls.pop(0)
+        said, s.said = s.said.lower(), ""
+        for phrase, call in self.tool_rules.items():
+            if phrase.lower() in said:
+                return [call]
+        return []
+
+    async def _call_tools(
+        self,
+        ws: ServerConnection,
+        s: _Session,
+        resp_id: str,
+        calls: list[tuple[str, dict[str, Any]]],
+        metadata: dict[str, str] | None,
+    ) -> None:
+        """A response that only calls tools: each call's item, its arguments streamed in
+        deltas, then done; the client answers with outputs and a new response.create."""
+        response: dict[str, Any] = {
+            "id": resp_id,
+            "object": "realtime.response",
+            "status": "in_progress",
+            "output": [],
+            "metadata": metadata,
+        }
+        status, details = "completed", None
+        items: list[dict[str, Any]] = []
+        try:
+            await self._send(ws, {"type": "response.created", "response": response})
+            for index, (name, arguments) in enumerate(calls):
+                item_id, call_id, args = self._item_id(), self.call_id(), json.dumps(arguments)
+                item = {
+                    "id": item_id,
+                    "type": "function_call",
+                    "object": "realtime.item",
+                    "status": "in_progress",
+                    "call_id": call_id,
+                    "name": name,
+                    "arguments": "",
+                }
+                where = {"response_id": resp_id, "item_id": item_id, "output_index": index}
+                added = {"type": "response.output_item.added", "response_id": resp_id}
+                await self._send(ws, added | {"output_index": index, "item": item})
+                for k in range(0, len(args), 8):
+                    await self._send(
+                        ws,
+                        {
+                            "type": "response.function_call_arguments.delta",
+                            **where,
+                            "call_id": call_id,
+                            "delta": args[k : k + 8],
+                        },
+                    )
+                await self._send(
+                    ws,
+                    {
+                        "type": "response.function_call_arguments.done",
+                        **where,
+                        "call_id": call_id,
+                        "arguments": args,
+                    },
+                )
+                item = dict(item, status="completed", arguments=args)
+                items.append(item)
+                s.items.append(item_id)
+                await self._send(
+                    ws,
+                    {
+                        "type": "response.output_item.done",
+                        "response_id": resp_id,
+                        "output_index": index,
+                        "item": item,
+                    },
+                )
+        except asyncio.CancelledError:
+            status, details = "cancelled", {"type": "cancelled", "reason": "client_cancelled"}
+        except ConnectionClosed:
+            return
+        self.responses_done += 1
+        done = dict(response, status=status, status_details=details, output=items)
+        with contextlib.suppress(ConnectionClosed):
+            await self._send(ws, {"type": "response.done", "response": done})
 
     async def _on_response_cancel(
         self, ws: ServerConnection, s: _Session, e: dict[str, Any]
