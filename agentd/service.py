@@ -35,6 +35,7 @@ from agentd.state import Persisted, state_dir
 from agentd.supervise import RESTART_DELAY_S, HandlerErrors, RestartBudget
 from agentd.uplink import Uplink
 from agentd.voice import gate as vg
+from agentd.voice.wake import WakeListener
 
 log = logging.getLogger("agentd")
 
@@ -89,7 +90,9 @@ class Daemon:
         self.started = time.monotonic()
         self.notifier = Notifier()
         self.conv = cv.Conversation.from_settings(
-            self.cfg.turn, voice_barge_in=self.cfg.echo.barge_in == "voice"
+            self.cfg.turn,
+            voice_barge_in=self.cfg.echo.barge_in == "voice",
+            echo_gated=self.cfg.echo.mode == "half_duplex",
         )
         self.gate = vg.VoiceGate(
             vg.VoiceSettings.of(self.cfg.turn.mode, self.cfg.vad, self.cfg.echo)
@@ -122,6 +125,7 @@ class Daemon:
         self._session_pending = False
         self.persisted = Persisted(state_dir())
         self._muted_saved = False
+        self.wake = wake_listener(self.cfg)
 
     # ------------------------------------------------------------------ status
 
@@ -437,8 +441,15 @@ class Daemon:
 
     def _mic_frame(self, frame: AudioFrame) -> None:
         if not self._mic_on:
-            return
-        for e in self.gate.process(frame, self._speaker(time.monotonic())):
+            return  # muted: neither the gate nor the wake-word detector hears anything
+        speaker = self._speaker(time.monotonic())
+        if self.wake is not None and (heard := self.wake.process(frame)) is not None:
+            echo = self.gate.echo_guard(frame, speaker)
+            self.feed(cv.WakeWord(heard.word, heard.word_end, echo=echo))
+        self._gate_events(self.gate.process(frame, speaker))
+
+    def _gate_events(self, events: list[vg.VoiceEvent]) -> None:
+        for e in events:
             match e:
                 case vg.Audio():
                     self.feed(cv.MicAudio(e.frame))
@@ -507,6 +518,11 @@ class Daemon:
                 if reason is not None and self.uplink.held_ms:
                     log.error("dropped %d ms of speech: %s", self.uplink.held_ms, reason)
                 self.uplink.clear()
+            case cv.Rewind(since):
+                if self.wake is not None:  # the audio after the word, up to this frame
+                    self.gate.reset()
+                    for f in self.wake.since(since):
+                        self._gate_events(self.gate.process(f))
             case _:
                 assert_never(a)
 
@@ -700,11 +716,20 @@ class Daemon:
         the uplink resampler and the session follow."""
         if self._next_gate is not None:
             self.gate, self._next_gate = self._next_gate, None
+        if (self.cfg.turn.mode == "wake_word") != (self.wake is not None) or (
+            self.wake is not None and self.wake.settings != self.cfg.wake
+        ):
+            self.wake = wake_listener(self.cfg)
         self.uplink.configure(dialects.input_rate(self.cfg.api), self.cfg.turn.max_turn_s)
         if self._session_pending and self.link is not None:
             self._session_pending = False
             log.info("reload: session settings changed: session.update")
             self.link.update_session()
+
+
+def wake_listener(cfg: Config) -> WakeListener | None:
+    """The wake-word detector, in wake_word mode only (nothing else pays for it)."""
+    return WakeListener(cfg.wake) if cfg.turn.mode == "wake_word" else None
 
 
 EX_CONFIG = 78  # the unit's RestartPreventExitStatus=: restarting cannot fix a bad config
