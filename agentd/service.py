@@ -520,7 +520,7 @@ class Daemon:
                 self.uplink.clear()
             case cv.Rewind(since):
                 if self.wake is not None:  # the audio after the word, up to this frame
-                    self.gate.reset()
+                    self.gate.wake_turn()
                     for f in self.wake.since(since):
                         self._gate_events(self.gate.process(f))
             case _:
