@@ -131,8 +131,8 @@ def voice() -> dict[str, np.ndarray]:
     }
 
 
-def detections(x: np.ndarray, settings: WakeSettings = WakeSettings()) -> list[wk.Wake]:
-    listener = wk.WakeListener(settings)
+def detections(x: np.ndarray, settings: WakeSettings | None = None) -> list[wk.Wake]:
+    listener = wk.WakeListener(settings or WakeSettings())
     out = []
     for f in chop(x.astype("<i2").tobytes(), RATE, 20, start=0.0):
         w = listener.process(f)
