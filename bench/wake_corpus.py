@@ -125,6 +125,8 @@ def synth(voice: Voice, text: str) -> np.ndarray:
     """``text`` said by ``voice``, float32 at 16 kHz, without leading/trailing silence."""
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp, "s.wav")
+        txt = Path(tmp, "t.txt")  # a file: text starting with "-" is no option
+        txt.write_text(text + "\n")
         if voice.engine == "espeak":
             cmd = [
                 "espeak-ng",
@@ -136,26 +138,27 @@ def synth(voice: Voice, text: str) -> np.ndarray:
                 f"{voice.pitch:g}",
                 "-w",
                 str(wav),
-                text,
+                "-f",
+                str(txt),
             ]
             subprocess.run(cmd, check=True, capture_output=True)
         elif voice.engine == "flite":
             cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={voice.rate:g}"]
             if voice.pitch:
                 cmd += ["--setf", "int_f0_target_mean=130"]
-            subprocess.run([*cmd, "-t", text, "-o", str(wav)], check=True, capture_output=True)
+            subprocess.run([*cmd, "-f", str(txt), "-o", str(wav)], check=True, capture_output=True)
         else:
             scm = Path(tmp, "v.scm")
             scm.write_text(
                 f"(voice_{voice.name}_diphone)\n(Parameter.set 'Duration_Stretch {voice.rate:g})\n"
             )
-            txt = Path(tmp, "t.txt")
-            txt.write_text(text + "\n")
             subprocess.run(
                 ["text2wave", "-eval", str(scm), str(txt), "-o", str(wav)],
                 check=True,
                 capture_output=True,
             )
+        if not wav.exists() or wav.stat().st_size <= 44:
+            return np.zeros(0, np.float32)
         return trim(_to16k(wav))
 
 
@@ -398,7 +401,10 @@ def _negatives(
         r = np.random.default_rng(5000 + n)
         parts = []
         for v, t in batch:
-            parts.append(synth(v, t))
+            try:
+                parts.append(synth(v, t))
+            except subprocess.CalledProcessError:
+                continue  # an engine that cannot say this sentence: the same on every run
             parts.append(np.zeros(int(r.uniform(0.2, 1.5) * RATE), np.float32))
         x = np.concatenate(parts)
         if n % 3 == 1:

@@ -418,3 +418,123 @@ async def test_follow_up_window_then_the_word_is_needed_again(
         assert len(link.sent) == sent and d.conv.state is cv.State.IDLE
     finally:
         await stop(d, task)
+
+
+# ------------------------------------------------------------------ under the unit
+
+
+async def test_as_shipped_a_wake_word_turn_under_the_units_sandbox(tmp_path: Path) -> None:
+    """`agentd run` as the unit starts it (bwrap + setpriv, read-only tree, PR_SET_MDWE before
+    any native import: tests/test_shipped.py's rig): the word, then a question, make a turn."""
+    from tests.test_shipped import KEY, Shipped, needs_bwrap, start
+
+    if needs_bwrap.args[0]:
+        pytest.skip(needs_bwrap.kwargs["reason"])
+    said = rigs.espeak("okay nabu, what is the time in the kitchen", 48000, tmp_path)
+    rig = Shipped()
+    try:
+        mic, spk = rig.audio(np.concatenate([np.zeros(24000, "<i2"), said, np.zeros(96000, "<i2")]))
+        from agentd.sim import Simulator
+
+        async with Simulator("openai", pace=1.0, api_key=KEY) as sim:
+            sim.heard = "what is the time in the kitchen"
+            rig.write_config(
+                {
+                    "api": {"url": sim.url},
+                    "audio": {
+                        "input": {"device": mic, "rate": 48000, "channels": 2},
+                        "output": {"device": spk, "rate": 48000, "channels": 2},
+                    },
+                    "turn": {"mode": "wake_word"},
+                }
+            )
+            rig.write_key(KEY)
+            run = await start(rig, "wake")
+            try:
+                st = await run.until(lambda s: s["turns"] >= 1, timeout=30)
+                assert st["last_error"] is None, st
+                assert sim.client_events("input_audio_buffer.append")
+                assert "Traceback" not in run.text()
+                assert await run.stop() == 0
+            finally:
+                if run.proc.returncode is None:
+                    run.proc.kill()
+    finally:
+        rig.close()
+
+
+def _expand(group: str, seen: set[str] | None = None) -> set[str]:
+    """A systemd system-call group as syscall names (systemd-analyze syscall-filter)."""
+    seen = seen if seen is not None else set()
+    out: set[str] = set()
+    text = subprocess.run(
+        ["systemd-analyze", "syscall-filter", group], capture_output=True, text=True, check=True
+    ).stdout
+    for line in text.splitlines()[1:]:
+        name = line.strip()
+        if not name or name.startswith("#"):
+            continue
+        if name.startswith("@"):
+            if name not in seen:
+                seen.add(name)
+                out |= _expand(name, seen)
+        else:
+            out.add(name)
+    return out
+
+
+SYSCALL_CHILD = """
+import os, sys
+import numpy as np
+from agentd.audio.frame import chop
+from agentd.config import WakeSettings
+x = np.fromfile(sys.argv[1], dtype="<i2")
+os.write(1, b"MARK\\n")
+from agentd.voice.wake import WakeListener
+listener = WakeListener(WakeSettings())
+heard = [w for f in chop(x.tobytes(), 16000, 20) if (w := listener.process(f))]
+os.write(1, b"HEARD %d\\n" % len(heard))
+"""
+
+
+def test_the_detector_makes_only_system_calls_the_units_filter_allows(
+    voice: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """SystemCallFilter=@system-service minus the unit's ~groups: every call the detector
+    makes from import to detection (strace, after a marker) is in the allowed set."""
+    import re
+    import shutil
+
+    from tests.test_shipped import UNIT
+
+    if shutil.which("strace") is None or shutil.which("systemd-analyze") is None:
+        pytest.skip("strace or systemd-analyze missing (scripts/test installs them)")
+    allow: set[str] = set()
+    deny: set[str] = set()
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("SystemCallFilter="):
+            value = line.split("=", 1)[1]
+            negate = value.startswith("~")
+            for g in value.lstrip("~").split():
+                (deny if negate else allow).update(_expand(g) if g.startswith("@") else {g})
+    allowed = allow - deny
+    raw = tmp_path / "w.raw"
+    np.concatenate([pcm(0.5), voice["wake"], pcm(0.5)]).astype("<i2").tofile(raw)
+    trace = tmp_path / "trace"
+    out = subprocess.run(
+        ["strace", "-f", "-qq", "-o", str(trace), sys.executable, "-c", SYSCALL_CHILD, str(raw)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert out.returncode == 0 and "HEARD 1" in out.stdout, out.stdout + out.stderr
+    lines = trace.read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if "MARK" in ln and "write(" in ln)
+    calls = {
+        m.group(1)
+        for ln in lines[start:]
+        if (m := re.match(r"(?:\d+\s+)?([a-z_0-9]+)\(", ln)) is not None
+    }
+    assert calls, "strace saw no calls"
+    assert calls <= allowed, f"refused by the unit's filter: {sorted(calls - allowed)}"
