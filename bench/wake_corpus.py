@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 RATE = 16000
-CORPUS_VERSION = 1
+CORPUS_VERSION = 3
 HERE = Path(__file__).resolve().parent
 DEFAULT_DIR = HERE / ".wake_corpus"
 WAKE = "okay nabu"
@@ -231,6 +231,7 @@ class Clip:
     text: str
     word_end: float | None  # seconds from the start of the file (None: not known)
     seconds: float
+    segments: list[tuple[float, str]] | None = None  # negatives: (start s, sentence)
 
 
 LEAD_S, TAIL_S = 0.6, 0.8
@@ -248,21 +249,12 @@ def _pad(x: np.ndarray) -> np.ndarray:
     )
 
 
-def sentences() -> list[str]:
-    """Varied English from files every Debian system has, plus everyday requests (many
-    starting with "okay", the riskiest word for this model); seeded, so always the same."""
-    text = ""
-    for name in ("GPL-3", "Apache-2.0", "MPL-2.0", "LGPL-3", "Artistic", "GFDL-1.3", "CC0-1.0"):
-        text += Path("/usr/share/common-licenses", name).read_text(errors="replace") + "\n"
-    words = [w for w in text.replace("\n", " ").split(" ") if w.isascii()]
-    out, cur = [], []
-    for w in words:
-        cur.append(w)
-        if len(cur) >= 14 or (w.endswith(".") and len(cur) > 5):
-            out.append(" ".join(cur))
-            cur = []
-    rng = random.Random(23)
-    starts = ["okay", "okay so", "okay now", "alright", "hey", "so", "well", "no", "yes"]
+OKAY_REQUESTS = "okay … requests"  # the near-miss label of everyday requests starting with okay
+
+
+def requests(starts: list[str], n: int, seed: int) -> list[str]:
+    """Everyday requests to a person in the room (seeded, so always the same)."""
+    rng = random.Random(seed)
     things = [
         "the kettle",
         "my keys",
@@ -290,9 +282,24 @@ def sentences() -> list[str]:
         "who moved",
         "bring me",
     ]
-    for _ in range(900):
-        out.append(f"{rng.choice(starts)}, {rng.choice(verbs)} {rng.choice(things)}")
-    rng.shuffle(out)
+    return [f"{rng.choice(starts)}, {rng.choice(verbs)} {rng.choice(things)}" for _ in range(n)]
+
+
+def sentences() -> list[str]:
+    """Varied English from files every Debian system has, plus everyday requests (many
+    starting with "okay", the riskiest word for this model); seeded, so always the same."""
+    text = ""
+    for name in ("GPL-3", "Apache-2.0", "MPL-2.0", "LGPL-3", "Artistic", "GFDL-1.3", "CC0-1.0"):
+        text += Path("/usr/share/common-licenses", name).read_text(errors="replace") + "\n"
+    words = [w for w in text.replace("\n", " ").split(" ") if w.isascii()]
+    out, cur = [], []
+    for w in words:
+        cur.append(w)
+        if len(cur) >= 14 or (w.endswith(".") and len(cur) > 5):
+            out.append(" ".join(cur))
+            cur = []
+    out += requests(["alright", "hey", "so", "well", "no", "yes", "right", "oh"], 900, 23)
+    random.Random(23).shuffle(out)
     return out
 
 
@@ -366,6 +373,12 @@ def _positives(dirpath: Path, i: int, v: Voice, babble: np.ndarray) -> list[Clip
 
 def _near(dirpath: Path, i: int, v: Voice) -> list[Clip]:
     out = []
+    for j, said in enumerate(requests(["okay", "okay so", "okay now"], 2, 500 + i)):
+        name = f"near-okay-{j}-{v.key}.raw"
+        secs = _write(dirpath, name, _pad(synth(v, said)))
+        out.append(
+            Clip(name, "near", v.key, v.engine, "clean", OKAY_REQUESTS, None, secs, [(0.0, said)])
+        )
     for j, phrase in enumerate(NEAR_MISSES):
         name = f"near-{j}-{v.key}.raw"
         secs = _write(dirpath, name, _pad(synth(v, phrase)))
@@ -399,13 +412,16 @@ def _negatives(
     def render(item: tuple[int, list[tuple[Voice, str]]]) -> Clip:
         n, batch = item
         r = np.random.default_rng(5000 + n)
-        parts = []
+        parts, segments, at = [], [], 0.0
         for v, t in batch:
             try:
-                parts.append(synth(v, t))
+                said = synth(v, t)
             except subprocess.CalledProcessError:
                 continue  # an engine that cannot say this sentence: the same on every run
-            parts.append(np.zeros(int(r.uniform(0.2, 1.5) * RATE), np.float32))
+            segments.append((round(at, 3), f"{v.key}: {t}"))
+            gap = np.zeros(int(r.uniform(0.2, 1.5) * RATE), np.float32)
+            parts += [said, gap]
+            at += (len(said) + len(gap)) / RATE
         x = np.concatenate(parts)
         if n % 3 == 1:
             x = mix(x, pink(r, len(x)), 15)
@@ -422,6 +438,7 @@ def _negatives(
             "",
             None,
             secs,
+            segments,
         )
 
     with ThreadPoolExecutor(jobs) as pool:

@@ -178,18 +178,23 @@ class MicroDetector:
         self.models = [MicroWakeWord.from_config(p) for p in model_paths(settings)]
         self.names = [Path(str(m.tflite_model)).stem for m in self.models]
         self.features = MicroWakeWordFeatures()
+        self._fed = 0  # feature windows fed since the last reset
 
     def process(self, frame: AudioFrame) -> list[Score]:
+        """A score for each model at each inference (every ``stride`` 10 ms windows); the
+        library's placeholder 0.0 between inferences is no score and is left out."""
         out: list[Score] = []
         for feats in self.features.process_streaming(frame.audio):
+            self._fed += 1
             for name, model in zip(self.names, self.models, strict=True):
                 p = model.process_streaming_prob(feats)
-                if p is not None:
+                if p is not None and self._fed % model.stride == 0:
                     out.append(Score(name, p, frame.end))
         return out
 
     def reset(self) -> None:
         self.features.reset()
+        self._fed = 0
         for m in self.models:
             m.reset()
 
