@@ -169,6 +169,7 @@ class Daemon:
             "handler_errors": self.errors.total,
             "task_restarts": self.restarts.total,
             "uptime_s": round(time.monotonic() - self.started, 1),
+            "wake_detections": self.wake.detections if self.wake else 0,  # wake_word mode
         }
 
     def _rate_limits_status(self) -> list[dict[str, Any]]:

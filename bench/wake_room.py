@@ -67,20 +67,21 @@ class Relay:
         await asyncio.gather(pipe(r, tw, True), pipe(tr, w, False))
 
 
-def room_speech(minutes: float) -> tuple[Path, float]:
-    """The corpus's negative speech, resampled into one WAV of ``minutes``."""
+def room_speech(minutes: float) -> tuple[Path, float, list[tuple[float, str]]]:
+    """The corpus's negative speech in one WAV of ``minutes``, with what is said when."""
     from wake_corpus import DEFAULT_DIR, build
 
     clips = [c for c in build(DEFAULT_DIR, 66.0) if c.kind == "negative"]
-    parts, total = [], 0.0
+    parts, total, said = [], 0.0, []
     for c in clips:
         if total >= minutes * 60:
             break
         x = np.fromfile(DEFAULT_DIR / c.file, "<i2")
         parts.append(x)
+        said += [(total + t, text) for t, text in c.segments or [(0.0, c.file)]]
         total += len(x) / 16000
     y = np.concatenate(parts)[: int(minutes * 60 * 16000)]
-    return speech.write_wav(DIR / "room.wav", y.tobytes(), 16000), len(y) / 16000
+    return speech.write_wav(DIR / "room.wav", y.tobytes(), 16000), len(y) / 16000, said
 
 
 async def run(minutes: float) -> dict[str, Any]:
@@ -103,15 +104,22 @@ async def run(minutes: float) -> dict[str, Any]:
         }
     )
     states: list[str] = []
+    woke: list[float] = []
+
+    def on_state(s: str) -> None:
+        states.append(s)
+        if s == "listening":
+            woke.append(time.monotonic())
+
     d = Daemon(
-        DIR / "none.yaml", Loaded(cfg, None, (), ()), Hooks(use_gpio=False, on_state=states.append)
+        DIR / "none.yaml", Loaded(cfg, None, (), ()), Hooks(use_gpio=False, on_state=on_state)
     )
     task = asyncio.create_task(d.run())
     try:
         while d.conv.state.value != "idle":
             await asyncio.sleep(0.05)
         await asyncio.sleep(2.0)
-        wav, seconds = room_speech(minutes)
+        wav, seconds, said = room_speech(minutes)
         events0, up0, down0 = len(sim.events), relay.up, relay.down
         states.clear()
         t0 = time.monotonic()
@@ -133,6 +141,10 @@ async def run(minutes: float) -> dict[str, Any]:
             "tcp_bytes_down": relay.down - down0,
             "wake_detections": d.wake.detections if d.wake else -1,
             "states": sorted(set(states)),
+            "woke_during": [
+                f"{t - t0:.1f} s: " + max((s for s in said if s[0] <= t - t0), default=(0, "?"))[1]
+                for t in woke
+            ],
         }
         # control: the word, then a question, in the same room
         said = "okay nabu, what time is it"
@@ -166,6 +178,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"TCP {out['tcp_bytes_up']} B up / {out['tcp_bytes_down']} B down (keepalive), "
         f"{out['wake_detections']} wake detections, states {out['states']}"
     )
+    for w in out["woke_during"]:
+        print(f"  woke at {w}")
     print(
         f"control 'okay nabu, what time is it': {out['control_turns']} turn(s), "
         f"{out['control_audio_events']} audio events sent"

@@ -456,7 +456,7 @@ async def test_as_shipped_a_wake_word_turn_under_the_units_sandbox(tmp_path: Pat
             run = await start(rig, "wake")
             try:
                 st = await run.until(lambda s: s["turns"] >= 1, timeout=30)
-                assert st["last_error"] is None, st
+                assert st["last_error"] is None and st["wake_detections"] >= 1, st
                 assert sim.client_events("input_audio_buffer.append")
                 assert "Traceback" not in run.text()
                 assert await run.stop() == 0

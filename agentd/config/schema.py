@@ -147,8 +147,8 @@ class WakeSettings:
     """Detector: micro (microWakeWord, pip install 'agentd[wake]'); open is not offered yet."""
     words: list[str] = field(default_factory=lambda: ["okay_nabu"])
     """Bundled words: okay_nabu | hey_jarvis | hey_mycroft | alexa (any of them wakes)."""
-    sensitivity: float = _opt(0.5, 0.05, 0.99)
-    """Probability cutoff: lower hears more and false-accepts more (0.5 from bench/wake_word.py)."""
+    sensitivity: float = _opt(0.7, 0.05, 0.99)
+    """Probability cutoff: lower hears more and false-accepts more (0.7: see README Wake word)."""
     refractory_s: float = _opt(2.0, 0.1, 30)
     """After a detection, ignore the word this long (seconds): one word, one wake."""
     model: str | None = None

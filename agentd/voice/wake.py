@@ -29,7 +29,7 @@ RATE = 16000
 BUILTIN_WORDS = ("okay_nabu", "hey_jarvis", "hey_mycroft", "alexa")
 RING_S = 4.0  # audio kept: the longest lag plus a command's start, with room to spare
 #: median lag of a detection after the word's end on the corpus (bench/wake_word.py)
-LAG_S = 0.15
+LAG_S = 0.16
 SNAP_S = 0.1  # the word's end is looked for this far either side of detection - LAG_S
 SNAP_STEP_S = 0.01
 EXTRA = "pip install 'agentd[wake]'"
