@@ -26,8 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from agentd.audio.pcm import to_float, to_int16
+
 RATE = 16000
-CORPUS_VERSION = 3
+CORPUS_VERSION = 4
 HERE = Path(__file__).resolve().parent
 DEFAULT_DIR = HERE / ".wake_corpus"
 WAKE = "okay nabu"
@@ -118,7 +120,7 @@ def _to16k(wav: Path) -> np.ndarray:
         check=True,
         capture_output=True,
     )
-    return np.fromfile(raw, "<i2").astype(np.float32) / 32768
+    return to_float(np.fromfile(raw, "<i2"))
 
 
 def synth(voice: Voice, text: str) -> np.ndarray:
@@ -238,7 +240,7 @@ LEAD_S, TAIL_S = 0.6, 0.8
 
 
 def _write(dirpath: Path, name: str, x: np.ndarray) -> float:
-    y = np.clip(x * 32767, -32768, 32767).astype("<i2")
+    y = np.frombuffer(to_int16(x), "<i2")
     y.tofile(dirpath / name)
     return len(y) / RATE
 

@@ -15,6 +15,7 @@ import pytest
 
 from agentd import conversation as cv
 from agentd.audio.frame import AudioFrame, chop
+from agentd.audio.pcm import to_float
 from agentd.config import WakeSettings, from_mapping
 from agentd.config.validate import ConfigError
 from agentd.voice import wake as wk
@@ -301,7 +302,7 @@ def uplinked(link: Any) -> np.ndarray:
     from agentd.realtime import client_events as ce
 
     up = b"".join(e.pcm for e in link.sent_of(ce.AppendAudio))
-    x = np.frombuffer(up, "<i2").astype(np.float32) / 32768
+    x = to_float(up)
     return soxr.resample(x, 24000, RATE)
 
 
@@ -337,7 +338,7 @@ async def test_one_breath_command_reaches_the_server_whole_and_without_the_word(
         assert d.conv.state is cv.State.THINKING, d.conv.state
         assert detected_in_audio is not None and detected_in_audio > word_end  # mid-command
         sent = uplinked(link)
-        ref = said.astype(np.float32) / 32768
+        ref = to_float(said)
         begins = start_in(sent, ref)
         assert word_end - 0.08 <= begins <= word_end + 0.03, (begins, word_end)
         cmd_end = word_end + len(voice["command"]) / RATE
