@@ -543,3 +543,27 @@ def test_the_detector_makes_only_system_calls_the_units_filter_allows(
     }
     assert calls, "strace saw no calls"
     assert calls <= allowed, f"refused by the unit's filter: {sorted(calls - allowed)}"
+
+
+def test_agentd_demo_wake_word_sends_nothing_before_the_word() -> None:
+    """`agentd demo --wake-word`: speech without the word sends no audio; "okay nabu, …"
+    makes a turn against the simulator (PulseAudio room, no card, no key)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CONFIG_HOME", "OPENAI_API_KEY")}
+    out = subprocess.run(
+        [sys.executable, "-m", "agentd", "demo", "--sound-card", "no", "--wake-word"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    for line in (
+        "audio events sent so far: 0",
+        "state → listening",
+        "state → speaking",
+        "wake words heard: 1; audio sent only after the word: True",
+        "demo finished",
+    ):
+        assert line in out.stdout, out.stdout
