@@ -208,6 +208,7 @@ class Reconfigure:
 
     turn: TurnSettings
     voice_barge_in: bool | None = None
+    echo_gated: bool | None = None  # echo.mode is half_duplex (None keeps it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,6 +512,8 @@ class Conversation:
                 self.pending = event.turn
                 if event.voice_barge_in is not None:
                     self.voice_barge_in = event.voice_barge_in
+                if event.echo_gated is not None:
+                    self.echo_gated = event.echo_gated
                 actions = []
             case Tick():
                 actions = self._on_tick(now)

@@ -693,7 +693,13 @@ class Daemon:
                 self.feed(cv.RenewDue("for the reloaded server settings"))
             elif self.link.session != session:
                 self._session_pending = True
-        self.feed(cv.Reconfigure(new.turn, voice_barge_in=new.echo.barge_in == "voice"))
+        self.feed(
+            cv.Reconfigure(
+                new.turn,
+                voice_barge_in=new.echo.barge_in == "voice",
+                echo_gated=new.echo.mode == "half_duplex",
+            )
+        )
         if old.audio != new.audio or dialects.output_rate(old.api) != dialects.output_rate(new.api):
             log.info("reload: audio devices changed: reopening")
             await self._stop_audio()

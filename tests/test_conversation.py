@@ -809,3 +809,9 @@ def test_wake_word_without_speech_ends_the_turn_unsent() -> None:
 def test_wake_word_turn_mode_comes_from_settings() -> None:
     c = cv.Conversation.from_settings(TurnSettings(mode="wake_word", follow_up_s=6.0))
     assert (c.mode, c.follow_up_s) == ("wake_word", 6.0)
+
+
+def test_a_reload_changes_whether_a_wake_word_over_the_answer_is_echo() -> None:
+    c = speaking("wake_word")
+    c.handle(A.Reconfigure(TurnSettings(mode="wake_word"), echo_gated=False), 100.0)
+    assert A.Rewind(99.5) in c.handle(A.WakeWord("okay_nabu", 99.5, echo=True), 100.0)
