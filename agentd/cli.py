@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="use the default ALSA devices (auto: when a sound card exists)",
     )
+    p.add_argument(
+        "--wake-word",
+        action="store_true",
+        help="hands-free: the scripted user says 'okay nabu' first (needs agentd[wake])",
+    )
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("test-audio", help="record, report levels per channel, play it back")
@@ -169,7 +174,7 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from agentd.demo import demo_main
 
-    return demo_main(text=args.text, sound_card=args.sound_card)
+    return demo_main(text=args.text, sound_card=args.sound_card, wake_word=args.wake_word)
 
 
 def _cmd_test_audio(args: argparse.Namespace) -> int:

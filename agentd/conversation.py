@@ -22,6 +22,7 @@ from agentd.realtime import events as ev
 
 log = logging.getLogger("agentd.conversation")
 
+WAKE_WAIT_S = 5.0  # wake_word: no speech this long after the word ends the turn unsent
 MIN_COMMIT_MS = 100  # servers reject a commit of less audio
 OUTAGE_GRACE_S = 5.0  # a turn held during an outage is sent if the link is back this soon
 ERROR_SHOW_S = 3.0  # how long ERROR stays on the LED before returning to IDLE
@@ -213,6 +214,7 @@ class Reconfigure:
 
     turn: TurnSettings
     voice_barge_in: bool | None = None
+    echo_gated: bool | None = None  # echo.mode is half_duplex (None keeps it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +259,16 @@ class Announce:
     interrupt: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class WakeWord:
+    """The wake word was heard; the turn's audio starts at ``word_end`` (capture clock).
+    ``echo``: heard while the speaker may echo into the mic (half-duplex ignores it then)."""
+
+    word: str
+    word_end: float
+    echo: bool = False
+
+
 Input = (
     Press
     | Release
@@ -287,6 +299,7 @@ Input = (
     | ApprovalAsked
     | ToolsDone
     | Announce
+    | WakeWord
 )
 
 # ------------------------------------------------------------------ actions
@@ -404,6 +417,13 @@ class RestoreContext:
     """A new session after a renewal or reconnect: put the recent turns back into it."""
 
 
+@dataclass(frozen=True, slots=True)
+class Rewind:
+    """Feed the voice gate again from the wake ring, from ``since`` (the word's end)."""
+
+    since: float
+
+
 Action = (
     StartStreaming
     | StopStreaming
@@ -422,6 +442,7 @@ Action = (
     | RunTools
     | CancelTools
     | RestoreContext
+    | Rewind
 )
 
 
@@ -473,13 +494,21 @@ class Conversation:
     batches: int = 0
     announcements: deque[Announce] = field(default_factory=lambda: deque(maxlen=ANNOUNCEMENTS_MAX))
 
+    follow_up_s: float = 0.0  # wake_word: listen again without the word after an answer
+    echo_gated: bool = True  # echo.mode half_duplex: a wake word heard over the answer is echo
+
     @classmethod
     def from_settings(
-        cls, turn: TurnSettings, voice_barge_in: bool = False, tts_text: bool = False
+        cls,
+        turn: TurnSettings,
+        voice_barge_in: bool = False,
+        tts_text: bool = False,
+        echo_gated: bool = True,
     ) -> Conversation:
         """``voice_barge_in``: echo.barge_in is voice (the server's VAD may interrupt too);
-        ``tts_text``: the dialect speaks announcements verbatim as `tts_text` (xStar)."""
-        c = cls(voice_barge_in=voice_barge_in, tts_text=tts_text)
+        ``tts_text``: the dialect speaks announcements verbatim as `tts_text` (xStar);
+        ``echo_gated``: echo.mode is half_duplex (no wake word while the answer plays)."""
+        c = cls(voice_barge_in=voice_barge_in, tts_text=tts_text, echo_gated=echo_gated)
         c._apply(turn)
         return c
 
@@ -487,6 +516,7 @@ class Conversation:
         self.mode, self.detection = turn.mode, turn.detection
         self.max_turn_s, self.idle_timeout_s = turn.max_turn_s, turn.idle_timeout_s
         self.response_timeout_s = turn.response_timeout_s
+        self.follow_up_s = turn.follow_up_s
 
     @property
     def streaming(self) -> bool:
@@ -571,6 +601,8 @@ class Conversation:
                 self.pending = event.turn
                 if event.voice_barge_in is not None:
                     self.voice_barge_in = event.voice_barge_in
+                if event.echo_gated is not None:
+                    self.echo_gated = event.echo_gated
                 actions = []
             case Tick():
                 actions = self._on_tick(now)
@@ -584,6 +616,8 @@ class Conversation:
                 actions = self._on_tools_done(event, now)
             case Announce():
                 actions = self._on_announce(event, now)
+            case WakeWord():
+                actions = self._on_wake(event, now)
             case _:
                 assert_never(event)
         if self.announcements and self._can_announce():
@@ -891,6 +925,21 @@ class Conversation:
     def _arm_follow_up(self, now: float) -> None:
         if self.mode == "toggle":
             self.follow_up_until = now + self.idle_timeout_s
+        elif self.mode == "wake_word" and self.follow_up_s > 0:
+            self.follow_up_until = now + self.follow_up_s
+
+    def _on_wake(self, e: WakeWord, now: float) -> list[Action]:
+        """The word starts a turn like a press (over an answer too, unless that may be the
+        device's own echo); the turn's audio is replayed from where the word ended."""
+        if self.mode != "wake_word" or self.state in (State.MUTED, State.LISTENING):
+            return []
+        if self.state is State.SPEAKING and e.echo and self.echo_gated:
+            return []
+        log.info("wake word %s heard", e.word)
+        actions = self._on_press(now)
+        if self.state is not State.LISTENING:
+            return actions
+        return [*actions, Rewind(e.word_end)]
 
     # -------------------------------------------------------------- link
 
@@ -1050,6 +1099,14 @@ class Conversation:
     # -------------------------------------------------------------- time
 
     def _on_tick(self, now: float) -> list[Action]:
+        if (
+            self.state is State.LISTENING
+            and self.mode == "wake_word"
+            and self.sent_ms == 0
+            and now - self.turn_started >= WAKE_WAIT_S
+        ):
+            log.info("wake word but no speech in %g s", WAKE_WAIT_S)
+            return self._end_turn(now)
         if self.state is State.LISTENING and now - self.turn_started >= self.max_turn_s:
             log.info("turn reached turn.max_turn_s (%.0f s): ending it", self.max_turn_s)
             return self._end_turn(now)

@@ -49,7 +49,7 @@ def _user_wav(text: str, wav: Path) -> bool:
     return False
 
 
-def demo_main(text: str | None = None, sound_card: str = "auto") -> int:
+def demo_main(text: str | None = None, sound_card: str = "auto", wake_word: bool = False) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="agentd-demo-"))
     os.environ["STATE_DIRECTORY"] = str(tmp)  # a mute left by a daemon run by hand stays there
     room: Any = None
@@ -72,14 +72,14 @@ def demo_main(text: str | None = None, sound_card: str = "auto") -> int:
             print(f"cannot start the audio room: {exc}", file=sys.stderr)
             return 1
     try:
-        return asyncio.run(_demo(text or DEFAULT_TEXT, tmp, room))
+        return asyncio.run(_demo(text or DEFAULT_TEXT, tmp, room, wake_word))
     finally:
         if room is not None:
             room.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def _demo(text: str, tmp: Path, room: Any) -> int:
+async def _demo(text: str, tmp: Path, room: Any, wake_word: bool = False) -> int:
     from agentd import logs
     from agentd.config import Loaded, from_mapping, summary
     from agentd.service import Daemon, Hooks
@@ -108,6 +108,7 @@ async def _demo(text: str, tmp: Path, room: Any) -> int:
             "button": {"pin": None},
             "led": {"pin": None},
             "control": {"socket": str(tmp / "control.sock")},
+            **({"turn": {"mode": "wake_word"}} if wake_word else {}),
         }
     )
     t0 = time.monotonic()
@@ -144,7 +145,9 @@ async def _demo(text: str, tmp: Path, room: Any) -> int:
     wav = tmp / "user.wav"
     if not _user_wav(text, wav):
         print("(espeak-ng or sox not installed: the user 'speaks' a tone)")
-    if ok:
+    if ok and wake_word:
+        ok = await _wake_turn(daemon, sim, text, tmp, room, t0, until, states)
+    elif ok:
         await asyncio.sleep(1.5)  # let the room settle after the connected cue
         print(f'[{time.monotonic() - t0:6.2f} s] button pressed; the user says: "{text}"')
         daemon.feed(__import__("agentd.conversation", fromlist=["Press"]).Press())
@@ -166,3 +169,40 @@ async def _demo(text: str, tmp: Path, room: Any) -> int:
     print(f"turns {status['turns']}, state {status['state']}, last error {status['last_error']}")
     print("demo " + ("finished" if ok else "FAILED"))
     return 0 if ok else 1
+
+
+async def _wake_turn(
+    daemon: Any, sim: Any, text: str, tmp: Path, room: Any, t0: float, until: Any, states: list[str]
+) -> bool:
+    """Hands-free with the wake word: first speech without the word (nothing may be sent),
+    then "okay nabu, <text>" in one go; the turn starts after the word."""
+    await asyncio.sleep(1.5)
+    play = (
+        (lambda w: room.play(w))
+        if room is not None
+        else (lambda w: subprocess.Popen(["aplay", "-q", str(w)]))
+    )
+    before = _wav(tmp / "before.wav", "I wonder what the weather is like on the moon today")
+    print(f'[{time.monotonic() - t0:6.2f} s] the user says (no wake word): "{before[1]}"')
+    await asyncio.to_thread(play(before[0]).wait, 30)
+    await asyncio.sleep(1.0)
+    audio = [e for e in sim.events if e.event.get("type") == "input_audio_buffer.append"]
+    print(f"[{time.monotonic() - t0:6.2f} s] audio events sent so far: {len(audio)}")
+    said = f"okay nabu, {text}"
+    wav = _wav(tmp / "wake.wav", said)
+    print(f'[{time.monotonic() - t0:6.2f} s] the user says: "{said}"')
+    await asyncio.to_thread(play(wav[0]).wait, 30)
+    ok = await until(lambda: "speaking" in states, 20) and await until(
+        lambda: daemon.conv.state.value == "idle", 30
+    )
+    wake = daemon.wake
+    print(
+        f"wake words heard: {wake.detections if wake else 0}; audio sent only after the word: "
+        f"{len(audio) == 0}"
+    )
+    return ok and len(audio) == 0
+
+
+def _wav(path: Path, text: str) -> tuple[Path, str]:
+    _user_wav(text, path)
+    return path, text

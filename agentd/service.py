@@ -38,6 +38,7 @@ from agentd.tools.registry import Call
 from agentd.tools.toolbox import Toolbox
 from agentd.uplink import Uplink
 from agentd.voice import gate as vg
+from agentd.voice.wake import WakeListener
 
 log = logging.getLogger("agentd")
 
@@ -95,6 +96,7 @@ class Daemon:
             self.cfg.turn,
             voice_barge_in=self.cfg.echo.barge_in == "voice",
             tts_text=self.cfg.api.dialect == "xstar",
+            echo_gated=self.cfg.echo.mode == "half_duplex",
         )
         self.gate = vg.VoiceGate(
             vg.VoiceSettings.of(self.cfg.turn.mode, self.cfg.vad, self.cfg.echo)
@@ -134,6 +136,7 @@ class Daemon:
         self._tool_tasks: dict[int, asyncio.Task[Any]] = {}
         self._mcp_tasks: list[asyncio.Task[Any]] = []
         self.history = self._new_history(self.cfg)
+        self.wake = wake_listener(self.cfg)
 
     # ------------------------------------------------------------------ status
 
@@ -182,6 +185,7 @@ class Daemon:
             "tools_cancelled": c.tools_cancelled,
             "uptime_s": round(time.monotonic() - self.started, 1),
             **self.hat.status(),
+            "wake_detections": self.wake.detections if self.wake else 0,  # wake_word mode
         }
 
     def set_volume(self, level: int) -> int:
@@ -479,8 +483,15 @@ class Daemon:
 
     def _mic_frame(self, frame: AudioFrame) -> None:
         if not self._mic_on:
-            return
-        for e in self.gate.process(frame, self._speaker(time.monotonic())):
+            return  # muted: neither the gate nor the wake-word detector hears anything
+        speaker = self._speaker(time.monotonic())
+        if self.wake is not None and (heard := self.wake.process(frame)) is not None:
+            echo = self.gate.echo_guard(frame, speaker)
+            self.feed(cv.WakeWord(heard.word, heard.word_end, echo=echo))
+        self._gate_events(self.gate.process(frame, speaker))
+
+    def _gate_events(self, events: list[vg.VoiceEvent]) -> None:
+        for e in events:
             match e:
                 case vg.Audio():
                     self.feed(cv.MicAudio(e.frame))
@@ -567,6 +578,11 @@ class Daemon:
                     log.info("new session: carrying %d recent items into it", len(self.history))
                     for item in self.history.replay():
                         link.send(item)
+            case cv.Rewind(since):
+                if self.wake is not None:  # the audio after the word, up to this frame
+                    self.gate.wake_turn()
+                    for f in self.wake.since(since):
+                        self._gate_events(self.gate.process(f))
             case _:
                 assert_never(a)
 
@@ -814,7 +830,13 @@ class Daemon:
                 self._session_pending = True
         if (old.agent.tools, old.api.dialect) != (new.agent.tools, new.api.dialect):
             self._reload_tools(new)
-        self.feed(cv.Reconfigure(new.turn, voice_barge_in=new.echo.barge_in == "voice"))
+        self.feed(
+            cv.Reconfigure(
+                new.turn,
+                voice_barge_in=new.echo.barge_in == "voice",
+                echo_gated=new.echo.mode == "half_duplex",
+            )
+        )
         if old.audio != new.audio or dialects.output_rate(old.api) != dialects.output_rate(new.api):
             log.info("reload: audio devices changed: reopening")
             await self._stop_audio()
@@ -840,11 +862,20 @@ class Daemon:
         the uplink resampler and the session follow."""
         if self._next_gate is not None:
             self.gate, self._next_gate = self._next_gate, None
+        if (self.cfg.turn.mode == "wake_word") != (self.wake is not None) or (
+            self.wake is not None and self.wake.settings != self.cfg.wake
+        ):
+            self.wake = wake_listener(self.cfg)
         self.uplink.configure(dialects.input_rate(self.cfg.api), self.cfg.turn.max_turn_s)
         if self._session_pending and self.link is not None:
             self._session_pending = False
             log.info("reload: session settings changed: session.update")
             self.link.update_session()
+
+
+def wake_listener(cfg: Config) -> WakeListener | None:
+    """The wake-word detector, in wake_word mode only (nothing else pays for it)."""
+    return WakeListener(cfg.wake) if cfg.turn.mode == "wake_word" else None
 
 
 EX_CONFIG = 78  # the unit's RestartPreventExitStatus=: restarting cannot fix a bad config

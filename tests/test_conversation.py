@@ -582,7 +582,7 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
         "mute during a tool cancels it",
         lambda: machine(state=S.THINKING, tool_batch=2),
         A.Mute(True),
-        [A.CancelTools(2), A.Listen(False)],
+        [A.CancelTools(2), A.Listen(False), A.Cue("muted")],
         S.MUTED,
     ),
     (
@@ -639,6 +639,83 @@ TABLE: list[tuple[str, Any, Any, list[Any], S]] = [
             A.Send(ce.CreateResponse(out_of_band=True, instructions=cv.VERBATIM.format(text="hi"))),
         ],
         S.THINKING,
+    ),
+    (
+        "wake word starts a turn replayed from the word's end",
+        lambda: machine("wake_word"),
+        A.WakeWord("okay_nabu", 98.7),
+        [A.StartStreaming(), A.Cue("listen_start"), A.Rewind(98.7)],
+        S.LISTENING,
+    ),
+    (
+        "wake word over the answer interrupts (aec: no echo gate)",
+        lambda: machine(
+            "wake_word",
+            S.SPEAKING,
+            response_active=True,
+            item_id="item_9",
+            playing=True,
+            echo_gated=False,
+        ),
+        A.WakeWord("okay_nabu", 99.5, echo=True),
+        [
+            A.FlushPlayback(),
+            A.Send(ce.Cancel()),
+            A.Truncate("item_9"),
+            A.StartStreaming(),
+            A.Cue("listen_start"),
+            A.Rewind(99.5),
+        ],
+        S.LISTENING,
+    ),
+    (
+        "half-duplex: a wake word while the answer plays is echo",
+        lambda: speaking("wake_word"),
+        A.WakeWord("okay_nabu", 99.5, echo=True),
+        [],
+        S.SPEAKING,
+    ),
+    (
+        "half-duplex: a wake word after playback (tail over) interrupts",
+        lambda: speaking("wake_word"),
+        A.WakeWord("okay_nabu", 99.5, echo=False),
+        [
+            A.FlushPlayback(),
+            A.Send(ce.Cancel()),
+            A.Truncate("item_9"),
+            A.StartStreaming(),
+            A.Cue("listen_start"),
+            A.Rewind(99.5),
+        ],
+        S.LISTENING,
+    ),
+    (
+        "muted: the wake word does nothing",
+        lambda: machine("wake_word", S.MUTED),
+        A.WakeWord("okay_nabu", 99.0),
+        [],
+        S.MUTED,
+    ),
+    (
+        "the wake word in another mode does nothing",
+        machine,
+        A.WakeWord("okay_nabu", 99.0),
+        [],
+        S.IDLE,
+    ),
+    (
+        "wake_word: speech without the word starts nothing",
+        lambda: machine("wake_word"),
+        A.SpeechStart(),
+        [],
+        S.IDLE,
+    ),
+    (
+        "wake_word: speech in the follow-up window starts a turn",
+        lambda: machine("wake_word", follow_up_until=101.0),
+        A.SpeechStart(),
+        [A.StartStreaming(), A.Cue("listen_start")],
+        S.LISTENING,
     ),
 ]
 
@@ -838,3 +915,33 @@ def test_a_renewal_wanted_while_offline_is_one_reconnect() -> None:
     c = machine(state=S.OFFLINE, connected=False)
     assert c.handle(A.RenewDue("for the reloaded server settings"), 1.0) == [A.Reconnect()]
     assert c.handle(A.Tick(), 1.1) == []  # not a reconnect every tick
+
+
+def test_wake_word_follow_up_window_opens_after_the_answer_and_closes() -> None:
+    """turn.follow_up_s: after an answer plays out the user may speak again without the
+    word for that long; 0 keeps it off."""
+    for follow_up, at, starts in ((8.0, 107.0, True), (8.0, 109.0, False), (0.0, 101.0, False)):
+        c = machine("wake_word", S.SPEAKING, response_active=False, item_id="i", playing=True)
+        c.follow_up_s = follow_up
+        c.handle(A.PlaybackFinished(), 100.0)
+        assert c.state is S.IDLE
+        assert (A.Cue("listen_start") in c.handle(A.SpeechStart(), at)) is starts
+
+
+def test_wake_word_without_speech_ends_the_turn_unsent() -> None:
+    c = machine("wake_word")
+    c.handle(A.WakeWord("okay_nabu", 99.9), 100.0)
+    assert c.handle(A.Tick(), 100.0 + cv.WAKE_WAIT_S - 0.1) == []
+    assert c.handle(A.Tick(), 100.0 + cv.WAKE_WAIT_S) == [A.StopStreaming(), A.Cue("short")]
+    assert c.state is S.IDLE
+
+
+def test_wake_word_turn_mode_comes_from_settings() -> None:
+    c = cv.Conversation.from_settings(TurnSettings(mode="wake_word", follow_up_s=6.0))
+    assert (c.mode, c.follow_up_s) == ("wake_word", 6.0)
+
+
+def test_a_reload_changes_whether_a_wake_word_over_the_answer_is_echo() -> None:
+    c = speaking("wake_word")
+    c.handle(A.Reconfigure(TurnSettings(mode="wake_word"), echo_gated=False), 100.0)
+    assert A.Rewind(99.5) in c.handle(A.WakeWord("okay_nabu", 99.5, echo=True), 100.0)

@@ -31,7 +31,8 @@ def pins() -> dict[str, Version]:
 
 
 def requirements() -> list[Requirement]:
-    deps = [*PROJECT["dependencies"], *PROJECT["optional-dependencies"]["test"]]
+    extras = PROJECT["optional-dependencies"].values()
+    deps = [*PROJECT["dependencies"], *(d for extra in extras for d in extra)]
     return [Requirement(d) for d in deps]
 
 

@@ -33,6 +33,7 @@ from agentd.config.schema import (
     SoundSettings,
     TurnSettings,
     VadSettings,
+    WakeSettings,
 )
 from agentd.config.secrets import Secret, register_secrets
 from agentd.config.show import show, summary
@@ -63,6 +64,7 @@ __all__ = [
     "SoundSettings",
     "TurnSettings",
     "VadSettings",
+    "WakeSettings",
     "from_mapping",
     "led_config",
     "load",

@@ -114,8 +114,8 @@ class AudioSettings:
 
 @dataclass(frozen=True)
 class TurnSettings:
-    mode: Literal["push_to_talk", "toggle", "hands_free"] = "push_to_talk"
-    """push_to_talk | toggle | hands_free."""
+    mode: Literal["push_to_talk", "toggle", "hands_free", "wake_word"] = "push_to_talk"
+    """push_to_talk | toggle | hands_free | wake_word (nothing is sent before the word)."""
     detection: Literal["local", "server"] = "local"
     """Who ends a turn in toggle/hands_free: local | server."""
     max_turn_s: float = _opt(30.0, 1, 600)
@@ -124,6 +124,8 @@ class TurnSettings:
     """Toggle mode: silence that ends the conversation (seconds)."""
     response_timeout_s: float = _opt(15.0, 3, 300)
     """Longest wait for the server to start answering before an error (seconds)."""
+    follow_up_s: float = _opt(0.0, 0, 60)
+    """wake_word: after an answer, listen this long without the word (seconds; 0 = off)."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,20 @@ class EchoSettings:
     """Mic stays closed this long after playback (milliseconds)."""
     barge_in: Literal["button", "voice", "off"] = "button"
     """Who may interrupt an answer: button | voice | off."""
+
+
+@dataclass(frozen=True)
+class WakeSettings:
+    engine: Literal["micro", "open"] = "micro"
+    """Detector: micro (microWakeWord, pip install 'agentd[wake]'); open is not offered yet."""
+    words: list[str] = field(default_factory=lambda: ["okay_nabu"])
+    """Bundled words: okay_nabu | hey_jarvis | hey_mycroft | alexa (any of them wakes)."""
+    sensitivity: float = _opt(0.7, 0.05, 0.99)
+    """Probability cutoff: lower hears more and false-accepts more (0.7: see README Wake word)."""
+    refractory_s: float = _opt(2.0, 0.1, 30)
+    """After a detection, ignore the word this long (seconds): one word, one wake."""
+    model: str | None = None
+    """Absolute path of a custom model's JSON (its .tflite beside it) instead of words."""
 
 
 @dataclass(frozen=True)
@@ -305,3 +321,5 @@ class Config:
     """Latching mute switch."""
     recordings: RecordingSettings = _sub(RecordingSettings)
     """Debug recordings of each turn (off while dir is null)."""
+    wake: WakeSettings = _sub(WakeSettings)
+    """Wake word (turn.mode wake_word)."""

@@ -150,9 +150,21 @@ def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
                 continue
             out[k] = str(v)
         return out
+    if origin is list:
+        return _list(value, get_args(tp)[0], path, problems)
     if dataclasses.is_dataclass(tp):
         return build(tp, value, path, problems)  # type: ignore[arg-type]
     raise TypeError(f"unsupported schema type {tp!r} at {path}")  # a bug in the schema
+
+
+def _list(value: Any, item: Any, path: str, problems: list[str]) -> list[Any] | None:
+    """A YAML list, each item checked (``path[i]`` in a message)."""
+    if not isinstance(value, list):
+        problems.append(f"{path}: must be a list (got {_describe(value)})")
+        return None
+    before = len(problems)
+    out = [_convert(v, item, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    return out if len(problems) == before else None
 
 
 def _suggest(key: str, cls: type, path: str) -> str:
@@ -335,3 +347,6 @@ def _check_hat(cfg: Config, problems: list[str]) -> None:
             load_wav(path)
         except ValueError as exc:
             problems.append(f"sounds.files.{f.name}: {exc}")
+    from agentd.voice.wake import problems as wake_problems  # the engine is an optional extra
+
+    problems += wake_problems(cfg.turn.mode, cfg.wake, cfg.turn.follow_up_s)

@@ -206,6 +206,14 @@ class VoiceGate:
         self.coupling = 1.0  # echo energy / playback energy: starts pessimistic, learned
         self._barge_ms = 0
         self.suppressed_frames = 0
+        self.through_cue = False  # a wake-word turn: the "heard you" cue must not cut it
+
+    def wake_turn(self) -> None:
+        """A turn opened by the wake word, replayed from the word's end: the user is already
+        talking, so the listen cue playing meanwhile is let through (160 ms of tone the
+        server ignores) rather than closing the mic and cutting the command's start."""
+        self.reset()
+        self.through_cue = True
 
     # ---------------------------------------------------------------- push-to-talk
 
@@ -219,6 +227,7 @@ class VoiceGate:
 
     def new_turn(self) -> None:
         self.sent_ms = 0
+        self.through_cue = False
 
     def reset(self) -> None:
         self.state, self._cand = "silence", []
@@ -230,7 +239,7 @@ class VoiceGate:
     def echo_guard(self, frame: AudioFrame, speaker: Speaker) -> bool:
         """True while the mic must stay closed (half-duplex, including the tail): a frame that
         began before the tail ended may hold echo."""
-        if self.s.echo_mode == "off":
+        if self.s.echo_mode == "off" or self.through_cue:
             return False
         if self.ptt_held:  # the button says the user talks: only a playing cue is held back
             return speaker.busy

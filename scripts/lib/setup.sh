@@ -20,6 +20,8 @@ APT_PACKAGES=(
   systemd
   # the unit's sandbox emulated for tests/test_shipped.py (bubblewrap + setpriv)
   bubblewrap
+  # wake word: the corpus's other voices (bench/wake_corpus.py), the syscall check (strace)
+  flite festival festvox-kallpc16k festvox-kdlpc16k strace
 )
 
 CONSTRAINTS="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/constraints.txt"
