@@ -55,9 +55,7 @@ class OggDemuxer:
         return packets
 
 
-def page(
-    packets: list[bytes], serial: int, seq: int, granule: int, first: bool = False
-) -> bytes:
+def page(packets: list[bytes], serial: int, seq: int, granule: int, first: bool = False) -> bytes:
     """One Ogg page holding whole ``packets`` (each < 255 × 255 bytes); for the simulator and
     tests, which need to send what an Ogg muxer sends."""
     lacing = bytearray()
