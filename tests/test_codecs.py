@@ -13,6 +13,7 @@ import pytest
 from agentd.audio import codecs
 from agentd.audio.codecs import g711, mp3, ogg
 from agentd.audio.codecs import opus as opus_codec
+from agentd.audio.pcm import to_int16
 from agentd.downlink import Downlink
 from agentd.sim import wire as sim_wire
 from agentd.sim.mp3enc import Mp3Encoder
@@ -24,7 +25,7 @@ def speechlike(rate: int, seconds: float = 2.0, seed: int = 1) -> bytes:
     rng = np.random.default_rng(seed)
     x = 0.3 * np.sin(2 * np.pi * 300 * t * (1 + t)) + 0.03 * rng.standard_normal(len(t))
     x[rate // 10] += 0.6
-    return (x * 32767).astype("<i2").tobytes()
+    return to_int16(x)
 
 
 def cuts(data: bytes, rng: random.Random) -> list[bytes]:
@@ -47,7 +48,7 @@ def test_g711_known_vectors() -> None:
     """Vectors as audioop (Sun g711.c) gives them: silence, -1, ±1000, full scale."""
     ulaw_enc, ulaw_dec = g711.tables("ulaw")
     alaw_enc, alaw_dec = g711.tables("alaw")
-    pcm = np.array([0, -1, 1000, -1000, 32767, -32768], dtype="<i2")
+    pcm = np.array([0, -1, 1000, -1000, np.iinfo(np.int16).max, np.iinfo(np.int16).min], "<i2")
     assert ulaw_enc[pcm.view(np.uint16)].tolist() == [0xFF, 0x7E, 0xCE, 0x4E, 0x80, 0x00]
     assert alaw_enc[pcm.view(np.uint16)].tolist() == [0xD5, 0x55, 0xFA, 0x7A, 0xAA, 0x2A]
     assert ulaw_dec[[0xFF, 0x80, 0x00]].tolist() == [0, 32124, -32124]
