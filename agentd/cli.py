@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="use the default ALSA devices (auto: when a sound card exists)",
     )
+    p.add_argument(
+        "--wire",
+        choices=["pcm", "opus", "mp3", "g711_ulaw", "g711_alaw"],
+        default="pcm",
+        help="audio format on the wire (opus/mp3: the xstar dialect; g711: openai)",
+    )
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("test-audio", help="record, report levels per channel, play it back")
@@ -130,7 +136,7 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from agentd.demo import demo_main
 
-    return demo_main(text=args.text, sound_card=args.sound_card)
+    return demo_main(text=args.text, sound_card=args.sound_card, wire=args.wire)
 
 
 def _cmd_test_audio(args: argparse.Namespace) -> int:

@@ -20,6 +20,14 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_TEXT = "What is the weather like on the moon today?"
+#: `--wire F`: the dialect that speaks F and audio.wire (xStar: Opus up; OpenAI: G.711)
+WIRES: dict[str, tuple[str, dict[str, str]]] = {
+    "pcm": ("openai", {"input": "pcm", "output": "pcm"}),
+    "opus": ("xstar", {"input": "opus", "output": "opus"}),
+    "mp3": ("xstar", {"input": "opus", "output": "mp3"}),
+    "g711_ulaw": ("openai", {"input": "g711_ulaw", "output": "g711_ulaw"}),
+    "g711_alaw": ("openai", {"input": "g711_alaw", "output": "g711_alaw"}),
+}
 
 
 def _user_wav(text: str, wav: Path) -> bool:
@@ -38,7 +46,7 @@ def _user_wav(text: str, wav: Path) -> bool:
     return False
 
 
-def demo_main(text: str | None = None, sound_card: str = "auto") -> int:
+def demo_main(text: str | None = None, sound_card: str = "auto", wire: str = "pcm") -> int:
     tmp = Path(tempfile.mkdtemp(prefix="agentd-demo-"))
     os.environ["STATE_DIRECTORY"] = str(tmp)  # a mute left by a daemon run by hand stays there
     room: Any = None
@@ -61,21 +69,22 @@ def demo_main(text: str | None = None, sound_card: str = "auto") -> int:
             print(f"cannot start the audio room: {exc}", file=sys.stderr)
             return 1
     try:
-        return asyncio.run(_demo(text or DEFAULT_TEXT, tmp, room))
+        return asyncio.run(_demo(text or DEFAULT_TEXT, tmp, room, wire))
     finally:
         if room is not None:
             room.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def _demo(text: str, tmp: Path, room: Any) -> int:
+async def _demo(text: str, tmp: Path, room: Any, wire: str = "pcm") -> int:
     from agentd import logs
     from agentd.config import Loaded, from_mapping, summary
     from agentd.service import Daemon, Hooks
     from agentd.sim import Simulator
 
     logs.setup_logging("warning")
-    sim = await Simulator("openai", pace=1.0).start()
+    dialect, formats = WIRES[wire]
+    sim = await Simulator(dialect, pace=1.0).start()
     sim.heard = text  # the simulator has no speech recogniser: it reports the scripted words
     devices = (
         {
@@ -87,10 +96,10 @@ async def _demo(text: str, tmp: Path, room: Any) -> int:
     )
     cfg = from_mapping(
         {
-            "api": {"dialect": "openai", "url": sim.url},
+            "api": {"dialect": dialect, "url": sim.url},
             "device": {"user_id": "demo"},
             "agent": {"transcription": "whisper-1"},
-            "audio": devices,
+            "audio": {**devices, "wire": formats},
             "button": {"pin": None},
             "led": {"pin": None},
             "control": {"socket": str(tmp / "control.sock")},
@@ -147,5 +156,7 @@ async def _demo(text: str, tmp: Path, room: Any) -> int:
     await task
     await sim.stop()
     print(f"turns {status['turns']}, state {status['state']}, last error {status['last_error']}")
+    up = sum(len(e.get("audio", "")) for e in sim.client_events("input_audio_buffer.append"))
+    print(f"wire {formats['input']} up / {formats['output']} down: {up} base64 bytes of audio sent")
     print("demo " + ("finished" if ok else "FAILED"))
     return 0 if ok else 1
