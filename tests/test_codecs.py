@@ -242,3 +242,10 @@ def test_a_missing_library_says_what_to_install(monkeypatch: pytest.MonkeyPatch)
     finally:
         mp3.library.cache_clear()
         opus_codec.library.cache_clear()
+
+
+def test_the_simulators_mp3_deltas_are_whole_144_byte_frames() -> None:
+    pcm = speechlike(24000)
+    style = sim_wire.WireStyle(mp3_cuts="frames")
+    sizes = [len(d) for d, _ in sim_wire.deltas(pcm, "mp3", 24000, style)]
+    assert all(n % 144 == 0 for n in sizes) and sizes[0] == 4 * 144  # 4 × 24 ms a delta

@@ -86,8 +86,9 @@ def _mp3(pcm: bytes, rate: int, style: WireStyle) -> list[tuple[bytes, float]]:
             cuts.append(stream[i : i + n])
             i += n
     else:  # whole frames, about DELTA_MS of them per delta (CBR: equal frames)
-        frame = 144 * 48000 // rate * (2 if rate >= 32000 else 1)
-        per = max(1, round(DELTA_MS / (1152 // (2 if rate < 32000 else 1) * 1000 / rate)))
+        mpeg1 = rate >= 32000  # MPEG-1: 1152 samples a frame; MPEG-2 (xStar's 24 kHz): 576
+        frame = (144 if mpeg1 else 72) * 48000 // rate  # bytes at 48 kbit/s CBR
+        per = max(1, round(DELTA_MS / ((1152 if mpeg1 else 576) * 1000 / rate)))
         cuts = [stream[i : i + frame * per] for i in range(0, len(stream), frame * per)]
     return [(c, len(c) * ms_per_byte) for c in cuts]
 
