@@ -268,3 +268,31 @@ def test_a_pcm_rate_setting_with_a_compressed_format_is_an_error() -> None:
     assert any(
         p.startswith("api.input_format: only for audio.wire.input: pcm") for p in err.value.problems
     )
+
+
+@pytest.mark.parametrize(
+    "fake_harness",
+    [{"dialect": "xstar", "audio__wire": {"input": "opus"}, "sounds__enabled": False}],
+    indirect=True,
+)
+async def test_a_turn_heard_as_nothing_falls_back_to_pcm(
+    fake_harness: Harness, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """A server that takes the Opus session but misreads the audio: a whole turn comes back
+    with an empty transcript, so the next turn goes up as PCM (one log line)."""
+    h, sim, d = fake_harness, fake_harness.sim, fake_harness.daemon
+    caplog.set_level(logging.WARNING, "agentd")
+    sim.heard = " "  # what a server that could not decode the audio transcribes
+    speech = rigs.espeak(SAID, 16000, tmp_path / "u").astype("<i2").tobytes()
+    d.feed(cv.Press())
+    for f in chop(speech, 16000, 20, start=time.monotonic()):
+        d.capture.push(f)  # type: ignore[union-attr]
+    d.feed(cv.Release())
+    await h.until(lambda: d.uplink.format == "pcm")
+    assert [r for r in caplog.records if "transcribed a whole turn as nothing" in r.getMessage()]
+    await h.until(
+        lambda: (
+            sim.client_events("session.update")[-1]["session"]["input_audio_format"]
+            == "Raw16KHz16BitMonoPcm"
+        )
+    )
