@@ -249,3 +249,18 @@ def test_the_simulators_mp3_deltas_are_whole_144_byte_frames() -> None:
     style = sim_wire.WireStyle(mp3_cuts="frames")
     sizes = [len(d) for d, _ in sim_wire.deltas(pcm, "mp3", 24000, style)]
     assert all(n % 144 == 0 for n in sizes) and sizes[0] == 4 * 144  # 4 × 24 ms a delta
+
+
+@pytest.mark.parametrize("fmt,rate", [("mp3", 24000), ("opus", 16000), ("g711_alaw", 8000)])
+def test_garbage_from_a_server_never_raises(fmt: str, rate: int) -> None:
+    """A server (or a proxy) sending random bytes as audio: decoded into something bounded,
+    never an exception out of the decoder (which would end the response)."""
+    rng = random.Random(fmt)
+    dec = codecs.decoder(fmt, rate)
+    for n in range(300):
+        data = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 700)))
+        if n % 50 == 0:
+            data = b"OggS" + data  # half-pages too
+            dec.reset()
+        out = dec.feed(data) + dec.flush()
+        assert len(out) % 2 == 0 and len(out) <= 2 * rate * 0.12 * max(1, len(data)), len(out)

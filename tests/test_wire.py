@@ -296,3 +296,26 @@ async def test_a_turn_heard_as_nothing_falls_back_to_pcm(
             == "Raw16KHz16BitMonoPcm"
         )
     )
+
+
+def test_check_config_says_which_library_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config that needs a missing codec library fails check-config with the apt package;
+    a PCM config on the same machine is fine."""
+    import ctypes.util
+
+    from agentd.audio.codecs import mp3, opus
+
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    monkeypatch.setattr(mp3, "SONAME", "libmpg123-not-installed.so.0")
+    mp3.library.cache_clear()
+    try:
+        with pytest.raises(ConfigError) as err:
+            from_mapping({"api": {"dialect": "xstar"}, "audio": {"wire": {"output": "mp3"}}})
+        assert err.value.problems == [
+            "audio.wire.output: mp3 needs libmpg123 (sudo apt install libmpg123-0, "
+            "libmpg123-0t64 on Debian 13; or rerun scripts/install)"
+        ]
+        from_mapping({"api": {"dialect": "xstar"}})  # PCM: no codec library needed
+    finally:
+        mp3.library.cache_clear()
+        opus.library.cache_clear()

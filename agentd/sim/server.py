@@ -166,7 +166,7 @@ class Simulator:
         self.closes: list[int | None] = []
         self.speech = Speech()
         self.wire = WireStyle()  # how compressed answers are cut (sim.wire)
-        self.received: list[tuple[str, int, bytes]] = []  # committed turns: (format, rate, PCM)
+        self.received: list[tuple[str, int, bytes]] = []  # last 16 turns: (format, rate, PCM)
         self._validate = validate or Simulator.default_validate
         self._server: Server | None = None
         self._conns: set[ServerConnection] = set()
@@ -440,7 +440,7 @@ class Simulator:
         item_id = self._item_id()
         prev = s.items[-1] if s.items else None
         s.items.append(item_id)
-        self.received.append((s.in_format, s.in_rate, bytes(s.buffer)))
+        self.received = [*self.received[-15:], (s.in_format, s.in_rate, bytes(s.buffer))]
         s.buffer.clear()
         await self._send(
             ws,

@@ -37,7 +37,8 @@ def library() -> ctypes.CDLL:
         lib = ctypes.CDLL(ctypes.util.find_library("mpg123") or SONAME)
     except OSError:
         raise CodecUnavailable(
-            "mp3 needs libmpg123 (sudo apt install libmpg123-0, or rerun scripts/install)"
+            "mp3 needs libmpg123 (sudo apt install libmpg123-0, libmpg123-0t64 on Debian 13; or "
+            "rerun scripts/install)"
         ) from None
     vp, c_int, c_long, c_size = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_size_t
     lib.mpg123_init.restype = c_int
