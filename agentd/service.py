@@ -173,6 +173,7 @@ class Daemon:
             "handler_errors": self.errors.total,
             "task_restarts": self.restarts.total,
             "uptime_s": round(time.monotonic() - self.started, 1),
+            "wire": {"input": self.wire.input, "output": self.wire.output},  # after any fallback
         }
 
     def _rate_limits_status(self) -> list[dict[str, Any]]:

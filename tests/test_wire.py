@@ -147,6 +147,7 @@ async def test_a_refused_uplink_format_falls_back_to_pcm_once(
     await asyncio.sleep(0.3)
     lines = [r for r in caplog.records if "sending PCM from now on" in r.getMessage()]
     assert len(lines) == 1
+    assert d.status()["wire"] == {"input": "pcm", "output": "pcm"}
     # and a turn now goes up as PCM the server hears
     speech = rigs.espeak(SAID, 16000, tmp_path / "u").astype("<i2").tobytes()
     d.feed(cv.Press())
