@@ -3,7 +3,7 @@
 # constraints.txt, so what a device or a test run gets is pinned.
 
 # Debian 13 (trixie) renamed libraries in the 64-bit time_t transition: libmpg123-0 → libmpg123-0t64.
-debian_major() { (. /etc/os-release 2>/dev/null && echo "${VERSION_ID%%.*}") || echo 0; }
+debian_major() { (. "${OS_RELEASE:-/etc/os-release}" 2>/dev/null && echo "${VERSION_ID%%.*}") || echo 0; }
 if [ "$(debian_major)" -ge 13 ] 2>/dev/null; then MPG123_PKG=libmpg123-0t64; else MPG123_PKG=libmpg123-0; fi
 
 # What a device needs: Python with venv, and what builds pyalsaaudio (no wheels on PyPI) and,
