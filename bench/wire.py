@@ -171,6 +171,32 @@ def first_sample() -> dict[str, tuple[float, float]]:
     return out
 
 
+def opus_settings() -> list[tuple[int, int, float, float]]:
+    """(kbit/s, complexity, encode CPU per audio-second, correlation with the source) for the
+    README's choice of defaults (correlation at the best lag, as tests/test_wire.py takes it)."""
+    pcm = source(16000)
+    secs = len(pcm) / 2 / 16000
+    x = to_float(pcm)
+    rows = []
+    for kbps in (12, 16, 24, 32):
+        for cx in (0, 5, 10):
+            t = time.process_time()
+            for _ in range(5):
+                enc = codecs.encoder("opus", 16000, bitrate=kbps * 1000, complexity=cx)
+                packets = [p for i in range(0, len(pcm), 640) for p in enc.encode(pcm[i : i + 640])]
+            cost = (time.process_time() - t) / 5 / secs
+            dec = codecs.decoder("opus", 16000)
+            y = to_float(b"".join(dec.feed(p) for p in packets))
+            n = len(y) + len(x)
+            c = np.fft.irfft(np.fft.rfft(y, n) * np.conj(np.fft.rfft(x, n)), n)
+            lag = int(np.argmax(c))
+            lag = lag - n if lag > n // 2 else lag
+            a, b = (y[lag:], x) if lag >= 0 else (y, x[-lag:])
+            m = min(len(a), len(b))
+            rows.append((kbps, cx, cost, float(np.corrcoef(a[:m], b[:m])[0, 1])))
+    return rows
+
+
 async def turns(room: PulseRoom) -> dict[str, tuple[float, float]]:
     out = {}
     for name, dialect, wire in (
@@ -243,6 +269,9 @@ def main() -> dict[str, float]:
     print("first-sample latency the codec adds (audio that must arrive first / one packet):")
     for k, (ms, packet) in first.items():
         print(f"  {k:24s} {ms:5.0f} ms / {packet:.0f} ms")
+    print("Opus uplink settings: kbit/s, complexity → encode CPU, correlation with the source:")
+    for kbps, cx, cost, corr in opus_settings():
+        print(f"  {kbps:2d} kbit/s, complexity {cx:2d}: {cost * 100:.2f} % of a core, {corr:.3f}")
     room = PulseRoom(DIR / "pulse").start()
     try:
         write_asoundrc(DIR, asoundrc(room.socket))
