@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="hands-free: the scripted user says 'okay nabu' first (needs agentd[wake])",
     )
+    p.add_argument(
+        "--wire",
+        choices=["pcm", "opus", "mp3", "g711_ulaw", "g711_alaw"],
+        default="pcm",
+        help="audio format on the wire (opus/mp3: the xstar dialect; g711: openai)",
+    )
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("test-audio", help="record, report levels per channel, play it back")
@@ -174,7 +180,9 @@ def _cmd_ctl(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from agentd.demo import demo_main
 
-    return demo_main(text=args.text, sound_card=args.sound_card, wake_word=args.wake_word)
+    return demo_main(
+        text=args.text, sound_card=args.sound_card, wake_word=args.wake_word, wire=args.wire
+    )
 
 
 def _cmd_test_audio(args: argparse.Namespace) -> int:

@@ -33,6 +33,16 @@ def _time_answer(output: str) -> str:
         return f"The clock tool said: {output}"
 
 
+#: `--wire F`: the dialect that speaks F and audio.wire (xStar: Opus up; OpenAI: G.711)
+WIRES: dict[str, tuple[str, dict[str, str]]] = {
+    "pcm": ("openai", {"input": "pcm", "output": "pcm"}),
+    "opus": ("xstar", {"input": "opus", "output": "opus"}),
+    "mp3": ("xstar", {"input": "opus", "output": "mp3"}),
+    "g711_ulaw": ("openai", {"input": "g711_ulaw", "output": "g711_ulaw"}),
+    "g711_alaw": ("openai", {"input": "g711_alaw", "output": "g711_alaw"}),
+}
+
+
 def _user_wav(text: str, wav: Path) -> bool:
     """The scripted user's words as a 16 kHz WAV; False when espeak-ng is missing (a tone)."""
     import numpy as np
@@ -49,7 +59,9 @@ def _user_wav(text: str, wav: Path) -> bool:
     return False
 
 
-def demo_main(text: str | None = None, sound_card: str = "auto", wake_word: bool = False) -> int:
+def demo_main(
+    text: str | None = None, sound_card: str = "auto", wake_word: bool = False, wire: str = "pcm"
+) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="agentd-demo-"))
     os.environ["STATE_DIRECTORY"] = str(tmp)  # a mute left by a daemon run by hand stays there
     room: Any = None
@@ -72,21 +84,22 @@ def demo_main(text: str | None = None, sound_card: str = "auto", wake_word: bool
             print(f"cannot start the audio room: {exc}", file=sys.stderr)
             return 1
     try:
-        return asyncio.run(_demo(text or DEFAULT_TEXT, tmp, room, wake_word))
+        return asyncio.run(_demo(text or DEFAULT_TEXT, tmp, room, wake_word, wire))
     finally:
         if room is not None:
             room.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def _demo(text: str, tmp: Path, room: Any, wake_word: bool = False) -> int:
+async def _demo(text: str, tmp: Path, room: Any, wake_word: bool = False, wire: str = "pcm") -> int:
     from agentd import logs
     from agentd.config import Loaded, from_mapping, summary
     from agentd.service import Daemon, Hooks
     from agentd.sim import Simulator
 
     logs.setup_logging("warning")
-    sim = await Simulator("openai", pace=1.0).start()
+    dialect, formats = WIRES[wire]
+    sim = await Simulator(dialect, pace=1.0).start()
     sim.heard = text  # the simulator has no speech recogniser: it reports the scripted words
     # the simulated model calls the device's clock when asked the time (agent.tools builtin)
     sim.tool_rules = {"time": ("get_time", {})}
@@ -101,10 +114,10 @@ async def _demo(text: str, tmp: Path, room: Any, wake_word: bool = False) -> int
     )
     cfg = from_mapping(
         {
-            "api": {"dialect": "openai", "url": sim.url},
+            "api": {"dialect": dialect, "url": sim.url},
             "device": {"user_id": "demo"},
             "agent": {"transcription": "whisper-1"},
-            "audio": devices,
+            "audio": {**devices, "wire": formats},
             "button": {"pin": None},
             "led": {"pin": None},
             "control": {"socket": str(tmp / "control.sock")},
@@ -167,6 +180,8 @@ async def _demo(text: str, tmp: Path, room: Any, wake_word: bool = False) -> int
     await task
     await sim.stop()
     print(f"turns {status['turns']}, state {status['state']}, last error {status['last_error']}")
+    up = sum(len(e.get("audio", "")) for e in sim.client_events("input_audio_buffer.append"))
+    print(f"wire {formats['input']} up / {formats['output']} down: {up} base64 bytes of audio sent")
     print("demo " + ("finished" if ok else "FAILED"))
     return 0 if ok else 1
 

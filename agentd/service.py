@@ -23,8 +23,10 @@ from agentd import conversation as cv
 from agentd.audio.alsa import Capture, Playback
 from agentd.audio.frame import AudioFrame
 from agentd.config import Config, ConfigError, Loaded, led_config, load, register_secrets, summary
+from agentd.config.schema import WireSettings
 from agentd.control import COMMANDS, ControlServer, SocketInUse
 from agentd.device.gpio import Gpio, show_error
+from agentd.downlink import Downlink
 from agentd.hat import Hat
 from agentd.history import History
 from agentd.notify import Notifier
@@ -36,7 +38,7 @@ from agentd.state import Persisted, state_dir
 from agentd.supervise import RESTART_DELAY_S, HandlerErrors, RestartBudget
 from agentd.tools.registry import Call
 from agentd.tools.toolbox import Toolbox
-from agentd.uplink import Uplink
+from agentd.uplink import Uplink, format_rejected
 from agentd.voice import gate as vg
 from agentd.voice.wake import WakeListener
 
@@ -108,7 +110,13 @@ class Daemon:
         self.control: Any = None
         self.stop_event = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.uplink = Uplink(dialects.input_rate(self.cfg.api), self.cfg.turn.max_turn_s)
+        self._wire_fell_back = False  # the server refused the compressed uplink: PCM instead
+        self.uplink = Uplink(
+            dialects.input_rate(self.cfg.api, self.wire),
+            self.cfg.turn.max_turn_s,
+            wire=self.wire,
+        )
+        self.downlink = Downlink(self.wire.output, dialects.output_rate(self.cfg.api, self.wire))
         self._mic_on = True  # off while muted: the microphone is not even looked at
         self._audio_errors: dict[str, str | None] = {"capture": None, "playback": None}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -186,6 +194,7 @@ class Daemon:
             "uptime_s": round(time.monotonic() - self.started, 1),
             **self.hat.status(),
             "wake_detections": self.wake.detections if self.wake else 0,  # wake_word mode
+            "wire": {"input": self.wire.input, "output": self.wire.output},  # after any fallback
         }
 
     def set_volume(self, level: int) -> int:
@@ -365,7 +374,7 @@ class Daemon:
     def _start_audio(self, loop: asyncio.AbstractEventLoop) -> None:
         self.playback = self.hooks.make_playback(
             self.cfg.audio.output,
-            dialects.output_rate(self.cfg.api),
+            dialects.output_rate(self.cfg.api, self.wire),
             lambda e: self._audio_status("playback", e),
         )
         self.capture = self.hooks.make_capture(
@@ -510,6 +519,12 @@ class Daemon:
         link, pb = self.link, self.playback
         match a:
             case cv.Send(event):
+                if isinstance(event, ce.Commit):  # the encoder's last packet of the turn first
+                    for packet in self.uplink.finish():
+                        if link is not None:
+                            link.send(ce.AppendAudio(packet))
+                elif isinstance(event, ce.Cancel):
+                    self.downlink.reset()
                 if link is not None:
                     link.send(event)
                 if isinstance(event, ce.UserText) and event.kind == "input_text":
@@ -517,16 +532,17 @@ class Daemon:
             case cv.Uplink(frame, send, hold):
                 if self.hat.recorder is not None:
                     self.hat.recorder.mic(frame.audio, frame.rate)
-                converted = self.uplink.convert(frame)
-                if send and link is not None:
-                    link.send(ce.AppendAudio(converted))
-                if hold:
-                    self.uplink.hold(converted)
+                for packet in self.uplink.encode(self.uplink.convert(frame)):
+                    if send and link is not None:
+                        link.send(ce.AppendAudio(packet))
+                    if hold:
+                        self.uplink.hold(packet)
             case cv.Play(item_id, pcm, last):
                 if self.hat.recorder is not None:
-                    self.hat.recorder.answer(pcm, dialects.output_rate(self.cfg.api))
+                    self.hat.recorder.answer(pcm, dialects.output_rate(self.cfg.api, self.wire))
                 if pb is not None:
-                    self._play(pcm, item_id, dialects.output_rate(self.cfg.api), last=last)
+                    rate = dialects.output_rate(self.cfg.api, self.wire)
+                    self._play(pcm, item_id, rate, last=last)
             case cv.StartStreaming(press):
                 if press:
                     self.gate.press()
@@ -537,10 +553,12 @@ class Daemon:
                 self.gate.new_turn()
             case cv.Truncate(item_id):
                 if link is not None and pb is not None:
+                    self.downlink.reset()
                     heard = pb.heard_ms(item_id)
                     log.info("interrupted: truncating %s at %d ms heard", item_id, heard)
                     link.send(ce.Truncate(item_id, 0, heard))
             case cv.FlushPlayback():
+                self.downlink.reset()
                 if pb is not None:
                     pb.flush()
                 self.gate.reference.clear()
@@ -662,6 +680,7 @@ class Daemon:
     # ------------------------------------------------------------------ server side
 
     def _on_link(self, s: LinkState) -> None:
+        self.downlink.reset()  # a new session's first delta starts a new stream
         if s.connected:
             self.feed(cv.LinkUp())
         else:  # a planned renewal is no outage: no OFFLINE flash, a turn meanwhile is held
@@ -678,6 +697,9 @@ class Daemon:
         match e:
             case ev.TranscriptDelta() | ev.TranscriptDone():
                 self._transcript(e)
+                empty = isinstance(e, ev.TranscriptDone) and e.role == "user" and not e.text.strip()
+                if empty and self.conv.sent_ms >= 500:  # a whole turn heard as nothing
+                    self._wire_fallback("the server transcribed a whole turn as nothing")
             case ev.RateLimits():
                 self._rate_limits = (e, time.monotonic())
             case ev.McpApprovalRequest(request_id=rid, server_label=label, name=name):
@@ -689,6 +711,13 @@ class Daemon:
                     "approved" if approve else "denied",
                 )
                 self.feed(cv.ApprovalAsked(rid, approve))
+            case ev.ServerError(code=code, message=message) if format_rejected(code, message):
+                self._wire_fallback(f"the server refused it: {message}")
+            case ev.AudioChunk(response_id=rid, item_id=item, pcm=data):
+                e = dataclasses.replace(e, pcm=self.downlink.audio(rid, item, data))
+            case ev.AudioDone(response_id=rid, item_id=item):
+                if tail := self.downlink.done(rid, item):
+                    self.feed(cv.AssistantAudio(item, tail))
         for event in cv.server_inputs(e):
             self.feed(event)
 
@@ -837,7 +866,14 @@ class Daemon:
                 echo_gated=new.echo.mode == "half_duplex",
             )
         )
-        if old.audio != new.audio or dialects.output_rate(old.api) != dialects.output_rate(new.api):
+        if self._wire_fell_back and new.audio.wire.input != old.audio.wire.input:
+            self._wire_fell_back = False  # a new uplink format gets its own chance
+        self._patch_session()
+        if old.audio.wire.output != new.audio.wire.output or old.api != new.api:
+            self.downlink.configure(new.audio.wire.output, dialects.output_rate(new.api, self.wire))
+        if old.audio != new.audio or dialects.output_rate(
+            old.api, old.audio.wire
+        ) != dialects.output_rate(new.api, new.audio.wire):
             log.info("reload: audio devices changed: reopening")
             await self._stop_audio()
             self._start_audio(asyncio.get_running_loop())
@@ -866,11 +902,45 @@ class Daemon:
             self.wake is not None and self.wake.settings != self.cfg.wake
         ):
             self.wake = wake_listener(self.cfg)
-        self.uplink.configure(dialects.input_rate(self.cfg.api), self.cfg.turn.max_turn_s)
+        self.uplink.configure(
+            dialects.input_rate(self.cfg.api, self.wire), self.cfg.turn.max_turn_s, self.wire
+        )
         if self._session_pending and self.link is not None:
             self._session_pending = False
             log.info("reload: session settings changed: session.update")
             self.link.update_session()
+
+    # ------------------------------------------------------------------ wire formats
+
+    @property
+    def wire(self) -> WireSettings:
+        """audio.wire as in force: the uplink is PCM once the server refused its format."""
+        wire = self.cfg.audio.wire
+        return dataclasses.replace(wire, input="pcm") if self._wire_fell_back else wire
+
+    def _wire_fallback(self, why: str) -> None:
+        """The server cannot take our compressed uplink: PCM from now on, once, one line."""
+        if self._wire_fell_back or self.cfg.audio.wire.input == "pcm":
+            return
+        self._wire_fell_back = True
+        log.warning(
+            "audio.wire.input %s: %s; sending PCM from now on", self.cfg.audio.wire.input, why
+        )
+        self.uplink.configure(
+            dialects.input_rate(self.cfg.api, self.wire), self.cfg.turn.max_turn_s, self.wire
+        )
+        if self._patch_session() and self.link is not None and self.link.connected:
+            self.link.update_session()
+
+    def _patch_session(self) -> bool:
+        """The link's session names the uplink format in force; True when that changed it."""
+        if self.link is None:
+            return False
+        fmt = dialects.input_format(self.cfg.api, self.wire)
+        if self.link.session.input_format == fmt:
+            return False
+        self.link.session = dataclasses.replace(self.link.session, input_format=fmt)
+        return True
 
 
 def wake_listener(cfg: Config) -> WakeListener | None:

@@ -2,42 +2,81 @@
 
 Pure (no sockets, no clock): the state machine decides what is sent and what is held
 (:class:`agentd.conversation.Uplink`); this converts the voice gate's audio to the API's
-input rate and keeps the held copy, bounded to one whole turn, until it is replayed or
-dropped.
+input rate, encodes it in the session's wire format (audio.wire.input: one Opus packet per
+append, G.711 bytes, or PCM as it comes) and keeps the held copy, bounded to one whole turn,
+until it is replayed or dropped.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
+from agentd.audio import codecs
 from agentd.audio.frame import AudioFrame
 from agentd.audio.pcm import to_int16
 from agentd.audio.resample import VAD_RATE, StreamResampler
+from agentd.config.schema import WireSettings
+
+OPUS_PACKET_MS = 60  # one packet per append: the size xiaozhi-style servers expect
 
 
 class Uplink:
     """Rate conversion for one turn at a time, plus the held audio of that turn."""
 
-    def __init__(self, rate: int, max_held_s: float, in_rate: int = VAD_RATE) -> None:
+    def __init__(
+        self,
+        rate: int,
+        max_held_s: float,
+        in_rate: int = VAD_RATE,
+        wire: WireSettings | None = None,
+    ) -> None:
         self._rs = StreamResampler(in_rate, rate)
-        self._held: deque[bytes] = deque()
-        self._held_bytes = 0
-        self.configure(rate, max_held_s)
+        self._held: deque[tuple[bytes, float]] = deque()
+        self._held_s = 0.0
+        self.format = ""
+        self.configure(rate, max_held_s, wire)
 
     @property
     def rate(self) -> int:
         return self._rs.out_rate
 
-    def configure(self, rate: int, max_held_s: float) -> None:
-        """New settings (a reload, between turns): the API rate and the longest turn."""
+    def configure(self, rate: int, max_held_s: float, wire: WireSettings | None = None) -> None:
+        """New settings (a reload, between turns, or the fallback to PCM): the API rate, the
+        longest turn, the wire format."""
         if rate != self._rs.out_rate:
             self._rs = StreamResampler(self._rs.in_rate, rate)
-        self.limit_bytes = int(max_held_s * rate * 2)
+        self.limit_s = max_held_s
+        wire = wire or WireSettings()
+        self.format = wire.input
+        self._enc = codecs.encoder(
+            wire.input,
+            rate,
+            frame_ms=OPUS_PACKET_MS,
+            bitrate=wire.opus_kbps * 1000,
+            complexity=wire.opus_complexity,
+        )
 
     def new_turn(self) -> None:
-        """A turn starts: no resampler history and nothing held from the one before."""
+        """A turn starts: no resampler or encoder history and nothing held from the one
+        before."""
         self._rs.reset()
+        self._enc.reset()
         self.clear()
+
+    def encode(self, pcm: bytes) -> list[bytes]:
+        """Converted PCM → the packets to append (an Opus packet waits until it is whole)."""
+        return self._enc.encode(pcm)
+
+    def finish(self) -> list[bytes]:
+        """The turn is committed: the encoder's remainder as a last packet."""
+        return self._enc.flush()
+
+    def seconds(self, packet: bytes) -> float:
+        """How much audio a packet of this uplink holds."""
+        if self.format == "opus":
+            return OPUS_PACKET_MS / 1000
+        per_sample = 1 if self.format.startswith("g711") else 2
+        return len(packet) / per_sample / self.rate
 
     def convert(self, frame: AudioFrame) -> bytes:
         """A frame (the gate's 16 kHz) → PCM16 at the API's input rate, continuous in a turn."""
@@ -45,23 +84,35 @@ class Uplink:
             self._rs = StreamResampler(frame.rate, self._rs.out_rate)
         return to_int16(self._rs.process(frame.array()))
 
-    def hold(self, pcm: bytes) -> None:
-        """Keep converted audio for a replay; the oldest goes beyond one whole turn."""
-        self._held.append(pcm)
-        self._held_bytes += len(pcm)
-        while self._held_bytes > self.limit_bytes and self._held:
-            self._held_bytes -= len(self._held.popleft())
+    def hold(self, packet: bytes) -> None:
+        """Keep an encoded packet for a replay; the oldest goes beyond one whole turn."""
+        s = self.seconds(packet)
+        self._held.append((packet, s))
+        self._held_s += s
+        while self._held_s > self.limit_s + 1e-9 and self._held:
+            self._held_s -= self._held.popleft()[1]
 
     def take(self) -> list[bytes]:
         """Everything held, oldest first; nothing is held afterwards."""
-        chunks = list(self._held)
+        chunks = [p for p, _ in self._held]
         self.clear()
         return chunks
 
     def clear(self) -> None:
         self._held.clear()
-        self._held_bytes = 0
+        self._held_s = 0.0
 
     @property
     def held_ms(self) -> int:
-        return self._held_bytes * 1000 // (2 * self.rate)
+        return round(self._held_s * 1000)
+
+
+#: words in an error message that say the server did not take our input audio format
+_FORMAT_WORDS = ("format", "codec", "opus", "pcmu", "pcma", "g711", "decode")
+
+
+def format_rejected(code: str | None, message: str) -> bool:
+    """Does a server error say it cannot take the input format (``invalid_value`` on
+    ``input_audio_format``, "unsupported audio format", "failed to decode audio")?"""
+    text = f"{code or ''} {message}".lower()
+    return "audio" in text and any(w in text for w in _FORMAT_WORDS)

@@ -36,6 +36,7 @@ def main() -> None:
     flood = run("flood_rss")
     led = run("led")
     tools = run("tool_latency")
+    wire = run("wire")
     rows = [
         (
             "CPU per audio-second, codec vs openai-python SDK",
@@ -179,6 +180,32 @@ def main() -> None:
         (
             "wake word CPU per audio-second / RSS delta",
             f"{wake['cpu_per_audio_s'] * 1e3:.1f} ms / {wake['rss_delta_mb']:.1f} MB",
+            "Opus uplink on the wire (16 kHz, 60 ms, 24 kbit/s, JSON+base64)",
+            f"{wire['opus_up_Bps'] / 1000:.2f} kB/s (PCM {wire['pcm_up_Bps'] / 1000:.1f})",
+            "≤ 6 kB/s",
+            wire["opus_up_Bps"] <= 6000,
+        ),
+        (
+            "MP3 downlink on the wire (24 kHz 48 kbit/s, JSON+base64)",
+            f"{wire['mp3_down_Bps'] / 1000:.2f} kB/s (PCM {wire['pcm_down_Bps'] / 1000:.1f})",
+            "—",
+            True,
+        ),
+        (
+            "codec CPU per realtime stream (Opus encode + worst decode)",
+            f"{wire['codec_cpu_stream']:.2%} of a core",
+            "≤ 2%",
+            wire["codec_cpu_stream"] <= 0.02,
+        ),
+        (
+            "first-sample latency the codec adds, beyond one packet (worst)",
+            f"{wire['first_sample_worst_over_packet_ms']:+.0f} ms",
+            "≤ 0 (one packet)",
+            wire["first_sample_worst_over_packet_ms"] <= 0,
+        ),
+        (
+            "release → first answer audio to ALSA, worst format (PCM)",
+            f"{wire['e2e_first_audio_ms_worst']:.1f} ms ({wire['e2e_first_audio_ms_pcm']:.1f})",
             "—",
             True,
         ),

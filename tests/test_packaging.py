@@ -3,6 +3,7 @@ installer pins what it installs and says whether anything changed, device vs dem
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -148,3 +149,23 @@ def test_install_pins_what_it_installs_and_reports_changes(tmp_path: Path) -> No
     patched = run_install(repo, root, "--no-restart")
     assert patched.returncode == 0, patched.stderr
     assert patched.stdout.splitlines()[-1] == "install: changed (code)", patched.stdout
+
+
+def test_the_codec_libraries_are_named_for_debian_12_and_13(tmp_path: Path) -> None:
+    """audio.wire's libraries on every device (issue 26): trixie renamed libmpg123-0 in the
+    64-bit time_t transition, so the list follows /etc/os-release."""
+    got = {}
+    for version in ("12", "13"):
+        release = tmp_path / f"os-release-{version}"
+        release.write_text(f'ID=debian\nVERSION_ID="{version}"\n')
+        got[version] = subprocess.run(
+            ["bash", "-c", '. scripts/lib/setup.sh; echo "${DEVICE_APT_PACKAGES[*]}"'],
+            cwd=REPO,
+            env={**os.environ, "OS_RELEASE": str(release)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+    assert {"libopus0", "libmpg123-0"} <= set(got["12"])
+    assert {"libopus0", "libmpg123-0t64"} <= set(got["13"]) and "libmpg123-0" not in got["13"]
+    assert "libmp3lame0" in apt_lists()["dev"] - apt_lists()["device"]  # the simulator's only

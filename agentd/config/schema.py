@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agentd.realtime.dialects import Dialect, XstarPcmFormat
+from agentd.realtime.dialects import Dialect, WireFormat, XstarPcmFormat
 from agentd.tools.settings import ToolSettings
 
 
@@ -105,11 +105,25 @@ class OutputSettings:
 
 
 @dataclass(frozen=True)
+class WireSettings:
+    input: WireFormat = "pcm"
+    """Uplink format: pcm | opus | g711_ulaw | g711_alaw (per dialect, see check-config)."""
+    output: WireFormat = "pcm"
+    """Downlink format: pcm | opus | mp3 | g711_ulaw | g711_alaw (per dialect)."""
+    opus_kbps: int = _opt(24, 6, 64)
+    """Opus uplink bitrate (kbit/s); 24 keeps speech at ≥ 0.9 correlation in ~3 kB/s."""
+    opus_complexity: int = _opt(5, 0, 10)
+    """Opus encoder complexity 0..10 (5: under 1% of a Pi 4 core, 10 costs ~2× the CPU)."""
+
+
+@dataclass(frozen=True)
 class AudioSettings:
     input: InputSettings = _sub(InputSettings)
     """Microphone."""
     output: OutputSettings = _sub(OutputSettings)
     """Speaker."""
+    wire: WireSettings = _sub(WireSettings)
+    """Audio format on the network (compressed formats save bandwidth)."""
 
 
 @dataclass(frozen=True)

@@ -261,6 +261,7 @@ def check_relations(cfg: Config, problems: list[str]) -> None:
                     f"api.{key}: only used with api.dialect: xstar "
                     f"(got dialect {cfg.api.dialect}; OpenAI speaks 24 kHz PCM only)"
                 )
+    check_wire(cfg, problems)
     if cfg.agent.greeting_type == "tts_text" and cfg.api.dialect != "xstar":
         problems.append(
             "agent.greeting_type: tts_text is an xstar feature (use input_text with "
@@ -294,6 +295,9 @@ def check_relations(cfg: Config, problems: list[str]) -> None:
     from agentd.tools.check import check_tools  # the tools' own rules, beside them
 
     check_tools(cfg, problems)
+    from agentd.voice.wake import problems as wake_problems  # the engine is an optional extra
+
+    problems += wake_problems(cfg.turn.mode, cfg.wake, cfg.turn.follow_up_s)
 
 
 LED_STATES = ("idle", "listening", "thinking", "speaking", "offline", "error", "muted")
@@ -347,6 +351,27 @@ def _check_hat(cfg: Config, problems: list[str]) -> None:
             load_wav(path)
         except ValueError as exc:
             problems.append(f"sounds.files.{f.name}: {exc}")
-    from agentd.voice.wake import problems as wake_problems  # the engine is an optional extra
 
-    problems += wake_problems(cfg.turn.mode, cfg.wake, cfg.turn.follow_up_s)
+
+def check_wire(cfg: Config, problems: list[str]) -> None:
+    """audio.wire: each direction in the dialect's allowed set, its codec library present."""
+    from agentd.audio import codecs
+    from agentd.realtime import dialects
+
+    wire, dialect = cfg.audio.wire, cfg.api.dialect
+    for direction in ("input", "output"):
+        fmt = getattr(wire, direction)
+        allowed = dialects.WIRE_ALLOWED[dialect][direction]
+        if fmt not in allowed:
+            problems.append(
+                f"audio.wire.{direction}: {fmt} is not spoken by dialect {dialect} "
+                f"(allowed: {', '.join(allowed)})"
+            )
+        elif fmt != "pcm":
+            if getattr(cfg.api, f"{direction}_format") is not None:
+                problems.append(
+                    f"api.{direction}_format: only for audio.wire.{direction}: pcm "
+                    f"(got {fmt}; remove api.{direction}_format)"
+                )
+            if (why := codecs.missing(fmt)) is not None:
+                problems.append(f"audio.wire.{direction}: {why}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agentd.config import AgentSettings, ApiSettings, TurnSettings
+from agentd.config.schema import WireSettings
 from agentd.realtime import dialects
 
 
@@ -35,16 +36,18 @@ class SessionSettings:
         agent: AgentSettings,
         turn: TurnSettings,
         tools: tuple[dict[str, Any], ...] = (),
+        wire: WireSettings | None = None,
     ) -> SessionSettings:
-        """From the sections it reads: the dialect's formats, the agent, who detects turns."""
+        """From the sections it reads: the dialect's formats (audio.wire), the agent, who
+        detects turns."""
         return cls(
             tools=tools,
             instructions=agent.instructions,
             voice=agent.voice,
             server_vad=turn.detection == "server" and turn.mode != "push_to_talk",
             transcription=agent.transcription,
-            input_format=dialects.input_format(api),
-            output_format=dialects.output_format(api),
+            input_format=dialects.input_format(api, wire),
+            output_format=dialects.output_format(api, wire),
         )
 
 
@@ -57,7 +60,8 @@ class SessionUpdate:
 
 @dataclass(frozen=True, slots=True)
 class AppendAudio:
-    """input_audio_buffer.append: PCM16 mono at the API input rate."""
+    """input_audio_buffer.append: one packet in the session's input format (PCM16 mono at
+    the API input rate, one Opus packet, G.711 bytes)."""
 
     pcm: bytes = field(repr=False)
 

@@ -114,6 +114,13 @@ def endpoint(api: ApiSettings, user_id: str, api_key: str | None) -> Endpoint:
     return Endpoint(url, tuple(headers), tuple(subprotocols))
 
 
+def _ga_format(name: str) -> dict[str, Any]:
+    """GA's format object: PCM names its rate; G.711 (audio/pcmu, audio/pcma) has none."""
+    if name == "pcm":
+        return {"type": "audio/pcm", "rate": OPENAI_PCM_RATE}
+    return {"type": name}
+
+
 def _b64(pcm: bytes) -> str:
     return base64.b64encode(pcm).decode("ascii")
 
@@ -236,12 +243,12 @@ class Codec:
     def _session(self, s: SessionSettings) -> dict[str, Any]:
         turn: dict[str, Any] | None = {"type": "server_vad"} if s.server_vad else None
         audio_in: dict[str, Any] = {
-            "format": {"type": "audio/pcm", "rate": OPENAI_PCM_RATE},
+            "format": _ga_format(s.input_format),
             "turn_detection": turn,
         }
         if s.transcription:
             audio_in["transcription"] = {"model": s.transcription}
-        audio_out: dict[str, Any] = {"format": {"type": "audio/pcm", "rate": OPENAI_PCM_RATE}}
+        audio_out: dict[str, Any] = {"format": _ga_format(s.output_format)}
         if s.voice:
             audio_out["voice"] = s.voice
         return _with_tools(
@@ -366,8 +373,6 @@ class Codec:
             pcm = base64.b64decode(delta, validate=False)
         except (binascii.Error, ValueError):
             raise ProtocolError("audio delta is not base64") from None
-        if len(pcm) % 2:
-            pcm = pcm[:-1]
         item_id = _required_id(e.get("item_id"), "item_id")
         return [AudioChunk(_id(e.get("response_id")), item_id, _int(e.get("content_index")), pcm)]
 

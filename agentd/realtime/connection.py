@@ -159,7 +159,7 @@ class Link:
         old_key = getattr(self, "_api_key", None)
         self.cfg = cfg
         self._api_key = api_key
-        self.session = SessionSettings.of(cfg.api, cfg.agent, cfg.turn, self.tools)
+        self.session = SessionSettings.of(cfg.api, cfg.agent, cfg.turn, self.tools, cfg.audio.wire)
         self._endpoint = endpoint(cfg.api, cfg.device.user_id, api_key)
         if old_cfg is None or (old_cfg.api.dialect, old_cfg.device.user_id) != (
             cfg.api.dialect,

@@ -64,7 +64,8 @@ class ResponseCreated:
 
 @dataclass(frozen=True, slots=True)
 class AudioChunk:
-    """PCM16 mono at the API output rate, for one assistant item."""
+    """One delta of an assistant item's audio, as sent: the session's output format (PCM16
+    mono at the output rate, MP3 bytes, an Opus packet, G.711); decoded by the daemon."""
 
     response_id: str | None
     item_id: str

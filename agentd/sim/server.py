@@ -30,8 +30,10 @@ from websockets.typing import Subprotocol
 
 from agentd.audio.frame import AudioFrame, Framer, chop
 from agentd.audio.pcm import to_int16
-from agentd.realtime.dialects import XSTAR_FORMAT_RATES
 from agentd.sim import speech
+from agentd.sim.wire import InputDecoder, WireStyle
+from agentd.sim.wire import deltas as wire_deltas
+from agentd.sim.wire import formats as wire_formats
 
 log = logging.getLogger("agentd.sim")
 
@@ -58,6 +60,7 @@ class Faults:
     never_answer: bool = False  # accept response.create and then say nothing (a hung server)
     #: end the next response with this status and status_details (failed / incomplete)
     response_status: tuple[str, dict[str, Any]] | None = None
+    reject_input_format: bool = False  # answer a compressed input format with an error
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,9 @@ class _Session:
     vad_state: dict[str, Any] = field(default_factory=dict)
     said: str = ""  # the user's last words (transcript or text): what tool rules match
     outputs: list[str] = field(default_factory=list)  # function_call_outputs since the calls
+    in_format: str = "pcm"
+    out_format: str = "pcm"
+    decoder: Any = None  # sim.wire.InputDecoder of the session's input format
 
 
 def _ids(prefix: str) -> Callable[[], str]:
@@ -168,6 +174,8 @@ class Simulator:
         self.responses_done = 0
         self.closes: list[int | None] = []
         self.speech = Speech()
+        self.wire = WireStyle()  # how compressed answers are cut (sim.wire)
+        self.received: list[tuple[str, int, bytes]] = []  # last 16 turns: (format, rate, PCM)
         self._validate = validate or Simulator.default_validate
         self._server: Server | None = None
         self._conns: set[ServerConnection] = set()
@@ -384,20 +392,30 @@ class Simulator:
         s.config.update(cfg)
         if self.dialect == "openai":
             audio = cfg.get("audio") or {}
-            s.in_rate = ((audio.get("input") or {}).get("format") or {}).get("rate", 24000)
-            s.out_rate = ((audio.get("output") or {}).get("format") or {}).get("rate", 24000)
             td = (audio.get("input") or {}).get("turn_detection")
         else:
-            s.in_rate = XSTAR_FORMAT_RATES.get(cfg.get("input_audio_format", ""), 24000)
-            s.out_rate = XSTAR_FORMAT_RATES.get(cfg.get("output_audio_format", ""), 24000)
             td = cfg.get("turn_detection")
         s.server_vad = isinstance(td, dict) and td.get("type") == "server_vad"
+        (s.in_format, s.in_rate), (s.out_format, s.out_rate) = wire_formats(self.dialect, s.config)
+        s.decoder = InputDecoder(s.in_format, s.in_rate)
+        if self.faults.reject_input_format and s.in_format != "pcm":
+            await self._send(
+                ws,
+                self._error_obj(
+                    "invalid_request_error",
+                    "invalid_value",
+                    f"Invalid value for input audio format: unsupported audio format {s.in_format}",
+                    e.get("event_id"),
+                ),
+            )
         await self._send(ws, {"type": "session.updated", "session": self._session_view(s)})
 
     async def _on_input_audio_buffer_append(
         self, ws: ServerConnection, s: _Session, e: dict[str, Any]
     ) -> None:
         pcm = base64.b64decode(e.get("audio", ""))
+        if s.decoder is not None:
+            pcm = s.decoder.feed(pcm)
         s.buffer += pcm
         if s.server_vad:
             await self._server_vad(ws, s, pcm)
@@ -431,6 +449,7 @@ class Simulator:
         item_id = self._item_id()
         prev = s.items[-1] if s.items else None
         s.items.append(item_id)
+        self.received = [*self.received[-15:], (s.in_format, s.in_rate, bytes(s.buffer))]
         s.buffer.clear()
         await self._send(
             ws,
@@ -765,18 +784,24 @@ class Simulator:
                 "content_index": 0,
             }
             start = time.monotonic()
-            deltas = chop(pcm, s.out_rate, DELTA_MS, tail=True) or [AudioFrame(b"", s.out_rate)]
+            if s.out_format == "pcm":
+                frames = chop(pcm, s.out_rate, DELTA_MS, tail=True) or [AudioFrame(b"", s.out_rate)]
+                deltas = [(f.audio, float(f.milliseconds)) for f in frames]
+            else:
+                deltas = wire_deltas(pcm, s.out_format, s.out_rate, self.wire) or [(b"", 0.0)]
             n_chunks = len(deltas)
-            for i, delta in enumerate(deltas):
+            sent = 0.0
+            for i, (data, ms) in enumerate(deltas):
                 await self._send(
                     ws,
                     {
                         "type": self._name("response.output_audio.delta", "response.audio.delta"),
                         **where,
-                        "delta": base64.b64encode(delta.audio).decode(),
+                        "delta": base64.b64encode(data).decode(),
                     },
                 )
-                s.sent_ms[item_id] += delta.milliseconds
+                sent += ms
+                s.sent_ms[item_id] = round(sent)
                 w0, w1 = i * len(words) // n_chunks, (i + 1) * len(words) // n_chunks
                 if w1 > w0:
                     await self._send(
@@ -798,7 +823,7 @@ class Simulator:
                     ws.transport.pause_reading()
                     await asyncio.sleep(3600)
                 if self.pace > 0:
-                    due = start + (i + 1) * DELTA_MS / 1000 / self.pace
+                    due = start + sent / 1000 / self.pace
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
             await self._send(
                 ws,

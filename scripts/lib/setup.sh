@@ -2,12 +2,18 @@
 # Idempotent and quiet when everything is already there. Every pip install goes through
 # constraints.txt, so what a device or a test run gets is pinned.
 
+# Debian 13 (trixie) renamed libraries in the 64-bit time_t transition: libmpg123-0 → libmpg123-0t64.
+debian_major() { (. "${OS_RELEASE:-/etc/os-release}" 2>/dev/null && echo "${VERSION_ID%%.*}") || echo 0; }
+if [ "$(debian_major)" -ge 13 ] 2>/dev/null; then MPG123_PKG=libmpg123-0t64; else MPG123_PKG=libmpg123-0; fi
+
 # What a device needs: Python with venv, and what builds pyalsaaudio (no wheels on PyPI) and,
 # on Python 3.13, lgpio (gcc, the Python headers; SWIG comes pinned from PyPI).
 DEVICE_APT_PACKAGES=(
   python3 python3-venv python3-dev gcc pkg-config libasound2-dev
   # aplay/arecord/alsamixer: what a Pi owner tries first when the sound is wrong
   alsa-utils
+  # audio.wire codecs (loaded with ctypes): Opus (opuslib-next) and MP3 decoding (libmpg123)
+  libopus0 "$MPG123_PKG"
 )
 # Development, tests and the demo, on top of the device's packages (never installed on a device).
 APT_PACKAGES=(
@@ -22,6 +28,8 @@ APT_PACKAGES=(
   bubblewrap
   # wake word: the corpus's other voices (bench/wake_corpus.py), the syscall check (strace)
   flite festival festvox-kallpc16k festvox-kdlpc16k strace
+  # the simulator's MP3 answers (xStar MonoMp3) are encoded with LAME
+  libmp3lame0
 )
 
 CONSTRAINTS="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/constraints.txt"

@@ -1,0 +1,125 @@
+"""MP3 decoding: a small ctypes binding to Debian's libmpg123 in feed mode.
+
+One decoder per response, fed every delta in order: MP3's bit reservoir lets a frame borrow
+bits from the frames before it, so decoding each delta on its own garbles the audio. Feed mode
+buffers partial frames inside mpg123, so the output is the same however the stream is cut.
+The output format is forced to mono int16 at the session's rate (mpg123 mixes stereo down and
+converts another rate itself).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from functools import cache
+
+_OK, _NEED_MORE, _NEW_FORMAT, _DONE = 0, -10, -11, -12
+_MONO = 1
+_ENC_SIGNED_16 = 0xD0
+_ADD_FLAGS = 2  # enum mpg123_parms: MPG123_VERBOSE, MPG123_FLAGS, MPG123_ADD_FLAGS
+_FLAG_MONO_MIX = 0x4  # MPG123_MONO_MIX
+_FLAG_QUIET = 0x20
+_OUT_CHUNK = 1 << 16
+#: samples to drop at the start: LAME's encoder delay (576, what FFmpeg and most MP3
+#: encoders use; a headerless stream has no tag to say) plus mpg123's decoder delay (529)
+STREAM_DELAY = 576 + 529
+SONAME = "libmpg123.so.0"
+
+
+class CodecUnavailable(RuntimeError):
+    """A shared library a wire format needs is not installed (says which apt package)."""
+
+
+@cache
+def library() -> ctypes.CDLL:
+    """libmpg123, loaded once; :class:`CodecUnavailable` names the package when missing."""
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("mpg123") or SONAME)
+    except OSError:
+        raise CodecUnavailable(
+            "mp3 needs libmpg123 (sudo apt install libmpg123-0, libmpg123-0t64 on Debian 13; or "
+            "rerun scripts/install)"
+        ) from None
+    vp, c_int, c_long, c_size = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_size_t
+    lib.mpg123_init.restype = c_int
+    lib.mpg123_new.argtypes = [ctypes.c_char_p, ctypes.POINTER(c_int)]
+    lib.mpg123_new.restype = vp
+    lib.mpg123_delete.argtypes = [vp]
+    lib.mpg123_param.argtypes = [vp, c_int, c_long, ctypes.c_double]
+    lib.mpg123_format_none.argtypes = [vp]
+    lib.mpg123_format.argtypes = [vp, c_long, c_int, c_int]
+    lib.mpg123_open_feed.argtypes = [vp]
+    lib.mpg123_close.argtypes = [vp]
+    lib.mpg123_decode.argtypes = [vp, ctypes.c_char_p, c_size, ctypes.c_char_p, c_size, vp]
+    lib.mpg123_decode.restype = c_int
+    lib.mpg123_init()  # a no-op since 1.27, needed before
+    return lib
+
+
+class Mp3Decoder:
+    """MPEG audio (headerless Layer III frames, or with an ID3 tag) → PCM16 mono at ``rate``.
+
+    ``trim`` drops the decoder's own delay at the start of each stream, so sample ``n`` of the
+    output is sample ``n`` the encoder was given (plus the encoder's delay) and what the user
+    heard is counted from the response's start."""
+
+    def __init__(self, rate: int, trim: bool = True) -> None:
+        self.rate = rate
+        self._lib = library()
+        self._trim = trim
+        self._buf = ctypes.create_string_buffer(_OUT_CHUNK)
+        self._done = ctypes.c_size_t()
+        self._mh: int | None = None
+        self._open()
+
+    def _open(self) -> None:
+        lib = self._lib
+        err = ctypes.c_int()
+        mh = lib.mpg123_new(None, ctypes.byref(err))
+        if not mh:
+            raise CodecUnavailable(f"mpg123_new failed ({err.value})")
+        lib.mpg123_param(mh, _ADD_FLAGS, _FLAG_MONO_MIX | _FLAG_QUIET, 0.0)
+        lib.mpg123_format_none(mh)
+        lib.mpg123_format(mh, self.rate, _MONO, _ENC_SIGNED_16)
+        lib.mpg123_open_feed(mh)
+        self._mh = mh
+        self._skip = STREAM_DELAY * 2 if self._trim else 0
+
+    def _close(self) -> None:
+        if self._mh is not None:
+            self._lib.mpg123_close(self._mh)
+            self._lib.mpg123_delete(self._mh)
+            self._mh = None
+
+    def __del__(self) -> None:
+        self._close()
+
+    def feed(self, data: bytes) -> bytes:
+        """The next bytes of the stream → the PCM of every frame now complete."""
+        out: list[bytes] = []
+        inp: bytes | None = data
+        while True:
+            n = len(inp) if inp else 0
+            rc = self._lib.mpg123_decode(
+                self._mh, inp, n, self._buf, _OUT_CHUNK, ctypes.byref(self._done)
+            )
+            inp = None
+            if self._done.value:
+                out.append(self._buf.raw[: self._done.value])
+            if rc in (_NEED_MORE, _DONE) or (rc < 0 and rc != _NEW_FORMAT):
+                break  # a broken frame is skipped: mpg123 resyncs on the next header
+        pcm = b"".join(out)
+        if self._skip:
+            cut = min(self._skip, len(pcm))
+            self._skip -= cut
+            pcm = pcm[cut:]
+        return pcm
+
+    def flush(self) -> bytes:
+        """End of the response: mpg123 has already given every whole frame."""
+        return b""
+
+    def reset(self) -> None:
+        """A new stream (response, cancel, truncate, reconnect): no reservoir, no buffer."""
+        self._close()
+        self._open()
