@@ -42,6 +42,8 @@ SHUTDOWN_BUDGET_S = 2.0
 LOOP_STALL_S = 5.0  # the ticker (every TICK_S) silent this long: the event loop is stuck
 READY_WAIT_S = 1.0  # READY=1 waits at most this long for audio and the first connect attempt
 TICK_S = 0.05
+IDLE_GATHER_MS = 100  # mic frames that only fill the pre-roll reach the loop in such batches
+IDLE_TICK_S = 0.25  # the ticker's period while idle with a silent speaker: no timer is near
 TRANSCRIPT_MAX = 65536  # characters kept of one item's transcript while it streams
 TRIM_EVERY_S = 30.0  # give freed heap back to the OS while idle (glibc keeps it otherwise)
 EXIT_TASK_FAILED = 1  # a task kept dying: systemd restarts us (78 is kept for config errors)
@@ -438,7 +440,9 @@ class Daemon:
     def _mic_frame(self, frame: AudioFrame) -> None:
         if not self._mic_on:
             return
-        for e in self.gate.process(frame, self._speaker(time.monotonic())):
+        events = self.gate.process(frame, self._speaker(time.monotonic()))
+        self._pace_capture()
+        for e in events:
             match e:
                 case vg.Audio():
                     self.feed(cv.MicAudio(e.frame))
@@ -449,6 +453,12 @@ class Daemon:
                 case vg.BargeIn():
                     log.info("barge-in: the user spoke over the answer")
                     self.feed(cv.BargeIn())
+
+    def _pace_capture(self) -> None:
+        """Frames the gate does not wait for (pre-roll only) come in batches: fewer wake-ups."""
+        if self.capture is not None:
+            each = self.gate.waits_for_each_frame
+            self.capture.gather(1 if each else IDLE_GATHER_MS // self.cfg.audio.input.period_ms)
 
     # ------------------------------------------------------------------ actions
 
@@ -471,6 +481,7 @@ class Daemon:
             case cv.StartStreaming(press):
                 if press:
                     self.gate.press()
+                    self._pace_capture()
                 self.uplink.new_turn()
             case cv.StopStreaming():
                 self.gate.release()
@@ -573,7 +584,9 @@ class Daemon:
     async def _ticker(self) -> None:
         trimmed = time.monotonic()
         while True:
-            await asyncio.sleep(TICK_S)
+            pb = self.playback
+            quiet = self.conv.state is cv.State.IDLE and (pb is None or not pb.busy())
+            await asyncio.sleep(IDLE_TICK_S if quiet else TICK_S)
             self.last_tick = now = time.monotonic()
             idle = self.conv.state in (cv.State.IDLE, cv.State.OFFLINE, cv.State.MUTED)
             if idle and now - trimmed >= TRIM_EVERY_S:

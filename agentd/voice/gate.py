@@ -245,19 +245,25 @@ class VoiceGate:
                 return self._double_talk(frame)
             return []
         self._barge_ms = 0
-        voiced = self.is_speech(frame.audio)
         if self.s.mode == "push_to_talk":
-            return self._ptt(frame, voiced)
-        return self._gated(frame, voiced)
+            if not self.ptt_held:  # button up: the frame is only pre-roll, no VAD needed
+                self.preroll.append(frame)
+                return []
+            return self._ptt(frame, self.is_speech(frame.audio))
+        return self._gated(frame, self.is_speech(frame.audio))
+
+    @property
+    def waits_for_each_frame(self) -> bool:
+        """Whether a frame's decision is wanted as soon as it is captured. False only while
+        the frames just fill the pre-roll (push-to-talk, button up, no voice barge-in): then
+        the capture side may hand them over in batches (Capture.gather) and save wake-ups."""
+        return self.s.mode != "push_to_talk" or self.ptt_held or self.s.barge_in == "voice"
 
     def _emit(self, frames: list[AudioFrame]) -> Audio:
         self.sent_ms += sum(f.milliseconds for f in frames)
         return Audio(join(frames))
 
     def _ptt(self, frame: AudioFrame, voiced: bool) -> list[VoiceEvent]:
-        if not self.ptt_held:
-            self.preroll.append(frame)
-            return []
         if self._ptt_started:
             return [self._emit([frame])]
         if not voiced:
