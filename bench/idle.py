@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests import rigs  # noqa: E402  (sets XDG_CONFIG_HOME before any ALSA call)
+from tests import rigs
 
 rigs.install_asoundrc()
 DIR = rigs.RIG_DIR
