@@ -453,7 +453,8 @@ class Playback(_DeviceThread):
         samples = np.frombuffer(to_int16(y, g), "<i2")
         with self._lock:
             if item is not None:  # answer audio measures the link; a cue (item None) does not
-                self.playout.arrived(self.clock(), len(pcm) * 500 / rate)
+                if pcm:  # (an end-of-stream marker carries no audio and no timing)
+                    self.playout.arrived(self.clock(), len(pcm) * 500 / rate)
                 if last:
                     self.playout.ended()
             if not self._pending:
@@ -725,6 +726,8 @@ class Playback(_DeviceThread):
 
     def _underrun(self) -> None:
         self.stats.underruns += 1
+        with self._lock:
+            self.playout.ran_dry()
         self._xrun(
             logging.INFO,  # audible as a stutter, but the answer still plays out whole
             f"speaker ran dry mid-answer ({self.stats.underruns} underruns so far): audio "

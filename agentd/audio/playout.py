@@ -21,11 +21,15 @@ CEILING_MS = 500.0  # beyond this a link is broken, not jittery: waiting longer 
 MARGIN = 1.25  # headroom over the worst delay seen, and ...
 MARGIN_MS = 10.0  # ... at least this much
 HISTORY = 10  # answers remembered: a jitter burst is forgotten ten answers later
+DRY_STEP_MS = 20.0  # an underrun the link delays do not explain raises the floor this much
+DRY_DECAY = 0.95  # and each answer played without one lowers it again by this factor
 
 
 @dataclass
 class PlayoutStats:
     streams: int = 0  # streamed answers seen
+    underruns: int = 0  # the speaker ran dry mid-stream
+    device_ms: float = 0.0  # the floor underruns taught (the output's own read-ahead)
     chosen_ms: float = INITIAL_MS  # the target the last stream started with
     peak_ms: float = 0.0  # worst relative delay of the last finished stream
 
@@ -38,6 +42,11 @@ class Playout:
         self._t0: float | None = None  # first arrival of the stream in progress
         self._received_ms = 0.0
         self._peak_ms = 0.0  # this stream's worst relative delay so far
+        self._dry = False  # this stream ran dry
+        # An output that reads ahead (a sound server pulls tens of ms before they play) runs
+        # dry before its buffer is empty by our count: arrivals alone cannot see it, so each
+        # underrun raises a floor of its own, which decays slowly over clean answers.
+        self._device_ms = 0.0
         self.stats = PlayoutStats()
 
     @property
@@ -47,12 +56,20 @@ class Playout:
         if worst is None:
             return INITIAL_MS
         want = max(worst * MARGIN, worst + MARGIN_MS)
-        return min(CEILING_MS, max(FLOOR_MS, want))
+        return min(CEILING_MS, max(FLOOR_MS, self._device_ms, want))
+
+    def ran_dry(self) -> None:
+        """The speaker ran dry mid-stream: start later from now on (NetEQ grows its target
+        on an underflow). Counted once per dry spell by the caller."""
+        self.stats.underruns += 1
+        self._dry = True
+        self._device_ms = min(CEILING_MS, self.target_ms + DRY_STEP_MS)
+        self.stats.device_ms = self._device_ms
 
     def arrived(self, now: float, ms: float) -> None:
         """``ms`` of a streamed answer arrived at ``now``; the first call opens a stream."""
         if self._t0 is None:
-            self._t0, self._received_ms, self._peak_ms = now, 0.0, 0.0
+            self._t0, self._received_ms, self._peak_ms, self._dry = now, 0.0, 0.0, False
             self.stats.streams += 1
             self.stats.chosen_ms = self.target_ms
         d = (now - self._t0) * 1000 - self._received_ms
@@ -65,6 +82,9 @@ class Playout:
             return
         self._peaks.append(self._peak_ms)
         self.stats.peak_ms = self._peak_ms
+        if not self._dry:
+            self._device_ms *= DRY_DECAY
+            self.stats.device_ms = self._device_ms
         self._t0 = None
 
     def ready(self, now: float, waiting_since: float) -> bool:

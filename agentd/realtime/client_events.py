@@ -25,6 +25,7 @@ class SessionSettings:
     transcription: str | None
     input_format: str
     output_format: str
+    vad_type: str = "server_vad"  # turn.server_detector, when server_vad
 
     @classmethod
     def of(cls, api: ApiSettings, agent: AgentSettings, turn: TurnSettings) -> SessionSettings:
@@ -36,6 +37,7 @@ class SessionSettings:
             transcription=agent.transcription,
             input_format=dialects.input_format(api),
             output_format=dialects.output_format(api),
+            vad_type=turn.server_detector,
         )
 
 

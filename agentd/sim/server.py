@@ -382,7 +382,7 @@ class Simulator:
             s.in_rate = XSTAR_FORMAT_RATES.get(cfg.get("input_audio_format", ""), 24000)
             s.out_rate = XSTAR_FORMAT_RATES.get(cfg.get("output_audio_format", ""), 24000)
             td = cfg.get("turn_detection")
-        s.server_vad = isinstance(td, dict) and td.get("type") == "server_vad"
+        s.server_vad = isinstance(td, dict) and td.get("type") in ("server_vad", "semantic_vad")
         await self._send(ws, {"type": "session.updated", "session": self._session_view(s)})
 
     async def _on_input_audio_buffer_append(

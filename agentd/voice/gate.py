@@ -41,6 +41,11 @@ REF_WINDOW_S = 0.3  # echo path delay tolerance when matching playback to mic en
 # scaled to a per-second rate instead, 30 ms frames let one false barge-in through in 72 runs)
 COUPLING_RISE = 0.3  # when the echo is louder than learned
 COUPLING_FALL = 0.03  # when it is quieter (slow: quiet frames must not lower it)
+# Adaptive hangover: a speaker who pauses long mid-sentence gets a longer hangover, learned
+# from the pauses this gate saw end in more speech (the last PAUSES_KEPT of them).
+PAUSES_KEPT = 20
+PAUSE_MARGIN_MS = 40  # the hangover stays this far above the longest pause seen
+HANGOVER_MAX_MS = 1500  # however long the pauses, a turn still ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,7 @@ class VoiceSettings:
     echo_mode: str = "half_duplex"
     tail_ms: int = 250
     barge_in: str = "button"
+    adaptive_hangover: bool = True
 
     @classmethod
     def of(cls, turn_mode: str, vad: VadSettings, echo: EchoSettings) -> VoiceSettings:
@@ -66,6 +72,7 @@ class VoiceSettings:
             echo.mode,
             echo.tail_ms,
             echo.barge_in,
+            vad.adaptive_hangover,
         )
 
 
@@ -206,6 +213,7 @@ class VoiceGate:
         self.coupling = 1.0  # echo energy / playback energy: starts pessimistic, learned
         self._barge_ms = 0
         self.suppressed_frames = 0
+        self.pauses: deque[int] = deque(maxlen=PAUSES_KEPT)  # mid-speech silences (ms)
 
     # ---------------------------------------------------------------- push-to-talk
 
@@ -297,14 +305,25 @@ class VoiceGate:
         # speech
         out: list[VoiceEvent] = [self._emit([frame])]
         if voiced:
+            if self._silence_ms:  # a pause that did not end the turn
+                self.pauses.append(self._silence_ms)
             self._silence_ms = 0
         else:
             self._silence_ms += ms
-            if self._silence_ms >= self.s.hangover_ms:
+            if self._silence_ms >= self.hangover_ms:
                 out.append(SpeechEnded(frame.end))
                 self.state = "silence"
                 self.preroll.clear()
         return out
+
+    @property
+    def hangover_ms(self) -> int:
+        """The silence that ends speech now: ``vad.hangover_ms``, or (adaptive) longer for a
+        speaker whose mid-sentence pauses came near it."""
+        if not self.s.adaptive_hangover or not self.pauses:
+            return self.s.hangover_ms
+        learned = max(self.pauses) + PAUSE_MARGIN_MS
+        return max(self.s.hangover_ms, min(HANGOVER_MAX_MS, learned))
 
     def _maybe_start(self) -> list[VoiceEvent]:
         if self._voiced_ms < max(self.s.min_speech_ms, MIN_VOICED_MS):
