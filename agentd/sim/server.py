@@ -152,6 +152,7 @@ class Simulator:
         self.reply = reply
         self.api_key = api_key
         self.heard: str | None = None  # user transcript to report (no real ASR here)
+        self.think_s = 0.0  # fixed "model think time" before each answer (benches subtract it)
         self.faults = Faults()
         self.events: list[Recorded] = []
         self.handshakes: list[Handshake] = []
@@ -621,6 +622,8 @@ class Simulator:
             "metadata": metadata,
         }
         try:
+            if self.think_s:
+                await asyncio.sleep(self.think_s)
             await self._pre_response_faults(ws)
             await self._send(ws, {"type": "response.created", "response": response})
             item = {

@@ -46,6 +46,7 @@ COUPLING_FALL = 0.03  # when it is quieter (slow: quiet frames must not lower it
 PAUSES_KEPT = 20
 PAUSE_MARGIN_MS = 40  # the hangover stays this far above the longest pause seen
 HANGOVER_MAX_MS = 1500  # however long the pauses, a turn still ends
+RESUMED_MS = 1000  # speech again this soon after an endpoint: that silence was a pause too
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +215,7 @@ class VoiceGate:
         self._barge_ms = 0
         self.suppressed_frames = 0
         self.pauses: deque[int] = deque(maxlen=PAUSES_KEPT)  # mid-speech silences (ms)
+        self._spoke_until: float | None = None  # last voiced moment before the last endpoint
 
     # ---------------------------------------------------------------- push-to-talk
 
@@ -312,6 +314,7 @@ class VoiceGate:
             self._silence_ms += ms
             if self._silence_ms >= self.hangover_ms:
                 out.append(SpeechEnded(frame.end))
+                self._spoke_until = frame.end - self._silence_ms / 1000
                 self.state = "silence"
                 self.preroll.clear()
         return out
@@ -328,6 +331,11 @@ class VoiceGate:
     def _maybe_start(self) -> list[VoiceEvent]:
         if self._voiced_ms < max(self.s.min_speech_ms, MIN_VOICED_MS):
             return []
+        onset = self._cand[0].timestamp
+        if self._spoke_until is not None and (onset - self._spoke_until) * 1000 <= RESUMED_MS:
+            # the user went on talking: the endpoint cut a pause (learn it, cut less from now)
+            self.pauses.append(round((onset - self._spoke_until) * 1000))
+        self._spoke_until = None
         frames = [*self.preroll.take(), *self._cand]
         self.state, self._cand = "speech", []
         self._silence_ms = 0
