@@ -241,7 +241,8 @@ class Capture(_DeviceThread):
         self._scheduled = False
         # Frames gathered before the loop is woken: 1 = each frame at once. While the frames
         # only fill the pre-roll (push-to-talk, button up) nobody waits for them, and waking
-        # the loop for each costs more than the rest of an idle daemon (bench/idle.py).
+        # the loop for each costs more than the rest of an idle daemon (bench/idle.py); the
+        # thread also converts that many card periods per call (soxr's per-call cost).
         self._gather = 1
         self.delivered_at = 0.0  # when the loop last handled a frame
         self._wait_from = 0.0  # frames are due from here on (the device opened)
@@ -293,6 +294,7 @@ class Capture(_DeviceThread):
         rs = StreamResampler(self.card_rate, VAD_RATE)
         framer = Framer(VAD_RATE, self.settings.period_ms)
         channels, pick = self.card_channels, self.settings.channel
+        raw: list[np.ndarray] = []  # card periods not yet converted (while gathering)
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
             length, data = pcm.read()  # type: ignore[attr-defined]
@@ -308,7 +310,11 @@ class Capture(_DeviceThread):
             if length == 0:
                 continue
             x = np.frombuffer(data, dtype="<i2")[: length * channels]
-            mono = x.reshape(-1, channels)[:, pick] if channels > 1 else x
+            raw.append(x.reshape(-1, channels)[:, pick] if channels > 1 else x)
+            if len(raw) < self._gather:  # converted in one go: a fifth of the per-call cost
+                continue
+            mono = raw[0] if len(raw) == 1 else np.concatenate(raw)
+            raw.clear()
             for frame in framer.push(to_int16(rs.process(mono)), end=read_at):
                 self._deliver(frame)
 
@@ -377,7 +383,7 @@ class Playback(_DeviceThread):
 
     The thread sleeps while there is nothing to do: with nothing queued it waits for
     :meth:`play` or :meth:`flush` (waking once per IDLE_WAIT_S only to show it is alive); while
-    playing it wakes when the device has room for half a buffer, or when what it holds runs
+    playing it wakes when the device has room for a period, or when what it holds runs
     out. A stream still arriving starts (or restarts after running dry) after the adaptive
     playout delay of :mod:`agentd.audio.playout`; cues and ended streams start at once."""
 
@@ -399,6 +405,7 @@ class Playback(_DeviceThread):
         self.card_rate = settings.rate
         self.card_channels = settings.channels
         self.buffer_frames = settings.rate * settings.buffer_ms // 1000
+        self.period_frames = settings.rate * 20 // 1000
         self._rs: dict[int, StreamResampler] = {}
         self._lock = threading.Lock()
         self._pending: deque[tuple[str | None, np.ndarray, bool]] = deque()  # item, pcm, last
@@ -573,6 +580,7 @@ class Playback(_DeviceThread):
         info = pcm.info()
         self.card_rate, self.card_channels = int(info["rate"]), int(info["channels"])
         self.buffer_frames = int(info["buffer_size"])
+        self.period_frames = int(info.get("period_size", period)) or period
         return pcm
 
     def _opened(self) -> None:
@@ -688,12 +696,15 @@ class Playback(_DeviceThread):
 
     def _sleep_s(self, now: float, holding: bool, in_buf: int, dropped: bool) -> float:
         """How long the thread may sleep (under ``_lock``): until the device has room for
-        half a buffer, the buffer runs out, or a waiting stream may start; play() and flush()
+        a period, the buffer runs out, or a waiting stream may start; play() and flush()
         wake it sooner. Nothing at all to do: IDLE_WAIT_S (no polling while idle)."""
-        if holding or (self._pending and in_buf > 0):  # audio waits for room: let it drain
-            if dropped or in_buf <= self.buffer_frames // 2:
+        if holding or (self._pending and in_buf > 0):  # audio waits: refill once a period
+            # has room (the buffer stays nearly full: its whole length is the margin against
+            # a thread held up by load, as with the old 4 ms poll, at a fifth of the wake-ups)
+            low = self.buffer_frames - self.period_frames
+            if dropped or in_buf <= low:
                 return self.POLL_S
-            return max(self.POLL_S, (in_buf - self.buffer_frames // 2) / self.card_rate)
+            return max(self.POLL_S, (in_buf - low) / self.card_rate)
         due = [now + self.IDLE_WAIT_S]
         if in_buf > 0:  # the tail plays out: look again when it should have (dry or not)
             due.append(self.ends_at + 2 * self.POLL_S)

@@ -22,6 +22,7 @@ MARGIN = 1.25  # headroom over the worst delay seen, and ...
 MARGIN_MS = 10.0  # ... at least this much
 HISTORY = 10  # answers remembered: a jitter burst is forgotten ten answers later
 DRY_STEP_MS = 20.0  # an underrun the link delays do not explain raises the floor this much
+DEVICE_MAX_MS = 100.0  # what underruns alone may add: a read-ahead is tens of ms, not more
 DRY_DECAY = 0.95  # and each answer played without one lowers it again by this factor
 
 
@@ -62,8 +63,10 @@ class Playout:
         """The speaker ran dry mid-stream: start later from now on (NetEQ grows its target
         on an underflow). Counted once per dry spell by the caller."""
         self.stats.underruns += 1
+        if self._dry:  # once per stream: a dry spell is one piece of evidence, not many
+            return
         self._dry = True
-        self._device_ms = min(CEILING_MS, self.target_ms + DRY_STEP_MS)
+        self._device_ms = min(DEVICE_MAX_MS, max(self._device_ms, self.target_ms + DRY_STEP_MS))
         self.stats.device_ms = self._device_ms
 
     def arrived(self, now: float, ms: float) -> None:

@@ -54,7 +54,7 @@ class VoiceSettings:
     mode: str  # push_to_talk | toggle | hands_free
     aggressiveness: int = 2
     preroll_ms: int = 300
-    hangover_ms: int = 500
+    hangover_ms: int = 250
     min_speech_ms: int = 150
     echo_mode: str = "half_duplex"
     tail_ms: int = 250
