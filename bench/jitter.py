@@ -11,7 +11,9 @@ Per answer (push-to-talk turns):
   first sample in the room recording, found by aligning the answer's own speech; the room is
   recorded through a capture probe whose own capture delay (≤ one 10 ms period plus the
   sound server's) is included, so the figure is an upper bound;
-- underruns (the speaker ran dry mid-answer) and the playout delay the daemon chose.
+- underruns: the daemon's own count (ALSA said the speaker ran dry; the pulse plugin says so
+  early, while the sound server still holds audio) and the gaps heard in the room by content
+  (an answer that took longer to come out than it lasts); and the playout delay chosen.
 
     .venv/bin/python bench/jitter.py [answers]
 """
@@ -47,6 +49,7 @@ from tests.room_oracle import align, room_probe  # noqa: E402
 ANSWERS = 10
 PROFILES = {"clean": (0.0, 0.0), "50±30 ms": (0.050, 0.030)}
 REPLY = "Hello from the simulator. This is a short spoken answer."
+GAP_MS = 10  # an answer that came out this much longer than it is had an audible underrun
 
 
 class JitterRelay:
@@ -112,6 +115,21 @@ def first_arrivals() -> tuple[type[Playback], dict[str, float]]:
     return Timed, firsts
 
 
+def gap_ms(frames: list[AudioFrame], ref: np.ndarray) -> float | None:
+    """Silence the room inserted into the answer (underruns heard, by content): how much
+    longer the answer took to come out than it lasts, from its first to its last half second
+    aligned in the recording."""
+    if not frames:
+        return None
+    rec = to_float(b"".join(f.audio for f in frames))
+    start, g0 = align(rec, ref)
+    tail = ref[-8000:]
+    end, g1 = align(rec[start:], tail)
+    if min(g0, g1) < 0.1:
+        return None
+    return max(0.0, (end + tail.size - ref.size) * 1000 / 16000)
+
+
 def onset_in_room(frames: list[AudioFrame], ref: np.ndarray) -> float | None:
     """When ``ref`` began in the room: its content aligned in the probe's recording, turned into
     the probe's clock by the frame it falls in."""
@@ -163,8 +181,8 @@ async def one_profile(name: str, delay_s: float, jitter_s: float, answers: int) 
         rng = np.random.default_rng(0)
         speech = (rng.standard_normal(8000) * 8000).astype("<i2").tobytes()
         assert d.playback is not None
-        lat, under, chosen = [], [], []
-        for _ in range(answers):
+        lat, under, chosen, gaps = [], [], [], []
+        for n in range(answers + 1):  # answer 0 wakes the sound server's sink (~2 s): not counted
             heard.clear()
             u0 = d.playback.stats.underruns
             d.feed(cv.Press())
@@ -179,7 +197,12 @@ async def one_profile(name: str, delay_s: float, jitter_s: float, answers: int) 
             while d.conv.state is cv.State.SPEAKING or d.playback.busy():
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.3)  # the room's recording catches up
+            if n == 0:
+                continue
             onset = onset_in_room(list(heard), ref)
+            gap = gap_ms(list(heard), ref)
+            if gap is not None:
+                gaps.append(gap)
             if item in firsts and onset is not None:
                 lat.append((onset - firsts[item]) * 1000)
             under.append(d.playback.stats.underruns - u0)
@@ -190,7 +213,7 @@ async def one_profile(name: str, delay_s: float, jitter_s: float, answers: int) 
         d.stop_event.set()
         await task
         await relay.stop()
-    return {"latency_ms": lat, "underruns": under, "chosen_ms": chosen}
+    return {"latency_ms": lat, "underruns": under, "chosen_ms": chosen, "gaps_ms": gaps}
 
 
 def main(answers: int = ANSWERS) -> dict[str, float]:
@@ -206,6 +229,8 @@ def main(answers: int = ANSWERS) -> dict[str, float]:
             out[f"{key}_latency_p50_ms"] = float(np.median(lat)) if lat else float("nan")
             out[f"{key}_latency_p95_ms"] = float(np.percentile(lat, 95)) if lat else float("nan")
             out[f"{key}_underruns_per_10"] = sum(r["underruns"]) * 10 / answers
+            heard_gaps = [g for g in r["gaps_ms"] if g > GAP_MS]
+            out[f"{key}_gapped_per_10"] = len(heard_gaps) * 10 / max(1, len(r["gaps_ms"]))
             chosen = [c for c in r["chosen_ms"] if c]
             out[f"{key}_chosen_ms"] = float(chosen[-1]) if chosen else float("nan")
             print(
@@ -216,6 +241,10 @@ def main(answers: int = ANSWERS) -> dict[str, float]:
                 f"answer: {', '.join(f'{c:.0f}' for c in chosen) or 'fixed'} ms"
             )
             print(f"    latencies: {', '.join(f'{x:.0f}' for x in lat)} ms")
+            print(
+                f"    gaps heard in the room, by content: {', '.join(f'{g:.0f}' for g in r['gaps_ms'])}"
+                f" ms: {out[f'{key}_gapped_per_10']:.1f} answers per 10 with a gap over {GAP_MS} ms"
+            )
     finally:
         room.stop()
     print("targets: clean link ≤ 40 ms p50; 50±30 ms link ≤ 1 underrun per 10 answers")

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 FLOOR_MS = 10.0  # a clean link: scheduling slack only (thread wake-ups, the loop's turn)
 INITIAL_MS = 20.0  # before anything is known: one small packet's worth
 CEILING_MS = 500.0  # beyond this a link is broken, not jittery: waiting longer helps no one
-MARGIN = 1.25  # headroom over the worst delay seen, and ...
-MARGIN_MS = 10.0  # ... at least this much
+MARGIN = 1.1  # headroom over the worst delay seen, and ...
+MARGIN_MS = 5.0  # ... at least this much
 HISTORY = 10  # answers remembered: a jitter burst is forgotten ten answers later
-DRY_STEP_MS = 20.0  # an underrun the link delays do not explain raises the floor this much
-DEVICE_MAX_MS = 100.0  # what underruns alone may add: a read-ahead is tens of ms, not more
+DRY_STEP_MS = 10.0  # an underrun the link delays do not explain raises the floor this much
+# What underruns alone may add: a sound server's read-ahead (pulse: ~20 ms). Not more: its
+# underrun reports are not always audible gaps, and latency is paid on every answer.
+DEVICE_MAX_MS = 20.0
 DRY_DECAY = 0.95  # and each answer played without one lowers it again by this factor
 
 
