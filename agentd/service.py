@@ -42,8 +42,8 @@ SHUTDOWN_BUDGET_S = 2.0
 LOOP_STALL_S = 5.0  # the ticker (every TICK_S) silent this long: the event loop is stuck
 READY_WAIT_S = 1.0  # READY=1 waits at most this long for audio and the first connect attempt
 TICK_S = 0.05
-IDLE_GATHER_MS = 100  # mic frames that only fill the pre-roll reach the loop in such batches
-IDLE_TICK_S = 0.25  # the ticker's period while idle with a silent speaker: no timer is near
+IDLE_GATHER_MS = 200  # mic frames that only fill the pre-roll reach the loop in such batches
+IDLE_TICK_S = 0.5  # the ticker's period while idle with a silent speaker: no timer is near
 TRANSCRIPT_MAX = 65536  # characters kept of one item's transcript while it streams
 TRIM_EVERY_S = 30.0  # give freed heap back to the OS while idle (glibc keeps it otherwise)
 EXIT_TASK_FAILED = 1  # a task kept dying: systemd restarts us (78 is kept for config errors)

@@ -25,7 +25,7 @@ class SessionSettings:
     transcription: str | None
     input_format: str
     output_format: str
-    vad_type: str = "server_vad"  # turn.server_detector, when server_vad
+    vad_type: str = "server_vad"  # turn.server_detector: the server detector, when server_vad
 
     @classmethod
     def of(cls, api: ApiSettings, agent: AgentSettings, turn: TurnSettings) -> SessionSettings:
