@@ -48,6 +48,8 @@ SHUTDOWN_BUDGET_S = 2.0
 LOOP_STALL_S = 5.0  # the ticker (every TICK_S) silent this long: the event loop is stuck
 READY_WAIT_S = 1.0  # READY=1 waits at most this long for audio and the first connect attempt
 TICK_S = 0.05
+IDLE_GATHER_MS = 200  # mic frames that only fill the pre-roll reach the loop in such batches
+IDLE_TICK_S = 0.5  # the ticker's period while idle with a silent speaker: no timer is near
 TRANSCRIPT_MAX = 65536  # characters kept of one item's transcript while it streams
 TRIM_EVERY_S = 30.0  # give freed heap back to the OS while idle (glibc keeps it otherwise)
 EXIT_TASK_FAILED = 1  # a task kept dying: systemd restarts us (78 is kept for config errors)
@@ -497,7 +499,9 @@ class Daemon:
         if self.wake is not None and (heard := self.wake.process(frame)) is not None:
             echo = self.gate.echo_guard(frame, speaker)
             self.feed(cv.WakeWord(heard.word, heard.word_end, echo=echo))
-        self._gate_events(self.gate.process(frame, speaker))
+        events = self.gate.process(frame, speaker)
+        self._pace_capture()
+        self._gate_events(events)
 
     def _gate_events(self, events: list[vg.VoiceEvent]) -> None:
         for e in events:
@@ -511,6 +515,12 @@ class Daemon:
                 case vg.BargeIn():
                     log.info("barge-in: the user spoke over the answer")
                     self.feed(cv.BargeIn())
+
+    def _pace_capture(self) -> None:
+        """Frames the gate does not wait for (pre-roll only) come in batches: fewer wake-ups."""
+        if self.capture is not None:
+            each = self.gate.waits_for_each_frame
+            self.capture.gather(1 if each else IDLE_GATHER_MS // self.cfg.audio.input.period_ms)
 
     # ------------------------------------------------------------------ actions
 
@@ -546,6 +556,7 @@ class Daemon:
             case cv.StartStreaming(press):
                 if press:
                     self.gate.press()
+                    self._pace_capture()
                 self.uplink.new_turn()
                 self.hat.turn_started(self.conv.counters.turns)
             case cv.StopStreaming():
@@ -743,7 +754,9 @@ class Daemon:
     async def _ticker(self) -> None:
         trimmed = time.monotonic()
         while True:
-            await asyncio.sleep(TICK_S)
+            pb = self.playback
+            quiet = self.conv.state is cv.State.IDLE and (pb is None or not pb.busy())
+            await asyncio.sleep(IDLE_TICK_S if quiet else TICK_S)
             self.last_tick = now = time.monotonic()
             idle = self.conv.state in (cv.State.IDLE, cv.State.OFFLINE, cv.State.MUTED)
             if idle and now - trimmed >= TRIM_EVERY_S:

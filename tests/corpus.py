@@ -1,5 +1,5 @@
-"""A voice corpus generated on the spot: espeak-ng utterances with 300 ms internal pauses,
-silences, quiet noise; echo = playback convolved with a room-like impulse response; and
+"""A voice corpus generated on the spot: espeak-ng utterances with 300 ms internal pauses or
+natural mid-sentence pauses (PAUSED_PHRASES), silences, quiet noise; echo = playback convolved with a room-like impulse response; and
 double-talk = echo + user speech. Shared by the voice tests and bench/voice_quality.py.
 """
 
@@ -31,6 +31,21 @@ PHRASES = [
 ]
 
 
+# Utterances with natural mid-sentence pauses: espeak-ng pauses ~150 ms at each comma; paused()
+# lengthens each comma pause to a hesitation of PAUSE_MS (within-clause pauses of 150-350 ms).
+PAUSED_PHRASES = [
+    "turn on the kitchen lights, and then lock the front door",
+    "if it rains tomorrow, remind me to take an umbrella",
+    "call my sister, she wants to hear about the trip",
+    "set an alarm for seven, no, make that half past six",
+    "what is the capital of, um, australia",
+    "play the song from, you know, that film we saw",
+    "add eggs, butter, and flour to the list",
+    "when does the bakery open, on sunday I mean",
+]
+PAUSE_MS = (150, 350)
+
+
 @functools.cache
 def speak(text: str) -> np.ndarray:
     """float32 speech at 16 kHz (espeak-ng, sox -R: deterministic)."""
@@ -45,6 +60,19 @@ def utterance(text: str, pause_ms: int = 300) -> np.ndarray:
     half = len(words) // 2
     gap = np.zeros(RATE * pause_ms // 1000, np.float32)
     return np.concatenate([speak(" ".join(words[:half])), gap, speak(" ".join(words[half:]))])
+
+
+def paused(text: str, rng: np.random.Generator) -> np.ndarray:
+    """``text`` said clause by clause (split at its commas), each pause a hesitation drawn
+    from PAUSE_MS: the pauses a speaker makes mid-sentence, which must not end the turn."""
+    parts: list[np.ndarray] = []
+    for i, clause in enumerate(c.strip() for c in text.split(",")):
+        if i:
+            parts.append(
+                np.zeros(RATE * int(rng.integers(*PAUSE_MS, endpoint=True)) // 1000, np.float32)
+            )
+        parts.append(speak(clause))
+    return np.concatenate(parts)
 
 
 def noise(n: int, rng: np.random.Generator, dbfs: float = -55) -> np.ndarray:
@@ -64,11 +92,12 @@ def scene(
     gap_s: tuple[float, float] = (1.5, 3.0),
     tail_s: float = 1.5,
 ) -> Recording:
-    """Utterances separated by silence, over quiet noise."""
+    """Utterances separated by silence, over quiet noise. A text with commas is said with
+    natural pauses at them (:func:`paused`), any other with a 300 ms pause in the middle."""
     parts: list[np.ndarray] = [np.zeros(int(RATE * lead_s), np.float32)]
     spans, pos = [], parts[0].size
     for text in texts:
-        u = utterance(text)
+        u = paused(text, rng) if "," in text else utterance(text)
         spans.append((pos, pos + u.size))
         gap = np.zeros(int(RATE * rng.uniform(*gap_s)), np.float32)
         parts += [u, gap]

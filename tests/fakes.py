@@ -73,6 +73,10 @@ class FakeCapture(_FakeDevice):
         super().__init__(settings.device)
         self.settings = settings
         self.on_frame = on_frame
+        self.gathering = 1  # what the daemon last asked Capture.gather for
+
+    def gather(self, frames: int) -> None:
+        self.gathering = frames
 
     def push(self, frame: AudioFrame) -> None:
         """Deliver one frame the way the capture thread does: errors are counted, not raised."""

@@ -43,9 +43,11 @@ class GateScores:
         return self.premature / max(1, self.utterances)
 
 
-def score_gate(rec: corpus.Recording, settings: VoiceSettings, ms: int = 20) -> GateScores:
-    """Fed as ``ms`` frames."""
-    gate = VoiceGate(settings)
+def score_gate(
+    rec: corpus.Recording, settings: VoiceSettings, ms: int = 20, gate: VoiceGate | None = None
+) -> GateScores:
+    """Fed as ``ms`` frames (to ``gate``, by default a webrtcvad gate of ``settings``)."""
+    gate = gate or VoiceGate(settings)
     sent: list[tuple[int, int]] = []
     ends: list[float] = []
     frames = corpus.frames(rec.audio, ms)

@@ -24,6 +24,7 @@ import numpy as np
 from agentd.audio.devices import list_pcms
 from agentd.audio.frame import AudioFrame, Framer
 from agentd.audio.pcm import to_float, to_int16
+from agentd.audio.playout import Playout
 from agentd.audio.resample import VAD_RATE, StreamResampler
 from agentd.config import InputSettings, OutputSettings
 
@@ -41,6 +42,15 @@ PLAYBACK_STALL_S = 1.0  # audio waiting and the speaker took none of it: a hung 
 PLAYBACK_START_S = 3.0
 PLAYBACK_QUEUE_S = 300  # answer audio queued ahead of the speaker, at most (~29 MB at 48 kHz)
 XRUN_LOG_S = 60.0  # a storm of overruns/underruns is said once per this window, with its count
+
+
+def _name_os_thread(name: str) -> None:
+    """Give the OS thread Python's name (``top -H``, /proc/PID/task/*/comm, bench/idle.py
+    tell the capture and playback threads apart); best effort, Linux only."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
 
 
 class DeviceStalled(Exception):
@@ -166,6 +176,7 @@ class _DeviceThread:
     def _run(self) -> None:
         import alsaaudio
 
+        _name_os_thread(self._thread.name)
         delay = REOPEN_INITIAL_S
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
@@ -228,6 +239,11 @@ class Capture(_DeviceThread):
         self._queue: deque[AudioFrame] = deque(maxlen=CAPTURE_QUEUE_FRAMES)
         self._lock = threading.Lock()
         self._scheduled = False
+        # Frames gathered before the loop is woken: 1 = each frame at once. While the frames
+        # only fill the pre-roll (push-to-talk, button up) nobody waits for them, and waking
+        # the loop for each costs more than the rest of an idle daemon (bench/idle.py); the
+        # thread also converts that many card periods per call (soxr's per-call cost).
+        self._gather = 1
         self.delivered_at = 0.0  # when the loop last handled a frame
         self._wait_from = 0.0  # frames are due from here on (the device opened)
         self._starving = False  # no frames came before the device failed: a reopen is no cure
@@ -278,6 +294,7 @@ class Capture(_DeviceThread):
         rs = StreamResampler(self.card_rate, VAD_RATE)
         framer = Framer(VAD_RATE, self.settings.period_ms)
         channels, pick = self.card_channels, self.settings.channel
+        raw: list[np.ndarray] = []  # card periods not yet converted (while gathering)
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
             length, data = pcm.read()  # type: ignore[attr-defined]
@@ -293,7 +310,11 @@ class Capture(_DeviceThread):
             if length == 0:
                 continue
             x = np.frombuffer(data, dtype="<i2")[: length * channels]
-            mono = x.reshape(-1, channels)[:, pick] if channels > 1 else x
+            raw.append(x.reshape(-1, channels)[:, pick] if channels > 1 else x)
+            if len(raw) < self._gather:  # converted in one go: a fifth of the per-call cost
+                continue
+            mono = raw[0] if len(raw) == 1 else np.concatenate(raw)
+            raw.clear()
             for frame in framer.push(to_int16(rs.process(mono)), end=read_at):
                 self._deliver(frame)
 
@@ -308,10 +329,21 @@ class Capture(_DeviceThread):
                     f"({self.stats.dropped_frames} frames so far)",
                 )
             self._queue.append(frame)
-            if self._scheduled:
+            if self._scheduled or len(self._queue) < self._gather:
                 return
             self._scheduled = True
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+            self.loop.call_soon_threadsafe(self._drain)
+
+    def gather(self, frames: int) -> None:
+        """Wake the loop once per ``frames`` frames (1: every frame, at once). Going back to
+        1 hands over what is gathered now: a pressed button must not wait for the batch."""
+        with self._lock:
+            self._gather = max(1, frames)
+            if self._gather > 1 or self._scheduled or not self._queue:
+                return
+            self._scheduled = True
+        with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
@@ -347,14 +379,17 @@ class _Segment:
 
 class Playback(_DeviceThread):
     """Speaker: non-blocking writes from a bounded pending queue, ALSA buffer ≤ ``buffer_ms``,
-    flush within a period, and played-sample accounting per item."""
+    flush at once, and played-sample accounting per item.
+
+    The thread sleeps while there is nothing to do: with nothing queued it waits for
+    :meth:`play` or :meth:`flush` (waking once per IDLE_WAIT_S only to show it is alive); while
+    playing it wakes when the device has room for a period, or when what it holds runs
+    out. A stream still arriving starts (or restarts after running dry) after the adaptive
+    playout delay of :mod:`agentd.audio.playout`; cues and ended streams start at once."""
 
     kind = "playback"
-    POLL_S = 0.004
-    # Jitter buffer: a stream that is still arriving starts (or restarts after running dry)
-    # only once this much is queued or it has waited this long, so audio paced at real time
-    # over Wi-Fi does not underrun chunk after chunk. Cues and ended streams start at once.
-    START_MS = 150
+    POLL_S = 0.004  # the shortest sleep: the granularity of "the device has room now"
+    IDLE_WAIT_S = 1.0  # nothing to play: wake only to beat (heartbeat, well under STALL_S)
 
     def __init__(
         self,
@@ -370,6 +405,7 @@ class Playback(_DeviceThread):
         self.card_rate = settings.rate
         self.card_channels = settings.channels
         self.buffer_frames = settings.rate * settings.buffer_ms // 1000
+        self.period_frames = settings.rate * 20 // 1000
         self._rs: dict[int, StreamResampler] = {}
         self._lock = threading.Lock()
         self._pending: deque[tuple[str | None, np.ndarray, bool]] = deque()  # item, pcm, last
@@ -391,6 +427,7 @@ class Playback(_DeviceThread):
         # working again: until then it is "suspect" (unhealthy, its error still shown).
         self.suspect = False
         self.stall_limit = PLAYBACK_START_S  # PLAYBACK_STALL_S once the stream is running
+        self.playout = Playout()  # guarded by _lock: play() feeds it, the thread reads it
 
     # -------------------------------------------------------------- loop side
 
@@ -407,7 +444,9 @@ class Playback(_DeviceThread):
         rate = rate or self.source_rate
         rs = self._rs.get(rate)
         if rs is None or rs.out_rate != self.card_rate:
-            rs = self._rs[rate] = StreamResampler(rate, self.card_rate, quality="MQ")
+            # LQ: 2 ms of look-ahead held back (MQ holds 28 ms, HQ 31 ms: added to every
+            # answer's start); its 16-bit, ~80% passband is more than a speaker's voice needs
+            rs = self._rs[rate] = StreamResampler(rate, self.card_rate, quality="LQ")
         if self._refuse(len(pcm) // 2, rate, last):
             rs.reset()
             return
@@ -415,10 +454,18 @@ class Playback(_DeviceThread):
         if last:
             rs.reset()
         if not y.size:
+            if item is not None and last:
+                with self._lock:
+                    self.playout.ended()
             return
         g = self.settings.volume if gain is None else gain
         samples = np.frombuffer(to_int16(y, g), "<i2")
         with self._lock:
+            if item is not None:  # answer audio measures the link; a cue (item None) does not
+                if pcm:  # (an end-of-stream marker carries no audio and no timing)
+                    self.playout.arrived(self.clock(), samples.size * 1000 / self.card_rate)
+                if last:
+                    self.playout.ended()
             if not self._pending:
                 self._pending_since = self.clock()
             self._pending.append((item, samples, last))
@@ -453,6 +500,7 @@ class Playback(_DeviceThread):
             self._pending_frames = self._held_frames = 0
             self._stream_ended = True  # nothing more is expected: running dry now is no fault
             self._flush = True
+            self.playout.ended()
         for rs in self._rs.values():
             rs.reset()
         self._wake_ev.set()
@@ -532,6 +580,7 @@ class Playback(_DeviceThread):
         info = pcm.info()
         self.card_rate, self.card_channels = int(info["rate"]), int(info["channels"])
         self.buffer_frames = int(info["buffer_size"])
+        self.period_frames = int(info.get("period_size", period)) or period
         return pcm
 
     def _opened(self) -> None:
@@ -545,13 +594,17 @@ class Playback(_DeviceThread):
         true) and the queue is dropped. The loop learns of it through ``stats.faults``."""
         now = self.clock()
         with self._lock:
-            self._written = self.played_position_locked(now)
+            # A stalled device (suspect) played nothing since the thread last looked: what it
+            # held then is what never played (extrapolating would count its frozen buffer).
+            stalled_at = self._written - self._in_buffer
+            self._written = stalled_at if self.suspect else self.played_position_locked(now)
             for s in self._segments:
                 s.end = min(s.end, self._written)
             self._in_buffer, self._snap_t, self.ends_at = 0, now, now
             self._pending.clear()
             self._pending_frames = self._held_frames = 0
             self._stream_ended, self._flush = True, False
+            self.playout.ended()
             self.stats.faults += 1
         for rs in self._rs.values():
             rs.reset()
@@ -570,6 +623,7 @@ class Playback(_DeviceThread):
         # starts, and its avail() is no guide meanwhile) and the short stall limit applies.
         start_pos = self._written
         while not self._stop.is_set():
+            self._wake_ev.clear()  # before reading the state: a wake-up after this is kept
             self.heartbeat = now = self.clock()
             with self._lock:
                 flush, self._flush = self._flush, False
@@ -637,8 +691,26 @@ class Playback(_DeviceThread):
                 self._held_frames = 0 if chunk is None or self.suspect else chunk.size
                 if (in_buf or chunk is not None) and not self.suspect:  # not the probe
                     self.ends_at = now + in_buf / self.card_rate
-            self._wake_ev.wait(self.POLL_S)
-            self._wake_ev.clear()
+                timeout = self._sleep_s(now, chunk is not None, in_buf, dropped)
+            self._wake_ev.wait(timeout)
+
+    def _sleep_s(self, now: float, holding: bool, in_buf: int, dropped: bool) -> float:
+        """How long the thread may sleep (under ``_lock``): until the device has room for
+        a period, the buffer runs out, or a waiting stream may start; play() and flush()
+        wake it sooner. Nothing at all to do: IDLE_WAIT_S (no polling while idle)."""
+        if holding or (self._pending and in_buf > 0):  # audio waits: refill once a period
+            # has room (the buffer stays nearly full: its whole length is the margin against
+            # a thread held up by load, as with the old 4 ms poll, at a fifth of the wake-ups)
+            low = self.buffer_frames - self.period_frames
+            if dropped or in_buf <= low:
+                return self.POLL_S
+            return max(self.POLL_S, (in_buf - low) / self.card_rate)
+        due = [now + self.IDLE_WAIT_S]
+        if in_buf > 0:  # the tail plays out: look again when it should have (dry or not)
+            due.append(self.ends_at + 2 * self.POLL_S)
+        if self._pending:  # a dry speaker: the stream waits for its playout delay
+            due.append(self.playout.start_at(self._pending_since))
+        return max(self.POLL_S, min(due) - now)
 
     def _probe(self) -> np.ndarray:
         return np.zeros(self.buffer_frames, "<i2")
@@ -667,6 +739,8 @@ class Playback(_DeviceThread):
 
     def _underrun(self) -> None:
         self.stats.underruns += 1
+        with self._lock:
+            self.playout.ran_dry()
         self._xrun(
             logging.INFO,  # audible as a stutter, but the answer still plays out whole
             f"speaker ran dry mid-answer ({self.stats.underruns} underruns so far): audio "
@@ -674,12 +748,9 @@ class Playback(_DeviceThread):
         )
 
     def _ready_to_start(self, now: float) -> bool:
-        """The speaker is dry: start only with enough queued (see START_MS)."""
-        return (
-            self._stream_ended
-            or self._pending_frames >= self.card_rate * self.START_MS // 1000
-            or now - self._pending_since >= self.START_MS / 1000
-        )
+        """The speaker is dry: an ended stream (or a cue) starts at once, one still arriving
+        after the playout delay the link has shown it needs."""
+        return self._stream_ended or self.playout.ready(now, self._pending_since)
 
     def played_position_locked(self, now: float) -> int:
         left = max(0.0, self._in_buffer - (now - self._snap_t) * self.card_rate)

@@ -132,6 +132,9 @@ class TurnSettings:
     """push_to_talk | toggle | hands_free | wake_word (nothing is sent before the word)."""
     detection: Literal["local", "server"] = "local"
     """Who ends a turn in toggle/hands_free: local | server."""
+    server_detector: Literal["server_vad", "semantic_vad"] = "server_vad"
+    """With detection: server, the server's detector: server_vad (silence) or semantic_vad
+    (OpenAI's model judges whether the user finished; openai and openai-beta only)."""
     max_turn_s: float = _opt(30.0, 1, 600)
     """Longest turn (seconds)."""
     idle_timeout_s: float = _opt(20.0, 1, 3600)
@@ -148,10 +151,12 @@ class VadSettings:
     """webrtcvad mode 0..3 (higher rejects more non-speech)."""
     preroll_ms: int = _opt(300, 0, 2000)
     """Audio kept from before the onset (milliseconds)."""
-    hangover_ms: int = _opt(500, 100, 5000)
+    hangover_ms: int = _opt(250, 100, 5000)
     """Silence that ends speech (milliseconds)."""
     min_speech_ms: int = _opt(150, 0, 5000)
     """Shorter bursts are not sent (milliseconds)."""
+    adaptive_hangover: bool = True
+    """Lengthen the hangover for a speaker whose mid-sentence pauses come near it."""
 
 
 @dataclass(frozen=True)

@@ -262,6 +262,17 @@ def check_relations(cfg: Config, problems: list[str]) -> None:
                     f"(got dialect {cfg.api.dialect}; OpenAI speaks 24 kHz PCM only)"
                 )
     check_wire(cfg, problems)
+    if cfg.turn.server_detector != "server_vad":
+        if cfg.turn.detection != "server" or cfg.turn.mode == "push_to_talk":
+            problems.append(
+                "turn.server_detector: only used with turn.detection: server in toggle or "
+                "hands_free mode (set turn.detection: server, or remove the key)"
+            )
+        elif cfg.api.dialect == "xstar":
+            problems.append(
+                "turn.server_detector: semantic_vad is an OpenAI detector; xstar has only "
+                "server_vad (remove the key, or use turn.detection: local)"
+            )
     if cfg.agent.greeting_type == "tts_text" and cfg.api.dialect != "xstar":
         problems.append(
             "agent.greeting_type: tts_text is an xstar feature (use input_text with "

@@ -28,6 +28,7 @@ class SessionSettings:
     output_format: str
     tools: tuple[dict[str, Any], ...] = ()
     """The session's ``tools`` (agentd.tools.registry builds them; tool_choice is auto)."""
+    vad_type: str = "server_vad"  # turn.server_detector: the server detector, when server_vad
 
     @classmethod
     def of(
@@ -48,6 +49,7 @@ class SessionSettings:
             transcription=agent.transcription,
             input_format=dialects.input_format(api, wire),
             output_format=dialects.output_format(api, wire),
+            vad_type=turn.server_detector,
         )
 
 

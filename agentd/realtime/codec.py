@@ -241,7 +241,7 @@ class Codec:
         return frame
 
     def _session(self, s: SessionSettings) -> dict[str, Any]:
-        turn: dict[str, Any] | None = {"type": "server_vad"} if s.server_vad else None
+        turn: dict[str, Any] | None = {"type": s.vad_type} if s.server_vad else None
         audio_in: dict[str, Any] = {
             "format": _ga_format(s.input_format),
             "turn_detection": turn,
@@ -463,7 +463,7 @@ class BetaCodec(Codec):
             "modalities": ["audio", "text"],
             "input_audio_format": s.input_format if s.input_format != "pcm" else "pcm16",
             "output_audio_format": s.output_format if s.output_format != "pcm" else "pcm16",
-            "turn_detection": {"type": "server_vad"} if s.server_vad else None,
+            "turn_detection": {"type": s.vad_type} if s.server_vad else None,
         }
         if s.voice:
             session["voice"] = s.voice

@@ -167,6 +167,7 @@ class Simulator:
         #: what the answer after the outputs says: a template with {output}, or a function
         self.tool_reply: str | Callable[[str], str] = "{output}"
         self.call_id = _ids("call")
+        self.think_s = 0.0  # fixed "model think time" before each answer (benches subtract it)
         self.faults = Faults()
         self.events: list[Recorded] = []
         self.handshakes: list[Handshake] = []
@@ -395,7 +396,6 @@ class Simulator:
             td = (audio.get("input") or {}).get("turn_detection")
         else:
             td = cfg.get("turn_detection")
-        s.server_vad = isinstance(td, dict) and td.get("type") == "server_vad"
         (s.in_format, s.in_rate), (s.out_format, s.out_rate) = wire_formats(self.dialect, s.config)
         s.decoder = InputDecoder(s.in_format, s.in_rate)
         if self.faults.reject_input_format and s.in_format != "pcm":
@@ -408,6 +408,7 @@ class Simulator:
                     e.get("event_id"),
                 ),
             )
+        s.server_vad = isinstance(td, dict) and td.get("type") in ("server_vad", "semantic_vad")
         await self._send(ws, {"type": "session.updated", "session": self._session_view(s)})
 
     async def _on_input_audio_buffer_append(
@@ -754,6 +755,8 @@ class Simulator:
             "metadata": metadata,
         }
         try:
+            if self.think_s:
+                await asyncio.sleep(self.think_s)
             await self._pre_response_faults(ws)
             await self._send(ws, {"type": "response.created", "response": response})
             item = {

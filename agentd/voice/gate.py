@@ -41,6 +41,12 @@ REF_WINDOW_S = 0.3  # echo path delay tolerance when matching playback to mic en
 # scaled to a per-second rate instead, 30 ms frames let one false barge-in through in 72 runs)
 COUPLING_RISE = 0.3  # when the echo is louder than learned
 COUPLING_FALL = 0.03  # when it is quieter (slow: quiet frames must not lower it)
+# Adaptive hangover: a speaker who pauses long mid-sentence gets a longer hangover, learned
+# from the pauses this gate saw end in more speech (the last PAUSES_KEPT of them).
+PAUSES_KEPT = 20
+PAUSE_MARGIN_MS = 40  # the hangover stays this far above the longest pause seen
+HANGOVER_MAX_MS = 1500  # however long the pauses, a turn still ends
+RESUMED_MS = 1000  # speech again this soon after an endpoint: that silence was a pause too
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +54,12 @@ class VoiceSettings:
     mode: str  # push_to_talk | toggle | hands_free
     aggressiveness: int = 2
     preroll_ms: int = 300
-    hangover_ms: int = 500
+    hangover_ms: int = 250
     min_speech_ms: int = 150
     echo_mode: str = "half_duplex"
     tail_ms: int = 250
     barge_in: str = "button"
+    adaptive_hangover: bool = True
 
     @classmethod
     def of(cls, turn_mode: str, vad: VadSettings, echo: EchoSettings) -> VoiceSettings:
@@ -66,6 +73,7 @@ class VoiceSettings:
             echo.mode,
             echo.tail_ms,
             echo.barge_in,
+            vad.adaptive_hangover,
         )
 
 
@@ -214,6 +222,8 @@ class VoiceGate:
         server ignores) rather than closing the mic and cutting the command's start."""
         self.reset()
         self.through_cue = True
+        self.pauses: deque[int] = deque(maxlen=PAUSES_KEPT)  # mid-speech silences (ms)
+        self._spoke_until: float | None = None  # last voiced moment before the last endpoint
 
     # ---------------------------------------------------------------- push-to-talk
 
@@ -254,19 +264,25 @@ class VoiceGate:
                 return self._double_talk(frame)
             return []
         self._barge_ms = 0
-        voiced = self.is_speech(frame.audio)
         if self.s.mode == "push_to_talk":
-            return self._ptt(frame, voiced)
-        return self._gated(frame, voiced)
+            if not self.ptt_held:  # button up: the frame is only pre-roll, no VAD needed
+                self.preroll.append(frame)
+                return []
+            return self._ptt(frame, self.is_speech(frame.audio))
+        return self._gated(frame, self.is_speech(frame.audio))
+
+    @property
+    def waits_for_each_frame(self) -> bool:
+        """Whether a frame's decision is wanted as soon as it is captured. False only while
+        the frames just fill the pre-roll (push-to-talk, button up, no voice barge-in): then
+        the capture side may hand them over in batches (Capture.gather) and save wake-ups."""
+        return self.s.mode != "push_to_talk" or self.ptt_held or self.s.barge_in == "voice"
 
     def _emit(self, frames: list[AudioFrame]) -> Audio:
         self.sent_ms += sum(f.milliseconds for f in frames)
         return Audio(join(frames))
 
     def _ptt(self, frame: AudioFrame, voiced: bool) -> list[VoiceEvent]:
-        if not self.ptt_held:
-            self.preroll.append(frame)
-            return []
         if self._ptt_started:
             return [self._emit([frame])]
         if not voiced:
@@ -300,18 +316,35 @@ class VoiceGate:
         # speech
         out: list[VoiceEvent] = [self._emit([frame])]
         if voiced:
+            if self._silence_ms:  # a pause that did not end the turn
+                self.pauses.append(self._silence_ms)
             self._silence_ms = 0
         else:
             self._silence_ms += ms
-            if self._silence_ms >= self.s.hangover_ms:
+            if self._silence_ms >= self.hangover_ms:
                 out.append(SpeechEnded(frame.end))
+                self._spoke_until = frame.end - self._silence_ms / 1000
                 self.state = "silence"
                 self.preroll.clear()
         return out
 
+    @property
+    def hangover_ms(self) -> int:
+        """The silence that ends speech now: ``vad.hangover_ms``, or (adaptive) longer for a
+        speaker whose mid-sentence pauses came near it."""
+        if not self.s.adaptive_hangover or not self.pauses:
+            return self.s.hangover_ms
+        learned = max(self.pauses) + PAUSE_MARGIN_MS
+        return max(self.s.hangover_ms, min(HANGOVER_MAX_MS, learned))
+
     def _maybe_start(self) -> list[VoiceEvent]:
         if self._voiced_ms < max(self.s.min_speech_ms, MIN_VOICED_MS):
             return []
+        onset = self._cand[0].timestamp
+        if self._spoke_until is not None and (onset - self._spoke_until) * 1000 <= RESUMED_MS:
+            # the user went on talking: the endpoint cut a pause (learn it, cut less from now)
+            self.pauses.append(round((onset - self._spoke_until) * 1000))
+        self._spoke_until = None
         frames = [*self.preroll.take(), *self._cand]
         self.state, self._cand = "speech", []
         self._silence_ms = 0

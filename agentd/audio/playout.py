@@ -1,0 +1,101 @@
+"""Adaptive playout delay for streamed answer audio (pure: arrival times in, a start rule out).
+
+A fixed jitter buffer makes every answer wait for the worst link it was tuned for. Like
+WebRTC's NetEQ, this one measures the link instead: for each streamed answer it tracks the
+*relative delay* of every chunk, ``d = (arrival - first arrival) - audio already received``
+(how late a chunk came against a playout clock started at the first arrival). A stream
+started ``target`` after its first chunk never runs dry while every ``d`` stays below
+``target``. The target is the worst relative delay of the last few answers plus a margin,
+floored where a clean link needs nothing but scheduling slack: it grows only when the link
+proves jittery, and shrinks again once jittery answers age out of the window.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+FLOOR_MS = 10.0  # a clean link: scheduling slack only (thread wake-ups, the loop's turn)
+INITIAL_MS = 20.0  # before anything is known: one small packet's worth
+CEILING_MS = 500.0  # beyond this a link is broken, not jittery: waiting longer helps no one
+MARGIN = 1.1  # headroom over the worst delay seen, and ...
+MARGIN_MS = 5.0  # ... at least this much
+HISTORY = 10  # answers remembered: a jitter burst is forgotten ten answers later
+DRY_STEP_MS = 10.0  # an underrun the link delays do not explain raises the floor this much
+# What underruns alone may add: a sound server's read-ahead (pulse: ~20 ms). Not more: its
+# underrun reports are not always audible gaps, and latency is paid on every answer.
+DEVICE_MAX_MS = 20.0
+DRY_DECAY = 0.95  # and each answer played without one lowers it again by this factor
+
+
+@dataclass
+class PlayoutStats:
+    streams: int = 0  # streamed answers seen
+    underruns: int = 0  # the speaker ran dry mid-stream
+    device_ms: float = 0.0  # the floor underruns taught (the output's own read-ahead)
+    chosen_ms: float = INITIAL_MS  # the target the last stream started with
+    peak_ms: float = 0.0  # worst relative delay of the last finished stream
+
+
+class Playout:
+    """When a dry speaker may start a stream that is still arriving. Times in seconds."""
+
+    def __init__(self) -> None:
+        self._peaks: deque[float] = deque(maxlen=HISTORY)
+        self._t0: float | None = None  # first arrival of the stream in progress
+        self._received_ms = 0.0
+        self._peak_ms = 0.0  # this stream's worst relative delay so far
+        self._dry = False  # this stream ran dry
+        # An output that reads ahead (a sound server pulls tens of ms before they play) runs
+        # dry before its buffer is empty by our count: arrivals alone cannot see it, so each
+        # underrun raises a floor of its own, which decays slowly over clean answers.
+        self._device_ms = 0.0
+        self.stats = PlayoutStats()
+
+    @property
+    def target_ms(self) -> float:
+        """The playout delay a stream (re)starting now waits for."""
+        worst = max([*self._peaks, self._peak_ms]) if self._peaks or self._t0 else None
+        if worst is None:
+            return INITIAL_MS
+        want = max(worst * MARGIN, worst + MARGIN_MS)
+        return min(CEILING_MS, max(FLOOR_MS, self._device_ms, want))
+
+    def ran_dry(self) -> None:
+        """The speaker ran dry mid-stream: start later from now on (NetEQ grows its target
+        on an underflow). Counted once per dry spell by the caller."""
+        self.stats.underruns += 1
+        if self._dry:  # once per stream: a dry spell is one piece of evidence, not many
+            return
+        self._dry = True
+        self._device_ms = min(DEVICE_MAX_MS, max(self._device_ms, self.target_ms + DRY_STEP_MS))
+        self.stats.device_ms = self._device_ms
+
+    def arrived(self, now: float, ms: float) -> None:
+        """``ms`` of a streamed answer arrived at ``now``; the first call opens a stream."""
+        if self._t0 is None:
+            self._t0, self._received_ms, self._peak_ms, self._dry = now, 0.0, 0.0, False
+            self.stats.streams += 1
+            self.stats.chosen_ms = self.target_ms
+        d = (now - self._t0) * 1000 - self._received_ms
+        self._peak_ms = max(self._peak_ms, d)
+        self._received_ms += ms
+
+    def ended(self) -> None:
+        """The stream ended (its last chunk, a flush, a fault): its peak joins the history."""
+        if self._t0 is None:
+            return
+        self._peaks.append(self._peak_ms)
+        self.stats.peak_ms = self._peak_ms
+        if not self._dry:
+            self._device_ms *= DRY_DECAY
+            self.stats.device_ms = self._device_ms
+        self._t0 = None
+
+    def ready(self, now: float, waiting_since: float) -> bool:
+        """A dry speaker with audio waiting since ``waiting_since`` may start now."""
+        return (now - waiting_since) * 1000 >= self.target_ms
+
+    def start_at(self, waiting_since: float) -> float:
+        """When :meth:`ready` turns true (the playback thread sleeps until then)."""
+        return waiting_since + self.target_ms / 1000

@@ -1,0 +1,193 @@
+"""What the real daemon costs while it waits: `agentd run` idle against the simulator, push-to-talk
+and hands-free (VAD running), each for IDLE_S seconds, on two rigs:
+
+- card: the `clockmic`/`clockspk` ALSA PCMs (tests/alsa_clock.c), which move frames by the
+  clock and wake poll() per period as a sound card does: what a device costs;
+- room: the PulseAudio room, whose ALSA pulse plugin adds its own client threads
+  (`threaded-ml`) to the daemon's process: shown apart, they are the sound server's cost.
+
+Reports CPU % of one core (utime+stime of the process), wakeups/s per thread (voluntary +
+non-voluntary context switches from /proc/PID/task/*/status) and RSS. The capture thread's
+own floor is one wakeup per capture period (the microphone runs for pre-roll); the target
+counts everything beyond it.
+
+    .venv/bin/python bench/idle.py [seconds]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests import rigs
+
+rigs.install_asoundrc()
+DIR = rigs.RIG_DIR
+
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+from agentd.sim import Simulator  # noqa: E402
+
+IDLE_S = 30.0
+PERIOD_MS = 20  # audio.input.period_ms: the capture thread's floor is 1000 / PERIOD_MS
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _threads(pid: int) -> dict[str, tuple[str, int, float]]:
+    """tid → (name, voluntary + non-voluntary context switches, CPU seconds so far)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            n = 0
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    n += int(line.split()[1])
+            cpu = _cpu_s(task / "stat")
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[task.name] = (name, n, cpu)
+    return out
+
+
+def _cpu_s(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure(pid: int, seconds: float) -> dict[str, Any]:
+    """Sample the process over ``seconds``: CPU %, wakeups/s per thread, RSS."""
+    stat = Path(f"/proc/{pid}/stat")
+    c0, th0, t0 = _cpu_s(stat), _threads(pid), time.monotonic()
+    time.sleep(seconds)
+    c1, th1, t1 = _cpu_s(stat), _threads(pid), time.monotonic()
+    dt = t1 - t0
+    per: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for tid, (name, n, c) in th1.items():
+        if tid in th0:
+            key = f"{name}[{tid}]"
+            per[key] = (n - th0[tid][1]) / dt
+            cpu[key] = (c - th0[tid][2]) / dt * 100
+    return {
+        "cpu_pct": (c1 - c0) / dt * 100,
+        "threads": per,
+        "thread_cpu": cpu,
+        "rss_mb": _rss_mb(pid),
+    }
+
+
+def run_idle(sim_url: str, mode: str, seconds: float, mic: str, spk: str) -> dict[str, Any]:
+    cfg = DIR / f"{mode}-{mic}.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "api": {"url": sim_url},
+                "audio": {
+                    "input": {"device": mic, "rate": 48000, "channels": 2, "period_ms": PERIOD_MS},
+                    "output": {"device": spk, "rate": 48000, "channels": 2},
+                },
+                "turn": {"mode": mode},
+                "button": {"pin": None},
+                "led": {"pin": None},
+                "sounds": {"enabled": False},
+                "control": {"socket": str(DIR / f"{mode}.sock")},
+                "logging": {"level": "warning"},
+            }
+        )
+    )
+    notify = DIR / f"{mode}-{mic}.notify"
+    notify.unlink(missing_ok=True)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(notify))
+    s.settimeout(15)
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify), "OPENAI_API_KEY": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentd", "run", "--config", str(cfg)],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while b"READY=1" not in s.recv(4096):
+            pass
+        time.sleep(3.0)  # connected, devices open, start-up work done
+        return measure(proc.pid, seconds)
+    finally:
+        proc.terminate()
+        proc.wait(5)
+        s.close()
+
+
+RIGS = {"card": ("clockmic", "clockspk"), "room": ("mic", "spk")}
+SERVER_THREADS = ("threaded-ml",)  # the pulse plugin's client threads: the sound server's cost
+
+
+def main(seconds: float = IDLE_S, only: str | None = None) -> dict[str, float]:
+    rng = np.random.default_rng(1)
+    rigs.clock_pcms((rng.standard_normal(48000 * 3) * 30).astype("<i2"))  # quiet room noise
+    room = rigs.PulseRoom(DIR / "pulse").start()
+    out: dict[str, float] = {}
+    floor = 1000 / PERIOD_MS
+
+    async def each() -> None:
+        async with Simulator("openai", pace=1.0) as sim:
+            for rig, (mic, spk) in RIGS.items():
+                if only and rig != only:
+                    continue
+                for mode, key in (("push_to_talk", "ptt"), ("hands_free", "hf")):
+                    r = await asyncio.to_thread(run_idle, sim.url, mode, seconds, mic, spk)
+                    ours = {
+                        k: v for k, v in r["threads"].items() if not k.startswith(SERVER_THREADS)
+                    }
+                    total, server = (
+                        sum(ours.values()),
+                        sum(r["threads"].values()) - sum(ours.values()),
+                    )
+                    k = f"{rig}_{key}"
+                    out[f"{k}_cpu_pct"] = r["cpu_pct"]
+                    out[f"{k}_wakeups_s"] = total
+                    out[f"{k}_wakeups_beyond_capture_s"] = total - floor
+                    out[f"{k}_server_wakeups_s"] = server
+                    out[f"{k}_rss_mb"] = r["rss_mb"]
+                    print(
+                        f"{rig} rig, {mode} idle {seconds:.0f} s: CPU {r['cpu_pct']:.2f}% of a "
+                        f"core, {total:.0f} wakeups/s in the daemon's threads ({total - floor:.0f} "
+                        f"beyond the capture period's {floor:.0f}/s)"
+                        + (f" + {server:.0f}/s in the pulse plugin's threads" if server else "")
+                        + f", RSS {r['rss_mb']:.1f} MB"
+                    )
+                    for name, w in sorted(r["threads"].items(), key=lambda kv: -kv[1]):
+                        if w >= 0.05:
+                            print(
+                                f"    {name:28} {w:7.1f} wakeups/s "
+                                f"{r['thread_cpu'][name]:5.2f}% CPU"
+                            )
+
+    try:
+        asyncio.run(each())
+    finally:
+        room.stop()
+    print(
+        "targets: push-to-talk ≤ 1% of a core and ≤ 60 wakeups/s beyond the capture period's; "
+        "hands-free ≤ 3%"
+    )
+    return out
+
+
+if __name__ == "__main__":
+    main(float(sys.argv[1]) if len(sys.argv) > 1 else IDLE_S, *sys.argv[2:3])
