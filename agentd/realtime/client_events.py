@@ -25,6 +25,7 @@ class SessionSettings:
     transcription: str | None
     input_format: str
     output_format: str
+    noise_reduction: str | None = None  # OpenAI GA: near_field | far_field
 
     @classmethod
     def of(cls, api: ApiSettings, agent: AgentSettings, turn: TurnSettings) -> SessionSettings:
@@ -36,6 +37,7 @@ class SessionSettings:
             transcription=agent.transcription,
             input_format=dialects.input_format(api),
             output_format=dialects.output_format(api),
+            noise_reduction=api.noise_reduction,
         )
 
 

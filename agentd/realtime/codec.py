@@ -213,6 +213,8 @@ class Codec:
         }
         if s.transcription:
             audio_in["transcription"] = {"model": s.transcription}
+        if s.noise_reduction:
+            audio_in["noise_reduction"] = {"type": s.noise_reduction}
         audio_out: dict[str, Any] = {"format": {"type": "audio/pcm", "rate": OPENAI_PCM_RATE}}
         if s.voice:
             audio_out["voice"] = s.voice
