@@ -46,6 +46,13 @@ def room_response(rt60: float = RT60_S, rate: int = RATE, seed: int = 1) -> np.n
     return (h * ECHO_GAIN / np.sqrt(np.sum(h * h))).astype(np.float32)
 
 
+def echo_rms(play: np.ndarray) -> float:
+    """RMS of ``play``'s echo at the microphone over its voiced samples (what a signal-to-echo
+    ratio is measured against)."""
+    y = EchoPath(drift_ppm=0, noise_rms=0).process(np.asarray(play, np.float32))
+    return float(np.sqrt(np.mean(y[np.abs(y) > 1e-3] ** 2)))
+
+
 class EchoPath:
     """Streaming: ``process(block)`` of float32 mono at 16 kHz returns the mic's echo (its
     length drifts by ``drift_ppm``). Deterministic for a seed."""

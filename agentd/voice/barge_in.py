@@ -11,8 +11,11 @@ Why the rule looks like this (measured on the echo path rig, bench/echo.py):
   quieter, and webrtcvad finds only about half of their frames. Level alone cannot separate
   them; time can: the user is voiced and above the floor for ``need_ms`` out of any
   ``window_ms``, a residual burst is not;
-- the canceller converges within the first second of an answer and over its first seconds of
-  far-end audio after start-up: more evidence (``cold_need_ms``) is asked meanwhile.
+- a fresh canceller needs a few seconds of the device's own audio to converge (in the plain
+  room its residual stayed at -25 dBFS for over a second of the first answer in some runs):
+  voice barge-in is armed once it has heard ARM_S of far-end sound (the connected cue and the
+  first answer after start-up; the button works meanwhile), and until WARM_S, and in the first
+  ONSET_MS of every answer, more evidence (``cold_need_ms``) is asked.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ WINDOW_MS = 400  # evidence is counted over this much recent audio
 NEED_MS = 120  # voiced frames above the floor within WINDOW_MS that make a barge-in
 COLD_NEED_MS = 300  # the same while the canceller is still converging
 ONSET_MS = 800  # an answer's first audio, during which the canceller re-converges
-WARM_S = 5.0  # far-end audio the canceller must have heard since start-up to be trusted
+ARM_S = 4.0  # far-end sound the canceller must have heard since it was made to be trusted
+WARM_S = 10.0  # ... and to be trusted with NEED_MS of evidence
 FLOOR_DB = -54.0  # dBFS (mean square): a quieter cancelled frame is no user
 
 
@@ -54,6 +58,8 @@ class BargeInPolicy:
         """One cancelled frame of ``ms`` while the speaker plays; ``heard_s``: far-end audio
         the canceller has heard since it was made. True completes a barge-in."""
         self._playing_ms += ms
+        if heard_s < ARM_S:
+            return False
         self._recent.append((ms, voiced and db(energy) >= self.floor_db))
         held = sum(m for m, _ in self._recent)
         while held - self._recent[0][0] >= self.window_ms:

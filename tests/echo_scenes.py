@@ -1,0 +1,140 @@
+"""Full-duplex scenes on the real daemon (issue 22): the simulator answers, the answer plays into
+the PulseAudio room, its echo comes back to the microphone (straight, or through the echo path
+rig: agentd/sim/echo_path.py), and a near-end talker speaks on cue. Used by tests/test_echo.py
+and bench/echo.py (the end-to-end figures)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agentd.audio.pcm import to_float
+from agentd.sim.echo_path import EchoRig, echo_rms
+from agentd.sim.room import PulseRoom
+from tests import rigs
+from tests.harness import Harness
+
+QUESTION = "what is the weather like today"
+# a long answer with stretches of speech after its first second, so a barge-in lands mid-answer
+LONG_REPLY = (
+    "The weather today is sunny with a light breeze from the west. Temperatures reach twenty "
+    "degrees by the afternoon, and the evening stays dry and mild with clear skies."
+)
+SHORT_REPLY = "It is sunny and twenty degrees."
+
+
+def config(rig: bool, **over: Any) -> dict[str, Any]:
+    """The daemon's settings for a scene (running_daemon's ``over``): hands-free, aec, voice
+    barge-in; the microphone hears the room straight (``mic``) or through the rig (``earmic``)."""
+    mic = {"device": "earmic", "rate": 16000, "channels": 1} if rig else {
+        "device": "mic", "rate": 48000, "channels": 2}  # fmt: skip
+    return {
+        "turn__mode": "hands_free",
+        "echo__mode": "aec",
+        "echo__barge_in": "voice",
+        "audio__input": mic,
+        "sounds__enabled": False,
+        **over,
+    }
+
+
+@dataclass
+class Talker:
+    """Speaks into the scene: at the microphone (the rig's ``ear`` sink) or into the room."""
+
+    room: PulseRoom
+    rig: EchoRig | None
+    tmp: Path
+    n: int = 0
+
+    def say(self, text: str, gain: float = 1.0) -> Any:
+        self.n += 1
+        pcm = rigs.espeak(text, 16000, self.tmp / f"t{self.n}")
+        pcm = np.clip(pcm.astype(np.float64) * gain, -32768, 32767).astype(np.int16)
+        wav = rigs.write_wav(self.tmp / f"t{self.n}.wav", pcm, 16000)
+        return self.rig.talk(wav) if self.rig is not None else self.room.play(wav)
+
+
+def talker_gain(reply: str, ser_db: float, text: str) -> float:
+    """Gain for ``text`` spoken at the mic so its speech is ``ser_db`` against the echo of
+    ``reply`` (both measured over their voiced samples, through the rig's path)."""
+    x = to_float(rigs.speech.espeak_pcm(text, 16000))
+    user = float(np.sqrt(np.mean(x[np.abs(x) > 1e-3] ** 2)))
+    return echo_rms(to_float(rigs.speech.espeak_pcm(reply, 16000))) * 10 ** (ser_db / 20) / user
+
+
+@dataclass
+class Answers:
+    asked: int = 0
+    interrupts: int = 0
+    truncates: int = 0
+    whole: int = 0  # answers whose every sample played (heard_ms = what the server sent)
+    short_ms: list[int] = field(default_factory=list)
+
+
+async def answer(h: Harness, talk: Talker, text: str = QUESTION) -> tuple[str, int]:
+    """Ask and let the answer play out; returns its item and the ms of it the speaker played
+    (by Playback's accounting)."""
+    sim, d = h.sim, h.daemon
+    done = sim.responses_done
+    p = talk.say(text)
+    await asyncio.to_thread(p.wait, 20)
+    await h.until(lambda: h.state() == "speaking" or sim.responses_done > done, timeout=30)
+    item = d.conv.item_id
+    await h.until(lambda: sim.responses_done > done, timeout=30)
+    pb = d.playback
+    assert pb is not None and item is not None
+    await h.until(lambda: not pb.busy() and h.state() != "speaking", timeout=30)
+    return item, pb.heard_ms(item)
+
+
+def reply_ms(h: Harness) -> int:
+    """The length of the simulator's answer as sent (ms)."""
+    return len(h.sim.speech.pcm(h.sim.reply, 24000)) // 48
+
+
+async def echo_only_answers(h: Harness, talk: Talker, n: int, pace: float) -> Answers:
+    """Ask ``n`` questions; each answer plays with nobody speaking over it."""
+    sim, d = h.sim, h.daemon
+    sim.pace, sim.reply = pace, LONG_REPLY
+    out = Answers()
+    before = d.conv.counters.interrupts, len(sim.client_events("conversation.item.truncate"))
+    for _ in range(n):
+        _, heard = await answer(h, talk)
+        out.asked += 1
+        short = reply_ms(h) - heard
+        out.whole += short <= 20
+        if short > 20:
+            out.short_ms.append(short)
+    out.interrupts = d.conv.counters.interrupts - before[0]
+    out.truncates = len(sim.client_events("conversation.item.truncate")) - before[1]
+    return out
+
+
+async def barge_in(h: Harness, talk: Talker, ser_db: float, after_s: float = 1.5) -> float:
+    """Ask, then talk over the answer ``after_s`` into it at ``ser_db``; returns the seconds
+    from the talker's start to the truncate the daemon sent (inf: never)."""
+    sim = h.sim
+    sim.reply = LONG_REPLY
+    n_trunc = len(sim.client_events("conversation.item.truncate"))
+    p = talk.say(QUESTION)
+    await asyncio.to_thread(p.wait, 20)
+    await h.until(lambda: h.state() == "speaking", timeout=30)
+    await asyncio.sleep(after_s)
+    t0 = time.monotonic()
+    p = talk.say("stop, wait a moment please", talker_gain(LONG_REPLY, ser_db, "stop"))
+    try:
+        await h.until(
+            lambda: len(sim.client_events("conversation.item.truncate")) > n_trunc, timeout=4
+        )
+    except AssertionError:
+        return float("inf")
+    finally:
+        await asyncio.to_thread(p.wait, 20)
+    t = [r.t for r in sim.events if r.event["type"] == "conversation.item.truncate"][-1]
+    return t - t0
