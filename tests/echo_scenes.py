@@ -15,6 +15,7 @@ import numpy as np
 
 from agentd.audio.pcm import to_float
 from agentd.sim.echo_path import EchoRig, echo_rms
+from agentd.sim.echo_path import Talker as Cues
 from agentd.sim.room import PulseRoom
 from tests import rigs
 from tests.harness import Harness
@@ -53,11 +54,33 @@ class Talker:
     n: int = 0
 
     def say(self, text: str, gain: float = 1.0) -> Any:
+        """Start talking; the result's ``wait()`` returns when the speech has ended and its
+        ``started`` is the moment the speech reached the microphone (rig) or was started."""
         self.n += 1
         pcm = rigs.espeak(text, 16000, self.tmp / f"t{self.n}")
         pcm = np.clip(pcm.astype(np.float64) * gain, -32768, 32767).astype(np.int16)
+        if self.rig is not None:
+            return _Cue(self.rig.talker.say(pcm))
         wav = rigs.write_wav(self.tmp / f"t{self.n}.wav", pcm, 16000)
-        return self.rig.talk(wav) if self.rig is not None else self.room.play(wav)
+        proc = self.room.play(wav)
+        proc.started = time.monotonic()  # type: ignore[attr-defined]
+        return proc
+
+
+@dataclass
+class _Cue:
+    cue: Path
+
+    def wait(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not Cues.done(self.cue) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    @property
+    def started(self) -> float:
+        t = Cues.started(self.cue)
+        assert t is not None, "the rig never started the cue"
+        return t
 
 
 def talker_gain(reply: str, ser_db: float, text: str) -> float:
@@ -126,7 +149,6 @@ async def barge_in(h: Harness, talk: Talker, ser_db: float, after_s: float = 1.5
     await asyncio.to_thread(p.wait, 20)
     await h.until(lambda: h.state() == "speaking", timeout=30)
     await asyncio.sleep(after_s)
-    t0 = time.monotonic()
     p = talk.say("stop, wait a moment please", talker_gain(LONG_REPLY, ser_db, "stop"))
     try:
         await h.until(
@@ -137,4 +159,4 @@ async def barge_in(h: Harness, talk: Talker, ser_db: float, after_s: float = 1.5
     finally:
         await asyncio.to_thread(p.wait, 20)
     t = [r.t for r in sim.events if r.event["type"] == "conversation.item.truncate"][-1]
-    return t - t0
+    return t - p.started

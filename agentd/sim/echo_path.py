@@ -7,14 +7,17 @@ capture cards (resampled by 1 + ppm·1e-6), and background noise about 40 dB bel
 speech. :class:`EchoPath` is pure (blocks in, blocks out) so the bench runs the same path
 offline; :class:`EchoRig` runs it in real time between two PulseAudio null sinks:
 
-    daemon → ALSA `spk` → sink `room` → parec room.monitor → this path → pacat → sink `ear`
-           → ALSA `earmic` (ear.monitor) → daemon;   a near-end talker: paplay into `ear`.
+    daemon → ALSA `spk` → sink `room` → ALSA `mic` (room.monitor) → this path → ALSA `earspk`
+           → sink `ear` → ALSA `earmic` (ear.monitor) → daemon;   a near-end talker is
+           mixed in by that process on cue (:class:`Talker`), at a known moment.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,7 @@ DRIFT_PPM = 100.0
 # espeak speech played at volume 1.0 reaches the mic at ≈ -27 dBFS RMS through this path;
 # noise 40 dB below that (bench/echo.py prints the measured SNR)
 NOISE_RMS = 10 ** ((-27 - 40) / 20)
+STARTUP_S = 1.5  # the rig drops its record stream's start-up backlog this long
 
 
 def room_response(rt60: float = RT60_S, rate: int = RATE, seed: int = 1) -> np.ndarray:
@@ -94,26 +98,103 @@ class EchoPath:
         return (out + noise).astype(np.float32)
 
 
-def run_filter(drift_ppm: float = DRIFT_PPM) -> None:
-    """stdin → stdout, raw s16le mono 16 kHz, 10 ms at a time (the rig's middle process)."""
-    path = EchoPath(drift_ppm=drift_ppm)
-    src, dst = sys.stdin.buffer, sys.stdout.buffer
+class Talker:
+    """Near-end speech mixed in at the microphone on cue: ``say`` drops 16 kHz int16 audio
+    into ``cue_dir``; the rig's process mixes it in from its next block and writes the
+    monotonic time it started (``.started``) and a ``.done`` marker."""
+
+    def __init__(self, cue_dir: Path) -> None:
+        self.dir = cue_dir
+        self.n = 0
+
+    def say(self, pcm: np.ndarray) -> Path:
+        self.n += 1
+        path = self.dir / f"cue-{self.n:04d}.raw"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(np.asarray(pcm, "<i2").tobytes())
+        tmp.rename(path)
+        return path
+
+    @staticmethod
+    def started(cue: Path) -> float | None:
+        mark = cue.with_suffix(".started")
+        return float(mark.read_text()) if mark.exists() else None
+
+    @staticmethod
+    def done(cue: Path) -> bool:
+        return cue.with_suffix(".done").exists()
+
+
+def _mixer(cue_dir: Path) -> Iterator[np.ndarray | None]:
+    """Per block: the near-end samples to add (float32), or None."""
+    playing: list[tuple[Path, np.ndarray]] = []
     while True:
-        data = src.read(BLOCK * 2)
-        if not data:
-            return
-        x = np.frombuffer(data[: len(data) // 2 * 2], "<i2").astype(np.float32) / 32768
-        y = np.clip(np.round(path.process(x) * 32768), -32768, 32767).astype("<i2")
-        dst.write(y.tobytes())
-        dst.flush()
+        for entry in sorted(cue_dir.glob("cue-*.raw")):
+            x = np.fromfile(entry, "<i2").astype(np.float32) / 32768
+            entry.with_suffix(".started").write_text(repr(time.monotonic()))
+            entry.rename(entry.with_suffix(".playing"))
+            playing.append((entry, x))
+        if not playing:
+            yield None
+            continue
+        mix = np.zeros(BLOCK, np.float32)
+        left = []
+        for entry, x in playing:
+            k = min(BLOCK, x.size)
+            mix[:k] += x[:k]
+            if x.size > BLOCK:
+                left.append((entry, x[BLOCK:]))
+            else:
+                entry.with_suffix(".done").write_text("")
+        playing = left
+        yield mix
+
+
+def run_filter(src: str = "mic", dst: str = "earspk", drift_ppm: float = DRIFT_PPM,
+               cue_dir: Path | None = None) -> None:  # fmt: skip
+    """The rig's middle process: ALSA ``src`` (the room's monitor) through the path into ALSA
+    ``dst`` (the sink ``ear``), 10 ms at a time, paced by the capture. A backlog (the sound
+    server hands a new record stream's first second at once) would become echo delay for
+    good, since both ends run at real time: in the first STARTUP_S, capture reads that return
+    at once twice in a row are stale and dropped. After that nothing is dropped: a dropped
+    block is a jump in the echo delay, which a canceller must re-learn."""
+    import alsaaudio
+
+    fmt = {"rate": RATE, "channels": 1, "format": alsaaudio.PCM_FORMAT_S16_LE, "periodsize": BLOCK}
+    cap = alsaaudio.PCM(alsaaudio.PCM_CAPTURE, device=src, periods=20, **fmt)
+    out = alsaaudio.PCM(
+        alsaaudio.PCM_PLAYBACK, alsaaudio.PCM_NONBLOCK, device=dst, periods=6, **fmt
+    )
+    path = EchoPath(drift_ppm=drift_ppm)
+    mixer = _mixer(cue_dir) if cue_dir is not None else None
+    instant = 0
+    start = time.monotonic()
+    while True:
+        t = time.monotonic()
+        n, data = cap.read()
+        instant = instant + 1 if time.monotonic() - t < 0.002 else 0
+        if n < 0:
+            print("echo path rig: capture overrun", file=sys.stderr, flush=True)
+        if n <= 0 or (instant >= 2 and t - start < STARTUP_S):
+            continue
+        x = np.frombuffer(data, "<i2")[:n].astype(np.float32) / 32768
+        y = path.process(x)
+        near = next(mixer) if mixer is not None else None
+        if near is not None:
+            k = min(near.size, y.size)
+            y[:k] += near[:k]
+        out.write(np.clip(np.round(y * 32768), -32768, 32767).astype("<i2").tobytes())
 
 
 class EchoRig:
     """The echo path in real time inside a running :class:`~agentd.sim.room.PulseRoom`: adds
-    the sink ``ear`` and pipes room.monitor through :class:`EchoPath` into it."""
+    the sink ``ear`` and runs room.monitor through :class:`EchoPath` into it (ALSA PCMs from
+    :func:`agentd.sim.room.asoundrc`, read from ``$XDG_CONFIG_HOME`` in ``env``)."""
 
     def __init__(self, socket: Path, env: dict[str, str]) -> None:
         self.server = f"unix:{socket}"
+        self.cue_dir = socket.parent / "ear-cues"
+        self.talker = Talker(self.cue_dir)
         self.env = env
         self.procs: list[subprocess.Popen[bytes]] = []
         self.module: str | None = None
@@ -125,27 +206,12 @@ class EchoRig:
             env=self.env, capture_output=True, text=True, check=True,
         )  # fmt: skip
         self.module = out.stdout.strip()
-        fmt = ["--raw", "--format=s16le", "--rate=16000", "--channels=1", "--latency-msec=10"]
-        rec = subprocess.Popen(
-            ["parec", f"--server={self.server}", "--device=room.monitor", *fmt],
-            env=self.env, stdout=subprocess.PIPE,
-        )  # fmt: skip
+        self.cue_dir.mkdir(parents=True, exist_ok=True)
         mid = subprocess.Popen(
-            [sys.executable, "-m", "agentd.sim.echo_path"],
-            stdin=rec.stdout, stdout=subprocess.PIPE, env=self.env,
-        )  # fmt: skip
-        play = subprocess.Popen(
-            ["pacat", f"--server={self.server}", "--device=ear", "--playback", *fmt],
-            env=self.env, stdin=mid.stdout,
-        )  # fmt: skip
-        self.procs = [rec, mid, play]
-        return self
-
-    def talk(self, wav: Path) -> subprocess.Popen[bytes]:
-        """A near-end talker at the microphone (returns at once; wait() on it)."""
-        return subprocess.Popen(
-            ["paplay", f"--server={self.server}", "--device=ear", str(wav)], env=self.env
+            [sys.executable, "-m", "agentd.sim.echo_path", str(self.cue_dir)], env=self.env
         )
+        self.procs = [mid]
+        return self
 
     def stop(self) -> None:
         for p in self.procs:
@@ -165,4 +231,4 @@ class EchoRig:
 
 
 if __name__ == "__main__":
-    run_filter()
+    run_filter(cue_dir=Path(sys.argv[1]) if len(sys.argv) > 1 else None)

@@ -18,6 +18,7 @@ def asoundrc(socket: Path) -> str:
         f'pcm.mic {{ type pulse; server "unix:{socket}"; device "room.monitor" }}\n'
         f'pcm.spk {{ type pulse; server "unix:{socket}"; device "room" }}\n'
         f'pcm.earmic {{ type pulse; server "unix:{socket}"; device "ear.monitor" }}\n'
+        f'pcm.earspk {{ type pulse; server "unix:{socket}"; device "ear" }}\n'
     )
 
 
