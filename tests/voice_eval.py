@@ -109,22 +109,13 @@ def cancel(mic: np.ndarray, play: np.ndarray, ms: int = 20, canceller: EchoCance
     ahead = RATE * AHEAD_MS // 1000
     play16 = np.frombuffer(to_int16(play), "<i2")
     ec.far.dropped()  # a previous run's tail: in the daemon it plays out while idle
-    t0 = next_run_start(ec)
-    ec.far.written(play16[:ahead], RATE, t0)
+    ec.far.written(play16[:ahead], RATE)
     out = []
     for f in corpus.frames(mic, ms):
         i = round(f.timestamp * RATE) + ahead
-        ec.far.written(play16[i : i + f.samples], RATE, t0 + i / RATE)
-        y = ec.process(AudioFrame(f.audio, RATE, timestamp=t0 + f.timestamp))
-        out.append(AudioFrame(y.audio, RATE, timestamp=f.timestamp))
+        ec.far.written(play16[i : i + f.samples], RATE)
+        out.append(ec.process(f))
     return out
-
-
-def next_run_start(ec: EchoCanceller) -> float:
-    """Runs follow each other on one timeline, a second apart (as answers do)."""
-    t = getattr(ec, "_eval_t", 0.0) + 1.0
-    ec._eval_t = t + 30.0  # type: ignore[attr-defined]
-    return t
 
 
 def barge_run(

@@ -619,7 +619,7 @@ class Playback(_DeviceThread):
                             self._underrun()
                         dry, n = True, 0
                     if n > 0:
-                        self._tap(take[:n], now + in_buf / self.card_rate)
+                        self._tap(take[:n])
                         dropped = dry = False
                         with self._lock:
                             last = self._segments[-1] if self._segments else None
@@ -648,9 +648,9 @@ class Playback(_DeviceThread):
     # ---- the echo canceller's far-end tap: the exact samples ALSA took, as it took them,
     # so the reference is there before its echo can reach the microphone
 
-    def _tap(self, written: np.ndarray, plays_at: float) -> None:
+    def _tap(self, written: np.ndarray) -> None:
         if self.far_end is not None:
-            self.far_end.written(written, self.card_rate, plays_at)
+            self.far_end.written(written, self.card_rate)
 
     def _tap_dropped(self) -> None:
         if self.far_end is not None:

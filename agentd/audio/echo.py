@@ -4,8 +4,7 @@ optional extra ``pip install 'agentd[aec]'``.
 
 Why it is built this way (each point was measured, see issue 22 and bench/echo.py):
 - the far end is the exact int16 audio handed to ALSA, tapped in Playback's writer
-  (:class:`FarEnd`), so the reference is handed over before its echo can reach the mic, and
-  placed on the timeline of when it plays, so the render→capture delay holds still;
+  (:class:`FarEnd`), so the reference is handed over before its echo can reach the mic;
 - the canceller sees a reference frame for every microphone frame: zeros while nothing
   plays (skipping them attenuates the user afterwards);
 - it is created once per daemon (a fresh one attenuates early double talk more);
@@ -19,7 +18,6 @@ whole WebRTC stack, numpy only, no threads; both run under ``MemoryDenyWriteExec
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -33,8 +31,7 @@ from agentd.audio.resample import VAD_RATE, StreamResampler
 from agentd.config import EchoSettings, InputSettings
 
 BLOCK = VAD_RATE // 100  # 10 ms at 16 kHz: the only size the native library is handed
-FAR_KEEP_S = 2.0  # far end this much older than the newest is dropped
-RESYNC_S = 0.02  # the reference and the microphone's clock may part this far
+FAR_KEEP_S = 2.0  # far end waiting beyond this is stale (the mic stopped): dropped
 EXTRA = "pip install 'agentd[aec]'"
 
 
@@ -81,28 +78,18 @@ class EchoSetup:
 
 
 class FarEnd:
-    """The speaker's signal as written to ALSA, at 16 kHz, on the timeline of when it plays:
-    written by the playback thread, read on the loop for each microphone frame.
-
-    Counting samples alone would misalign the reference whenever the speaker runs dry (the
-    card plays silence the reference does not hold) or the writer's lead changes, and AEC3
-    leaks echo for seconds after each such jump. So each write carries the moment it will
-    play (the device's buffer ahead of it), a stream that goes on without a gap is kept
-    sample-continuous, and the reader follows the microphone's clock, re-syncing only when
-    the two part by more than RESYNC_S (a gap, a flush, a new answer)."""
+    """The speaker's signal as written to ALSA, at 16 kHz, waiting for the microphone frames
+    it can echo into. Written by the playback thread, read on the loop."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._chunks: deque[tuple[float, np.ndarray]] = deque()  # (plays at, 16 kHz int16)
-        self._end = -math.inf  # when the newest chunk ends playing
+        self._chunks: deque[np.ndarray] = deque()
+        self._held = 0
         self._rs: StreamResampler | None = None
-        self._pos: float | None = None  # the reader's place on the timeline
         self.written_samples = 0  # 16 kHz samples tapped so far (for tests and status)
-        self.resyncs = 0
 
-    def written(self, samples: np.ndarray, rate: int, plays_at: float) -> None:
-        """Playback's tap: int16 mono ``samples`` at the card ``rate`` just handed to ALSA,
-        whose first sample leaves the speaker at ``plays_at`` (monotonic seconds)."""
+    def written(self, samples: np.ndarray, rate: int) -> None:
+        """Playback's tap: int16 mono ``samples`` at the card ``rate`` just handed to ALSA."""
         if self._rs is None or self._rs.in_rate != rate:
             self._rs = StreamResampler(rate, VAD_RATE, quality="MQ")
         y = self._rs.process(samples)
@@ -110,48 +97,39 @@ class FarEnd:
             return
         x = np.frombuffer(to_int16(y), "<i2")
         with self._lock:
-            if abs(plays_at - self._end) <= RESYNC_S:
-                plays_at = self._end  # the same stream going on: no gap, no overlap
-            self._chunks.append((plays_at, x))
-            self._end = plays_at + x.size / VAD_RATE
+            self._chunks.append(x)
+            self._held += x.size
             self.written_samples += x.size
-            while self._chunks and self._chunks[0][0] < plays_at - FAR_KEEP_S:
-                self._chunks.popleft()
+            while self._held > FAR_KEEP_S * VAD_RATE and self._chunks:
+                self._held -= self._chunks.popleft().size
 
     def dropped(self) -> None:
         """Playback dropped what ALSA held (a flush, a device fault): it never plays."""
         with self._lock:
             self._chunks.clear()
-            self._end = -math.inf
-            if self._rs is not None:
-                self._rs.reset()
+            self._held = 0
 
-    def take(self, n: int, at: float | None = None) -> np.ndarray:
-        """The ``n`` samples that played from ``at`` (a microphone frame's capture time; None:
-        right after the previous take), zeros where nothing played."""
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` samples of the far end, zeros where nothing was played."""
         out = np.zeros(n, np.int16)
+        got = 0
         with self._lock:
-            if self._pos is None or (at is not None and abs(at - self._pos) > RESYNC_S):
-                self.resyncs += self._pos is not None
-                self._pos = at if at is not None else 0.0
-            start = self._pos
-            self._pos = start + n / VAD_RATE
-            while self._chunks and self._chunks[0][0] + self._chunks[0][1].size / VAD_RATE <= start:
-                self._chunks.popleft()
-            for t0, x in self._chunks:
-                i = round((start - t0) * VAD_RATE)  # where this frame starts in the chunk
-                if i >= x.size:
-                    continue
-                if i <= -n:
-                    break
-                lo, hi = max(0, -i), min(n, x.size - i)
-                out[lo:hi] = x[i + lo : i + hi]
+            while got < n and self._chunks:
+                c = self._chunks[0]
+                k = min(n - got, c.size)
+                out[got : got + k] = c[:k]
+                got += k
+                if k == c.size:
+                    self._chunks.popleft()
+                else:
+                    self._chunks[0] = c[k:]
+            self._held -= got
         return out
 
     @property
     def held(self) -> int:
         with self._lock:
-            return sum(x.size for _, x in self._chunks)
+            return self._held
 
 
 class EchoCanceller:
@@ -195,7 +173,7 @@ class EchoCanceller:
         out = np.empty_like(near)
         for i in range(0, near.size, BLOCK):
             x = np.ascontiguousarray(near[i : i + BLOCK])
-            far = self.far.take(BLOCK, frame.timestamp + i / VAD_RATE)
+            far = self.far.take(BLOCK)
             self._heard += bool(far.any())
             if self._aec is not None:
                 x = self._aec.process(x, far)
