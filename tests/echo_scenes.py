@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from agentd.audio.pcm import to_float
-from agentd.sim.echo_path import EchoRig, echo_rms
+from agentd.audio.pcm import to_float, to_int16
+from agentd.sim.echo_path import EchoPath, EchoRig
 from agentd.sim.echo_path import Talker as Cues
 from agentd.sim.room import PulseRoom
 from tests import rigs
@@ -44,6 +44,13 @@ def config(rig: bool, **over: Any) -> dict[str, Any]:
     }
 
 
+def echo_rms(play: np.ndarray) -> float:
+    """RMS of ``play``'s echo at the microphone over its voiced samples (what a signal-to-echo
+    ratio is measured against)."""
+    y = EchoPath(drift_ppm=0, noise_rms=0).process(np.asarray(play, np.float32))
+    return float(np.sqrt(np.mean(y[np.abs(y) > 1e-3] ** 2)))
+
+
 @dataclass
 class Talker:
     """Speaks into the scene: at the microphone (the rig's ``ear`` sink) or into the room."""
@@ -58,7 +65,7 @@ class Talker:
         ``started`` is the moment the speech reached the microphone (rig) or was started."""
         self.n += 1
         pcm = rigs.espeak(text, 16000, self.tmp / f"t{self.n}")
-        pcm = np.clip(pcm.astype(np.float64) * gain, -32768, 32767).astype(np.int16)
+        pcm = np.frombuffer(to_int16(to_float(pcm), gain), "<i2")
         if self.rig is not None:
             return _Cue(self.rig.talker.say(pcm))
         wav = rigs.write_wav(self.tmp / f"t{self.n}.wav", pcm, 16000)

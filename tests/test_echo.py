@@ -185,7 +185,7 @@ def test_playback_taps_exactly_what_alsa_took(tmp_path: Path) -> None:
 
     from agentd.audio.alsa import Playback
     from agentd.audio.echo import FarEnd
-    from agentd.audio.pcm import to_float
+    from agentd.audio.pcm import to_float, to_int16
     from agentd.audio.resample import StreamResampler
     from agentd.config import OutputSettings
 
@@ -202,9 +202,7 @@ def test_playback_taps_exactly_what_alsa_took(tmp_path: Path) -> None:
     finally:
         pb.stop()
     played = np.frombuffer(rigs.PLAYBACK_FILE.read_bytes(), "<i2")
-    want = np.frombuffer(
-        np.round(StreamResampler(48000, 16000, "MQ").process(played) * 32767).astype("<i2"), "<i2"
-    )
+    want = np.frombuffer(to_int16(StreamResampler(48000, 16000, "MQ").process(played)), "<i2")
     assert far.written_samples == pytest.approx(want.size, abs=200), (
         far.written_samples,
         want.size,

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from agentd.audio.pcm import to_float, to_int16
+
 RATE = 16000
 BLOCK = RATE // 100  # 10 ms
 RT60_S = 0.3
@@ -48,13 +50,6 @@ def room_response(rt60: float = RT60_S, rate: int = RATE, seed: int = 1) -> np.n
     for ms, g in ((3.1, -0.5), (7.4, 0.35), (11.9, -0.25)):
         h[d + int(rate * ms / 1000)] += g
     return (h * ECHO_GAIN / np.sqrt(np.sum(h * h))).astype(np.float32)
-
-
-def echo_rms(play: np.ndarray) -> float:
-    """RMS of ``play``'s echo at the microphone over its voiced samples (what a signal-to-echo
-    ratio is measured against)."""
-    y = EchoPath(drift_ppm=0, noise_rms=0).process(np.asarray(play, np.float32))
-    return float(np.sqrt(np.mean(y[np.abs(y) > 1e-3] ** 2)))
 
 
 class EchoPath:
@@ -130,7 +125,7 @@ def _mixer(cue_dir: Path) -> Iterator[np.ndarray | None]:
     playing: list[tuple[Path, np.ndarray]] = []
     while True:
         for entry in sorted(cue_dir.glob("cue-*.raw")):
-            x = np.fromfile(entry, "<i2").astype(np.float32) / 32768
+            x = to_float(np.fromfile(entry, "<i2"))
             entry.with_suffix(".started").write_text(repr(time.monotonic()))
             entry.rename(entry.with_suffix(".playing"))
             playing.append((entry, x))
@@ -177,13 +172,13 @@ def run_filter(src: str = "mic", dst: str = "earspk", drift_ppm: float = DRIFT_P
             print("echo path rig: capture overrun", file=sys.stderr, flush=True)
         if n <= 0 or (instant >= 2 and t - start < STARTUP_S):
             continue
-        x = np.frombuffer(data, "<i2")[:n].astype(np.float32) / 32768
+        x = to_float(data[: n * 2])
         y = path.process(x)
         near = next(mixer) if mixer is not None else None
         if near is not None:
             k = min(near.size, y.size)
             y[:k] += near[:k]
-        out.write(np.clip(np.round(y * 32768), -32768, 32767).astype("<i2").tobytes())
+        out.write(to_int16(y))
 
 
 class EchoRig:
