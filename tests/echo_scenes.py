@@ -90,14 +90,6 @@ class _Cue:
         return t
 
 
-def talker_gain(reply: str, ser_db: float, text: str) -> float:
-    """Gain for ``text`` spoken at the mic so its speech is ``ser_db`` against the echo of
-    ``reply`` (both measured over their voiced samples, through the rig's path)."""
-    x = to_float(rigs.speech.espeak_pcm(text, 16000))
-    user = float(np.sqrt(np.mean(x[np.abs(x) > 1e-3] ** 2)))
-    return echo_rms(to_float(rigs.speech.espeak_pcm(reply, 16000))) * 10 ** (ser_db / 20) / user
-
-
 @dataclass
 class Answers:
     asked: int = 0
@@ -144,26 +136,3 @@ async def echo_only_answers(h: Harness, talk: Talker, n: int, pace: float) -> An
     out.interrupts = d.conv.counters.interrupts - before[0]
     out.truncates = len(sim.client_events("conversation.item.truncate")) - before[1]
     return out
-
-
-async def barge_in(h: Harness, talk: Talker, ser_db: float, after_s: float = 1.5) -> float:
-    """Ask, then talk over the answer ``after_s`` into it at ``ser_db``; returns the seconds
-    from the talker's start to the truncate the daemon sent (inf: never)."""
-    sim = h.sim
-    sim.reply = LONG_REPLY
-    n_trunc = len(sim.client_events("conversation.item.truncate"))
-    p = talk.say(QUESTION)
-    await asyncio.to_thread(p.wait, 20)
-    await h.until(lambda: h.state() == "speaking", timeout=30)
-    await asyncio.sleep(after_s)
-    p = talk.say("stop, wait a moment please", talker_gain(LONG_REPLY, ser_db, "stop"))
-    try:
-        await h.until(
-            lambda: len(sim.client_events("conversation.item.truncate")) > n_trunc, timeout=4
-        )
-    except AssertionError:
-        return float("inf")
-    finally:
-        await asyncio.to_thread(p.wait, 20)
-    t = [r.t for r in sim.events if r.event["type"] == "conversation.item.truncate"][-1]
-    return t - p.started
