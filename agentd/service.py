@@ -20,6 +20,7 @@ from typing import Any, assert_never
 
 from agentd import __version__, logs
 from agentd import conversation as cv
+from agentd.audio import echo
 from agentd.audio.alsa import Capture, Playback
 from agentd.audio.frame import AudioFrame
 from agentd.config import Config, ConfigError, Loaded, led_config, load, register_secrets, summary
@@ -105,6 +106,10 @@ class Daemon:
         self.gate = vg.VoiceGate(
             vg.VoiceSettings.of(self.cfg.turn.mode, self.cfg.vad, self.cfg.echo)
         )
+        # the microphone path's echo canceller / NS / AGC: made once per daemon, its far end
+        # tapped from the playback writer (agentd/audio/echo.py)
+        self.far_end = echo.FarEnd()
+        self.echo = echo.make(echo.EchoSetup.of(self.cfg.echo, self.cfg.audio.input), self.far_end)
         self.link: Link | None = None
         self.capture: Capture | None = None
         self.playback: Playback | None = None
@@ -383,6 +388,7 @@ class Daemon:
             self.cfg.audio.input, loop, self._on_mic, lambda e: self._audio_status("capture", e)
         )
         self._pb_faults = 0
+        self.playback.far_end = self.far_end if self.echo is not None else None
         self.playback.start()
         self.capture.start()
         self.hat.open_volume(self.cfg.audio.output)
@@ -486,13 +492,19 @@ class Daemon:
         pb = self.playback
         if pb is None:
             return vg.Speaker()
-        return vg.Speaker(pb.busy(now), pb.last_played_at)
+        heard = self.echo.heard_s if self.echo is not None else float("inf")
+        return vg.Speaker(pb.busy(now), pb.last_played_at, heard)
 
     def _on_mic(self, frame: AudioFrame) -> None:
         with self._caught("a microphone frame"):
             self._mic_frame(frame)
 
     def _mic_frame(self, frame: AudioFrame) -> None:
+        if self.echo is not None:
+            if not self._mic_on:  # the far end keeps pace with the unheard microphone
+                self.far_end.take(frame.samples)
+                return
+            frame = self.echo.process(frame)
         if not self._mic_on:
             return  # muted: neither the gate nor the wake-word detector hears anything
         speaker = self._speaker(time.monotonic())
@@ -572,7 +584,7 @@ class Daemon:
                 self.downlink.reset()
                 if pb is not None:
                     pb.flush()
-                self.gate.reference.clear()
+                self.gate.barge_in.reset()
             case cv.Listen(on):
                 self._mic_on = on
             case cv.Cue(name):
@@ -681,12 +693,8 @@ class Daemon:
     ) -> None:
         pb = self.playback
         assert pb is not None
-        start = pb.queued_until()
         gain = self.hat.gain(pb.settings.volume if gain is None else gain)  # software volume
         pb.play(pcm, item, rate=rate, gain=gain, last=last)
-        if self.cfg.echo.barge_in == "voice" and pcm:
-            played = AudioFrame(pcm, rate, timestamp=start)
-            self.gate.reference.add(played, pb.settings.volume if gain is None else gain)
 
     # ------------------------------------------------------------------ server side
 
@@ -863,6 +871,12 @@ class Daemon:
         voice = vg.VoiceSettings.of(new.turn.mode, new.vad, new.echo)
         if voice != vg.VoiceSettings.of(old.turn.mode, old.vad, old.echo):
             self._next_gate = vg.VoiceGate(voice)
+        setup = echo.EchoSetup.of(new.echo, new.audio.input)
+        if setup != echo.EchoSetup.of(old.echo, old.audio.input):
+            log.info("reload: microphone processing changed: %s", setup)
+            self.echo = echo.make(setup, self.far_end)
+            if self.playback is not None:
+                self.playback.far_end = self.far_end if self.echo is not None else None
         if self.link is not None:
             session = self.link.session
             if self.link.configure(new, self._key()):

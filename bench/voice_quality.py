@@ -59,7 +59,7 @@ def main() -> dict[str, float]:
     false = sum(b.false_barge_ins for b in barge)
     echo_runs = sum(b.echo_runs for b in barge)
     detected = sum(b.detected_in_time for b in barge) / sum(b.double_talk for b in barge)
-    delays = [d for b in barge for d in b.delays_ms]
+    delays = [d for b in barge for v in b.delays_ms.values() for d in v]
     out = {
         "onset_recall": caught / onsets,
         "uplink_ratio": sp.uplink_ratio,
@@ -80,8 +80,9 @@ def main() -> dict[str, float]:
     )
     print(f"false barge-ins on echo-only playback: {false} in {echo_runs} runs of 5 s (target 0)")
     print(
-        f"barge-in within 300 ms of user onset: {detected:.0%} of {sum(b.double_talk for b in barge)} "
-        f"double-talk cases (target ≥ 90%), median delay {np.median(delays):.0f} ms"
+        f"barge-in in time (500/1000 ms at SER -5/-10 dB, echo path rig + canceller): "
+        f"{detected:.0%} of {sum(b.double_talk for b in barge)} double-talk cases, "
+        f"median delay {np.median(delays):.0f} ms (bench/echo.py has the full figures)"
     )
     for ms in (10, 30):
         p = period_figures(ms)
@@ -89,7 +90,7 @@ def main() -> dict[str, float]:
         print(
             f"with {ms} ms frames: onset recall {p['onset_recall']:.0%}, endpoint median "
             f"{p['endpoint_median_ms']:.0f} ms, p95 {p['endpoint_p95_ms']:.0f} ms, false "
-            f"barge-ins {p['false_barge_ins']:.0f}, barge-in within 300 ms "
+            f"barge-ins {p['false_barge_ins']:.0f}, barge-in in time "
             f"{p['barge_in_detection']:.0%}"
         )
     return out

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agentd.audio.devices import list_pcms
+from agentd.audio.echo import FarEnd
 from agentd.audio.frame import AudioFrame, Framer
 from agentd.audio.pcm import to_float, to_int16
 from agentd.audio.playout import Playout
@@ -428,6 +429,7 @@ class Playback(_DeviceThread):
         self.suspect = False
         self.stall_limit = PLAYBACK_START_S  # PLAYBACK_STALL_S once the stream is running
         self.playout = Playout()  # guarded by _lock: play() feeds it, the thread reads it
+        self.far_end: FarEnd | None = None  # the echo canceller's tap: what ALSA was handed
 
     # -------------------------------------------------------------- loop side
 
@@ -606,6 +608,7 @@ class Playback(_DeviceThread):
             self._stream_ended, self._flush = True, False
             self.playout.ended()
             self.stats.faults += 1
+        self._tap_dropped()
         for rs in self._rs.values():
             rs.reset()
 
@@ -630,6 +633,7 @@ class Playback(_DeviceThread):
             if flush:
                 chunk, tail_ended = self._probe() if self.suspect else None, True
                 pcm.drop()  # type: ignore[attr-defined]
+                self._tap_dropped()
                 self.flushed_at = self.clock()
                 dropped = True
                 with self._lock:
@@ -669,6 +673,7 @@ class Playback(_DeviceThread):
                             self._underrun()
                         dry, n = True, 0
                     if n > 0:
+                        self._tap(take[:n])
                         dropped = dry = False
                         with self._lock:
                             last = self._segments[-1] if self._segments else None
@@ -711,6 +716,17 @@ class Playback(_DeviceThread):
         if self._pending:  # a dry speaker: the stream waits for its playout delay
             due.append(self.playout.start_at(self._pending_since))
         return max(self.POLL_S, min(due) - now)
+
+    # ---- the echo canceller's far-end tap: the exact samples ALSA took, as it took them,
+    # so the reference is there before its echo can reach the microphone
+
+    def _tap(self, written: np.ndarray) -> None:
+        if self.far_end is not None:
+            self.far_end.written(written, self.card_rate)
+
+    def _tap_dropped(self) -> None:
+        if self.far_end is not None:
+            self.far_end.dropped()
 
     def _probe(self) -> np.ndarray:
         return np.zeros(self.buffer_frames, "<i2")

@@ -52,6 +52,8 @@ class ApiSettings:
     """xstar only: mic format sent; null = Raw16KHz16BitMonoPcm."""
     output_format: XstarPcmFormat | None = None
     """xstar only: speech format received; null = Raw24KHz16BitMonoPcm."""
+    noise_reduction: Literal["near_field", "far_field"] | None = None
+    """openai (GA) only: the server's input noise reduction; null = none."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,10 @@ class InputSettings:
     """Which channel is the microphone (0-based)."""
     period_ms: Literal[10, 20, 30] = 20
     """Frame size (milliseconds): 10 | 20 | 30."""
+    noise_suppression: int = _opt(0, 0, 4)
+    """Local noise suppression: 0 off, 1..4 = 6/12/18/21 dB (needs agentd[aec])."""
+    auto_gain: int = _opt(0, 0, 50)
+    """Local automatic gain: 0 off, else the most gain it may add in dB (needs agentd[aec])."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +168,7 @@ class VadSettings:
 @dataclass(frozen=True)
 class EchoSettings:
     mode: Literal["half_duplex", "aec", "off"] = "half_duplex"
-    """half_duplex | aec | off."""
+    """half_duplex | aec (echo canceller, needs agentd[aec]) | off."""
     tail_ms: int = _opt(250, 0, 5000)
     """Mic stays closed this long after playback (milliseconds)."""
     barge_in: Literal["button", "voice", "off"] = "button"

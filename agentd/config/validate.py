@@ -386,3 +386,34 @@ def check_wire(cfg: Config, problems: list[str]) -> None:
                 )
             if (why := codecs.missing(fmt)) is not None:
                 problems.append(f"audio.wire.{direction}: {why}")
+    check_echo(cfg, problems)
+
+
+def check_echo(cfg: Config, problems: list[str]) -> None:
+    """The microphone path's processing (issue 22): what the device can do, or why not."""
+    from agentd.audio import echo
+
+    if cfg.echo.barge_in == "voice" and cfg.echo.mode != "aec":
+        problems.append(
+            f"echo.barge_in: voice needs echo.mode: aec (got {cfg.echo.mode}): without an echo "
+            "canceller the microphone hears the answer and it interrupts itself; set "
+            f"echo.mode: aec ({echo.EXTRA}) or echo.barge_in: button"
+        )
+    if cfg.api.noise_reduction is not None and cfg.api.dialect != "openai":
+        problems.append(
+            f"api.noise_reduction: only the OpenAI GA dialect has it (got dialect "
+            f"{cfg.api.dialect}); use audio.input.noise_suppression for local noise suppression"
+        )
+    if not echo.available():
+        mic = cfg.audio.input
+        wanted = [
+            (cfg.echo.mode == "aec", "echo.mode", "aec"),
+            (mic.noise_suppression > 0, "audio.input.noise_suppression", mic.noise_suppression),
+            (mic.auto_gain > 0, "audio.input.auto_gain", mic.auto_gain),
+        ]
+        for on, key, value in wanted:
+            if on:
+                problems.append(
+                    f"{key}: {value} needs the WebRTC audio processing library, which is not "
+                    f"installed: {echo.EXTRA} (or turn it off)"
+                )

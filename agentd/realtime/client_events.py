@@ -29,6 +29,7 @@ class SessionSettings:
     tools: tuple[dict[str, Any], ...] = ()
     """The session's ``tools`` (agentd.tools.registry builds them; tool_choice is auto)."""
     vad_type: str = "server_vad"  # turn.server_detector: the server detector, when server_vad
+    noise_reduction: str | None = None  # OpenAI GA: near_field | far_field
 
     @classmethod
     def of(
@@ -50,6 +51,7 @@ class SessionSettings:
             input_format=dialects.input_format(api, wire),
             output_format=dialects.output_format(api, wire),
             vad_type=turn.server_detector,
+            noise_reduction=api.noise_reduction,
         )
 
 

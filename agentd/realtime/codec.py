@@ -248,6 +248,8 @@ class Codec:
         }
         if s.transcription:
             audio_in["transcription"] = {"model": s.transcription}
+        if s.noise_reduction:
+            audio_in["noise_reduction"] = {"type": s.noise_reduction}
         audio_out: dict[str, Any] = {"format": _ga_format(s.output_format)}
         if s.voice:
             audio_out["voice"] = s.voice

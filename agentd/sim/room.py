@@ -12,10 +12,13 @@ from pathlib import Path
 
 
 def asoundrc(socket: Path) -> str:
-    """ALSA PCMs `mic` (the room's monitor) and `spk` (into the room)."""
+    """ALSA PCMs `mic` (the room's monitor) and `spk` (into the room); `earmic` hears the
+    room through the echo path rig (agentd/sim/echo_path.py) while that runs."""
     return (
         f'pcm.mic {{ type pulse; server "unix:{socket}"; device "room.monitor" }}\n'
         f'pcm.spk {{ type pulse; server "unix:{socket}"; device "room" }}\n'
+        f'pcm.earmic {{ type pulse; server "unix:{socket}"; device "ear.monitor" }}\n'
+        f'pcm.earspk {{ type pulse; server "unix:{socket}"; device "ear" }}\n'
     )
 
 

@@ -12,8 +12,8 @@ Why each piece exists:
 - hangover: people pause inside sentences; only a longer silence ends the turn;
 - echo suppression: the device must not hear itself, up to ``tail_ms`` after the last sample
   really left the speaker (reverb and the codec's own delay);
-- double-talk: with ``barge_in: voice`` the user may talk over the answer, which is detected
-  as mic energy well above what the measured echo coupling predicts from the playback level.
+- double-talk: with ``barge_in: voice`` (``echo.mode: aec`` only) the user may talk over the
+  answer: the echo-cancelled frames go to the barge-in policy (agentd/voice/barge_in.py).
 """
 
 from __future__ import annotations
@@ -24,23 +24,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agentd.audio.frame import AudioFrame, chop, join
+from agentd.audio.frame import AudioFrame, join
 from agentd.config import EchoSettings, VadSettings
+from agentd.voice.barge_in import BargeInPolicy
 
 RATE = 16000
 VAD_FRAME_MS = (10, 20, 30)  # the only frame lengths webrtcvad takes
 MIN_VOICED_MS = 40  # the VAD is never trusted on less voiced audio than this
 CANDIDATE_GAP_MS = 100  # an unvoiced gap this long abandons an onset candidate
-BARGE_MS = 60  # net voiced audio above the echo prediction needed to barge in
-BARGE_MARGIN = 2.5  # mic energy must exceed the predicted echo energy by this factor (+4 dB)
-MIN_BARGE_ENERGY = 1e-5  # (~ -50 dBFS) below this nothing counts as a barge-in
-REF_STEP_MS = 20  # resolution of the playback energy track
-REVERB_DECAY = 0.6  # energy kept per REF_STEP_MS of reverberation (RT60 ≈ 0.27 s)
-REF_WINDOW_S = 0.3  # echo path delay tolerance when matching playback to mic energy
-# Coupling learning rate per echo-only frame (one measurement each, at any frame length:
-# scaled to a per-second rate instead, 30 ms frames let one false barge-in through in 72 runs)
-COUPLING_RISE = 0.3  # when the echo is louder than learned
-COUPLING_FALL = 0.03  # when it is quieter (slow: quiet frames must not lower it)
 # Adaptive hangover: a speaker who pauses long mid-sentence gets a longer hangover, learned
 # from the pauses this gate saw end in more speech (the last PAUSES_KEPT of them).
 PAUSES_KEPT = 20
@@ -117,39 +108,7 @@ class Speaker:
 
     busy: bool = False
     last_played_at: float = float("-inf")
-
-
-class ReferenceTrack:
-    """Energy of what the speaker plays, by the time it plays: the double-talk reference."""
-
-    def __init__(self, keep_s: float = 5.0) -> None:
-        self._track: deque[tuple[float, float]] = deque()
-        self.keep_s = keep_s
-
-    def add(self, played: AudioFrame, gain: float = 1.0) -> None:
-        """``played``: 16-bit mono audio that starts playing at its timestamp, at ``gain``."""
-        start = played.timestamp
-        for seg in chop(
-            played.audio, played.rate, REF_STEP_MS, start=start, tail=True, width=played.width
-        ):
-            x = seg.floats()
-            self._track.append((seg.timestamp, float(np.mean(x * x)) * gain * gain))
-        while self._track and self._track[0][0] < start - self.keep_s:
-            self._track.popleft()
-
-    def level(self, frame: AudioFrame) -> float:
-        """Playback energy that can echo into the mic ``frame``: what played up to its end
-        (within a frame's slack), weighted by a reverberation-like decay, so the prediction
-        follows the room's tail."""
-        t, step = frame.end, REF_STEP_MS / 1000
-        total = 0.0
-        for when, e in self._track:
-            if t - REF_WINDOW_S <= when <= t + frame.seconds:
-                total += e * REVERB_DECAY ** (max(0.0, t - when) / step)
-        return total * (1 - REVERB_DECAY)
-
-    def clear(self) -> None:
-        self._track.clear()
+    echo_heard_s: float = float("inf")  # far-end audio the echo canceller has learned from
 
 
 def _energy(frame: AudioFrame) -> float:
@@ -192,7 +151,7 @@ class VoiceGate:
         self,
         settings: VoiceSettings,
         is_speech: Callable[[bytes], bool] | None = None,
-        reference: ReferenceTrack | None = None,
+        barge_in: BargeInPolicy | None = None,
     ) -> None:
         self.s = settings
         if is_speech is None:
@@ -201,7 +160,7 @@ class VoiceGate:
             vad = webrtcvad.Vad(settings.aggressiveness)
             is_speech = lambda f: vad.is_speech(f, RATE)  # noqa: E731
         self.is_speech = is_speech
-        self.reference = reference or ReferenceTrack()
+        self.barge_in = barge_in or BargeInPolicy()
         self.preroll = _Preroll(settings.preroll_ms)
         self.ptt_held = False
         self.state = "silence"  # silence | candidate | speech
@@ -211,8 +170,6 @@ class VoiceGate:
         self._silence_ms = 0
         self._ptt_started = False
         self.sent_ms = 0  # audio sent in the current turn
-        self.coupling = 1.0  # echo energy / playback energy: starts pessimistic, learned
-        self._barge_ms = 0
         self.suppressed_frames = 0
         self.through_cue = False  # a wake-word turn: the "heard you" cue must not cut it
 
@@ -260,10 +217,10 @@ class VoiceGate:
         if self.echo_guard(frame, speaker):
             self.suppressed_frames += 1
             self.reset()
-            if self.s.barge_in == "voice":
-                return self._double_talk(frame)
+            if self.s.barge_in == "voice" and self.s.echo_mode == "aec":
+                return self._double_talk(frame, speaker)
             return []
-        self._barge_ms = 0
+        self.barge_in.reset()
         if self.s.mode == "push_to_talk":
             if not self.ptt_held:  # button up: the frame is only pre-roll, no VAD needed
                 self.preroll.append(frame)
@@ -350,22 +307,10 @@ class VoiceGate:
         self._silence_ms = 0
         return [SpeechStarted(frames[0].timestamp), self._emit(frames)]
 
-    def _double_talk(self, frame: AudioFrame) -> list[VoiceEvent]:
-        mic = _energy(frame)
-        ref = self.reference.level(frame)
-        predicted = self.coupling * ref
-        loud = mic > max(MIN_BARGE_ENERGY, BARGE_MARGIN * predicted)
-        ms = frame.milliseconds
-        if loud and self.is_speech(frame.audio):
-            self._barge_ms += ms
-        else:
-            self._barge_ms = max(0, self._barge_ms - ms)
-            if ref > 1e-4 and not loud:  # echo only: track the loudest coupling seen
-                ratio = mic / ref  # (fast rise, slow fall: quiet frames must not lower it)
-                rate = COUPLING_RISE if ratio > self.coupling else COUPLING_FALL
-                self.coupling += rate * (ratio - self.coupling)
-        if self._barge_ms >= BARGE_MS:
-            self._barge_ms = 0
+    def _double_talk(self, frame: AudioFrame, speaker: Speaker) -> list[VoiceEvent]:
+        """``frame`` is echo-cancelled (echo.mode aec): the policy weighs VAD and energy."""
+        voiced = self.is_speech(frame.audio)
+        if self.barge_in.frame(frame.milliseconds, voiced, _energy(frame), speaker.echo_heard_s):
             return [BargeIn(frame.end)]
         return []
 

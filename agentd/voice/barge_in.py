@@ -1,0 +1,72 @@
+"""Voice barge-in while the device speaks, decided on the echo-cancelled microphone signal.
+
+Pure: per frame the VAD's verdict and the cancelled frame's energy in, "barge in now" out.
+Only ``echo.mode: aec`` uses it: the half-duplex mic hears the whole echo, and no energy rule
+on it kept the device from interrupting itself in a real room (issue 22), so check-config
+refuses ``barge_in: voice`` there.
+
+Why the rule looks like this (measured on the echo path rig, bench/echo.py):
+- AEC3 leaves residual echo 25–40 dB below the echo, but a clipping loudspeaker leaves short
+  bursts (20–100 ms) as loud as -35 dBFS; a user 10 dB below the echo comes through a few dB
+  quieter, and webrtcvad finds only about half of their frames. Level alone cannot separate
+  them; time can: the user is voiced and above the floor for ``need_ms`` out of any
+  ``window_ms``, a residual burst is not;
+- a fresh canceller needs a few seconds of the device's own audio to converge (in the plain
+  room its residual stayed at -25 dBFS for over a second of the first answer in some runs):
+  voice barge-in is armed once it has heard ARM_S of far-end sound (the connected cue and the
+  first answer after start-up; the button works meanwhile), and until WARM_S, and in the first
+  ONSET_MS of every answer, more evidence (``cold_need_ms``) is asked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+WINDOW_MS = 400  # evidence is counted over this much recent audio
+NEED_MS = 120  # voiced frames above the floor within WINDOW_MS that make a barge-in
+COLD_NEED_MS = 300  # the same while the canceller is still converging
+ONSET_MS = 800  # an answer's first audio, during which the canceller re-converges
+ARM_S = 4.0  # far-end sound the canceller must have heard since it was made to be trusted
+WARM_S = 10.0  # ... and to be trusted with NEED_MS of evidence
+FLOOR_DB = -54.0  # dBFS (mean square): a quieter cancelled frame is no user
+
+
+def db(energy: float) -> float:
+    """Mean-square energy (full scale 1.0) in dBFS."""
+    return 10 * math.log10(max(energy, 1e-12))
+
+
+@dataclass
+class BargeInPolicy:
+    """One per voice gate; :meth:`reset` when the speaker falls silent."""
+
+    window_ms: int = WINDOW_MS
+    need_ms: int = NEED_MS
+    cold_need_ms: int = COLD_NEED_MS
+    onset_ms: int = ONSET_MS
+    floor_db: float = FLOOR_DB
+    _recent: deque[tuple[int, bool]] = field(default_factory=deque)
+    _playing_ms: int = 0
+
+    def reset(self) -> None:
+        self._recent.clear()
+        self._playing_ms = 0
+
+    def frame(self, ms: int, voiced: bool, energy: float, heard_s: float = math.inf) -> bool:
+        """One cancelled frame of ``ms`` while the speaker plays; ``heard_s``: far-end audio
+        the canceller has heard since it was made. True completes a barge-in."""
+        self._playing_ms += ms
+        if heard_s < ARM_S:
+            return False
+        self._recent.append((ms, voiced and db(energy) >= self.floor_db))
+        held = sum(m for m, _ in self._recent)
+        while held - self._recent[0][0] >= self.window_ms:
+            held -= self._recent.popleft()[0]
+        evidence = sum(m for m, yes in self._recent if yes)
+        cold = self._playing_ms <= self.onset_ms or heard_s < WARM_S
+        if evidence >= (self.cold_need_ms if cold else self.need_ms):
+            self._recent.clear()
+            return True
+        return False

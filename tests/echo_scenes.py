@@ -1,0 +1,138 @@
+"""Full-duplex scenes on the real daemon (issue 22): the simulator answers, the answer plays into
+the PulseAudio room, its echo comes back to the microphone (straight, or through the echo path
+rig: agentd/sim/echo_path.py), and a near-end talker speaks on cue. Used by tests/test_echo.py
+and bench/echo.py (the end-to-end figures)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agentd.audio.pcm import to_float, to_int16
+from agentd.sim.echo_path import EchoPath, EchoRig
+from agentd.sim.echo_path import Talker as Cues
+from agentd.sim.room import PulseRoom
+from tests import rigs
+from tests.harness import Harness
+
+QUESTION = "what is the weather like today"
+# a long answer with stretches of speech after its first second, so a barge-in lands mid-answer
+LONG_REPLY = (
+    "The weather today is sunny with a light breeze from the west. Temperatures reach twenty "
+    "degrees by the afternoon, and the evening stays dry and mild with clear skies."
+)
+SHORT_REPLY = "It is sunny and twenty degrees."
+
+
+def config(rig: bool, **over: Any) -> dict[str, Any]:
+    """The daemon's settings for a scene (running_daemon's ``over``): hands-free, aec, voice
+    barge-in; the microphone hears the room straight (``mic``) or through the rig (``earmic``)."""
+    mic = {"device": "earmic", "rate": 16000, "channels": 1} if rig else {
+        "device": "mic", "rate": 48000, "channels": 2}  # fmt: skip
+    return {
+        "turn__mode": "hands_free",
+        "echo__mode": "aec",
+        "echo__barge_in": "voice",
+        "audio__input": mic,
+        "sounds__enabled": False,
+        **over,
+    }
+
+
+def echo_rms(play: np.ndarray) -> float:
+    """RMS of ``play``'s echo at the microphone over its voiced samples (what a signal-to-echo
+    ratio is measured against)."""
+    y = EchoPath(drift_ppm=0, noise_rms=0).process(np.asarray(play, np.float32))
+    return float(np.sqrt(np.mean(y[np.abs(y) > 1e-3] ** 2)))
+
+
+@dataclass
+class Talker:
+    """Speaks into the scene: at the microphone (the rig's ``ear`` sink) or into the room."""
+
+    room: PulseRoom
+    rig: EchoRig | None
+    tmp: Path
+    n: int = 0
+
+    def say(self, text: str, gain: float = 1.0) -> Any:
+        """Start talking; the result's ``wait()`` returns when the speech has ended and its
+        ``started`` is the moment the speech reached the microphone (rig) or was started."""
+        self.n += 1
+        pcm = rigs.espeak(text, 16000, self.tmp / f"t{self.n}")
+        pcm = np.frombuffer(to_int16(to_float(pcm), gain), "<i2")
+        if self.rig is not None:
+            return _Cue(self.rig.talker.say(pcm))
+        wav = rigs.write_wav(self.tmp / f"t{self.n}.wav", pcm, 16000)
+        proc = self.room.play(wav)
+        proc.started = time.monotonic()  # type: ignore[attr-defined]
+        return proc
+
+
+@dataclass
+class _Cue:
+    cue: Path
+
+    def wait(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not Cues.done(self.cue) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    @property
+    def started(self) -> float:
+        t = Cues.started(self.cue)
+        assert t is not None, "the rig never started the cue"
+        return t
+
+
+@dataclass
+class Answers:
+    asked: int = 0
+    interrupts: int = 0
+    truncates: int = 0
+    whole: int = 0  # answers whose every sample played (heard_ms = what the server sent)
+    short_ms: list[int] = field(default_factory=list)
+
+
+async def answer(h: Harness, talk: Talker, text: str = QUESTION) -> tuple[str, int]:
+    """Ask and let the answer play out; returns its item and the ms of it the speaker played
+    (by Playback's accounting)."""
+    sim, d = h.sim, h.daemon
+    done = sim.responses_done
+    p = talk.say(text)
+    await asyncio.to_thread(p.wait, 20)
+    await h.until(lambda: h.state() == "speaking" or sim.responses_done > done, timeout=30)
+    item = d.conv.item_id
+    await h.until(lambda: sim.responses_done > done, timeout=30)
+    pb = d.playback
+    assert pb is not None and item is not None
+    await h.until(lambda: not pb.busy() and h.state() != "speaking", timeout=30)
+    return item, pb.heard_ms(item)
+
+
+def reply_ms(h: Harness) -> int:
+    """The length of the simulator's answer as sent (ms)."""
+    return len(h.sim.speech.pcm(h.sim.reply, 24000)) // 48
+
+
+async def echo_only_answers(h: Harness, talk: Talker, n: int, pace: float) -> Answers:
+    """Ask ``n`` questions; each answer plays with nobody speaking over it."""
+    sim, d = h.sim, h.daemon
+    sim.pace, sim.reply = pace, LONG_REPLY
+    out = Answers()
+    before = d.conv.counters.interrupts, len(sim.client_events("conversation.item.truncate"))
+    for _ in range(n):
+        _, heard = await answer(h, talk)
+        out.asked += 1
+        short = reply_ms(h) - heard
+        out.whole += short <= 20
+        if short > 20:
+            out.short_ms.append(short)
+    out.interrupts = d.conv.counters.interrupts - before[0]
+    out.truncates = len(sim.client_events("conversation.item.truncate")) - before[1]
+    return out
