@@ -172,6 +172,8 @@ class VoiceGate:
         self.sent_ms = 0  # audio sent in the current turn
         self.suppressed_frames = 0
         self.through_cue = False  # a wake-word turn: the "heard you" cue must not cut it
+        self.pauses: deque[int] = deque(maxlen=PAUSES_KEPT)  # mid-speech silences (ms)
+        self._spoke_until: float | None = None  # last voiced moment before the last endpoint
 
     def wake_turn(self) -> None:
         """A turn opened by the wake word, replayed from the word's end: the user is already
@@ -179,8 +181,6 @@ class VoiceGate:
         server ignores) rather than closing the mic and cutting the command's start."""
         self.reset()
         self.through_cue = True
-        self.pauses: deque[int] = deque(maxlen=PAUSES_KEPT)  # mid-speech silences (ms)
-        self._spoke_until: float | None = None  # last voiced moment before the last endpoint
 
     # ---------------------------------------------------------------- push-to-talk
 
