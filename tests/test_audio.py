@@ -399,6 +399,7 @@ async def test_frozen_microphone_is_unhealthy_and_recovers() -> None:
         cap.stop()
 
 
+@pytest.mark.slow  # > 10 s: scripts/test-slow keeps the fast suite under 10 min
 async def test_interruptions_in_a_row_on_an_ioplug_do_not_silence_the_speaker(
     room: rigs.PulseRoom,
 ) -> None:

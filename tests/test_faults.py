@@ -197,6 +197,7 @@ async def test_error_events_of_each_class(
         assert lines == [] and "error" not in led.shown
 
 
+@pytest.mark.slow  # > 10 s: scripts/test-slow keeps the fast suite under 10 min
 async def test_session_cap_1001_idle_and_mid_turn_loses_nothing(
     harness: Harness, all_logs: pytest.LogCaptureFixture
 ) -> None:
@@ -675,6 +676,7 @@ LATE_RETRIES = LateRetries()
     [{"hooks": {"make_link": functools.partial(Link, sleep=LATE_RETRIES)}}],
     indirect=True,
 )
+@pytest.mark.slow  # > 10 s: scripts/test-slow keeps the fast suite under 10 min
 async def test_watchdog_withheld_while_the_link_is_off_schedule(
     harness: Harness, monkeypatch: pytest.MonkeyPatch, all_logs: pytest.LogCaptureFixture
 ) -> None:

@@ -405,6 +405,7 @@ def check_invariants(c: cv.Conversation) -> None:
     assert c.sent_ms >= 0 and min(vars(c.counters).values()) >= 0
 
 
+@pytest.mark.slow  # > 10 s: scripts/test-slow keeps the fast suite under 10 min
 def test_fuzzed_frames_through_codecs_and_state_machine(
     request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -276,6 +276,7 @@ def flashes(pin: Any, skip: float) -> list[tuple[float, float]]:
     return out
 
 
+@pytest.mark.slow  # > 10 s: scripts/test-slow keeps the fast suite under 10 min
 @pytest.mark.parametrize("pwm", [True, False], ids=["pwm-led", "plain-led"])
 async def test_each_problem_has_its_own_led_pattern(tmp_path: Path, pwm: bool) -> None:
     """The LED patterns on gpiozero's MockFactory: a rejected key (two quick flashes every

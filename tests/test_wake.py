@@ -545,6 +545,7 @@ def test_the_detector_makes_only_system_calls_the_units_filter_allows(
     assert calls <= allowed, f"refused by the unit's filter: {sorted(calls - allowed)}"
 
 
+@pytest.mark.slow  # > 10 s: scripts/test-slow keeps the fast suite under 10 min
 def test_agentd_demo_wake_word_sends_nothing_before_the_word() -> None:
     """`agentd demo --wake-word`: speech without the word sends no audio; "okay nabu, …"
     makes a turn against the simulator (PulseAudio room, no card, no key)."""
