@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from agentd.audio.pcm import to_float, to_int16
+from agentd.sim.speech import wav_pcm
 
 RATE = 16000
 CORPUS_VERSION = 4
@@ -101,26 +102,7 @@ def voices() -> list[Voice]:
 
 
 def _to16k(wav: Path) -> np.ndarray:
-    raw = wav.with_suffix(".raw")
-    subprocess.run(
-        [
-            "sox",
-            "-R",
-            str(wav),
-            "-r",
-            str(RATE),
-            "-c",
-            "1",
-            "-b",
-            "16",
-            "-e",
-            "signed-integer",
-            str(raw),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return to_float(np.fromfile(raw, "<i2"))
+    return to_float(np.frombuffer(wav_pcm(wav, RATE), "<i2"))
 
 
 def synth(voice: Voice, text: str) -> np.ndarray:

@@ -20,13 +20,20 @@ def available() -> bool:
 def espeak_pcm(text: str, rate: int) -> bytes:
     """int16 mono PCM of ``text`` at ``rate``; raises OSError/SubprocessError on failure."""
     with tempfile.TemporaryDirectory() as tmp:
-        wav, raw = Path(tmp, "s.wav"), Path(tmp, "s.raw")
+        wav = Path(tmp, "s.wav")
         subprocess.run(
             ["espeak-ng", "-v", "en-us", "-w", str(wav), text],
             check=True,
             capture_output=True,
             timeout=30,
         )
+        return wav_pcm(wav, rate)
+
+
+def wav_pcm(wav: Path, rate: int) -> bytes:
+    """Any WAV (espeak-ng, flite, festival) as int16 mono PCM at ``rate``, repeatably."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp, "s.raw")
         subprocess.run(
             [
                 "sox",
