@@ -84,11 +84,18 @@ def schema_oracle(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, s
 
 
 @pytest.fixture(scope="session")
-def room() -> Iterator[rigs.PulseRoom]:
-    """The real-time PulseAudio room (null sink `room`; ALSA PCMs `mic` and `spk`)."""
+def room_server() -> Iterator[rigs.PulseRoom]:
     r = rigs.PulseRoom(rigs.PULSE_SOCKET.parent).start()
     yield r
     r.stop()
+
+
+@pytest.fixture
+def room(room_server: rigs.PulseRoom) -> rigs.PulseRoom:
+    """The real-time PulseAudio room (null sink `room`; ALSA PCMs `mic` and `spk`), started
+    once per session and checked before each test (a test that stops it and fails to bring it
+    back must not fail every test after it)."""
+    return room_server.ensure()
 
 
 @pytest.fixture

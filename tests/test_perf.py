@@ -85,13 +85,16 @@ async def test_preroll_frames_come_in_batches_and_a_press_ends_the_batch() -> No
         await asyncio.sleep(1.2)
         batches = len({round(t, 3) for t, _ in got})
         assert len(got) >= 40 and batches <= len(got) / 4, (len(got), batches)
-        await asyncio.sleep(0.05)  # some frames wait in the batch
+        cap.gather(50)  # one-second batches: the press below must not wait for one to fill
+        await asyncio.sleep(0.3)  # ~15 frames wait in the batch
         waiting = len(got)
         t_press = time.monotonic()
         cap.gather(1)
         while len(got) == waiting:
             await asyncio.sleep(0.001)
-        assert time.monotonic() - t_press < 0.03  # handed over at once, not at the batch's end
+        waited = time.monotonic() - t_press
+        # handed over at once (the batch would end ≥ 0.6 s later), all that waited together
+        assert waited < 0.25 and len(got) - waiting >= 5, (waited, len(got) - waiting)
     finally:
         cap.stop()
 

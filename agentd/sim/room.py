@@ -51,6 +51,8 @@ class PulseRoom:
         }
 
     def start(self) -> PulseRoom:
+        """Start the sound server; a start that fails is tried again (a server that was just
+        killed can leave its socket behind for a moment) and then named with its own log."""
         if shutil.which("pulseaudio") is None:
             raise RuntimeError("pulseaudio is not installed (scripts/test installs it)")
         self.dir.mkdir(exist_ok=True)
@@ -59,31 +61,60 @@ class PulseRoom:
             "load-module module-null-sink sink_name=room rate=48000 channels=2\n"
             f"load-module module-native-protocol-unix auth-anonymous=1 socket={self.socket}\n"
         )
-        self.proc = subprocess.Popen(
-            [
-                "pulseaudio",
-                "-n",
-                "-F",
-                str(pa),
-                "--daemonize=no",
-                "--exit-idle-time=-1",
-                "--use-pid-file=no",
-                "--log-target=stderr",
-            ],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            ok = (
-                subprocess.run(["pactl", "info"], env=self.env, capture_output=True).returncode == 0
-            )
-            if ok:
+        for _ in range(3):
+            if self._launch(pa):
                 return self
+            self.stop()
+            self.socket.unlink(missing_ok=True)
+        raise RuntimeError(f"pulseaudio did not start; its log ends:\n{self.log_tail()}")
+
+    def _launch(self, pa: Path) -> bool:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    "pulseaudio",
+                    "-n",
+                    "-F",
+                    str(pa),
+                    "--daemonize=no",
+                    "--exit-idle-time=-1",
+                    "--use-pid-file=no",
+                    "--log-target=stderr",
+                ],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if self.alive():
+                return True
             time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("pulseaudio did not start")
+        return False
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "pulseaudio.log"
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def alive(self) -> bool:
+        """The server runs and answers (what every test in the room needs first)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        info = subprocess.run(["pactl", "info"], env=self.env, capture_output=True, timeout=10)
+        return info.returncode == 0
+
+    def ensure(self) -> PulseRoom:
+        """Bring the room back if an earlier test left it down, so one failure stays one."""
+        if not self.alive():
+            self.stop()
+            self.start()
+        return self
 
     def play(self, wav: Path) -> subprocess.Popen[bytes]:
         """Speak into the room (returns at once; wait() on the result to finish)."""
