@@ -13,8 +13,9 @@ from __future__ import annotations
 import struct
 from typing import Literal, Protocol
 
+from agentd.audio.codecs.base import CodecUnavailable
 from agentd.audio.codecs.g711 import G711Decoder, G711Encoder
-from agentd.audio.codecs.mp3 import CodecUnavailable, Mp3Decoder
+from agentd.audio.codecs.mp3 import Mp3Decoder
 from agentd.audio.codecs.opus import OggOpusDecoder, OpusEncoder, OpusPacketDecoder
 
 WireFormat = Literal["pcm", "opus", "mp3", "g711_ulaw", "g711_alaw"]

@@ -13,6 +13,8 @@ import ctypes
 import ctypes.util
 from functools import cache
 
+from agentd.audio.codecs.base import CodecUnavailable, CompressedDecoder
+
 _OK, _NEED_MORE, _NEW_FORMAT, _DONE = 0, -10, -11, -12
 _MONO = 1
 _ENC_SIGNED_16 = 0xD0
@@ -24,10 +26,6 @@ _OUT_CHUNK = 1 << 16
 #: encoders use; a headerless stream has no tag to say) plus mpg123's decoder delay (529)
 STREAM_DELAY = 576 + 529
 SONAME = "libmpg123.so.0"
-
-
-class CodecUnavailable(RuntimeError):
-    """A shared library a wire format needs is not installed (says which apt package)."""
 
 
 @cache
@@ -56,17 +54,13 @@ def library() -> ctypes.CDLL:
     return lib
 
 
-class Mp3Decoder:
-    """MPEG audio (headerless Layer III frames, or with an ID3 tag) → PCM16 mono at ``rate``.
-
-    ``trim`` drops the decoder's own delay at the start of each stream, so sample ``n`` of the
-    output is sample ``n`` the encoder was given (plus the encoder's delay) and what the user
-    heard is counted from the response's start."""
+class Mp3Decoder(CompressedDecoder):
+    """MPEG audio (headerless Layer III frames, or with an ID3 tag) → PCM16 mono at ``rate``;
+    ``trim`` drops the encoder's and the decoder's delay (:data:`STREAM_DELAY`)."""
 
     def __init__(self, rate: int, trim: bool = True) -> None:
-        self.rate = rate
+        super().__init__(rate, STREAM_DELAY if trim else 0)
         self._lib = library()
-        self._trim = trim
         self._buf = ctypes.create_string_buffer(_OUT_CHUNK)
         self._done = ctypes.c_size_t()
         self._mh: int | None = None
@@ -83,7 +77,6 @@ class Mp3Decoder:
         lib.mpg123_format(mh, self.rate, _MONO, _ENC_SIGNED_16)
         lib.mpg123_open_feed(mh)
         self._mh = mh
-        self._skip = STREAM_DELAY * 2 if self._trim else 0
 
     def _close(self) -> None:
         if self._mh is not None:
@@ -94,8 +87,7 @@ class Mp3Decoder:
     def __del__(self) -> None:
         self._close()
 
-    def feed(self, data: bytes) -> bytes:
-        """The next bytes of the stream → the PCM of every frame now complete."""
+    def _decode(self, data: bytes) -> bytes:
         out: list[bytes] = []
         inp: bytes | None = data
         while True:
@@ -108,18 +100,8 @@ class Mp3Decoder:
                 out.append(self._buf.raw[: self._done.value])
             if rc in (_NEED_MORE, _DONE) or (rc < 0 and rc != _NEW_FORMAT):
                 break  # a broken frame is skipped: mpg123 resyncs on the next header
-        pcm = b"".join(out)
-        if self._skip:
-            cut = min(self._skip, len(pcm))
-            self._skip -= cut
-            pcm = pcm[cut:]
-        return pcm
+        return b"".join(out)
 
-    def flush(self) -> bytes:
-        """End of the response: mpg123 has already given every whole frame."""
-        return b""
-
-    def reset(self) -> None:
-        """A new stream (response, cancel, truncate, reconnect): no reservoir, no buffer."""
+    def _restart(self) -> None:
         self._close()
         self._open()
