@@ -21,6 +21,7 @@ _ENC_SIGNED_16 = 0xD0
 _ADD_FLAGS = 2  # enum mpg123_parms: MPG123_VERBOSE, MPG123_FLAGS, MPG123_ADD_FLAGS
 _FLAG_MONO_MIX = 0x4  # MPG123_MONO_MIX
 _FLAG_QUIET = 0x20
+_FLAG_NO_READAHEAD = 0x400000  # MPG123_NO_READAHEAD (libmpg123 >= 1.26)
 _OUT_CHUNK = 1 << 16
 #: samples to drop at the start: LAME's encoder delay (576, what FFmpeg and most MP3
 #: encoders use; a headerless stream has no tag to say) plus mpg123's decoder delay (529)
@@ -54,9 +55,23 @@ def library() -> ctypes.CDLL:
     return lib
 
 
+def is_frame_header(b: bytes) -> bool:
+    """A plausible MPEG audio Layer III frame header (not free format) at the start of ``b``."""
+    if len(b) < 4 or b[0] != 0xFF or b[1] & 0xE0 != 0xE0:
+        return False
+    version, layer = (b[1] >> 3) & 3, (b[1] >> 1) & 3
+    bitrate, srate = b[2] >> 4, (b[2] >> 2) & 3
+    return version != 1 and layer == 1 and bitrate not in (0, 15) and srate != 3
+
+
 class Mp3Decoder(CompressedDecoder):
     """MPEG audio (headerless Layer III frames, or with an ID3 tag) → PCM16 mono at ``rate``;
-    ``trim`` drops the encoder's and the decoder's delay (:data:`STREAM_DELAY`)."""
+    ``trim`` drops the encoder's and the decoder's delay (:data:`STREAM_DELAY`).
+
+    mpg123 confirms a stream's first header by reading the next one before it decodes the
+    first frame (its read-ahead): fed one frame per delta, the first frame would wait for
+    the second. A stream that opens on a frame header (xStar's headerless frames) is taken
+    as frames and decoded from its first one; anything else (ID3, junk) keeps the check."""
 
     def __init__(self, rate: int, trim: bool = True) -> None:
         super().__init__(rate, STREAM_DELAY if trim else 0)
@@ -77,6 +92,7 @@ class Mp3Decoder(CompressedDecoder):
         lib.mpg123_format(mh, self.rate, _MONO, _ENC_SIGNED_16)
         lib.mpg123_open_feed(mh)
         self._mh = mh
+        self._head: bytes | None = b""  # the stream's first bytes, until 4 say what it opens on
 
     def _close(self) -> None:
         if self._mh is not None:
@@ -88,6 +104,14 @@ class Mp3Decoder(CompressedDecoder):
         self._close()
 
     def _decode(self, data: bytes) -> bytes:
+        if self._head is not None:
+            data = self._head + data
+            if len(data) < 4:
+                self._head = data
+                return b""
+            self._head = None
+            if is_frame_header(data):
+                self._lib.mpg123_param(self._mh, _ADD_FLAGS, _FLAG_NO_READAHEAD, 0.0)
         out: list[bytes] = []
         inp: bytes | None = data
         while True:
