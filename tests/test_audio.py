@@ -115,6 +115,9 @@ async def test_playback_to_file_writes_card_rate_with_volume_and_accounts() -> N
     pb = Playback(OutputSettings(device="testplay", rate=48000, buffer_ms=80, volume=0.5), 24000)
     pb.start()
     try:
+        # busy() is False until the device is open (a closed speaker plays nothing): a loaded
+        # machine opened it after the loop below had already ended, and the file stayed empty
+        await asyncio.to_thread(pb.opened.wait, 10)
         pcm = to_int16(sine(1000, 24000, 0.5, 0.8))
         pb.play(pcm, item="item_1", last=True)
         t0 = time.monotonic()
