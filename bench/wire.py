@@ -6,7 +6,8 @@
 - codec CPU per audio-second, encode and decode (process time, this machine);
 - first-sample latency the codec adds: audio that must arrive before the decoder gives its
   first sample (downlink), and that the encoder holds before its first packet (uplink);
-  target ≤ one packet;
+  target ≤ one packet; for MP3 also what the decoder alone holds back (untrimmed output:
+  frames fed before the first sample, less the one that carries it);
 - end-to-end turn per format: the real daemon and simulator in the PulseAudio room, release
   → first answer audio handed to ALSA, and the whole turn (release → idle).
 
@@ -35,6 +36,7 @@ import yaml  # noqa: E402
 
 from agentd import conversation as cv  # noqa: E402
 from agentd.audio import codecs  # noqa: E402
+from agentd.audio.codecs.mp3 import Mp3Decoder  # noqa: E402
 from agentd.audio.frame import chop  # noqa: E402
 from agentd.audio.pcm import to_float, to_int16  # noqa: E402
 from agentd.config import load  # noqa: E402
@@ -148,6 +150,8 @@ def first_sample() -> dict[str, tuple[float, float]]:
     """(audio ms that must arrive before the first decoded sample, one packet's ms)."""
     out = {}
     for name, fmt, rate, style, packet_ms in (
+        # the first frame holds only the codec's delay (LAME 576 + mpg123 529 samples, 46 ms,
+        # trimmed): the answer's first sample comes with the second frame
         ("mp3 (one frame per delta)", "mp3", 24000, {"mp3_cuts": "frames"}, 24.0),
         ("mp3 (4 frames per delta)", "mp3", 24000, {"mp3_cuts": "frames"}, 96.0),
         ("opus raw 20 ms", "opus", 16000, {"opus_frame_ms": 20}, 20.0),
@@ -167,6 +171,17 @@ def first_sample() -> dict[str, tuple[float, float]]:
             if dec.feed(d):
                 break
         out[name] = (fed, packet_ms)
+    # what the decoder itself holds back: mpg123's read-ahead kept a stream's first frame
+    # until the second came; untrimmed, so the codec's delay (above) does not hide it
+    frames = sim_wire.deltas(source(24000), "mp3", 24000, sim_wire.WireStyle(mp3_cuts="frames"))
+    data = b"".join(d for d, _ in frames)
+    raw = Mp3Decoder(24000, trim=False)
+    fed = 0.0
+    for i in range(0, len(data), 144):
+        fed += 24.0
+        if raw.feed(data[i : i + 144]):
+            break
+    out["mp3 decoder hold-back"] = (fed, 24.0)
     out["uplink opus 60 ms"] = (60.0, 60.0)  # the encoder holds one packet by design
     return out
 
@@ -296,6 +311,7 @@ def main() -> dict[str, float]:
             ms - p for k, (ms, p) in first.items() if k != "mp3 (one frame per delta)"
         ),
         "mp3_first_sample_frames": first["mp3 (one frame per delta)"][0] / 24.0,
+        "mp3_decoder_holdback_ms": first["mp3 decoder hold-back"][0] - 24.0,
         "e2e_first_audio_ms_pcm": e2e["pcm (openai)"][0],
         "e2e_first_audio_ms_worst": max(v[0] for v in e2e.values()),
     }

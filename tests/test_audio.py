@@ -115,6 +115,9 @@ async def test_playback_to_file_writes_card_rate_with_volume_and_accounts() -> N
     pb = Playback(OutputSettings(device="testplay", rate=48000, buffer_ms=80, volume=0.5), 24000)
     pb.start()
     try:
+        # busy() is False until the device is open (a closed speaker plays nothing): a loaded
+        # machine opened it after the loop below had already ended, and the file stayed empty
+        await asyncio.to_thread(pb.opened.wait, 10)
         pcm = to_int16(sine(1000, 24000, 0.5, 0.8))
         pb.play(pcm, item="item_1", last=True)
         t0 = time.monotonic()
@@ -127,6 +130,48 @@ async def test_playback_to_file_writes_card_rate_with_volume_and_accounts() -> N
     assert abs(peak_hz(out[2400:-2400], 48000) - 1000) < 5
     assert abs(level_db(out[2400:-2400]) - level_db(sine(1000, 48000, 1, 0.4))) < 0.5
     assert abs(pb.heard_ms("item_1") - 500) <= 10
+
+
+class _WriteSpy:
+    """The real PCM, with what ``busy()`` said at the moment each write reached it."""
+
+    def __init__(self, pcm: Any, pb: Playback) -> None:
+        self._pcm, self._pb = pcm, pb
+        self.busy_at_write: list[bool] = []
+
+    def write(self, data: bytes) -> int:
+        self.busy_at_write.append(self._pb.busy())
+        n: int = self._pcm.write(data)
+        return n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pcm, name)
+
+
+async def test_busy_while_the_thread_holds_audio_not_yet_written() -> None:
+    """A chunk the thread has taken from the queue but not yet handed to ALSA is sound about
+    to play: busy() must say so (it did not, and the half-duplex gate opened the mic for that
+    moment: a push-to-talk turn spoken just after the listen cue lost its words to the cue)."""
+    spies: list[_WriteSpy] = []
+
+    class Spied(Playback):
+        def _open(self) -> object:
+            spies.append(_WriteSpy(super()._open(), self))
+            return spies[-1]
+
+    rigs.PLAYBACK_FILE.write_bytes(b"")
+    pb = Spied(OutputSettings(device="testplay", rate=48000, buffer_ms=80), 24000)
+    pb.start()
+    try:
+        await asyncio.to_thread(pb.opened.wait, 10)
+        pb.play(to_int16(sine(1000, 24000, 0.2, 0.5)), item=None, last=True)  # a cue
+        t0 = time.monotonic()
+        while pb.busy() and time.monotonic() - t0 < 5:
+            await asyncio.sleep(0.01)
+    finally:
+        pb.stop()
+    writes = [b for s in spies for b in s.busy_at_write]
+    assert writes and all(writes), writes
 
 
 async def test_missing_device_is_named_with_existing_pcms_and_retried() -> None:

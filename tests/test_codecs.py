@@ -99,6 +99,25 @@ def test_mp3_decodes_bit_identically_however_cut(mp3_stream: tuple[bytes, bytes]
         assert decode_all(dec, cuts(stream, rng)) == whole
 
 
+def test_mp3_first_frame_decodes_without_waiting_for_the_second(
+    mp3_stream: tuple[bytes, bytes],
+) -> None:
+    """mpg123's read-ahead held a stream's first frame until the second arrived (fed one
+    24 ms frame per delta: [0, 1152, 576, …] samples); a stream that opens on a frame header
+    gives each frame as it comes, even when its first header arrives cut in pieces."""
+    _, stream = mp3_stream
+    dec = mp3.Mp3Decoder(24000, trim=False)
+    got = [len(dec.feed(stream[i : i + 144])) // 2 for i in range(0, 5 * 144, 144)]
+    assert got == [576] * 5, got
+    dec.reset()
+    got = [len(dec.feed(d)) // 2 for d in (stream[:1], stream[1:3], stream[3:144])]
+    assert got == [0, 0, 576], got
+    # the codec's own delay (LAME 576 + mpg123 529 samples) fills the whole first frame:
+    # the answer's first sample comes with the second, whatever the decoder does
+    trimmed = mp3.Mp3Decoder(24000)
+    assert [len(trimmed.feed(stream[i : i + 144])) // 2 for i in (0, 144)] == [0, 2 * 576 - 1105]
+
+
 def test_mp3_delay_is_trimmed_so_sample_n_is_source_sample_n(
     mp3_stream: tuple[bytes, bytes],
 ) -> None:

@@ -508,14 +508,16 @@ class Playback(_DeviceThread):
         self._wake_ev.set()
 
     def busy(self, now: float | None = None) -> bool:
-        """Sound is (or is about to be) coming out of the speaker. A closed device plays
-        nothing: the mic must not stay muted because the speaker is unplugged (or hung: a
-        suspect device plays only its probe of silence)."""
+        """Sound is (or is about to be) coming out of the speaker: queued, held by the thread
+        on its way to ALSA (taken from the queue, ``ends_at`` not yet moved), or in the
+        device. A closed device plays nothing: the mic must not stay muted because the
+        speaker is unplugged (or hung: a suspect device plays only its probe of silence)."""
         now = self.clock() if now is None else now
         if not self.opened.is_set() or self.suspect:
             return False
         with self._lock:
-            return bool(self._pending) or self._flush or now < self.ends_at
+            held = self._pending or self._held_frames or self._flush
+            return bool(held) or now < self.ends_at
 
     def queued_until(self, now: float | None = None) -> float:
         """When everything handed to :meth:`play` so far will have left the speaker: where

@@ -13,8 +13,9 @@ from __future__ import annotations
 import struct
 from typing import Literal, Protocol
 
+from agentd.audio.codecs.base import CodecUnavailable
 from agentd.audio.codecs.g711 import G711Decoder, G711Encoder
-from agentd.audio.codecs.mp3 import CodecUnavailable, Mp3Decoder
+from agentd.audio.codecs.mp3 import Mp3Decoder, is_frame_header
 from agentd.audio.codecs.opus import OggOpusDecoder, OpusEncoder, OpusPacketDecoder
 
 WireFormat = Literal["pcm", "opus", "mp3", "g711_ulaw", "g711_alaw"]
@@ -117,15 +118,6 @@ class WavDecoder:
         return b""
 
 
-def _mpeg_sync(b: bytes) -> bool:
-    """A plausible MPEG audio Layer III frame header at the start of ``b``."""
-    if len(b) < 4 or b[0] != 0xFF or b[1] & 0xE0 != 0xE0:
-        return False
-    version, layer = (b[1] >> 3) & 3, (b[1] >> 1) & 3
-    bitrate, srate = b[2] >> 4, (b[2] >> 2) & 3
-    return version != 1 and layer == 1 and bitrate not in (0, 15) and srate != 3
-
-
 def sniff(first: bytes, fmt: str) -> str:
     """What a response's first delta holds: ogg | mp3 | wav | ``fmt`` (the session's)."""
     if fmt in ("pcm", "g711_ulaw", "g711_alaw"):
@@ -134,7 +126,7 @@ def sniff(first: bytes, fmt: str) -> str:
         return "ogg"
     if first.startswith(b"RIFF") and first[8:12] in (b"WAVE", b""):
         return "wav"
-    if first.startswith(b"ID3") or _mpeg_sync(first):
+    if first.startswith(b"ID3") or is_frame_header(first):
         return "mp3"
     return fmt
 

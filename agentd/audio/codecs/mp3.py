@@ -13,21 +13,20 @@ import ctypes
 import ctypes.util
 from functools import cache
 
+from agentd.audio.codecs.base import CodecUnavailable, CompressedDecoder
+
 _OK, _NEED_MORE, _NEW_FORMAT, _DONE = 0, -10, -11, -12
 _MONO = 1
 _ENC_SIGNED_16 = 0xD0
 _ADD_FLAGS = 2  # enum mpg123_parms: MPG123_VERBOSE, MPG123_FLAGS, MPG123_ADD_FLAGS
 _FLAG_MONO_MIX = 0x4  # MPG123_MONO_MIX
 _FLAG_QUIET = 0x20
+_FLAG_NO_READAHEAD = 0x400000  # MPG123_NO_READAHEAD (libmpg123 >= 1.26)
 _OUT_CHUNK = 1 << 16
 #: samples to drop at the start: LAME's encoder delay (576, what FFmpeg and most MP3
 #: encoders use; a headerless stream has no tag to say) plus mpg123's decoder delay (529)
 STREAM_DELAY = 576 + 529
 SONAME = "libmpg123.so.0"
-
-
-class CodecUnavailable(RuntimeError):
-    """A shared library a wire format needs is not installed (says which apt package)."""
 
 
 @cache
@@ -56,17 +55,27 @@ def library() -> ctypes.CDLL:
     return lib
 
 
-class Mp3Decoder:
-    """MPEG audio (headerless Layer III frames, or with an ID3 tag) → PCM16 mono at ``rate``.
+def is_frame_header(b: bytes) -> bool:
+    """A plausible MPEG audio Layer III frame header (not free format) at the start of ``b``."""
+    if len(b) < 4 or b[0] != 0xFF or b[1] & 0xE0 != 0xE0:
+        return False
+    version, layer = (b[1] >> 3) & 3, (b[1] >> 1) & 3
+    bitrate, srate = b[2] >> 4, (b[2] >> 2) & 3
+    return version != 1 and layer == 1 and bitrate not in (0, 15) and srate != 3
 
-    ``trim`` drops the decoder's own delay at the start of each stream, so sample ``n`` of the
-    output is sample ``n`` the encoder was given (plus the encoder's delay) and what the user
-    heard is counted from the response's start."""
+
+class Mp3Decoder(CompressedDecoder):
+    """MPEG audio (headerless Layer III frames, or with an ID3 tag) → PCM16 mono at ``rate``;
+    ``trim`` drops the encoder's and the decoder's delay (:data:`STREAM_DELAY`).
+
+    mpg123 confirms a stream's first header by reading the next one before it decodes the
+    first frame (its read-ahead): fed one frame per delta, the first frame would wait for
+    the second. A stream that opens on a frame header (xStar's headerless frames) is taken
+    as frames and decoded from its first one; anything else (ID3, junk) keeps the check."""
 
     def __init__(self, rate: int, trim: bool = True) -> None:
-        self.rate = rate
+        super().__init__(rate, STREAM_DELAY if trim else 0)
         self._lib = library()
-        self._trim = trim
         self._buf = ctypes.create_string_buffer(_OUT_CHUNK)
         self._done = ctypes.c_size_t()
         self._mh: int | None = None
@@ -83,7 +92,7 @@ class Mp3Decoder:
         lib.mpg123_format(mh, self.rate, _MONO, _ENC_SIGNED_16)
         lib.mpg123_open_feed(mh)
         self._mh = mh
-        self._skip = STREAM_DELAY * 2 if self._trim else 0
+        self._head: bytes | None = b""  # the stream's first bytes, until 4 say what it opens on
 
     def _close(self) -> None:
         if self._mh is not None:
@@ -94,8 +103,15 @@ class Mp3Decoder:
     def __del__(self) -> None:
         self._close()
 
-    def feed(self, data: bytes) -> bytes:
-        """The next bytes of the stream → the PCM of every frame now complete."""
+    def _decode(self, data: bytes) -> bytes:
+        if self._head is not None:
+            data = self._head + data
+            if len(data) < 4:
+                self._head = data
+                return b""
+            self._head = None
+            if is_frame_header(data):
+                self._lib.mpg123_param(self._mh, _ADD_FLAGS, _FLAG_NO_READAHEAD, 0.0)
         out: list[bytes] = []
         inp: bytes | None = data
         while True:
@@ -108,18 +124,8 @@ class Mp3Decoder:
                 out.append(self._buf.raw[: self._done.value])
             if rc in (_NEED_MORE, _DONE) or (rc < 0 and rc != _NEW_FORMAT):
                 break  # a broken frame is skipped: mpg123 resyncs on the next header
-        pcm = b"".join(out)
-        if self._skip:
-            cut = min(self._skip, len(pcm))
-            self._skip -= cut
-            pcm = pcm[cut:]
-        return pcm
+        return b"".join(out)
 
-    def flush(self) -> bytes:
-        """End of the response: mpg123 has already given every whole frame."""
-        return b""
-
-    def reset(self) -> None:
-        """A new stream (response, cancel, truncate, reconnect): no reservoir, no buffer."""
+    def _restart(self) -> None:
         self._close()
         self._open()

@@ -15,7 +15,7 @@ from functools import cache
 from types import ModuleType
 from typing import Any
 
-from agentd.audio.codecs.mp3 import CodecUnavailable
+from agentd.audio.codecs.base import CodecUnavailable, CompressedDecoder
 from agentd.audio.codecs.ogg import OggDemuxer
 
 MAX_PACKET_MS = 120
@@ -41,30 +41,25 @@ def library() -> ModuleType:
         ) from None
 
 
-class OpusPacketDecoder:
-    """Raw Opus packets (one per :meth:`feed`) → PCM16 mono at ``rate``."""
+class OpusPacketDecoder(CompressedDecoder):
+    """Raw Opus packets (one per :meth:`feed`) → PCM16 mono at ``rate``; ``trim`` drops the
+    encoder's look-ahead (:data:`PRE_SKIP_48K`)."""
 
     def __init__(self, rate: int, trim: bool = True) -> None:
         if rate not in RATES:
             raise ValueError(f"Opus decodes at {RATES} Hz, not {rate}")
-        self.rate = rate
+        super().__init__(rate, PRE_SKIP_48K * rate // 48000 if trim else 0)
         self._opus = library()
         self._dec: Any = self._opus.Decoder(rate, 1)
         self._max = rate * MAX_PACKET_MS // 1000
-        self._trim_samples = PRE_SKIP_48K * rate // 48000 if trim else 0
+        self._last = rate // 50  # 20 ms until a packet says otherwise
         self.concealed = 0  # packets replaced by concealment (counted for the status)
-        self.reset()
 
-    def reset(self) -> None:
+    def _restart(self) -> None:
         self._dec.reset_state()
-        self._last = self.rate // 50  # 20 ms until a packet says otherwise
-        self._skip = self._trim_samples * 2
+        self._last = self.rate // 50
 
-    def skip(self, samples: int) -> None:
-        """Drop ``samples`` more at the start (an Ogg header's pre-skip)."""
-        self._skip = samples * 2
-
-    def feed(self, packet: bytes) -> bytes:
+    def _decode(self, packet: bytes) -> bytes:
         if not packet:
             return b""
         try:
@@ -76,14 +71,7 @@ class OpusPacketDecoder:
         except Exception:  # OpusError, a bad TOC: conceal, keep the time
             self.concealed += 1
             pcm = self._dec.decode(b"", self._last)
-        if self._skip:
-            cut = min(self._skip, len(pcm))
-            self._skip -= cut
-            pcm = pcm[cut:]
         return pcm
-
-    def flush(self) -> bytes:
-        return b""
 
 
 class OggOpusDecoder:
