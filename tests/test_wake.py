@@ -126,7 +126,7 @@ def test_check_config_says_the_detectors_suppressor_needs_the_webrtc_library(
     assert "wake.noise_suppression: 4 needs the WebRTC" in str(info.value)
     assert "pip install 'agentd[wake]'" in str(info.value)
     from_mapping({"turn": {"mode": "wake_word"}, "wake": {"noise_suppression": 0}})
-    with pytest.raises(ConfigError, match="wake.noise_suppression"):
+    with pytest.raises(ConfigError, match=r"wake\.noise_suppression"):
         from_mapping({"wake": {"noise_suppression": 5}})
 
 
@@ -226,9 +226,13 @@ def test_the_suppressor_lets_the_detector_hear_the_word_in_babble_not_the_server
     ring = b"".join(f.audio for f in listener.policy.ring)
     assert ring == b"".join(f.audio for f in frames)[-len(ring) :]  # sent: not suppressed
     assert isinstance(listener.detector, wk.Suppressed)
-    assert isinstance(
-        wk.WakeListener(WakeSettings(), mic_suppressed=True).detector, wk.MicroDetector
-    )
+    from agentd.service import wake_listener
+
+    mode = {"turn": {"mode": "wake_word"}}
+    plain = wake_listener(from_mapping(mode))
+    mic_ns = wake_listener(from_mapping({**mode, "audio": {"input": {"noise_suppression": 2}}}))
+    assert plain is not None and isinstance(plain.detector, wk.Suppressed)
+    assert mic_ns is not None and isinstance(mic_ns.detector, wk.MicroDetector)
 
 
 W_X_CHILD = """
