@@ -436,6 +436,34 @@ async def test_nothing_is_sent_without_the_word_and_mute_stops_the_detector(
         await stop(d, task)
 
 
+async def test_a_reload_that_turns_on_the_mics_suppressor_drops_the_detectors_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One suppressor, not two: with audio.input.noise_suppression on, the detector hears the
+    mic path's suppressed audio; a reload that changes nothing keeps the listener."""
+    import yaml
+
+    d, task, _, _ = await wake_daemon(tmp_path, monkeypatch)
+    try:
+        listener = d.wake
+        assert listener is not None and not listener.mic_suppressed
+        data = yaml.safe_load(d.config_path.read_text())
+        assert (await d._control("reload"))["ok"] is True
+        await asyncio.sleep(0.3)
+        assert d.wake is listener
+        data["audio"]["input"]["noise_suppression"] = 2
+        d.config_path.write_text(yaml.safe_dump(data))
+        assert (await d._control("reload"))["ok"] is True
+        for _ in range(300):
+            if d.wake is not listener:
+                break
+            await asyncio.sleep(0.01)
+        assert d.wake is not None and d.wake.mic_suppressed
+        assert isinstance(d.wake.detector, wk.MicroDetector)
+    finally:
+        await stop(d, task)
+
+
 async def test_follow_up_window_then_the_word_is_needed_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, voice: dict[str, np.ndarray]
 ) -> None:
