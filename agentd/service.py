@@ -926,7 +926,9 @@ class Daemon:
         if self._next_gate is not None:
             self.gate, self._next_gate = self._next_gate, None
         if (self.cfg.turn.mode == "wake_word") != (self.wake is not None) or (
-            self.wake is not None and self.wake.settings != self.cfg.wake
+            self.wake is not None
+            and (self.wake.settings, self.wake.mic_suppressed)
+            != (self.cfg.wake, self.cfg.audio.input.noise_suppression > 0)
         ):
             self.wake = wake_listener(self.cfg)
         self.uplink.configure(
@@ -972,7 +974,9 @@ class Daemon:
 
 def wake_listener(cfg: Config) -> WakeListener | None:
     """The wake-word detector, in wake_word mode only (nothing else pays for it)."""
-    return WakeListener(cfg.wake) if cfg.turn.mode == "wake_word" else None
+    if cfg.turn.mode != "wake_word":
+        return None
+    return WakeListener(cfg.wake, mic_suppressed=cfg.audio.input.noise_suppression > 0)
 
 
 EX_CONFIG = 78  # the unit's RestartPreventExitStatus=: restarting cannot fix a bad config

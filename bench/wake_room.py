@@ -1,6 +1,6 @@
 """What leaves the device in wake-word mode while the room talks without the word.
 
-    .venv/bin/python bench/wake_room.py [--minutes 10.5]
+    .venv/bin/python bench/wake_room.py [--minutes 10.5] [--sensitivity S] [--noise-suppression N]
 
 The real daemon (turn.mode wake_word) listens to the PulseAudio room through ALSA; the
 simulator sits behind a byte-counting TCP relay on loopback, so every byte on the connection
@@ -84,7 +84,7 @@ def room_speech(minutes: float) -> tuple[Path, float, list[tuple[float, str]]]:
     return speech.write_wav(DIR / "room.wav", y.tobytes(), 16000), len(y) / 16000, said
 
 
-async def run(minutes: float) -> dict[str, Any]:
+async def run(minutes: float, wake: dict[str, Any] | None = None) -> dict[str, Any]:
     room = PulseRoom(DIR / "pulse")
     write_asoundrc(DIR, asoundrc(room.socket))
     room.start()
@@ -98,6 +98,7 @@ async def run(minutes: float) -> dict[str, Any]:
                 "output": {"device": "spk", "rate": 48000},
             },
             "turn": {"mode": "wake_word"},
+            "wake": wake or {},
             "button": {"pin": None},
             "led": {"pin": None},
             "control": {"socket": str(DIR / "ctl.sock")},
@@ -170,8 +171,11 @@ async def run(minutes: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.5)
+    ap.add_argument("--sensitivity", type=float, help="wake.sensitivity (default: shipped)")
+    ap.add_argument("--noise-suppression", type=int, help="wake.noise_suppression (shipped)")
     a = ap.parse_args(argv if argv is not None else [])
-    out = asyncio.run(run(a.minutes))
+    wake = {"sensitivity": a.sensitivity, "noise_suppression": a.noise_suppression}
+    out = asyncio.run(run(a.minutes, {k: v for k, v in wake.items() if v is not None}))
     print(
         f"{out['room_speech_min']:.1f} min of room speech without the word: "
         f"{out['client_events']} client events, {out['audio_bytes_sent']} audio bytes sent, "

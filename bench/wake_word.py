@@ -2,12 +2,13 @@
 
     .venv/bin/python bench/wake_word.py            # figures at the shipped sensitivity + sweep
     .venv/bin/python bench/wake_word.py --quick    # a tenth of the corpus (development)
+    .venv/bin/python bench/wake_word.py --noise-suppression 0   # the detector on the raw mic
 
-Each file is cut into 20 ms frames and run through agentd.voice.wake (MicroDetector scores,
-WakePolicy debounce, ring buffer and word-end estimate), one pass per file; the policy is then
+Each file is cut into 20 ms frames and run through agentd.voice.wake (the detector path the
+daemon builds: wake.noise_suppression's suppressor, then MicroDetector scores; WakePolicy debounce, ring buffer and word-end estimate), one pass per file; the policy is then
 replayed at each cutoff of the sweep. Figures: recall per form and condition, false accepts
 per hour of negatives, near-miss accept rate per phrase, detection latency after the word's
-end, the word-end estimate's error, CPU per audio-second, RSS delta of loading and running the
+end, the word-end estimate's error, CPU per audio-second (suppressor + model), RSS delta of loading and running the
 detector (separate process).
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -38,6 +40,7 @@ from agentd.voice import wake as wk
 RATE = 16000
 SWEEP = (0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 SHIPPED = WakeSettings().sensitivity
+SHIPPED_NS = WakeSettings().noise_suppression
 TARGETS = {
     "isolated/clean": 0.90,
     "pause/clean": 0.85,
@@ -46,18 +49,17 @@ TARGETS = {
 }
 
 
-def _scores(path: Path, positive: bool) -> dict[str, Any]:
-    """One detector pass: (t, p) per step, CPU time; frames kept for positives (ring)."""
-    x = np.fromfile(path, "<i2").tobytes()
-    det = wk.MicroDetector(WakeSettings(words=["okay_nabu"]))
-    frames = chop(x, RATE, 20, start=0.0)
+def _scores(frames: list[AudioFrame], noise_suppression: int) -> dict[str, Any]:
+    """One pass of the daemon's detector path (its noise suppressor, then the model):
+    (t, p, frame index) per step, and its CPU time."""
+    det = wk.make_detector(WakeSettings(words=["okay_nabu"], noise_suppression=noise_suppression))
     trace: list[tuple[float, float, int]] = []
     cpu0 = time.process_time()
     for i, f in enumerate(frames):
         for s in det.process(f):
             trace.append((s.t, s.p, i))
     cpu = time.process_time() - cpu0
-    return {"trace": trace, "cpu": cpu, "seconds": len(x) / 2 / RATE}
+    return {"trace": trace, "cpu": cpu, "seconds": sum(f.samples for f in frames) / RATE}
 
 
 def _judge(
@@ -79,15 +81,12 @@ def _judge(
     return out
 
 
-def _evaluate(item: tuple[str, Clip]) -> dict[str, Any]:
-    root, clip = item
-    path = Path(root) / clip.file
+def _evaluate(item: tuple[str, Clip, int]) -> dict[str, Any]:
+    root, clip, noise_suppression = item
     positive = clip.kind in ("isolated", "pause", "breath")
-    r = _scores(path, positive)
-    frames = None
-    if positive:
-        frames = chop(np.fromfile(path, "<i2").tobytes(), RATE, 20, start=0.0)
-    res: dict[str, Any] = {"clip": clip.__dict__, "cpu": r["cpu"], "seconds": r["seconds"]}
+    frames = chop(np.fromfile(Path(root) / clip.file, "<i2").tobytes(), RATE, 20, start=0.0)
+    r = _scores(frames, noise_suppression)
+    res: dict[str, Any] = {"clip": clip.__dict__, **r}
     per: dict[str, Any] = {}
     for c in SWEEP:
         wakes = _judge(r["trace"], c, frames if positive else None)
@@ -96,7 +95,7 @@ def _evaluate(item: tuple[str, Clip]) -> dict[str, Any]:
     return res
 
 
-def rss_delta() -> dict[str, float]:
+def rss_delta(noise_suppression: int) -> dict[str, float]:
     """RSS of a fresh process before importing the engine, and after loading the model and
     running it on 60 s of noise (kB → MB)."""
     code = """
@@ -106,7 +105,7 @@ from agentd.audio.frame import chop
 from agentd.config import WakeSettings
 a = rss()
 from agentd.voice.wake import WakeListener
-l = WakeListener(WakeSettings())
+l = WakeListener(WakeSettings(noise_suppression=NS))
 x = (np.random.default_rng(1).standard_normal(16000 * 60) * 300).astype("<i2")
 for f in chop(x.tobytes(), 16000, 20):
     l.process(f)
@@ -114,7 +113,7 @@ import os
 print(a, rss(), len(os.listdir("/proc/self/task")))
 """
     out = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", code.replace("NS", str(noise_suppression))],
         capture_output=True,
         text=True,
         check=True,
@@ -183,19 +182,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--quick", action="store_true", help="every tenth file")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--json", type=Path, help="write every figure here")
+    ap.add_argument(
+        "--noise-suppression",
+        type=int,
+        default=SHIPPED_NS,
+        choices=range(5),
+        help=f"wake.noise_suppression (shipped: {SHIPPED_NS}; 0: the detector hears the raw mic)",
+    )
+    ap.add_argument("--traces", type=Path, help="pickle every file's scores here (analysis)")
     a = ap.parse_args(argv if argv is not None else [])
     clips = build(a.dir, 66.0, a.jobs)
     if a.quick:
         clips = clips[::10]
     t0 = time.monotonic()
     with ProcessPoolExecutor(a.jobs) as pool:
-        results = list(pool.map(_evaluate, [(str(a.dir), c) for c in clips], chunksize=8))
+        results = list(
+            pool.map(_evaluate, [(str(a.dir), c, a.noise_suppression) for c in clips], chunksize=8)
+        )
+    if a.traces:
+        with a.traces.open("wb") as fh:
+            pickle.dump(results, fh)
     cpu = sum(r["cpu"] for r in results)
     secs = sum(r["seconds"] for r in results)
     sweep = {str(c): summarize(results, c) for c in SWEEP}
     shipped = summarize(results, SHIPPED)
-    mem = rss_delta()
+    mem = rss_delta(a.noise_suppression)
     out = {
+        "noise_suppression": a.noise_suppression,
         "shipped": shipped,
         "sweep": {
             k: {
@@ -229,7 +242,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def print_table(out: dict[str, Any]) -> None:
     s = out["shipped"]
-    print(f"wake word okay_nabu at sensitivity {s['cutoff']} ({out['audio_hours']:.2f} h of audio)")
+    print(
+        f"wake word okay_nabu at sensitivity {s['cutoff']}, noise suppression "
+        f"{out['noise_suppression']} ({out['audio_hours']:.2f} h of audio)"
+    )
     print("recall (form/condition):")
     for k, v in s["recall"].items():
         target = TARGETS.get(k)

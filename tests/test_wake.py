@@ -117,6 +117,19 @@ def test_check_config_says_how_to_install_the_engine(monkeypatch: pytest.MonkeyP
     assert "pip install 'agentd[wake]'" in str(info.value)
 
 
+def test_check_config_says_the_detectors_suppressor_needs_the_webrtc_library(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "pywebrtc_audio", None)  # as if not installed
+    with pytest.raises(ConfigError) as info:
+        from_mapping({"turn": {"mode": "wake_word"}})
+    assert "wake.noise_suppression: 4 needs the WebRTC" in str(info.value)
+    assert "pip install 'agentd[wake]'" in str(info.value)
+    from_mapping({"turn": {"mode": "wake_word"}, "wake": {"noise_suppression": 0}})
+    with pytest.raises(ConfigError, match=r"wake\.noise_suppression"):
+        from_mapping({"wake": {"noise_suppression": 5}})
+
+
 # ------------------------------------------------------------------ the real detector
 
 WAKE_TEXT, COMMAND_TEXT = "okay nabu", "what is the weather like today"
@@ -179,6 +192,47 @@ def test_sensitivity_is_the_cutoff(voice: dict[str, np.ndarray]) -> None:
     assert len(detections(near, WakeSettings(sensitivity=0.5))) == 1
     assert detections(near, WakeSettings(sensitivity=0.9)) == []
     assert len(detections(word, WakeSettings(sensitivity=0.9))) == 1
+
+
+BABBLE_TEXTS = (
+    "the quick brown fox jumps over the lazy dog near the river bank today",
+    "we should fix the window before the winter comes and the rain starts",
+    "please bring me the newspaper and a cup of tea from the kitchen table",
+)
+
+
+def test_the_suppressor_lets_the_detector_hear_the_word_in_babble_not_the_server(
+    voice: dict[str, np.ndarray],
+) -> None:
+    """Three talkers at 10 dB below the word, a second before it: the model alone misses it
+    (peak 0.66), behind wake.noise_suppression's suppressor it hears it (0.84); the ring, so
+    the turn's audio, keeps the microphone's own samples; with the microphone path already
+    suppressing, the detector gets no second suppressor."""
+    talkers = [trimmed(rigs.espeak(t, RATE, Path("b"))).astype(np.float64) for t in BABBLE_TEXTS]
+    n = min(len(t) for t in talkers)
+    babble = sum(t[:n] / np.sqrt(np.mean(t[:n] ** 2)) for t in talkers)
+    word = voice["wake"].astype(np.float64)
+    x = np.concatenate([np.zeros(RATE), word, np.zeros(RATE // 2)])
+    noise = np.resize(babble, len(x))
+    gain = np.sqrt(np.mean(word**2) / (np.mean(noise**2) * 10 ** (10 / 10)))
+    said = np.clip(x + gain * noise, -32768, 32767).astype("<i2")
+    assert detections(said, WakeSettings(noise_suppression=0)) == []
+    listener = wk.WakeListener(WakeSettings())
+    frames = chop(said.tobytes(), RATE, 20, start=0.0)
+    heard = [w for f in frames if (w := listener.process(f)) is not None]
+    assert len(heard) == 1
+    word_end = 1.0 + len(word) / RATE
+    assert 0.0 < heard[0].t - word_end < 0.5
+    ring = b"".join(f.audio for f in listener.policy.ring)
+    assert ring == b"".join(f.audio for f in frames)[-len(ring) :]  # sent: not suppressed
+    assert isinstance(listener.detector, wk.Suppressed)
+    from agentd.service import wake_listener
+
+    mode = {"turn": {"mode": "wake_word"}}
+    plain = wake_listener(from_mapping(mode))
+    mic_ns = wake_listener(from_mapping({**mode, "audio": {"input": {"noise_suppression": 2}}}))
+    assert plain is not None and isinstance(plain.detector, wk.Suppressed)
+    assert mic_ns is not None and isinstance(mic_ns.detector, wk.MicroDetector)
 
 
 W_X_CHILD = """
@@ -378,6 +432,34 @@ async def test_nothing_is_sent_without_the_word_and_mute_stops_the_detector(
         for f in chop(wake.tobytes(), RATE, 20, start=time.monotonic()):
             mic.push(f)
         assert link.sent_of(ce.AppendAudio), "unmuted, the word works again"
+    finally:
+        await stop(d, task)
+
+
+async def test_a_reload_that_turns_on_the_mics_suppressor_drops_the_detectors_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One suppressor, not two: with audio.input.noise_suppression on, the detector hears the
+    mic path's suppressed audio; a reload that changes nothing keeps the listener."""
+    import yaml
+
+    d, task, _, _ = await wake_daemon(tmp_path, monkeypatch)
+    try:
+        listener = d.wake
+        assert listener is not None and not listener.mic_suppressed
+        data = yaml.safe_load(d.config_path.read_text())
+        assert (await d._control("reload"))["ok"] is True
+        await asyncio.sleep(0.3)
+        assert d.wake is listener
+        data["audio"]["input"]["noise_suppression"] = 2
+        d.config_path.write_text(yaml.safe_dump(data))
+        assert (await d._control("reload"))["ok"] is True
+        for _ in range(300):
+            if d.wake is not listener:
+                break
+            await asyncio.sleep(0.01)
+        assert d.wake is not None and d.wake.mic_suppressed
+        assert isinstance(d.wake.detector, wk.MicroDetector)
     finally:
         await stop(d, task)
 

@@ -187,6 +187,9 @@ class WakeSettings:
     """After a detection, ignore the word this long (seconds): one word, one wake."""
     model: str | None = None
     """Absolute path of a custom model's JSON (its .tflite beside it) instead of words."""
+    noise_suppression: int = _opt(4, 0, 4)
+    """Noise suppression the detector hears through: 0 off, 1..4 = 6/12/18/21 dB (needs the
+    WebRTC library, in agentd[wake]); not used when audio.input.noise_suppression is on."""
 
 
 @dataclass(frozen=True)

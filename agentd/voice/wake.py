@@ -6,6 +6,11 @@ Why each piece exists:
   after the command has begun ("okay nabu what's the weather" in one breath), so the turn's
   audio is taken from the ring, starting where the word ended, never at the detection;
 - the refractory period: the model says "yes" for up to nine steps in a row for one word;
+- the noise suppressor in front of the detector (``wake.noise_suppression``): the model's own
+  front end takes out steady noise but not speech-like noise; WebRTC's suppressor first raised
+  recall at 10 dB SNR from 51% to 67% on the corpus (babble 27% → 46%) with no false accept
+  (``bench/wake_word.py``). It cleans only what the detector hears: the ring, hence the turn's
+  audio, is the microphone path's own (``audio.input.noise_suppression``);
 - the word's end is estimated from the detection time minus the detector's typical lag
   (measured by ``bench/wake_word.py``), moved to the quietest 10 ms nearby, where a word
   boundary is most likely: the word itself never reaches the server.
@@ -121,11 +126,18 @@ class WakePolicy:
 class WakeListener:
     """The policy and its detector for the service: every frame goes in (so the ring is
     whole), the detector only hears those ``heard`` (not while the speaker may echo); after a
-    pause or a detection it starts afresh (its sliding window holds old audio)."""
+    pause or a detection it starts afresh (its sliding window holds old audio).
+    ``mic_suppressed``: the microphone path already suppresses noise, so the detector gets
+    no second suppressor."""
 
-    def __init__(self, settings: WakeSettings, detector: Detector | None = None) -> None:
-        self.settings = settings
-        self.detector = detector or MicroDetector(settings)
+    def __init__(
+        self,
+        settings: WakeSettings,
+        detector: Detector | None = None,
+        mic_suppressed: bool = False,
+    ) -> None:
+        self.settings, self.mic_suppressed = settings, mic_suppressed
+        self.detector = detector or make_detector(settings, mic_suppressed)
         self.policy = WakePolicy(settings.sensitivity, settings.refractory_s)
         self._fresh = True
         self.detections = 0
@@ -166,6 +178,33 @@ def model_paths(settings: WakeSettings) -> list[Path]:
 
     models = Path(pymicro_wakeword.__file__).parent / "models"
     return [models / f"{w}.json" for w in settings.words]
+
+
+def make_detector(settings: WakeSettings, mic_suppressed: bool = False) -> Detector:
+    """The engine, behind its own noise suppressor when ``wake.noise_suppression`` asks for
+    one and the microphone path has none."""
+    det: Detector = MicroDetector(settings)
+    if settings.noise_suppression and not mic_suppressed:
+        det = Suppressed(det, settings.noise_suppression)
+    return det
+
+
+class Suppressed:
+    """A detector hearing its frames through WebRTC noise suppression (agentd/audio/echo.py's
+    chain with only the suppressor on); the suppressor keeps its noise estimate across the
+    detector's resets, as the noise outlasts them."""
+
+    def __init__(self, detector: Detector, level: int) -> None:
+        from agentd.audio import echo
+
+        self.detector = detector
+        self.suppressor = echo.EchoCanceller(echo.EchoSetup(noise_suppression=level))
+
+    def process(self, frame: AudioFrame) -> list[Score]:
+        return self.detector.process(self.suppressor.process(frame))
+
+    def reset(self) -> None:
+        self.detector.reset()
 
 
 class MicroDetector:
@@ -228,6 +267,13 @@ def problems(turn_mode: str, wake: WakeSettings, follow_up_s: float) -> list[str
         import pymicro_wakeword  # noqa: F401
     except ImportError:
         out.append(f"wake.engine: micro needs pymicro-wakeword: {EXTRA}")
+    from agentd.audio import echo
+
+    if wake.noise_suppression and not echo.available():
+        out.append(
+            f"wake.noise_suppression: {wake.noise_suppression} needs the WebRTC audio "
+            f"processing library, which is not installed: {EXTRA} (or set it to 0)"
+        )
     return out
 
 
