@@ -15,7 +15,7 @@ import pytest
 
 from agentd import conversation as cv
 from agentd.audio.frame import AudioFrame, chop
-from agentd.audio.pcm import to_float
+from agentd.audio.pcm import SCALE, to_float, to_int16
 from agentd.config import WakeSettings, from_mapping
 from agentd.config.validate import ConfigError
 from agentd.voice import wake as wk
@@ -215,7 +215,7 @@ def test_the_suppressor_lets_the_detector_hear_the_word_in_babble_not_the_server
     x = np.concatenate([np.zeros(RATE), word, np.zeros(RATE // 2)])
     noise = np.resize(babble, len(x))
     gain = np.sqrt(np.mean(word**2) / (np.mean(noise**2) * 10 ** (10 / 10)))
-    said = np.clip(x + gain * noise, -32768, 32767).astype("<i2")
+    said = np.frombuffer(to_int16((x + gain * noise) / SCALE), "<i2")
     assert detections(said, WakeSettings(noise_suppression=0)) == []
     listener = wk.WakeListener(WakeSettings())
     frames = chop(said.tobytes(), RATE, 20, start=0.0)
