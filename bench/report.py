@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -24,9 +25,11 @@ print(json.dumps(out))
 
 def run(mod: str) -> dict[str, float]:
     code = PROBE.format(root=str(HERE.parent), here=str(HERE), mod=mod)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
     if res.returncode != 0:
         raise SystemExit(f"{mod} failed:\n{res.stderr[-2000:]}")
+    print(f"{mod}: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -170,6 +173,10 @@ def main() -> None:
         (
             "wake word CPU per audio-second / RSS delta",
             f"{wake['cpu_per_audio_s'] * 1e3:.1f} ms / {wake['rss_delta_mb']:.1f} MB",
+            "—",
+            True,
+        ),
+        (
             "Opus uplink on the wire (16 kHz, 60 ms, 24 kbit/s, JSON+base64)",
             f"{wire['opus_up_Bps'] / 1000:.2f} kB/s (PCM {wire['pcm_up_Bps'] / 1000:.1f})",
             "≤ 6 kB/s",

@@ -96,6 +96,33 @@ async def test_preroll_frames_come_in_batches_and_a_press_ends_the_batch() -> No
         cap.stop()
 
 
+async def test_gathering_capture_thread_naps_instead_of_waking_per_period() -> None:
+    """While gathering, the capture thread reads the device's buffer in one go about ten
+    times a second, not once per 20 ms period (50/s), and loses no audio doing so."""
+    mic, _ = rigs.clock_pcms()
+    got: list[AudioFrame] = []
+    cap = Capture(
+        InputSettings(device=mic, rate=48000, channels=2), asyncio.get_running_loop(), got.append
+    )
+    cap.gather(10)
+    cap.start()
+    try:
+        await asyncio.to_thread(cap.opened.wait, 10)
+        await asyncio.sleep(0.5)
+        tid = cap._thread.native_id
+        assert tid is not None
+        s0, n0 = _switches(tid), len(got)
+        await asyncio.sleep(3.0)
+        per_s = (_switches(tid) - s0) / 3.0
+        frames_s = (len(got) - n0) / 3.0
+        print(f"gathering capture thread: {per_s:.1f} wake-ups/s, {frames_s:.1f} frames/s")
+        assert per_s <= 25, per_s
+        assert 45 <= frames_s <= 55  # every 20 ms of audio still arrives
+        assert cap.stats.overruns == 0
+    finally:
+        cap.stop()
+
+
 def test_push_to_talk_gate_skips_the_vad_while_the_button_is_up() -> None:
     calls: list[int] = []
 

@@ -245,6 +245,10 @@ class Capture(_DeviceThread):
         # the loop for each costs more than the rest of an idle daemon (bench/idle.py); the
         # thread also converts that many card periods per call (soxr's per-call cost).
         self._gather = 1
+        # While gathering, the thread naps instead of waking per card period: the device's
+        # buffer holds the frames meanwhile and one nap's worth is read in a row. A pressed
+        # button (gather(1)) or stop() ends the nap at once.
+        self._nap = threading.Event()
         self.delivered_at = 0.0  # when the loop last handled a frame
         self._wait_from = 0.0  # frames are due from here on (the device opened)
         self._starving = False  # no frames came before the device failed: a reopen is no cure
@@ -296,8 +300,16 @@ class Capture(_DeviceThread):
         framer = Framer(VAD_RATE, self.settings.period_ms)
         channels, pick = self.card_channels, self.settings.channel
         raw: list[np.ndarray] = []  # card periods not yet converted (while gathering)
+        period = self.card_rate * self.settings.period_ms // 1000
+        nap_s = CAPTURE_PERIODS // 2 * self.settings.period_ms / 1000  # half the buffer: margin
+        backlog = 0  # card periods known to wait in the device: read without waiting
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
+            if self._gather > 1 and backlog <= 0:  # nobody waits for these: let them pile up
+                self._nap.wait(nap_s)
+                self._nap.clear()
+                backlog = max(1, pcm.avail() // period)  # type: ignore[attr-defined]
+            backlog -= 1
             length, data = pcm.read()  # type: ignore[attr-defined]
             read_at = time.monotonic()
             if length < 0:  # overrun: the next read() re-prepares the stream
@@ -336,11 +348,16 @@ class Capture(_DeviceThread):
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
             self.loop.call_soon_threadsafe(self._drain)
 
+    def _wake(self) -> None:
+        self._nap.set()
+
     def gather(self, frames: int) -> None:
         """Wake the loop once per ``frames`` frames (1: every frame, at once). Going back to
         1 hands over what is gathered now: a pressed button must not wait for the batch."""
         with self._lock:
             self._gather = max(1, frames)
+            if self._gather == 1:
+                self._nap.set()  # read what the device holds now
             if self._gather > 1 or self._scheduled or not self._queue:
                 return
             self._scheduled = True
