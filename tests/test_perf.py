@@ -2,6 +2,8 @@
 
 - the playback thread sleeps while idle (no 4 ms poll), on a card-like clock PCM;
 - pre-roll-only microphone frames reach the loop in batches, and a press ends the batching;
+  meanwhile the capture thread naps instead of waking per period;
+- the capture resampler holds back at most one frame (the endpoint is not held up);
 - adaptive playout (agentd/audio/playout.py): starts a stream at once on a clean link, grows
   only when the link proves jittery, and the real Playback starts that fast;
 - endpointing: ≤ 400 ms median, ≤ 2% premature cuts on the corpus with natural pauses; the
@@ -121,6 +123,23 @@ async def test_gathering_capture_thread_naps_instead_of_waking_per_period() -> N
         assert cap.stats.overruns == 0
     finally:
         cap.stop()
+
+
+def test_capture_resampler_holds_back_at_most_one_frame() -> None:
+    """The capture's 48 → 16 kHz conversion, fed 20 ms reads, hands on all but ≤ 20 ms of
+    what it was given (HQ holds back up to 37 ms: the endpoint came that much later)."""
+    from agentd.audio.alsa import CAPTURE_QUALITY
+    from agentd.audio.resample import StreamResampler
+
+    rs = StreamResampler(48000, 16000, quality=CAPTURE_QUALITY)
+    x = np.random.default_rng(0).standard_normal(48000 * 2).astype(np.float32) * 0.1
+    out, held = 0, []
+    for i in range(0, x.size, 960):
+        out += rs.process(x[i : i + 960]).size
+        held.append((i + 960) // 3 - out)
+    worst_ms = max(held[5:]) / 16
+    print(f"capture resampler holds back ≤ {worst_ms:.1f} ms")
+    assert worst_ms <= 20
 
 
 def test_push_to_talk_gate_skips_the_vad_while_the_button_is_up() -> None:
