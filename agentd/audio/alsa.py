@@ -359,7 +359,10 @@ class Capture(_DeviceThread):
 
     def gather(self, frames: int) -> None:
         """Wake the loop once per ``frames`` frames (1: every frame, at once). Going back to
-        1 hands over what is gathered now: a pressed button must not wait for the batch."""
+        1 hands over what is gathered now: a pressed button must not wait for the batch.
+        Called per frame: the same value again costs nothing."""
+        if max(1, frames) == self._gather:
+            return
         with self._lock:
             self._gather = max(1, frames)
             if self._gather == 1:
