@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections import deque
 
+import numpy as np
+
 from agentd.audio import codecs
 from agentd.audio.frame import AudioFrame
 from agentd.audio.pcm import to_int16
@@ -68,8 +70,12 @@ class Uplink:
         return self._enc.encode(pcm)
 
     def finish(self) -> list[bytes]:
-        """The turn is committed: the encoder's remainder as a last packet."""
-        return self._enc.flush()
+        """The turn is committed: what the resampler still holds (its look-ahead: up to
+        ~37 ms of the turn's newest audio, which the server would otherwise never hear) and
+        then the encoder's remainder, as the last packets."""
+        tail = to_int16(self._rs.process(np.zeros(0, np.float32), last=True))
+        self._rs.reset()
+        return [*(self._enc.encode(tail) if tail else []), *self._enc.flush()]
 
     def seconds(self, packet: bytes) -> float:
         """How much audio a packet of this uplink holds."""

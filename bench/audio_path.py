@@ -25,7 +25,7 @@ CARD = 48000
 
 
 def capture_path(periods: list[bytes]) -> int:
-    rs, framer, vad = StreamResampler(CARD, 16000), Framer(16000, 20), webrtcvad.Vad(2)
+    rs, framer, vad = StreamResampler(CARD, 16000, "LQ"), Framer(16000, 20), webrtcvad.Vad(2)
     voiced = 0
     for data in periods:
         x = np.frombuffer(data, "<i2").reshape(-1, 2)[:, 0]
@@ -35,7 +35,7 @@ def capture_path(periods: list[bytes]) -> int:
 
 
 def playback_path(deltas: list[bytes]) -> int:
-    rs, total = StreamResampler(24000, CARD, quality="MQ"), 0
+    rs, total = StreamResampler(24000, CARD, quality="LQ"), 0
     for d in deltas:
         y = rs.process(to_float(d))
         s = np.frombuffer(to_int16(y), "<i2")

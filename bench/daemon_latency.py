@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +25,6 @@ DIR = Path(tempfile.mkdtemp(prefix="agentd-bench-"))
 os.environ["XDG_CONFIG_HOME"] = str(DIR)  # before the first ALSA call
 
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 
 from agentd import conversation as cv  # noqa: E402
 from agentd.audio.frame import chop  # noqa: E402
@@ -36,6 +33,7 @@ from agentd.config import load  # noqa: E402
 from agentd.service import Daemon, Hooks  # noqa: E402
 from agentd.sim import Simulator  # noqa: E402
 from agentd.sim.room import PulseRoom, asoundrc, write_asoundrc  # noqa: E402
+from bench.daemon_rig import agentd_run, daemon_config  # noqa: E402
 from tests.room_oracle import (  # noqa: E402
     cut_error_ms,
     loud_runs_ms,
@@ -51,21 +49,9 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def config(path: Path, sim: Simulator, **extra: Any) -> Path:
-    data = {
-        "api": {"url": sim.url},
-        "audio": {
-            "input": {"device": "mic", "rate": 48000, "channels": 2},
-            "output": {"device": "spk", "rate": 48000, "buffer_ms": 60},
-        },
-        "button": {"pin": None},
-        "led": {"pin": None},
-        "sounds": {"enabled": False},
-        "control": {"socket": str(DIR / "ctl.sock")},
-        "logging": {"level": "warning"},
-        **extra,
-    }
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return daemon_config(
+        path, sim.url, DIR / "ctl.sock", audio={"output": {"buffer_ms": 60}}, **extra
+    )
 
 
 async def in_process(room: PulseRoom) -> dict[str, float]:
@@ -171,35 +157,15 @@ async def in_process(room: PulseRoom) -> dict[str, float]:
 
 def start_to_ready(sim_url: str) -> tuple[float, float]:
     """Spawn `agentd run`, time READY=1, read its RSS after a few seconds."""
-
-    class _S:
-        url = sim_url
-
-    cfg = config(DIR / "r.yaml", _S())  # type: ignore[arg-type]
-    sock_path = DIR / "notify"
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(str(sock_path))
-    s.settimeout(10)
-    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "OPENAI_API_KEY": ""}
-    t0 = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentd", "run", "--config", str(cfg)],
-        env=env,
-        stderr=subprocess.DEVNULL,
+    cfg = daemon_config(
+        DIR / "r.yaml", sim_url, DIR / "ctl.sock", audio={"output": {"buffer_ms": 60}}
     )
-    try:
-        while b"READY=1" not in s.recv(4096):
-            pass
-        ready = time.monotonic() - t0
+    with agentd_run(cfg, DIR / "notify", timeout_s=10) as (pid, ready):
         time.sleep(3)
         rss = 0.0
-        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1]) / 1024
-    finally:
-        proc.terminate()
-        proc.wait(5)
-        s.close()
     return ready, rss
 
 

@@ -20,12 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 DIR = Path(tempfile.mkdtemp(prefix="agentd-flood-"))
 os.environ["XDG_CONFIG_HOME"] = str(DIR)  # before the first ALSA call
 
-import yaml  # noqa: E402
-
 from agentd.audio.alsa import PLAYBACK_QUEUE_S  # noqa: E402
 from agentd.control import request  # noqa: E402
 from agentd.sim import Simulator  # noqa: E402
 from agentd.sim.room import PulseRoom, asoundrc, write_asoundrc  # noqa: E402
+from bench.daemon_rig import daemon_config  # noqa: E402
 
 PACE = 50.0
 BOUND_MB = 256  # MemoryMax= in the unit
@@ -44,23 +43,12 @@ async def flood() -> dict[str, float]:
         sim.reply = SENTENCE * 330  # ~24 minutes of speech
         audio_s = len(sim.speech.pcm(sim.reply, 24000)) / 48000  # synthesise before timing
         sock = DIR / "ctl.sock"
-        cfg = DIR / "flood.yaml"
-        cfg.write_text(
-            yaml.safe_dump(
-                {
-                    "api": {"url": sim.url},
-                    "agent": {"greeting": "Tell me a long story."},
-                    "audio": {
-                        "input": {"device": "mic", "rate": 48000, "channels": 2},
-                        "output": {"device": "spk", "rate": 48000, "buffer_ms": 60},
-                    },
-                    "button": {"pin": None},
-                    "led": {"pin": None},
-                    "sounds": {"enabled": False},
-                    "control": {"socket": str(sock)},
-                    "logging": {"level": "warning"},
-                }
-            )
+        cfg = daemon_config(
+            DIR / "flood.yaml",
+            sim.url,
+            sock,
+            agent={"greeting": "Tell me a long story."},
+            audio={"output": {"buffer_ms": 60}},
         )
         env = {**os.environ, "OPENAI_API_KEY": ""}
         log = (DIR / "stderr.log").open("wb")

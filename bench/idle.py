@@ -7,9 +7,10 @@ and hands-free (VAD running), each for IDLE_S seconds, on two rigs:
   (`threaded-ml`) to the daemon's process: shown apart, they are the sound server's cost.
 
 Reports CPU % of one core (utime+stime of the process), wakeups/s per thread (voluntary +
-non-voluntary context switches from /proc/PID/task/*/status) and RSS. The capture thread's
-own floor is one wakeup per capture period (the microphone runs for pre-roll); the target
-counts everything beyond it.
+non-voluntary context switches from /proc/PID/task/*/status) and RSS. The target's floor
+is one wakeup per capture period (the microphone runs for pre-roll) and it counts everything
+beyond that; a capture thread that only fills the pre-roll naps and reads the device's buffer
+in one go (agentd/audio/alsa.py), so push-to-talk idle may come in below the floor.
 
     .venv/bin/python bench/idle.py [seconds]
 """
@@ -18,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,9 +31,9 @@ rigs.install_asoundrc()
 DIR = rigs.RIG_DIR
 
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 
 from agentd.sim import Simulator  # noqa: E402
+from bench.daemon_rig import agentd_run, daemon_config  # noqa: E402
 
 IDLE_S = 30.0
 PERIOD_MS = 20  # audio.input.period_ms: the capture thread's floor is 1000 / PERIOD_MS
@@ -93,44 +92,18 @@ def measure(pid: int, seconds: float) -> dict[str, Any]:
 
 
 def run_idle(sim_url: str, mode: str, seconds: float, mic: str, spk: str) -> dict[str, Any]:
-    cfg = DIR / f"{mode}-{mic}.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "api": {"url": sim_url},
-                "audio": {
-                    "input": {"device": mic, "rate": 48000, "channels": 2, "period_ms": PERIOD_MS},
-                    "output": {"device": spk, "rate": 48000, "channels": 2},
-                },
-                "turn": {"mode": mode},
-                "button": {"pin": None},
-                "led": {"pin": None},
-                "sounds": {"enabled": False},
-                "control": {"socket": str(DIR / f"{mode}.sock")},
-                "logging": {"level": "warning"},
-            }
-        )
+    cfg = daemon_config(
+        DIR / f"{mode}-{mic}.yaml",
+        sim_url,
+        DIR / f"{mode}.sock",
+        mic,
+        spk,
+        audio={"input": {"period_ms": PERIOD_MS}, "output": {"channels": 2}},
+        turn={"mode": mode},
     )
-    notify = DIR / f"{mode}-{mic}.notify"
-    notify.unlink(missing_ok=True)
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(str(notify))
-    s.settimeout(15)
-    env = {**os.environ, "NOTIFY_SOCKET": str(notify), "OPENAI_API_KEY": ""}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentd", "run", "--config", str(cfg)],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        while b"READY=1" not in s.recv(4096):
-            pass
+    with agentd_run(cfg, DIR / f"{mode}-{mic}.notify") as (pid, _):
         time.sleep(3.0)  # connected, devices open, start-up work done
-        return measure(proc.pid, seconds)
-    finally:
-        proc.terminate()
-        proc.wait(5)
-        s.close()
+        return measure(pid, seconds)
 
 
 RIGS = {"card": ("clockmic", "clockspk"), "room": ("mic", "spk")}
@@ -166,8 +139,8 @@ def main(seconds: float = IDLE_S, only: str | None = None) -> dict[str, float]:
                     out[f"{k}_rss_mb"] = r["rss_mb"]
                     print(
                         f"{rig} rig, {mode} idle {seconds:.0f} s: CPU {r['cpu_pct']:.2f}% of a "
-                        f"core, {total:.0f} wakeups/s in the daemon's threads ({total - floor:.0f} "
-                        f"beyond the capture period's {floor:.0f}/s)"
+                        f"core, {total:.0f} wakeups/s in the daemon's threads ({total - floor:+.0f} "
+                        f"against the capture period's {floor:.0f}/s)"
                         + (f" + {server:.0f}/s in the pulse plugin's threads" if server else "")
                         + f", RSS {r['rss_mb']:.1f} MB"
                     )

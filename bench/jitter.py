@@ -34,17 +34,20 @@ DIR = Path(tempfile.mkdtemp(prefix="agentd-jitter-"))
 os.environ["XDG_CONFIG_HOME"] = str(DIR)  # before the first ALSA call
 
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 
 from agentd import conversation as cv  # noqa: E402
-from agentd.audio.alsa import Playback  # noqa: E402
 from agentd.audio.frame import AudioFrame, chop  # noqa: E402
 from agentd.audio.pcm import to_float  # noqa: E402
-from agentd.config import load  # noqa: E402
-from agentd.service import Daemon, Hooks  # noqa: E402
+from agentd.service import Hooks  # noqa: E402
 from agentd.sim import Simulator  # noqa: E402
-from agentd.sim.room import PulseRoom, asoundrc, write_asoundrc  # noqa: E402
-from tests.room_oracle import align, room_probe  # noqa: E402
+from bench.daemon_rig import (  # noqa: E402
+    InRoom,
+    daemon_config,
+    first_arrivals,
+    onset_in_room,
+    pulse_room,
+)
+from tests.room_oracle import align  # noqa: E402
 
 ANSWERS = 10
 PROFILES = {"clean": (0.0, 0.0), "50±30 ms": (0.050, 0.030)}
@@ -102,19 +105,6 @@ class JitterRelay:
             task.cancel()
 
 
-def first_arrivals() -> tuple[type[Playback], dict[str, float]]:
-    """A Playback that notes when each answer's first audio was handed to it (observes only)."""
-    firsts: dict[str, float] = {}
-
-    class Timed(Playback):
-        def play(self, pcm: bytes, item: str | None = None, **kw: Any) -> None:
-            if item is not None and pcm and item not in firsts:
-                firsts[item] = time.monotonic()
-            super().play(pcm, item, **kw)
-
-    return Timed, firsts
-
-
 def gap_ms(frames: list[AudioFrame], ref: np.ndarray) -> float | None:
     """Silence the room inserted into the answer (underruns heard, by content): how much
     longer the answer took to come out than it lasts, from its first to its last half second
@@ -130,98 +120,60 @@ def gap_ms(frames: list[AudioFrame], ref: np.ndarray) -> float | None:
     return max(0.0, (end + tail.size - ref.size) * 1000 / 16000)
 
 
-def onset_in_room(frames: list[AudioFrame], ref: np.ndarray) -> float | None:
-    """When ``ref`` began in the room: its content aligned in the probe's recording, turned into
-    the probe's clock by the frame it falls in."""
-    if not frames:
-        return None
-    rec = to_float(b"".join(f.audio for f in frames))
-    off, gain = align(rec, ref)
-    if gain < 0.1:
-        return None
-    # the probe's frames are 10 ms each, timestamped at capture (their start)
-    i = min(len(frames) - 1, off // frames[0].samples)
-    return frames[i].timestamp + (off - i * frames[0].samples) / 16000
-
-
 async def one_profile(name: str, delay_s: float, jitter_s: float, answers: int) -> dict[str, Any]:
     async with Simulator("openai", pace=1.0) as sim:
         sim.reply = REPLY
         port = int(sim.url.split(":")[2].split("/")[0])
         relay = await JitterRelay(port, delay_s, jitter_s).start()
-        cfg_path = DIR / f"{name.split()[0]}.yaml"
-        cfg_path.write_text(
-            yaml.safe_dump(
-                {
-                    "api": {"url": sim.url.replace(f":{port}", f":{relay.port}")},
-                    "audio": {
-                        "input": {"device": "mic", "rate": 48000, "channels": 2},
-                        "output": {"device": "spk", "rate": 48000},
-                    },
-                    "button": {"pin": None},
-                    "led": {"pin": None},
-                    "sounds": {"enabled": False},
-                    "control": {"socket": str(DIR / "ctl.sock")},
-                    "logging": {"level": "warning"},
-                }
-            )
+        cfg_path = daemon_config(
+            DIR / f"{name.split()[0]}.yaml",
+            sim.url.replace(f":{port}", f":{relay.port}"),
+            DIR / "ctl.sock",
         )
         timed, firsts = first_arrivals()
-        d = Daemon(
-            cfg_path, load(cfg_path, require_key=False), Hooks(use_gpio=False, make_playback=timed)
-        )
-        task = asyncio.create_task(d.run())
-        while not d.conv.connected:
-            await asyncio.sleep(0.01)
-        heard: list[AudioFrame] = []
-        probe = room_probe(asyncio.get_running_loop(), heard.append)
-        probe.start()
-        await asyncio.sleep(1.5)  # the probe's first second arrives late
-        ref = to_float(sim.speech.pcm(sim.reply, 16000))
-        rng = np.random.default_rng(0)
-        speech = (rng.standard_normal(8000) * 8000).astype("<i2").tobytes()
-        assert d.playback is not None
-        lat, under, chosen, gaps = [], [], [], []
-        for n in range(answers + 1):  # answer 0 wakes the sound server's sink (~2 s): not counted
-            heard.clear()
-            u0 = d.playback.stats.underruns
-            d.feed(cv.Press())
-            for f in chop(speech, 16000, 20, start=time.monotonic()):
-                d._on_mic(f)
-            d.feed(cv.Release())
-            t0 = time.monotonic()
-            while d.conv.state is not cv.State.SPEAKING:
-                await asyncio.sleep(0.005)
-                assert time.monotonic() - t0 < 10, "no answer"
-            item = d.conv.item_id
-            while d.conv.state is cv.State.SPEAKING or d.playback.busy():
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.3)  # the room's recording catches up
-            if n == 0:
-                continue
-            onset = onset_in_room(list(heard), ref)
-            gap = gap_ms(list(heard), ref)
-            if gap is not None:
-                gaps.append(gap)
-            if item in firsts and onset is not None:
-                lat.append((onset - firsts[item]) * 1000)
-            under.append(d.playback.stats.underruns - u0)
-            chosen.append(
-                getattr(d.playback, "playout", None) and d.playback.playout.stats.chosen_ms
-            )
-        probe.stop()
-        d.stop_event.set()
-        await task
+        async with InRoom(cfg_path, Hooks(use_gpio=False, make_playback=timed)) as rig:
+            d, heard = rig.daemon, rig.heard
+            ref = to_float(sim.speech.pcm(sim.reply, 16000))
+            rng = np.random.default_rng(0)
+            speech = (rng.standard_normal(8000) * 8000).astype("<i2").tobytes()
+            assert d.playback is not None
+            lat, under, chosen, gaps = [], [], [], []
+            for n in range(
+                answers + 1
+            ):  # answer 0 wakes the sound server's sink (~2 s): not counted
+                heard.clear()
+                u0 = d.playback.stats.underruns
+                d.feed(cv.Press())
+                for f in chop(speech, 16000, 20, start=time.monotonic()):
+                    d._on_mic(f)
+                d.feed(cv.Release())
+                t0 = time.monotonic()
+                while d.conv.state is not cv.State.SPEAKING:
+                    await asyncio.sleep(0.005)
+                    assert time.monotonic() - t0 < 10, "no answer"
+                item = d.conv.item_id
+                while d.conv.state is cv.State.SPEAKING or d.playback.busy():
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.3)  # the room's recording catches up
+                if n == 0:
+                    continue
+                onset = onset_in_room(list(heard), ref)
+                gap = gap_ms(list(heard), ref)
+                if gap is not None:
+                    gaps.append(gap)
+                if item in firsts and onset is not None:
+                    lat.append((onset - firsts[item]) * 1000)
+                under.append(d.playback.stats.underruns - u0)
+                chosen.append(
+                    getattr(d.playback, "playout", None) and d.playback.playout.stats.chosen_ms
+                )
         await relay.stop()
     return {"latency_ms": lat, "underruns": under, "chosen_ms": chosen, "gaps_ms": gaps}
 
 
 def main(answers: int = ANSWERS) -> dict[str, float]:
-    room = PulseRoom(DIR / "pulse")
-    write_asoundrc(DIR, asoundrc(room.socket))
-    room.start()
     out: dict[str, float] = {}
-    try:
+    with pulse_room(DIR):
         for name, (delay, jitter) in PROFILES.items():
             r = asyncio.run(one_profile(name, delay, jitter, answers))
             key = "clean" if name == "clean" else "jitter"
@@ -245,8 +197,6 @@ def main(answers: int = ANSWERS) -> dict[str, float]:
                 f"    gaps heard in the room, by content: {', '.join(f'{g:.0f}' for g in r['gaps_ms'])}"
                 f" ms: {out[f'{key}_gapped_per_10']:.1f} answers per 10 with a gap over {GAP_MS} ms"
             )
-    finally:
-        room.stop()
     print("targets: clean link ≤ 40 ms p50; 50±30 ms link ≤ 1 underrun per 10 answers")
     return out
 

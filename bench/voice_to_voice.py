@@ -11,16 +11,21 @@ device adds: endpointing (hands-free), the uplink's last frames, the round trip 
 the playout delay and the output's latency. Push-to-talk releases the button when paplay has
 played the utterance out (its exit), so that lag is in the figure too.
 
-    .venv/bin/python bench/voice_to_voice.py [turns]
+For hands-free, each turn's time is also split (Parts): endpointing, handing the endpoint to
+the loop, the server side (think time subtracted) and playout to the room.
+
+    .venv/bin/python bench/voice_to_voice.py [turns] [ptt|hf]
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,34 +33,57 @@ DIR = Path(tempfile.mkdtemp(prefix="agentd-v2v-"))
 os.environ["XDG_CONFIG_HOME"] = str(DIR)  # before the first ALSA call
 
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 
 from agentd import conversation as cv  # noqa: E402
 from agentd.audio.frame import AudioFrame  # noqa: E402
 from agentd.audio.pcm import to_float, to_int16  # noqa: E402
-from agentd.config import load  # noqa: E402
-from agentd.service import Daemon, Hooks  # noqa: E402
+from agentd.service import Hooks  # noqa: E402
 from agentd.sim import Simulator  # noqa: E402
-from agentd.sim.room import PulseRoom, asoundrc, write_asoundrc  # noqa: E402
+from agentd.sim.room import PulseRoom  # noqa: E402
 from agentd.sim.speech import write_wav  # noqa: E402
+from agentd.voice import gate as vg  # noqa: E402
+from bench.daemon_rig import InRoom, daemon_config, first_arrivals, pulse_room  # noqa: E402
 from tests import corpus  # noqa: E402
 from tests.room_oracle import align  # noqa: E402
 
-TURNS = 10
+TURNS = 20
 THINK_S = 0.2
 REPLY = "Sure, here you go."
 
 
 def utterances(n: int) -> list[np.ndarray]:
+    """The corpus in a fixed order (plain phrases with a 300 ms pause inside, and phrases with
+    natural pauses), cycled: every turn count gets the same first turns."""
     rng = np.random.default_rng(5)
-    texts = [*corpus.PHRASES[:6], *corpus.PAUSED_PHRASES[:4]]
-    return [corpus.paused(t, rng) if "," in t else corpus.utterance(t) for t in texts[:n]] + [
-        corpus.utterance(t) for t in corpus.PHRASES[6 : 6 + max(0, n - len(texts))]
+    texts = [
+        *corpus.PHRASES[:6],
+        *corpus.PAUSED_PHRASES[:4],
+        *corpus.PHRASES[6:],
+        *corpus.PAUSED_PHRASES[4:],
+    ]
+    return [
+        corpus.paused(t, rng) if "," in t else corpus.utterance(t)
+        for t in itertools.islice(itertools.cycle(texts), n)
     ]
 
 
-def v2v_ms(rec: np.ndarray, user: np.ndarray, answer: np.ndarray) -> float | None:
-    """Utterance end → answer onset in the recording (ms), or None if either is not found."""
+@dataclass
+class Parts:
+    """Where a hands-free turn's time went (ms): utterance end → local endpoint (the gate's
+    SpeechEnded, on the microphone's capture clock); → the loop handled it; commit received
+    by the simulator → first answer audio handed to playback, think time subtracted; → the
+    answer's onset in the room (playout delay and the output's latency, and the probe's)."""
+
+    endpoint: float
+    handled: float
+    server: float
+    playout: float
+    chosen: float  # the playout delay the answer started with (part of ``playout``)
+
+
+def v2v_ms(rec: np.ndarray, user: np.ndarray, answer: np.ndarray) -> tuple[float, int] | None:
+    """Utterance end → answer onset in the recording (ms) and where the utterance ends
+    (sample), or None if either is not found."""
     off_u, g_u = align(rec, user)
     if g_u < 0.1:
         return None
@@ -65,81 +93,98 @@ def v2v_ms(rec: np.ndarray, user: np.ndarray, answer: np.ndarray) -> float | Non
     off_a, g_a = align(rec[end:], answer)
     if g_a < 0.1:
         return None
-    return off_a * 1000 / 16000
+    return off_a * 1000 / 16000, end
 
 
-async def one_mode(mode: str, turns: int, room: PulseRoom) -> list[float]:
+def probe_time(frames: list[AudioFrame], sample: int) -> float:
+    """The probe's clock at ``sample`` of its recording (frames are timestamped at capture)."""
+    i = min(len(frames) - 1, sample // frames[0].samples)
+    return frames[i].timestamp + (sample - i * frames[0].samples) / 16000
+
+
+async def one_mode(mode: str, turns: int, room: PulseRoom) -> tuple[list[float], list[Parts]]:
     async with Simulator("openai", pace=1.0, reply=REPLY) as sim:
         sim.think_s = THINK_S
         sim.speech.pcm(REPLY, 24000)  # synthesized once before timing starts
-        cfg_path = DIR / f"{mode}.yaml"
-        cfg_path.write_text(
-            yaml.safe_dump(
-                {
-                    "api": {"url": sim.url},
-                    "audio": {
-                        "input": {"device": "mic", "rate": 48000, "channels": 2},
-                        "output": {"device": "spk", "rate": 48000},
-                    },
-                    "turn": {"mode": mode},
-                    "button": {"pin": None},
-                    "led": {"pin": None},
-                    "sounds": {"enabled": False},
-                    "control": {"socket": str(DIR / f"{mode}.sock")},
-                    "logging": {"level": "warning"},
-                }
-            )
+        cfg = daemon_config(
+            DIR / f"{mode}.yaml", sim.url, DIR / f"{mode}.sock", turn={"mode": mode}
         )
-        d = Daemon(cfg_path, load(cfg_path, require_key=False), Hooks(use_gpio=False))
-        task = asyncio.create_task(d.run())
-        while not d.conv.connected:
-            await asyncio.sleep(0.01)
-        from tests.room_oracle import room_probe
+        timed, firsts = first_arrivals()
+        async with InRoom(cfg, Hooks(use_gpio=False, make_playback=timed)) as rig:
+            d, heard = rig.daemon, rig.heard
+            ends: list[tuple[float, float]] = []  # (SpeechEnded.t, when the loop handled it)
+            gate_events = d._gate_events
 
-        heard: list[AudioFrame] = []
-        probe = room_probe(asyncio.get_running_loop(), heard.append)
-        probe.start()
-        await asyncio.sleep(1.5)
-        answer = to_float(sim.speech.pcm(REPLY, 16000))
-        out: list[float] = []
-        for i, user in enumerate(utterances(turns + 1)):
-            wav = write_wav(DIR / f"u{i}.wav", to_int16(user), 16000)
-            heard.clear()
-            if mode == "push_to_talk":
-                d.feed(cv.Press())
-            proc = room.play(wav)
-            await asyncio.to_thread(proc.wait)
-            if mode == "push_to_talk":
-                d.feed(cv.Release())
-            t0 = time.monotonic()
-            while d.conv.state is not cv.State.SPEAKING:
-                await asyncio.sleep(0.005)
-                if time.monotonic() - t0 > 8:
-                    break
-            assert d.playback is not None
-            while d.conv.state is cv.State.SPEAKING or d.playback.busy():
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.5)  # the answer's tail and the probe catch up
-            rec = to_float(b"".join(f.audio for f in heard))
-            ms = v2v_ms(rec, user, answer)
-            if ms is None:
-                print(f"turn {i}: not found in the room ({rec.size / 16000:.1f} s recorded)")
-            if i and ms is not None:  # the first turn primes the room and the probe
+            def spy(events: list[vg.VoiceEvent]) -> None:
+                ends.extend(
+                    (e.t, time.monotonic()) for e in events if isinstance(e, vg.SpeechEnded)
+                )
+                gate_events(events)
+
+            d._gate_events = spy  # type: ignore[method-assign]
+            answer = to_float(sim.speech.pcm(REPLY, 16000))
+            out: list[float] = []
+            parts: list[Parts] = []
+            for i, user in enumerate(utterances(turns + 1)):
+                wav = write_wav(DIR / f"u{i}.wav", to_int16(user), 16000)
+                heard.clear()
+                ends.clear()
+                sim.events.clear()
+                if mode == "push_to_talk":
+                    d.feed(cv.Press())
+                proc = room.play(wav)
+                await asyncio.to_thread(proc.wait)
+                if mode == "push_to_talk":
+                    d.feed(cv.Release())
+                t0 = time.monotonic()
+                while d.conv.state is not cv.State.SPEAKING:
+                    await asyncio.sleep(0.005)
+                    if time.monotonic() - t0 > 8:
+                        break
+                item = d.conv.item_id
+                assert d.playback is not None
+                while d.conv.state is cv.State.SPEAKING or d.playback.busy():
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.5)  # the answer's tail and the probe catch up
+                frames = list(heard)
+                rec = to_float(b"".join(f.audio for f in frames))
+                found = v2v_ms(rec, user, answer)
+                if found is None:
+                    print(f"turn {i}: not found in the room ({rec.size / 16000:.1f} s recorded)")
+                    continue
+                ms, end = found
+                if not i:  # the first turn primes the room and the probe
+                    continue
                 out.append(ms - THINK_S * 1000)
-        probe.stop()
-        d.stop_event.set()
-        await task
-    return out
+                commits = sim.client_events("input_audio_buffer.commit")
+                commit_t = next(
+                    (r.t for r in sim.events if r.event["type"] == "input_audio_buffer.commit"),
+                    None,
+                )
+                if commits and commit_t is not None and item in firsts:
+                    user_end = probe_time(frames, end)
+                    onset = user_end + ms / 1000
+                    endpoint = (ends[-1][0] - user_end) * 1000 if ends else float("nan")
+                    handled = (ends[-1][1] - ends[-1][0]) * 1000 if ends else float("nan")
+                    parts.append(
+                        Parts(
+                            endpoint,
+                            handled,
+                            (firsts[item] - commit_t) * 1000 - THINK_S * 1000,
+                            (onset - firsts[item]) * 1000,
+                            d.playback.playout.stats.chosen_ms,
+                        )
+                    )
+    return out, parts
 
 
-def main(turns: int = TURNS) -> dict[str, float]:
-    room = PulseRoom(DIR / "pulse")
-    write_asoundrc(DIR, asoundrc(room.socket))
-    room.start()
+def main(turns: int = TURNS, only: str | None = None) -> dict[str, float]:
     out: dict[str, float] = {}
-    try:
+    with pulse_room(DIR) as room:
         for mode, key in (("push_to_talk", "ptt"), ("hands_free", "hf")):
-            v = asyncio.run(one_mode(mode, turns, room))
+            if only and only != key:
+                continue
+            v, parts = asyncio.run(one_mode(mode, turns, room))
             out[f"{key}_p50_ms"] = float(np.median(v)) if v else float("nan")
             out[f"{key}_p95_ms"] = float(np.percentile(v, 95)) if v else float("nan")
             out[f"{key}_turns"] = float(len(v))
@@ -149,11 +194,16 @@ def main(turns: int = TURNS) -> dict[str, float]:
                 f"{out[f'{key}_p95_ms']:.0f} ms over {len(v)} turns "
                 f"({', '.join(f'{x:.0f}' for x in v)})"
             )
-    finally:
-        room.stop()
+            if parts:  # where the time went
+                for name in Parts.__dataclass_fields__:
+                    xs = [getattr(p, name) for p in parts]
+                    print(
+                        f"    {name:9} p50 {np.nanmedian(xs):4.0f} ms, max {np.nanmax(xs):4.0f} ms "
+                        f"({', '.join(f'{x:.0f}' for x in xs)})"
+                    )
     print("targets: push-to-talk ≤ 60 ms, hands-free ≤ 450 ms (including endpointing)")
     return out
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else TURNS)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else TURNS, *sys.argv[2:3])

@@ -27,6 +27,20 @@ def test_converts_to_the_api_rate_continuously() -> None:
     assert abs(peak_hz - 440) < 5  # the same tone, not a pitch-shifted one
 
 
+def test_a_committed_turn_sends_the_resamplers_tail_too() -> None:
+    """finish() hands on the audio the resampler held back for its look-ahead: the server
+    gets the whole turn (the last ~20-37 ms used to be dropped by the next turn's reset)."""
+    up = Uplink(24000, 30.0)
+    second = tone(1000)
+    out = b"".join(
+        b"".join(up.encode(up.convert(AudioFrame(second[i : i + 640], 16000))))
+        for i in range(0, len(second), 640)
+    )
+    assert len(out) // 2 < 24000 - 240  # held back before the commit
+    out += b"".join(up.finish())
+    assert abs(len(out) // 2 - 24000) <= 2  # the whole second
+
+
 def test_equal_rates_pass_through() -> None:
     up = Uplink(16000, 30.0)
     pcm = tone(20)

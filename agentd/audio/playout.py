@@ -5,9 +5,10 @@ WebRTC's NetEQ, this one measures the link instead: for each streamed answer it 
 *relative delay* of every chunk, ``d = (arrival - first arrival) - audio already received``
 (how late a chunk came against a playout clock started at the first arrival). A stream
 started ``target`` after its first chunk never runs dry while every ``d`` stays below
-``target``. The target is the worst relative delay of the last few answers plus a margin,
-floored where a clean link needs nothing but scheduling slack: it grows only when the link
-proves jittery, and shrinks again once jittery answers age out of the window.
+``target``. The target is the worst relative delay of the last few answers (a lone spike
+among them excepted) plus a margin, floored where a clean link needs nothing but scheduling
+slack: it grows only when the link proves jittery, and shrinks again once jittery answers
+age out of the window.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ CEILING_MS = 500.0  # beyond this a link is broken, not jittery: waiting longer 
 MARGIN = 1.1  # headroom over the worst delay seen, and ...
 MARGIN_MS = 5.0  # ... at least this much
 HISTORY = 10  # answers remembered: a jitter burst is forgotten ten answers later
+# One answer far later than all the others remembered (at least SPIKE_AFTER of them) is a
+# spike (a stalled scheduler, a lost segment resent), not a jittery link: like NetEQ's peak
+# detector, which wants two peaks before it waits for them, it counts only once another answer
+# came near it. A jittery link's answers are all late alike and keep their worst.
+SPIKE_AFTER = 5
+SPIKE_RATIO = 2.0  # "far later": over twice the next worst (plus MARGIN_MS)
 DRY_STEP_MS = 10.0  # an underrun the link delays do not explain raises the floor this much
 # What underruns alone may add: a sound server's read-ahead (pulse: ~20 ms). Not more: its
 # underrun reports are not always audible gaps, and latency is paid on every answer.
@@ -55,9 +62,14 @@ class Playout:
     @property
     def target_ms(self) -> float:
         """The playout delay a stream (re)starting now waits for."""
-        worst = max([*self._peaks, self._peak_ms]) if self._peaks or self._t0 else None
-        if worst is None:
+        peaks = sorted(self._peaks)
+        if len(peaks) >= SPIKE_AFTER and peaks[-1] > peaks[-2] * SPIKE_RATIO + MARGIN_MS:
+            peaks.pop()  # a lone spike (see SPIKE_AFTER)
+        if self._t0 is not None:  # the stream in progress ran dry: its own delays count
+            peaks.append(self._peak_ms)
+        if not peaks:
             return INITIAL_MS
+        worst = max(peaks)
         want = max(worst * MARGIN, worst + MARGIN_MS)
         return min(CEILING_MS, max(FLOOR_MS, self._device_ms, want))
 
