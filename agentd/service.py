@@ -502,7 +502,7 @@ class Daemon:
     def _mic_frame(self, frame: AudioFrame) -> None:
         if self.echo is not None:
             if not self._mic_on:  # the far end keeps pace with the unheard microphone
-                self.far_end.take(frame.samples)
+                self.far_end.take(frame.samples, frame.timestamp or None)
                 return
             frame = self.echo.process(frame)
         if not self._mic_on:

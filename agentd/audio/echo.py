@@ -18,7 +18,10 @@ whole WebRTC stack, numpy only, no threads; both run under ``MemoryDenyWriteExec
 
 from __future__ import annotations
 
+import math
 import threading
+import time
+from collections.abc import Callable
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +35,19 @@ from agentd.config import EchoSettings, InputSettings
 
 BLOCK = VAD_RATE // 100  # 10 ms at 16 kHz: the only size the native library is handed
 FAR_KEEP_S = 2.0  # far end waiting beyond this is stale (the mic stopped): dropped
+# The reference is handed over this long before its sample is due at the speaker: margin for
+# the error in both clocks (the capture timestamps jitter by a period); AEC3 finds the rest
+# of the delay itself (up to ~0.5 s), the sound path's, the same for every answer.
+LEAD_S = 0.0
+IDLE_S = 0.5  # the microphone's clock is corrected only this long after the far end's end
+REANCHOR_S = 0.06  # playback this far off the stream's own timing starts a new stream
+MIC_JUMP_S = 0.15  # a capture timestamp this far off the microphone's clock re-anchors it
+# The microphone's clock counts samples; its capture timestamps (jittering ±20 ms with the
+# sound server's delivery) only anchor it: their offset is averaged, then followed over this
+# many 10 ms blocks (20 s) for the drift between the card's clock and the system's, and
+# applied only while nothing plays. Following each timestamp moved the echo's delay by
+# samples from block to block, which AEC3 cannot track (correlation 0.99 -> 0.2).
+MIC_FOLLOW_BLOCKS = 2000
 EXTRA = "pip install 'agentd[aec]'"
 
 
@@ -78,56 +94,124 @@ class EchoSetup:
 
 
 class FarEnd:
-    """The speaker's signal as written to ALSA, at 16 kHz, waiting for the microphone frames
-    it can echo into. Written by the playback thread, read on the loop."""
+    """The speaker's signal as written to ALSA, at 16 kHz, on a timeline: each sample is
+    placed at the moment it leaves the card's buffer, and each microphone frame takes the
+    far end due at its own capture time (plus LEAD_S). Written by the playback thread, read
+    on the loop.
 
-    def __init__(self) -> None:
+    Why a timeline and not a queue (measured in the real daemon, issue 22): a queue pairs
+    far and near by sample count from wherever the previous answer left them, so the echo's
+    delay behind its reference changed from answer to answer (-6 to +31 ms in the plain
+    room); a negative one (the reference after its echo) cannot be cancelled, and the echo
+    leaked at -17 dBFS and cut the answer. On a timeline the delay is the sound path's own
+    (the same for every answer), whatever the bursts, gaps and batches on either side.
+    """
+
+    def __init__(self, lead_s: float = LEAD_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.lead_s = lead_s
+        self.clock = clock
         self._lock = threading.Lock()
-        self._chunks: deque[np.ndarray] = deque()
+        self._chunks: deque[tuple[float, np.ndarray]] = deque()  # (time of [0], 16 kHz)
         self._held = 0
         self._rs: StreamResampler | None = None
+        self._t0 = 0.0  # the current stream's first sample leaves the speaker then
+        self._out = 0  # 16 kHz samples of the current stream so far
+        self._next: float | None = None  # where the stream's next card sample is due
+        self._mic: float | None = None  # smoothed capture time of the next microphone sample
+        self._far_end = -math.inf  # the newest far-end sample is due until then
+        self._mic_err = 0.0  # the capture timestamps' mean offset from it (seconds)
+        self._mic_n = 0  # capture timestamps averaged into that
         self.written_samples = 0  # 16 kHz samples tapped so far (for tests and status)
 
-    def written(self, samples: np.ndarray, rate: int) -> None:
-        """Playback's tap: int16 mono ``samples`` at the card ``rate`` just handed to ALSA."""
-        if self._rs is None or self._rs.in_rate != rate:
-            self._rs = StreamResampler(rate, VAD_RATE, quality="MQ")
-        y = self._rs.process(samples)
-        if not y.size:
-            return
-        x = np.frombuffer(to_int16(y), "<i2")
+    def written(self, samples: np.ndarray, rate: int, at: float | None = None) -> None:
+        """Playback's tap: int16 mono ``samples`` at the card ``rate`` just handed to ALSA,
+        whose first sample leaves the speaker at ``at`` (monotonic; default: right after
+        what was written before, or now). Audio continuing the stream stays contiguous;
+        audio after a gap (or a misjudged one) starts a new stream at ``at``."""
         with self._lock:
-            self._chunks.append(x)
+            nxt = self._next
+        if at is None:
+            at = nxt if nxt is not None else self.clock()
+        new = (
+            self._rs is None
+            or self._rs.in_rate != rate
+            or nxt is None
+            or abs(at - nxt) > REANCHOR_S
+        )
+        if new:
+            self._rs = StreamResampler(rate, VAD_RATE, quality="MQ")
+            self._t0, self._out = at, 0
+            nxt = at
+        assert self._rs is not None and nxt is not None
+        y = self._rs.process(samples)
+        x = np.frombuffer(to_int16(y), "<i2")
+        t = self._t0 + self._out / VAD_RATE
+        self._out += x.size
+        with self._lock:
+            self._next = nxt + samples.size / rate
+            if not x.size:
+                return
+            self._chunks.append((t, x))
+            self._far_end = t + x.size / VAD_RATE
             self._held += x.size
             self.written_samples += x.size
-            while self._held > FAR_KEEP_S * VAD_RATE and self._chunks:
-                self._held -= self._chunks.popleft().size
+            while self._held > FAR_KEEP_S * VAD_RATE and len(self._chunks) > 1:
+                self._held -= self._chunks.popleft()[1].size
 
-    def dropped(self) -> None:
-        """Playback dropped what ALSA held (a flush, a device fault): it never plays."""
+    def dropped(self, at: float | None = None) -> None:
+        """Playback dropped what ALSA held at ``at`` (a flush, a device fault): from there
+        on it never plays."""
+        at = self.clock() if at is None else at
         with self._lock:
-            self._chunks.clear()
-            self._held = 0
+            self._next = None
+            while self._chunks:
+                t, x = self._chunks[-1]
+                keep = max(0, int(round((at - t) * VAD_RATE)))
+                if keep >= x.size:
+                    break
+                self._chunks.pop()
+                self._held -= x.size - keep
+                if keep:
+                    self._chunks.append((t, x[:keep]))
+                    break
 
-    def take(self, n: int) -> np.ndarray:
-        """The next ``n`` samples of the far end, zeros where nothing was played."""
-        out = np.zeros(n, np.int16)
-        got = 0
+    def take(self, n: int, at: float | None = None) -> np.ndarray:
+        """The far end due during the ``n`` microphone samples captured from ``at`` on
+        (monotonic; default: right after the previous frame), zeros where nothing played.
+        The microphone's clock counts samples, anchored by the averaged capture timestamps
+        (a jump, frames lost, re-anchors it)."""
         with self._lock:
-            while got < n and self._chunks:
-                c = self._chunks[0]
-                k = min(n - got, c.size)
-                out[got : got + k] = c[:k]
-                got += k
-                if k == c.size:
-                    self._chunks.popleft()
-                else:
-                    self._chunks[0] = c[k:]
-            self._held -= got
+            mic = self._mic
+            if at is not None:
+                if mic is None or abs(at - mic) > MIC_JUMP_S:
+                    mic, self._mic_err, self._mic_n = at, 0.0, 0
+                else:  # a running mean of the timestamps' error, then a slow follower
+                    self._mic_n += 1
+                    self._mic_err += (at - mic - self._mic_err) / min(
+                        self._mic_n, MIC_FOLLOW_BLOCKS
+                    )
+                    if mic > self._far_end + IDLE_S:  # corrected only while nothing plays
+                        mic, self._mic_err = mic + self._mic_err, 0.0
+            elif mic is None:
+                mic = self.clock()
+            self._mic = mic + n / VAD_RATE
+            start = mic + self.lead_s
+            out = np.zeros(n, np.int16)
+            for t, x in self._chunks:
+                i = int(round((t - start) * VAD_RATE))
+                if i >= n:
+                    break
+                a, b = max(0, -i), min(x.size, n - i)
+                if a < b:
+                    out[i + a : i + b] = x[a:b]
+            end = start + n / VAD_RATE
+            while self._chunks and self._chunks[0][0] + self._chunks[0][1].size / VAD_RATE <= end:
+                self._held -= self._chunks.popleft()[1].size
         return out
 
     @property
     def held(self) -> int:
+        """16 kHz samples written and not yet due at the microphone."""
         with self._lock:
             return self._held
 
@@ -171,9 +255,10 @@ class EchoCanceller:
             )
         near = frame.array()
         out = np.empty_like(near)
+        at = frame.timestamp  # 0.0: not known (the far end follows on from the last frame)
         for i in range(0, near.size, BLOCK):
             x = np.ascontiguousarray(near[i : i + BLOCK])
-            far = self.far.take(BLOCK)
+            far = self.far.take(BLOCK, at + i / VAD_RATE if at else None)
             self._heard += bool(far.any())
             if self._aec is not None:
                 x = self._aec.process(x, far)
