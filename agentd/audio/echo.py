@@ -39,6 +39,13 @@ FAR_KEEP_S = 2.0  # far end waiting beyond this is stale (the mic stopped): drop
 # the error in both clocks (the capture timestamps jitter by a period); AEC3 finds the rest
 # of the delay itself (up to ~0.5 s), the sound path's, the same for every answer.
 LEAD_S = 0.0
+TARGET_S = 0.02  # the echo's delay behind its reference, kept for every stream (Aligner)
+ALIGN_S = 0.2  # each window of the reference matched against the microphone
+ALIGN_MIN_S = 0.05  # lags searched: the echo up to this much before its reference
+ALIGN_MAX_S = 0.2  # ... and this much after it
+ALIGN_MIN_R = 0.6  # a weaker match is not the echo alone (someone talks): not used
+ALIGN_MIN_RMS = 100.0  # a quieter reference window (int16 RMS) is not matched
+ALIGN_TOL_S = 0.0015  # a delay this close to TARGET_S is left alone
 IDLE_S = 0.5  # the microphone's clock is corrected only this long after the far end's end
 REANCHOR_S = 0.06  # playback this far off the stream's own timing starts a new stream
 MIC_JUMP_S = 0.15  # a capture timestamp this far off the microphone's clock re-anchors it
@@ -122,6 +129,8 @@ class FarEnd:
         self._mic_err = 0.0  # the capture timestamps' mean offset from it (seconds)
         self._mic_n = 0  # capture timestamps averaged into that
         self.written_samples = 0  # 16 kHz samples tapped so far (for tests and status)
+        self.streams = 0  # playback (re)starts: each may come out with its own delay
+        self.offset = 0.0  # the reference is placed this much later (the aligner's say)
 
     def written(self, samples: np.ndarray, rate: int, at: float | None = None) -> None:
         """Playback's tap: int16 mono ``samples`` at the card ``rate`` just handed to ALSA,
@@ -139,6 +148,7 @@ class FarEnd:
             or abs(at - nxt) > REANCHOR_S
         )
         if new:
+            self.streams += 1
             self._rs = StreamResampler(rate, VAD_RATE, quality="MQ")
             self._t0, self._out = at, 0
             nxt = at
@@ -195,7 +205,7 @@ class FarEnd:
             elif mic is None:
                 mic = self.clock()
             self._mic = mic + n / VAD_RATE
-            start = mic + self.lead_s
+            start = mic + self.lead_s - self.offset
             out = np.zeros(n, np.int16)
             for t, x in self._chunks:
                 i = int(round((t - start) * VAD_RATE))
@@ -216,6 +226,66 @@ class FarEnd:
             return self._held
 
 
+class Aligner:
+    """Keeps the echo's delay behind its reference the same, whatever the sound server does.
+
+    Why: a sound server restarts a stream that ran dry (between answers, after a flush, an
+    underrun at 1x delivery) with its own latency: in the PulseAudio room the echo came
+    12.9 ms after its reference in one answer, 21 ms in another, and jumped by 18-21 ms
+    mid-answer after short underruns. AEC3 re-learns such a jump over ~2 s, leaking echo at
+    -25..-45 dBFS meanwhile: enough to cut the answer. So every ALIGN_S of far-end sound the
+    delay is measured (FFT cross-correlation of the reference with the raw microphone) and,
+    where the match is clear (echo alone), the reference is moved to keep it at TARGET_S.
+    """
+
+    def __init__(self, far: FarEnd) -> None:
+        self.far = far
+        self._near = np.zeros(0, np.float64)
+        self._refs = np.zeros(0, np.float64)
+        self.measured: list[float] = []  # each delay found (seconds; for benches and tests)
+        self.moves = 0  # corrections made
+
+    def block(self, near: np.ndarray, far: np.ndarray) -> None:
+        if not far.any() and not self._refs.any():
+            self._near, self._refs = self._near[:0], self._refs[:0]
+            return
+        self._near = np.concatenate((self._near, near.astype(np.float64)))
+        self._refs = np.concatenate((self._refs, far.astype(np.float64)))
+        lo, hi, n = (int(v * VAD_RATE) for v in (ALIGN_MIN_S, ALIGN_MAX_S, ALIGN_S))
+        if self._refs.size < lo + n + hi:
+            return
+        lag = self._measure(self._near[: lo + n + hi], self._refs[lo : lo + n], lo)
+        self._near, self._refs = self._near[n:], self._refs[n:]
+        if lag is None:  # not echo alone (someone talks, or silence)
+            return
+        self.measured.append(lag)
+        if abs(lag - TARGET_S) > ALIGN_TOL_S:
+            self.moves += 1
+            with self.far._lock:
+                self.far.offset += lag - TARGET_S
+            # what was gathered is placed the old way: start again
+            self._near, self._refs = self._near[:0], self._refs[:0]
+
+    @staticmethod
+    def _measure(x: np.ndarray, f: np.ndarray, lo: int) -> float | None:
+        """The lag (s) at which ``x`` (the microphone from ``lo`` samples before the
+        reference window ``f``) best matches ``f``, or None if the match is weak."""
+        n = f.size
+        fe = float(np.dot(f, f))
+        if fe < n * ALIGN_MIN_RMS**2:  # the reference is near silence: nothing to match
+            return None
+        size = 1 << int(np.ceil(np.log2(x.size + n)))
+        c = np.fft.irfft(np.fft.rfft(x, size) * np.conj(np.fft.rfft(f, size)), size)
+        c = c[: x.size - n + 1]  # c[j]: x[j:j+n] against f
+        cs = np.concatenate(([0.0], np.cumsum(x * x)))
+        e = cs[n:] - cs[:-n]
+        r = c / np.sqrt(np.maximum(e, 1e-9) * fe)
+        j = int(np.argmax(r))
+        if r[j] < ALIGN_MIN_R:
+            return None
+        return (j - lo) / VAD_RATE
+
+
 class EchoCanceller:
     """The microphone path's processing, created once per daemon: AEC3 against ``far``, then
     noise suppression, then automatic gain (last: gain inside the canceller's path raises the
@@ -234,6 +304,7 @@ class EchoCanceller:
             else None
         )
         self.frames = 0
+        self.aligner = Aligner(self.far) if setup.aec else None
         self._heard = 0  # 10 ms blocks with far-end sound processed: how much it has learned
 
     @property
@@ -259,6 +330,8 @@ class EchoCanceller:
         for i in range(0, near.size, BLOCK):
             x = np.ascontiguousarray(near[i : i + BLOCK])
             far = self.far.take(BLOCK, at + i / VAD_RATE if at else None)
+            if self.aligner is not None:
+                self.aligner.block(x, far)
             self._heard += bool(far.any())
             if self._aec is not None:
                 x = self._aec.process(x, far)
