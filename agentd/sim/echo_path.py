@@ -34,6 +34,10 @@ DRIFT_PPM = 100.0
 # espeak speech played at volume 1.0 reaches the mic at ≈ -27 dBFS RMS through this path;
 # noise 40 dB below that (bench/echo.py prints the measured SNR)
 NOISE_RMS = 10 ** ((-27 - 40) / 20)
+RIG_BLOCK = 2 * BLOCK  # the rig's process works 20 ms at a time
+RIG_CAPTURE_PERIODS = 25  # 0.5 s of capture buffer: the process may be held up that long
+RIG_OUT_PERIODS = 10  # 0.2 s of output buffer ...
+RIG_PREFILL_S = 0.12  # ... kept this full: part of the echo's bulk delay
 STARTUP_S = 1.5  # the rig drops its record stream's start-up backlog this long
 
 
@@ -148,18 +152,26 @@ def _mixer(cue_dir: Path) -> Iterator[np.ndarray | None]:
 def run_filter(src: str = "mic", dst: str = "earspk", drift_ppm: float = DRIFT_PPM,
                cue_dir: Path | None = None) -> None:  # fmt: skip
     """The rig's middle process: ALSA ``src`` (the room's monitor) through the path into ALSA
-    ``dst`` (the sink ``ear``), 10 ms at a time, paced by the capture. A backlog (the sound
+    ``dst`` (the sink ``ear``), RIG_BLOCK at a time, paced by the capture; blocking writes
+    into an output buffer prefilled with RIG_PREFILL_S, so a late process (a loaded machine)
+    does not run the sink dry: each run dry restarted the ear stream with another latency,
+    a jump in the echo delay (a real room has none), and a non-blocking write that found the
+    buffer full dropped a block (another jump). A backlog (the sound
     server hands a new record stream's first second at once) would become echo delay for
     good, since both ends run at real time: in the first STARTUP_S, capture reads that return
     at once twice in a row are stale and dropped. After that nothing is dropped: a dropped
     block is a jump in the echo delay, which a canceller must re-learn."""
     import alsaaudio
 
-    fmt = {"rate": RATE, "channels": 1, "format": alsaaudio.PCM_FORMAT_S16_LE, "periodsize": BLOCK}
-    cap = alsaaudio.PCM(alsaaudio.PCM_CAPTURE, device=src, periods=20, **fmt)
+    fmt = {"rate": RATE, "channels": 1, "format": alsaaudio.PCM_FORMAT_S16_LE}
+    cap = alsaaudio.PCM(
+        alsaaudio.PCM_CAPTURE, device=src, periods=RIG_CAPTURE_PERIODS, periodsize=RIG_BLOCK,
+        **fmt,
+    )  # fmt: skip
     out = alsaaudio.PCM(
-        alsaaudio.PCM_PLAYBACK, alsaaudio.PCM_NONBLOCK, device=dst, periods=6, **fmt
+        alsaaudio.PCM_PLAYBACK, device=dst, periods=RIG_OUT_PERIODS, periodsize=RIG_BLOCK, **fmt
     )
+    out.write(bytes(2 * int(RATE * RIG_PREFILL_S)))  # margin against this process being late
     path = EchoPath(drift_ppm=drift_ppm)
     mixer = _mixer(cue_dir) if cue_dir is not None else None
     instant = 0
@@ -174,11 +186,14 @@ def run_filter(src: str = "mic", dst: str = "earspk", drift_ppm: float = DRIFT_P
             continue
         x = to_float(data[: n * 2])
         y = path.process(x)
-        near = next(mixer) if mixer is not None else None
-        if near is not None:
-            k = min(near.size, y.size)
-            y[:k] += near[:k]
-        out.write(to_int16(y))
+        if mixer is not None:
+            for i in range(0, y.size, BLOCK):
+                near = next(mixer)
+                if near is not None:
+                    k = min(near.size, y.size - i)
+                    y[i : i + k] += near[:k]
+        if out.write(to_int16(y)) < 0:
+            print("echo path rig: playback underrun", file=sys.stderr, flush=True)
 
 
 class EchoRig:
