@@ -121,7 +121,7 @@ def cpu_figures(seconds: float = 20) -> dict[str, float]:
     t = time.process_time()
     for f in frames:
         i = round(f.timestamp * RATE)
-        ec.far.written(far[i : i + f.samples], RATE)
+        ec.far.written(far[i : i + f.samples], RATE, i / RATE)
         vad.is_speech(ec.process(f).audio, RATE)
     aec = (time.process_time() - t) / seconds * 1000
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
