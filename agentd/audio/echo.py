@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,9 +40,11 @@ FAR_KEEP_S = 2.0  # far end waiting beyond this is stale (the mic stopped): drop
 # of the delay itself (up to ~0.5 s), the sound path's, the same for every answer.
 LEAD_S = 0.0
 TARGET_S = 0.02  # the echo's delay behind its reference, kept for every stream (Aligner)
+ALIGN_RATE = 4000  # the aligner works on the signals averaged down to this rate
 ALIGN_S = 0.2  # each window of the reference matched against the microphone
+ALIGN_STEP_S = ALIGN_S  # ... one after the other (overlapping ones "agree" by themselves)
 ALIGN_MIN_S = 0.05  # lags searched: the echo up to this much before its reference
-ALIGN_MAX_S = 0.2  # ... and this much after it
+ALIGN_MAX_S = 0.2  # ... and this much after it (longer bulk delays: AEC3 finds them)
 ALIGN_MIN_R = 0.6  # a weaker match is not the echo alone (someone talks): not used
 ALIGN_SURE_R = 0.9  # a match this clear is used at once; a weaker one when two agree
 ALIGN_MIN_RMS = 100.0  # a quieter reference window (int16 RMS) is not matched
@@ -140,7 +142,7 @@ class FarEnd:
         """Playback's tap: int16 mono ``samples`` at the card ``rate`` just handed to ALSA,
         whose first sample leaves the speaker at ``at`` (monotonic; default: right after
         what was written before, or now). Audio continuing the stream stays contiguous;
-        audio after a gap (or a misjudged one) starts a new stream at ``at``."""
+        audio after a gap starts a new stream at ``at``."""
         with self._lock:
             nxt = self._next
         if at is None:
@@ -149,22 +151,29 @@ class FarEnd:
             self._rs is None
             or self._rs.in_rate != rate
             or nxt is None
-            or abs(at - nxt) > REANCHOR_S
-        )
+            or at - nxt > REANCHOR_S  # a gap: the speaker ran dry
+        )  # (sooner than the stream's own timing is the estimate's noise, or a device that
+        # is not paced: it stays contiguous)
         if new:
+            if self._rs is not None:  # the last stream's tail, where it belongs
+                self._put(self._rs.process(np.zeros(0, np.float32), last=True))
             self.streams += 1
             self._rs = StreamResampler(rate, VAD_RATE, quality="MQ")
             self._t0, self._out = at, 0
             nxt = at
         assert self._rs is not None and nxt is not None
-        y = self._rs.process(samples)
+        self._put(self._rs.process(samples))
+        with self._lock:
+            self._next = nxt + samples.size / rate
+
+    def _put(self, y: np.ndarray) -> None:
+        """Place the current stream's next resampled samples."""
         x = np.frombuffer(to_int16(y), "<i2")
         t = self._t0 + self._out / VAD_RATE
         self._out += x.size
+        if not x.size:
+            return
         with self._lock:
-            self._next = nxt + samples.size / rate
-            if not x.size:
-                return
             self._chunks.append((t, x))
             self._far_end = t + x.size / VAD_RATE
             self._held += x.size
@@ -180,7 +189,7 @@ class FarEnd:
             self._next = None
             while self._chunks:
                 t, x = self._chunks[-1]
-                keep = max(0, int(round((at - t) * VAD_RATE)))
+                keep = max(0, round((at - t) * VAD_RATE))
                 if keep >= x.size:
                     break
                 self._chunks.pop()
@@ -212,7 +221,7 @@ class FarEnd:
             start = mic + self.lead_s - self.offset
             out = np.zeros(n, np.int16)
             for t, x in self._chunks:
-                i = int(round((t - start) * VAD_RATE))
+                i = round((t - start) * VAD_RATE)
                 if i >= n:
                     break
                 a, b = max(0, -i), min(x.size, n - i)
@@ -222,6 +231,11 @@ class FarEnd:
             while self._chunks and self._chunks[0][0] + self._chunks[0][1].size / VAD_RATE <= end:
                 self._held -= self._chunks.popleft()[1].size
         return out
+
+    def recent(self) -> np.ndarray:
+        """What is held, in the order it was written (for tests and diagnostics)."""
+        with self._lock:
+            return np.concatenate([x for _, x in self._chunks] or [np.zeros(0, np.int16)])
 
     @property
     def held(self) -> int:
@@ -244,23 +258,33 @@ class Aligner:
 
     def __init__(self, far: FarEnd) -> None:
         self.far = far
-        self._near = np.zeros(0, np.float64)
-        self._refs = np.zeros(0, np.float64)
+        self._near: list[np.ndarray] = []  # decimated to ALIGN_RATE
+        self._refs: list[np.ndarray] = []
+        self._held = 0  # decimated samples in each
+        self._sound = False  # the far end held has sound in it
         self.measured: list[float] = []  # each delay found (seconds; for benches and tests)
         self.moves = 0  # corrections made
         self._last: float | None = None  # the previous window's delay, if it matched
 
     def block(self, near: np.ndarray, far: np.ndarray) -> None:
-        if not far.any() and not self._refs.any():
-            self._near, self._refs = self._near[:0], self._refs[:0]
+        loud = bool(far.any())
+        if not loud and not self._sound:
+            self._near, self._refs, self._held = [], [], 0
             return
-        self._near = np.concatenate((self._near, near.astype(np.float64)))
-        self._refs = np.concatenate((self._refs, far.astype(np.float64)))
-        lo, hi, n = (int(v * VAD_RATE) for v in (ALIGN_MIN_S, ALIGN_MAX_S, ALIGN_S))
-        if self._refs.size < lo + n + hi:
+        self._sound = self._sound or loud
+        k = VAD_RATE // ALIGN_RATE  # an average of k samples: crude, but a delay to the
+        # millisecond is all that is asked, at a sixth of the cost of full rate
+        self._near.append(near.reshape(-1, k).mean(1, dtype=np.float32))
+        self._refs.append(far.reshape(-1, k).mean(1, dtype=np.float32))
+        self._held += near.size // k
+        lo, hi, n = (int(v * ALIGN_RATE) for v in (ALIGN_MIN_S, ALIGN_MAX_S, ALIGN_S))
+        if self._held < lo + n + hi:
             return
-        found = self._measure(self._near[: lo + n + hi], self._refs[lo : lo + n], lo)
-        self._near, self._refs = self._near[n:], self._refs[n:]
+        x, f = np.concatenate(self._near), np.concatenate(self._refs)
+        found = self._measure(x[: lo + n + hi], f[lo : lo + n], lo)
+        step = int(ALIGN_STEP_S * ALIGN_RATE)
+        self._near, self._refs, self._held = [x[step:]], [f[step:]], x.size - step
+        self._sound = bool(self._refs[0].any())
         if found is None:  # not echo alone (someone talks, or silence)
             self._last = None
             return
@@ -268,14 +292,17 @@ class Aligner:
         self.measured.append(lag)
         # a clear match is taken at once; a fair one (a reverberant room) when the next
         # window agrees: a spurious peak must not move the reference
-        sure = r >= ALIGN_SURE_R or (self._last is not None and abs(lag - self._last) < 0.001)
+        sure = r >= ALIGN_SURE_R or (
+            self._last is not None and abs(lag - self._last) <= 1.5 / ALIGN_RATE
+        )
         self._last = lag
         if sure and abs(lag - TARGET_S) > ALIGN_TOL_S:
             self.moves += 1
             with self.far._lock:
                 self.far.offset += lag - TARGET_S
             # what was gathered is placed the old way: start again
-            self._near, self._refs, self._last = self._near[:0], self._refs[:0], None
+            self._near, self._refs, self._held, self._last = [], [], 0, None
+            self._sound = False
 
     @staticmethod
     def _measure(x: np.ndarray, f: np.ndarray, lo: int) -> tuple[float, float] | None:
@@ -284,18 +311,22 @@ class Aligner:
         or None if it is weak."""
         n = f.size
         fe = float(np.dot(f, f))
-        if fe < n * ALIGN_MIN_RMS**2:  # the reference is near silence: nothing to match
+        if (
+            fe < n * (ALIGN_MIN_RMS / 2) ** 2
+        ):  # (averaging lowers the level)  # the reference is near silence: nothing to match
             return None
         size = 1 << int(np.ceil(np.log2(x.size + n)))
         c = np.fft.irfft(np.fft.rfft(x, size) * np.conj(np.fft.rfft(f, size)), size)
         c = c[: x.size - n + 1]  # c[j]: x[j:j+n] against f
-        cs = np.concatenate(([0.0], np.cumsum(x * x)))
+        cs = np.concatenate(([0.0], np.cumsum(x.astype(np.float64) ** 2)))
         e = cs[n:] - cs[:-n]
-        r = c / np.sqrt(np.maximum(e, 1e-9) * fe)
+        # (a floor under the microphone's energy: where it is silent the transform's
+        # rounding would divide into a "match")
+        r = c / np.sqrt(np.maximum(e, n * (ALIGN_MIN_RMS / 4) ** 2) * fe)
         j = int(np.argmax(r))
         if r[j] < ALIGN_MIN_R:
             return None
-        return (j - lo) / VAD_RATE, float(r[j])
+        return (j - lo) / ALIGN_RATE, float(r[j])
 
 
 class EchoCanceller:
