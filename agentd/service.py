@@ -493,7 +493,8 @@ class Daemon:
         if pb is None:
             return vg.Speaker()
         heard = self.echo.heard_s if self.echo is not None else float("inf")
-        return vg.Speaker(pb.busy(now), pb.last_played_at, heard)
+        settled = self.echo.settled if self.echo is not None else True
+        return vg.Speaker(pb.busy(now), pb.last_played_at, heard, settled)
 
     def _on_mic(self, frame: AudioFrame) -> None:
         with self._caught("a microphone frame"):

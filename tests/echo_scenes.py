@@ -180,6 +180,7 @@ async def barge_in(
     n_trunc = len(sim.client_events("conversation.item.truncate"))
     flushed = pb.flushed_at
     cue = talk.say(phrase, gain)
+    sim.reply = SHORT_REPLY  # the answer to the talker's words (a turn of their own)
     deadline = time.monotonic() + wait_s
     while d.conv.counters.interrupts == interrupts and time.monotonic() < deadline:
         await asyncio.sleep(0.005)

@@ -40,13 +40,16 @@ FAR_KEEP_S = 2.0  # far end waiting beyond this is stale (the mic stopped): drop
 # of the delay itself (up to ~0.5 s), the sound path's, the same for every answer.
 LEAD_S = 0.0
 TARGET_S = 0.02  # the echo's delay behind its reference, kept for every stream (Aligner)
+IDLE_GAP_S = 0.5  # a stream after this much silence started from idle, sooner: restarted
+LEARN_S = 1.5
+SETTLE_MAX_S = 1.0  # a stream's delay not confirmed by then (someone talks): trusted anyway  # the aligner's moves this early in a stream are learned for its kind
 ALIGN_RATE = 4000  # the aligner works on the signals averaged down to this rate
 ALIGN_S = 0.2  # each window of the reference matched against the microphone
 ALIGN_STEP_S = ALIGN_S  # ... one after the other (overlapping ones "agree" by themselves)
 ALIGN_MIN_S = 0.05  # lags searched: the echo up to this much before its reference
 ALIGN_MAX_S = 0.2  # ... and this much after it (longer bulk delays: AEC3 finds them)
 ALIGN_MIN_R = 0.6  # a weaker match is not the echo alone (someone talks): not used
-ALIGN_SURE_R = 0.9  # a match this clear is used at once; a weaker one when two agree
+ALIGN_SURE_R = 0.9  # only a match this clear moves the reference or confirms it
 ALIGN_MIN_RMS = 100.0  # a quieter reference window (int16 RMS) is not matched
 # A delay this close to TARGET_S is left alone: AEC3 follows small changes (clock drift)
 # itself, and moving the reference under it by a millisecond or two cost 14 dB of ERLE at
@@ -137,6 +140,13 @@ class FarEnd:
         self.written_samples = 0  # 16 kHz samples tapped so far (for tests and status)
         self.streams = 0  # playback (re)starts: each may come out with its own delay
         self.offset = 0.0  # the reference is placed this much later (the aligner's say)
+        # The sound server's latency differs by how a stream starts (from silence, or again
+        # after running dry mid-answer, ~20 ms apart in PulseAudio), the same each time:
+        # the offset the aligner found early in a stream of each kind is where the next
+        # stream of that kind starts.
+        self.kind = "idle"
+        self.learned: dict[str, float] = {"idle": 0.0, "restart": 0.0}
+        self.started_at = 0.0  # the current stream's first sample leaves the speaker then
 
     def written(self, samples: np.ndarray, rate: int, at: float | None = None) -> None:
         """Playback's tap: int16 mono ``samples`` at the card ``rate`` just handed to ALSA,
@@ -158,6 +168,10 @@ class FarEnd:
             if self._rs is not None:  # the last stream's tail, where it belongs
                 self._put(self._rs.process(np.zeros(0, np.float32), last=True))
             self.streams += 1
+            with self._lock:
+                self.kind = "idle" if nxt is None or at - nxt > IDLE_GAP_S else "restart"
+                self.offset = self.learned[self.kind]
+                self.started_at = at
             self._rs = StreamResampler(rate, VAD_RATE, quality="MQ")
             self._t0, self._out = at, 0
             nxt = at
@@ -232,6 +246,14 @@ class FarEnd:
                 self._held -= self._chunks.popleft()[1].size
         return out
 
+    def move(self, by: float) -> None:
+        """The aligner's say: place the reference ``by`` seconds later from now on (and,
+        early in a stream, for the next stream of its kind)."""
+        with self._lock:
+            self.offset += by
+            if self._mic is not None and self._mic - self.started_at < LEARN_S:
+                self.learned[self.kind] = self.offset
+
     def recent(self) -> np.ndarray:
         """What is held, in the order it was written (for tests and diagnostics)."""
         with self._lock:
@@ -264,7 +286,7 @@ class Aligner:
         self._sound = False  # the far end held has sound in it
         self.measured: list[float] = []  # each delay found (seconds; for benches and tests)
         self.moves = 0  # corrections made
-        self._last: float | None = None  # the previous window's delay, if it matched
+        self._confirmed = -1  # the far end's stream whose delay a measurement confirmed
 
     def block(self, near: np.ndarray, far: np.ndarray) -> None:
         loud = bool(far.any())
@@ -286,23 +308,30 @@ class Aligner:
         self._near, self._refs, self._held = [x[step:]], [f[step:]], x.size - step
         self._sound = bool(self._refs[0].any())
         if found is None:  # not echo alone (someone talks, or silence)
-            self._last = None
             return
         lag, r = found
         self.measured.append(lag)
-        # a clear match is taken at once; a fair one (a reverberant room) when the next
-        # window agrees: a spurious peak must not move the reference
-        sure = r >= ALIGN_SURE_R or (
-            self._last is not None and abs(lag - self._last) <= 1.5 / ALIGN_RATE
-        )
-        self._last = lag
+        # only a clear match counts: in a reverberant room (the rig) spurious peaks of
+        # 0.6-0.9 moved the reference and cost false barge-ins; AEC3 finds such paths itself
+        sure = r >= ALIGN_SURE_R
+        if sure and abs(lag - TARGET_S) <= ALIGN_TOL_S:
+            self._confirmed = self.far.streams
         if sure and abs(lag - TARGET_S) > ALIGN_TOL_S:
+            self._confirmed = -1  # the echo leaked until now: confirmed again after the move
             self.moves += 1
-            with self.far._lock:
-                self.far.offset += lag - TARGET_S
+            self.far.move(lag - TARGET_S)
             # what was gathered is placed the old way: start again
-            self._near, self._refs, self._held, self._last = [], [], 0, None
+            self._near, self._refs, self._held = [], [], 0
             self._sound = False
+
+    @property
+    def settled(self) -> bool:
+        far = self.far
+        if self._confirmed == far.streams:
+            return True
+        with far._lock:
+            mic = far._mic
+        return mic is None or mic - far.started_at >= SETTLE_MAX_S
 
     @staticmethod
     def _measure(x: np.ndarray, f: np.ndarray, lo: int) -> tuple[float, float] | None:
@@ -349,6 +378,12 @@ class EchoCanceller:
         self.frames = 0
         self.aligner = Aligner(self.far) if setup.aec else None
         self._heard = 0  # 10 ms blocks with far-end sound processed: how much it has learned
+
+    @property
+    def settled(self) -> bool:
+        """The echo's delay behind the reference is confirmed for the current playback
+        stream (or the stream has played SETTLE_MAX_S): voice barge-in may trust the output."""
+        return self.aligner is None or self.aligner.settled
 
     @property
     def heard_s(self) -> float:
