@@ -277,6 +277,17 @@ def main() -> dict[str, float]:
         f"{c['cpu_ms_per_s_half']:.2f} ms ({c['cpu_ratio']:.1f}×); RSS delta "
         f"{c['rss_delta_mb']:.1f} MB"
     )
+    v = vad_figures()
+    out.update(v)
+    for name in ("webrtcvad", "pymicro_vad"):
+        if f"vad_{name}_cpu_ms_per_s" in v:
+            print(
+                f"VAD on the cancelled signal, {name}: finds "
+                f"{v[f'vad_{name}_found_ser_m5']:.0%} / {v[f'vad_{name}_found_ser_m10']:.0%} of the "
+                f"near end's voiced 10 ms frames at SER -5 / -10 dB, calls "
+                f"{v[f'vad_{name}_false_echo_only']:.0%} of echo-only frames speech, "
+                f"{v[f'vad_{name}_cpu_ms_per_s']:.2f} ms CPU per audio-second"
+            )
     n = ns_figures()
     out.update(n)
     print(
