@@ -145,7 +145,7 @@ class FarEnd:
         # the offset the aligner found early in a stream of each kind is where the next
         # stream of that kind starts.
         self.kind = "idle"
-        self.learned: dict[str, float] = {"idle": 0.0, "restart": 0.0}
+        self.learned: dict[str, float] = {}
         self.started_at = 0.0  # the current stream's first sample leaves the speaker then
 
     def written(self, samples: np.ndarray, rate: int, at: float | None = None) -> None:
@@ -170,7 +170,8 @@ class FarEnd:
             self.streams += 1
             with self._lock:
                 self.kind = "idle" if nxt is None or at - nxt > IDLE_GAP_S else "restart"
-                self.offset = self.learned[self.kind]
+                # a kind not learned yet starts where the last stream was
+                self.offset = self.learned.setdefault(self.kind, self.offset)
                 self.started_at = at
             self._rs = StreamResampler(rate, VAD_RATE, quality="MQ")
             self._t0, self._out = at, 0
