@@ -313,7 +313,7 @@ async def _e2e_cases(answers: int, trials: int) -> dict[str, float]:
             rig = EchoRig(room.socket, room.env).start() if rig_on else None
             name = "rig" if rig_on else "plain"
             try:
-                for pace in (1.0, 5.0):
+                for pace in (1.0, 5.0) if answers else ():
                     tmp = Path(tempfile.mkdtemp(prefix="agentd-echo-e2e-"))
                     with pytest.MonkeyPatch.context() as mp:
                         over = echo_scenes.config(rig=rig_on)
@@ -359,8 +359,11 @@ async def _e2e_cases(answers: int, trials: int) -> dict[str, float]:
 
 
 def _barge_report(out: dict[str, float], ser: float, res: list[Barge]) -> None:
+    cut = sum(r.self_cut for r in res)  # no trial: the answer cut itself first
+    res = [r for r in res if not r.self_cut]
     lat = [r.latency_ms for r in res if r.latency_ms is not None]
     missed = len(res) - len(lat)
+    out[f"e2e_barge_self_cut_ser_m{-ser:g}"] = cut
     errs = [
         abs(r.truncate_ms - r.heard_ms)
         for r in res
@@ -374,7 +377,7 @@ def _barge_report(out: dict[str, float], ser: float, res: list[Barge]) -> None:
     print(
         f"  voice barge-in at SER {ser:g} dB: p95 {p95:.0f} ms (≤ {target}), median "
         f"{np.median(lat) if lat else float('nan'):.0f} ms, {missed} of {len(res)} missed "
-        f"(counted as never); cancel sent {sum(r.cancel_sent for r in res)}/{len(lat)}; "
+        f"(counted as never), {cut} answers cut themselves before the talker; cancel sent {sum(r.cancel_sent for r in res)}/{len(lat)}; "
         f"truncate vs Playback's count: max {max(errs) if errs else float('nan'):.0f} ms",
         flush=True,
     )
@@ -390,11 +393,9 @@ def e2e(answers: int = 13, trials: int = 40) -> dict[str, float]:
     cases = [k for k in out if k.endswith("_answers")]
     total = sum(out[k] for k in cases)
     cut = sum(out[k.replace("_answers", "_cut")] for k in cases)
-    print(
-        f"self-interruptions: {cut:.0f} of {total:.0f} echo-only answers (0); "
-        f"{time.monotonic() - t:.0f} s",
-        flush=True,
-    )
+    if cases:
+        print(f"self-interruptions: {cut:.0f} of {total:.0f} echo-only answers (0)", flush=True)
+    print(f"({time.monotonic() - t:.0f} s)", flush=True)
     return out
 
 

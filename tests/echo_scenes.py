@@ -155,6 +155,7 @@ class Barge:
     Playback's own count at that moment."""
 
     latency_ms: float | None
+    self_cut: bool = False  # the answer was cut (echo alone) before the talker spoke
     cancel_sent: bool = False
     truncate_ms: int | None = None
     heard_ms: int | None = None
@@ -172,7 +173,12 @@ async def barge_in(
     await h.until(lambda: h.state() == "speaking" or sim.responses_done > done, timeout=30)
     item, pb = d.conv.item_id, d.playback
     assert item is not None and pb is not None
-    await h.until(lambda: pb.heard_ms(item) >= after_s * 1000, timeout=30)
+    await h.until(
+        lambda: pb.heard_ms(item) >= after_s * 1000 or h.state() != "speaking", timeout=30
+    )
+    if h.state() != "speaking":  # it cut itself before the talker spoke: no trial
+        await h.until(lambda: not pb.busy() and h.state() in ("idle", "listening"), timeout=40)
+        return Barge(None, self_cut=True)
     speech = rigs.espeak(phrase, 16000, talk.tmp / f"p{talk.n}")
     echo = echo_rms(to_float(h.sim.speech.pcm(LONG_REPLY, 16000)))
     gain = echo * 10 ** (ser_db / 20) / float(np.sqrt(np.mean(to_float(speech) ** 2)))
