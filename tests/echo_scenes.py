@@ -172,11 +172,12 @@ async def barge_in(
     await asyncio.to_thread(talk.say(QUESTION).wait, 20)
     await h.until(lambda: h.state() == "speaking" or sim.responses_done > done, timeout=30)
     item, pb = d.conv.item_id, d.playback
-    assert item is not None and pb is not None
-    await h.until(
-        lambda: pb.heard_ms(item) >= after_s * 1000 or h.state() != "speaking", timeout=30
-    )
-    if h.state() != "speaking":  # it cut itself before the talker spoke: no trial
+    assert pb is not None
+    if item is not None:
+        await h.until(
+            lambda: pb.heard_ms(item) >= after_s * 1000 or h.state() != "speaking", timeout=30
+        )
+    if item is None or h.state() != "speaking":  # it cut itself before the talker spoke
         await h.until(lambda: not pb.busy() and h.state() in ("idle", "listening"), timeout=40)
         return Barge(None, self_cut=True)
     speech = rigs.espeak(phrase, 16000, talk.tmp / f"p{talk.n}")
