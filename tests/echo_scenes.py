@@ -185,6 +185,7 @@ async def barge_in(
     gain = echo * 10 ** (ser_db / 20) / float(np.sqrt(np.mean(to_float(speech) ** 2)))
     interrupts = d.conv.counters.interrupts
     n_trunc = len(sim.client_events("conversation.item.truncate"))
+    n_events = len(sim.events)
     flushed = pb.flushed_at
     cue = talk.say(phrase, gain)
     sim.reply = SHORT_REPLY  # the answer to the talker's words (a turn of their own)
@@ -202,7 +203,7 @@ async def barge_in(
     if not detected:
         return Barge(None)
     truncs = sim.client_events("conversation.item.truncate")[n_trunc:]
-    cancels = [r for r in sim.events if r.event.get("type") == "response.cancel"]
+    cancels = [r for r in sim.events[n_events:] if r.event.get("type") == "response.cancel"]
     return Barge(
         (pb.flushed_at - cue.started) * 1000,
         cancel_sent=bool(cancels),
