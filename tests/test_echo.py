@@ -236,6 +236,7 @@ def test_aligner_keeps_the_echo_delay_when_the_sound_server_restarts_with_anothe
     echo = np.mean((speech // 2).astype(float) ** 2)
     erle = 10 * np.log10(echo / max(np.mean(residual), 1e-9))
     assert erle >= 25, erle
+    assert ec.settled  # the moved reference was confirmed on the same stream
 
 
 def to_int16_(x: object) -> bytes:
@@ -311,3 +312,15 @@ def test_canceller_runs_under_the_units_wx_lock() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=".")
     assert r.returncode == 0 and r.stdout.startswith("ok"), r
+
+
+def test_voice_barge_in_waits_until_the_streams_echo_delay_is_confirmed() -> None:
+    """Echo leaking while a new playback stream's delay is unconfirmed is no evidence: the
+    same voiced, loud frames barge in once the stream is settled, never before."""
+    from agentd.voice.barge_in import BargeInPolicy
+
+    loud = 10 ** (-30 / 10)
+    policy = BargeInPolicy()
+    assert not any(policy.frame(20, True, loud, 100.0, settled=False) for _ in range(100))
+    fired = [policy.frame(20, True, loud, 100.0, settled=True) for _ in range(60)]
+    assert any(fired) and fired.index(True) >= 5  # evidence counted from the settled frames
