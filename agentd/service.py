@@ -493,7 +493,8 @@ class Daemon:
         if pb is None:
             return vg.Speaker()
         heard = self.echo.heard_s if self.echo is not None else float("inf")
-        return vg.Speaker(pb.busy(now), pb.last_played_at, heard)
+        settled = self.echo.settled if self.echo is not None else True
+        return vg.Speaker(pb.busy(now), pb.last_played_at, heard, settled)
 
     def _on_mic(self, frame: AudioFrame) -> None:
         with self._caught("a microphone frame"):
@@ -502,7 +503,7 @@ class Daemon:
     def _mic_frame(self, frame: AudioFrame) -> None:
         if self.echo is not None:
             if not self._mic_on:  # the far end keeps pace with the unheard microphone
-                self.far_end.take(frame.samples)
+                self.far_end.take(frame.samples, frame.timestamp or None)
                 return
             frame = self.echo.process(frame)
         if not self._mic_on:

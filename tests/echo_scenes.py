@@ -136,3 +136,77 @@ async def echo_only_answers(h: Harness, talk: Talker, n: int, pace: float) -> An
     out.interrupts = d.conv.counters.interrupts - before[0]
     out.truncates = len(sim.client_events("conversation.item.truncate")) - before[1]
     return out
+
+
+PHRASES = (
+    "stop, wait a moment please",
+    "hold on, I have another question",
+    "no, that is not what I asked",
+    "excuse me, can you repeat that",
+)
+
+
+@dataclass
+class Barge:
+    """One voice barge-in over a playing answer: ``latency_ms`` from the moment the talker's
+    speech was mixed into the microphone's signal (the rig's cue) until playback was stopped
+    (the flush reached ALSA), with cancel + truncate sent by then; None if not detected
+    within ``wait_s``. ``truncate_ms`` is what the truncate said was heard, ``heard_ms``
+    Playback's own count at that moment."""
+
+    latency_ms: float | None
+    self_cut: bool = False  # the answer was cut (echo alone) before the talker spoke
+    cancel_sent: bool = False
+    truncate_ms: int | None = None
+    heard_ms: int | None = None
+
+
+async def barge_in(
+    h: Harness, talk: Talker, ser_db: float, phrase: str, after_s: float = 1.5, wait_s: float = 4
+) -> Barge:
+    """Ask, let ``after_s`` of the answer play, then talk over it at ``ser_db`` (the talker's
+    RMS against the answer's echo RMS at the microphone)."""
+    sim, d = h.sim, h.daemon
+    sim.pace, sim.reply = 1.0, LONG_REPLY
+    done = sim.responses_done
+    await asyncio.to_thread(talk.say(QUESTION).wait, 20)
+    await h.until(lambda: h.state() == "speaking" or sim.responses_done > done, timeout=30)
+    item, pb = d.conv.item_id, d.playback
+    assert pb is not None
+    if item is not None:
+        await h.until(
+            lambda: pb.heard_ms(item) >= after_s * 1000 or h.state() != "speaking", timeout=30
+        )
+    if item is None or h.state() != "speaking":  # it cut itself before the talker spoke
+        await h.until(lambda: not pb.busy() and h.state() in ("idle", "listening"), timeout=40)
+        return Barge(None, self_cut=True)
+    speech = rigs.espeak(phrase, 16000, talk.tmp / f"p{talk.n}")
+    echo = echo_rms(to_float(h.sim.speech.pcm(LONG_REPLY, 16000)))
+    gain = echo * 10 ** (ser_db / 20) / float(np.sqrt(np.mean(to_float(speech) ** 2)))
+    interrupts = d.conv.counters.interrupts
+    n_trunc = len(sim.client_events("conversation.item.truncate"))
+    n_events = len(sim.events)
+    flushed = pb.flushed_at
+    cue = talk.say(phrase, gain)
+    sim.reply = SHORT_REPLY  # the answer to the talker's words (a turn of their own)
+    deadline = time.monotonic() + wait_s
+    while d.conv.counters.interrupts == interrupts and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    detected = d.conv.counters.interrupts > interrupts
+    if detected:
+        await h.until(lambda: pb.flushed_at != flushed, timeout=2)
+    heard = pb.heard_ms(item)
+    await asyncio.to_thread(cue.wait, 20)
+    await h.until(lambda: h.state() != "speaking", timeout=30)
+    # the talker's words are a turn of their own: let it be answered and played out
+    await h.until(lambda: not pb.busy() and h.state() in ("idle", "listening"), timeout=40)
+    if not detected:
+        return Barge(None)
+    truncs = sim.client_events("conversation.item.truncate")[n_trunc:]
+    cancels = [r for r in sim.events[n_events:] if r.event.get("type") == "response.cancel"]
+    return Barge(
+        (pb.flushed_at - cue.started) * 1000,
+        cancel_sent=bool(cancels),
+        truncate_ms=int(truncs[0]["audio_end_ms"]) if truncs else None,
+        heard_ms=heard,
+    )

@@ -27,8 +27,9 @@ def _talker(room: rigs.PulseRoom, rig: EchoRig | None, tmp: Path) -> echo_scenes
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    reason="issue 22 point 4 not met: in the plain room the real daemon still cuts some "
-    "echo-only answers at times (1 run of 3 passed both paces)",
+    reason="issue 22 point 4 not met: in the plain room PulseAudio restarts playback streams "
+    "with latencies ~20 ms apart; the aligner re-finds the delay within ~0.5 s, but some answers "
+    "are still cut meanwhile (passed in some runs of 3; counts: bench/echo.py --e2e, README Performance)",
     strict=False,
 )
 @pytest.mark.parametrize("pace", [1.0, 5.0])
@@ -48,7 +49,7 @@ async def test_no_self_interruption_in_the_plain_room(
 @pytest.mark.slow
 @pytest.mark.xfail(
     reason="issue 22 point 4 not met: through the echo path rig the real daemon still cuts "
-    "some echo-only answers (residual echo bursts; see README Echo section)",
+    "some echo-only answers (passed in some runs of 3; counts: bench/echo.py --e2e, README Performance)",
     strict=False,
 )
 @pytest.mark.parametrize("pace", [1.0, 5.0])
@@ -165,15 +166,83 @@ def test_far_end_is_zeros_while_idle_and_drops_what_never_played() -> None:
 
     from agentd.audio.echo import FarEnd
 
-    far = FarEnd()
-    assert not far.take(160).any()
+    far = FarEnd(lead_s=0.0)
+    assert not far.take(160, 10.0).any()
     tone = (np.sin(np.arange(4800) / 5) * 8000).astype(np.int16)  # 100 ms at 48 kHz
-    far.written(tone, 48000)
-    got = far.take(1600)
-    assert got.any() and far.held < 160
-    far.written(tone, 48000)
-    far.dropped()  # a flush: ALSA dropped it, it never plays
-    assert not far.take(1600).any()
+    far.written(tone, 48000, 10.05)  # leaves the speaker 40 ms after the frame below
+    got = far.take(1600, 10.01)  # the microphone's next 100 ms
+    assert not got[:600].any() and got[700:].any()  # zeros until it plays, then the tone
+    assert far.take(1600, 10.11)[:500].any()  # its last 40 ms come with the next frame
+    far.written(tone, 48000, 10.2)
+    far.dropped(10.15)  # a flush before it played: ALSA dropped it, it never plays
+    assert not far.take(1600, 10.15).any()
+
+
+def test_far_end_keeps_its_timing_through_bursts_and_jittered_timestamps() -> None:
+    """The reference for a microphone sample is what left the speaker at its capture time,
+    however the writer bursts and however the capture timestamps jitter (±20 ms as the
+    sound server delivers them): the echo's delay behind it stays put, sample for sample."""
+    import numpy as np
+
+    from agentd.audio.echo import FarEnd
+
+    rng = np.random.default_rng(1)
+    sig = (rng.standard_normal(16000 * 4) * 3000).astype(np.int16)
+    far = FarEnd(lead_s=0.0)
+    written = 0
+    got = []
+    for k in range(180):  # 20 ms microphone frames from t = 100 s
+        now = 100.0 + k * 0.02
+        while written < min(sig.size, (k + 6) * 320):  # bursts of 100 ms, 80-120 ms ahead
+            far.written(sig[written : written + 1600], 16000, 100.0 + written / 16000)
+            written += 1600
+        stamp = now + rng.uniform(-0.02, 0.02)
+        got.append(far.take(320, stamp))
+    out = np.concatenate(got)
+    lag = next(
+        x for x in range(-800, 800) if np.array_equal(out[8000:8400], sig[8000 + x : 8400 + x])
+    )
+    assert abs(lag) <= 0.02 * 16000  # within the timestamps' jitter
+    n = min(out.size, sig.size - lag) - 4000
+    assert np.array_equal(out[4000 : 4000 + n], sig[4000 + lag : 4000 + lag + n])  # no slips
+
+
+def test_aligner_keeps_the_echo_delay_when_the_sound_server_restarts_with_another() -> None:
+    """A stream restarted with 20 ms more latency (what PulseAudio did between answers): the
+    aligner finds it within a second and the canceller is back to deep cancellation,
+    instead of AEC3 re-learning it over ~2 s."""
+    import numpy as np
+
+    from agentd.audio.echo import EchoCanceller, EchoSetup
+    from agentd.audio.frame import AudioFrame
+    from tests import voice_eval
+
+    speech = np.frombuffer(to_int16_(voice_eval._playback(np.random.default_rng(5), 6.0)), "<i2")
+    ec = EchoCanceller(EchoSetup(aec=True))
+    assert ec.aligner is not None
+    t0 = 50.0
+    residual = []
+    for part, (start, delay) in enumerate(((0.0, 0.015), (8.0, 0.035))):
+        play_at = t0 + start
+        ec.far.written(speech, 16000, play_at)
+        d = int(delay * 16000)
+        mic = np.concatenate([np.zeros(d, np.int16), speech // 2])
+        frames = mic[: mic.size // 320 * 320].reshape(-1, 320)
+        for k, f in enumerate(frames):
+            y = ec.process(AudioFrame(f.tobytes(), 16000, timestamp=play_at + k * 0.02)).array()
+            if part == 1 and 1.0 <= k * 0.02 < 5.0:
+                residual.append(np.mean(y.astype(float) ** 2))
+    assert ec.aligner.moves == 1, ec.aligner.measured  # 15 ms is near enough the 20 ms target
+    echo = np.mean((speech // 2).astype(float) ** 2)
+    erle = 10 * np.log10(echo / max(np.mean(residual), 1e-9))
+    assert erle >= 25, erle
+    assert ec.settled  # the moved reference was confirmed on the same stream
+
+
+def to_int16_(x: object) -> bytes:
+    from agentd.audio.pcm import to_int16
+
+    return to_int16(x)  # type: ignore[arg-type]
 
 
 def test_playback_taps_exactly_what_alsa_took(tmp_path: Path) -> None:
@@ -207,7 +276,7 @@ def test_playback_taps_exactly_what_alsa_took(tmp_path: Path) -> None:
         far.written_samples,
         want.size,
     )
-    got = far.take(far.held)  # the newest FAR_KEEP_S: nothing took from it meanwhile
+    got = far.recent()  # the newest FAR_KEEP_S: nothing took from it meanwhile
     n = min(got.size, want.size)
     assert n >= 16000, n
     a, b = to_float(got[-n:].tobytes()), to_float(want[-n:].tobytes())
@@ -243,3 +312,15 @@ def test_canceller_runs_under_the_units_wx_lock() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=".")
     assert r.returncode == 0 and r.stdout.startswith("ok"), r
+
+
+def test_voice_barge_in_waits_until_the_streams_echo_delay_is_confirmed() -> None:
+    """Echo leaking while a new playback stream's delay is unconfirmed is no evidence: the
+    same voiced, loud frames barge in once the stream is settled, never before."""
+    from agentd.voice.barge_in import BargeInPolicy
+
+    loud = 10 ** (-30 / 10)
+    policy = BargeInPolicy()
+    assert not any(policy.frame(20, True, loud, 100.0, settled=False) for _ in range(100))
+    fired = [policy.frame(20, True, loud, 100.0, settled=True) for _ in range(60)]
+    assert any(fired) and fired.index(True) >= 5  # evidence counted from the settled frames

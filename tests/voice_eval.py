@@ -110,12 +110,12 @@ def cancel(mic: np.ndarray, play: np.ndarray, ms: int = 20, canceller: EchoCance
     ec = canceller or EchoCanceller(EchoSetup(aec=True))
     ahead = RATE * AHEAD_MS // 1000
     play16 = np.frombuffer(to_int16(play), "<i2")
-    ec.far.dropped()  # a previous run's tail: in the daemon it plays out while idle
-    ec.far.written(play16[:ahead], RATE)
+    ec.far.dropped(0.0)  # a previous run's tail (its times restart at 0): not this run's
+    ec.far.written(play16[:ahead], RATE, 0.0)  # ``play``'s sample i leaves at i / RATE
     out = []
     for f in corpus.frames(mic, ms):
         i = round(f.timestamp * RATE) + ahead
-        ec.far.written(play16[i : i + f.samples], RATE)
+        ec.far.written(play16[i : i + f.samples], RATE, i / RATE)
         out.append(ec.process(f))
     return out
 

@@ -700,8 +700,9 @@ class Playback(_DeviceThread):
                         if not dry and not tail_ended:
                             self._underrun()
                         dry, n = True, 0
-                    if n > 0:
-                        self._tap(take[:n])
+                    if n > 0:  # the first of them leaves the speaker after what ALSA held
+                        # (after a run dry avail() may exceed the buffer: it holds nothing)
+                        self._tap(take[:n], now + max(0, in_buf) / self.card_rate)
                         dropped = dry = False
                         with self._lock:
                             last = self._segments[-1] if self._segments else None
@@ -748,13 +749,13 @@ class Playback(_DeviceThread):
     # ---- the echo canceller's far-end tap: the exact samples ALSA took, as it took them,
     # so the reference is there before its echo can reach the microphone
 
-    def _tap(self, written: np.ndarray) -> None:
+    def _tap(self, written: np.ndarray, at: float) -> None:
         if self.far_end is not None:
-            self.far_end.written(written, self.card_rate)
+            self.far_end.written(written, self.card_rate, at)
 
     def _tap_dropped(self) -> None:
         if self.far_end is not None:
-            self.far_end.dropped()
+            self.far_end.dropped(self.clock())
 
     def _probe(self) -> np.ndarray:
         return np.zeros(self.buffer_frames, "<i2")

@@ -18,8 +18,11 @@ whole WebRTC stack, numpy only, no threads; both run under ``MemoryDenyWriteExec
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +35,35 @@ from agentd.config import EchoSettings, InputSettings
 
 BLOCK = VAD_RATE // 100  # 10 ms at 16 kHz: the only size the native library is handed
 FAR_KEEP_S = 2.0  # far end waiting beyond this is stale (the mic stopped): dropped
+# The reference is handed over this long before its sample is due at the speaker: margin for
+# the error in both clocks (the capture timestamps jitter by a period); AEC3 finds the rest
+# of the delay itself (up to ~0.5 s), the sound path's, the same for every answer.
+LEAD_S = 0.0
+TARGET_S = 0.02  # the echo's delay behind its reference, kept for every stream (Aligner)
+IDLE_GAP_S = 0.5  # a stream after this much silence started from idle, sooner: restarted
+LEARN_S = 1.5
+SETTLE_MAX_S = 1.0  # a stream's delay not confirmed by then (someone talks): trusted anyway  # the aligner's moves this early in a stream are learned for its kind
+ALIGN_RATE = 4000  # the aligner works on the signals averaged down to this rate
+ALIGN_S = 0.2  # each window of the reference matched against the microphone
+ALIGN_STEP_S = ALIGN_S  # ... one after the other (overlapping ones "agree" by themselves)
+ALIGN_MIN_S = 0.05  # lags searched: the echo up to this much before its reference
+ALIGN_MAX_S = 0.2  # ... and this much after it (longer bulk delays: AEC3 finds them)
+ALIGN_MIN_R = 0.6  # a weaker match is not the echo alone (someone talks): not used
+ALIGN_SURE_R = 0.9  # only a match this clear moves the reference or confirms it
+ALIGN_MIN_RMS = 100.0  # a quieter reference window (int16 RMS) is not matched
+# A delay this close to TARGET_S is left alone: AEC3 follows small changes (clock drift)
+# itself, and moving the reference under it by a millisecond or two cost 14 dB of ERLE at
+# 100 ppm drift; the sound server's jumps are ~20 ms.
+ALIGN_TOL_S = 0.006
+IDLE_S = 0.5  # the microphone's clock is corrected only this long after the far end's end
+REANCHOR_S = 0.06  # playback this far off the stream's own timing starts a new stream
+MIC_JUMP_S = 0.15  # a capture timestamp this far off the microphone's clock re-anchors it
+# The microphone's clock counts samples; its capture timestamps (jittering ±20 ms with the
+# sound server's delivery) only anchor it: their offset is averaged, then followed over this
+# many 10 ms blocks (20 s) for the drift between the card's clock and the system's, and
+# applied only while nothing plays. Following each timestamp moved the echo's delay by
+# samples from block to block, which AEC3 cannot track (correlation 0.99 -> 0.2).
+MIC_FOLLOW_BLOCKS = 2000
 EXTRA = "pip install 'agentd[aec]'"
 
 
@@ -78,58 +110,253 @@ class EchoSetup:
 
 
 class FarEnd:
-    """The speaker's signal as written to ALSA, at 16 kHz, waiting for the microphone frames
-    it can echo into. Written by the playback thread, read on the loop."""
+    """The speaker's signal as written to ALSA, at 16 kHz, on a timeline: each sample is
+    placed at the moment it leaves the card's buffer, and each microphone frame takes the
+    far end due at its own capture time (plus LEAD_S). Written by the playback thread, read
+    on the loop.
 
-    def __init__(self) -> None:
+    Why a timeline and not a queue (measured in the real daemon, issue 22): a queue pairs
+    far and near by sample count from wherever the previous answer left them, so the echo's
+    delay behind its reference changed from answer to answer (-6 to +31 ms in the plain
+    room); a negative one (the reference after its echo) cannot be cancelled, and the echo
+    leaked at -17 dBFS and cut the answer. On a timeline the delay is the sound path's own
+    (the same for every answer), whatever the bursts, gaps and batches on either side.
+    """
+
+    def __init__(self, lead_s: float = LEAD_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.lead_s = lead_s
+        self.clock = clock
         self._lock = threading.Lock()
-        self._chunks: deque[np.ndarray] = deque()
+        self._chunks: deque[tuple[float, np.ndarray]] = deque()  # (time of [0], 16 kHz)
         self._held = 0
         self._rs: StreamResampler | None = None
+        self._t0 = 0.0  # the current stream's first sample leaves the speaker then
+        self._out = 0  # 16 kHz samples of the current stream so far
+        self._next: float | None = None  # where the stream's next card sample is due
+        self._mic: float | None = None  # smoothed capture time of the next microphone sample
+        self._far_end = -math.inf  # the newest far-end sample is due until then
+        self._mic_err = 0.0  # the capture timestamps' mean offset from it (seconds)
+        self._mic_n = 0  # capture timestamps averaged into that
         self.written_samples = 0  # 16 kHz samples tapped so far (for tests and status)
+        self.streams = 0  # playback (re)starts: each may come out with its own delay
+        self.offset = 0.0  # the reference is placed this much later (the aligner's say)
+        # The sound server's latency differs by how a stream starts (from silence, or again
+        # after running dry mid-answer, ~20 ms apart in PulseAudio), the same each time:
+        # the offset the aligner found early in a stream of each kind is where the next
+        # stream of that kind starts.
+        self.kind = "idle"
+        self.learned: dict[str, float] = {}
+        self.started_at = 0.0  # the current stream's first sample leaves the speaker then
 
-    def written(self, samples: np.ndarray, rate: int) -> None:
-        """Playback's tap: int16 mono ``samples`` at the card ``rate`` just handed to ALSA."""
-        if self._rs is None or self._rs.in_rate != rate:
-            self._rs = StreamResampler(rate, VAD_RATE, quality="MQ")
-        y = self._rs.process(samples)
-        if not y.size:
-            return
-        x = np.frombuffer(to_int16(y), "<i2")
+    def written(self, samples: np.ndarray, rate: int, at: float | None = None) -> None:
+        """Playback's tap: int16 mono ``samples`` at the card ``rate`` just handed to ALSA,
+        whose first sample leaves the speaker at ``at`` (monotonic; default: right after
+        what was written before, or now). Audio continuing the stream stays contiguous;
+        audio after a gap starts a new stream at ``at``."""
         with self._lock:
-            self._chunks.append(x)
+            nxt = self._next
+        if at is None:
+            at = nxt if nxt is not None else self.clock()
+        new = (
+            self._rs is None
+            or self._rs.in_rate != rate
+            or nxt is None
+            or at - nxt > REANCHOR_S  # a gap: the speaker ran dry
+        )  # (sooner than the stream's own timing is the estimate's noise, or a device that
+        # is not paced: it stays contiguous)
+        if new:
+            if self._rs is not None:  # the last stream's tail, where it belongs
+                self._put(self._rs.process(np.zeros(0, np.float32), last=True))
+            self.streams += 1
+            with self._lock:
+                self.kind = "idle" if nxt is None or at - nxt > IDLE_GAP_S else "restart"
+                # a kind not learned yet starts where the last stream was
+                self.offset = self.learned.setdefault(self.kind, self.offset)
+                self.started_at = at
+            self._rs = StreamResampler(rate, VAD_RATE, quality="MQ")
+            self._t0, self._out = at, 0
+            nxt = at
+        assert self._rs is not None and nxt is not None
+        self._put(self._rs.process(samples))
+        with self._lock:
+            self._next = nxt + samples.size / rate
+
+    def _put(self, y: np.ndarray) -> None:
+        """Place the current stream's next resampled samples."""
+        x = np.frombuffer(to_int16(y), "<i2")
+        t = self._t0 + self._out / VAD_RATE
+        self._out += x.size
+        if not x.size:
+            return
+        with self._lock:
+            self._chunks.append((t, x))
+            self._far_end = t + x.size / VAD_RATE
             self._held += x.size
             self.written_samples += x.size
-            while self._held > FAR_KEEP_S * VAD_RATE and self._chunks:
-                self._held -= self._chunks.popleft().size
+            while self._held > FAR_KEEP_S * VAD_RATE and len(self._chunks) > 1:
+                self._held -= self._chunks.popleft()[1].size
 
-    def dropped(self) -> None:
-        """Playback dropped what ALSA held (a flush, a device fault): it never plays."""
+    def dropped(self, at: float | None = None) -> None:
+        """Playback dropped what ALSA held at ``at`` (a flush, a device fault): from there
+        on it never plays."""
+        at = self.clock() if at is None else at
         with self._lock:
-            self._chunks.clear()
-            self._held = 0
+            self._next = None
+            while self._chunks:
+                t, x = self._chunks[-1]
+                keep = max(0, round((at - t) * VAD_RATE))
+                if keep >= x.size:
+                    break
+                self._chunks.pop()
+                self._held -= x.size - keep
+                if keep:
+                    self._chunks.append((t, x[:keep]))
+                    break
 
-    def take(self, n: int) -> np.ndarray:
-        """The next ``n`` samples of the far end, zeros where nothing was played."""
-        out = np.zeros(n, np.int16)
-        got = 0
+    def take(self, n: int, at: float | None = None) -> np.ndarray:
+        """The far end due during the ``n`` microphone samples captured from ``at`` on
+        (monotonic; default: right after the previous frame), zeros where nothing played.
+        The microphone's clock counts samples, anchored by the averaged capture timestamps
+        (a jump, frames lost, re-anchors it)."""
         with self._lock:
-            while got < n and self._chunks:
-                c = self._chunks[0]
-                k = min(n - got, c.size)
-                out[got : got + k] = c[:k]
-                got += k
-                if k == c.size:
-                    self._chunks.popleft()
-                else:
-                    self._chunks[0] = c[k:]
-            self._held -= got
+            mic = self._mic
+            if at is not None:
+                if mic is None or abs(at - mic) > MIC_JUMP_S:
+                    mic, self._mic_err, self._mic_n = at, 0.0, 0
+                else:  # a running mean of the timestamps' error, then a slow follower
+                    self._mic_n += 1
+                    self._mic_err += (at - mic - self._mic_err) / min(
+                        self._mic_n, MIC_FOLLOW_BLOCKS
+                    )
+                    if mic > self._far_end + IDLE_S:  # corrected only while nothing plays
+                        mic, self._mic_err = mic + self._mic_err, 0.0
+            elif mic is None:
+                mic = self.clock()
+            self._mic = mic + n / VAD_RATE
+            start = mic + self.lead_s - self.offset
+            out = np.zeros(n, np.int16)
+            for t, x in self._chunks:
+                i = round((t - start) * VAD_RATE)
+                if i >= n:
+                    break
+                a, b = max(0, -i), min(x.size, n - i)
+                if a < b:
+                    out[i + a : i + b] = x[a:b]
+            end = start + n / VAD_RATE
+            while self._chunks and self._chunks[0][0] + self._chunks[0][1].size / VAD_RATE <= end:
+                self._held -= self._chunks.popleft()[1].size
         return out
+
+    def move(self, by: float) -> None:
+        """The aligner's say: place the reference ``by`` seconds later from now on (and,
+        early in a stream, for the next stream of its kind)."""
+        with self._lock:
+            self.offset += by
+            if self._mic is not None and self._mic - self.started_at < LEARN_S:
+                self.learned[self.kind] = self.offset
+
+    def recent(self) -> np.ndarray:
+        """What is held, in the order it was written (for tests and diagnostics)."""
+        with self._lock:
+            return np.concatenate([x for _, x in self._chunks] or [np.zeros(0, np.int16)])
 
     @property
     def held(self) -> int:
+        """16 kHz samples written and not yet due at the microphone."""
         with self._lock:
             return self._held
+
+
+class Aligner:
+    """Keeps the echo's delay behind its reference the same, whatever the sound server does.
+
+    Why: a sound server restarts a stream that ran dry (between answers, after a flush, an
+    underrun at 1x delivery) with its own latency: in the PulseAudio room the echo came
+    12.9 ms after its reference in one answer, 21 ms in another, and jumped by 18-21 ms
+    mid-answer after short underruns. AEC3 re-learns such a jump over ~2 s, leaking echo at
+    -25..-45 dBFS meanwhile: enough to cut the answer. So every ALIGN_S of far-end sound the
+    delay is measured (FFT cross-correlation of the reference with the raw microphone) and,
+    where the match is clear (echo alone), the reference is moved to keep it at TARGET_S.
+    """
+
+    def __init__(self, far: FarEnd) -> None:
+        self.far = far
+        self._near: list[np.ndarray] = []  # decimated to ALIGN_RATE
+        self._refs: list[np.ndarray] = []
+        self._held = 0  # decimated samples in each
+        self._sound = False  # the far end held has sound in it
+        self.measured: list[float] = []  # each delay found (seconds; for benches and tests)
+        self.moves = 0  # corrections made
+        self._confirmed = -1  # the far end's stream whose delay a measurement confirmed
+
+    def block(self, near: np.ndarray, far: np.ndarray) -> None:
+        loud = bool(far.any())
+        if not loud and not self._sound:
+            self._near, self._refs, self._held = [], [], 0
+            return
+        self._sound = self._sound or loud
+        k = VAD_RATE // ALIGN_RATE  # an average of k samples: crude, but a delay to the
+        # millisecond is all that is asked, at a sixth of the cost of full rate
+        self._near.append(near.reshape(-1, k).mean(1, dtype=np.float32))
+        self._refs.append(far.reshape(-1, k).mean(1, dtype=np.float32))
+        self._held += near.size // k
+        lo, hi, n = (int(v * ALIGN_RATE) for v in (ALIGN_MIN_S, ALIGN_MAX_S, ALIGN_S))
+        if self._held < lo + n + hi:
+            return
+        x, f = np.concatenate(self._near), np.concatenate(self._refs)
+        found = self._measure(x[: lo + n + hi], f[lo : lo + n], lo)
+        step = int(ALIGN_STEP_S * ALIGN_RATE)
+        self._near, self._refs, self._held = [x[step:]], [f[step:]], x.size - step
+        self._sound = bool(self._refs[0].any())
+        if found is None:  # not echo alone (someone talks, or silence)
+            return
+        lag, r = found
+        self.measured.append(lag)
+        # only a clear match counts: in a reverberant room (the rig) spurious peaks of
+        # 0.6-0.9 moved the reference and cost false barge-ins; AEC3 finds such paths itself
+        sure = r >= ALIGN_SURE_R
+        if sure and abs(lag - TARGET_S) <= ALIGN_TOL_S:
+            self._confirmed = self.far.streams
+        if sure and abs(lag - TARGET_S) > ALIGN_TOL_S:
+            self._confirmed = -1  # the echo leaked until now: confirmed again after the move
+            self.moves += 1
+            self.far.move(lag - TARGET_S)
+            # what was gathered is placed the old way: start again
+            self._near, self._refs, self._held = [], [], 0
+            self._sound = False
+
+    @property
+    def settled(self) -> bool:
+        far = self.far
+        if self._confirmed == far.streams:
+            return True
+        with far._lock:
+            mic = far._mic
+        return mic is None or mic - far.started_at >= SETTLE_MAX_S
+
+    @staticmethod
+    def _measure(x: np.ndarray, f: np.ndarray, lo: int) -> tuple[float, float] | None:
+        """The lag (s) at which ``x`` (the microphone from ``lo`` samples before the
+        reference window ``f``) best matches ``f`` and the match (normalised correlation),
+        or None if it is weak."""
+        n = f.size
+        fe = float(np.dot(f, f))
+        if (
+            fe < n * (ALIGN_MIN_RMS / 2) ** 2
+        ):  # (averaging lowers the level)  # the reference is near silence: nothing to match
+            return None
+        size = 1 << int(np.ceil(np.log2(x.size + n)))
+        c = np.fft.irfft(np.fft.rfft(x, size) * np.conj(np.fft.rfft(f, size)), size)
+        c = c[: x.size - n + 1]  # c[j]: x[j:j+n] against f
+        cs = np.concatenate(([0.0], np.cumsum(x.astype(np.float64) ** 2)))
+        e = cs[n:] - cs[:-n]
+        # (a floor under the microphone's energy: where it is silent the transform's
+        # rounding would divide into a "match")
+        r = c / np.sqrt(np.maximum(e, n * (ALIGN_MIN_RMS / 4) ** 2) * fe)
+        j = int(np.argmax(r))
+        if r[j] < ALIGN_MIN_R:
+            return None
+        return (j - lo) / ALIGN_RATE, float(r[j])
 
 
 class EchoCanceller:
@@ -150,7 +377,14 @@ class EchoCanceller:
             else None
         )
         self.frames = 0
+        self.aligner = Aligner(self.far) if setup.aec else None
         self._heard = 0  # 10 ms blocks with far-end sound processed: how much it has learned
+
+    @property
+    def settled(self) -> bool:
+        """The echo's delay behind the reference is confirmed for the current playback
+        stream (or the stream has played SETTLE_MAX_S): voice barge-in may trust the output."""
+        return self.aligner is None or self.aligner.settled
 
     @property
     def heard_s(self) -> float:
@@ -171,9 +405,12 @@ class EchoCanceller:
             )
         near = frame.array()
         out = np.empty_like(near)
+        at = frame.timestamp
         for i in range(0, near.size, BLOCK):
             x = np.ascontiguousarray(near[i : i + BLOCK])
-            far = self.far.take(BLOCK)
+            far = self.far.take(BLOCK, at + i / VAD_RATE)
+            if self.aligner is not None:
+                self.aligner.block(x, far)
             self._heard += bool(far.any())
             if self._aec is not None:
                 x = self._aec.process(x, far)

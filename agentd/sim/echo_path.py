@@ -34,6 +34,11 @@ DRIFT_PPM = 100.0
 # espeak speech played at volume 1.0 reaches the mic at ≈ -27 dBFS RMS through this path;
 # noise 40 dB below that (bench/echo.py prints the measured SNR)
 NOISE_RMS = 10 ** ((-27 - 40) / 20)
+RIG_BLOCK = 2 * BLOCK  # the rig's process works 20 ms at a time
+RIG_CAPTURE_PERIODS = 25  # 0.5 s of capture buffer: the process may be held up that long
+RIG_OUT_PERIODS = 10  # 0.2 s of output buffer ...
+RIG_PREFILL_S = 0.12  # ... kept this full: part of the echo's bulk delay
+RIG_BACKLOG_BLOCKS = 3  # this many capture reads in a row that did not wait: a backlog, dropped
 STARTUP_S = 1.5  # the rig drops its record stream's start-up backlog this long
 
 
@@ -148,18 +153,29 @@ def _mixer(cue_dir: Path) -> Iterator[np.ndarray | None]:
 def run_filter(src: str = "mic", dst: str = "earspk", drift_ppm: float = DRIFT_PPM,
                cue_dir: Path | None = None) -> None:  # fmt: skip
     """The rig's middle process: ALSA ``src`` (the room's monitor) through the path into ALSA
-    ``dst`` (the sink ``ear``), 10 ms at a time, paced by the capture. A backlog (the sound
+    ``dst`` (the sink ``ear``), RIG_BLOCK at a time, paced by the capture; blocking writes
+    into an output buffer prefilled with RIG_PREFILL_S, so a late process (a loaded machine)
+    does not run the sink dry: each run dry restarted the ear stream with another latency,
+    a jump in the echo delay (a real room has none), and a non-blocking write that found the
+    buffer full dropped a block (another jump). A backlog (the sound
     server hands a new record stream's first second at once) would become echo delay for
     good, since both ends run at real time: in the first STARTUP_S, capture reads that return
-    at once twice in a row are stale and dropped. After that nothing is dropped: a dropped
-    block is a jump in the echo delay, which a canceller must re-learn."""
+    at once twice in a row are stale and dropped; after that, from the RIG_BACKLOG_BLOCKS-th
+    such read on (the sound server held audio back while the process was late, or started
+    the record stream with a backlog later): kept, each backlog would add to the echo delay
+    for good (measured: 0.8-1.3 s in the daemon, beyond what AEC3 can find); dropped, the
+    echo has a gap, as when the speaker's sound is masked, and its delay stays."""
     import alsaaudio
 
-    fmt = {"rate": RATE, "channels": 1, "format": alsaaudio.PCM_FORMAT_S16_LE, "periodsize": BLOCK}
-    cap = alsaaudio.PCM(alsaaudio.PCM_CAPTURE, device=src, periods=20, **fmt)
+    fmt = {"rate": RATE, "channels": 1, "format": alsaaudio.PCM_FORMAT_S16_LE}
+    cap = alsaaudio.PCM(
+        alsaaudio.PCM_CAPTURE, device=src, periods=RIG_CAPTURE_PERIODS, periodsize=RIG_BLOCK,
+        **fmt,
+    )  # fmt: skip
     out = alsaaudio.PCM(
-        alsaaudio.PCM_PLAYBACK, alsaaudio.PCM_NONBLOCK, device=dst, periods=6, **fmt
+        alsaaudio.PCM_PLAYBACK, device=dst, periods=RIG_OUT_PERIODS, periodsize=RIG_BLOCK, **fmt
     )
+    out.write(bytes(2 * int(RATE * RIG_PREFILL_S)))  # margin against this process being late
     path = EchoPath(drift_ppm=drift_ppm)
     mixer = _mixer(cue_dir) if cue_dir is not None else None
     instant = 0
@@ -170,15 +186,18 @@ def run_filter(src: str = "mic", dst: str = "earspk", drift_ppm: float = DRIFT_P
         instant = instant + 1 if time.monotonic() - t < 0.002 else 0
         if n < 0:
             print("echo path rig: capture overrun", file=sys.stderr, flush=True)
-        if n <= 0 or (instant >= 2 and t - start < STARTUP_S):
+        if n <= 0 or instant >= (2 if t - start < STARTUP_S else RIG_BACKLOG_BLOCKS):
             continue
         x = to_float(data[: n * 2])
         y = path.process(x)
-        near = next(mixer) if mixer is not None else None
-        if near is not None:
-            k = min(near.size, y.size)
-            y[:k] += near[:k]
-        out.write(to_int16(y))
+        if mixer is not None:
+            for i in range(0, y.size, BLOCK):
+                near = next(mixer)
+                if near is not None:
+                    k = min(near.size, y.size - i)
+                    y[i : i + k] += near[:k]
+        if out.write(to_int16(y)) < 0:
+            print("echo path rig: playback underrun", file=sys.stderr, flush=True)
 
 
 class EchoRig:
@@ -197,7 +216,7 @@ class EchoRig:
     def start(self) -> EchoRig:
         out = subprocess.run(
             ["pactl", f"--server={self.server}", "load-module", "module-null-sink",
-             "sink_name=ear", "rate=16000", "channels=1"],
+             "sink_name=ear", "rate=48000", "channels=2"],
             env=self.env, capture_output=True, text=True, check=True,
         )  # fmt: skip
         self.module = out.stdout.strip()

@@ -54,11 +54,19 @@ class BargeInPolicy:
         self._recent.clear()
         self._playing_ms = 0
 
-    def frame(self, ms: int, voiced: bool, energy: float, heard_s: float = math.inf) -> bool:
+    def frame(
+        self, ms: int, voiced: bool, energy: float, heard_s: float = math.inf, settled: bool = True
+    ) -> bool:
         """One cancelled frame of ``ms`` while the speaker plays; ``heard_s``: far-end audio
-        the canceller has heard since it was made. True completes a barge-in."""
+        the canceller has heard since it was made; ``settled``: the echo's delay is confirmed
+        for this playback stream (the sound server starts each with its own latency, and
+        until the canceller's reference is moved to match, echo leaks). True completes a
+        barge-in."""
         self._playing_ms += ms
         if heard_s < ARM_S:
+            return False
+        if not settled:  # what leaked meanwhile is no evidence
+            self._recent.clear()
             return False
         self._recent.append((ms, voiced and db(energy) >= self.floor_db))
         held = sum(m for m, _ in self._recent)

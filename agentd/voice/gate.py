@@ -109,6 +109,7 @@ class Speaker:
     busy: bool = False
     last_played_at: float = float("-inf")
     echo_heard_s: float = float("inf")  # far-end audio the echo canceller has learned from
+    echo_settled: bool = True  # the echo's delay is confirmed for the current playback stream
 
 
 def _energy(frame: AudioFrame) -> float:
@@ -310,7 +311,9 @@ class VoiceGate:
     def _double_talk(self, frame: AudioFrame, speaker: Speaker) -> list[VoiceEvent]:
         """``frame`` is echo-cancelled (echo.mode aec): the policy weighs VAD and energy."""
         voiced = self.is_speech(frame.audio)
-        if self.barge_in.frame(frame.milliseconds, voiced, _energy(frame), speaker.echo_heard_s):
+        if self.barge_in.frame(
+            frame.milliseconds, voiced, _energy(frame), speaker.echo_heard_s, speaker.echo_settled
+        ):
             return [BargeIn(frame.end)]
         return []
 
