@@ -102,7 +102,7 @@ async def test_preroll_frames_come_in_batches_and_a_press_ends_the_batch() -> No
 
 
 async def test_gathering_capture_thread_naps_instead_of_waking_per_period() -> None:
-    """While gathering, the capture thread reads the device's buffer in one go about ten
+    """While gathering, the capture thread reads the device's buffer in one go about twenty
     times a second, not once per 20 ms period (50/s), and loses no audio doing so."""
     mic, _ = rigs.clock_pcms()
     got: list[AudioFrame] = []
@@ -121,7 +121,7 @@ async def test_gathering_capture_thread_naps_instead_of_waking_per_period() -> N
         per_s = (_switches(tid) - s0) / 3.0
         frames_s = (len(got) - n0) / 3.0
         print(f"gathering capture thread: {per_s:.1f} wake-ups/s, {frames_s:.1f} frames/s")
-        assert per_s <= 25, per_s
+        assert per_s <= 30, per_s
         assert 45 <= frames_s <= 55  # every 20 ms of audio still arrives
         assert cap.stats.overruns == 0
     finally:

@@ -307,7 +307,9 @@ class Capture(_DeviceThread):
         channels, pick = self.card_channels, self.settings.channel
         raw: list[np.ndarray] = []  # card periods not yet converted (while gathering)
         period = self.card_rate * self.settings.period_ms // 1000
-        nap_s = CAPTURE_PERIODS // 2 * self.settings.period_ms / 1000  # half the buffer: margin
+        # a quarter of the buffer: a nap plus a 120 ms stall of the whole process (a Pi
+        # swapping) still fits in it; half the buffer overran there
+        nap_s = CAPTURE_PERIODS // 4 * self.settings.period_ms / 1000
         backlog = 0  # card periods known to wait in the device: read without waiting
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
