@@ -85,6 +85,10 @@ async def run_command(t: ToolSettings, args: Mapping[str, Any]) -> tuple[str, st
         out, cut = await _read_capped(stdout, t.output_max_bytes)
         if cut:  # enough: a program that talks on forever is stopped here
             _kill_group(proc)
+            # read the dead program's pipe to its end: a paused, unread pipe never closes,
+            # and until it does asyncio's proc.wait() does not return (seen: 1 in 2 runs)
+            while await stdout.read(65536):
+                pass
         return out, cut
 
     try:
