@@ -128,9 +128,9 @@ async def test_gathering_capture_thread_naps_instead_of_waking_per_period() -> N
         cap.stop()
 
 
-def test_capture_resampler_holds_back_at_most_one_frame() -> None:
-    """The capture's 48 → 16 kHz conversion, fed 20 ms reads, hands on all but ≤ 20 ms of
-    what it was given (HQ holds back up to 37 ms: the endpoint came that much later)."""
+def test_capture_resampler_holds_back_at_most_two_frames() -> None:
+    """The capture's 48 → 16 kHz conversion (soxr HQ), fed 20 ms reads, hands on all but
+    ≤ 40 ms of what it was given (measured: 37 ms at worst; LQ would hold ≤ 20 ms)."""
     from agentd.audio.alsa import CAPTURE_QUALITY
     from agentd.audio.resample import StreamResampler
 
@@ -142,7 +142,7 @@ def test_capture_resampler_holds_back_at_most_one_frame() -> None:
         held.append((i + 960) // 3 - out)
     worst_ms = max(held[5:]) / 16
     print(f"capture resampler holds back ≤ {worst_ms:.1f} ms")
-    assert worst_ms <= 20
+    assert worst_ms <= 40
 
 
 def test_push_to_talk_gate_skips_the_vad_while_the_button_is_up() -> None:

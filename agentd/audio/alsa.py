@@ -36,11 +36,10 @@ REOPEN_MAX_S = 10.0
 CAPTURE_PERIODS = 10  # 200 ms of card buffer: rides out a scheduling hiccup, adds no latency
 CAPTURE_QUEUE_FRAMES = 100  # 2 s of 20 ms frames between the capture thread and the loop
 # soxr streams its output in blocks: HQ (like MQ) holds back 22 ms of the newest audio on
-# average, 37 ms at worst (48 → 16 kHz in 20 ms reads); LQ holds 11 ms, 20 at worst, so every
-# frame (the endpoint's, a barge-in's) reaches the loop that much sooner. LQ is flat to 6 kHz
-# (-3 dB at 6.5): the VAD looks below 4 kHz, and the wake word's recall did not move (0.619 LQ
-# vs 0.601 HQ on a quarter of the wake corpus through 16→48→16 kHz).
-CAPTURE_QUALITY = "LQ"
+# average, 37 ms at worst (48 → 16 kHz in 20 ms reads); LQ holds 11 ms, 20 at worst, and took
+# 20 ms off hands-free voice-to-voice, but with 30 ms frames the VAD then ended turns before
+# their last voiced frame (tests/test_frame.py, 2 of 4 runs; 0 of 4 at HQ): HQ it is.
+CAPTURE_QUALITY = "HQ"
 STALL_S = 5.0  # a device thread silent this long is unhealthy (watchdog stops pinging)
 FRAMES_STALL_S = 2.0  # an open microphone whose frames have not reached the loop this long
 PLAYBACK_STALL_S = 1.0  # audio waiting and the speaker took none of it: a hung device
