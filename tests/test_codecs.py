@@ -16,7 +16,7 @@ from agentd.audio.codecs import opus as opus_codec
 from agentd.audio.pcm import to_int16
 from agentd.downlink import Downlink
 from agentd.sim import wire as sim_wire
-from agentd.sim.mp3enc import Mp3Encoder
+from agentd.sim.mp3enc import ENCODER_DELAY, Mp3Encoder
 
 
 def speechlike(rate: int, seconds: float = 2.0, seed: int = 1) -> bytes:
@@ -87,9 +87,9 @@ def test_mp3_is_xstar_shaped_headerless_144_byte_frames(mp3_stream: tuple[bytes,
 
 
 def test_mp3_decodes_bit_identically_however_cut(mp3_stream: tuple[bytes, bytes]) -> None:
-    pcm, stream = mp3_stream
+    _, stream = mp3_stream
     whole = decode_all(mp3.Mp3Decoder(24000), [stream])
-    assert abs(len(whole) - len(pcm)) <= 2 * 576  # every sample, less the trimmed delay
+    assert len(whole) // 2 == len(stream) // 144 * 576 - 529  # every frame, less mpg123's delay
     frames = [stream[i : i + 144] for i in range(0, len(stream), 144)]
     dec = mp3.Mp3Decoder(24000)
     assert decode_all(dec, frames) == whole
@@ -112,22 +112,75 @@ def test_mp3_first_frame_decodes_without_waiting_for_the_second(
     dec.reset()
     got = [len(dec.feed(d)) // 2 for d in (stream[:1], stream[1:3], stream[3:144])]
     assert got == [0, 0, 576], got
-    # the codec's own delay (LAME 576 + mpg123 529 samples) fills the whole first frame:
-    # the answer's first sample comes with the second, whatever the decoder does
+    # trimmed, the first frame still gives its samples past the decoder's own delay (529)
     trimmed = mp3.Mp3Decoder(24000)
-    assert [len(trimmed.feed(stream[i : i + 144])) // 2 for i in (0, 144)] == [0, 2 * 576 - 1105]
+    assert [len(trimmed.feed(stream[i : i + 144])) // 2 for i in (0, 144)] == [576 - 529, 576]
+    assert trimmed.lead == 529  # mpg123's MPG123_DEC_DELAY, not a constant of ours
 
 
-def test_mp3_delay_is_trimmed_so_sample_n_is_source_sample_n(
+def content_offset(got: bytes, src: bytes) -> int:
+    """Where the source's first 200 ms (a click at 100 ms) sits in the decoded output."""
+    y = np.frombuffer(got, "<i2").astype(float)
+    x = np.frombuffer(src, "<i2").astype(float)
+    return int(np.argmax(np.correlate(y[:9600], x[:4800], "valid")))
+
+
+def test_mp3_trims_the_decoders_delay_so_content_is_offset_by_the_encoders_only(
     mp3_stream: tuple[bytes, bytes],
 ) -> None:
-    """What playback counts as played must be the answer's own time: the encoder's and the
-    decoder's delay are cut, so a click lands at its source position (±1 ms)."""
+    """Without a tag the encoder's delay is unknown and stays in the stream: the decoder cuts
+    only its own 529 samples, so the source's sample n is output sample n + 576 (LAME's
+    delay), exactly; untrimmed, it is n + 576 + 529."""
     pcm, stream = mp3_stream
-    y = np.frombuffer(mp3.Mp3Decoder(24000).feed(stream), "<i2").astype(float)
-    x = np.frombuffer(pcm, "<i2").astype(float)
-    c = np.correlate(y[:9600], x[:4800], "valid")
-    assert abs(int(np.argmax(c))) <= 24, np.argmax(c)
+    assert content_offset(mp3.Mp3Decoder(24000).feed(stream), pcm) == ENCODER_DELAY
+    raw = mp3.Mp3Decoder(24000, trim=False).feed(stream)
+    assert content_offset(raw, pcm) == ENCODER_DELAY + 529
+
+
+@pytest.fixture(scope="module")
+def tagged_stream() -> tuple[bytes, bytes]:
+    """The same source with LAME's Info tag (80 kbit/s: LAME has no room for it below)."""
+    pcm = speechlike(24000)
+    enc = Mp3Encoder(24000, 80, tag=True)
+    stream = enc.encode(pcm) + enc.flush()
+    tag = enc.lametag()
+    assert stream[4 : len(tag)] == bytes(len(tag) - 4)  # the blank frame left for the tag
+    assert tag[:2] == b"\xff\xf3" and b"Info" in tag and b"LAME" in tag
+    return pcm, tag + stream[len(tag) :]
+
+
+def test_a_lame_tag_is_honoured_so_the_output_is_the_source_sample_for_sample(
+    tagged_stream: tuple[bytes, bytes],
+) -> None:
+    """mpg123's gapless mode reads the tag's encoder delay and padding and cuts them with its
+    own delay; the decoder then cuts nothing more: offset 0, length exact, however cut."""
+    pcm, stream = tagged_stream
+    dec = mp3.Mp3Decoder(24000)
+    whole = decode_all(dec, [stream])
+    assert dec.lead == 0
+    assert content_offset(whole, pcm) == 0 and len(whole) == len(pcm)
+    rng = random.Random(3)
+    for _ in range(5):
+        dec.reset()
+        assert decode_all(dec, cuts(stream, rng)) == whole
+    raw = mp3.Mp3Decoder(24000, trim=False).feed(stream)  # gapless off: every sample
+    assert content_offset(raw, pcm) == ENCODER_DELAY + 529
+
+
+def test_the_trim_is_by_sample_count_so_no_cut_in_the_first_frames_changes_it(
+    mp3_stream: tuple[bytes, bytes],
+) -> None:
+    """The decoder's delay is cut from the stream's first samples whatever the first deltas
+    hold: a first delta of 1 byte, of a frame and a bit, of three frames give the same."""
+    _, stream = mp3_stream
+    dec = mp3.Mp3Decoder(24000)
+    whole = decode_all(dec, [stream])
+    for cut in (*range(1, 5), *range(140, 150), 288, 300, 431, 432, 433, 700):
+        dec.reset()
+        assert decode_all(dec, [stream[:cut], stream[cut:]]) == whole, cut
+        dec.reset()
+        small = [stream[i : i + cut] for i in range(0, 3 * 144, cut)]
+        assert decode_all(dec, [*small, stream[len(b"".join(small)) :]]) == whole, cut
 
 
 def test_decoding_each_delta_alone_garbles_mp3(mp3_stream: tuple[bytes, bytes]) -> None:

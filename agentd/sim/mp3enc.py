@@ -2,6 +2,9 @@
 
 The device never encodes MP3 (xStar only sends it); the simulator needs the real thing to
 send what xStar sends: headerless MPEG-2 Layer III, 48 kbit/s CBR, mono, no Xing/LAME tag.
+With ``tag=True`` (tests of a server that sends one) LAME writes its Info tag, which names
+its encoder delay and padding; at 24 kHz LAME writes it only at 80 kbit/s or more (its
+frame is too small below), so xStar's 48 kbit/s stream could not carry one from LAME.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import ctypes.util
 from functools import cache
 
 _MONO = 3
-#: samples LAME delays the audio by (its encoder delay; the decoder's 529 come on top)
+#: samples LAME delays the audio by (its encoder delay; the decoder's 529 come on top): the
+#: first sample of the answer is sample 576 of what an MP3 decoder gives once its own delay
+#: is cut
 ENCODER_DELAY = 576
 
 
@@ -36,6 +41,8 @@ def library() -> ctypes.CDLL:
         "lame_set_quality",
     ):
         getattr(lib, name).argtypes = [vp, ctypes.c_int]
+    lib.lame_get_lametag_frame.argtypes = [vp, ctypes.c_char_p, ctypes.c_size_t]
+    lib.lame_get_lametag_frame.restype = ctypes.c_size_t
     lib.lame_init_params.argtypes = [vp]
     lib.lame_encode_buffer.argtypes = [vp, vp, vp, ctypes.c_int, vp, ctypes.c_int]
     lib.lame_encode_flush.argtypes = [vp, vp, ctypes.c_int]
@@ -46,7 +53,7 @@ def library() -> ctypes.CDLL:
 class Mp3Encoder:
     """PCM16 mono → MP3 bytes (whole frames as LAME finishes them)."""
 
-    def __init__(self, rate: int = 24000, kbps: int = 48) -> None:
+    def __init__(self, rate: int = 24000, kbps: int = 48, tag: bool = False) -> None:
         self.rate = rate
         self._lib = lib = library()
         self._gf = lib.lame_init()
@@ -56,7 +63,7 @@ class Mp3Encoder:
         lib.lame_set_mode(self._gf, _MONO)
         lib.lame_set_VBR(self._gf, 0)
         lib.lame_set_brate(self._gf, kbps)
-        lib.lame_set_bWriteVbrTag(self._gf, 0)
+        lib.lame_set_bWriteVbrTag(self._gf, int(tag))
         lib.lame_set_quality(self._gf, 5)
         if lib.lame_init_params(self._gf) < 0:
             raise ValueError(f"LAME refuses {rate} Hz at {kbps} kbit/s")
@@ -75,6 +82,13 @@ class Mp3Encoder:
         buf = ctypes.create_string_buffer(7200)
         got = self._lib.lame_encode_flush(self._gf, buf, 7200)
         return buf.raw[: max(got, 0)]
+
+    def lametag(self) -> bytes:
+        """After :meth:`flush`: the Info tag frame that replaces the stream's first frame
+        (a blank one LAME left for it); empty when LAME wrote none."""
+        buf = ctypes.create_string_buffer(2880)
+        n = self._lib.lame_get_lametag_frame(self._gf, buf, 2880)
+        return buf.raw[:n]
 
     def close(self) -> None:
         if self._gf:

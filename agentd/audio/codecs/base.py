@@ -13,10 +13,9 @@ class CompressedDecoder:
 
     A subclass decodes (:meth:`_decode`: the PCM of every frame or packet the bytes complete)
     and restarts its library decoder (:meth:`_restart`); this drops the codec's delay at the
-    stream's start (``lead`` samples), so sample ``n`` of the output is sample ``n`` the
-    encoder was given and what the user heard is counted from the response's start. Nothing
-    is held back at the end: the libraries give every complete frame at once, so
-    :meth:`flush` has nothing to add."""
+    stream's start (``lead`` samples; each codec says which delay it knows), so what the
+    user heard is counted from the stream's start. Nothing is held back at the end: the
+    libraries give every complete frame at once, so :meth:`flush` has nothing to add."""
 
     def __init__(self, rate: int, lead: int) -> None:
         self.rate = rate

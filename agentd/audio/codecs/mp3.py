@@ -5,6 +5,14 @@ bits from the frames before it, so decoding each delta on its own garbles the au
 buffers partial frames inside mpg123, so the output is the same however the stream is cut.
 The output format is forced to mono int16 at the session's rate (mpg123 mixes stereo down and
 converts another rate itself).
+
+Delay: a Layer III decoder's first 529 samples (mpg123's ``MPG123_DEC_DELAY``) are the
+synthesis filterbank warming up, the same for every stream, so they are dropped. The
+encoder's delay (576 samples for LAME; other encoders differ) is only known from a LAME/Info
+tag: with one, mpg123's gapless mode cuts the encoder's delay, the decoder's and the end
+padding itself (measured: the output is the source, sample for sample); without one (xStar's
+headerless frames) it stays in the stream as the server sent it, and what the user hears is
+counted from there.
 """
 
 from __future__ import annotations
@@ -22,10 +30,10 @@ _ADD_FLAGS = 2  # enum mpg123_parms: MPG123_VERBOSE, MPG123_FLAGS, MPG123_ADD_FL
 _FLAG_MONO_MIX = 0x4  # MPG123_MONO_MIX
 _FLAG_QUIET = 0x20
 _FLAG_NO_READAHEAD = 0x400000  # MPG123_NO_READAHEAD (libmpg123 >= 1.26)
+_REMOVE_FLAGS = 13
+_FLAG_GAPLESS = 0x40  # MPG123_GAPLESS (on by default): cut what a LAME/Info tag names
+_ENC_DELAY, _DEC_DELAY = 5, 7  # enum mpg123_state: the tag's encoder delay, the decoder's
 _OUT_CHUNK = 1 << 16
-#: samples to drop at the start: LAME's encoder delay (576, what FFmpeg and most MP3
-#: encoders use; a headerless stream has no tag to say) plus mpg123's decoder delay (529)
-STREAM_DELAY = 576 + 529
 SONAME = "libmpg123.so.0"
 
 
@@ -51,6 +59,8 @@ def library() -> ctypes.CDLL:
     lib.mpg123_close.argtypes = [vp]
     lib.mpg123_decode.argtypes = [vp, ctypes.c_char_p, c_size, ctypes.c_char_p, c_size, vp]
     lib.mpg123_decode.restype = c_int
+    lib.mpg123_getstate.argtypes = [vp, c_int, ctypes.POINTER(c_long), vp]
+    lib.mpg123_getstate.restype = c_int
     lib.mpg123_init()  # a no-op since 1.27, needed before
     return lib
 
@@ -66,7 +76,8 @@ def is_frame_header(b: bytes) -> bool:
 
 class Mp3Decoder(CompressedDecoder):
     """MPEG audio (headerless Layer III frames, or with an ID3 tag) → PCM16 mono at ``rate``;
-    ``trim`` drops the encoder's and the decoder's delay (:data:`STREAM_DELAY`).
+    ``trim`` drops the decoder's delay, and the encoder's when a LAME/Info tag names it
+    (``trim=False``: every sample the synthesis gives, gapless mode off).
 
     mpg123 confirms a stream's first header by reading the next one before it decodes the
     first frame (its read-ahead): fed one frame per delta, the first frame would wait for
@@ -74,7 +85,8 @@ class Mp3Decoder(CompressedDecoder):
     as frames and decoded from its first one; anything else (ID3, junk) keeps the check."""
 
     def __init__(self, rate: int, trim: bool = True) -> None:
-        super().__init__(rate, STREAM_DELAY if trim else 0)
+        super().__init__(rate, 0)  # the lead is known once the first frame is parsed
+        self.trim = trim
         self._lib = library()
         self._buf = ctypes.create_string_buffer(_OUT_CHUNK)
         self._done = ctypes.c_size_t()
@@ -88,11 +100,15 @@ class Mp3Decoder(CompressedDecoder):
         if not mh:
             raise CodecUnavailable(f"mpg123_new failed ({err.value})")
         lib.mpg123_param(mh, _ADD_FLAGS, _FLAG_MONO_MIX | _FLAG_QUIET, 0.0)
+        if not self.trim:
+            lib.mpg123_param(mh, _REMOVE_FLAGS, _FLAG_GAPLESS, 0.0)
         lib.mpg123_format_none(mh)
         lib.mpg123_format(mh, self.rate, _MONO, _ENC_SIGNED_16)
         lib.mpg123_open_feed(mh)
         self._mh = mh
         self._head: bytes | None = b""  # the stream's first bytes, until 4 say what it opens on
+        self._lead_known = not self.trim
+        self.lead = 0
 
     def _close(self) -> None:
         if self._mh is not None:
@@ -124,7 +140,23 @@ class Mp3Decoder(CompressedDecoder):
                 out.append(self._buf.raw[: self._done.value])
             if rc in (_NEED_MORE, _DONE) or (rc < 0 and rc != _NEW_FORMAT):
                 break  # a broken frame is skipped: mpg123 resyncs on the next header
+        if out and not self._lead_known:
+            self._lead_known = True
+            self.lead = self._lead()
+            self.skip(self.lead)  # before feed() trims this first output
         return b"".join(out)
+
+    def _state(self, key: int) -> int:
+        val = ctypes.c_long(-1)
+        self._lib.mpg123_getstate(self._mh, key, ctypes.byref(val), None)
+        return val.value
+
+    def _lead(self) -> int:
+        """Samples to drop at this stream's start: the decoder's delay when no tag names the
+        encoder's (with a tag, gapless mode has cut both already)."""
+        if self._state(_ENC_DELAY) >= 0:
+            return 0
+        return max(0, self._state(_DEC_DELAY))
 
     def _restart(self) -> None:
         self._close()
