@@ -43,13 +43,18 @@ class RecordingPlayback(FakePlayback):
         super().play(pcm, item, rate, **kw)
 
 
-def aligned_correlation(got: np.ndarray, ref: np.ndarray) -> float:
-    """Correlation of ``got`` with ``ref`` at the lag that fits best (codec and resampler
-    delays, the voice gate's pre-roll)."""
+def best_lag(got: np.ndarray, ref: np.ndarray) -> int:
+    """Samples by which ``ref`` is late in ``got`` (negative: early), by cross-correlation."""
     n = len(got) + len(ref)
     c = np.fft.irfft(np.fft.rfft(got, n) * np.conj(np.fft.rfft(ref, n)), n)
     lag = int(np.argmax(c))
-    lag = lag - n if lag > n // 2 else lag
+    return lag - n if lag > n // 2 else lag
+
+
+def aligned_correlation(got: np.ndarray, ref: np.ndarray) -> float:
+    """Correlation of ``got`` with ``ref`` at the lag that fits best (codec and resampler
+    delays, the voice gate's pre-roll)."""
+    lag = best_lag(got, ref)
     a, b = (got[lag:], ref) if lag >= 0 else (got, ref[-lag:])
     m = min(len(a), len(b))
     return float(np.corrcoef(a[:m], b[:m])[0, 1])
@@ -165,18 +170,21 @@ async def test_a_refused_uplink_format_falls_back_to_pcm_once(
 # ------------------------------------------------------------------ exact interruption
 
 
-def as_played(h: Harness) -> np.ndarray:
+def as_played(h: Harness) -> tuple[np.ndarray, float]:
     """The answer as the daemon decodes it (16 kHz float): the reference the room is judged
     by. A lossy codec's output differs from the source in places (an Opus 5 ms block near
-    the cut correlates 0.44 with the source), and a block that matches nothing looks cut."""
+    the cut correlates 0.44 with the source), and a block that matches nothing looks cut.
+    With it, how late the answer's PCM (the server's timeline) is in it, in ms."""
     sim, d = h.sim, h.daemon
     fmt, rate = d.wire.output, dialects.output_rate(d.cfg.api, d.wire)
-    pcm = sim.speech.pcm(sim.reply, rate)
+    src = sim.speech.pcm(sim.reply, rate)
+    pcm = src
     if fmt != "pcm":
         dec = codecs.decoder(fmt, rate)
-        pcm = b"".join(dec.feed(p) for p, _ in sim_wire.deltas(pcm, fmt, rate, sim.wire))
+        pcm = b"".join(dec.feed(p) for p, _ in sim_wire.deltas(src, fmt, rate, sim.wire))
+    lag_ms = best_lag(to_float(pcm), to_float(src)) * 1000 / rate
     x = to_float(pcm)
-    return soxr.resample(x, rate, 16000) if rate != 16000 else x
+    return (soxr.resample(x, rate, 16000) if rate != 16000 else x), lag_ms
 
 
 @pytest.mark.parametrize(
@@ -214,7 +222,7 @@ async def test_truncate_is_exact_with_compressed_answers(
     mark = len(heard)
     pb = h.daemon.playback
     assert pb is not None
-    long = as_played(h)
+    long, lag_ms = as_played(h)
     lo_run, hi_run = max(loud_runs_ms(long, after_ms=1000), key=lambda r: r[1] - r[0])
     item = h.daemon.conv.item_id
     assert item is not None
@@ -229,10 +237,17 @@ async def test_truncate_is_exact_with_compressed_answers(
     lo, hi = played_span_ms(room2, long)
     assert hi - lo <= 20, (lo, hi)
     error_ms = cut_error_ms(lo, hi, trunc["audio_end_ms"])
+    # the server's idea, on the answer's own PCM timeline, against what the room played of
+    # that PCM (the decoded stream is the PCM ``lag_ms`` late: MP3's encoder delay)
+    server_ms = sim.truncated[item]
+    server_error_ms = cut_error_ms(lo - lag_ms, hi - lag_ms, server_ms)
     print(
-        f"{h.daemon.cfg.audio.wire.output}: audio_end_ms {trunc['audio_end_ms']}, error {error_ms:+.0f} ms"
+        f"{h.daemon.cfg.audio.wire.output}: audio_end_ms {trunc['audio_end_ms']}, error "
+        f"{error_ms:+.0f} ms; PCM {lag_ms:.1f} ms late in the stream, server's idea "
+        f"{server_ms:.0f} ms, error {server_error_ms:+.0f} ms"
     )
     assert abs(error_ms) <= 20, (trunc["audio_end_ms"], lo, hi)
+    assert abs(server_error_ms) <= 20, (server_ms, lag_ms, lo, hi)
     assert not [e for e in sim.events if e.event.get("type") == "error"]
 
 

@@ -31,7 +31,7 @@ from websockets.typing import Subprotocol
 from agentd.audio.frame import AudioFrame, Framer, chop
 from agentd.audio.pcm import to_int16
 from agentd.sim import speech
-from agentd.sim.wire import InputDecoder, WireStyle
+from agentd.sim.wire import InputDecoder, WireStyle, stream_lead_ms
 from agentd.sim.wire import deltas as wire_deltas
 from agentd.sim.wire import formats as wire_formats
 
@@ -177,6 +177,9 @@ class Simulator:
         self.speech = Speech()
         self.wire = WireStyle()  # how compressed answers are cut (sim.wire)
         self.received: list[tuple[str, int, bytes]] = []  # last 16 turns: (format, rate, PCM)
+        #: item → where a truncate cut its answer on the answer's own PCM timeline (ms): the
+        #: server's idea of what the user heard (``audio_end_ms`` less the stream's lead)
+        self.truncated: dict[str, float] = {}
         self._validate = validate or Simulator.default_validate
         self._server: Server | None = None
         self._conns: set[ServerConnection] = set()
@@ -713,6 +716,7 @@ class Simulator:
                 ),
             )
         else:
+            self.truncated[item_id] = max(0.0, end - stream_lead_ms(s.out_format, s.out_rate))
             await self._send(
                 ws,
                 {

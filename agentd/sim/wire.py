@@ -17,7 +17,7 @@ from agentd.audio import codecs
 from agentd.audio.codecs import ogg
 from agentd.audio.codecs.opus import PRE_SKIP_48K
 from agentd.realtime.dialects import WIRE_RATES, XSTAR_FORMAT_RATES, XSTAR_WIRE
-from agentd.sim.mp3enc import Mp3Encoder
+from agentd.sim.mp3enc import ENCODER_DELAY, Mp3Encoder
 
 DELTA_MS = 100
 _GA = {"audio/pcmu": "g711_ulaw", "audio/pcma": "g711_alaw"}
@@ -58,6 +58,14 @@ def formats(dialect: str, session: dict[str, Any]) -> tuple[tuple[str, int], tup
     return flat(session.get("input_audio_format")), flat(session.get("output_audio_format"))
 
 
+def stream_lead_ms(fmt: str, rate: int) -> float:
+    """How much of an answer's stream, as a client decodes it, comes before the answer's
+    first sample: LAME's delay in MP3 (no tag names it, so the client keeps it; the server
+    knows its own encoder and takes it off a truncate's ``audio_end_ms``), none in the other
+    formats (the client cuts what the format names: Ogg's pre-skip, Opus's look-ahead)."""
+    return ENCODER_DELAY * 1000 / rate if fmt == "mp3" else 0.0
+
+
 def deltas(pcm: bytes, fmt: str, rate: int, style: WireStyle) -> list[tuple[bytes, float]]:
     """An answer's PCM16 → its audio deltas, each with the milliseconds of audio it carries."""
     if fmt == "mp3":
@@ -77,7 +85,11 @@ def _mp3(pcm: bytes, rate: int, style: WireStyle) -> list[tuple[bytes, float]]:
     enc = Mp3Encoder(rate)
     stream = enc.encode(pcm) + enc.flush()
     enc.close()
-    ms_per_byte = len(pcm) / 2 * 1000 / rate / max(1, len(stream))
+    mpeg1 = rate >= 32000  # MPEG-1: 1152 samples a frame; MPEG-2 (xStar's 24 kHz): 576
+    frame = (144 if mpeg1 else 72) * 48000 // rate  # bytes at 48 kbit/s CBR
+    # a delta carries the audio its frames decode to (the encoder's delay and end padding
+    # included): what a client can play, so what a truncate may claim
+    ms_per_byte = (1152 if mpeg1 else 576) * 1000 / rate / frame
     if style.mp3_cuts == "random":
         rng = random.Random(style.seed)
         cuts, i = [], 0
@@ -86,8 +98,6 @@ def _mp3(pcm: bytes, rate: int, style: WireStyle) -> list[tuple[bytes, float]]:
             cuts.append(stream[i : i + n])
             i += n
     else:  # whole frames, about DELTA_MS of them per delta (CBR: equal frames)
-        mpeg1 = rate >= 32000  # MPEG-1: 1152 samples a frame; MPEG-2 (xStar's 24 kHz): 576
-        frame = (144 if mpeg1 else 72) * 48000 // rate  # bytes at 48 kbit/s CBR
         per = max(1, round(DELTA_MS / ((1152 if mpeg1 else 576) * 1000 / rate)))
         cuts = [stream[i : i + frame * per] for i in range(0, len(stream), frame * per)]
     return [(c, len(c) * ms_per_byte) for c in cuts]
