@@ -6,8 +6,10 @@
 - codec CPU per audio-second, encode and decode (process time, this machine);
 - first-sample latency the codec adds: audio that must arrive before the decoder gives its
   first sample (downlink), and that the encoder holds before its first packet (uplink);
-  target ≤ one packet; for MP3 also what the decoder alone holds back (untrimmed output:
-  frames fed before the first sample, less the one that carries it);
+  target ≤ one packet; for MP3 also when the answer's first sample comes (by content: the
+  stream keeps the server's encoder delay, which no tag names) and what the decoder alone
+  holds back (untrimmed output: frames fed before the first sample, less the one that
+  carries it);
 - end-to-end turn per format: the real daemon and simulator in the PulseAudio room, release
   → first answer audio handed to ALSA, and the whole turn (release → idle).
 
@@ -150,8 +152,6 @@ def first_sample() -> dict[str, tuple[float, float]]:
     """(audio ms that must arrive before the first decoded sample, one packet's ms)."""
     out = {}
     for name, fmt, rate, style, packet_ms in (
-        # the first frame holds only the codec's delay (LAME 576 + mpg123 529 samples, 46 ms,
-        # trimmed): the answer's first sample comes with the second frame
         ("mp3 (one frame per delta)", "mp3", 24000, {"mp3_cuts": "frames"}, 24.0),
         ("mp3 (4 frames per delta)", "mp3", 24000, {"mp3_cuts": "frames"}, 96.0),
         ("opus raw 20 ms", "opus", 16000, {"opus_frame_ms": 20}, 20.0),
@@ -171,10 +171,23 @@ def first_sample() -> dict[str, tuple[float, float]]:
             if dec.feed(d):
                 break
         out[name] = (fed, packet_ms)
-    # what the decoder itself holds back: mpg123's read-ahead kept a stream's first frame
-    # until the second came; untrimmed, so the codec's delay (above) does not hide it
-    frames = sim_wire.deltas(source(24000), "mp3", 24000, sim_wire.WireStyle(mp3_cuts="frames"))
+    # the answer's first sample, by content: the decoded stream carries the encoder's delay
+    # (LAME's 576 samples; no tag names it, so it is not cut), found by correlation with the
+    # source; its first sample comes with the frame that completes output sample ``lag``
+    pcm = source(24000)
+    frames = sim_wire.deltas(pcm, "mp3", 24000, sim_wire.WireStyle(mp3_cuts="frames"))
     data = b"".join(d for d, _ in frames)
+    got = to_float(Mp3Decoder(24000).feed(data))
+    lag = lag_samples(got, to_float(pcm))
+    dec, have, fed = Mp3Decoder(24000), 0, 0.0
+    for i in range(0, len(data), 144):
+        fed += 24.0
+        have += len(dec.feed(data[i : i + 144])) // 2
+        if have > lag:
+            break
+    out[f"mp3 content (+{lag * 1000 / 24000:.1f} ms in)"] = (fed, 24.0)
+    # what the decoder itself holds back: mpg123's read-ahead kept a stream's first frame
+    # until the second came; untrimmed, so no delay cut at the start hides it
     raw = Mp3Decoder(24000, trim=False)
     fed = 0.0
     for i in range(0, len(data), 144):
@@ -184,6 +197,14 @@ def first_sample() -> dict[str, tuple[float, float]]:
     out["mp3 decoder hold-back"] = (fed, 24.0)
     out["uplink opus 60 ms"] = (60.0, 60.0)  # the encoder holds one packet by design
     return out
+
+
+def lag_samples(got: np.ndarray, ref: np.ndarray) -> int:
+    """Samples by which ``ref`` is late in ``got``, by cross-correlation."""
+    n = len(got) + len(ref)
+    c = np.fft.irfft(np.fft.rfft(got, n) * np.conj(np.fft.rfft(ref, n)), n)
+    lag = int(np.argmax(c))
+    return lag - n if lag > n // 2 else lag
 
 
 def opus_settings() -> list[tuple[int, int, float, float]]:
@@ -283,7 +304,7 @@ def main() -> dict[str, float]:
         print(f"  {k:20s} {v * 100:.3f} % of a core")
     print("first-sample latency the codec adds (audio that must arrive first / one packet):")
     for k, (ms, packet) in first.items():
-        print(f"  {k:24s} {ms:5.0f} ms / {packet:.0f} ms")
+        print(f"  {k:28s} {ms:5.0f} ms / {packet:.0f} ms")
     print("Opus uplink settings: kbit/s, complexity → encode CPU, correlation with the source:")
     for kbps, cx, cost, corr in opus_settings():
         print(f"  {kbps:2d} kbit/s, complexity {cx:2d}: {cost * 100:.2f} % of a core, {corr:.3f}")
@@ -308,9 +329,13 @@ def main() -> dict[str, float]:
         "opus_down_Bps": down["opus 16 kHz 20 ms 24 kbit/s"],
         "codec_cpu_stream": stream_cpu,
         "first_sample_worst_over_packet_ms": max(
-            ms - p for k, (ms, p) in first.items() if k != "mp3 (one frame per delta)"
+            ms - p for k, (ms, p) in first.items() if not k.startswith("mp3 content")
         ),
         "mp3_first_sample_frames": first["mp3 (one frame per delta)"][0] / 24.0,
+        "mp3_first_content_frames": next(
+            ms for k, (ms, _) in first.items() if k.startswith("mp3 content")
+        )
+        / 24.0,
         "mp3_decoder_holdback_ms": first["mp3 decoder hold-back"][0] - 24.0,
         "e2e_first_audio_ms_pcm": e2e["pcm (openai)"][0],
         "e2e_first_audio_ms_worst": max(v[0] for v in e2e.values()),
