@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -165,6 +168,28 @@ async def test_a_refused_uplink_format_falls_back_to_pcm_once(
     await h.until(lambda: sim.received)
     fmt, _, heard = sim.received[-1]
     assert fmt == "pcm" and aligned_correlation(to_float(heard), to_float(speech)) >= 0.9
+
+
+def test_the_demo_runs_a_turn_in_a_compressed_format() -> None:
+    """`agentd demo --wire mp3`: the real daemon against the simulator, Opus up and MP3 down
+    (xStar's pair), one whole turn with the answer spoken."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CONFIG_HOME", "OPENAI_API_KEY")}
+    out = subprocess.run(
+        [sys.executable, "-m", "agentd", "demo", "--sound-card", "no", "--wire", "mp3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    for line in (
+        "dialect=xstar",
+        "state → speaking",
+        "assistant: It is ",
+        "wire opus up / mp3 down",
+    ):
+        assert line in out.stdout, out.stdout
+    assert "turns 1, state idle, last error None" in out.stdout, out.stdout
 
 
 # ------------------------------------------------------------------ exact interruption
