@@ -23,9 +23,11 @@ from agentd.audio import codecs
 from agentd.audio.frame import chop
 from agentd.audio.pcm import to_float
 from agentd.config import ConfigError, from_mapping
+from agentd.config.schema import WireSettings
 from agentd.realtime import dialects
 from agentd.sim import wire as sim_wire
 from agentd.sim.server import DEFAULT_REPLY
+from agentd.uplink import Uplink
 from tests import rigs
 from tests.fakes import FakePlayback
 from tests.harness import Harness
@@ -264,6 +266,8 @@ async def test_truncate_is_exact_with_compressed_answers(
     error_ms = cut_error_ms(lo, hi, trunc["audio_end_ms"])
     # the server's idea, on the answer's own PCM timeline, against what the room played of
     # that PCM (the decoded stream is the PCM ``lag_ms`` late: MP3's encoder delay)
+    fmt, rate = h.daemon.wire.output, dialects.output_rate(h.daemon.cfg.api, h.daemon.wire)
+    assert abs(lag_ms - sim_wire.stream_lead_ms(fmt, rate)) <= 1000 / rate  # by content
     server_ms = sim.truncated[item]
     server_error_ms = cut_error_ms(lo - lag_ms, hi - lag_ms, server_ms)
     print(
@@ -326,6 +330,25 @@ def test_a_pcm_rate_setting_with_a_compressed_format_is_an_error() -> None:
     assert any(
         p.startswith("api.input_format: only for audio.wire.input: pcm") for p in err.value.problems
     )
+
+
+def test_the_opus_bitrate_and_complexity_reach_the_encoder(tmp_path: Path) -> None:
+    """audio.wire.opus_kbps sets the uplink's size (bytes per second ≈ kbit/s × 125, less
+    in the pauses: 0.80–0.89 measured), opus_complexity changes the packets it makes."""
+    speech = rigs.espeak(SAID, 16000, tmp_path / "u").astype("<i2").tobytes()
+    seconds = len(speech) / 2 / 16000
+
+    def packets(kbps: int, complexity: int) -> list[bytes]:
+        up = Uplink(
+            16000, 30, wire=WireSettings("opus", opus_kbps=kbps, opus_complexity=complexity)
+        )
+        out = [p for i in range(0, len(speech), 640) for p in up.encode(speech[i : i + 640])]
+        return out + up.finish()
+
+    rates = {kbps: sum(map(len, packets(kbps, 5))) / seconds for kbps in (12, 32)}
+    assert all(0.6 <= r / (k * 125) <= 1.25 for k, r in rates.items()), rates
+    assert rates[32] / rates[12] >= 2, rates  # 32/12 = 2.7 asked
+    assert packets(24, 0) != packets(24, 10)
 
 
 @pytest.mark.parametrize(
