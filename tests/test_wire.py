@@ -172,6 +172,57 @@ async def test_a_refused_uplink_format_falls_back_to_pcm_once(
     assert fmt == "pcm" and aligned_correlation(to_float(heard), to_float(speech)) >= 0.9
 
 
+@pytest.mark.parametrize(
+    "fake_harness",
+    [
+        {
+            "dialect": "xstar",
+            "audio__wire": {"output": "mp3"},
+            "sounds__enabled": False,
+            "hooks": {"make_playback": RecordingPlayback},
+        }
+    ],
+    indirect=True,
+)
+async def test_after_an_interrupted_and_a_cut_off_mp3_answer_the_next_decodes_exactly(
+    fake_harness: Harness, tmp_path: Path
+) -> None:
+    """One decoder per response, reset on truncate and reconnect: an answer interrupted
+    mid-stream (a delta cut at any byte: random cuts), then one cut off by the server closing
+    the link, leave nothing behind: the next answer plays exactly what a fresh decoder makes
+    of its deltas, sample for sample."""
+    h, sim, d = fake_harness, fake_harness.sim, fake_harness.daemon
+    sim.wire.mp3_cuts = "random"
+    speech = rigs.espeak(SAID, 16000, tmp_path / "u").astype("<i2").tobytes()
+    pb = d.playback
+    assert isinstance(pb, RecordingPlayback)
+
+    async def turn() -> None:
+        d.feed(cv.Press())
+        for f in chop(speech, 16000, 20, start=time.monotonic()):
+            d.capture.push(f)  # type: ignore[union-attr]
+        d.feed(cv.Release())
+        await h.until(lambda: h.state() == "speaking", timeout=20)
+
+    sim.reply = DEFAULT_REPLY
+    await turn()
+    await h.until(lambda: sum(len(p[2]) for p in pb.pcm if p[0] is not None) > 24000)
+    d.feed(cv.Interrupt())
+    await h.until(lambda: sim.client_events("conversation.item.truncate"))
+    await h.until(lambda: h.state() == "idle")
+    sim.faults.close_mid_response = 1011  # after the answer's first delta
+    await turn()
+    await h.until(lambda: h.state() == "idle" and d.conv.connected and sim.connections == 2)
+    sim.reply = "It is sunny and warm in the kitchen today."
+    await turn()
+    item = d.conv.item_id
+    await h.until(lambda: h.state() == "idle", timeout=20)
+    played = b"".join(p[2] for p in pb.pcm if p[0] == item)
+    dec = codecs.decoder("mp3", 24000)
+    deltas = sim_wire.deltas(sim.speech.pcm(sim.reply, 24000), "mp3", 24000, sim.wire)
+    assert played == b"".join(dec.feed(p) for p, _ in deltas)
+
+
 def test_the_demo_runs_a_turn_in_a_compressed_format() -> None:
     """`agentd demo --wire mp3`: the real daemon against the simulator, Opus up and MP3 down
     (xStar's pair), one whole turn with the answer spoken."""
