@@ -64,10 +64,13 @@ MIC_JUMP_S = 0.15  # a capture timestamp this far off the microphone's clock re-
 # applied only while nothing plays. Following each timestamp moved the echo's delay by
 # samples from block to block, which AEC3 cannot track (correlation 0.99 -> 0.2).
 MIC_FOLLOW_BLOCKS = 2000
-# The canceller is not called once the far end has been silent this long (longer than an
-# echo's bulk delay, up to ~0.5 s, plus the room's reverberation): with nothing to cancel it
-# cost 5.9 ms of CPU per audio-second on this x86 core, most of its 7.4 ms while playing.
-IDLE_AEC_S = 1.0
+# The canceller is not called once the far end has been silent this long: with nothing to
+# cancel it cost 5.9 ms of CPU per audio-second on this x86 core (7.4 while playing), and the
+# device idles most of the time. Longer than an echo's bulk delay (up to ~0.5 s) plus the
+# room's reverberation, and than AEC3's own inactivity timers: frozen after 1 s it met the
+# next answer less guarded than after a long silence (double-talk correlation 0.66 instead
+# of 0.61); after 2 s, as after any silence (0.61, and the same ERLE per 100 ms).
+IDLE_AEC_S = 2.0
 # AEC3's output lags its input by this much (its 64-sample blocks; measured, and checked by
 # tests/test_echo.py): bypassing it keeps the same lag, so the stream stays continuous.
 AEC_DELAY = 128
