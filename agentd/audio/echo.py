@@ -320,8 +320,9 @@ class Aligner:
         # an average of k samples: crude, but a delay to the millisecond is all that is
         # asked, at a sixth of the cost of full rate
         w = (lo + n + hi) * k
-        x = x16[:w].reshape(-1, k).mean(1, dtype=np.float32)
-        f = f16[lo * k : (lo + n) * k].reshape(-1, k).mean(1, dtype=np.float32)
+        mean = np.full(k, 1 / k, np.float32)  # (a product: a tenth of the cost of .mean)
+        x = x16[:w].astype(np.float32).reshape(-1, k) @ mean
+        f = f16[lo * k : (lo + n) * k].astype(np.float32).reshape(-1, k) @ mean
         found = self._measure(x, f, lo)
         step = int(ALIGN_STEP_S * VAD_RATE)
         self._near, self._refs, self._held = [x16[step:]], [f16[step:]], x16.size - step
