@@ -250,25 +250,50 @@ def vad_figures() -> dict[str, float]:
     return out
 
 
-def ns_figures() -> dict[str, float]:
-    """Speech-to-noise gain of local noise suppression (level 3 = 18 dB) on speech in the
-    rig's noise raised to 15 dB SNR, and onset loss (speech energy in its first 100 ms)."""
+def ns_figures(phrases: int = 8) -> dict[str, float]:
+    """Local noise suppression (level 3 = 18 dB) on the corpus's phrases in the rig's noise
+    raised to 15 dB SNR, one suppressor through all of them with 2 s of noise before each,
+    as the daemon runs it (created once, never reset per turn): speech-to-noise gain, and
+    onset loss per phrase (the suppression of its first 100 ms beyond that of the whole
+    phrase), median and worst. The output is compared at the suppressor's own delay (found
+    by cross-correlation: 6 ms); compared unaligned, the first 6 ms of speech were missing
+    from the onset window and counted as loss."""
     rng = np.random.default_rng(4)
-    speech = corpus.utterance(corpus.PHRASES[2]) * 0.5
-    pad = np.zeros(RATE, np.float32)
-    clean = np.concatenate([pad, speech, pad])
-    noise = rng.standard_normal(clean.size) * 10 ** (-15 / 20) * np.sqrt(np.mean(speech**2))
+    gap = np.zeros(2 * RATE, np.float32)
+    parts, spans = [gap], []
+    at = gap.size
+    for text in corpus.PHRASES[:phrases]:
+        sp = corpus.utterance(text) * 0.5
+        spans.append((at, at + sp.size))
+        parts += [sp, gap]
+        at += sp.size + gap.size
+    clean = np.concatenate(parts)
+    level = np.sqrt(np.mean(np.concatenate([clean[a:b] for a, b in spans]) ** 2))
+    noise = rng.standard_normal(clean.size) * 10 ** (-15 / 20) * level
     mic = (clean + noise).astype(np.float32)
     ec = EchoCanceller(EchoSetup(noise_suppression=3))
     y = np.concatenate([ec.process(f).floats() for f in corpus.frames(mic, 20)])
-    s = slice(RATE, RATE + speech.size)
-    n = slice(0, RATE)
-    before = _db(mic[s]) - _db(mic[n])
-    after = _db(y[s]) - _db(y[n])
-    onset = slice(RATE, RATE + RATE // 10)
+    c0 = spans[0][0]
+    lag = max(
+        range(0, RATE // 50),
+        key=lambda d: float(np.dot(y[c0 + d : c0 + d + RATE], clean[c0 : c0 + RATE])),
+    )
+    y = np.concatenate([y[lag:], np.zeros(clean.size - y.size + lag, np.float32)])
+    speech = np.zeros(clean.size, bool)
+    for a, b in spans:
+        speech[a:b] = True
+    quiet = ~speech
+    quiet[:RATE] = False  # its first second: the noise estimate forming
+    gain = (_db(y[speech]) - _db(y[quiet])) - (_db(mic[speech]) - _db(mic[quiet]))
+    loss = []
+    for a, b in spans:
+        on = slice(a, a + RATE // 10)
+        loss.append((_db(mic[on]) - _db(y[on])) - (_db(mic[a:b]) - _db(y[a:b])))
     return {
-        "ns_snr_gain_db": after - before,
-        "ns_onset_loss_db": (_db(mic[onset]) - _db(y[onset])) - (_db(mic[s]) - _db(y[s])),
+        "ns_snr_gain_db": gain,
+        "ns_onset_loss_db": float(np.median(loss)),
+        "ns_onset_loss_worst_db": float(np.max(loss)),
+        "ns_delay_ms": lag / RATE * 1000,
     }
 
 
@@ -340,8 +365,10 @@ def main() -> dict[str, float]:
     n = ns_figures()
     out.update(n)
     print(
-        f"noise suppression (level 3): speech-to-noise gain {n['ns_snr_gain_db']:.1f} dB, "
-        f"onset loss {n['ns_onset_loss_db']:.1f} dB"
+        f"noise suppression (level 3), 8 phrases at 15 dB SNR: speech-to-noise gain "
+        f"{n['ns_snr_gain_db']:.1f} dB, onset loss median {n['ns_onset_loss_db']:.1f} dB, "
+        f"worst {n['ns_onset_loss_worst_db']:.1f} dB (≈ 0; output compared at the "
+        f"suppressor's {n['ns_delay_ms']:.0f} ms delay)"
     )
     return out
 
