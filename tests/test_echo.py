@@ -239,6 +239,44 @@ def test_aligner_keeps_the_echo_delay_when_the_sound_server_restarts_with_anothe
     assert ec.settled  # the moved reference was confirmed on the same stream
 
 
+def test_canceller_is_bypassed_while_nothing_plays_and_resumes_seamlessly() -> None:
+    """While the far end has been silent IDLE_AEC_S the canceller is not called (the CPU it
+    costs with nothing to cancel) and the frames pass delayed exactly as AEC3 delays them;
+    on the way back AEC3 is handed the last 10 ms first, so its output goes on from there
+    (without that its first block is stale audio from when the bypass began)."""
+    import numpy as np
+
+    from agentd.audio.echo import AEC_DELAY, IDLE_AEC_S, EchoCanceller, EchoSetup, library
+    from agentd.audio.frame import AudioFrame
+
+    rng = np.random.default_rng(3)
+    near = (rng.standard_normal(16000 * 6) * 2000).astype(np.int16)
+    # the premise: AEC3's output lags its input by AEC_DELAY samples
+    raw = library().EchoCanceller(16000, 1).process(near[:16000], np.zeros(16000, np.int16))
+    lags = [float(np.dot(raw[k : k + 8000], near[:8000].astype(float))) for k in range(300)]
+    assert int(np.argmax(lags)) == AEC_DELAY
+    far = np.zeros_like(near)
+    far[:8000] = (rng.standard_normal(8000) * 3000).astype(np.int16)  # plays 0-0.5 s
+    back = 80000  # and again from 5 s on
+    far[back : back + 8000] = (rng.standard_normal(8000) * 3000).astype(np.int16)
+    ec = EchoCanceller(EchoSetup(aec=True))
+    ec.far.written(far, 16000, 0.0)
+    out = np.concatenate(
+        [
+            ec.process(AudioFrame(near[i : i + 320].tobytes(), 16000, timestamp=i / 16000)).array()
+            for i in range(0, near.size, 320)
+        ]
+    )
+    idle_s = (back - 8000) / 16000 - IDLE_AEC_S
+    assert ec.bypassed * 0.02 == pytest.approx(idle_s, abs=0.03)
+    delayed = np.concatenate([np.zeros(AEC_DELAY, np.int16), near[:-AEC_DELAY]])
+    s0 = int((0.5 + IDLE_AEC_S) * 16000) + 640
+    assert np.array_equal(out[s0 : back - 320], delayed[s0 : back - 320])  # untouched
+    for i in range(back - 480, back + 160, 160):  # through the switch back, 10 ms blocks
+        r = float(np.corrcoef(out[i : i + 160], delayed[i : i + 160])[0, 1])
+        assert r > 0.95, (i, r)
+
+
 def to_int16_(x: object) -> bytes:
     from agentd.audio.pcm import to_int16
 
@@ -292,9 +330,22 @@ def test_erle_and_double_talk_on_the_echo_path(tmp_path: Path) -> None:
     assert m["erle_median_db"] >= 30 and m["erle_p10_db"] >= 20, m
     assert m["erle_onset_db"] >= 20, m
     d = bench_echo.double_talk_figures()
-    # issue 22's targets are ≤ 10 dB and ≥ 0.8; measured 10.1 dB and 0.58 here (not met:
-    # AEC3's suppressor shapes the near end during double talk). Guarded at what holds.
+    # issue 22's targets are ≤ 10 dB and ≥ 0.8; measured 10.3 dB and 0.58 here at the
+    # canceller's 8 ms delay (not met: AEC3's echo suppressor shapes the near end while the
+    # far end plays, most of all under the rig's 100 ppm drift: 9.7 dB / 0.75 without it;
+    # the binding exposes none of its settings). Guarded at what holds.
     assert d["attenuation_db_ser_m10"] <= 12 and d["correlation_ser_0"] >= 0.5, d
+
+
+def test_noise_suppression_gains_on_the_noise_and_keeps_speech_onsets() -> None:
+    """Issue 22 point 5: local NS raises speech over noise and loses no onset. Measured
+    16.0 dB, onset loss 0.35 dB median / 1.5 dB worst over 8 phrases; unaligned with the
+    suppressor's 6 ms delay the same run reads 0.95 / 3.6 dB (the old 3.6 dB figure)."""
+    from bench import echo as bench_echo
+
+    m = bench_echo.ns_figures()
+    assert m["ns_snr_gain_db"] >= 12, m
+    assert m["ns_onset_loss_db"] <= 0.7 and m["ns_onset_loss_worst_db"] <= 2.5, m
 
 
 def test_canceller_runs_under_the_units_wx_lock() -> None:

@@ -5,12 +5,15 @@ optional extra ``pip install 'agentd[aec]'``.
 Why it is built this way (each point was measured, see issue 22 and bench/echo.py):
 - the far end is the exact int16 audio handed to ALSA, tapped in Playback's writer
   (:class:`FarEnd`), so the reference is handed over before its echo can reach the mic;
-- the canceller sees a reference frame for every microphone frame: zeros while nothing
-  plays (skipping them attenuates the user afterwards);
+- the canceller sees a reference frame for every microphone frame it is given: zeros while
+  nothing plays (skipping only those attenuates the user afterwards);
 - it is created once per daemon (a fresh one attenuates early double talk more);
 - every call into the native library gets whole 10 ms blocks: other sizes are refused here
   with a ValueError (one such livekit call aborts the whole process);
-- AEC3 finds the bulk delay itself (up to ~0.5 s), so no delay hint is given.
+- AEC3 finds the bulk delay itself (up to ~0.5 s), so no delay hint is given;
+- it is not called once the far end has been silent IDLE_AEC_S (the device idles most of
+  the time: 0.6 instead of ~6.5 ms of CPU per audio-second); the frames then pass with its
+  own 8 ms delay, so the stream stays continuous both ways.
 
 ``pywebrtc-audio`` was chosen over ``livekit``: the same AEC3 within 1 dB, 0.4 MB instead of a
 whole WebRTC stack, numpy only, no threads; both run under ``MemoryDenyWriteExecute``.
@@ -64,6 +67,16 @@ MIC_JUMP_S = 0.15  # a capture timestamp this far off the microphone's clock re-
 # applied only while nothing plays. Following each timestamp moved the echo's delay by
 # samples from block to block, which AEC3 cannot track (correlation 0.99 -> 0.2).
 MIC_FOLLOW_BLOCKS = 2000
+# The canceller is not called once the far end has been silent this long: with nothing to
+# cancel it cost 5.9 ms of CPU per audio-second on this x86 core (7.4 while playing), and the
+# device idles most of the time. Longer than an echo's bulk delay (up to ~0.5 s) plus the
+# room's reverberation, and than AEC3's own inactivity timers: frozen after 1 s it met the
+# next answer less guarded than after a long silence (double-talk correlation 0.66 instead
+# of 0.61); after 2 s, as after any silence (0.61, and the same ERLE per 100 ms).
+IDLE_AEC_S = 2.0
+# AEC3's output lags its input by this much (its 64-sample blocks; measured, and checked by
+# tests/test_echo.py): bypassing it keeps the same lag, so the stream stays continuous.
+AEC_DELAY = 128
 EXTRA = "pip install 'agentd[aec]'"
 
 
@@ -281,32 +294,41 @@ class Aligner:
 
     def __init__(self, far: FarEnd) -> None:
         self.far = far
-        self._near: list[np.ndarray] = []  # decimated to ALIGN_RATE
+        # the raw 16 kHz blocks of one window: decimated once per window, not per block
+        # (numpy's per-call overhead on 10 ms blocks was most of the aligner's cost)
+        self._near: list[np.ndarray] = []
         self._refs: list[np.ndarray] = []
-        self._held = 0  # decimated samples in each
+        self._held = 0  # 16 kHz samples in each
         self._sound = False  # the far end held has sound in it
         self.measured: list[float] = []  # each delay found (seconds; for benches and tests)
         self.moves = 0  # corrections made
         self._confirmed = -1  # the far end's stream whose delay a measurement confirmed
 
     def block(self, near: np.ndarray, far: np.ndarray) -> None:
-        loud = bool(far.any())
-        if not loud and not self._sound:
-            self._near, self._refs, self._held = [], [], 0
+        """The microphone's samples and the reference handed with them (int16, 16 kHz, a
+        whole number of 10 ms blocks)."""
+        if not self._sound and not far.any():  # nothing to match: nothing is gathered
+            if self._held:
+                self._near, self._refs, self._held = [], [], 0
             return
-        self._sound = self._sound or loud
-        k = VAD_RATE // ALIGN_RATE  # an average of k samples: crude, but a delay to the
-        # millisecond is all that is asked, at a sixth of the cost of full rate
-        self._near.append(near.reshape(-1, k).mean(1, dtype=np.float32))
-        self._refs.append(far.reshape(-1, k).mean(1, dtype=np.float32))
-        self._held += near.size // k
+        self._sound = True
+        self._near.append(near)
+        self._refs.append(far)
+        self._held += near.size
+        k = VAD_RATE // ALIGN_RATE
         lo, hi, n = (int(v * ALIGN_RATE) for v in (ALIGN_MIN_S, ALIGN_MAX_S, ALIGN_S))
-        if self._held < lo + n + hi:
+        if self._held < (lo + n + hi) * k:
             return
-        x, f = np.concatenate(self._near), np.concatenate(self._refs)
-        found = self._measure(x[: lo + n + hi], f[lo : lo + n], lo)
-        step = int(ALIGN_STEP_S * ALIGN_RATE)
-        self._near, self._refs, self._held = [x[step:]], [f[step:]], x.size - step
+        x16, f16 = np.concatenate(self._near), np.concatenate(self._refs)
+        # an average of k samples: crude, but a delay to the millisecond is all that is
+        # asked, at a sixth of the cost of full rate
+        w = (lo + n + hi) * k
+        mean = np.full(k, 1 / k, np.float32)  # (a product: a tenth of the cost of .mean)
+        x = x16[:w].astype(np.float32).reshape(-1, k) @ mean
+        f = f16[lo * k : (lo + n) * k].astype(np.float32).reshape(-1, k) @ mean
+        found = self._measure(x, f, lo)
+        step = int(ALIGN_STEP_S * VAD_RATE)
+        self._near, self._refs, self._held = [x16[step:]], [f16[step:]], x16.size - step
         self._sound = bool(self._refs[0].any())
         if found is None:  # not echo alone (someone talks, or silence)
             return
@@ -345,7 +367,8 @@ class Aligner:
             fe < n * (ALIGN_MIN_RMS / 2) ** 2
         ):  # (averaging lowers the level)  # the reference is near silence: nothing to match
             return None
-        size = 1 << int(np.ceil(np.log2(x.size + n)))
+        # c[j] for j <= x.size - n never wraps around a transform of x.size points
+        size = 1 << int(np.ceil(np.log2(x.size)))
         c = np.fft.irfft(np.fft.rfft(x, size) * np.conj(np.fft.rfft(f, size)), size)
         c = c[: x.size - n + 1]  # c[j]: x[j:j+n] against f
         cs = np.concatenate(([0.0], np.cumsum(x.astype(np.float64) ** 2)))
@@ -379,6 +402,10 @@ class EchoCanceller:
         self.frames = 0
         self.aligner = Aligner(self.far) if setup.aec else None
         self._heard = 0  # 10 ms blocks with far-end sound processed: how much it has learned
+        self._quiet = 0  # samples since the far end last had sound
+        self._idle = False  # the canceller is bypassed (IDLE_AEC_S of silent far end)
+        self._tail = np.zeros(BLOCK, np.int16)  # the last 10 ms of microphone it was given
+        self.bypassed = 0  # frames not handed to the canceller (for benches and tests)
 
     @property
     def settled(self) -> bool:
@@ -404,23 +431,45 @@ class EchoCanceller:
                 f"({frame.samples / VAD_RATE * 1000:g} ms)"
             )
         near = frame.array()
-        out = np.empty_like(near)
+        far = np.empty_like(near)
         at = frame.timestamp
-        for i in range(0, near.size, BLOCK):
-            x = np.ascontiguousarray(near[i : i + BLOCK])
-            far = self.far.take(BLOCK, at + i / VAD_RATE)
-            if self.aligner is not None:
-                self.aligner.block(x, far)
-            self._heard += bool(far.any())
-            if self._aec is not None:
-                x = self._aec.process(x, far)
-            if self._ns is not None:
-                x = self._ns.process(x)
-            if self._agc is not None:
-                x = self._agc.process(x)
-            out[i : i + BLOCK] = x
+        for i in range(0, near.size, BLOCK):  # the far end's clock counts 10 ms blocks
+            far[i : i + BLOCK] = self.far.take(BLOCK, at + i / VAD_RATE)
+        x = near
+        if self._aec is not None:
+            x = self._cancel(near, far)
+        if self._ns is not None:
+            x = self._ns.process(x)
+        if self._agc is not None:
+            x = self._agc.process(x)
         self.frames += 1
-        return AudioFrame(out.astype("<i2").tobytes(), VAD_RATE, timestamp=frame.timestamp)
+        return AudioFrame(x.tobytes(), VAD_RATE, timestamp=frame.timestamp)
+
+    def _cancel(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
+        """AEC3 on one frame, or while the far end has been silent IDLE_AEC_S, the frame
+        itself delayed as AEC3 delays it (nothing to cancel: the device idles most of the
+        time). On the way back, AEC3 is first handed the last 10 ms it did not see, so its
+        output goes on where the bypass left off."""
+        assert self._aec is not None and self.aligner is not None
+        if not near.size:
+            return near
+        if far.any():
+            self._quiet = 0
+            self._heard += int(np.count_nonzero(far.reshape(-1, BLOCK).any(1)))
+        else:
+            self._quiet += near.size
+        self.aligner.block(near, far)
+        tail, self._tail = self._tail, near[-BLOCK:]
+        if self._quiet > IDLE_AEC_S * VAD_RATE:
+            self._idle = True
+            self.bypassed += 1
+            return np.concatenate((tail[-AEC_DELAY:], near[:-AEC_DELAY]))
+        if self._idle:
+            self._idle = False
+            self._aec.process(tail, np.zeros(BLOCK, np.int16))
+        # one call per frame: the library cuts it into 10 ms blocks itself
+        out: np.ndarray = self._aec.process(near, far)
+        return out
 
 
 def make(setup: EchoSetup, far: FarEnd) -> EchoCanceller | None:
