@@ -5,7 +5,8 @@
   meanwhile the capture thread naps instead of waking per period;
 - the capture resampler holds back at most one frame (the endpoint is not held up);
 - adaptive playout (agentd/audio/playout.py): starts a stream at once on a clean link, grows
-  only when the link proves jittery, and the real Playback starts that fast;
+  only when the link proves jittery (one answer shows it, whatever its first chunk's luck),
+  and the real Playback starts that fast;
 - endpointing: ≤ 400 ms median, ≤ 2% premature cuts on the corpus with natural pauses; the
   adaptive hangover learns a slow speaker's pauses;
 - turn.server_detector: semantic_vad on the wire, and refused where it cannot work.
@@ -190,6 +191,20 @@ def test_playout_starts_at_once_on_a_clean_link_and_grows_only_with_jitter() -> 
     p.arrived(300.0, 100)
     p.ran_dry()
     assert p.target_ms >= 20 and p.stats.underruns == 1
+
+
+def test_playout_learns_the_jitter_from_one_answer_whatever_its_first_chunks_luck() -> None:
+    """A jittery answer whose first chunk came late looks clean against that chunk: measured
+    against it (the old rule), the next answer started at the floor and ran dry when its own
+    first chunk was early (the first answer of every 50 ± 30 ms run had a gap in the room)."""
+    rng = np.random.default_rng(1)
+    p = po.Playout()
+    _stream(p, 0.0, [60, *rng.uniform(0, 60, 29)])  # its first chunk the latest of all
+    assert p.target_ms >= 55  # the next answer waits out the jitter this one showed
+    # a server sending far faster than real time (a whole answer at once) shows no jitter
+    q = po.Playout()
+    _stream(q, 0.0, [-i * 100 + rng.uniform(0, 2) for i in range(30)])
+    assert q.target_ms <= 15
 
 
 async def test_playback_starts_a_clean_stream_within_the_adaptive_delay() -> None:

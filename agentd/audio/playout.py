@@ -5,10 +5,16 @@ WebRTC's NetEQ, this one measures the link instead: for each streamed answer it 
 *relative delay* of every chunk, ``d = (arrival - first arrival) - audio already received``
 (how late a chunk came against a playout clock started at the first arrival). A stream
 started ``target`` after its first chunk never runs dry while every ``d`` stays below
-``target``. The target is the worst relative delay of the last few answers (a lone spike
-among them excepted) plus a margin, floored where a clean link needs nothing but scheduling
-slack: it grows only when the link proves jittery, and shrinks again once jittery answers
-age out of the window.
+``target``. How late the first chunk itself came is luck: measured against it, a jittery
+answer whose first chunk was late looks clean, and the next answer, whose first chunk may be
+early, runs dry. So each answer's figure is its chunks' lateness against the *earliest* chunk
+before them (``d`` minus the lowest ``d`` so far, as NetEQ measures against its fastest
+packet): one answer shows the link's whole jitter, whatever its first chunk's luck; a server
+sending faster than real time keeps lowering that minimum and measures nothing against it.
+The target is the worst such figure of the last few answers (a lone spike among them
+excepted) plus a margin, floored where a clean link needs nothing but scheduling slack: it
+grows only when the link proves jittery, and shrinks again once jittery answers age out of
+the window.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ class PlayoutStats:
     underruns: int = 0  # the speaker ran dry mid-stream
     device_ms: float = 0.0  # the floor underruns taught (the output's own read-ahead)
     chosen_ms: float = INITIAL_MS  # the target the last stream started with
-    peak_ms: float = 0.0  # worst relative delay of the last finished stream
+    peak_ms: float = 0.0  # worst lateness (against its earliest chunk) of the last finished stream
 
 
 class Playout:
@@ -51,7 +57,8 @@ class Playout:
         self._peaks: deque[float] = deque(maxlen=HISTORY)
         self._t0: float | None = None  # first arrival of the stream in progress
         self._received_ms = 0.0
-        self._peak_ms = 0.0  # this stream's worst relative delay so far
+        self._peak_ms = 0.0  # this stream's worst lateness against its earliest chunk so far
+        self._min_d = 0.0  # the lowest relative delay of this stream so far (its earliest chunk)
         self._dry = False  # this stream ran dry
         # An output that reads ahead (a sound server pulls tens of ms before they play) runs
         # dry before its buffer is empty by our count: arrivals alone cannot see it, so each
@@ -87,10 +94,12 @@ class Playout:
         """``ms`` of a streamed answer arrived at ``now``; the first call opens a stream."""
         if self._t0 is None:
             self._t0, self._received_ms, self._peak_ms, self._dry = now, 0.0, 0.0, False
+            self._min_d = 0.0
             self.stats.streams += 1
             self.stats.chosen_ms = self.target_ms
         d = (now - self._t0) * 1000 - self._received_ms
-        self._peak_ms = max(self._peak_ms, d)
+        self._min_d = min(self._min_d, d)
+        self._peak_ms = max(self._peak_ms, d - self._min_d)
         self._received_ms += ms
 
     def ended(self) -> None:
