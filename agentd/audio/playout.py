@@ -23,7 +23,10 @@ from collections import deque
 from dataclasses import dataclass
 
 FLOOR_MS = 10.0  # a clean link: scheduling slack only (thread wake-ups, the loop's turn)
-INITIAL_MS = 20.0  # before anything is known: one small packet's worth
+# Before any answer has shown the link: the first answer of a run starts after this. A clean
+# link needs ~15 ms (the playback resampler's 10 ms look-ahead and scheduling slack); this
+# also covers a moderately jittery one (~±25 ms) for the one answer that cannot know better.
+INITIAL_MS = 50.0
 CEILING_MS = 500.0  # beyond this a link is broken, not jittery: waiting longer helps no one
 MARGIN = 1.1  # headroom over the worst delay seen, and ...
 MARGIN_MS = 5.0  # ... at least this much
@@ -72,13 +75,15 @@ class Playout:
         peaks = sorted(self._peaks)
         if len(peaks) >= SPIKE_AFTER and peaks[-1] > peaks[-2] * SPIKE_RATIO + MARGIN_MS:
             peaks.pop()  # a lone spike (see SPIKE_AFTER)
-        if self._t0 is not None:  # the stream in progress ran dry: its own delays count
+        # Until an answer has shown the link, start conservatively (the stream in progress
+        # has shown nothing yet at its first chunk: counting it made this the floor).
+        want = FLOOR_MS if peaks else INITIAL_MS
+        if self._t0 is not None:  # (re)starting mid-stream: its own delays count too
             peaks.append(self._peak_ms)
-        if not peaks:
-            return INITIAL_MS
-        worst = max(peaks)
-        want = max(worst * MARGIN, worst + MARGIN_MS)
-        return min(CEILING_MS, max(FLOOR_MS, self._device_ms, want))
+        if peaks:
+            worst = max(peaks)
+            want = max(want, worst * MARGIN, worst + MARGIN_MS)
+        return min(CEILING_MS, max(self._device_ms, want))
 
     def ran_dry(self) -> None:
         """The speaker ran dry mid-stream: start later from now on (NetEQ grows its target
