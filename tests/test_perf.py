@@ -203,6 +203,7 @@ def test_playout_learns_the_jitter_from_one_answer_whatever_its_first_chunks_luc
     p = po.Playout()
     _stream(p, 0.0, [60, *rng.uniform(0, 60, 29)])  # its first chunk the latest of all
     assert p.target_ms >= 55  # the next answer waits out the jitter this one showed
+    assert p.target_ms >= p.stats.peak_ms * po.YOUNG_MARGIN  # and more: one answer shows less
     # a server sending far faster than real time (a whole answer at once) shows no jitter
     q = po.Playout()
     _stream(q, 0.0, [-i * 100 + rng.uniform(0, 2) for i in range(30)])

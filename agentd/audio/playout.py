@@ -29,7 +29,12 @@ FLOOR_MS = 10.0  # a clean link: scheduling slack only (thread wake-ups, the loo
 INITIAL_MS = 50.0
 CEILING_MS = 500.0  # beyond this a link is broken, not jittery: waiting longer helps no one
 MARGIN = 1.1  # headroom over the worst delay seen, and ...
-MARGIN_MS = 5.0  # ... at least this much
+MARGIN_MS = 8.0  # ... at least this much (a thread woken late on a busy machine)
+# One answer's few dozen chunks show less than the link's worst (their latest rarely follows
+# their earliest): 50 ± 30 ms showed 52–59 ms per answer, 60 over ten. Until YOUNG answers
+# are known their worst gets the wider margin.
+YOUNG = 3
+YOUNG_MARGIN = 1.25
 HISTORY = 10  # answers remembered: a jitter burst is forgotten ten answers later
 # One answer far later than all the others remembered (at least SPIKE_AFTER of them) is a
 # spike (a stalled scheduler, a lost segment resent), not a jittery link: like NetEQ's peak
@@ -78,11 +83,12 @@ class Playout:
         # Until an answer has shown the link, start conservatively (the stream in progress
         # has shown nothing yet at its first chunk: counting it made this the floor).
         want = FLOOR_MS if peaks else INITIAL_MS
+        margin = MARGIN if len(peaks) >= YOUNG else YOUNG_MARGIN
         if self._t0 is not None:  # (re)starting mid-stream: its own delays count too
             peaks.append(self._peak_ms)
         if peaks:
             worst = max(peaks)
-            want = max(want, worst * MARGIN, worst + MARGIN_MS)
+            want = max(want, worst * margin, worst + MARGIN_MS)
         return min(CEILING_MS, max(self._device_ms, want))
 
     def ran_dry(self) -> None:
