@@ -265,14 +265,12 @@ def test_endpoint_median_under_400_ms_without_cutting_natural_pauses() -> None:
 
 
 def test_adaptive_hangover_learns_a_slow_speakers_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A speaker pausing 300-450 ms mid-sentence: a fixed 250 ms hangover cuts them off again
-    and again; the adaptive one learns from the first pauses and stops cutting."""
+    """A speaker pausing 300-450 ms mid-sentence: a fixed 240 ms hangover (the default) cuts
+    them off again and again; the adaptive one learns from the first pauses and stops cutting."""
     monkeypatch.setattr(corpus, "PAUSE_MS", (300, 450))
     texts = corpus.PAUSED_PHRASES * 2
-    _, fixed = _scores(
-        VoiceSettings("hands_free", hangover_ms=250, adaptive_hangover=False), texts, range(2)
-    )
-    _, adaptive = _scores(VoiceSettings("hands_free", hangover_ms=250), texts, range(2))
+    _, fixed = _scores(VoiceSettings("hands_free", adaptive_hangover=False), texts, range(2))
+    _, adaptive = _scores(VoiceSettings("hands_free"), texts, range(2))
     print(f"premature cuts: fixed {fixed:.0%}, adaptive {adaptive:.0%}")
     assert fixed >= 0.2 and adaptive <= fixed / 3
 
