@@ -185,7 +185,7 @@ def test_playout_starts_at_once_on_a_clean_link_and_grows_only_with_jitter() -> 
     rng = np.random.default_rng(0)
     _stream(p, 100.0, [0, *rng.uniform(0, 60, 29)])  # another late answer: the link is jittery
     jittery = p.target_ms
-    assert 60 <= jittery <= 90  # covers the worst delay but the lone spike, with a margin
+    assert 80 * po.MARGIN <= jittery <= 100  # the spike is no longer lone: 80 ms, with a margin
     for k in range(po.HISTORY):
         _stream(p, 200.0 + k * 10, [0, 1, 2] * 10)
     assert p.target_ms <= 15  # the burst aged out: clean again, fast again
