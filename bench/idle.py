@@ -136,12 +136,19 @@ def main(seconds: float = IDLE_S, only: str | None = None) -> dict[str, float]:
                     out[f"{k}_wakeups_s"] = total
                     out[f"{k}_wakeups_beyond_capture_s"] = total - floor
                     out[f"{k}_server_wakeups_s"] = server
+                    # the process's whole count, the sound server's client thread included
+                    out[f"{k}_process_wakeups_beyond_capture_s"] = total + server - floor
                     out[f"{k}_rss_mb"] = r["rss_mb"]
                     print(
                         f"{rig} rig, {mode} idle {seconds:.0f} s: CPU {r['cpu_pct']:.2f}% of a "
                         f"core, {total:.0f} wakeups/s in the daemon's threads ({total - floor:+.0f} "
                         f"against the capture period's {floor:.0f}/s)"
-                        + (f" + {server:.0f}/s in the pulse plugin's threads" if server else "")
+                        + (
+                            f" + {server:.0f}/s in the pulse plugin's threads (the whole "
+                            f"process: {total + server - floor:+.0f})"
+                            if server
+                            else ""
+                        )
                         + f", RSS {r['rss_mb']:.1f} MB"
                     )
                     for name, w in sorted(r["threads"].items(), key=lambda kv: -kv[1]):

@@ -137,7 +137,7 @@ async def one_profile(name: str, delay_s: float, jitter_s: float, answers: int) 
             rng = np.random.default_rng(0)
             speech = (rng.standard_normal(8000) * 8000).astype("<i2").tobytes()
             assert d.playback is not None
-            lat, under, chosen, gaps = [], [], [], []
+            lat, under, chosen, gaps, peaks = [], [], [], [], []
             for n in range(
                 answers + 1
             ):  # answer 0 wakes the sound server's sink (~2 s): not counted
@@ -164,11 +164,16 @@ async def one_profile(name: str, delay_s: float, jitter_s: float, answers: int) 
                 if item in firsts and onset is not None:
                     lat.append((onset - firsts[item]) * 1000)
                 under.append(d.playback.stats.underruns - u0)
-                chosen.append(
-                    getattr(d.playback, "playout", None) and d.playback.playout.stats.chosen_ms
-                )
+                chosen.append(d.playback.playout.stats.chosen_ms)
+                peaks.append(d.playback.playout.stats.peak_ms)
         await relay.stop()
-    return {"latency_ms": lat, "underruns": under, "chosen_ms": chosen, "gaps_ms": gaps}
+    return {
+        "latency_ms": lat,
+        "underruns": under,
+        "chosen_ms": chosen,
+        "gaps_ms": gaps,
+        "peaks_ms": peaks,
+    }
 
 
 def main(answers: int = ANSWERS) -> dict[str, float]:
@@ -193,6 +198,10 @@ def main(answers: int = ANSWERS) -> dict[str, float]:
                 f"answer: {', '.join(f'{c:.0f}' for c in chosen) or 'fixed'} ms"
             )
             print(f"    latencies: {', '.join(f'{x:.0f}' for x in lat)} ms")
+            print(
+                "    link jitter measured per answer (lateness against its earliest chunk): "
+                f"{', '.join(f'{x:.0f}' for x in r['peaks_ms'])} ms"
+            )
             print(
                 f"    gaps heard in the room, by content: {', '.join(f'{g:.0f}' for g in r['gaps_ms'])}"
                 f" ms: {out[f'{key}_gapped_per_10']:.1f} answers per 10 with a gap over {GAP_MS} ms"

@@ -52,7 +52,7 @@ def test_defaults_match_design() -> None:
     assert cfg.turn.mode == "push_to_talk" and cfg.turn.detection == "local"
     assert (cfg.turn.max_turn_s, cfg.turn.idle_timeout_s) == (30, 20)
     assert (cfg.vad.aggressiveness, cfg.vad.preroll_ms) == (2, 300)
-    assert (cfg.vad.hangover_ms, cfg.vad.min_speech_ms) == (250, 150)  # issue 25: was 500
+    assert (cfg.vad.hangover_ms, cfg.vad.min_speech_ms) == (240, 150)  # issue 25: was 500
     assert cfg.vad.adaptive_hangover and cfg.turn.server_detector == "server_vad"
     assert (cfg.echo.mode, cfg.echo.tail_ms, cfg.echo.barge_in) == ("half_duplex", 250, "button")
     assert (cfg.button.pin, cfg.button.pull_up, cfg.button.bounce_ms) == (17, True, 30)

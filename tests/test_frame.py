@@ -113,9 +113,17 @@ async def test_hands_free_endpoint_is_the_hangover_at_every_period(
     finally:
         await probe.aclose()
     # the end of speech as the daemon's VAD sees it: the last voiced frame of the room's sound
+    # The answer plays into the same room: a probe still listening hears its first syllable,
+    # which is no part of the user's speech (taken for it, the turn "ended 91 ms before the
+    # last voiced frame", the daemon's own last voiced frame 421 ms before that syllable, once
+    # answers started sooner). The probe's clock is the daemon's: nothing the daemon plays is
+    # in the room before it entered "speaking".
+    answer_from = min((t for t, s in h.states if s == "speaking"), default=float("inf"))
     vad = webrtcvad.Vad(h.daemon.cfg.vad.aggressiveness)
     room_frames = chop(join(heard).audio, 16000, period, start=heard[0].timestamp)
-    spoken_end = max(f.end for f in room_frames if vad.is_speech(f.audio, 16000))
+    spoken_end = max(
+        f.end for f in room_frames if f.end <= answer_from and vad.is_speech(f.audio, 16000)
+    )
     delay_ms = (ended - spoken_end) * 1000
     hangover = h.daemon.gate.hangover_ms  # vad.hangover_ms, or longer as the adaptive one learned
     print(f"period {period} ms: turn ended {delay_ms:.0f} ms after the last voiced frame")

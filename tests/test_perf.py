@@ -5,7 +5,8 @@
   meanwhile the capture thread naps instead of waking per period;
 - the capture resampler holds back at most one frame (the endpoint is not held up);
 - adaptive playout (agentd/audio/playout.py): starts a stream at once on a clean link, grows
-  only when the link proves jittery, and the real Playback starts that fast;
+  only when the link proves jittery (one answer shows it, whatever its first chunk's luck),
+  and the real Playback starts that fast;
 - endpointing: ≤ 400 ms median, ≤ 2% premature cuts on the corpus with natural pauses; the
   adaptive hangover learns a slow speaker's pauses;
 - turn.server_detector: semantic_vad on the wire, and refused where it cannot work.
@@ -95,8 +96,13 @@ async def test_preroll_frames_come_in_batches_and_a_press_ends_the_batch() -> No
         while len(got) == waiting:
             await asyncio.sleep(0.001)
         waited = time.monotonic() - t_press
-        # handed over at once (the batch would end ≥ 0.6 s later), all that waited together
-        assert waited < 0.25 and len(got) - waiting >= 5, (waited, len(got) - waiting)
+        # Frames already converted are drained first, what piled up in the device follows
+        # from the thread a moment later (counting only the first of those was a race: 1 of
+        # 4 runs saw 2 frames): all that waited comes well before the batch would end.
+        await asyncio.sleep(0.1)
+        handed = sum(t - t_press < 0.25 for t, _ in got[waiting:])
+        # handed over at once (the batch would end ≥ 0.6 s later)
+        assert waited < 0.25 and handed >= 5, (waited, handed)
     finally:
         cap.stop()
 
@@ -129,8 +135,8 @@ async def test_gathering_capture_thread_naps_instead_of_waking_per_period() -> N
 
 
 def test_capture_resampler_holds_back_at_most_two_frames() -> None:
-    """The capture's 48 → 16 kHz conversion (soxr HQ), fed 20 ms reads, hands on all but
-    ≤ 40 ms of what it was given (measured: 37 ms at worst; LQ would hold ≤ 20 ms)."""
+    """The capture's 48 → 16 kHz conversion (soxr LQ), fed 20 ms reads, hands on all but
+    ≤ 20 ms of what it was given (measured: 20 ms at worst; HQ held 37 ms)."""
     from agentd.audio.alsa import CAPTURE_QUALITY
     from agentd.audio.resample import StreamResampler
 
@@ -142,7 +148,7 @@ def test_capture_resampler_holds_back_at_most_two_frames() -> None:
         held.append((i + 960) // 3 - out)
     worst_ms = max(held[5:]) / 16
     print(f"capture resampler holds back ≤ {worst_ms:.1f} ms")
-    assert worst_ms <= 40
+    assert worst_ms <= 21
 
 
 def test_push_to_talk_gate_skips_the_vad_while_the_button_is_up() -> None:
@@ -173,7 +179,9 @@ def _stream(p: po.Playout, t0: float, delays_ms: list[float], chunk_ms: float = 
 
 def test_playout_starts_at_once_on_a_clean_link_and_grows_only_with_jitter() -> None:
     p = po.Playout()
-    assert p.target_ms <= 20  # nothing known: start after one small packet's worth
+    p.arrived(0.0, 100)  # nothing known yet, not even at the first answer's first chunk
+    assert p.target_ms == po.INITIAL_MS  # (counting that chunk's own "delay" made it 10 ms)
+    p.ended()
     for k in range(5):
         _stream(p, k * 10.0, [0, 1, 2, 1, 0, 2] * 5)  # a clean link: a few ms of scheduling
     assert p.target_ms <= 15
@@ -182,7 +190,7 @@ def test_playout_starts_at_once_on_a_clean_link_and_grows_only_with_jitter() -> 
     rng = np.random.default_rng(0)
     _stream(p, 100.0, [0, *rng.uniform(0, 60, 29)])  # another late answer: the link is jittery
     jittery = p.target_ms
-    assert 60 <= jittery <= 90  # covers the worst delay but the lone spike, with a margin
+    assert 80 * po.MARGIN <= jittery <= 100  # the spike is no longer lone: 80 ms, with a margin
     for k in range(po.HISTORY):
         _stream(p, 200.0 + k * 10, [0, 1, 2] * 10)
     assert p.target_ms <= 15  # the burst aged out: clean again, fast again
@@ -192,9 +200,25 @@ def test_playout_starts_at_once_on_a_clean_link_and_grows_only_with_jitter() -> 
     assert p.target_ms >= 20 and p.stats.underruns == 1
 
 
+def test_playout_learns_the_jitter_from_one_answer_whatever_its_first_chunks_luck() -> None:
+    """A jittery answer whose first chunk came late looks clean against that chunk: measured
+    against it (the old rule), the next answer started at the floor and ran dry when its own
+    first chunk was early (the first answer of every 50 ± 30 ms run had a gap in the room)."""
+    rng = np.random.default_rng(1)
+    p = po.Playout()
+    _stream(p, 0.0, [60, *rng.uniform(0, 60, 29)])  # its first chunk the latest of all
+    assert p.target_ms >= 55  # the next answer waits out the jitter this one showed
+    assert p.target_ms >= p.stats.peak_ms * po.YOUNG_MARGIN  # and more: one answer shows less
+    # a server sending far faster than real time (a whole answer at once) shows no jitter
+    q = po.Playout()
+    _stream(q, 0.0, [-i * 100 + rng.uniform(0, 2) for i in range(30)])
+    assert q.target_ms <= 15
+
+
 async def test_playback_starts_a_clean_stream_within_the_adaptive_delay() -> None:
-    """The first chunk of a stream still arriving is written after ≤ 30 ms (the old fixed
-    jitter buffer waited 150 ms for every answer)."""
+    """The first chunk of a stream still arriving is written after ≤ 30 ms once an answer has
+    shown a clean link (the old fixed jitter buffer waited 150 ms for every answer), and the
+    streams play out without running dry (the playback resampler's look-ahead is covered)."""
     _, spk = rigs.clock_pcms()
     pb = Playback(OutputSettings(device=spk, rate=48000, channels=2, buffer_ms=60), 24000)
     pb.start()
@@ -216,7 +240,8 @@ async def test_playback_starts_a_clean_stream_within_the_adaptive_delay() -> Non
             while pb.busy():
                 await asyncio.sleep(0.01)
         print(f"stream start after {', '.join(f'{w:.0f}' for w in waits)} ms")
-        assert max(waits) <= 30
+        assert waits[0] <= po.INITIAL_MS + 15  # the first answer knows nothing yet
+        assert max(waits[1:]) <= 30
         assert pb.stats.underruns == 0  # and starting early did not make it run dry
     finally:
         pb.stop()
@@ -245,14 +270,12 @@ def test_endpoint_median_under_400_ms_without_cutting_natural_pauses() -> None:
 
 
 def test_adaptive_hangover_learns_a_slow_speakers_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A speaker pausing 300-450 ms mid-sentence: a fixed 250 ms hangover cuts them off again
-    and again; the adaptive one learns from the first pauses and stops cutting."""
+    """A speaker pausing 300-450 ms mid-sentence: a fixed 240 ms hangover (the default) cuts
+    them off again and again; the adaptive one learns from the first pauses and stops cutting."""
     monkeypatch.setattr(corpus, "PAUSE_MS", (300, 450))
     texts = corpus.PAUSED_PHRASES * 2
-    _, fixed = _scores(
-        VoiceSettings("hands_free", hangover_ms=250, adaptive_hangover=False), texts, range(2)
-    )
-    _, adaptive = _scores(VoiceSettings("hands_free", hangover_ms=250), texts, range(2))
+    _, fixed = _scores(VoiceSettings("hands_free", adaptive_hangover=False), texts, range(2))
+    _, adaptive = _scores(VoiceSettings("hands_free"), texts, range(2))
     print(f"premature cuts: fixed {fixed:.0%}, adaptive {adaptive:.0%}")
     assert fixed >= 0.2 and adaptive <= fixed / 3
 

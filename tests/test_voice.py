@@ -263,7 +263,10 @@ def test_corpus_onsets_and_endpoints_do_not_depend_on_the_period(ms: int) -> Non
     """The same espeak speech cut into 10 or 30 ms frames opens and ends its turns when 20 ms
     frames do: every onset within one frame, endpoints within one frame at the median. (The
     VAD itself decides a little differently on shorter or longer frames near a word's tail,
-    up to two frames.) With FRAME_MS = 20 the endpoints moved by -250 and +250 ms."""
+    up to two frames; and the adaptive hangover learns from pauses measured in whole frames:
+    at 30 ms a 210 ms pause taught 250 ms, counted as 270, while at 20 ms the same pause,
+    200 ms, left the 240 ms default: one frame more.) With FRAME_MS = 20 the endpoints moved
+    by -250 and +250 ms."""
     rec = corpus.scene(corpus.PHRASES, np.random.default_rng(0))
     ref_starts, ref_ends = _turns(rec, 20)
     starts, ends = _turns(rec, ms)
@@ -271,7 +274,7 @@ def test_corpus_onsets_and_endpoints_do_not_depend_on_the_period(ms: int) -> Non
     assert starts.size == ends.size == ref_starts.size == len(rec.spans)
     assert np.abs(starts - ref_starts).max() <= frame_s + 1e-9
     assert abs(float(np.median(ends - ref_ends))) <= frame_s + 1e-9
-    assert np.abs(ends - ref_ends).max() <= 2 * 0.03 + 1e-9
+    assert np.abs(ends - ref_ends).max() <= 3 * 0.03 + 1e-9
 
 
 @pytest.mark.parametrize("ms", [10, 30])

@@ -36,10 +36,12 @@ REOPEN_MAX_S = 10.0
 CAPTURE_PERIODS = 10  # 200 ms of card buffer: rides out a scheduling hiccup, adds no latency
 CAPTURE_QUEUE_FRAMES = 100  # 2 s of 20 ms frames between the capture thread and the loop
 # soxr streams its output in blocks: HQ (like MQ) holds back 22 ms of the newest audio on
-# average, 37 ms at worst (48 → 16 kHz in 20 ms reads); LQ holds 11 ms, 20 at worst, and took
-# 20 ms off hands-free voice-to-voice, but with 30 ms frames the VAD then ended turns before
-# their last voiced frame (tests/test_frame.py, 2 of 4 runs; 0 of 4 at HQ): HQ it is.
-CAPTURE_QUALITY = "HQ"
+# average, 37 ms at worst (48 → 16 kHz in 20 ms reads); LQ holds 11 ms, 20 at worst: the
+# endpoint reaches the loop that much sooner. LQ is flat to 6 kHz; the VAD looks below 4 kHz.
+# (tests/test_frame.py failed with it, 2 runs of 4: its probe took the answer's first
+# syllable, which came sooner, for the user's speech; fixed there.) The steady engine would
+# hold a constant 12.5 ms, at ~6× the CPU of a microphone that runs all day.
+CAPTURE_QUALITY = "LQ"
 STALL_S = 5.0  # a device thread silent this long is unhealthy (watchdog stops pinging)
 FRAMES_STALL_S = 2.0  # an open microphone whose frames have not reached the loop this long
 PLAYBACK_STALL_S = 1.0  # audio waiting and the speaker took none of it: a hung device
@@ -473,9 +475,12 @@ class Playback(_DeviceThread):
         rate = rate or self.source_rate
         rs = self._rs.get(rate)
         if rs is None or rs.out_rate != self.card_rate:
-            # LQ: 2 ms of look-ahead held back (MQ holds 28 ms, HQ 31 ms: added to every
-            # answer's start); its 16-bit, ~80% passband is more than a speaker's voice needs
-            rs = self._rs[rate] = StreamResampler(rate, self.card_rate, quality="LQ")
+            # Steady: a stream arriving in real time must be playable in real time. LQ at
+            # 24 → 48 kHz fell up to 20 ms behind its input between blocks, and the playout
+            # delay had to cover that on every answer (a clean link "showed" 20 ms of jitter);
+            # the steady engine is a constant 10 ms behind from the first chunk, so nothing
+            # grows. Its ~1.5 ms of CPU per second of answer is paid only while answering.
+            rs = self._rs[rate] = StreamResampler(rate, self.card_rate, steady=True)
         if self._refuse(len(pcm) // 2, rate, last):
             rs.reset()
             return

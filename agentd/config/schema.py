@@ -157,7 +157,8 @@ class VadSettings:
     """webrtcvad mode 0..3 (higher rejects more non-speech)."""
     preroll_ms: int = _opt(300, 0, 2000)
     """Audio kept from before the onset (milliseconds)."""
-    hangover_ms: int = _opt(250, 100, 5000)
+    # 240: whole 10, 20 and 30 ms frames (250 was counted as 260 at 20 ms, 270 at 30)
+    hangover_ms: int = _opt(240, 100, 5000)
     """Silence that ends speech (milliseconds)."""
     min_speech_ms: int = _opt(150, 0, 5000)
     """Shorter bursts are not sent (milliseconds)."""

@@ -45,7 +45,7 @@ class VoiceSettings:
     mode: str  # push_to_talk | toggle | hands_free
     aggressiveness: int = 2
     preroll_ms: int = 300
-    hangover_ms: int = 250
+    hangover_ms: int = 240
     min_speech_ms: int = 150
     echo_mode: str = "half_duplex"
     tail_ms: int = 250
