@@ -147,6 +147,9 @@ class FarEnd:
         self.kind = "idle"
         self.learned: dict[str, float] = {}
         self.started_at = 0.0  # the current stream's first sample leaves the speaker then
+        # ... and its first sound (not silence: a continuous stream, echo.mode aec, starts
+        # with silence and may run for hours): the stream's delay can be measured from then
+        self.sounded_at: float | None = None
 
     def written(self, samples: np.ndarray, rate: int, at: float | None = None) -> None:
         """Playback's tap: int16 mono ``samples`` at the card ``rate`` just handed to ALSA,
@@ -172,7 +175,7 @@ class FarEnd:
                 self.kind = "idle" if nxt is None or at - nxt > IDLE_GAP_S else "restart"
                 # a kind not learned yet starts where the last stream was
                 self.offset = self.learned.setdefault(self.kind, self.offset)
-                self.started_at = at
+                self.started_at, self.sounded_at = at, None
             self._rs = StreamResampler(rate, VAD_RATE, quality="MQ")
             self._t0, self._out = at, 0
             nxt = at
@@ -189,6 +192,8 @@ class FarEnd:
         if not x.size:
             return
         with self._lock:
+            if self.sounded_at is None and x.any():
+                self.sounded_at = t + int(np.argmax(x != 0)) / VAD_RATE
             self._chunks.append((t, x))
             self._far_end = t + x.size / VAD_RATE
             self._held += x.size
@@ -252,7 +257,7 @@ class FarEnd:
         early in a stream, for the next stream of its kind)."""
         with self._lock:
             self.offset += by
-            if self._mic is not None and self._mic - self.started_at < LEARN_S:
+            if self._mic is not None and self._mic - (self.sounded_at or self._mic) < LEARN_S:
                 self.learned[self.kind] = self.offset
 
     def recent(self) -> np.ndarray:
@@ -331,8 +336,8 @@ class Aligner:
         if self._confirmed == far.streams:
             return True
         with far._lock:
-            mic = far._mic
-        return mic is None or mic - far.started_at >= SETTLE_MAX_S
+            mic, sounded = far._mic, far.sounded_at
+        return mic is None or (sounded is not None and mic - sounded >= SETTLE_MAX_S)
 
     @staticmethod
     def _measure(x: np.ndarray, f: np.ndarray, lo: int) -> tuple[float, float] | None:
