@@ -324,3 +324,48 @@ def test_voice_barge_in_waits_until_the_streams_echo_delay_is_confirmed() -> Non
     assert not any(policy.frame(20, True, loud, 100.0, settled=False) for _ in range(100))
     fired = [policy.frame(20, True, loud, 100.0, settled=True) for _ in range(60)]
     assert any(fired) and fired.index(True) >= 5  # evidence counted from the settled frames
+
+
+def test_a_continuous_stream_stays_settled_across_answers_until_a_flush_restarts_it() -> None:
+    """echo.mode aec keeps the speaker's stream running on silence: once the echo's delay is
+    confirmed on it, the next answer in the same stream is trusted from its first frame (no
+    wait per answer); a flush (drop) restarts the stream, whose delay is unconfirmed again
+    until measured, or until SETTLE_MAX_S after its first sound (not after its start)."""
+    import numpy as np
+
+    from agentd.audio.echo import SETTLE_MAX_S, EchoCanceller, EchoSetup
+    from agentd.audio.frame import AudioFrame
+    from tests import voice_eval
+
+    speech = np.frombuffer(to_int16_(voice_eval._playback(np.random.default_rng(5), 2.0)), "<i2")
+    sil = np.zeros(16000, np.int16)
+    ec = EchoCanceller(EchoSetup(aec=True))
+    far, t0, d = ec.far, 50.0, 320  # the echo 20 ms behind its reference (the target)
+
+    def run(far_signal: np.ndarray, start: float, probes: dict[float, bool]) -> None:
+        mic = np.concatenate([np.zeros(d, np.int16), far_signal // 2])[: far_signal.size]
+        for k in range(far_signal.size // 320):
+            far.written(far_signal[k * 320 : (k + 1) * 320], 16000, start + k * 0.02)
+            ec.process(
+                AudioFrame(
+                    mic[k * 320 : (k + 1) * 320].tobytes(), 16000, timestamp=start + k * 0.02
+                )
+            )
+            for at in probes:
+                if abs(k * 0.02 - at) < 0.01:
+                    probes[at] = ec.settled
+
+    # one stream: 1 s silence, an answer, 2 s silence, another answer
+    seen = {1.1: True, 5.04: False}
+    run(np.concatenate([sil, speech, sil, sil, speech]), t0, seen)
+    assert far.streams == 1
+    assert ec.aligner is not None and ec.aligner.moves == 0, ec.aligner.measured
+    assert seen == {1.1: False, 5.04: True}  # unsettled at the first answer, not the second
+    far.dropped(t0 + 7.0)  # a flush: the stream restarts (its latency may differ)
+    seen = {1.5: True, 2.04: True}
+    n = len(ec.aligner.measured)
+    run(np.concatenate([sil, sil, speech]), t0 + 7.0, seen)
+    assert far.streams == 2
+    assert seen == {1.5: False, 2.04: False}  # 2 s of silence, then its first sound: unsure
+    assert ec.settled and SETTLE_MAX_S < 2.0  # measured within the answer (or timed out)
+    assert len(ec.aligner.measured) > n

@@ -293,8 +293,13 @@ class Aligner:
         self.measured: list[float] = []  # each delay found (seconds; for benches and tests)
         self.moves = 0  # corrections made
         self._confirmed = -1  # the far end's stream whose delay a measurement confirmed
+        self._moved_at = -math.inf  # the microphone's time of the last move
+        self._stream = -1  # the far end's stream the gathered windows belong to
 
     def block(self, near: np.ndarray, far: np.ndarray) -> None:
+        if self._stream != self.far.streams:  # a new stream: the old one's windows say
+            self._stream = self.far.streams  # nothing of its delay
+            self._near, self._refs, self._held, self._sound = [], [], 0, False
         loud = bool(far.any())
         if not loud and not self._sound:
             self._near, self._refs, self._held = [], [], 0
@@ -326,6 +331,8 @@ class Aligner:
             self._confirmed = -1  # the echo leaked until now: confirmed again after the move
             self.moves += 1
             self.far.move(lag - TARGET_S)
+            with self.far._lock:
+                self._moved_at = self.far._mic or -math.inf
             # what was gathered is placed the old way: start again
             self._near, self._refs, self._held = [], [], 0
             self._sound = False
@@ -337,7 +344,10 @@ class Aligner:
             return True
         with far._lock:
             mic, sounded = far._mic, far.sounded_at
-        return mic is None or (sounded is not None and mic - sounded >= SETTLE_MAX_S)
+        # unconfirmed: trusted SETTLE_MAX_S after the stream's first sound or the last move
+        # (a continuous stream, echo.mode aec, may run for hours: its start says nothing)
+        since = max(sounded if sounded is not None else math.inf, self._moved_at)
+        return mic is None or mic - since >= SETTLE_MAX_S
 
     @staticmethod
     def _measure(x: np.ndarray, f: np.ndarray, lo: int) -> tuple[float, float] | None:
