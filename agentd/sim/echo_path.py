@@ -187,6 +187,9 @@ def run_filter(src: str = "mic", dst: str = "earspk", drift_ppm: float = DRIFT_P
         if n < 0:
             print("echo path rig: capture overrun", file=sys.stderr, flush=True)
         if n <= 0 or instant >= (2 if t - start < STARTUP_S else RIG_BACKLOG_BLOCKS):
+            if n > 0 and t - start >= STARTUP_S:  # a jump in the echo's delay: said
+                print(f"echo path rig: {n * 1000 // RATE} ms of backlog dropped",
+                      file=sys.stderr, flush=True)  # fmt: skip
             continue
         x = to_float(data[: n * 2])
         y = path.process(x)
