@@ -41,8 +41,16 @@ FAR_KEEP_S = 2.0  # far end waiting beyond this is stale (the mic stopped): drop
 LEAD_S = 0.0
 TARGET_S = 0.02  # the echo's delay behind its reference, kept for every stream (Aligner)
 IDLE_GAP_S = 0.5  # a stream after this much silence started from idle, sooner: restarted
-LEARN_S = 1.5
-SETTLE_MAX_S = 1.0  # a stream's delay not confirmed by then (someone talks): trusted anyway  # the aligner's moves this early in a stream are learned for its kind
+# A stream's delay not confirmed by then (from its first sound; someone talks): trusted
+# anyway. AEC3 re-learns a new delay it was not handed over ~2 s: at 1 s the rig's echo
+# (a bulk delay beyond the aligner's reach) still leaked at -30 dBFS and cut the answer.
+SETTLE_MAX_S = 3.0
+LEARN_S = 1.5  # the aligner's moves this early in a stream are learned for its kind
+# The canceller shows it has the stream's delay: this much echo removed (raw microphone
+# energy over cancelled, dB) over CONVERGED_BLOCKS 10 ms blocks of far-end sound in a row;
+# in the rig it removes ~34 dB when converged, 0-10 dB while it re-learns.
+CONVERGED_DB = 15.0
+CONVERGED_BLOCKS = 50
 ALIGN_RATE = 4000  # the aligner works on the signals averaged down to this rate
 ALIGN_S = 0.2  # each window of the reference matched against the microphone
 ALIGN_STEP_S = ALIGN_S  # ... one after the other (overlapping ones "agree" by themselves)
@@ -272,6 +280,10 @@ class FarEnd:
             return self._held
 
 
+def _energy(x: np.ndarray) -> float:
+    return float(np.dot(x.astype(np.float64), x.astype(np.float64)))
+
+
 class Aligner:
     """Keeps the echo's delay behind its reference the same, whatever the sound server does.
 
@@ -295,11 +307,13 @@ class Aligner:
         self._confirmed = -1  # the far end's stream whose delay a measurement confirmed
         self._moved_at = -math.inf  # the microphone's time of the last move
         self._stream = -1  # the far end's stream the gathered windows belong to
+        self._erle: deque[tuple[float, float]] = deque()  # (raw, cancelled) energy per block
 
     def block(self, near: np.ndarray, far: np.ndarray) -> None:
         if self._stream != self.far.streams:  # a new stream: the old one's windows say
             self._stream = self.far.streams  # nothing of its delay
             self._near, self._refs, self._held, self._sound = [], [], 0, False
+            self._erle.clear()
         loud = bool(far.any())
         if not loud and not self._sound:
             self._near, self._refs, self._held = [], [], 0
@@ -333,9 +347,24 @@ class Aligner:
             self.far.move(lag - TARGET_S)
             with self.far._lock:
                 self._moved_at = self.far._mic or -math.inf
+            self._erle.clear()
             # what was gathered is placed the old way: start again
             self._near, self._refs, self._held = [], [], 0
             self._sound = False
+
+    def cancelled(self, near: np.ndarray, out: np.ndarray, far: np.ndarray) -> None:
+        """The canceller's output ``out`` for the block ``near`` just measured: echo removed
+        deeply over CONVERGED_BLOCKS of far-end sound confirms the stream's delay too (the
+        rig's bulk delay is beyond the aligner's reach, AEC3 finds it itself)."""
+        if self._confirmed == self.far.streams or _energy(far) < BLOCK * ALIGN_MIN_RMS**2:
+            return
+        self._erle.append((_energy(near), _energy(out)))
+        if len(self._erle) > CONVERGED_BLOCKS:
+            self._erle.popleft()
+        if len(self._erle) == CONVERGED_BLOCKS:
+            raw, left = (sum(v) for v in zip(*self._erle, strict=True))
+            if raw >= 10 ** (CONVERGED_DB / 10) * max(left, 1.0):
+                self._confirmed = self.far.streams
 
     @property
     def settled(self) -> bool:
@@ -428,7 +457,10 @@ class EchoCanceller:
                 self.aligner.block(x, far)
             self._heard += bool(far.any())
             if self._aec is not None:
-                x = self._aec.process(x, far)
+                y = self._aec.process(x, far)
+                if self.aligner is not None:
+                    self.aligner.cancelled(x, y, far)
+                x = y
             if self._ns is not None:
                 x = self._ns.process(x)
             if self._agc is not None:
