@@ -38,7 +38,11 @@ RIG_BLOCK = 2 * BLOCK  # the rig's process works 20 ms at a time
 RIG_CAPTURE_PERIODS = 25  # 0.5 s of capture buffer: the process may be held up that long
 RIG_OUT_PERIODS = 10  # 0.2 s of output buffer ...
 RIG_PREFILL_S = 0.12  # ... kept this full: part of the echo's bulk delay
-RIG_BACKLOG_BLOCKS = 3  # this many capture reads in a row that did not wait: a backlog, dropped
+# This many capture reads in a row that did not wait: a backlog, dropped. A backlog from the
+# process being late is what the output buffer lost meanwhile: kept, the echo's delay stays;
+# dropped, it jumps by what was dropped and AEC3 leaked at -30 dBFS while it re-learned (the
+# real daemon cut its answers after each 20 ms drop at 3). Only a longer one is dropped.
+RIG_BACKLOG_BLOCKS = 8
 STARTUP_S = 1.5  # the rig drops its record stream's start-up backlog this long
 
 
