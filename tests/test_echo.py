@@ -26,12 +26,6 @@ def _talker(room: rigs.PulseRoom, rig: EchoRig | None, tmp: Path) -> echo_scenes
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue 22 point 4 not met: in the plain room PulseAudio restarts playback streams "
-    "with latencies ~20 ms apart; the aligner re-finds the delay within ~0.5 s, but some answers "
-    "are still cut meanwhile (passed in some runs of 3; counts: bench/echo.py --e2e, README Performance)",
-    strict=False,
-)
 @pytest.mark.parametrize("pace", [1.0, 5.0])
 async def test_no_self_interruption_in_the_plain_room(
     room: rigs.PulseRoom, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pace: float
@@ -47,12 +41,21 @@ async def test_no_self_interruption_in_the_plain_room(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue 22 point 4 not met: through the echo path rig the real daemon still cuts "
-    "some echo-only answers (passed in some runs of 3; counts: bench/echo.py --e2e, README Performance)",
-    strict=False,
+@pytest.mark.parametrize(
+    "pace",
+    [
+        1.0,
+        pytest.param(
+            5.0,
+            marks=pytest.mark.xfail(
+                reason="issue 22 point 4 not met: at 5× delivery through the echo path rig a "
+                "fresh daemon still cut one of its first two answers in 2 of 3 runs (1× and the "
+                "plain room passed 3 of 3; counts: bench/echo.py --e2e, README Performance)",
+                strict=False,
+            ),
+        ),
+    ],
 )
-@pytest.mark.parametrize("pace", [1.0, 5.0])
 async def test_no_self_interruption_through_the_echo_path(
     room: rigs.PulseRoom,
     echo_rig: EchoRig,
