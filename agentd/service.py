@@ -388,10 +388,17 @@ class Daemon:
             self.cfg.audio.input, loop, self._on_mic, lambda e: self._audio_status("capture", e)
         )
         self._pb_faults = 0
-        self.playback.far_end = self.far_end if self.echo is not None else None
+        self._tap_far_end()
         self.playback.start()
         self.capture.start()
         self.hat.open_volume(self.cfg.audio.output)
+
+    def _tap_far_end(self) -> None:
+        """The canceller's far end is tapped from the writer; with AEC the speaker's stream
+        runs continuously (silence between answers), so its latency stays put."""
+        if self.playback is not None:
+            self.playback.far_end = self.far_end if self.echo is not None else None
+            self.playback.continuous = self.echo is not None and self.echo.setup.aec
 
     async def _stop_audio(self) -> None:
         """Joined off the loop: a thread stuck in a driver call must not freeze the daemon."""
@@ -876,8 +883,7 @@ class Daemon:
         if setup != echo.EchoSetup.of(old.echo, old.audio.input):
             log.info("reload: microphone processing changed: %s", setup)
             self.echo = echo.make(setup, self.far_end)
-            if self.playback is not None:
-                self.playback.far_end = self.far_end if self.echo is not None else None
+            self._tap_far_end()
         if self.link is not None:
             session = self.link.session
             if self.link.configure(new, self._key()):

@@ -12,7 +12,8 @@ End to end (``--e2e [ANSWERS [TRIALS]]``): the real daemon, the simulator and th
 room (plain, and through the rig) answering questions with nobody talking over them, at 1×
 and 5× delivery (ANSWERS per case, four cases: self-interruptions counted); then, through
 the rig, TRIALS voice barge-ins at SER -5 and -10 dB (latency from the talker's speech
-entering the microphone's signal to playback stopped with cancel + truncate sent), and one
+reaching the microphone's sink, after the rig's own output buffer, to playback stopped with
+cancel + truncate sent), and one
 more answer after them that must play whole.
 """
 
@@ -469,8 +470,10 @@ def _barge_report(out: dict[str, float], ser: float, res: list[Barge]) -> None:
     print(
         f"  voice barge-in at SER {ser:g} dB: p95 {p95:.0f} ms (≤ {target}), median "
         f"{np.median(lat) if lat else float('nan'):.0f} ms, {missed} of {len(res)} missed "
-        f"(counted as never), {cut} answers cut themselves before the talker; cancel sent {sum(r.cancel_sent for r in res)}/{len(lat)}; "
-        f"truncate vs Playback's count: max {max(errs) if errs else float('nan'):.0f} ms",
+        f"(counted as never), {cut} answers cut themselves before the talker; cancel sent "
+        f"{sum(r.cancel_sent for r in res)}/{len(lat)}; truncate vs Playback's count: max "
+        f"{max(errs) if errs else float('nan'):.0f} ms; (the rig's own output buffer, not "
+        f"counted: median {np.median([r.rig_ms for r in res]) if res else float('nan'):.0f} ms)",
         flush=True,
     )
 

@@ -1,5 +1,6 @@
 """What the real daemon costs while it waits: `agentd run` idle against the simulator, push-to-talk
-and hands-free (VAD running), each for IDLE_S seconds, on two rigs:
+and hands-free (VAD running), hands-free with echo.mode aec (the canceller on every frame,
+the speaker stream kept running on silence), each for IDLE_S seconds, on two rigs:
 
 - card: the `clockmic`/`clockspk` ALSA PCMs (tests/alsa_clock.c), which move frames by the
   clock and wake poll() per period as a sound card does: what a device costs;
@@ -91,15 +92,18 @@ def measure(pid: int, seconds: float) -> dict[str, Any]:
     }
 
 
-def run_idle(sim_url: str, mode: str, seconds: float, mic: str, spk: str) -> dict[str, Any]:
+def run_idle(
+    sim_url: str, mode: str, seconds: float, mic: str, spk: str, echo: str = "half_duplex"
+) -> dict[str, Any]:
     cfg = daemon_config(
-        DIR / f"{mode}-{mic}.yaml",
+        DIR / f"{mode}-{echo}-{mic}.yaml",
         sim_url,
         DIR / f"{mode}.sock",
         mic,
         spk,
         audio={"input": {"period_ms": PERIOD_MS}, "output": {"channels": 2}},
         turn={"mode": mode},
+        echo={"mode": echo},
     )
     with agentd_run(cfg, DIR / f"{mode}-{mic}.notify") as (pid, _):
         time.sleep(3.0)  # connected, devices open, start-up work done
@@ -107,6 +111,13 @@ def run_idle(sim_url: str, mode: str, seconds: float, mic: str, spk: str) -> dic
 
 
 RIGS = {"card": ("clockmic", "clockspk"), "room": ("mic", "spk")}
+# hands-free with echo.mode aec: the canceller runs on every frame and the speaker's stream
+# never stops (silence written between answers, agentd/audio/alsa.py): its idle cost
+MODES = (
+    ("push_to_talk", "ptt", "half_duplex"),
+    ("hands_free", "hf", "half_duplex"),
+    ("hands_free", "hf_aec", "aec"),
+)
 SERVER_THREADS = ("threaded-ml",)  # the pulse plugin's client threads: the sound server's cost
 
 
@@ -122,8 +133,8 @@ def main(seconds: float = IDLE_S, only: str | None = None) -> dict[str, float]:
             for rig, (mic, spk) in RIGS.items():
                 if only and rig != only:
                     continue
-                for mode, key in (("push_to_talk", "ptt"), ("hands_free", "hf")):
-                    r = await asyncio.to_thread(run_idle, sim.url, mode, seconds, mic, spk)
+                for mode, key, echo in MODES:
+                    r = await asyncio.to_thread(run_idle, sim.url, mode, seconds, mic, spk, echo)
                     ours = {
                         k: v for k, v in r["threads"].items() if not k.startswith(SERVER_THREADS)
                     }
@@ -140,7 +151,8 @@ def main(seconds: float = IDLE_S, only: str | None = None) -> dict[str, float]:
                     out[f"{k}_process_wakeups_beyond_capture_s"] = total + server - floor
                     out[f"{k}_rss_mb"] = r["rss_mb"]
                     print(
-                        f"{rig} rig, {mode} idle {seconds:.0f} s: CPU {r['cpu_pct']:.2f}% of a "
+                        f"{rig} rig, {mode}{' + aec' if echo == 'aec' else ''} idle "
+                        f"{seconds:.0f} s: CPU {r['cpu_pct']:.2f}% of a "
                         f"core, {total:.0f} wakeups/s in the daemon's threads ({total - floor:+.0f} "
                         f"against the capture period's {floor:.0f}/s)"
                         + (

@@ -89,6 +89,11 @@ class _Cue:
         assert t is not None, "the rig never started the cue"
         return t
 
+    @property
+    def mixed(self) -> float:
+        t = Cues.mixed(self.cue)
+        return self.started if t is None else t
+
 
 @dataclass
 class Answers:
@@ -149,8 +154,8 @@ PHRASES = (
 @dataclass
 class Barge:
     """One voice barge-in over a playing answer: ``latency_ms`` from the moment the talker's
-    speech was mixed into the microphone's signal (the rig's cue) until playback was stopped
-    (the flush reached ALSA), with cancel + truncate sent by then; None if not detected
+    speech reached the microphone's sink (the rig's cue, after the rig's own output buffer)
+    until playback was stopped (the flush reached ALSA), with cancel + truncate sent by then; None if not detected
     within ``wait_s``. ``truncate_ms`` is what the truncate said was heard, ``heard_ms``
     Playback's own count at that moment."""
 
@@ -159,6 +164,7 @@ class Barge:
     cancel_sent: bool = False
     truncate_ms: int | None = None
     heard_ms: int | None = None
+    rig_ms: float = 0.0  # the rig's own output buffer: mixed in this long before it was heard
 
 
 async def barge_in(
@@ -209,4 +215,5 @@ async def barge_in(
         cancel_sent=bool(cancels),
         truncate_ms=int(truncs[0]["audio_end_ms"]) if truncs else None,
         heard_ms=heard,
+        rig_ms=(cue.started - cue.mixed) * 1000 if isinstance(cue, _Cue) else 0.0,
     )

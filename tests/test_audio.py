@@ -232,9 +232,12 @@ async def test_room_speech_reaches_capture_in_real_time(
     assert duration > 1.5
 
 
+@pytest.mark.parametrize("continuous", [False, True])
 async def test_playback_into_room_comes_out_of_monitor_and_flush_silences(
-    room: rigs.PulseRoom,
+    room: rigs.PulseRoom, continuous: bool
 ) -> None:
+    """Also with the stream kept running on silence (echo.mode aec): the flush silences it
+    at once and the accounting is what played."""
     frames: list[tuple[float, bytes]] = []
     cap = Capture(
         InputSettings(device="mic", rate=48000, channels=2),
@@ -242,6 +245,7 @@ async def test_playback_into_room_comes_out_of_monitor_and_flush_silences(
         lambda f: frames.append((time.monotonic(), f.audio)),
     )
     pb = Playback(OutputSettings(device="spk", rate=48000, buffer_ms=80), 24000)
+    pb.continuous = continuous
     cap.start()
     pb.start()
     try:
@@ -268,15 +272,19 @@ async def test_playback_into_room_comes_out_of_monitor_and_flush_silences(
     assert pb.heard_ms("item_A") == pytest.approx(heard, abs=100)
 
 
-async def test_only_running_dry_mid_stream_is_an_underrun() -> None:
+@pytest.mark.parametrize("continuous", [False, True])
+async def test_only_running_dry_mid_stream_is_an_underrun(continuous: bool) -> None:
     """Every answer and cue ends with the speaker running dry: that is no fault. A stream
     that runs dry before its end (audio arriving late) is, once per gap. On clockspk, a card's
-    clock: every frame given is played, none twice."""
+    clock: every frame given is played, none twice. Kept running on silence (echo.mode aec)
+    the same holds of the audio, and the device's stream never runs dry at all."""
     _, spk = rigs.clock_pcms()
     pb = Playback(OutputSettings(device=spk, rate=48000, buffer_ms=60), 24000)
+    pb.continuous = continuous
     pb.start()
     try:
         await asyncio.to_thread(pb.opened.wait, 10)
+        t0 = time.monotonic()
         for _ in range(3):  # three whole cues with silence between them
             pb.play(to_int16(sine(440, 24000, 0.3, 0.1)), last=True)
             await asyncio.sleep(1.0)
@@ -285,15 +293,18 @@ async def test_only_running_dry_mid_stream_is_an_underrun() -> None:
         # wait (playout.CEILING_MS) plus a part, so the adaptive delay cannot hide the gap
         for _ in range(2):
             pb.play(to_int16(sine(440, 24000, 0.3, 0.1)), item="a")
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.2)
         pb.play(to_int16(sine(440, 24000, 0.3, 0.1)), item="a", last=True)
         await asyncio.sleep(1.2)
         assert pb.stats.underruns == 2
+        ran_s = time.monotonic() - t0
     finally:
         pb.stop()
     played = rigs.clockspk_played()
     loud = np.count_nonzero(np.abs(played) > 100)
     assert loud == pytest.approx(6 * 0.3 * 48000, rel=0.05), loud  # all six tones, once
+    if continuous:  # silence between them: the card's clock ran on without a gap
+        assert played.size >= 0.97 * ran_s * 48000, (played.size / 48000, ran_s)
 
 
 def test_test_audio_reports_levels_and_plays_back(tmp_path: Path) -> None:
@@ -447,16 +458,18 @@ async def test_frozen_microphone_is_unhealthy_and_recovers() -> None:
 
 
 @pytest.mark.slow  # > 10 s: scripts/test-slow keeps the fast suite under 10 min
+@pytest.mark.parametrize("continuous", [False, True])
 async def test_interruptions_in_a_row_on_an_ioplug_do_not_silence_the_speaker(
-    room: rigs.PulseRoom,
+    room: rigs.PulseRoom, continuous: bool
 ) -> None:
     """Barge-in twice in a row: the answer is flushed, the next audio starts, and the echo of
     its first syllable interrupts again before the sound server has taken any of it. drop()
     then leaves the pulse plugin in SETUP with its buffer full and avail() at 0 for ever (an
     ioplug keeps its pointers), and a writer that waits for room never wrote again: every
     later answer "truncated at 0 ms heard". Each next answer must play whole, and without
-    the stall guard's help."""
+    the stall guard's help (also with the stream kept running on silence, echo.mode aec)."""
     pb = Playback(OutputSettings(device="spk", rate=48000, buffer_ms=80), 24000)
+    pb.continuous = continuous
     pb.start()
     try:
         await asyncio.to_thread(pb.opened.wait, 10)

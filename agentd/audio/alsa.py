@@ -459,6 +459,12 @@ class Playback(_DeviceThread):
         self.stall_limit = PLAYBACK_START_S  # PLAYBACK_STALL_S once the stream is running
         self.playout = Playout()  # guarded by _lock: play() feeds it, the thread reads it
         self.far_end: FarEnd | None = None  # the echo canceller's tap: what ALSA was handed
+        # echo.mode aec: the stream never stops (silence is written while nothing plays), so
+        # the sound server keeps one latency and the echo's delay behind its reference stays
+        # put; every (re)start came with its own, ~20 ms apart, and AEC3 leaked echo for
+        # ~2 s while it re-learned (issue 22). Only a flush (an interruption) restarts it.
+        self.continuous = False
+        self._sound_end = 0  # the writer's position after the last audio that was not filler
 
     # -------------------------------------------------------------- loop side
 
@@ -674,10 +680,13 @@ class Playback(_DeviceThread):
                     self._written = self.played_position_locked(now)
                     for s in self._segments:
                         s.end = min(s.end, self._written)
+                    self._sound_end = min(self._sound_end, self._written)
                     self._in_buffer, self._snap_t, self.ends_at = 0, now, now
                 start_pos = self._written
             avail = pcm.avail()  # type: ignore[attr-defined]
             in_buf = self.buffer_frames - avail if avail >= 0 and not dropped else 0
+            # what the device holds of real audio (the rest, continuous mode's filler)
+            sound = min(in_buf, max(0, self._sound_end - (self._written - in_buf)))
             played = in_buf < prev_in_buf and not dropped  # the device drained some
             # Running dry mid-stream: ALSA may say so (avail < 0, a failed write), but the pulse
             # plugin often does not; our own clock of what was written always does.
@@ -688,7 +697,7 @@ class Playback(_DeviceThread):
                     self._underrun()
             if chunk is None:
                 with self._lock:
-                    if self._pending and (in_buf > 0 or self._ready_to_start(now)):
+                    if self._pending and (sound > 0 or self._ready_to_start(now)):
                         item, chunk, chunk_last = self._pending.popleft()
                         self._pending_frames -= chunk.size
                         self._held_frames = chunk.size
@@ -719,9 +728,16 @@ class Playback(_DeviceThread):
                                     _Segment(item, self._written, self._written + n)
                                 )
                             self._written += n
+                            self._sound_end = self._written
                         in_buf += n
+                        sound = in_buf
                         chunk = chunk[n:] if n < chunk.size else None
                         tail_ended = chunk is None and chunk_last
+            if self.continuous and chunk is None and not self.suspect and (avail != 0 or dropped):
+                took = self._fill(pcm, now, in_buf, sound)
+                in_buf += took
+                dropped = dropped and not took
+                n = n or took
             running = self._written - start_pos > 3 * self.buffer_frames
             limit = PLAYBACK_STALL_S if running else PLAYBACK_START_S
             self._watch_progress(now, n > 0, played, chunk is not None or in_buf > 0, limit)
@@ -729,16 +745,20 @@ class Playback(_DeviceThread):
             with self._lock:
                 self._in_buffer, self._snap_t = in_buf, now
                 self._held_frames = 0 if chunk is None or self.suspect else chunk.size
-                if (in_buf or chunk is not None) and not self.suspect:  # not the probe
-                    self.ends_at = now + in_buf / self.card_rate
-                timeout = self._sleep_s(now, chunk is not None, in_buf, dropped)
+                if (sound or chunk is not None) and not self.suspect:  # not the probe
+                    self.ends_at = now + sound / self.card_rate
+                timeout = self._sleep_s(now, chunk is not None, in_buf, dropped, sound)
             self._wake_ev.wait(timeout)
 
-    def _sleep_s(self, now: float, holding: bool, in_buf: int, dropped: bool) -> float:
+    def _sleep_s(
+        self, now: float, holding: bool, in_buf: int, dropped: bool, sound: int | None = None
+    ) -> float:
         """How long the thread may sleep (under ``_lock``): until the device has room for
         a period, the buffer runs out, or a waiting stream may start; play() and flush()
-        wake it sooner. Nothing at all to do: IDLE_WAIT_S (no polling while idle)."""
-        if holding or (self._pending and in_buf > 0):  # audio waits: refill once a period
+        wake it sooner. Nothing at all to do: IDLE_WAIT_S (no polling while idle), or in
+        continuous mode until a period of silence is to be written."""
+        sound = in_buf if sound is None else sound
+        if holding or (self._pending and sound > 0):  # audio waits: refill once a period
             # has room (the buffer stays nearly full: its whole length is the margin against
             # a thread held up by load, as with the old 4 ms poll, at a fifth of the wake-ups)
             low = self.buffer_frames - self.period_frames
@@ -746,10 +766,13 @@ class Playback(_DeviceThread):
                 return self.POLL_S
             return max(self.POLL_S, (in_buf - low) / self.card_rate)
         due = [now + self.IDLE_WAIT_S]
-        if in_buf > 0:  # the tail plays out: look again when it should have (dry or not)
+        if sound > 0:  # the tail plays out: look again when it should have (dry or not)
             due.append(self.ends_at + 2 * self.POLL_S)
         if self._pending:  # a dry speaker: the stream waits for its playout delay
             due.append(self.playout.start_at(self._pending_since))
+        if self.continuous and not self.suspect:  # silence is due once a period has room
+            target = self.buffer_frames if sound == 0 else 2 * self.period_frames
+            due.append(now + max(0, in_buf - target + self.period_frames) / self.card_rate)
         return max(self.POLL_S, min(due) - now)
 
     # ---- the echo canceller's far-end tap: the exact samples ALSA took, as it took them,
@@ -762,6 +785,27 @@ class Playback(_DeviceThread):
     def _tap_dropped(self) -> None:
         if self.far_end is not None:
             self.far_end.dropped(self.clock())
+
+    def _fill(self, pcm: object, now: float, in_buf: int, sound: int) -> int:
+        """Continuous mode: top the device's buffer up with silence, tapped like audio (the
+        far end is zeros on the same timeline). Idle, the whole buffer is the margin against
+        a late thread; behind an answer's audio (its next part late) only two periods, so a
+        part arriving soon is not queued behind more silence than needed. Returns frames
+        written."""
+        target = (
+            self.buffer_frames if sound == 0 else min(self.buffer_frames, 2 * self.period_frames)
+        )
+        room = target - in_buf
+        if room <= 0 or (room < self.period_frames and in_buf > 0):
+            return 0
+        zeros = np.zeros(room * self.card_channels, "<i2")
+        n = pcm.write(zeros.tobytes())  # type: ignore[attr-defined]
+        if n <= 0:
+            return 0
+        self._tap(zeros[:n], now + in_buf / self.card_rate)
+        with self._lock:
+            self._written += n
+        return int(n)
 
     def _probe(self) -> np.ndarray:
         return np.zeros(self.buffer_frames, "<i2")

@@ -44,8 +44,16 @@ FAR_KEEP_S = 2.0  # far end waiting beyond this is stale (the mic stopped): drop
 LEAD_S = 0.0
 TARGET_S = 0.02  # the echo's delay behind its reference, kept for every stream (Aligner)
 IDLE_GAP_S = 0.5  # a stream after this much silence started from idle, sooner: restarted
-LEARN_S = 1.5
-SETTLE_MAX_S = 1.0  # a stream's delay not confirmed by then (someone talks): trusted anyway  # the aligner's moves this early in a stream are learned for its kind
+# A stream's delay not confirmed by then (from its first sound; someone talks): trusted
+# anyway. AEC3 re-learns a new delay it was not handed over ~2 s: at 1 s the rig's echo
+# (a bulk delay beyond the aligner's reach) still leaked at -30 dBFS and cut the answer.
+SETTLE_MAX_S = 3.0
+LEARN_S = 1.5  # the aligner's moves this early in a stream are learned for its kind
+# The canceller shows it has the stream's delay: this much echo removed (raw microphone
+# energy over cancelled, dB) over CONVERGED_BLOCKS 10 ms blocks of far-end sound in a row;
+# in the rig it removes ~34 dB when converged, 0-10 dB while it re-learns.
+CONVERGED_DB = 15.0
+CONVERGED_BLOCKS = 50
 ALIGN_RATE = 4000  # the aligner works on the signals averaged down to this rate
 ALIGN_S = 0.2  # each window of the reference matched against the microphone
 ALIGN_STEP_S = ALIGN_S  # ... one after the other (overlapping ones "agree" by themselves)
@@ -160,6 +168,9 @@ class FarEnd:
         self.kind = "idle"
         self.learned: dict[str, float] = {}
         self.started_at = 0.0  # the current stream's first sample leaves the speaker then
+        # ... and its first sound (not silence: a continuous stream, echo.mode aec, starts
+        # with silence and may run for hours): the stream's delay can be measured from then
+        self.sounded_at: float | None = None
 
     def written(self, samples: np.ndarray, rate: int, at: float | None = None) -> None:
         """Playback's tap: int16 mono ``samples`` at the card ``rate`` just handed to ALSA,
@@ -185,7 +196,7 @@ class FarEnd:
                 self.kind = "idle" if nxt is None or at - nxt > IDLE_GAP_S else "restart"
                 # a kind not learned yet starts where the last stream was
                 self.offset = self.learned.setdefault(self.kind, self.offset)
-                self.started_at = at
+                self.started_at, self.sounded_at = at, None
             self._rs = StreamResampler(rate, VAD_RATE, quality="MQ")
             self._t0, self._out = at, 0
             nxt = at
@@ -202,6 +213,8 @@ class FarEnd:
         if not x.size:
             return
         with self._lock:
+            if self.sounded_at is None and x.any():
+                self.sounded_at = t + int(np.argmax(x != 0)) / VAD_RATE
             self._chunks.append((t, x))
             self._far_end = t + x.size / VAD_RATE
             self._held += x.size
@@ -265,7 +278,7 @@ class FarEnd:
         early in a stream, for the next stream of its kind)."""
         with self._lock:
             self.offset += by
-            if self._mic is not None and self._mic - self.started_at < LEARN_S:
+            if self._mic is not None and self._mic - (self.sounded_at or self._mic) < LEARN_S:
                 self.learned[self.kind] = self.offset
 
     def recent(self) -> np.ndarray:
@@ -278,6 +291,10 @@ class FarEnd:
         """16 kHz samples written and not yet due at the microphone."""
         with self._lock:
             return self._held
+
+
+def _energy(x: np.ndarray) -> float:
+    return float(np.dot(x.astype(np.float64), x.astype(np.float64)))
 
 
 class Aligner:
@@ -303,10 +320,17 @@ class Aligner:
         self.measured: list[float] = []  # each delay found (seconds; for benches and tests)
         self.moves = 0  # corrections made
         self._confirmed = -1  # the far end's stream whose delay a measurement confirmed
+        self._moved_at = -math.inf  # the microphone's time of the last move
+        self._stream = -1  # the far end's stream the gathered windows belong to
+        self._erle: deque[tuple[float, float]] = deque()  # (raw, cancelled) energy per block
 
     def block(self, near: np.ndarray, far: np.ndarray) -> None:
         """The microphone's samples and the reference handed with them (int16, 16 kHz, a
         whole number of 10 ms blocks)."""
+        if self._stream != self.far.streams:  # a new stream: the old one's windows say
+            self._stream = self.far.streams  # nothing of its delay
+            self._near, self._refs, self._held, self._sound = [], [], 0, False
+            self._erle.clear()
         if not self._sound and not far.any():  # nothing to match: nothing is gathered
             if self._held:
                 self._near, self._refs, self._held = [], [], 0
@@ -343,9 +367,26 @@ class Aligner:
             self._confirmed = -1  # the echo leaked until now: confirmed again after the move
             self.moves += 1
             self.far.move(lag - TARGET_S)
+            with self.far._lock:
+                self._moved_at = self.far._mic or -math.inf
+            self._erle.clear()
             # what was gathered is placed the old way: start again
             self._near, self._refs, self._held = [], [], 0
             self._sound = False
+
+    def cancelled(self, near: np.ndarray, out: np.ndarray, far: np.ndarray) -> None:
+        """The canceller's output ``out`` for the block ``near`` just measured: echo removed
+        deeply over CONVERGED_BLOCKS of far-end sound confirms the stream's delay too (the
+        rig's bulk delay is beyond the aligner's reach, AEC3 finds it itself)."""
+        if self._confirmed == self.far.streams or _energy(far) < BLOCK * ALIGN_MIN_RMS**2:
+            return
+        self._erle.append((_energy(near), _energy(out)))
+        if len(self._erle) > CONVERGED_BLOCKS:
+            self._erle.popleft()
+        if len(self._erle) == CONVERGED_BLOCKS:
+            raw, left = (sum(v) for v in zip(*self._erle, strict=True))
+            if raw >= 10 ** (CONVERGED_DB / 10) * max(left, 1.0):
+                self._confirmed = self.far.streams
 
     @property
     def settled(self) -> bool:
@@ -353,8 +394,11 @@ class Aligner:
         if self._confirmed == far.streams:
             return True
         with far._lock:
-            mic = far._mic
-        return mic is None or mic - far.started_at >= SETTLE_MAX_S
+            mic, sounded = far._mic, far.sounded_at
+        # unconfirmed: trusted SETTLE_MAX_S after the stream's first sound or the last move
+        # (a continuous stream, echo.mode aec, may run for hours: its start says nothing)
+        since = max(sounded if sounded is not None else math.inf, self._moved_at)
+        return mic is None or mic - since >= SETTLE_MAX_S
 
     @staticmethod
     def _measure(x: np.ndarray, f: np.ndarray, lo: int) -> tuple[float, float] | None:
@@ -469,6 +513,8 @@ class EchoCanceller:
             self._aec.process(tail, np.zeros(BLOCK, np.int16))
         # one call per frame: the library cuts it into 10 ms blocks itself
         out: np.ndarray = self._aec.process(near, far)
+        for i in range(0, near.size, BLOCK):  # its convergence confirms the stream's delay
+            self.aligner.cancelled(near[i : i + BLOCK], out[i : i + BLOCK], far[i : i + BLOCK])
         return out
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,11 @@ RIG_BLOCK = 2 * BLOCK  # the rig's process works 20 ms at a time
 RIG_CAPTURE_PERIODS = 25  # 0.5 s of capture buffer: the process may be held up that long
 RIG_OUT_PERIODS = 10  # 0.2 s of output buffer ...
 RIG_PREFILL_S = 0.12  # ... kept this full: part of the echo's bulk delay
-RIG_BACKLOG_BLOCKS = 3  # this many capture reads in a row that did not wait: a backlog, dropped
+# This many capture reads in a row that did not wait: a backlog, dropped. A backlog from the
+# process being late is what the output buffer lost meanwhile: kept, the echo's delay stays;
+# dropped, it jumps by what was dropped and AEC3 leaked at -30 dBFS while it re-learned (the
+# real daemon cut its answers after each 20 ms drop at 3). Only a longer one is dropped.
+RIG_BACKLOG_BLOCKS = 8
 STARTUP_S = 1.5  # the rig drops its record stream's start-up backlog this long
 
 
@@ -101,7 +105,8 @@ class EchoPath:
 class Talker:
     """Near-end speech mixed in at the microphone on cue: ``say`` drops 16 kHz int16 audio
     into ``cue_dir``; the rig's process mixes it in from its next block and writes the
-    monotonic time it started (``.started``) and a ``.done`` marker."""
+    monotonic time its first sample reaches the microphone's sink (``.started``: after the
+    rig's own output buffer, which is no part of a room) and a ``.done`` marker."""
 
     def __init__(self, cue_dir: Path) -> None:
         self.dir = cue_dir
@@ -121,17 +126,25 @@ class Talker:
         return float(mark.read_text()) if mark.exists() else None
 
     @staticmethod
+    def mixed(cue: Path) -> float | None:
+        """When the rig's process mixed it in (before its output buffer)."""
+        mark = cue.with_suffix(".mixed")
+        return float(mark.read_text()) if mark.exists() else None
+
+    @staticmethod
     def done(cue: Path) -> bool:
         return cue.with_suffix(".done").exists()
 
 
-def _mixer(cue_dir: Path) -> Iterator[np.ndarray | None]:
-    """Per block: the near-end samples to add (float32), or None."""
+def _mixer(cue_dir: Path, enters: Callable[[], float]) -> Iterator[np.ndarray | None]:
+    """Per block: the near-end samples to add (float32), or None. ``enters()``: when the
+    block being mixed reaches the sink (monotonic)."""
     playing: list[tuple[Path, np.ndarray]] = []
     while True:
         for entry in sorted(cue_dir.glob("cue-*.raw")):
             x = to_float(np.fromfile(entry, "<i2"))
-            entry.with_suffix(".started").write_text(repr(time.monotonic()))
+            entry.with_suffix(".mixed").write_text(repr(time.monotonic()))
+            entry.with_suffix(".started").write_text(repr(enters()))
             entry.rename(entry.with_suffix(".playing"))
             playing.append((entry, x))
         if not playing:
@@ -176,8 +189,10 @@ def run_filter(src: str = "mic", dst: str = "earspk", drift_ppm: float = DRIFT_P
         alsaaudio.PCM_PLAYBACK, device=dst, periods=RIG_OUT_PERIODS, periodsize=RIG_BLOCK, **fmt
     )
     out.write(bytes(2 * int(RATE * RIG_PREFILL_S)))  # margin against this process being late
+    out_frames = RIG_OUT_PERIODS * RIG_BLOCK
     path = EchoPath(drift_ppm=drift_ppm)
-    mixer = _mixer(cue_dir) if cue_dir is not None else None
+    enters = 0.0  # when the block being mixed reaches the sink: after what the buffer holds
+    mixer = _mixer(cue_dir, lambda: enters) if cue_dir is not None else None
     instant = 0
     start = time.monotonic()
     while True:
@@ -187,11 +202,16 @@ def run_filter(src: str = "mic", dst: str = "earspk", drift_ppm: float = DRIFT_P
         if n < 0:
             print("echo path rig: capture overrun", file=sys.stderr, flush=True)
         if n <= 0 or instant >= (2 if t - start < STARTUP_S else RIG_BACKLOG_BLOCKS):
+            if n > 0 and t - start >= STARTUP_S:  # a jump in the echo's delay: said
+                print(f"echo path rig: {n * 1000 // RATE} ms of backlog dropped",
+                      file=sys.stderr, flush=True)  # fmt: skip
             continue
         x = to_float(data[: n * 2])
         y = path.process(x)
         if mixer is not None:
+            held = out_frames - out.avail()
             for i in range(0, y.size, BLOCK):
+                enters = time.monotonic() + (max(0, held) + i) / RATE
                 near = next(mixer)
                 if near is not None:
                     k = min(near.size, y.size - i)
