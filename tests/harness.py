@@ -5,7 +5,10 @@ and control socket. The `harness` fixture (conftest) builds one per test."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -97,3 +100,20 @@ class Harness:
         cap = self.daemon.capture
         assert cap is not None, "the daemon has no microphone yet"
         cap.on_frame(frame)
+
+
+def run_demo(*args: str, expect: tuple[str, ...]) -> str:
+    """`agentd demo --sound-card no *args` as a user runs it (no user config, no API key):
+    it must exit 0 and print every line of ``expect``; returns its output."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CONFIG_HOME", "OPENAI_API_KEY")}
+    out = subprocess.run(
+        [sys.executable, "-m", "agentd", "demo", "--sound-card", "no", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    for line in expect:
+        assert line in out.stdout, out.stdout
+    return out.stdout

@@ -20,7 +20,7 @@ from agentd.audio.frame import chop
 from agentd.audio.pcm import to_float
 from agentd.sim.server import DEFAULT_REPLY
 from tests import rigs
-from tests.harness import Harness
+from tests.harness import Harness, run_demo
 from tests.room_oracle import (
     cut_error_ms,
     loud_end_ms,
@@ -233,29 +233,19 @@ async def test_watchdog_stops_when_audio_thread_dies(harness: Harness) -> None:
 
 
 def test_agentd_demo_runs_one_turn_without_card_or_key() -> None:
-    import subprocess
-    import sys
 
-    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CONFIG_HOME", "OPENAI_API_KEY")}
-    out = subprocess.run(
-        [sys.executable, "-m", "agentd", "demo", "--sound-card", "no"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
+    run_demo(
+        expect=(
+            "state → listening",
+            "state → thinking",
+            "state → speaking",
+            "user     :",
+            "assistant:",
+            "tool call: the model called get_time",  # issue 21: the demo shows a tool
+            "assistant: It is ",
+            "demo finished",
+        )
     )
-    assert out.returncode == 0, out.stdout + out.stderr
-    for line in (
-        "state → listening",
-        "state → thinking",
-        "state → speaking",
-        "user     :",
-        "assistant:",
-        "tool call: the model called get_time",  # issue 21: the demo shows a tool
-        "assistant: It is ",
-        "demo finished",
-    ):
-        assert line in out.stdout, out.stdout
 
 
 # ---------------------------------------------------------------- problems: LED, cue, STATUS=

@@ -20,6 +20,7 @@ from agentd.config import WakeSettings, from_mapping
 from agentd.config.validate import ConfigError
 from agentd.voice import wake as wk
 from tests import rigs
+from tests.harness import run_demo
 
 RATE = 16000
 
@@ -631,22 +632,14 @@ def test_the_detector_makes_only_system_calls_the_units_filter_allows(
 def test_agentd_demo_wake_word_sends_nothing_before_the_word() -> None:
     """`agentd demo --wake-word`: speech without the word sends no audio; "okay nabu, …"
     makes a turn against the simulator (PulseAudio room, no card, no key)."""
-    import os
 
-    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CONFIG_HOME", "OPENAI_API_KEY")}
-    out = subprocess.run(
-        [sys.executable, "-m", "agentd", "demo", "--sound-card", "no", "--wake-word"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
+    run_demo(
+        "--wake-word",
+        expect=(
+            "audio events sent so far: 0",
+            "state → listening",
+            "state → speaking",
+            "wake words heard: 1; audio sent only after the word: True",
+            "demo finished",
+        ),
     )
-    assert out.returncode == 0, out.stdout + out.stderr
-    for line in (
-        "audio events sent so far: 0",
-        "state → listening",
-        "state → speaking",
-        "wake words heard: 1; audio sent only after the word: True",
-        "demo finished",
-    ):
-        assert line in out.stdout, out.stdout

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +27,7 @@ from agentd.sim.server import DEFAULT_REPLY
 from agentd.uplink import Uplink
 from tests import rigs
 from tests.fakes import FakePlayback
-from tests.harness import Harness
+from tests.harness import Harness, run_demo
 from tests.room_oracle import cut_error_ms, loud_runs_ms, played_span_ms, room_probe
 
 SAID = "what is the weather like in the kitchen today"
@@ -226,23 +223,17 @@ async def test_after_an_interrupted_and_a_cut_off_mp3_answer_the_next_decodes_ex
 def test_the_demo_runs_a_turn_in_a_compressed_format() -> None:
     """`agentd demo --wire mp3`: the real daemon against the simulator, Opus up and MP3 down
     (xStar's pair), one whole turn with the answer spoken."""
-    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CONFIG_HOME", "OPENAI_API_KEY")}
-    out = subprocess.run(
-        [sys.executable, "-m", "agentd", "demo", "--sound-card", "no", "--wire", "mp3"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
+    out = run_demo(
+        "--wire",
+        "mp3",
+        expect=(
+            "dialect=xstar",
+            "state → speaking",
+            "assistant: It is ",
+            "wire opus up / mp3 down",
+        ),
     )
-    assert out.returncode == 0, out.stdout + out.stderr
-    for line in (
-        "dialect=xstar",
-        "state → speaking",
-        "assistant: It is ",
-        "wire opus up / mp3 down",
-    ):
-        assert line in out.stdout, out.stdout
-    assert "turns 1, state idle, last error None" in out.stdout, out.stdout
+    assert "turns 1, state idle, last error None" in out, out
 
 
 # ------------------------------------------------------------------ exact interruption
