@@ -49,11 +49,13 @@ def test_every_dependency_is_pinned_within_its_floor() -> None:
 
 # What the code calls, the release that brought it, and where the code calls it: a floor below
 # the release installs a version the daemon crashes on (checked: pyalsaaudio 0.10 has no avail(),
-# websockets 14's asyncio connections no close_code, soxr 0.4 no ResampleStream.clear()).
+# websockets 14's asyncio connections no close_code, soxr 0.4 no ResampleStream.clear(),
+# soxr 1.0 no variable-rate ResampleStream(vr=)).
 NEEDS = [
     ("pyalsaaudio", "0.11", "agentd/audio/alsa.py", r"\.avail\(\)"),
     ("websockets", "15", "agentd/sim/server.py", r"\.close_code\b"),
     ("soxr", "0.5", "agentd/audio/resample.py", r"\.clear\(\)"),
+    ("soxr", "1.1", "agentd/audio/resample.py", r"\bvr="),
     ("websockets", "13", "agentd/realtime/connection.py", r"websockets\.asyncio\.client"),
     ("gpiozero", "2.0", "agentd/device/gpio.py", r"gpiozero\.pins\.lgpio"),
 ]
