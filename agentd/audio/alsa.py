@@ -771,7 +771,7 @@ class Playback(_DeviceThread):
         if self._pending:  # a dry speaker: the stream waits for its playout delay
             due.append(self.playout.start_at(self._pending_since))
         if self.continuous and not self.suspect:  # silence is due once a period has room
-            target = self.buffer_frames if sound == 0 else 2 * self.period_frames
+            target = self._filler_target(sound)
             due.append(now + max(0, in_buf - target + self.period_frames) / self.card_rate)
         return max(self.POLL_S, min(due) - now)
 
@@ -792,10 +792,7 @@ class Playback(_DeviceThread):
         a late thread; behind an answer's audio (its next part late) only two periods, so a
         part arriving soon is not queued behind more silence than needed. Returns frames
         written."""
-        target = (
-            self.buffer_frames if sound == 0 else min(self.buffer_frames, 2 * self.period_frames)
-        )
-        room = target - in_buf
+        room = self._filler_target(sound) - in_buf
         if room <= 0 or (room < self.period_frames and in_buf > 0):
             return 0
         zeros = np.zeros(room * self.card_channels, "<i2")
@@ -806,6 +803,11 @@ class Playback(_DeviceThread):
         with self._lock:
             self._written += n
         return int(n)
+
+    def _filler_target(self, sound: int) -> int:
+        """How full continuous mode keeps the device: the whole buffer while idle, two
+        periods behind an answer's audio (see :meth:`_fill`)."""
+        return self.buffer_frames if sound == 0 else min(self.buffer_frames, 2 * self.period_frames)
 
     def _probe(self) -> np.ndarray:
         return np.zeros(self.buffer_frames, "<i2")
