@@ -330,11 +330,11 @@ class Aligner:
         whole number of 10 ms blocks)."""
         if self._stream != self.far.streams:  # a new stream: the old one's windows say
             self._stream = self.far.streams  # nothing of its delay
-            self._near, self._refs, self._held, self._sound = [], [], 0, False
+            self._forget()
             self._erle.clear()
         if not self._sound and not far.any():  # nothing to match: nothing is gathered
             if self._held:
-                self._near, self._refs, self._held = [], [], 0
+                self._forget()
             return
         self._sound = True
         self._near.append(near)
@@ -382,9 +382,11 @@ class Aligner:
         with self.far._lock:
             self._moved_at = self.far._mic or -math.inf
         self._erle.clear()
-        # what was gathered is placed the old way: start again
-        self._near, self._refs, self._held = [], [], 0
-        self._sound = False
+        self._forget()  # what was gathered is placed the old way: start again
+
+    def _forget(self) -> None:
+        """Drop the window being gathered (a new stream, a move, or silence before sound)."""
+        self._near, self._refs, self._held, self._sound = [], [], 0, False
 
     def cancelled(self, near: np.ndarray, out: np.ndarray, far: np.ndarray) -> None:
         """The canceller's output ``out`` for the block ``near`` just measured: echo removed
