@@ -354,11 +354,11 @@ def test_erle_and_double_talk_on_the_echo_path(tmp_path: Path) -> None:
     assert m["erle_median_db"] >= 30 and m["erle_p10_db"] >= 20, m
     assert m["erle_onset_db"] >= 20, m
     d = bench_echo.double_talk_figures()
-    # issue 22's targets are ≤ 10 dB and ≥ 0.8; measured 10.3 dB and 0.58 here at the
-    # canceller's 8 ms delay (not met: AEC3's echo suppressor shapes the near end while the
-    # far end plays, most of all under the rig's 100 ppm drift: 9.7 dB / 0.75 without it;
-    # the binding exposes none of its settings). Guarded at what holds.
-    assert d["attenuation_db_ser_m10"] <= 12 and d["correlation_ser_0"] >= 0.5, d
+    # issue 22's targets are ≤ 10 dB and ≥ 0.8, the medians over 8 phrases; measured
+    # 6.3 dB and 0.77 here at the canceller's 8 ms delay (0.8 not met: AEC3's echo
+    # suppressor shapes the near end while the far end plays, and the bindings expose none
+    # of its settings). Guarded at what holds.
+    assert d["attenuation_db_ser_m10"] <= 10 and d["correlation_ser_0"] >= 0.7, d
 
 
 def test_noise_suppression_gains_on_the_noise_and_keeps_speech_onsets() -> None:
