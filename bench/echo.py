@@ -50,11 +50,13 @@ def _cancelled(mic: np.ndarray, play: np.ndarray, ec: EchoCanceller | None = Non
     return np.concatenate([f.floats() for f in voice_eval.cancel(mic, play, 20, ec)])
 
 
-def erle_figures(seconds: float = 30, drift_ppm: float = 100.0) -> dict[str, float]:
+def erle_figures(
+    seconds: float = 30, drift_ppm: float = 100.0, lib: Any = None
+) -> dict[str, float]:
     """ERLE on far-end-only speech: per 100 ms block where the echo is above the noise."""
     play = np.concatenate([np.zeros(RATE // 2, np.float32), _speech(seconds)])
     echo = voice_eval.echo_at_mic(play, drift_ppm=drift_ppm)
-    out = _cancelled(echo, play)
+    out = _cancelled(echo, play, EchoCanceller(EchoSetup(aec=True), lib=lib))
     n = min(out.size, echo.size)
     onset = RATE // 2
     erle, early = [], []
@@ -73,7 +75,9 @@ def erle_figures(seconds: float = 30, drift_ppm: float = 100.0) -> dict[str, flo
     }
 
 
-def double_talk_figures(drift_ppm: float = 100.0, phrases: int = 8) -> dict[str, float]:
+def double_talk_figures(
+    drift_ppm: float = 100.0, phrases: int = 8, lib: Any = None
+) -> dict[str, float]:
     """Near-end speech kept while the echo plays, over ``phrases`` phrases of the corpus
     (one every 4 s over continuous far-end speech; one phrase alone swung the figures by
     5 dB and 0.2 from phrase to phrase): per phrase, its attenuation at SER -10 dB (the
@@ -86,7 +90,7 @@ def double_talk_figures(drift_ppm: float = 100.0, phrases: int = 8) -> dict[str,
     onset0 = 2 * RATE
     play = _speech((onset0 + phrases * gap) / RATE + 1, seed=9)
     echo = voice_eval.echo_at_mic(play, drift_ppm=drift_ppm)
-    ec = EchoCanceller(EchoSetup(aec=True))
+    ec = EchoCanceller(EchoSetup(aec=True), lib=lib)
     _cancelled(echo[: 8 * RATE], play[: 8 * RATE], ec)  # converged on this room first
     voiced_echo = echo[np.abs(echo) > 1e-3]
     echo_rms = float(np.sqrt(np.mean(voiced_echo**2)))
@@ -403,6 +407,108 @@ def main() -> dict[str, float]:
     return out
 
 
+class _Livekit:
+    """``livekit.rtc.AudioProcessingModule`` (AEC3 alone) behind pywebrtc-audio's calls, for
+    --bindings: one 10 ms int16 frame per call each way (another size aborts the process;
+    EchoCanceller.process has refused those before they get here)."""
+
+    def __init__(self, rate: int = RATE, channels: int = 1) -> None:
+        from livekit import rtc
+
+        self.rtc = rtc
+        self.apm = rtc.AudioProcessingModule(echo_cancellation=True, high_pass_filter=True)
+        self.n = rate // 100
+
+    def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
+        out = np.empty_like(near)
+        n, rtc = self.n, self.rtc
+        for i in range(0, near.size, n):
+            self.apm.process_reverse_stream(rtc.AudioFrame(far[i : i + n].tobytes(), RATE, 1, n))
+            f = rtc.AudioFrame(bytearray(near[i : i + n].tobytes()), RATE, 1, n)
+            self.apm.process_stream(f)
+            out[i : i + n] = np.frombuffer(f.data, np.int16)
+        return out
+
+
+def _binding(name: str) -> Any:
+    """The native module for ``name``: pywebrtc-audio (the daemon's) or livekit."""
+    import types
+
+    from agentd.audio.echo import library
+
+    if name == "pywebrtc-audio":
+        return library()
+    return types.SimpleNamespace(EchoCanceller=_Livekit)
+
+
+def binding_figures(name: str, runs: int = 4) -> dict[str, float]:
+    """One binding's component figures (run in a process of its own, under the kernel's W^X
+    lock as the unit runs: its RSS and threads are its own)."""
+    import ctypes
+    import os
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    mdwe = libc.prctl(65, 1, 0, 0, 0) == 0 and libc.prctl(66, 0, 0, 0, 0) == 1
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    lib = _binding(name)  # loaded, made and run for 1 s: what a device holds for it
+    lib.EchoCanceller(RATE, 1).process(*(np.ones(RATE, np.int16),) * 2)
+    out: dict[str, float] = {"mdwe": float(mdwe)}
+    out["rss_delta_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    e = erle_figures(lib=lib)
+    out.update(e)
+    out.update(double_talk_figures(lib=lib))
+    play = _speech(20, seed=2)
+    mic = voice_eval.echo_at_mic(play)
+    near = np.frombuffer(bytes(AudioFrame.from_floats(mic, RATE).audio), "<i2")
+    far = np.frombuffer(bytes(AudioFrame.from_floats(play, RATE).audio), "<i2")
+    ms = []
+    for _ in range(runs):
+        aec, n = lib.EchoCanceller(RATE, 1), RATE // 50
+        t = time.process_time()
+        for i in range(0, near.size - n + 1, n):
+            aec.process(near[i : i + n], far[i : i + n])
+        ms.append((time.process_time() - t) / (near.size / RATE) * 1000)
+    out["cpu_ms_per_s"], out["cpu_ms_per_s_median"] = min(ms), float(np.median(ms))
+    out["threads"] = float(len(os.listdir("/proc/self/task")))
+    return out
+
+
+def bindings() -> dict[str, dict[str, float]]:
+    """The AEC3 bindings side by side (issue 22: livekit against pywebrtc-audio), each in
+    its own process; livekit is bench-only: ``.venv/bin/pip install livekit``."""
+    import importlib.metadata
+    import json
+    import subprocess
+
+    got: dict[str, dict[str, float]] = {}
+    for name, dist in (("pywebrtc-audio", "pywebrtc-audio"), ("livekit", "livekit")):
+        try:
+            files = importlib.metadata.files(dist) or []
+        except importlib.metadata.PackageNotFoundError:
+            print(f"{name}: not installed (.venv/bin/pip install {dist})")
+            continue
+        size = sum(f.size or 0 for f in files) / 1e6
+        r = subprocess.run(
+            [sys.executable, __file__, "--binding", name],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        m = json.loads(r.stdout.splitlines()[-1])
+        got[name] = m
+        print(
+            f"{name} ({size:.1f} MB installed): ERLE median {m['erle_median_db']:.1f} dB, p10 "
+            f"{m['erle_p10_db']:.1f}, first 0.5 s {m['erle_onset_db']:.1f}; double talk "
+            f"{m['attenuation_db_ser_m10']:.1f} dB at SER -10, correlation "
+            f"{m['correlation_ser_0']:.2f} at 0 dB; AEC3 alone {m['cpu_ms_per_s']:.2f} / "
+            f"{m['cpu_ms_per_s_median']:.2f} ms CPU per audio-second (min / median); RSS "
+            f"+{m['rss_delta_mb']:.1f} MB, {m['threads']:.0f} threads; under the W^X lock: "
+            f"{'ran' if m['mdwe'] else 'lock refused'}",
+            flush=True,
+        )
+    return got
+
+
 async def _e2e_cases(answers: int, trials: int) -> dict[str, float]:
     import tempfile
 
@@ -510,5 +616,11 @@ def e2e(answers: int = 13, trials: int = 40) -> dict[str, float]:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--e2e"]:
         e2e(*(int(a) for a in sys.argv[2:4]))
+    elif sys.argv[1:2] == ["--bindings"]:
+        bindings()
+    elif sys.argv[1:2] == ["--binding"]:
+        import json
+
+        print(json.dumps(binding_figures(sys.argv[2])))
     else:
         main()

@@ -445,8 +445,10 @@ class EchoCanceller:
     noise suppression, then automatic gain (last: gain inside the canceller's path raises the
     residual echo). Frames in and out are 16 kHz mono int16, whole multiples of 10 ms."""
 
-    def __init__(self, setup: EchoSetup, far: FarEnd | None = None) -> None:
-        lib = library()
+    def __init__(self, setup: EchoSetup, far: FarEnd | None = None, lib: Any = None) -> None:
+        """``lib``: the native module (default :func:`library`; bench/echo.py --bindings
+        hands another binding behind the same calls to compare them)."""
+        lib = lib or library()
         self.setup = setup
         self.far = far or FarEnd()
         self._aec = lib.EchoCanceller(VAD_RATE, 1) if setup.aec else None
