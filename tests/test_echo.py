@@ -202,6 +202,39 @@ def test_far_end_is_zeros_while_idle_and_drops_what_never_played() -> None:
     assert not far.take(1600, 10.15).any()
 
 
+def test_far_end_silence_stays_zeros_and_skipping_it_keeps_the_sound_in_place() -> None:
+    """A continuous stream writes silence between answers: past SKIP_SILENT_S of it the
+    resampler is not called (zeros are placed instead), yet the sound after it lands on
+    the same samples as through the resampler all along, and silence stays exact zeros
+    (no dither: the bypass and the aligner look for them)."""
+    import numpy as np
+
+    from agentd.audio.echo import SKIP_SILENT_S, FarEnd
+    from agentd.audio.resample import StreamResampler
+
+    rate = 44100  # chunk sizes that do not divide into 16 kHz samples
+    rng = np.random.default_rng(5)
+    sound = (rng.standard_normal(rate // 2) * 3000).astype(np.int16)
+    sig = np.concatenate([sound, np.zeros(rate, np.int16), sound[::-1]])
+    far = FarEnd(lead_s=0.0)
+    i = 0
+    for n in rng.integers(300, 2000, 1000):
+        if i >= sig.size:
+            break
+        far.written(sig[i : i + n], rate, i / rate)
+        i += int(n)
+    got = far.recent()  # (less what the resampler still holds back: up to 38 ms)
+    rs = StreamResampler(rate, 16000, quality="MQ")
+    want = np.concatenate([rs.process_pcm(sig), rs.process_pcm(np.zeros(0, np.int16), True)])
+    assert far._skipped > (0.7 - SKIP_SILENT_S) * rate  # most of it (not its ends)
+    quiet = slice(16000 // 2 + 1600, 16000 * 3 // 2 - 1600)
+    assert not got[quiet].any()  # exact zeros, not the int16 engine's dither
+    # (each holds back its own few ms at the end)
+    n = min(got.size, want.size)
+    assert n > want.size - 700
+    assert np.abs(got[:n].astype(int) - want[:n]).max() <= 1  # sample for sample
+
+
 def test_far_end_keeps_its_timing_through_bursts_and_jittered_timestamps() -> None:
     """The reference for a microphone sample is what left the speaker at its capture time,
     however the writer bursts and however the capture timestamps jitter (±20 ms as the
