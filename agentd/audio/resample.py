@@ -41,9 +41,9 @@ class StreamResampler:
         conversion to [-1, 1) and back (half the CPU of process + to_int16 for the echo
         canceller's far end), and no dither (soxr's own int16 engine dithers even digital
         silence, and the far end's silence must stay zeros). A stream fed this way stays so."""
-        y = samples.astype(np.float32)
-        if self._rs is not None:
-            y = self._rs.resample_chunk(y, last=last)
+        if self._rs is None:
+            return samples.astype(np.int16)  # (a copy: the caller may reuse its buffer)
+        y = self._rs.resample_chunk(samples.astype(np.float32), last=last)
         return np.minimum(np.maximum(y, -32768, out=y), 32767, out=y).astype(np.int16)
 
     def reset(self) -> None:
