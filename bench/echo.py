@@ -75,7 +75,7 @@ def erle_figures(
 
 
 def double_talk_figures(
-    drift_ppm: float = 100.0, phrases: int = 8, lib: Any = None
+    drift_ppm: float = 100.0, phrases: int = 8, lib: Any = None, **path: float
 ) -> dict[str, float]:
     """Near-end speech kept while the echo plays, over ``phrases`` phrases of the corpus
     (one every 4 s over continuous far-end speech; one phrase alone swung the figures by
@@ -84,11 +84,15 @@ def double_talk_figures(
     correlation of the cancelled capture with the clean near end at SER 0 dB over the
     phrase; the medians over phrases are the figures. Both are taken at the lag where the
     output matches the near end best (the canceller delays its output a little), one lag
-    for all phrases. The near end does not drift (the talker is at the microphone's clock)."""
+    for all phrases. The near end does not drift (the talker is at the microphone's clock).
+    ``path``: the rig's echo path otherwise (EchoPath's drive, rt60, noise_rms)."""
+    from agentd.sim.echo_path import EchoPath
+
     gap = 4 * RATE
     onset0 = 2 * RATE
     play = _speech((onset0 + phrases * gap) / RATE + 1, seed=9)
-    echo = voice_eval.echo_at_mic(play, drift_ppm=drift_ppm)
+    echo = EchoPath(drift_ppm=drift_ppm, seed=1, **path).process(play)
+    echo = np.pad(echo, (0, max(0, play.size - echo.size)))[: play.size]
     ec = EchoCanceller(EchoSetup(aec=True), lib=lib)
     _cancelled(echo[: 8 * RATE], play[: 8 * RATE], ec)  # converged on this room first
     voiced_echo = echo[np.abs(echo) > 1e-3]
@@ -405,6 +409,34 @@ def main() -> dict[str, float]:
     return out
 
 
+def double_talk_cause() -> dict[str, float]:
+    """Double talk with each of the rig's flaws taken away in turn, then all of them: which
+    one makes AEC3's suppressor take the near end (none alone, it turned out)."""
+    cases: dict[str, dict[str, float]] = {
+        "the rig": {},
+        "no clock drift": {"drift_ppm": 0.0},
+        "a linear speaker": {"drive": 0.05},
+        "RT60 0.1 s": {"rt60": 0.1},
+        "no noise": {"noise_rms": 0.0},
+        "none of them (no drift, linear, RT60 0.1 s)": {
+            "drift_ppm": 0.0,
+            "drive": 0.05,
+            "rt60": 0.1,
+        },
+    }
+    out: dict[str, float] = {}
+    for name, kw in cases.items():
+        d = double_talk_figures(**kw)
+        out[f"{name}_attenuation_db_ser_m10"] = d["attenuation_db_ser_m10"]
+        out[f"{name}_correlation_ser_0"] = d["correlation_ser_0"]
+        print(
+            f"double talk, {name}: near end attenuated {d['attenuation_db_ser_m10']:.1f} dB at "
+            f"SER -10 dB, correlation {d['correlation_ser_0']:.2f} at 0 dB",
+            flush=True,
+        )
+    return out
+
+
 class _Livekit:
     """``livekit.rtc.AudioProcessingModule`` (AEC3 alone) behind pywebrtc-audio's calls, for
     --bindings: one 10 ms int16 frame per call each way (another size aborts the process;
@@ -622,6 +654,8 @@ if __name__ == "__main__":
         e2e(*(int(a) for a in sys.argv[2:4]))
     elif sys.argv[1:2] == ["--bindings"]:
         bindings()
+    elif sys.argv[1:2] == ["--double-talk-cause"]:
+        double_talk_cause()
     elif sys.argv[1:2] == ["--binding"]:
         import json
 
