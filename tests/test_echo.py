@@ -479,3 +479,78 @@ def test_a_delay_beyond_the_aligners_reach_is_confirmed_by_the_cancellers_conver
     first, unexplained, learned = settled_at
     assert first < 2.0 and learned < 2.0, settled_at
     assert unexplained >= SETTLE_MAX_S - 0.3, settled_at  # (its first 0.3 s are silent)
+
+
+@pytest.mark.slow
+async def test_interruptions_with_aec_keep_the_stream_truncate_what_was_heard_and_answer_whole(
+    room: rigs.PulseRoom, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """echo.mode aec: an interruption stops the writer and lets what ALSA holds play out
+    instead of restarting the sound server's stream (whose new latency made the canceller
+    leak echo for seconds). Three in a row: the speaker's stream is never restarted, each
+    truncate is where the room went quiet (±20 ms, by content), the speaker falls silent
+    within the output buffer, and the next answer plays whole."""
+    import asyncio
+
+    from agentd.audio.pcm import to_float
+    from agentd.sim.server import DEFAULT_REPLY
+    from tests.room_oracle import (
+        cut_error_ms,
+        loud_end_ms,
+        loud_runs_ms,
+        played_span_ms,
+        room_probe,
+    )
+
+    over: dict[str, Any] = {"echo__mode": "aec", "sounds__enabled": False}
+    async with running_daemon(tmp_path, monkeypatch, over) as h:
+        sim, d = h.sim, h.daemon
+        heard: list[bytes] = []
+        probe = room_probe(asyncio.get_running_loop(), lambda f: heard.append(f.audio))
+        probe.start()
+        await h.until(lambda: len(heard) > 100)  # its first second arrives late
+        pb = d.playback
+        assert pb is not None and pb.continuous
+        buffer_ms = d.cfg.audio.output.buffer_ms
+        sim.reply = DEFAULT_REPLY
+        long = to_float(sim.speech.pcm(DEFAULT_REPLY, 16000))
+        lo_run, hi_run = max(loud_runs_ms(long, after_ms=1000), key=lambda r: r[1] - r[0])
+        streams = None
+        for _ in range(3):
+            await d._control("ask", text="tell me a story")
+            await h.until(lambda: h.state() == "speaking" and d.conv.item_id is not None)
+            item = d.conv.item_id
+            assert item is not None
+            mark = len(heard)
+            streams = d.far_end.streams if streams is None else streams
+            # the writer is buffer_ms ahead of the speaker: cut so the room goes quiet mid-run
+            await h.until(lambda i=item: pb.heard_ms(i) >= (lo_run + hi_run) / 2 - buffer_ms)
+            n_trunc = len(sim.client_events("conversation.item.truncate"))
+            await d._control("interrupt")
+            await h.until(
+                lambda n=n_trunc: len(sim.client_events("conversation.item.truncate")) > n
+            )
+            await h.until(lambda: not pb.busy() and h.state() == "idle")
+            await asyncio.sleep(0.5)  # the room's monitor delivers late
+            trunc = sim.client_events("conversation.item.truncate")[-1]
+            lo, hi = played_span_ms(to_float(b"".join(heard[mark - 50 :])), long)
+            assert lo_run - 100 < lo <= hi < hi_run + 100 and hi - lo <= 20, (lo, hi)
+            error_ms = cut_error_ms(lo, hi, trunc["audio_end_ms"])
+            tail_ms = (pb.silent_at - pb.flushed_at) * 1000
+            print(f"cut {lo:.0f}-{hi:.0f} ms, truncate {trunc['audio_end_ms']}, tail {tail_ms:.0f}")
+            assert abs(error_ms) <= 20, (trunc["audio_end_ms"], lo, hi)
+            assert 0 <= tail_ms <= buffer_ms + 10, tail_ms
+            assert d.far_end.streams == streams  # the stream was never restarted
+        # the next answer plays whole
+        mark = len(heard)
+        await d._control("ask", text="tell me a story")
+        await h.until(lambda: h.state() == "speaking" and d.conv.item_id is not None)
+        item = d.conv.item_id
+        assert item is not None
+        await h.until(lambda: h.state() == "idle" and not pb.busy(), timeout=40)
+        await asyncio.sleep(0.5)
+        probe.stop()
+        lo, hi = played_span_ms(to_float(b"".join(heard[mark - 50 :])), long)
+        assert lo == loud_end_ms(long) and hi == float("inf"), (lo, hi)
+        assert abs(pb.heard_ms(item) - len(long) / 16) <= 20
+        assert d.far_end.streams == streams
