@@ -44,7 +44,7 @@ FAR_KEEP_S = 2.0  # far end waiting beyond this is stale (the mic stopped): drop
 LEAD_S = 0.0
 TARGET_S = 0.02  # the echo's delay behind its reference, kept for every stream (Aligner)
 IDLE_GAP_S = 0.5  # a stream after this much silence started from idle, sooner: restarted
-# A stream's delay not confirmed by then (from its first sound; someone talks): trusted
+# An answer's delay not confirmed by then (from its first sound; someone talks): trusted
 # anyway. AEC3 re-learns a new delay it was not handed over ~2 s: at 1 s the rig's echo
 # (a bulk delay beyond the aligner's reach) still leaked at -30 dBFS and cut the answer.
 SETTLE_MAX_S = 3.0
@@ -56,7 +56,7 @@ LEARN_S = 1.5  # the aligner's moves this early in a stream are learned for its 
 # there, so AEC3 never heard enough of an answer to re-learn (40 of 40 barge-in trials in a
 # row cut themselves at 0.6-0.8 s).
 ANSWER_GAP_S = 1.0
-# The canceller shows it has the stream's delay: this much echo removed (raw microphone
+# The canceller shows it has the answer's delay: this much echo removed (raw microphone
 # energy over cancelled, dB) over CONVERGED_BLOCKS 10 ms blocks of far-end sound in a row;
 # in the rig it removes ~34 dB when converged, 0-10 dB while it re-learns.
 CONVERGED_DB = 15.0
@@ -411,7 +411,7 @@ class Aligner:
 
     def cancelled(self, near: np.ndarray, out: np.ndarray, far: np.ndarray) -> None:
         """The canceller's output ``out`` for the block ``near`` just measured: echo removed
-        deeply over CONVERGED_BLOCKS of far-end sound confirms the stream's delay too (the
+        deeply over CONVERGED_BLOCKS of far-end sound confirms the answer's delay too (the
         rig's bulk delay is beyond the aligner's reach, AEC3 finds it itself)."""
         if self._epoch != self.far.epoch:  # a new answer: its own blocks only
             self._epoch = self.far.epoch
@@ -552,7 +552,7 @@ class EchoCanceller:
             self._aec.process(tail, np.zeros(BLOCK, np.int16))
         # one call per frame: the library cuts it into 10 ms blocks itself
         out: np.ndarray = self._aec.process(near, far)
-        for i in range(0, near.size, BLOCK):  # its convergence confirms the stream's delay
+        for i in range(0, near.size, BLOCK):  # its convergence confirms the answer's delay
             self.aligner.cancelled(near[i : i + BLOCK], out[i : i + BLOCK], far[i : i + BLOCK])
         return out
 

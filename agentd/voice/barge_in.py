@@ -68,9 +68,9 @@ class BargeInPolicy:
     ) -> bool:
         """One cancelled frame of ``ms`` while the speaker plays; ``heard_s``: far-end audio
         the canceller has heard since it was made; ``settled``: the echo's delay is confirmed
-        for this playback stream (the sound server starts each with its own latency, and
-        until the canceller's reference is moved to match, echo leaks). True completes a
-        barge-in."""
+        for this answer (a sound server starts each stream with its own latency, an echo
+        path may move between answers, and until the canceller matches it, echo leaks). True
+        completes a barge-in."""
         self._playing_ms += ms
         if self._heard0 is None:
             self._heard0 = heard_s
