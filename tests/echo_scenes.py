@@ -6,6 +6,7 @@ and bench/echo.py (the end-to-end figures)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from agentd.audio.pcm import to_float, to_int16
 from agentd.sim.echo_path import EchoPath, EchoRig
 from agentd.sim.echo_path import Talker as Cues
 from agentd.sim.room import PulseRoom
+from agentd.voice.barge_in import db
 from tests import rigs
 from tests.harness import Harness
 
@@ -155,11 +157,18 @@ PHRASES = (
 class Barge:
     """One voice barge-in over a playing answer: ``latency_ms`` from the moment the talker's
     speech reached the microphone's sink (the rig's cue, after the rig's own output buffer)
-    until playback was stopped (the flush reached ALSA), with cancel + truncate sent by then; None if not detected
-    within ``wait_s``. ``truncate_ms`` is what the truncate said was heard, ``heard_ms``
-    Playback's own count at that moment."""
+    until the answer's last sample left the speaker (with aec the writer stops and what ALSA
+    holds plays out), with cancel + truncate sent before; None if not detected within
+    ``wait_s``. ``truncate_ms`` is what the truncate said was heard, ``heard_ms`` Playback's
+    own count at that moment. Where the time went: ``evidence_ms`` until the loop had the
+    first frame the policy counts as the talker's (voiced, above the floor), ``decided_ms``
+    until the writer stopped; ``unsettled_ms`` of the talker's frames came while the stream's
+    echo delay was unconfirmed (not counted as evidence)."""
 
     latency_ms: float | None
+    decided_ms: float | None = None
+    evidence_ms: float | None = None
+    unsettled_ms: int = 0
     self_cut: bool = False  # the answer was cut (echo alone) before the talker spoke
     cancel_sent: bool = False
     truncate_ms: int | None = None
@@ -184,15 +193,27 @@ async def barge_in(
             lambda: pb.heard_ms(item) >= after_s * 1000 or h.state() != "speaking", timeout=30
         )
     if item is None or h.state() != "speaking":  # it cut itself before the talker spoke
+        at = pb.heard_ms(item) if item is not None else 0
         await h.until(lambda: not pb.busy() and h.state() in ("idle", "listening"), timeout=40)
-        return Barge(None, self_cut=True)
+        return Barge(None, self_cut=True, heard_ms=at)
     speech = rigs.espeak(phrase, 16000, talk.tmp / f"p{talk.n}")
     echo = echo_rms(to_float(h.sim.speech.pcm(LONG_REPLY, 16000)))
     gain = echo * 10 ** (ser_db / 20) / float(np.sqrt(np.mean(to_float(speech) ** 2)))
     interrupts = d.conv.counters.interrupts
     n_trunc = len(sim.client_events("conversation.item.truncate"))
     n_events = len(sim.events)
-    flushed = pb.flushed_at
+    flushed, silent = pb.flushed_at, pb.silent_at
+    policy = d.gate.barge_in
+    seen: list[tuple[float, bool, bool, int]] = []  # (when, evidence, settled, ms) per frame
+    judge = policy.frame
+
+    def spy(
+        ms: int, voiced: bool, energy: float, heard_s: float = math.inf, settled: bool = True
+    ) -> bool:
+        seen.append((time.monotonic(), voiced and db(energy) >= policy.floor_db, settled, ms))
+        return judge(ms, voiced, energy, heard_s, settled)
+
+    policy.frame = spy  # type: ignore[method-assign]
     cue = talk.say(phrase, gain)
     sim.reply = SHORT_REPLY  # the answer to the talker's words (a turn of their own)
     deadline = time.monotonic() + wait_s
@@ -200,18 +221,25 @@ async def barge_in(
         await asyncio.sleep(0.005)
     detected = d.conv.counters.interrupts > interrupts
     if detected:
-        await h.until(lambda: pb.flushed_at != flushed, timeout=2)
+        await h.until(lambda: pb.flushed_at != flushed and pb.silent_at != silent, timeout=2)
     heard = pb.heard_ms(item)
+    policy.frame = judge  # type: ignore[method-assign]
+    t0 = cue.started
+    talker = [s for s in seen if s[0] >= t0]
+    first = next((t for t, yes, ok, _ in talker if yes and ok), None)
     await asyncio.to_thread(cue.wait, 20)
     await h.until(lambda: h.state() != "speaking", timeout=30)
     # the talker's words are a turn of their own: let it be answered and played out
     await h.until(lambda: not pb.busy() and h.state() in ("idle", "listening"), timeout=40)
     if not detected:
-        return Barge(None)
+        return Barge(None, unsettled_ms=sum(ms for _, _, ok, ms in talker if not ok))
     truncs = sim.client_events("conversation.item.truncate")[n_trunc:]
     cancels = [r for r in sim.events[n_events:] if r.event.get("type") == "response.cancel"]
     return Barge(
-        (pb.flushed_at - cue.started) * 1000,
+        (pb.silent_at - t0) * 1000,
+        decided_ms=(pb.flushed_at - t0) * 1000,
+        evidence_ms=None if first is None else (first - t0) * 1000,
+        unsettled_ms=sum(ms for _, _, ok, ms in talker if not ok),
         cancel_sent=bool(cancels),
         truncate_ms=int(truncs[0]["audio_end_ms"]) if truncs else None,
         heard_ms=heard,

@@ -4,6 +4,7 @@ level (the end-to-end figures come from the real daemon in tests/test_echo.py)."
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,17 +108,22 @@ def cancel(mic: np.ndarray, play: np.ndarray, ms: int = 20, canceller: EchoCance
     """The daemon's microphone path on the component level: ``play`` is handed to the far
     end as the writer hands it to ALSA (AHEAD_MS before it plays), ``mic`` is cancelled in
     ``ms`` frames. Returns the cancelled frames."""
-    ec = canceller or EchoCanceller(EchoSetup(aec=True))
+    return list(cancelling(mic, play, ms, canceller or EchoCanceller(EchoSetup(aec=True))))
+
+
+def cancelling(
+    mic: np.ndarray, play: np.ndarray, ms: int, ec: EchoCanceller
+) -> Iterator[AudioFrame]:
+    """:func:`cancel` one frame at a time: the canceller's state (``heard_s``) is that
+    frame's, as the daemon's gate sees it."""
     ahead = RATE * AHEAD_MS // 1000
     play16 = np.frombuffer(to_int16(play), "<i2")
     ec.far.dropped(0.0)  # a previous run's tail (its times restart at 0): not this run's
     ec.far.written(play16[:ahead], RATE, 0.0)  # ``play``'s sample i leaves at i / RATE
-    out = []
     for f in corpus.frames(mic, ms):
         i = round(f.timestamp * RATE) + ahead
         ec.far.written(play16[i : i + f.samples], RATE, i / RATE)
-        out.append(ec.process(f))
-    return out
+        yield ec.process(f)
 
 
 def barge_run(
@@ -132,7 +138,7 @@ def barge_run(
     gate = VoiceGate(settings)
     ec = canceller or EchoCanceller(EchoSetup(aec=True))
     out = []
-    for f in cancel(mic, playback, ms, ec):
+    for f in cancelling(mic, playback, ms, ec):
         speaker = Speaker(busy=f.end < playback.size / RATE, echo_heard_s=ec.heard_s)
         for e in gate.process(f, speaker):
             if isinstance(e, BargeIn):

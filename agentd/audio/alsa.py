@@ -48,6 +48,8 @@ PLAYBACK_STALL_S = 1.0  # audio waiting and the speaker took none of it: a hung 
 # A stream (re)starting after the speaker was idle may take longer: a sound server's first
 # stream, a sink waking from suspend (pulse took 1.9 s here), a Bluetooth speaker.
 PLAYBACK_START_S = 3.0
+# continuous mode: a flush waits at most this long for a write of answer audio in progress
+FLUSH_WAIT_S = 0.05
 PLAYBACK_QUEUE_S = 300  # answer audio queued ahead of the speaker, at most (~29 MB at 48 kHz)
 XRUN_LOG_S = 60.0  # a storm of overruns/underruns is said once per this window, with its count
 
@@ -448,9 +450,15 @@ class Playback(_DeviceThread):
         self._in_buffer = 0
         self._snap_t = clock()
         self._flush = False
+        # Held by the thread around writing answer audio and accounting for it, and by a
+        # flush in continuous mode: after flush() nothing more of the answer is written, and
+        # what was written is all counted (it plays out, so a truncate must include it).
+        self._write_lock = threading.Lock()
+        self._plays_out = 0  # the writer's position up to which all that was written plays
         self._wake_ev = threading.Event()
         self.ends_at = 0.0  # when the last written sample leaves the speaker
-        self.flushed_at = 0.0  # when the last flush reached ALSA (drop)
+        self.flushed_at = 0.0  # when the last flush reached ALSA (drop, or the writer stopped)
+        self.silent_at = 0.0  # ... and when the last of the answer left the speaker after it
         self.queue_limit_s = PLAYBACK_QUEUE_S
         self.progress_at = clock()  # the device last took audio (or had none waiting)
         # After a stall the reopened device must prove it takes audio before it counts as
@@ -462,7 +470,8 @@ class Playback(_DeviceThread):
         # echo.mode aec: the stream never stops (silence is written while nothing plays), so
         # the sound server keeps one latency and the echo's delay behind its reference stays
         # put; every (re)start came with its own, ~20 ms apart, and AEC3 leaked echo for
-        # ~2 s while it re-learned (issue 22). Only a flush (an interruption) restarts it.
+        # ~2 s while it re-learned (issue 22). A flush (an interruption) does not restart it
+        # either: the writer stops and what ALSA holds (≤ buffer_ms) plays out.
         self.continuous = False
         self._sound_end = 0  # the writer's position after the last audio that was not filler
 
@@ -534,13 +543,29 @@ class Playback(_DeviceThread):
         return full
 
     def flush(self) -> None:
-        """Silence now: drop what is queued here and (within a poll) what ALSA holds."""
-        with self._lock:
-            self._pending.clear()
-            self._pending_frames = self._held_frames = 0
-            self._stream_ended = True  # nothing more is expected: running dry now is no fault
-            self._flush = True
-            self.playout.ended()
+        """Silence now: drop what is queued here and (within a poll) what ALSA holds.
+
+        In continuous mode (echo.mode aec) what ALSA holds plays out instead (at most
+        ``buffer_ms``): dropping it restarts the sound server's stream with another latency,
+        and the echo canceller then leaked echo for seconds while it re-learned the delay
+        (issue 22: 6-8 of 40 answers after a barge-in cut themselves). That audio is heard,
+        so :meth:`heard_ms` counts it from now on."""
+        keep = self.continuous
+        # (bounded: a writer stuck in the driver must not freeze the loop; the count is then
+        # short by that one write)
+        locked = keep and self._write_lock.acquire(timeout=FLUSH_WAIT_S)
+        try:
+            with self._lock:
+                self._pending.clear()
+                self._pending_frames = self._held_frames = 0
+                self._stream_ended = True  # nothing more is expected: running dry is no fault
+                self._flush = True
+                self.playout.ended()
+                if keep:
+                    self._plays_out = self._written
+        finally:
+            if locked:
+                self._write_lock.release()
         for rs in self._rs.values():
             rs.reset()
         self._wake_ev.set()
@@ -591,9 +616,11 @@ class Playback(_DeviceThread):
         return None
 
     def heard_ms(self, item: str, now: float | None = None) -> int:
-        """Milliseconds of ``item`` that really played: what a truncate must carry."""
+        """Milliseconds of ``item`` that really played (or, flushed in continuous mode, will
+        have played once ALSA's part is out): what a truncate must carry."""
         pos = self.played_position(now)
         with self._lock:
+            pos = max(pos, self._plays_out)
             frames = sum(
                 max(0, min(pos, s.end) - s.start) for s in self._segments if s.item == item
             )
@@ -642,6 +669,7 @@ class Playback(_DeviceThread):
             self._written = stalled_at if self.suspect else self.played_position_locked(now)
             for s in self._segments:
                 s.end = min(s.end, self._written)
+            self._plays_out = min(self._plays_out, self._written)
             self._in_buffer, self._snap_t, self.ends_at = 0, now, now
             self._pending.clear()
             self._pending_frames = self._held_frames = 0
@@ -670,23 +698,30 @@ class Playback(_DeviceThread):
             self.heartbeat = now = self.clock()
             with self._lock:
                 flush, self._flush = self._flush, False
-            if flush:
+            keep = flush and self.continuous and not self.suspect
+            if keep:  # the stream runs on: what ALSA holds plays out (see flush())
+                chunk, tail_ended = None, True
+                self.flushed_at = self.clock()
+            elif flush:
                 chunk, tail_ended = self._probe() if self.suspect else None, True
                 pcm.drop()  # type: ignore[attr-defined]
                 self._tap_dropped()
-                self.flushed_at = self.clock()
+                self.flushed_at = self.silent_at = self.clock()
                 dropped = True
                 with self._lock:
                     self._written = self.played_position_locked(now)
                     for s in self._segments:
                         s.end = min(s.end, self._written)
                     self._sound_end = min(self._sound_end, self._written)
+                    self._plays_out = min(self._plays_out, self._written)
                     self._in_buffer, self._snap_t, self.ends_at = 0, now, now
                 start_pos = self._written
             avail = pcm.avail()  # type: ignore[attr-defined]
             in_buf = self.buffer_frames - avail if avail >= 0 and not dropped else 0
             # what the device holds of real audio (the rest, continuous mode's filler)
             sound = min(in_buf, max(0, self._sound_end - (self._written - in_buf)))
+            if keep:
+                self.silent_at = now + sound / self.card_rate
             played = in_buf < prev_in_buf and not dropped  # the device drained some
             # Running dry mid-stream: ALSA may say so (avail < 0, a failed write), but the pulse
             # plugin often does not; our own clock of what was written always does.
@@ -709,8 +744,7 @@ class Playback(_DeviceThread):
                 room = self.buffer_frames - in_buf
                 take = chunk[:room] if room > 0 else chunk[:0]
                 if take.size:
-                    data = np.repeat(take, self.card_channels) if self.card_channels > 1 else take
-                    n = pcm.write(data.tobytes())  # type: ignore[attr-defined]
+                    n = self._write_answer(pcm, take, item)
                     if n < 0:  # the pulse plugin reports running dry only here
                         if not dry and not tail_ended:
                             self._underrun()
@@ -719,16 +753,6 @@ class Playback(_DeviceThread):
                         # (after a run dry avail() may exceed the buffer: it holds nothing)
                         self._tap(take[:n], now + max(0, in_buf) / self.card_rate)
                         dropped = dry = False
-                        with self._lock:
-                            last = self._segments[-1] if self._segments else None
-                            if last and last.item == item and last.end == self._written:
-                                last.end += n
-                            else:
-                                self._segments.append(
-                                    _Segment(item, self._written, self._written + n)
-                                )
-                            self._written += n
-                            self._sound_end = self._written
                         in_buf += n
                         sound = in_buf
                         chunk = chunk[n:] if n < chunk.size else None
@@ -749,6 +773,26 @@ class Playback(_DeviceThread):
                     self.ends_at = now + sound / self.card_rate
                 timeout = self._sleep_s(now, chunk is not None, in_buf, dropped, sound)
             self._wake_ev.wait(timeout)
+
+    def _write_answer(self, pcm: object, take: np.ndarray, item: str | None) -> int:
+        """Write answer audio and count it, unless a flush came since the thread looked (0):
+        a flush in continuous mode waits for this, so what it counts is all there is."""
+        with self._write_lock:
+            with self._lock:
+                if self._flush:
+                    return 0
+            data = np.repeat(take, self.card_channels) if self.card_channels > 1 else take
+            n = int(pcm.write(data.tobytes()))  # type: ignore[attr-defined]
+            if n > 0:
+                with self._lock:
+                    last = self._segments[-1] if self._segments else None
+                    if last and last.item == item and last.end == self._written:
+                        last.end += n
+                    else:
+                        self._segments.append(_Segment(item, self._written, self._written + n))
+                    self._written += n
+                    self._sound_end = self._written
+            return n
 
     def _sleep_s(
         self, now: float, holding: bool, in_buf: int, dropped: bool, sound: int | None = None

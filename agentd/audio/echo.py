@@ -48,12 +48,19 @@ SKIP_SILENT_S = 0.1
 LEAD_S = 0.0
 TARGET_S = 0.02  # the echo's delay behind its reference, kept for every stream (Aligner)
 IDLE_GAP_S = 0.5  # a stream after this much silence started from idle, sooner: restarted
-# A stream's delay not confirmed by then (from its first sound; someone talks): trusted
+# An answer's delay not confirmed by then (from its first sound; someone talks): trusted
 # anyway. AEC3 re-learns a new delay it was not handed over ~2 s: at 1 s the rig's echo
 # (a bulk delay beyond the aligner's reach) still leaked at -30 dBFS and cut the answer.
 SETTLE_MAX_S = 3.0
 LEARN_S = 1.5  # the aligner's moves this early in a stream are learned for its kind
-# The canceller shows it has the stream's delay: this much echo removed (raw microphone
+# Sound after this much silence on the far end starts an answer: the canceller must show
+# again that it removes the echo (Aligner.settled). Per stream only, a continuous stream
+# (echo.mode aec) stayed "confirmed" for good: when the echo path moved under it (the rig
+# dropped 20 ms of backlog), every answer after it leaked ~300 ms at its onset and was cut
+# there, so AEC3 never heard enough of an answer to re-learn (40 of 40 barge-in trials in a
+# row cut themselves at 0.6-0.8 s).
+ANSWER_GAP_S = 1.0
+# The canceller shows it has the answer's delay: this much echo removed (raw microphone
 # energy over cancelled, dB) over CONVERGED_BLOCKS 10 ms blocks of far-end sound in a row;
 # in the rig it removes ~34 dB when converged, 0-10 dB while it re-learns.
 CONVERGED_DB = 15.0
@@ -177,6 +184,11 @@ class FarEnd:
         # ... and its first sound (not silence: a continuous stream, echo.mode aec, starts
         # with silence and may run for hours): the stream's delay can be measured from then
         self.sounded_at: float | None = None
+        # Answers: sound after ANSWER_GAP_S of silence (or a new stream) starts one; epoch
+        # counts them, each proven anew (Aligner), and answer_at is its first sound.
+        self.epoch = 0
+        self.answer_at: float | None = None
+        self._sound_until = -math.inf  # the newest far-end sample with sound ends then
 
     def written(self, samples: np.ndarray, rate: int, at: float | None = None) -> None:
         """Playback's tap: int16 mono ``samples`` at the card ``rate`` just handed to ALSA,
@@ -202,7 +214,8 @@ class FarEnd:
                 self.kind = "idle" if nxt is None or at - nxt > IDLE_GAP_S else "restart"
                 # a kind not learned yet starts where the last stream was
                 self.offset = self.learned.setdefault(self.kind, self.offset)
-                self.started_at, self.sounded_at = at, None
+                self.started_at, self.sounded_at, self.answer_at = at, None, None
+                self.epoch += 1  # unconfirmed from its start, before its first sound
             self._rs = StreamResampler(rate, VAD_RATE, quality="MQ")
             self._t0, self._out, self._silent, self._skipped = at, 0, 0, 0
             nxt = at
@@ -233,8 +246,15 @@ class FarEnd:
         if not x.size:
             return
         with self._lock:
-            if self.sounded_at is None and x.any():
-                self.sounded_at = t + int(np.argmax(x != 0)) / VAD_RATE
+            nz = np.flatnonzero(x)
+            if nz.size:
+                first = t + int(nz[0]) / VAD_RATE
+                if self.sounded_at is None:
+                    self.sounded_at = first
+                if self.answer_at is None or first - self._sound_until >= ANSWER_GAP_S:
+                    self.epoch += 1
+                    self.answer_at = first
+                self._sound_until = t + (int(nz[-1]) + 1) / VAD_RATE
             self._chunks.append((t, x))
             self._far_end = t + x.size / VAD_RATE
             self._held += x.size
@@ -339,9 +359,10 @@ class Aligner:
         self._sound = False  # the far end held has sound in it
         self.measured: list[float] = []  # each delay found (seconds; for benches and tests)
         self.moves = 0  # corrections made
-        self._confirmed = -1  # the far end's stream whose delay a measurement confirmed
+        self._confirmed = -1  # the far end's answer (epoch) whose delay was confirmed
         self._moved_at = -math.inf  # the microphone's time of the last move
         self._stream = -1  # the far end's stream the gathered windows belong to
+        self._epoch = -1  # the far end's answer the convergence blocks belong to
         self._erle: deque[tuple[float, float]] = deque()  # (raw, cancelled) energy per block
         self._pending: float | None = None  # a clear off-target lag: moved on if the next agrees
 
@@ -385,7 +406,7 @@ class Aligner:
             self._pending = None
             return
         if abs(lag - TARGET_S) <= ALIGN_TOL_S:
-            self._confirmed = self.far.streams
+            self._confirmed = self.far.epoch
             self._pending = None
             return
         # one clear match is not enough to move: the synthetic room's reverberation gave a
@@ -410,9 +431,12 @@ class Aligner:
 
     def cancelled(self, near: np.ndarray, out: np.ndarray, far: np.ndarray) -> None:
         """The canceller's output ``out`` for the block ``near`` just measured: echo removed
-        deeply over CONVERGED_BLOCKS of far-end sound confirms the stream's delay too (the
+        deeply over CONVERGED_BLOCKS of far-end sound confirms the answer's delay too (the
         rig's bulk delay is beyond the aligner's reach, AEC3 finds it itself)."""
-        if self._confirmed == self.far.streams or _energy(far) < BLOCK * ALIGN_MIN_RMS**2:
+        if self._epoch != self.far.epoch:  # a new answer: its own blocks only
+            self._epoch = self.far.epoch
+            self._erle.clear()
+        if self._confirmed == self.far.epoch or _energy(far) < BLOCK * ALIGN_MIN_RMS**2:
             return
         self._erle.append((_energy(near), _energy(out)))
         if len(self._erle) > CONVERGED_BLOCKS:
@@ -420,16 +444,16 @@ class Aligner:
         if len(self._erle) == CONVERGED_BLOCKS:
             raw, left = (sum(v) for v in zip(*self._erle, strict=True))
             if raw >= 10 ** (CONVERGED_DB / 10) * max(left, 1.0):
-                self._confirmed = self.far.streams
+                self._confirmed = self.far.epoch
 
     @property
     def settled(self) -> bool:
         far = self.far
-        if self._confirmed == far.streams:
+        if self._confirmed == far.epoch:
             return True
         with far._lock:
-            mic, sounded = far._mic, far.sounded_at
-        # unconfirmed: trusted SETTLE_MAX_S after the stream's first sound or the last move
+            mic, sounded = far._mic, far.answer_at
+        # unconfirmed: trusted SETTLE_MAX_S after the answer's first sound or the last move
         # (a continuous stream, echo.mode aec, may run for hours: its start says nothing)
         since = max(sounded if sounded is not None else math.inf, self._moved_at)
         return mic is None or mic - since >= SETTLE_MAX_S
@@ -489,8 +513,9 @@ class EchoCanceller:
 
     @property
     def settled(self) -> bool:
-        """The echo's delay behind the reference is confirmed for the current playback
-        stream (or the stream has played SETTLE_MAX_S): voice barge-in may trust the output."""
+        """The echo's delay behind the reference is confirmed for the current answer (its
+        sound after ANSWER_GAP_S of silence, or a new playback stream), or the answer has
+        played SETTLE_MAX_S: voice barge-in may trust the output."""
         return self.aligner is None or self.aligner.settled
 
     @property
@@ -549,7 +574,7 @@ class EchoCanceller:
             self._aec.process(tail, np.zeros(BLOCK, np.int16))
         # one call per frame: the library cuts it into 10 ms blocks itself
         out: np.ndarray = self._aec.process(near, far)
-        for i in range(0, near.size, BLOCK):  # its convergence confirms the stream's delay
+        for i in range(0, near.size, BLOCK):  # its convergence confirms the answer's delay
             self.aligner.cancelled(near[i : i + BLOCK], out[i : i + BLOCK], far[i : i + BLOCK])
         return out
 

@@ -15,7 +15,13 @@ Why the rule looks like this (measured on the echo path rig, bench/echo.py):
   room its residual stayed at -25 dBFS for over a second of the first answer in some runs):
   voice barge-in is armed once it has heard ARM_S of far-end sound (the connected cue and the
   first answer after start-up; the button works meanwhile), and until WARM_S, and in the first
-  ONSET_MS of every answer, more evidence (``cold_need_ms``) is asked.
+  ONSET_MS of every answer, more evidence (``cold_need_ms``) is asked;
+- that onset is counted from the answer's first sound (the canceller's far end), not from
+  when the speaker became busy: the answer's first sound reaches the microphone only after the
+  playout delay, the output buffer and the room (~0.5 s through the echo path rig), and
+  counted from "busy" the onset was over before most of the echo had arrived. Through the
+  rig, runs of barge-in trials then cut 5 of 12 answers by themselves, each at 820 ms: the
+  first frame after ONSET_MS, with ~300 ms of onset residual at -32..-44 dBFS in the window.
 """
 
 from __future__ import annotations
@@ -49,20 +55,29 @@ class BargeInPolicy:
     floor_db: float = FLOOR_DB
     _recent: deque[tuple[int, bool]] = field(default_factory=deque)
     _playing_ms: int = 0
+    _heard0: float | None = None  # the canceller's heard_s when the speaker became busy
+    _sounded_ms: int | None = None  # since the answer's first sound (None: not yet)
 
     def reset(self) -> None:
         self._recent.clear()
         self._playing_ms = 0
+        self._heard0 = self._sounded_ms = None
 
     def frame(
         self, ms: int, voiced: bool, energy: float, heard_s: float = math.inf, settled: bool = True
     ) -> bool:
         """One cancelled frame of ``ms`` while the speaker plays; ``heard_s``: far-end audio
         the canceller has heard since it was made; ``settled``: the echo's delay is confirmed
-        for this playback stream (the sound server starts each with its own latency, and
-        until the canceller's reference is moved to match, echo leaks). True completes a
-        barge-in."""
+        for this answer (a sound server starts each stream with its own latency, an echo
+        path may move between answers, and until the canceller matches it, echo leaks). True
+        completes a barge-in."""
         self._playing_ms += ms
+        if self._heard0 is None:
+            self._heard0 = heard_s
+        if self._sounded_ms is not None:
+            self._sounded_ms += ms
+        elif heard_s > self._heard0 or not math.isfinite(heard_s):  # (no canceller: busy)
+            self._sounded_ms = ms
         if heard_s < ARM_S:
             return False
         if not settled:  # what leaked meanwhile is no evidence
@@ -73,7 +88,8 @@ class BargeInPolicy:
         while held - self._recent[0][0] >= self.window_ms:
             held -= self._recent.popleft()[0]
         evidence = sum(m for m, yes in self._recent if yes)
-        cold = self._playing_ms <= self.onset_ms or heard_s < WARM_S
+        onset = self._sounded_ms is None or self._sounded_ms <= self.onset_ms
+        cold = onset or heard_s < WARM_S
         if evidence >= (self.cold_need_ms if cold else self.need_ms):
             self._recent.clear()
             return True

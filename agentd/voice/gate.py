@@ -109,7 +109,7 @@ class Speaker:
     busy: bool = False
     last_played_at: float = float("-inf")
     echo_heard_s: float = float("inf")  # far-end audio the echo canceller has learned from
-    echo_settled: bool = True  # the echo's delay is confirmed for the current playback stream
+    echo_settled: bool = True  # the echo's delay is confirmed for the current answer
 
 
 def _energy(frame: AudioFrame) -> float:
