@@ -21,7 +21,7 @@ from typing import Any, assert_never
 from agentd import __version__, logs
 from agentd import conversation as cv
 from agentd.audio import echo
-from agentd.audio.alsa import Capture, Playback
+from agentd.audio.alsa import RELAXED_CARD_MS, Capture, Playback
 from agentd.audio.frame import AudioFrame
 from agentd.config import Config, ConfigError, Loaded, led_config, load, register_secrets, summary
 from agentd.config.schema import WireSettings
@@ -387,11 +387,20 @@ class Daemon:
         self.capture = self.hooks.make_capture(
             self.cfg.audio.input, loop, self._on_mic, lambda e: self._audio_status("capture", e)
         )
+        self._pace_card()
         self._pb_faults = 0
         self._tap_far_end()
         self.playback.start()
         self.capture.start()
         self.hat.open_volume(self.cfg.audio.output)
+
+    def _pace_card(self) -> None:
+        """The microphone's card period: period_ms where frames are waited for, long where
+        none ever is (a change reopens the device)."""
+        if self.capture is not None:
+            period = self.cfg.audio.input.period_ms
+            relaxed = not self.gate.s.frames_wait
+            self.capture.card_period_ms = RELAXED_CARD_MS if relaxed else period
 
     def _tap_far_end(self) -> None:
         """The canceller's far end is tapped from the writer; with AEC the speaker's stream
@@ -932,6 +941,7 @@ class Daemon:
         the uplink resampler and the session follow."""
         if self._next_gate is not None:
             self.gate, self._next_gate = self._next_gate, None
+            self._pace_card()
         if (self.cfg.turn.mode == "wake_word") != (self.wake is not None) or (
             self.wake is not None
             and (self.wake.settings, self.wake.mic_suppressed)

@@ -33,7 +33,16 @@ log = logging.getLogger("agentd.audio")
 
 REOPEN_INITIAL_S = 0.5
 REOPEN_MAX_S = 10.0
-CAPTURE_PERIODS = 10  # 200 ms of card buffer: rides out a scheduling hiccup, adds no latency
+# The card's capture buffer: rides out a scheduling hiccup, adds no latency (periods are read
+# as they fill). 400 ms: an idle nap (a quarter of it) plus a 120 ms stall of the whole process
+# (a Pi swapping) plus a card period still fit (200 ms overran with 100 ms naps).
+CAPTURE_BUFFER_MS = 400
+# The card period while no frame is waited for (push-to-talk without voice barge-in: the
+# answer starts at the release whatever the microphone still holds): a sound server sends
+# one packet per period and wakes its client thread for it and for every packet read
+# (bench/idle.py, the PulseAudio room), so long periods save most of an idle daemon's
+# wake-ups. A multiple of every period_ms (10, 20, 30); frames are still period_ms long.
+RELAXED_CARD_MS = 60
 CAPTURE_QUEUE_FRAMES = 100  # 2 s of 20 ms frames between the capture thread and the loop
 # soxr streams its output in blocks: HQ (like MQ) holds back 22 ms of the newest audio on
 # average, 37 ms at worst (48 → 16 kHz in 20 ms reads); LQ holds 11 ms, 20 at worst: the
@@ -201,8 +210,10 @@ class _DeviceThread:
             self.opened.set()
             self._opened()
             delay = REOPEN_INITIAL_S
+            done = False
             try:
                 self._io(pcm)
+                done = True
             except (alsaaudio.ALSAAudioError, DeviceStalled) as exc:
                 self.stats.reopens += 1
                 self._failed()
@@ -216,6 +227,11 @@ class _DeviceThread:
                     pcm.drop()  # type: ignore[attr-defined]
                 with contextlib.suppress(Exception):
                     pcm.close()  # type: ignore[attr-defined]
+            if done:  # closed on purpose (idle, or to reopen it otherwise): not a fault
+                self._park()
+
+    def _park(self) -> None:
+        """The I/O loop closed the device on purpose: wait (beating) until it is wanted."""
 
     def _opened(self) -> None:
         """The device is open (again): say it is back."""
@@ -259,6 +275,12 @@ class Capture(_DeviceThread):
         self.delivered_at = 0.0  # when the loop last handled a frame
         self._wait_from = 0.0  # frames are due from here on (the device opened)
         self._starving = False  # no frames came before the device failed: a reopen is no cure
+        # The card period (the device's, not the frames'): period_ms, or RELAXED_CARD_MS
+        # where no frame is waited for. Set by the daemon; a change reopens the device.
+        self.card_period_ms = int(settings.period_ms)
+        self._card_ms = int(settings.period_ms)  # what the open device was asked for
+        self.period_frames = settings.rate * settings.period_ms // 1000  # as opened
+        self.buffer_frames = settings.rate * CAPTURE_BUFFER_MS // 1000
 
     def problem(self, now: float | None = None) -> str | None:
         """Also unhealthy: an open microphone whose frames stopped reaching the loop."""
@@ -282,18 +304,22 @@ class Capture(_DeviceThread):
         import alsaaudio
 
         s = self.settings
+        self._card_ms = card_ms = self.card_period_ms
+        period = s.rate * card_ms // 1000
         pcm = alsaaudio.PCM(
             alsaaudio.PCM_CAPTURE,
             alsaaudio.PCM_NORMAL,
             rate=s.rate,
             channels=s.channels,
             format=alsaaudio.PCM_FORMAT_S16_LE,
-            periodsize=s.rate * s.period_ms // 1000,
-            periods=CAPTURE_PERIODS,
+            periodsize=period,
+            periods=max(4, CAPTURE_BUFFER_MS // card_ms),
             device=s.device,
         )
         info = pcm.info()
         self.card_rate, self.card_channels = int(info["rate"]), int(info["channels"])
+        self.period_frames = int(info.get("period_size") or period)
+        self.buffer_frames = int(info.get("buffer_size") or 4 * period)
         if self.settings.channel >= self.card_channels:
             pcm.close()
             raise alsaaudio.ALSAAudioError(
@@ -307,13 +333,17 @@ class Capture(_DeviceThread):
         framer = Framer(VAD_RATE, self.settings.period_ms)
         channels, pick = self.card_channels, self.settings.channel
         raw: list[np.ndarray] = []  # card periods not yet converted (while gathering)
-        period = self.card_rate * self.settings.period_ms // 1000
+        raw_frames = 0  # card frames in raw
+        period = self.period_frames
+        per_frame = self.card_rate * self.settings.period_ms // 1000  # card frames a VAD frame
         # a quarter of the buffer: a nap plus a 120 ms stall of the whole process (a Pi
         # swapping) still fits in it; half the buffer overran there
-        nap_s = CAPTURE_PERIODS // 4 * self.settings.period_ms / 1000
+        nap_s = self.buffer_frames / 4 / self.card_rate
         backlog = 0  # card periods known to wait in the device: read without waiting
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
+            if self.card_period_ms != self._card_ms:
+                return  # reopened with the new period (by _run)
             if self._gather > 1 and backlog <= 0:  # nobody waits for these: let them pile up
                 self._nap.wait(nap_s)
                 self._nap.clear()
@@ -333,10 +363,12 @@ class Capture(_DeviceThread):
                 continue
             x = np.frombuffer(data, dtype="<i2")[: length * channels]
             raw.append(x.reshape(-1, channels)[:, pick] if channels > 1 else x)
-            if len(raw) < self._gather:  # converted in one go: a fifth of the per-call cost
+            raw_frames += length
+            if raw_frames < self._gather * per_frame:  # converted in one go: a fifth of the cost
                 continue
             mono = raw[0] if len(raw) == 1 else np.concatenate(raw)
             raw.clear()
+            raw_frames = 0
             for frame in framer.push(to_int16(rs.process(mono)), end=read_at):
                 self._deliver(frame)
 
@@ -420,6 +452,11 @@ class Playback(_DeviceThread):
     kind = "playback"
     POLL_S = 0.004  # the shortest sleep: the granularity of "the device has room now"
     IDLE_WAIT_S = 1.0  # nothing to play: wake only to beat (heartbeat, well under STALL_S)
+    # Nothing played for this long (and not continuous): the device is closed until audio
+    # comes. An open stream of a sound server keeps its sink at the stream's 20 ms latency,
+    # so the microphone's packets come every 20 ms whatever its own period (bench/idle.py,
+    # the PulseAudio room); reopening costs ~2 ms there, inside the playout delay.
+    PARK_S = 2.0
 
     def __init__(
         self,
@@ -465,6 +502,8 @@ class Playback(_DeviceThread):
         # ~2 s while it re-learned (issue 22). Only a flush (an interruption) restarts it.
         self.continuous = False
         self._sound_end = 0  # the writer's position after the last audio that was not filler
+        self.parked = False  # closed while idle (PARK_S); play() or continuous reopens it
+        self._opened_clock = clock()
 
     # -------------------------------------------------------------- loop side
 
@@ -551,7 +590,7 @@ class Playback(_DeviceThread):
         device. A closed device plays nothing: the mic must not stay muted because the
         speaker is unplugged (or hung: a suspect device plays only its probe of silence)."""
         now = self.clock() if now is None else now
-        if not self.opened.is_set() or self.suspect:
+        if (not self.opened.is_set() and not self.parked) or self.suspect:
             return False
         with self._lock:
             held = self._pending or self._held_frames or self._flush
@@ -626,7 +665,8 @@ class Playback(_DeviceThread):
         return pcm
 
     def _opened(self) -> None:
-        self.progress_at = self.clock()
+        self.progress_at = self._opened_clock = self.clock()
+        self.parked = False
         if not self.suspect:  # after a stall the device is back once it has played again
             self._set_error(None)
 
@@ -747,8 +787,32 @@ class Playback(_DeviceThread):
                 self._held_frames = 0 if chunk is None or self.suspect else chunk.size
                 if (sound or chunk is not None) and not self.suspect:  # not the probe
                     self.ends_at = now + sound / self.card_rate
+                park_at = self._park_at() if chunk is None else None
+                if park_at is not None and now >= park_at:
+                    return  # idle: closed by _run, reopened once audio comes (_park)
                 timeout = self._sleep_s(now, chunk is not None, in_buf, dropped, sound)
             self._wake_ev.wait(timeout)
+
+    def _park_at(self) -> float | None:
+        """When the idle device may close (under ``_lock``): PARK_S after its last sound
+        left (or it opened); None while audio waits, in continuous mode, or while a suspect
+        device has yet to prove it plays."""
+        if self._pending or self.continuous or self.suspect:
+            return None
+        return max(self.ends_at, self._opened_clock) + self.PARK_S
+
+    def _park(self) -> None:
+        """Closed while idle: wait, beating, until audio is queued or continuous mode wants
+        the stream running; the thread then reopens the device."""
+        self.parked = True
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
+            with self._lock:
+                self._flush = False  # a closed device holds nothing to drop
+                if self._pending or self.continuous:
+                    return
+            self._wake_ev.wait(self.IDLE_WAIT_S)
+            self._wake_ev.clear()
 
     def _sleep_s(
         self, now: float, holding: bool, in_buf: int, dropped: bool, sound: int | None = None
@@ -766,6 +830,8 @@ class Playback(_DeviceThread):
                 return self.POLL_S
             return max(self.POLL_S, (in_buf - low) / self.card_rate)
         due = [now + self.IDLE_WAIT_S]
+        if (park_at := self._park_at()) is not None:
+            due.append(park_at)
         if sound > 0:  # the tail plays out: look again when it should have (dry or not)
             due.append(self.ends_at + 2 * self.POLL_S)
         if self._pending:  # a dry speaker: the stream waits for its playout delay

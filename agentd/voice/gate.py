@@ -67,6 +67,13 @@ class VoiceSettings:
             vad.adaptive_hangover,
         )
 
+    @property
+    def frames_wait(self) -> bool:
+        """Whether a frame's decision is ever wanted as soon as it is captured. Not in
+        push-to-talk without voice barge-in: the answer starts at the release whatever the
+        microphone still holds, so the card may run with long periods (fewer wake-ups)."""
+        return self.mode != "push_to_talk" or self.barge_in == "voice"
+
 
 # --------------------------------------------------------------------- decisions
 
