@@ -49,7 +49,6 @@ SHUTDOWN_BUDGET_S = 2.0
 LOOP_STALL_S = 5.0  # the ticker (every TICK_S) silent this long: the event loop is stuck
 READY_WAIT_S = 1.0  # READY=1 waits at most this long for audio and the first connect attempt
 TICK_S = 0.05
-IDLE_GATHER_MS = 200  # mic frames that only fill the pre-roll reach the loop in such batches
 IDLE_TICK_S = 0.5  # the ticker's period while idle with a silent speaker: no timer is near
 TRANSCRIPT_MAX = 65536  # characters kept of one item's transcript while it streams
 TRIM_EVERY_S = 30.0  # give freed heap back to the OS while idle (glibc keeps it otherwise)
@@ -546,10 +545,10 @@ class Daemon:
                     self.feed(cv.BargeIn())
 
     def _pace_capture(self) -> None:
-        """Frames the gate does not wait for (pre-roll only) come in batches: fewer wake-ups."""
+        """Frames the gate need not decide at once (pre-roll only, an onset looked for) come
+        in batches: fewer wake-ups."""
         if self.capture is not None:
-            each = self.gate.waits_for_each_frame
-            self.capture.gather(1 if each else IDLE_GATHER_MS // self.cfg.audio.input.period_ms)
+            self.capture.gather(self.gate.frame_wait_ms // self.cfg.audio.input.period_ms)
 
     # ------------------------------------------------------------------ actions
 

@@ -162,9 +162,9 @@ def test_push_to_talk_gate_skips_the_vad_while_the_button_is_up() -> None:
     frame = AudioFrame(b"\x00\x00" * 320, 16000)
     for _ in range(10):
         assert gate.process(frame) == []
-    assert not calls and not gate.waits_for_each_frame and len(gate.preroll) > 0
+    assert not calls and gate.frame_wait_ms == 200 and len(gate.preroll) > 0
     gate.press()
-    assert gate.waits_for_each_frame
+    assert gate.frame_wait_ms == 0
     assert gate.process(frame) and calls
 
 

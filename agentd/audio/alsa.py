@@ -336,16 +336,16 @@ class Capture(_DeviceThread):
         raw_frames = 0  # card frames in raw
         period = self.period_frames
         per_frame = self.card_rate * self.settings.period_ms // 1000  # card frames a VAD frame
-        # a quarter of the buffer: a nap plus a 120 ms stall of the whole process (a Pi
-        # swapping) still fits in it; half the buffer overran there
-        nap_s = self.buffer_frames / 4 / self.card_rate
+        # at most a quarter of the buffer: a nap plus a 120 ms stall of the whole process (a
+        # Pi swapping) still fits in it; half the buffer overran there
+        nap_max_s = self.buffer_frames / 4 / self.card_rate
         backlog = 0  # card periods known to wait in the device: read without waiting
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
             if self.card_period_ms != self._card_ms:
                 return  # reopened with the new period (by _run)
             if self._gather > 1 and backlog <= 0:  # nobody waits for these: let them pile up
-                self._nap.wait(nap_s)
+                self._nap.wait(min(nap_max_s, self._gather * self.settings.period_ms / 1000))
                 self._nap.clear()
                 backlog = max(1, pcm.avail() // period)  # type: ignore[attr-defined]
             backlog -= 1
