@@ -395,11 +395,14 @@ class Daemon:
 
     def _pace_card(self) -> None:
         """The microphone's card period: period_ms where frames are waited for, long where
-        none ever is (a change reopens the device)."""
+        none ever is (a change reopens the device); then the idle speaker closes too (its
+        open stream would keep a sound server sending the microphone 20 ms packets)."""
+        relaxed = not self.gate.s.frames_wait
         if self.capture is not None:
             period = self.cfg.audio.input.period_ms
-            relaxed = not self.gate.s.frames_wait
             self.capture.card_period_ms = RELAXED_CARD_MS if relaxed else period
+        if self.playback is not None:
+            self.playback.park_s = Playback.PARK_S if relaxed else None
 
     def _tap_far_end(self) -> None:
         """The canceller's far end is tapped from the writer; with AEC the speaker's stream
@@ -587,9 +590,13 @@ class Daemon:
                     self._pace_capture()
                 self.uplink.new_turn()
                 self.hat.turn_started(self.conv.counters.turns)
+                if pb is not None:  # an answer (or a cue) is coming: reopen a parked speaker
+                    pb.warm()
             case cv.StopStreaming():
                 self.gate.release()
                 self.gate.new_turn()
+                if pb is not None:
+                    pb.warm()
             case cv.Truncate(item_id):
                 if link is not None and pb is not None:
                     self.downlink.reset()

@@ -36,7 +36,7 @@ DIR = rigs.RIG_DIR
 
 import numpy as np  # noqa: E402
 
-from agentd.audio.alsa import RELAXED_CARD_MS  # noqa: E402
+from agentd.audio.alsa import RELAXED_CARD_MS, Playback  # noqa: E402
 from agentd.sim import Simulator  # noqa: E402
 from agentd.voice.gate import VoiceSettings  # noqa: E402
 from bench.daemon_rig import agentd_run, daemon_config  # noqa: E402
@@ -111,7 +111,8 @@ def run_idle(
         echo={"mode": echo},
     )
     with agentd_run(cfg, DIR / f"{mode}-{mic}.notify") as (pid, _):
-        time.sleep(3.0)  # connected, devices open, start-up work done
+        # connected, devices open, start-up work done, the idle speaker closed (push-to-talk)
+        time.sleep(3.0 + Playback.PARK_S)
         return measure(pid, seconds)
 
 

@@ -334,6 +334,8 @@ class Capture(_DeviceThread):
         channels, pick = self.card_channels, self.settings.channel
         raw: list[np.ndarray] = []  # card periods not yet converted (while gathering)
         raw_frames = 0  # card frames in raw
+        fed = made = 0  # samples into and out of the resampler
+        clock = _StreamClock(self.card_rate, VAD_RATE)
         period = self.period_frames
         per_frame = self.card_rate * self.settings.period_ms // 1000  # card frames a VAD frame
         # at most a quarter of the buffer: a nap plus a 120 ms stall of the whole process (a
@@ -369,7 +371,10 @@ class Capture(_DeviceThread):
             mono = raw[0] if len(raw) == 1 else np.concatenate(raw)
             raw.clear()
             raw_frames = 0
-            for frame in framer.push(to_int16(rs.process(mono)), end=read_at):
+            y = rs.process(mono)
+            fed += mono.size
+            made += y.size
+            for frame in framer.push(to_int16(y), end=clock.end(read_at, fed, made)):
                 self._deliver(frame)
 
     def _deliver(self, frame: AudioFrame) -> None:
@@ -432,6 +437,48 @@ class Capture(_DeviceThread):
                 self.delivered_at = time.monotonic()
 
 
+class _StreamClock:
+    """When the newest converted sample was captured, for the Framer's ``end``: the stream's
+    own sample count, re-anchored to the monotonic clock only where that disagrees. A read
+    returns some time after its last sample was captured (scheduling; a device or sound
+    server handing over two periods at once), and the resampler holds back a varying part
+    of its input, so anchoring every read at its return time made frames 20 ms apart step
+    by -55…+83 ms. A read that shows the stream ahead of the clock (impossible: the anchor
+    was late) moves the anchor back at once; when every read for WINDOW_S showed it behind
+    (audio lost in an overrun, the card's clock drifting), the anchor moves forward by the
+    least of those lags."""
+
+    WINDOW_S = 1.0
+
+    def __init__(self, card_rate: int, out_rate: int) -> None:
+        self.card_rate, self.out_rate = card_rate, out_rate
+        self._anchor: tuple[float, int] | None = None  # (capture time, samples out then)
+        self._lags: deque[tuple[float, float]] = deque()  # (read_at, lag) within WINDOW_S
+
+    def end(self, read_at: float, fed: int, made: int) -> float | None:
+        """``fed`` card samples in, ``made`` out so far, the last read returned at
+        ``read_at``: the newest sample out's capture time, or None (sample-exact: no change)."""
+        now = read_at - (fed / self.card_rate - made / self.out_rate)  # less what is held
+        if self._anchor is None:
+            self._anchor = (now, made)
+            return now
+        t, n = self._anchor
+        lag = now - (t + (made - n) / self.out_rate)
+        if lag < -0.001:
+            self._lags.clear()
+            self._anchor = (now, made)
+            return now
+        self._lags.append((read_at, lag))
+        if read_at - self._lags[0][0] < self.WINDOW_S:
+            return None
+        least = min(x for _, x in self._lags)
+        self._lags.clear()
+        if least <= 0.002:
+            return None
+        self._anchor = (t + (made - n) / self.out_rate + least, made)
+        return self._anchor[0]
+
+
 @dataclass
 class _Segment:
     item: str | None
@@ -452,11 +499,11 @@ class Playback(_DeviceThread):
     kind = "playback"
     POLL_S = 0.004  # the shortest sleep: the granularity of "the device has room now"
     IDLE_WAIT_S = 1.0  # nothing to play: wake only to beat (heartbeat, well under STALL_S)
-    # Nothing played for this long (and not continuous): the device is closed until audio
-    # comes. An open stream of a sound server keeps its sink at the stream's 20 ms latency,
-    # so the microphone's packets come every 20 ms whatever its own period (bench/idle.py,
-    # the PulseAudio room); reopening costs ~2 ms there, inside the playout delay.
-    PARK_S = 2.0
+    # Nothing played for this long (and not continuous): the device may be closed until
+    # audio comes (``park_s``). An open stream of a sound server keeps its sink at the
+    # stream's 20 ms latency, so the microphone's packets come every 20 ms whatever its own
+    # period (bench/idle.py, the PulseAudio room); reopening costs ~2 ms there.
+    PARK_S = 5.0
 
     def __init__(
         self,
@@ -502,8 +549,12 @@ class Playback(_DeviceThread):
         # ~2 s while it re-learned (issue 22). Only a flush (an interruption) restarts it.
         self.continuous = False
         self._sound_end = 0  # the writer's position after the last audio that was not filler
-        self.parked = False  # closed while idle (PARK_S); play() or continuous reopens it
+        # Close the idle device after this long (None: never). Set by the daemon where the
+        # microphone runs longer periods than the speaker's 20 ms: elsewhere it saves nothing.
+        self.park_s: float | None = None
+        self.parked = False  # closed while idle; play(), warm() or continuous reopen it
         self._opened_clock = clock()
+        self._warm_at = 0.0  # when warm() last asked for the device
 
     # -------------------------------------------------------------- loop side
 
@@ -550,6 +601,13 @@ class Playback(_DeviceThread):
             self._pending.append((item, samples, last))
             self._pending_frames += samples.size
             self._stream_ended = last
+        self._wake_ev.set()
+
+    def warm(self) -> None:
+        """Audio is likely soon (a turn began or ended): a parked device is reopened now,
+        before the answer's first chunk, and stays open ``park_s`` from now."""
+        with self._lock:
+            self._warm_at = self.clock()
         self._wake_ev.set()
 
     def _refuse(self, samples: int, rate: int, last: bool) -> bool:
@@ -797,19 +855,25 @@ class Playback(_DeviceThread):
         """When the idle device may close (under ``_lock``): PARK_S after its last sound
         left (or it opened); None while audio waits, in continuous mode, or while a suspect
         device has yet to prove it plays."""
-        if self._pending or self.continuous or self.suspect:
+        if self.park_s is None or self._pending or self.continuous or self.suspect:
             return None
-        return max(self.ends_at, self._opened_clock) + self.PARK_S
+        return max(self.ends_at, self._opened_clock, self._warm_at) + self.park_s
 
     def _park(self) -> None:
         """Closed while idle: wait, beating, until audio is queued or continuous mode wants
         the stream running; the thread then reopens the device."""
         self.parked = True
+        since = self.clock()
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
             with self._lock:
                 self._flush = False  # a closed device holds nothing to drop
-                if self._pending or self.continuous:
+                if (
+                    self._pending
+                    or self.continuous
+                    or self.park_s is None
+                    or self._warm_at >= since
+                ):
                     return
             self._wake_ev.wait(self.IDLE_WAIT_S)
             self._wake_ev.clear()
