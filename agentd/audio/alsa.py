@@ -34,9 +34,11 @@ log = logging.getLogger("agentd.audio")
 REOPEN_INITIAL_S = 0.5
 REOPEN_MAX_S = 10.0
 # The card's capture buffer: rides out a scheduling hiccup, adds no latency (periods are read
-# as they fill). 400 ms: an idle nap (a quarter of it) plus a 120 ms stall of the whole process
-# (a Pi swapping) plus a card period still fit (200 ms overran with 100 ms naps).
-CAPTURE_BUFFER_MS = 400
+# as they fill). An idle nap is at most a quarter of it, so a nap plus a 120 ms stall of the
+# whole process (a Pi swapping) plus a card period still fit (200 ms overran with 100 ms
+# naps); 800 ms lets push-to-talk idle nap ~200 ms (one batch), 400 ms gave ~90 ms naps and
+# twice the wake-ups in the PulseAudio room (every read there wakes the plugin's thread).
+CAPTURE_BUFFER_MS = 800
 # The card period while no frame is waited for (push-to-talk without voice barge-in: the
 # answer starts at the release whatever the microphone still holds): a sound server sends
 # one packet per period and wakes its client thread for it and for every packet read
