@@ -21,7 +21,7 @@ from typing import Any, assert_never
 from agentd import __version__, logs
 from agentd import conversation as cv
 from agentd.audio import echo
-from agentd.audio.alsa import Capture, Playback
+from agentd.audio.alsa import RELAXED_CARD_MS, Capture, Playback
 from agentd.audio.frame import AudioFrame
 from agentd.config import Config, ConfigError, Loaded, led_config, load, register_secrets, summary
 from agentd.config.schema import WireSettings
@@ -49,7 +49,6 @@ SHUTDOWN_BUDGET_S = 2.0
 LOOP_STALL_S = 5.0  # the ticker (every TICK_S) silent this long: the event loop is stuck
 READY_WAIT_S = 1.0  # READY=1 waits at most this long for audio and the first connect attempt
 TICK_S = 0.05
-IDLE_GATHER_MS = 200  # mic frames that only fill the pre-roll reach the loop in such batches
 IDLE_TICK_S = 0.5  # the ticker's period while idle with a silent speaker: no timer is near
 TRANSCRIPT_MAX = 65536  # characters kept of one item's transcript while it streams
 TRIM_EVERY_S = 30.0  # give freed heap back to the OS while idle (glibc keeps it otherwise)
@@ -387,11 +386,23 @@ class Daemon:
         self.capture = self.hooks.make_capture(
             self.cfg.audio.input, loop, self._on_mic, lambda e: self._audio_status("capture", e)
         )
+        self._pace_card()
         self._pb_faults = 0
         self._tap_far_end()
         self.playback.start()
         self.capture.start()
         self.hat.open_volume(self.cfg.audio.output)
+
+    def _pace_card(self) -> None:
+        """The microphone's card period: period_ms where frames are waited for, long where
+        none ever is (a change reopens the device); then the idle speaker closes too (its
+        open stream would keep a sound server sending the microphone 20 ms packets)."""
+        relaxed = not self.gate.s.frames_wait
+        if self.capture is not None:
+            period = self.cfg.audio.input.period_ms
+            self.capture.card_period_ms = RELAXED_CARD_MS if relaxed else period
+        if self.playback is not None:
+            self.playback.park_s = Playback.PARK_S if relaxed else None
 
     def _tap_far_end(self) -> None:
         """The canceller's far end is tapped from the writer; with AEC the speaker's stream
@@ -537,10 +548,10 @@ class Daemon:
                     self.feed(cv.BargeIn())
 
     def _pace_capture(self) -> None:
-        """Frames the gate does not wait for (pre-roll only) come in batches: fewer wake-ups."""
+        """Frames the gate need not decide at once (pre-roll only, an onset looked for) come
+        in batches: fewer wake-ups."""
         if self.capture is not None:
-            each = self.gate.waits_for_each_frame
-            self.capture.gather(1 if each else IDLE_GATHER_MS // self.cfg.audio.input.period_ms)
+            self.capture.gather(self.gate.frame_wait_ms // self.cfg.audio.input.period_ms)
 
     # ------------------------------------------------------------------ actions
 
@@ -579,9 +590,13 @@ class Daemon:
                     self._pace_capture()
                 self.uplink.new_turn()
                 self.hat.turn_started(self.conv.counters.turns)
+                if pb is not None:  # an answer (or a cue) is coming: reopen a parked speaker
+                    pb.warm()
             case cv.StopStreaming():
                 self.gate.release()
                 self.gate.new_turn()
+                if pb is not None:
+                    pb.warm()
             case cv.Truncate(item_id):
                 if link is not None and pb is not None:
                     self.downlink.reset()
@@ -932,6 +947,7 @@ class Daemon:
         the uplink resampler and the session follow."""
         if self._next_gate is not None:
             self.gate, self._next_gate = self._next_gate, None
+            self._pace_card()
         if (self.cfg.turn.mode == "wake_word") != (self.wake is not None) or (
             self.wake is not None
             and (self.wake.settings, self.wake.mic_suppressed)

@@ -226,10 +226,11 @@ def main() -> None:
             "idle CPU, push-to-talk (card-clock PCMs; PulseAudio room)",
             f"{idle['card_ptt_cpu_pct']:.2f}% ({idle['room_ptt_cpu_pct']:.2f}%)",
             "≤ 1% of a core",
-            idle["card_ptt_cpu_pct"] <= 1,
+            idle["card_ptt_cpu_pct"] <= 1 and idle["room_ptt_cpu_pct"] <= 1,
         ),
         (
-            "idle wake-ups/s against the capture period's 50/s, push-to-talk "
+            f"idle wake-ups/s against the capture card period's "
+            f"{idle['card_ptt_capture_floor_s']:.1f}/s, push-to-talk "
             "(card; room: the daemon's threads + the pulse plugin's = the whole process)",
             f"{idle['card_ptt_wakeups_beyond_capture_s']:+.0f} "
             f"({idle['room_ptt_wakeups_beyond_capture_s']:+.0f} + "

@@ -116,6 +116,7 @@ class FakePlayback(_FakeDevice):
         self.chunks: list[_Chunk] = []
         self.gains: list[float | None] = []  # the gain of each play() call
         self.flushes = 0
+        self.warms = 0
 
     @property
     def t(self) -> float:
@@ -137,6 +138,10 @@ class FakePlayback(_FakeDevice):
         dur = len(pcm) / 2 / (rate or self.source_rate)
         self.chunks.append(_Chunk(item, start, start + dur))
         self.gains.append(gain)
+
+    def warm(self) -> None:
+        """Playback.warm: a turn began or ended (a parked speaker would reopen)."""
+        self.warms += 1
 
     def flush(self) -> None:
         self.flushes += 1

@@ -71,6 +71,88 @@ async def test_idle_playback_thread_sleeps_instead_of_polling() -> None:
         pb.stop()
 
 
+async def test_idle_speaker_closes_when_told_to_and_reopens_for_audio_or_warm() -> None:
+    """park_s set: the idle device closes (an open sound-server stream pins its sink to
+    20 ms packets), reopens for audio, which plays whole, and for warm(); park_s None (the
+    default): it stays open."""
+    _, spk = rigs.clock_pcms()
+    pb = Playback(OutputSettings(device=spk, rate=48000, channels=2, buffer_ms=60), 24000)
+    pb.start()
+    try:
+        await asyncio.to_thread(pb.opened.wait, 10)
+        await asyncio.sleep(0.6)
+        assert pb.opened.is_set() and not pb.parked  # never parks unless told
+        pb.park_s = 0.3
+        await asyncio.sleep(1.5)  # at most a beat (IDLE_WAIT_S) to notice, then 0.3 s
+        assert pb.parked and not pb.opened.is_set() and not pb.busy()
+        assert pb.healthy() and pb.stats.reopens == 0  # closed on purpose: no fault
+        before = np.count_nonzero(np.abs(rigs.clockspk_played()) > 100)
+        pb.play(_sine(300), None, last=True)
+        assert pb.busy()  # queued for a parked speaker: it is about to sound
+        await asyncio.to_thread(pb.opened.wait, 2)
+        while pb.busy():
+            await asyncio.sleep(0.01)
+        played = np.count_nonzero(np.abs(rigs.clockspk_played()) > 100) - before
+        assert played >= 48000 * 0.28, played  # the whole 300 ms came out
+        await asyncio.sleep(1.5)
+        assert pb.parked  # idle again: closed again
+        pb.warm()
+        await asyncio.to_thread(pb.opened.wait, 2)
+        assert pb.opened.is_set() and not pb.parked
+        assert pb.stats.underruns == 0 and pb.stats.stalls == 0 and pb.error is None
+    finally:
+        pb.stop()
+
+
+async def test_capture_card_period_is_not_the_frame() -> None:
+    """card_period_ms 60: the card is reopened with 60 ms periods (a sound server then sends
+    a third of the packets) and the loop still gets every 20 ms frame, in order."""
+    mic, _ = rigs.clock_pcms()
+    got: list[AudioFrame] = []
+    cap = Capture(
+        InputSettings(device=mic, rate=48000, channels=2), asyncio.get_running_loop(), got.append
+    )
+    cap.start()
+    try:
+        await asyncio.to_thread(cap.opened.wait, 10)
+        assert cap.period_frames == 960
+        cap.card_period_ms = 60
+        t0 = time.monotonic()
+        while cap.period_frames != 2880:
+            assert time.monotonic() - t0 < 2
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        n0 = len(got)
+        await asyncio.sleep(2.0)
+        frames = got[n0:]
+        assert all(f.milliseconds == 20 for f in frames)
+        assert 90 <= len(frames) <= 110, len(frames)  # 50 frames/s
+        steps = np.diff([f.timestamp for f in frames])
+        assert np.all(steps > 0.015) and np.all(steps < 0.025)  # contiguous 20 ms apart
+        assert cap.stats.overruns == 0 and cap.stats.reopens == 0
+    finally:
+        cap.stop()
+
+
+def test_frames_wait_in_batches_only_where_no_decision_is_due() -> None:
+    """frame_wait_ms: push-to-talk, button up, 200 ms (pre-roll only); hands-free in silence
+    60 ms (an onset found that late loses nothing); per frame once a candidate starts, and
+    always with voice barge-in."""
+    voiced = [False]
+    hf = VoiceGate(VoiceSettings("hands_free"), lambda b: voiced[0])
+    frame = AudioFrame(b"\x00\x00" * 320, 16000)
+    hf.process(frame)
+    assert hf.frame_wait_ms == 60
+    voiced[0] = True
+    hf.process(frame)
+    assert hf.frame_wait_ms == 0  # an onset candidate: the endpoint is decided per frame
+    assert VoiceGate(VoiceSettings("hands_free", barge_in="voice")).frame_wait_ms == 0
+    assert VoiceGate(VoiceSettings("wake_word")).frame_wait_ms == 0
+    assert VoiceGate(VoiceSettings("push_to_talk", barge_in="voice")).frame_wait_ms == 0
+    assert VoiceSettings("push_to_talk").frames_wait is False
+    assert VoiceSettings("hands_free").frames_wait is True
+
+
 async def test_preroll_frames_come_in_batches_and_a_press_ends_the_batch() -> None:
     """Capture.gather(5): the loop is woken once per five 20 ms frames; gather(1) hands over
     what waits at once (a pressed button does not wait out the batch)."""
@@ -162,9 +244,9 @@ def test_push_to_talk_gate_skips_the_vad_while_the_button_is_up() -> None:
     frame = AudioFrame(b"\x00\x00" * 320, 16000)
     for _ in range(10):
         assert gate.process(frame) == []
-    assert not calls and not gate.waits_for_each_frame and len(gate.preroll) > 0
+    assert not calls and gate.frame_wait_ms == 200 and len(gate.preroll) > 0
     gate.press()
-    assert gate.waits_for_each_frame
+    assert gate.frame_wait_ms == 0
     assert gate.process(frame) and calls
 
 

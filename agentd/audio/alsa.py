@@ -33,7 +33,18 @@ log = logging.getLogger("agentd.audio")
 
 REOPEN_INITIAL_S = 0.5
 REOPEN_MAX_S = 10.0
-CAPTURE_PERIODS = 10  # 200 ms of card buffer: rides out a scheduling hiccup, adds no latency
+# The card's capture buffer: rides out a scheduling hiccup, adds no latency (periods are read
+# as they fill). An idle nap is at most a quarter of it, so a nap plus a 120 ms stall of the
+# whole process (a Pi swapping) plus a card period still fit (200 ms overran with 100 ms
+# naps); 800 ms lets push-to-talk idle nap ~200 ms (one batch), 400 ms gave ~90 ms naps and
+# twice the wake-ups in the PulseAudio room (every read there wakes the plugin's thread).
+CAPTURE_BUFFER_MS = 800
+# The card period while no frame is waited for (push-to-talk without voice barge-in: the
+# answer starts at the release whatever the microphone still holds): a sound server sends
+# one packet per period and wakes its client thread for it and for every packet read
+# (bench/idle.py, the PulseAudio room), so long periods save most of an idle daemon's
+# wake-ups. A multiple of every period_ms (10, 20, 30); frames are still period_ms long.
+RELAXED_CARD_MS = 60
 CAPTURE_QUEUE_FRAMES = 100  # 2 s of 20 ms frames between the capture thread and the loop
 # soxr streams its output in blocks: HQ (like MQ) holds back 22 ms of the newest audio on
 # average, 37 ms at worst (48 → 16 kHz in 20 ms reads); LQ holds 11 ms, 20 at worst: the
@@ -203,8 +214,10 @@ class _DeviceThread:
             self.opened.set()
             self._opened()
             delay = REOPEN_INITIAL_S
+            done = False
             try:
                 self._io(pcm)
+                done = True
             except (alsaaudio.ALSAAudioError, DeviceStalled) as exc:
                 self.stats.reopens += 1
                 self._failed()
@@ -218,6 +231,11 @@ class _DeviceThread:
                     pcm.drop()  # type: ignore[attr-defined]
                 with contextlib.suppress(Exception):
                     pcm.close()  # type: ignore[attr-defined]
+            if done:  # closed on purpose (idle, or to reopen it otherwise): not a fault
+                self._park()
+
+    def _park(self) -> None:
+        """The I/O loop closed the device on purpose: wait (beating) until it is wanted."""
 
     def _opened(self) -> None:
         """The device is open (again): say it is back."""
@@ -261,6 +279,12 @@ class Capture(_DeviceThread):
         self.delivered_at = 0.0  # when the loop last handled a frame
         self._wait_from = 0.0  # frames are due from here on (the device opened)
         self._starving = False  # no frames came before the device failed: a reopen is no cure
+        # The card period (the device's, not the frames'): period_ms, or RELAXED_CARD_MS
+        # where no frame is waited for. Set by the daemon; a change reopens the device.
+        self.card_period_ms = int(settings.period_ms)
+        self._card_ms = int(settings.period_ms)  # what the open device was asked for
+        self.period_frames = settings.rate * settings.period_ms // 1000  # as opened
+        self.buffer_frames = settings.rate * CAPTURE_BUFFER_MS // 1000
 
     def problem(self, now: float | None = None) -> str | None:
         """Also unhealthy: an open microphone whose frames stopped reaching the loop."""
@@ -284,18 +308,22 @@ class Capture(_DeviceThread):
         import alsaaudio
 
         s = self.settings
+        self._card_ms = card_ms = self.card_period_ms
+        period = s.rate * card_ms // 1000
         pcm = alsaaudio.PCM(
             alsaaudio.PCM_CAPTURE,
             alsaaudio.PCM_NORMAL,
             rate=s.rate,
             channels=s.channels,
             format=alsaaudio.PCM_FORMAT_S16_LE,
-            periodsize=s.rate * s.period_ms // 1000,
-            periods=CAPTURE_PERIODS,
+            periodsize=period,
+            periods=max(4, CAPTURE_BUFFER_MS // card_ms),
             device=s.device,
         )
         info = pcm.info()
         self.card_rate, self.card_channels = int(info["rate"]), int(info["channels"])
+        self.period_frames = int(info.get("period_size") or period)
+        self.buffer_frames = int(info.get("buffer_size") or 4 * period)
         if self.settings.channel >= self.card_channels:
             pcm.close()
             raise alsaaudio.ALSAAudioError(
@@ -309,15 +337,21 @@ class Capture(_DeviceThread):
         framer = Framer(VAD_RATE, self.settings.period_ms)
         channels, pick = self.card_channels, self.settings.channel
         raw: list[np.ndarray] = []  # card periods not yet converted (while gathering)
-        period = self.card_rate * self.settings.period_ms // 1000
-        # a quarter of the buffer: a nap plus a 120 ms stall of the whole process (a Pi
-        # swapping) still fits in it; half the buffer overran there
-        nap_s = CAPTURE_PERIODS // 4 * self.settings.period_ms / 1000
+        raw_frames = 0  # card frames in raw
+        fed = made = 0  # samples into and out of the resampler
+        clock = _StreamClock(self.card_rate, VAD_RATE)
+        period = self.period_frames
+        per_frame = self.card_rate * self.settings.period_ms // 1000  # card frames a VAD frame
+        # at most a quarter of the buffer: a nap plus a 120 ms stall of the whole process (a
+        # Pi swapping) still fits in it; half the buffer overran there
+        nap_max_s = self.buffer_frames / 4 / self.card_rate
         backlog = 0  # card periods known to wait in the device: read without waiting
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
+            if self.card_period_ms != self._card_ms:
+                return  # reopened with the new period (by _run)
             if self._gather > 1 and backlog <= 0:  # nobody waits for these: let them pile up
-                self._nap.wait(nap_s)
+                self._nap.wait(min(nap_max_s, self._gather * self.settings.period_ms / 1000))
                 self._nap.clear()
                 backlog = max(1, pcm.avail() // period)  # type: ignore[attr-defined]
             backlog -= 1
@@ -335,11 +369,16 @@ class Capture(_DeviceThread):
                 continue
             x = np.frombuffer(data, dtype="<i2")[: length * channels]
             raw.append(x.reshape(-1, channels)[:, pick] if channels > 1 else x)
-            if len(raw) < self._gather:  # converted in one go: a fifth of the per-call cost
+            raw_frames += length
+            if raw_frames < self._gather * per_frame:  # converted in one go: a fifth of the cost
                 continue
             mono = raw[0] if len(raw) == 1 else np.concatenate(raw)
             raw.clear()
-            for frame in framer.push(to_int16(rs.process(mono)), end=read_at):
+            raw_frames = 0
+            y = rs.process(mono)
+            fed += mono.size
+            made += y.size
+            for frame in framer.push(to_int16(y), end=clock.end(read_at, fed, made)):
                 self._deliver(frame)
 
     def _deliver(self, frame: AudioFrame) -> None:
@@ -402,6 +441,48 @@ class Capture(_DeviceThread):
                 self.delivered_at = time.monotonic()
 
 
+class _StreamClock:
+    """When the newest converted sample was captured, for the Framer's ``end``: the stream's
+    own sample count, re-anchored to the monotonic clock only where that disagrees. A read
+    returns some time after its last sample was captured (scheduling; a device or sound
+    server handing over two periods at once), and the resampler holds back a varying part
+    of its input, so anchoring every read at its return time made frames 20 ms apart step
+    by -55…+83 ms. A read that shows the stream ahead of the clock (impossible: the anchor
+    was late) moves the anchor back at once; when every read for WINDOW_S showed it behind
+    (audio lost in an overrun, the card's clock drifting), the anchor moves forward by the
+    least of those lags."""
+
+    WINDOW_S = 1.0
+
+    def __init__(self, card_rate: int, out_rate: int) -> None:
+        self.card_rate, self.out_rate = card_rate, out_rate
+        self._anchor: tuple[float, int] | None = None  # (capture time, samples out then)
+        self._lags: deque[tuple[float, float]] = deque()  # (read_at, lag) within WINDOW_S
+
+    def end(self, read_at: float, fed: int, made: int) -> float | None:
+        """``fed`` card samples in, ``made`` out so far, the last read returned at
+        ``read_at``: the newest sample out's capture time, or None (sample-exact: no change)."""
+        now = read_at - (fed / self.card_rate - made / self.out_rate)  # less what is held
+        if self._anchor is None:
+            self._anchor = (now, made)
+            return now
+        t, n = self._anchor
+        lag = now - (t + (made - n) / self.out_rate)
+        if lag < -0.001:
+            self._lags.clear()
+            self._anchor = (now, made)
+            return now
+        self._lags.append((read_at, lag))
+        if read_at - self._lags[0][0] < self.WINDOW_S:
+            return None
+        least = min(x for _, x in self._lags)
+        self._lags.clear()
+        if least <= 0.002:
+            return None
+        self._anchor = (t + (made - n) / self.out_rate + least, made)
+        return self._anchor[0]
+
+
 @dataclass
 class _Segment:
     item: str | None
@@ -422,6 +503,11 @@ class Playback(_DeviceThread):
     kind = "playback"
     POLL_S = 0.004  # the shortest sleep: the granularity of "the device has room now"
     IDLE_WAIT_S = 1.0  # nothing to play: wake only to beat (heartbeat, well under STALL_S)
+    # Nothing played for this long (and not continuous): the device may be closed until
+    # audio comes (``park_s``). An open stream of a sound server keeps its sink at the
+    # stream's 20 ms latency, so the microphone's packets come every 20 ms whatever its own
+    # period (bench/idle.py, the PulseAudio room); reopening costs ~2 ms there.
+    PARK_S = 5.0
 
     def __init__(
         self,
@@ -474,6 +560,12 @@ class Playback(_DeviceThread):
         # either: the writer stops and what ALSA holds (≤ buffer_ms) plays out.
         self.continuous = False
         self._sound_end = 0  # the writer's position after the last audio that was not filler
+        # Close the idle device after this long (None: never). Set by the daemon where the
+        # microphone runs longer periods than the speaker's 20 ms: elsewhere it saves nothing.
+        self.park_s: float | None = None
+        self.parked = False  # closed while idle; play(), warm() or continuous reopen it
+        self._opened_clock = clock()
+        self._warm_at = 0.0  # when warm() last asked for the device
 
     # -------------------------------------------------------------- loop side
 
@@ -520,6 +612,13 @@ class Playback(_DeviceThread):
             self._pending.append((item, samples, last))
             self._pending_frames += samples.size
             self._stream_ended = last
+        self._wake_ev.set()
+
+    def warm(self) -> None:
+        """Audio is likely soon (a turn began or ended): a parked device is reopened now,
+        before the answer's first chunk, and stays open ``park_s`` from now."""
+        with self._lock:
+            self._warm_at = self.clock()
         self._wake_ev.set()
 
     def _refuse(self, samples: int, rate: int, last: bool) -> bool:
@@ -576,7 +675,7 @@ class Playback(_DeviceThread):
         device. A closed device plays nothing: the mic must not stay muted because the
         speaker is unplugged (or hung: a suspect device plays only its probe of silence)."""
         now = self.clock() if now is None else now
-        if not self.opened.is_set() or self.suspect:
+        if (not self.opened.is_set() and not self.parked) or self.suspect:
             return False
         with self._lock:
             held = self._pending or self._held_frames or self._flush
@@ -653,7 +752,8 @@ class Playback(_DeviceThread):
         return pcm
 
     def _opened(self) -> None:
-        self.progress_at = self.clock()
+        self.progress_at = self._opened_clock = self.clock()
+        self.parked = False
         if not self.suspect:  # after a stall the device is back once it has played again
             self._set_error(None)
 
@@ -771,6 +871,9 @@ class Playback(_DeviceThread):
                 self._held_frames = 0 if chunk is None or self.suspect else chunk.size
                 if (sound or chunk is not None) and not self.suspect:  # not the probe
                     self.ends_at = now + sound / self.card_rate
+                park_at = self._park_at() if chunk is None else None
+                if park_at is not None and now >= park_at:
+                    return  # idle: closed by _run, reopened once audio comes (_park)
                 timeout = self._sleep_s(now, chunk is not None, in_buf, dropped, sound)
             self._wake_ev.wait(timeout)
 
@@ -794,6 +897,33 @@ class Playback(_DeviceThread):
                     self._sound_end = self._written
             return n
 
+    def _park_at(self) -> float | None:
+        """When the idle device may close (under ``_lock``): PARK_S after its last sound
+        left (or it opened); None while audio waits, in continuous mode, or while a suspect
+        device has yet to prove it plays."""
+        if self.park_s is None or self._pending or self.continuous or self.suspect:
+            return None
+        return max(self.ends_at, self._opened_clock, self._warm_at) + self.park_s
+
+    def _park(self) -> None:
+        """Closed while idle: wait, beating, until audio is queued or continuous mode wants
+        the stream running; the thread then reopens the device."""
+        self.parked = True
+        since = self.clock()
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
+            with self._lock:
+                self._flush = False  # a closed device holds nothing to drop
+                if (
+                    self._pending
+                    or self.continuous
+                    or self.park_s is None
+                    or self._warm_at >= since
+                ):
+                    return
+            self._wake_ev.wait(self.IDLE_WAIT_S)
+            self._wake_ev.clear()
+
     def _sleep_s(
         self, now: float, holding: bool, in_buf: int, dropped: bool, sound: int | None = None
     ) -> float:
@@ -810,6 +940,8 @@ class Playback(_DeviceThread):
                 return self.POLL_S
             return max(self.POLL_S, (in_buf - low) / self.card_rate)
         due = [now + self.IDLE_WAIT_S]
+        if (park_at := self._park_at()) is not None:
+            due.append(park_at)
         if sound > 0:  # the tail plays out: look again when it should have (dry or not)
             due.append(self.ends_at + 2 * self.POLL_S)
         if self._pending:  # a dry speaker: the stream waits for its playout delay

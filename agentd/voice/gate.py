@@ -38,6 +38,8 @@ PAUSES_KEPT = 20
 PAUSE_MARGIN_MS = 40  # the hangover stays this far above the longest pause seen
 HANGOVER_MAX_MS = 1500  # however long the pauses, a turn still ends
 RESUMED_MS = 1000  # speech again this soon after an endpoint: that silence was a pause too
+PREROLL_WAIT_MS = 200  # push-to-talk, button up: frames only fill the pre-roll (frame_wait_ms)
+ONSET_WAIT_MS = 60  # hands-free in silence: how late an onset may be found (frame_wait_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,13 @@ class VoiceSettings:
             echo.barge_in,
             vad.adaptive_hangover,
         )
+
+    @property
+    def frames_wait(self) -> bool:
+        """Whether a frame's decision is ever wanted as soon as it is captured. Not in
+        push-to-talk without voice barge-in: the answer starts at the release whatever the
+        microphone still holds, so the card may run with long periods (fewer wake-ups)."""
+        return self.mode != "push_to_talk" or self.barge_in == "voice"
 
 
 # --------------------------------------------------------------------- decisions
@@ -230,11 +239,20 @@ class VoiceGate:
         return self._gated(frame, self.is_speech(frame.audio))
 
     @property
-    def waits_for_each_frame(self) -> bool:
-        """Whether a frame's decision is wanted as soon as it is captured. False only while
-        the frames just fill the pre-roll (push-to-talk, button up, no voice barge-in): then
-        the capture side may hand them over in batches (Capture.gather) and save wake-ups."""
-        return self.s.mode != "push_to_talk" or self.ptt_held or self.s.barge_in == "voice"
+    def frame_wait_ms(self) -> int:
+        """How long a frame's decision may wait after it is captured (0: not at all); the
+        capture side hands frames over in batches that long (Capture.gather) and saves the
+        wake-ups. Push-to-talk with the button up only fills the pre-roll (PREROLL_WAIT_MS);
+        hands-free in silence only looks for an onset, and one found ONSET_WAIT_MS later
+        loses nothing (the pre-roll holds what came before it; the endpoint, once speech
+        started, is decided per frame). Voice barge-in always decides per frame."""
+        if self.s.barge_in == "voice":
+            return 0
+        if self.s.mode == "push_to_talk":
+            return 0 if self.ptt_held else PREROLL_WAIT_MS
+        if self.s.mode == "hands_free" and self.state == "silence":
+            return ONSET_WAIT_MS
+        return 0
 
     def _emit(self, frames: list[AudioFrame]) -> Audio:
         self.sent_ms += sum(f.milliseconds for f in frames)
