@@ -22,5 +22,13 @@ def to_float(pcm: bytes | np.ndarray) -> np.ndarray:
 
 def to_int16(x: np.ndarray, gain: float = 1.0) -> bytes:
     """float samples × ``gain`` → little-endian int16 bytes, clipped to the int16 range."""
-    y = np.clip(np.asarray(x, dtype=np.float32) * np.float32(gain * SCALE), -32768, 32767)
-    return y.astype("<i2").tobytes()
+    return saturate(np.asarray(x, dtype=np.float32) * np.float32(gain * SCALE)).tobytes()
+
+
+def saturate(y: np.ndarray) -> np.ndarray:
+    """Samples already at the int16 scale → int16, clipped (in place where ``y`` is float32)."""
+    if y.dtype == np.float32:
+        y = np.minimum(np.maximum(y, -32768, out=y), 32767, out=y)
+    else:
+        y = np.clip(y, -32768, 32767)
+    return y.astype("<i2")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-from agentd.audio.pcm import to_float
+from agentd.audio.pcm import saturate, to_float
 
 VAD_RATE = 16000
 
@@ -44,7 +44,7 @@ class StreamResampler:
         if self._rs is None:
             return samples.astype(np.int16)  # (a copy: the caller may reuse its buffer)
         y = self._rs.resample_chunk(samples.astype(np.float32), last=last)
-        return np.minimum(np.maximum(y, -32768, out=y), 32767, out=y).astype(np.int16)
+        return saturate(y)
 
     def reset(self) -> None:
         if self._rs is not None:
