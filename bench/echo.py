@@ -438,6 +438,100 @@ def double_talk_cause() -> dict[str, float]:
     return out
 
 
+# AEC3 reads "field trials" when it is made (echo_canceller3.cc, AdjustConfig): the only
+# way left to change its settings, neither binding exposing EchoCanceller3Config. The wheel
+# exports webrtc::field_trial::InitFieldTrialsFromString (x86_64 and aarch64 alike).
+FIELD_TRIALS_SYMBOL = "_ZN6webrtc11field_trial25InitFieldTrialsFromStringEPKc"
+SUPPRESSOR_TRIALS = {
+    # webrtc's suppressor settings by field trial (upstream names, M108 on): what would keep
+    # the near end in double talk: the masks more transparent, the near-end state sooner
+    "suppressor tuning override (masks 3/3.5, near-end ENR 0.1)": (
+        "WebRTC-Aec3SuppressorTuningOverride/nearend_tuning_mask_lf_enr_transparent:3,"
+        "nearend_tuning_mask_lf_enr_suppress:3.5,nearend_tuning_mask_hf_enr_transparent:3,"
+        "nearend_tuning_mask_hf_enr_suppress:3.5,normal_tuning_mask_lf_enr_transparent:3,"
+        "normal_tuning_mask_lf_enr_suppress:3.5,normal_tuning_mask_hf_enr_transparent:3,"
+        "normal_tuning_mask_hf_enr_suppress:3.5,dominant_nearend_detection_enr_threshold:0.1/"
+    ),
+    "normal LF mask override 3": "WebRTC-Aec3SuppressorNormalLfMaskTransparentOverride/3/",
+    "dominant near-end ENR override 0.1": (
+        "WebRTC-Aec3SuppressorDominantNearendEnrThresholdOverride/0.1/"
+    ),
+    "sensitive dominant near end": "WebRTC-Aec3SensitiveDominantNearendActivation/Enabled/",
+    "anti-howling kill switch": "WebRTC-Aec3AntiHowlingMinimizationKillSwitch/Enabled/",
+    "conservative tail": "WebRTC-Aec3ConservativeTailFreqResponse/Enabled/",
+    # two trials the wheel does read (their names are in its .so): proof that a trial
+    # reaches AEC3 at all; neither touches the suppressor
+    "short headroom kill switch": "WebRTC-Aec3ShortHeadroomKillSwitch/Enabled/",
+    "min ERLE during onsets kill switch": "WebRTC-Aec3MinErleDuringOnsetsKillSwitch/Enabled/",
+}
+_trials_buffer: Any = None  # webrtc keeps the pointer, not a copy: alive for the process
+
+
+def field_trial_figures(trials: str) -> dict[str, float]:
+    """AEC3 made after ``trials`` were set (in a process of its own: trials are global and
+    read once, when an AEC3 is made): a fingerprint of its output on the rig's echo and the
+    double-talk figures."""
+    import ctypes
+    import hashlib
+
+    global _trials_buffer
+    so = ctypes.CDLL(_binding("pywebrtc-audio")._webrtc_audio.__file__)
+    init = getattr(so, FIELD_TRIALS_SYMBOL)
+    init.argtypes = [ctypes.c_char_p]
+    _trials_buffer = ctypes.create_string_buffer(trials.encode())
+    init(_trials_buffer)
+    play = _speech(8, seed=2)
+    mic = voice_eval.echo_at_mic(play)
+    out = _cancelled(mic, play)
+    digest = hashlib.sha1(np.ascontiguousarray(out).tobytes()).hexdigest()
+    d = double_talk_figures()
+    return {"fingerprint": float(int(digest[:12], 16)), **d}
+
+
+def field_trials() -> dict[str, dict[str, float]]:
+    """Each trial of SUPPRESSOR_TRIALS against none: does it change AEC3's output at all,
+    and what does it do to double talk (issue 22: correlation ≥ 0.8 at SER 0 dB)."""
+    import json
+    import subprocess
+
+    from agentd.audio.echo import library
+
+    so = library()._webrtc_audio.__file__
+    blob = Path(so).read_bytes()
+    r = subprocess.run(["nm", "-D", "--defined-only", so], capture_output=True, text=True)
+    print(
+        f"{Path(so).name} exports InitFieldTrialsFromString: "
+        f"{'yes' if FIELD_TRIALS_SYMBOL in r.stdout else 'no'}",
+        flush=True,
+    )
+    got: dict[str, dict[str, float]] = {}
+    for name, trials in {"none": "", **SUPPRESSOR_TRIALS}.items():
+        r = subprocess.run(
+            [sys.executable, __file__, "--field-trial", trials],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        m = json.loads(r.stdout.splitlines()[-1])
+        got[name] = m
+        same = m["fingerprint"] == got["none"]["fingerprint"]
+        # (the compiler keeps a long name's first 32 characters as two 16-byte constants)
+        known = all(n[:32].encode() in blob for n in trials.split("/")[::2] if n)
+        what = (
+            f"name in the library {'yes' if known else 'no'}, output "
+            f"{'identical to none' if same else 'CHANGED'}"
+            if trials
+            else "no trial"
+        )
+        print(
+            f"{name}: {what}; double talk "
+            f"{m['attenuation_db_ser_m10']:.1f} dB at SER -10, correlation "
+            f"{m['correlation_ser_0']:.3f} at 0 dB (≥ 0.8)",
+            flush=True,
+        )
+    return got
+
+
 class _Livekit:
     """``livekit.rtc.AudioProcessingModule`` (AEC3 alone) behind pywebrtc-audio's calls, for
     --bindings: one 10 ms int16 frame per call each way (another size aborts the process;
@@ -676,6 +770,12 @@ if __name__ == "__main__":
         bindings()
     elif sys.argv[1:2] == ["--double-talk-cause"]:
         double_talk_cause()
+    elif sys.argv[1:2] == ["--field-trials"]:
+        field_trials()
+    elif sys.argv[1:2] == ["--field-trial"]:
+        import json
+
+        print(json.dumps(field_trial_figures(sys.argv[2])))
     elif sys.argv[1:2] == ["--binding"]:
         import json
 
