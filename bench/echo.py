@@ -141,12 +141,13 @@ def cpu_figures(seconds: float = 20, runs: int = 6) -> dict[str, float]:
     measured ``runs`` times, interleaved, and the lowest and the median are kept): while the far end plays, the daemon's
     whole aec path (the far-end tap resampling the card's 48 kHz as Playback hands it, the
     canceller with its aligner, VAD on its output); AEC3 alone on the same signals (the
-    library's floor); the same path while nothing plays (the canceller bypassed); VAD alone
-    (half duplex)."""
+    library's floor); the far-end tap alone (written at 48 kHz, taken per frame) and the
+    aligner alone on the same frames (where the rest goes); the same path while nothing
+    plays (the canceller bypassed); VAD alone (half duplex)."""
     import soxr
     import webrtcvad
 
-    from agentd.audio.echo import IDLE_AEC_S, library
+    from agentd.audio.echo import IDLE_AEC_S, Aligner, FarEnd, library
 
     play = _speech(seconds, seed=2)
     mic = voice_eval.echo_at_mic(play)
@@ -186,6 +187,25 @@ def cpu_figures(seconds: float = 20, runs: int = 6) -> dict[str, float]:
             aec.process(near[i : i + n], far[i : i + n])
         return time.process_time() - t
 
+    def tap() -> float:
+        far_end = FarEnd()
+        far_end.written(far48[:ahead], card, 0.0)
+        t = time.process_time()
+        for f in frames:
+            i = round(f.timestamp * card) + ahead
+            far_end.written(far48[i : i + card // 50], card, i / card)
+            far_end.take(f.samples, f.timestamp)
+        return time.process_time() - t
+
+    pairs = [(f.array(), far[round(f.timestamp * RATE) :][: f.samples]) for f in frames]
+
+    def aligner() -> float:
+        a = Aligner(FarEnd())
+        t = time.process_time()
+        for n, r in pairs:
+            a.block(n, r)
+        return time.process_time() - t
+
     def idle() -> float:
         vad = webrtcvad.Vad(2)
         ec = EchoCanceller(EchoSetup(aec=True))
@@ -199,7 +219,14 @@ def cpu_figures(seconds: float = 20, runs: int = 6) -> dict[str, float]:
         return time.process_time() - t
 
     out: dict[str, float] = {}
-    cases = {"aec": playing, "native": native, "idle": idle, "half": half}
+    cases = {
+        "aec": playing,
+        "native": native,
+        "tap": tap,
+        "aligner": aligner,
+        "idle": idle,
+        "half": half,
+    }
     got: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(runs):  # interleaved: a burst of load elsewhere hits every case alike
         for name, fn in cases.items():
@@ -380,7 +407,9 @@ def main() -> dict[str, float]:
         f"CPU per audio-second (process CPU time, min / median of 6 interleaved runs): while "
         f"the far end plays (far-end tap at 48 kHz + canceller + aligner + VAD) "
         f"{c['cpu_ms_per_s_aec']:.2f} / {c['cpu_ms_per_s_aec_median']:.2f} ms (≤ 8), of which "
-        f"AEC3 alone {c['cpu_ms_per_s_native']:.2f} / {c['cpu_ms_per_s_native_median']:.2f} ms; "
+        f"AEC3 alone {c['cpu_ms_per_s_native']:.2f} / {c['cpu_ms_per_s_native_median']:.2f} ms, "
+        f"the far-end tap {c['cpu_ms_per_s_tap']:.2f} / {c['cpu_ms_per_s_tap_median']:.2f}, the "
+        f"aligner {c['cpu_ms_per_s_aligner']:.2f} / {c['cpu_ms_per_s_aligner_median']:.2f}; "
         f"while nothing plays (canceller bypassed) {c['cpu_ms_per_s_idle']:.2f} / "
         f"{c['cpu_ms_per_s_idle_median']:.2f} ms; VAD alone (half duplex) "
         f"{c['cpu_ms_per_s_half']:.2f} ms ({c['cpu_ratio']:.0f}× while playing)"
