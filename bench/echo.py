@@ -15,6 +15,10 @@ the rig, TRIALS voice barge-ins at SER -5 and -10 dB (latency from the talker's 
 reaching the microphone's sink, after the rig's own output buffer, to the answer's last
 sample out of the speaker, cancel + truncate sent before; with where the time went), and one
 more answer after them that must play whole.
+
+``--field-trials``: AEC3's suppressor settings by webrtc field trial (the only way left to
+reach them): each trial in a process of its own, whether AEC3's output changes at all, and
+double talk. ``--bindings``, ``--double-talk-cause``: see their functions.
 """
 
 from __future__ import annotations
