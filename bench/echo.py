@@ -15,6 +15,10 @@ the rig, TRIALS voice barge-ins at SER -5 and -10 dB (latency from the talker's 
 reaching the microphone's sink, after the rig's own output buffer, to the answer's last
 sample out of the speaker, cancel + truncate sent before; with where the time went), and one
 more answer after them that must play whole.
+
+``--field-trials``: AEC3's suppressor settings by webrtc field trial (the only way left to
+reach them): each trial in a process of its own, whether AEC3's output changes at all, and
+double talk. ``--bindings``, ``--double-talk-cause``: see their functions.
 """
 
 from __future__ import annotations
@@ -141,12 +145,15 @@ def cpu_figures(seconds: float = 20, runs: int = 6) -> dict[str, float]:
     measured ``runs`` times, interleaved, and the lowest and the median are kept): while the far end plays, the daemon's
     whole aec path (the far-end tap resampling the card's 48 kHz as Playback hands it, the
     canceller with its aligner, VAD on its output); AEC3 alone on the same signals (the
-    library's floor); the same path while nothing plays (the canceller bypassed); VAD alone
-    (half duplex)."""
+    library's floor) and timed inside the path; the far-end tap alone (written at 48 kHz, taken per frame) and the
+    aligner alone on the same frames (where the rest goes); the same path while nothing
+    plays (the canceller bypassed); VAD alone (half duplex)."""
+    import types
+
     import soxr
     import webrtcvad
 
-    from agentd.audio.echo import IDLE_AEC_S, library
+    from agentd.audio.echo import IDLE_AEC_S, Aligner, FarEnd, library
 
     play = _speech(seconds, seed=2)
     mic = voice_eval.echo_at_mic(play)
@@ -167,9 +174,9 @@ def cpu_figures(seconds: float = 20, runs: int = 6) -> dict[str, float]:
             vad.is_speech(f.audio, RATE)
         return time.process_time() - t
 
-    def playing() -> float:
+    def playing(lib: Any = None) -> float:
         vad = webrtcvad.Vad(2)
-        ec = EchoCanceller(EchoSetup(aec=True))
+        ec = EchoCanceller(EchoSetup(aec=True), lib=lib)
         ec.far.written(far48[:ahead], card, 0.0)
         t = time.process_time()
         for f in frames:  # the writer stays AHEAD_MS ahead of the speaker, 20 ms at a time
@@ -178,12 +185,49 @@ def cpu_figures(seconds: float = 20, runs: int = 6) -> dict[str, float]:
             vad.is_speech(ec.process(f).audio, RATE)
         return time.process_time() - t
 
+    def in_path() -> float:
+        """AEC3's own calls timed inside the whole path: between them the Python work
+        evicts its state from the cache, and it costs more than alone."""
+        spent = [0.0]
+
+        class Timed:
+            def __init__(self, rate: int, channels: int) -> None:
+                self.aec = library().EchoCanceller(rate, channels)
+
+            def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
+                t = time.process_time()
+                out: np.ndarray = self.aec.process(near, far)
+                spent[0] += time.process_time() - t
+                return out
+
+        playing(types.SimpleNamespace(EchoCanceller=Timed))
+        return spent[0]
+
     def native() -> float:
         aec = library().EchoCanceller(RATE, 1)
         n = RATE // 50
         t = time.process_time()
         for i in range(0, near.size - n + 1, n):
             aec.process(near[i : i + n], far[i : i + n])
+        return time.process_time() - t
+
+    def tap() -> float:
+        far_end = FarEnd()
+        far_end.written(far48[:ahead], card, 0.0)
+        t = time.process_time()
+        for f in frames:
+            i = round(f.timestamp * card) + ahead
+            far_end.written(far48[i : i + card // 50], card, i / card)
+            far_end.take(f.samples, f.timestamp)
+        return time.process_time() - t
+
+    pairs = [(f.array(), far[round(f.timestamp * RATE) :][: f.samples]) for f in frames]
+
+    def aligner() -> float:
+        a = Aligner(FarEnd())
+        t = time.process_time()
+        for n, r in pairs:
+            a.block(n, r)
         return time.process_time() - t
 
     def idle() -> float:
@@ -199,7 +243,15 @@ def cpu_figures(seconds: float = 20, runs: int = 6) -> dict[str, float]:
         return time.process_time() - t
 
     out: dict[str, float] = {}
-    cases = {"aec": playing, "native": native, "idle": idle, "half": half}
+    cases = {
+        "aec": playing,
+        "native": native,
+        "native_in_path": in_path,
+        "tap": tap,
+        "aligner": aligner,
+        "idle": idle,
+        "half": half,
+    }
     got: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(runs):  # interleaved: a burst of load elsewhere hits every case alike
         for name, fn in cases.items():
@@ -380,7 +432,11 @@ def main() -> dict[str, float]:
         f"CPU per audio-second (process CPU time, min / median of 6 interleaved runs): while "
         f"the far end plays (far-end tap at 48 kHz + canceller + aligner + VAD) "
         f"{c['cpu_ms_per_s_aec']:.2f} / {c['cpu_ms_per_s_aec_median']:.2f} ms (≤ 8), of which "
-        f"AEC3 alone {c['cpu_ms_per_s_native']:.2f} / {c['cpu_ms_per_s_native_median']:.2f} ms; "
+        f"AEC3 alone {c['cpu_ms_per_s_native']:.2f} / {c['cpu_ms_per_s_native_median']:.2f} ms "
+        f"(timed inside the path {c['cpu_ms_per_s_native_in_path']:.2f} / "
+        f"{c['cpu_ms_per_s_native_in_path_median']:.2f}), "
+        f"the far-end tap {c['cpu_ms_per_s_tap']:.2f} / {c['cpu_ms_per_s_tap_median']:.2f}, the "
+        f"aligner {c['cpu_ms_per_s_aligner']:.2f} / {c['cpu_ms_per_s_aligner_median']:.2f}; "
         f"while nothing plays (canceller bypassed) {c['cpu_ms_per_s_idle']:.2f} / "
         f"{c['cpu_ms_per_s_idle_median']:.2f} ms; VAD alone (half duplex) "
         f"{c['cpu_ms_per_s_half']:.2f} ms ({c['cpu_ratio']:.0f}× while playing)"
@@ -436,6 +492,100 @@ def double_talk_cause() -> dict[str, float]:
             flush=True,
         )
     return out
+
+
+# AEC3 reads "field trials" when it is made (echo_canceller3.cc, AdjustConfig): the only
+# way left to change its settings, neither binding exposing EchoCanceller3Config. The wheel
+# exports webrtc::field_trial::InitFieldTrialsFromString (x86_64 and aarch64 alike).
+FIELD_TRIALS_SYMBOL = "_ZN6webrtc11field_trial25InitFieldTrialsFromStringEPKc"
+SUPPRESSOR_TRIALS = {
+    # webrtc's suppressor settings by field trial (upstream names, M108 on): what would keep
+    # the near end in double talk: the masks more transparent, the near-end state sooner
+    "suppressor tuning override (masks 3/3.5, near-end ENR 0.1)": (
+        "WebRTC-Aec3SuppressorTuningOverride/nearend_tuning_mask_lf_enr_transparent:3,"
+        "nearend_tuning_mask_lf_enr_suppress:3.5,nearend_tuning_mask_hf_enr_transparent:3,"
+        "nearend_tuning_mask_hf_enr_suppress:3.5,normal_tuning_mask_lf_enr_transparent:3,"
+        "normal_tuning_mask_lf_enr_suppress:3.5,normal_tuning_mask_hf_enr_transparent:3,"
+        "normal_tuning_mask_hf_enr_suppress:3.5,dominant_nearend_detection_enr_threshold:0.1/"
+    ),
+    "normal LF mask override 3": "WebRTC-Aec3SuppressorNormalLfMaskTransparentOverride/3/",
+    "dominant near-end ENR override 0.1": (
+        "WebRTC-Aec3SuppressorDominantNearendEnrThresholdOverride/0.1/"
+    ),
+    "sensitive dominant near end": "WebRTC-Aec3SensitiveDominantNearendActivation/Enabled/",
+    "anti-howling kill switch": "WebRTC-Aec3AntiHowlingMinimizationKillSwitch/Enabled/",
+    "conservative tail": "WebRTC-Aec3ConservativeTailFreqResponse/Enabled/",
+    # two trials the wheel does read (their names are in its .so): proof that a trial
+    # reaches AEC3 at all; neither touches the suppressor
+    "short headroom kill switch": "WebRTC-Aec3ShortHeadroomKillSwitch/Enabled/",
+    "min ERLE during onsets kill switch": "WebRTC-Aec3MinErleDuringOnsetsKillSwitch/Enabled/",
+}
+_trials_buffer: Any = None  # webrtc keeps the pointer, not a copy: alive for the process
+
+
+def field_trial_figures(trials: str) -> dict[str, float]:
+    """AEC3 made after ``trials`` were set (in a process of its own: trials are global and
+    read once, when an AEC3 is made): a fingerprint of its output on the rig's echo and the
+    double-talk figures."""
+    import ctypes
+    import hashlib
+
+    global _trials_buffer
+    so = ctypes.CDLL(_binding("pywebrtc-audio")._webrtc_audio.__file__)
+    init = getattr(so, FIELD_TRIALS_SYMBOL)
+    init.argtypes = [ctypes.c_char_p]
+    _trials_buffer = ctypes.create_string_buffer(trials.encode())
+    init(_trials_buffer)
+    play = _speech(8, seed=2)
+    mic = voice_eval.echo_at_mic(play)
+    out = _cancelled(mic, play)
+    digest = hashlib.sha1(np.ascontiguousarray(out).tobytes()).hexdigest()
+    d = double_talk_figures()
+    return {"fingerprint": float(int(digest[:12], 16)), **d}
+
+
+def field_trials() -> dict[str, dict[str, float]]:
+    """Each trial of SUPPRESSOR_TRIALS against none: does it change AEC3's output at all,
+    and what does it do to double talk (issue 22: correlation ≥ 0.8 at SER 0 dB)."""
+    import json
+    import subprocess
+
+    from agentd.audio.echo import library
+
+    so = library()._webrtc_audio.__file__
+    blob = Path(so).read_bytes()
+    r = subprocess.run(["nm", "-D", "--defined-only", so], capture_output=True, text=True)
+    print(
+        f"{Path(so).name} exports InitFieldTrialsFromString: "
+        f"{'yes' if FIELD_TRIALS_SYMBOL in r.stdout else 'no'}",
+        flush=True,
+    )
+    got: dict[str, dict[str, float]] = {}
+    for name, trials in {"none": "", **SUPPRESSOR_TRIALS}.items():
+        r = subprocess.run(
+            [sys.executable, __file__, "--field-trial", trials],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        m = json.loads(r.stdout.splitlines()[-1])
+        got[name] = m
+        same = m["fingerprint"] == got["none"]["fingerprint"]
+        # (the compiler keeps a long name's first 32 characters as two 16-byte constants)
+        known = all(n[:32].encode() in blob for n in trials.split("/")[::2] if n)
+        what = (
+            f"name in the library {'yes' if known else 'no'}, output "
+            f"{'identical to none' if same else 'CHANGED'}"
+            if trials
+            else "no trial"
+        )
+        print(
+            f"{name}: {what}; double talk "
+            f"{m['attenuation_db_ser_m10']:.1f} dB at SER -10, correlation "
+            f"{m['correlation_ser_0']:.3f} at 0 dB (≥ 0.8)",
+            flush=True,
+        )
+    return got
 
 
 class _Livekit:
@@ -676,6 +826,12 @@ if __name__ == "__main__":
         bindings()
     elif sys.argv[1:2] == ["--double-talk-cause"]:
         double_talk_cause()
+    elif sys.argv[1:2] == ["--field-trials"]:
+        field_trials()
+    elif sys.argv[1:2] == ["--field-trial"]:
+        import json
+
+        print(json.dumps(field_trial_figures(sys.argv[2])))
     elif sys.argv[1:2] == ["--binding"]:
         import json
 

@@ -18,7 +18,10 @@ Why it is built this way (each point was measured, see issue 22 and bench/echo.p
 ``pywebrtc-audio`` was chosen over ``livekit`` (``bench/echo.py --bindings``): the same echo
 removed within 1 dB, the user kept better in double talk (6.3 dB / 0.77 against 10.6 dB /
 0.52), about the same CPU, 0.4 MB instead of a whole WebRTC stack, numpy only, no threads;
-both run under ``MemoryDenyWriteExecute``; neither exposes AEC3's settings.
+both run under ``MemoryDenyWriteExecute``; neither exposes AEC3's settings, and the webrtc
+field trials the wheel's AEC3 reads (``InitFieldTrialsFromString`` is exported) do not reach
+its suppressor, which takes the near end in double talk (``bench/echo.py --field-trials``:
+the suppressor trials leave the output bit for bit the same), so none is set.
 """
 
 from __future__ import annotations
@@ -77,6 +80,10 @@ ALIGN_MIN_RMS = 100.0  # a quieter reference window (int16 RMS) is not matched
 # itself, and moving the reference under it by a millisecond or two cost 14 dB of ERLE at
 # 100 ppm drift; the sound server's jumps are ~20 ms.
 ALIGN_TOL_S = 0.006
+_K = VAD_RATE // ALIGN_RATE  # 16 kHz samples averaged into one of the aligner's
+# the aligner's window in its samples: lags before the reference, the reference, lags after
+_LO, _N, _HI = (int(v * ALIGN_RATE) for v in (ALIGN_MIN_S, ALIGN_S, ALIGN_MAX_S))
+_MEAN = np.full(_K, 1 / _K, np.float32)  # (a product: a tenth of the cost of .mean)
 IDLE_S = 0.5  # the microphone's clock is corrected only this long after the far end's end
 REANCHOR_S = 0.06  # playback this far off the stream's own timing starts a new stream
 MIC_JUMP_S = 0.15  # a capture timestamp this far off the microphone's clock re-anchors it
@@ -289,10 +296,11 @@ class FarEnd:
             if at is not None:
                 if mic is None or abs(at - mic) > MIC_JUMP_S:
                     mic, self._mic_err, self._mic_n = at, 0.0, 0
-                else:  # a running mean of the timestamps' error, then a slow follower
-                    self._mic_n += 1
-                    self._mic_err += (at - mic - self._mic_err) / min(
-                        self._mic_n, MIC_FOLLOW_BLOCKS
+                else:  # a running mean of the timestamps' error, then a slow follower,
+                    k = max(1, n // BLOCK)  # counted in 10 ms blocks (a frame is k of them)
+                    self._mic_n += k
+                    self._mic_err += (at - mic - self._mic_err) * min(
+                        1.0, k / min(self._mic_n, MIC_FOLLOW_BLOCKS)
                     )
                     if mic > self._far_end + IDLE_S:  # corrected only while nothing plays
                         mic, self._mic_err = mic + self._mic_err, 0.0
@@ -331,10 +339,6 @@ class FarEnd:
         """16 kHz samples written and not yet due at the microphone."""
         with self._lock:
             return self._held
-
-
-def _energy(x: np.ndarray) -> float:
-    return float(np.dot(x.astype(np.float64), x.astype(np.float64)))
 
 
 class Aligner:
@@ -381,17 +385,15 @@ class Aligner:
         self._near.append(near)
         self._refs.append(far)
         self._held += near.size
-        k = VAD_RATE // ALIGN_RATE
-        lo, hi, n = (int(v * ALIGN_RATE) for v in (ALIGN_MIN_S, ALIGN_MAX_S, ALIGN_S))
-        if self._held < (lo + n + hi) * k:
+        k, lo, n = _K, _LO, _N
+        w = (lo + n + _HI) * k
+        if self._held < w:
             return
         x16, f16 = np.concatenate(self._near), np.concatenate(self._refs)
         # an average of k samples: crude, but a delay to the millisecond is all that is
         # asked, at a sixth of the cost of full rate
-        w = (lo + n + hi) * k
-        mean = np.full(k, 1 / k, np.float32)  # (a product: a tenth of the cost of .mean)
-        x = x16[:w].astype(np.float32).reshape(-1, k) @ mean
-        f = f16[lo * k : (lo + n) * k].astype(np.float32).reshape(-1, k) @ mean
+        x = x16[:w].astype(np.float32).reshape(-1, k) @ _MEAN
+        f = f16[lo * k : (lo + n) * k].astype(np.float32).reshape(-1, k) @ _MEAN
         found = self._measure(x, f, lo)
         step = int(ALIGN_STEP_S * VAD_RATE)
         self._near, self._refs, self._held = [x16[step:]], [f16[step:]], x16.size - step
@@ -430,21 +432,29 @@ class Aligner:
         self._near, self._refs, self._held, self._sound = [], [], 0, False
 
     def cancelled(self, near: np.ndarray, out: np.ndarray, far: np.ndarray) -> None:
-        """The canceller's output ``out`` for the block ``near`` just measured: echo removed
-        deeply over CONVERGED_BLOCKS of far-end sound confirms the answer's delay too (the
-        rig's bulk delay is beyond the aligner's reach, AEC3 finds it itself)."""
-        if self._epoch != self.far.epoch:  # a new answer: its own blocks only
-            self._epoch = self.far.epoch
+        """The canceller's output ``out`` for the blocks ``near`` just measured (whole 10 ms
+        blocks): echo removed deeply over CONVERGED_BLOCKS of far-end sound confirms the
+        answer's delay too (the rig's bulk delay is beyond the aligner's reach, AEC3 finds
+        it itself)."""
+        epoch = self.far.epoch
+        if self._epoch != epoch:  # a new answer: its own blocks only
+            self._epoch = epoch
             self._erle.clear()
-        if self._confirmed == self.far.epoch or _energy(far) < BLOCK * ALIGN_MIN_RMS**2:
+        if self._confirmed == epoch:  # (the common case: nothing to compute)
             return
-        self._erle.append((_energy(near), _energy(out)))
-        if len(self._erle) > CONVERGED_BLOCKS:
-            self._erle.popleft()
-        if len(self._erle) == CONVERGED_BLOCKS:
-            raw, left = (sum(v) for v in zip(*self._erle, strict=True))
-            if raw >= 10 ** (CONVERGED_DB / 10) * max(left, 1.0):
-                self._confirmed = self.far.epoch
+        # energies per 10 ms block, the frame's blocks at once
+        x = np.stack((far, near, out)).astype(np.float64).reshape(3, -1, BLOCK)
+        for ef, en, eo in zip(*np.einsum("kij,kij->ki", x, x).tolist(), strict=True):
+            if ef < BLOCK * ALIGN_MIN_RMS**2:
+                continue
+            self._erle.append((en, eo))
+            if len(self._erle) > CONVERGED_BLOCKS:
+                self._erle.popleft()
+            if len(self._erle) == CONVERGED_BLOCKS:
+                raw, left = (sum(v) for v in zip(*self._erle, strict=True))
+                if raw >= 10 ** (CONVERGED_DB / 10) * max(left, 1.0):
+                    self._confirmed = epoch
+                    return
 
     @property
     def settled(self) -> bool:
@@ -536,10 +546,7 @@ class EchoCanceller:
                 f"({frame.samples / VAD_RATE * 1000:g} ms)"
             )
         near = frame.array()
-        far = np.empty_like(near)
-        at = frame.timestamp
-        for i in range(0, near.size, BLOCK):  # the far end's clock counts 10 ms blocks
-            far[i : i + BLOCK] = self.far.take(BLOCK, at + i / VAD_RATE)
+        far = self.far.take(near.size, frame.timestamp)
         x = near
         if self._aec is not None:
             x = self._cancel(near, far)
@@ -574,8 +581,7 @@ class EchoCanceller:
             self._aec.process(tail, np.zeros(BLOCK, np.int16))
         # one call per frame: the library cuts it into 10 ms blocks itself
         out: np.ndarray = self._aec.process(near, far)
-        for i in range(0, near.size, BLOCK):  # its convergence confirms the answer's delay
-            self.aligner.cancelled(near[i : i + BLOCK], out[i : i + BLOCK], far[i : i + BLOCK])
+        self.aligner.cancelled(near, out, far)  # its convergence confirms the answer's delay
         return out
 
 
