@@ -63,7 +63,28 @@ CONFIGS: dict[str, dict[str, Any]] = {
     },
     "supp_e": {"erle.max_l": 8.0, "erle.max_h": 3.0},
     "supp_f": {"erle.max_l": 16.0, "erle.max_h": 8.0},
+    # the linear filter longer than the room's reverberation (13 blocks: 52 ms; RT60 0.3 s)
+    "long26": {"filter.main.length_blocks": 26, "filter.shadow.length_blocks": 26},
+    "long40": {"filter.main.length_blocks": 40, "filter.shadow.length_blocks": 40},
 }
+EXT = {"delay.use_external_delay_estimator": True}
+CONFIGS["ext_long26"] = EXT | CONFIGS["long26"]
+CONFIGS["ext_long40"] = EXT | CONFIGS["long40"]
+CONFIGS["ext_supp_a"] = EXT | CONFIGS["supp_a"]
+CONFIGS["ext_supp_c"] = EXT | CONFIGS["supp_c"]
+CONFIGS["long40_supp_a"] = CONFIGS["long40"] | CONFIGS["supp_a"]
+CONFIGS["ext_supp_e"] = EXT | CONFIGS["supp_e"]
+CONFIGS["ext_long40_supp_a"] = CONFIGS["ext_long40"] | CONFIGS["supp_a"]
+CONFIGS["ext_long40_supp_f"] = CONFIGS["ext_long40"] | CONFIGS["supp_f"]
+CONFIGS["ext_supp_b"] = EXT | CONFIGS["supp_b"]
+# the suppressor's masks at Validate()'s limit: what the linear filter alone removes
+CONFIGS["linear"] = {
+    f"suppressor.{t}.mask_{b}.{k}": v
+    for t in ("normal_tuning", "nearend_tuning")
+    for b in ("lf", "hf")
+    for k, v in (("enr_transparent", 99.0), ("enr_suppress", 100.0))
+}
+CONFIGS["ext_long40_linear"] = CONFIGS["ext_long40"] | CONFIGS["linear"]
 
 
 def main() -> None:
@@ -73,6 +94,7 @@ def main() -> None:
     ap.add_argument("--site", help="the patched build's directory, first on sys.path")
     ap.add_argument("--stock", action="store_true", help="the venv's released wheel")
     ap.add_argument("--extra", default="{}", help="JSON fields added to the config")
+    ap.add_argument("--drift", type=float, default=100.0, help="ppm, for erle and dt (the rig's)")
     a = ap.parse_args()
     if a.site and not a.stock:
         sys.path.insert(0, a.site)
@@ -94,13 +116,14 @@ def main() -> None:
 
     from bench import echo
 
-    out: dict[str, Any] = {"config": a.config, "lib": pywebrtc_audio.__file__, **cfg}
+    out: dict[str, Any] = {"config": a.config, "lib": pywebrtc_audio.__file__, "drift": a.drift}
+    out.update(cfg)
     for part in a.parts:
         t = time.process_time()
         if part == "erle":
-            out.update(echo.erle_figures())
+            out.update(echo.erle_figures(drift_ppm=a.drift))
         elif part == "dt":
-            out.update(echo.double_talk_figures())
+            out.update(echo.double_talk_figures(drift_ppm=a.drift))
         elif part == "barge":
             out.update(echo.barge_figures())
         elif part == "cpu":
