@@ -1,13 +1,13 @@
 """Experiment for issue 22: bench/echo.py's component figures with AEC3's own config.
 
 Not part of agentd. Runs ERLE, double talk, component false barge-ins and CPU with a
-pywebrtc-audio built from the 0.2.0 sdist plus ``scripts/aec3-config.patch`` (its
+pywebrtc-audio built from the 0.2.0 sdist plus ``bench/aec3-config.patch`` (its
 ``EchoCanceller`` takes ``config={"dotted.field": value}``), put first on the path by
 ``--site``; ``--stock`` runs the released wheel from the venv instead. The named config is
 handed to every ``EchoCanceller`` the daemon's code makes (the module attribute is
 wrapped), so bench/echo.py runs unchanged. Usage:
 
-    .venv/bin/python scripts/aec3_config_bench.py --site /tmp/aec3cfg/site CONFIG [PARTS]
+    .venv/bin/python bench/aec3_config.py --site /tmp/aec3cfg/site CONFIG [PARTS]
         [--drift PPM] [--comp PPM]
 
 ``--comp PPM``: the far end the canceller gets is resampled by 1 + PPM·1e-6 in FarEnd's own
