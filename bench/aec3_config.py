@@ -1,0 +1,275 @@
+"""Experiment for issue 22: bench/echo.py's component figures with AEC3's own config.
+
+Not part of agentd. Runs ERLE, double talk, component false barge-ins and CPU with a
+pywebrtc-audio built from the 0.2.0 sdist plus ``bench/aec3-config.patch`` (its
+``EchoCanceller`` takes ``config={"dotted.field": value}``), put first on the path by
+``--site``; ``--stock`` runs the released wheel from the venv instead. The named config is
+handed to every ``EchoCanceller`` the daemon's code makes (the module attribute is
+wrapped), so bench/echo.py runs unchanged. Usage:
+
+    .venv/bin/python bench/aec3_config.py --site /tmp/aec3cfg/site CONFIG [PARTS]
+        [--drift PPM] [--comp PPM]
+
+``--comp PPM``: the far end the canceller gets is resampled by 1 + PPM·1e-6 in FarEnd's own
+resampler (the daemon's far-end tap), streaming: the drift compensated where the daemon would.
+Part ``estimate``: the drift estimated from the far end and the microphone alone
+(:func:`drift_estimate`), and how long until it stays within 10 ppm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench, tests: the checkout's
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # our FarEnd timeline + Aligner already align the far end: skip AEC3's matched filters
+    "extdelay": {"delay.use_external_delay_estimator": True},
+    "extdelay16": {"delay.use_external_delay_estimator": True, "stream_delay_ms": 16},
+    "filters2": {"delay.num_filters": 2},
+    "filters3": {"delay.num_filters": 3},
+    # the suppressor toward transparency: the normal tuning's masks up (no gain cut until
+    # the residual echo-to-nearend ratio is higher: a), the nearend state (its transparent
+    # tuning) entered sooner and held longer (b), both (c), masks far up (d); the residual
+    # echo estimated from a better trusted linear filter (ERLE caps, 6/1.8 dB by default: e, f)
+    "supp_a": {
+        "suppressor.normal_tuning.mask_lf.enr_transparent": 0.5,
+        "suppressor.normal_tuning.mask_lf.enr_suppress": 0.7,
+        "suppressor.normal_tuning.mask_hf.enr_transparent": 0.15,
+        "suppressor.normal_tuning.mask_hf.enr_suppress": 0.25,
+    },
+    "supp_b": {
+        "suppressor.dominant_nearend_detection.enr_threshold": 1.0,
+        "suppressor.dominant_nearend_detection.snr_threshold": 10.0,
+        "suppressor.dominant_nearend_detection.trigger_threshold": 6,
+        "suppressor.dominant_nearend_detection.hold_duration": 100,
+    },
+    "supp_c": {
+        "suppressor.normal_tuning.mask_lf.enr_transparent": 0.5,
+        "suppressor.normal_tuning.mask_lf.enr_suppress": 0.7,
+        "suppressor.normal_tuning.mask_hf.enr_transparent": 0.15,
+        "suppressor.normal_tuning.mask_hf.enr_suppress": 0.25,
+        "suppressor.dominant_nearend_detection.enr_threshold": 1.0,
+        "suppressor.dominant_nearend_detection.snr_threshold": 10.0,
+        "suppressor.dominant_nearend_detection.trigger_threshold": 6,
+        "suppressor.dominant_nearend_detection.hold_duration": 100,
+    },
+    "supp_d": {
+        "suppressor.normal_tuning.mask_lf.enr_transparent": 1.0,
+        "suppressor.normal_tuning.mask_lf.enr_suppress": 1.5,
+        "suppressor.normal_tuning.mask_hf.enr_transparent": 0.3,
+        "suppressor.normal_tuning.mask_hf.enr_suppress": 0.6,
+        "suppressor.normal_tuning.max_dec_factor_lf": 0.5,
+    },
+    "supp_e": {"erle.max_l": 8.0, "erle.max_h": 3.0},
+    "supp_f": {"erle.max_l": 16.0, "erle.max_h": 8.0},
+    # the linear filter longer than the room's reverberation (13 blocks: 52 ms; RT60 0.3 s)
+    "long26": {"filter.main.length_blocks": 26, "filter.shadow.length_blocks": 26},
+    "long40": {"filter.main.length_blocks": 40, "filter.shadow.length_blocks": 40},
+}
+EXT = {"delay.use_external_delay_estimator": True}
+CONFIGS["ext_long26"] = EXT | CONFIGS["long26"]
+CONFIGS["ext_long40"] = EXT | CONFIGS["long40"]
+CONFIGS["ext_supp_a"] = EXT | CONFIGS["supp_a"]
+CONFIGS["ext_supp_c"] = EXT | CONFIGS["supp_c"]
+CONFIGS["long40_supp_a"] = CONFIGS["long40"] | CONFIGS["supp_a"]
+CONFIGS["ext_supp_e"] = EXT | CONFIGS["supp_e"]
+CONFIGS["ext_long40_supp_a"] = CONFIGS["ext_long40"] | CONFIGS["supp_a"]
+CONFIGS["ext_long40_supp_f"] = CONFIGS["ext_long40"] | CONFIGS["supp_f"]
+CONFIGS["ext_supp_b"] = EXT | CONFIGS["supp_b"]
+# the suppressor's masks at Validate()'s limit: what the linear filter alone removes
+CONFIGS["linear"] = {
+    f"suppressor.{t}.mask_{b}.{k}": v
+    for t in ("normal_tuning", "nearend_tuning")
+    for b in ("lf", "hf")
+    for k, v in (("enr_transparent", 99.0), ("enr_suppress", 100.0))
+}
+CONFIGS["ext_long40_linear"] = CONFIGS["ext_long40"] | CONFIGS["linear"]
+
+
+def compensate(ppm: float) -> None:
+    """Resample the far end by the clock drift ``ppm`` in FarEnd's own resampler (soxr,
+    streaming, exact ratio): 16 kHz is handed out at 16 kHz·(1 + ppm·1e-6) on the timeline.
+    At 16 kHz in (the component path) on soxr's steady engine: the fixed-rate one held back
+    58 ms at this ratio, as much as the writer's 60 ms lead (15 ms steady); at 48 kHz (the
+    card, the CPU figure) the daemon's MQ engine (37 ms held back, as 48 -> 16 kHz). FarEnd's
+    silence skip places zeros at the nominal ratio: off, so the timeline stays exact. A drop
+    discards what the resampler holds: bench/echo.py restarts its times at 0 after each drop
+    (one canceller, several runs), and the held tail, flushed at the new stream's start, was
+    placed at the old stream's end, ahead of all of the new one: FarEnd.take then found no
+    far end until FAR_KEEP_S had passed (326 false barge-ins of 84). (The daemon's times only
+    grow; its 48 kHz tail after a drop lands where the dropped audio would have played.)"""
+
+    from agentd.audio import echo
+    from agentd.audio.resample import StreamResampler
+
+    def made(in_rate: int, out_rate: int, quality: str = "HQ", steady: bool = False) -> Any:
+        steady = steady or in_rate == out_rate
+        return StreamResampler(in_rate, out_rate * (1 + ppm * 1e-6), quality, steady)  # type: ignore[arg-type]
+
+    dropped = echo.FarEnd.dropped
+
+    def drop(self: echo.FarEnd, at: float | None = None) -> None:
+        dropped(self, at)
+        self._rs = None
+
+    echo.StreamResampler = made  # type: ignore[assignment,misc]
+    echo.FarEnd.dropped = drop  # type: ignore[method-assign]
+    echo.SKIP_SILENT_S = math.inf
+
+
+def _shifts(
+    far: np.ndarray, mic: np.ndarray, rate: int, win_s: float, step_s: float
+) -> list[tuple[float, float]]:
+    """(time s, samples) per ``win_s`` window of far-end sound, every ``step_s``: how far the
+    echo path has moved since the first window, to a fraction of a sample. Not the delay's
+    peak: in the rig's room (RT60 0.3 s) the direct path is ~3 % of the echo's energy and
+    the microphone matched the far end at 0.3 at best, at random lags. Instead each window's
+    transfer function (cross-spectrum over the far end's power, regularised; the room's
+    0.4 s tail inside the window) against the first one's: its peak (a parabola through it
+    and its neighbours, within ±200 samples) is the whole response's shift."""
+    w, tail, step = int(win_s * rate), int(0.4 * rate), int(step_s * rate)
+    size = 1 << int(np.ceil(np.log2(2 * w + tail)))
+    ref: np.ndarray | None = None
+    t0, out = 0, []
+    for a in range(0, min(far.size, mic.size) - w - tail, step):
+        f = far[a : a + w].astype(np.float64)
+        if float(f @ f) < w * 1e-4:  # (float scale) under -40 dBFS: nothing to match
+            continue
+        spec = np.fft.rfft(f, size)
+        power = np.abs(spec) ** 2
+        h = np.fft.rfft(mic[a : a + w + tail].astype(np.float64), size) * np.conj(spec)
+        h /= power + 1e-2 * power.mean()
+        if ref is None:
+            ref, t0 = h, a
+            continue
+        c = np.fft.irfft(h * np.conj(ref), size)
+        c = np.concatenate((c[-200:], c[:201]))
+        j = int(np.clip(np.argmax(c), 1, c.size - 2))
+        y0, y1, y2 = c[j - 1], c[j], c[j + 1]
+        den = y0 - 2 * y1 + y2
+        out.append(((a - t0) / rate, j - 200 + (0.5 * (y0 - y2) / den if den else 0.0)))
+    return out
+
+
+def drift_estimate(
+    far: np.ndarray, mic: np.ndarray, rate: int = 16000, win_s: float = 1.0, step_s: float = 0.5
+) -> tuple[float, int]:
+    """The microphone's clock against the far end's (ppm, positive: the mic takes more
+    samples per played second), from the slope of the echo path's shift over time
+    (:func:`_shifts`): a least-squares line, then again without the shifts more than 2
+    samples off it. Pure, on far-end speech alone (a near-end talker is not gated out
+    here). Returns (ppm, windows used); (nan, n) below 3."""
+    pts = np.array(_shifts(far, mic, rate, win_s, step_s)).reshape(-1, 2)
+    if len(pts) < 3:
+        return math.nan, len(pts)
+    t, lag = pts[:, 0], pts[:, 1]
+    keep = np.ones(t.size, bool)
+    for _ in range(2):
+        if keep.sum() < 3:
+            return math.nan, int(keep.sum())
+        slope, icpt = np.polyfit(t[keep], lag[keep], 1)
+        keep = np.abs(lag - (slope * t + icpt)) <= 2.0
+    return float(slope / rate * 1e6), int(keep.sum())
+
+
+def estimate_figures(drifts: tuple[float, ...] = (100.0, -100.0, 37.0)) -> dict[str, Any]:
+    """:func:`drift_estimate` on the first T s of far-end speech through the rig (30 s,
+    three rooms each): the estimate at T = 2, 5, 10, 20, 30 s, and the first T (1 s steps)
+    from which every later estimate is within 10 ppm of the rig's drift."""
+    from bench import echo
+    from tests import voice_eval
+    from tests.corpus import RATE
+
+    out: dict[str, Any] = {}
+    for drift in drifts:
+        for seed in (1, 2, 3):
+            play = echo._speech(30, seed=seed + 4)
+            mic = voice_eval.echo_at_mic(play, seed=seed, drift_ppm=drift)
+            est = {s: drift_estimate(play[: s * RATE], mic[: s * RATE])[0] for s in range(2, 31)}
+            bad = [s for s, v in est.items() if not abs(v - drift) <= 10]
+            tag = f"{drift:g}ppm_room{seed}"
+            out[f"est_{tag}"] = {s: round(est[s], 1) for s in (2, 5, 10, 20, 30)}
+            out[f"within10_s_{tag}"] = (max(bad) + 1) if bad else 1
+    return out
+
+
+def barge_figures() -> dict[str, float]:
+    """bench/echo.py's barge_figures (the same seeds and cases), with the trials missed
+    (no barge-in at all) counted, and p95 by nearest rank over every trial, a miss counted
+    as never (np.percentile gave nan as soon as one was missed)."""
+    from bench import echo
+    from tests import voice_eval
+
+    out = echo.barge_figures()
+    scores = [voice_eval.score_barge_in(seed, 28) for seed in (3, 7, 11)]
+    for ser in (-5.0, -10.0):
+        d = sorted(x for sc in scores for x in sc.delays_ms[ser])
+        tag = f"m{-ser:g}"
+        out[f"barge_missed_ser_{tag}"] = float(sum(math.isinf(x) for x in d))
+        out[f"barge_p95_ms_ser_{tag}"] = d[math.ceil(0.95 * len(d)) - 1]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("config", help=f"one of {', '.join(CONFIGS)}, or a JSON object")
+    ap.add_argument("parts", nargs="*", default=["erle", "dt", "barge", "cpu"])
+    ap.add_argument("--site", help="the patched build's directory, first on sys.path")
+    ap.add_argument("--stock", action="store_true", help="the venv's released wheel")
+    ap.add_argument("--extra", default="{}", help="JSON fields added to the config")
+    ap.add_argument("--drift", type=float, default=100.0, help="ppm, for erle and dt (the rig's)")
+    ap.add_argument("--comp", type=float, help="ppm: the far end resampled by the drift")
+    a = ap.parse_args()
+    if a.site and not a.stock:
+        sys.path.insert(0, a.site)
+    import pywebrtc_audio
+
+    cfg = dict(CONFIGS[a.config] if a.config in CONFIGS else json.loads(a.config))
+    cfg.update(json.loads(a.extra))
+    native = pywebrtc_audio.EchoCanceller
+    if not a.stock:
+        aec3 = {k: v for k, v in cfg.items() if k != "stream_delay_ms"}
+        delay = int(cfg.get("stream_delay_ms", 0))  # AEC3's external delay (ms, 4 ms steps)
+
+        def made(*args: Any, **kw: Any) -> Any:
+            return native(*args, stream_delay_ms=delay, config=aec3, **kw)
+
+        pywebrtc_audio.EchoCanceller = made
+    elif cfg:
+        raise SystemExit("the stock wheel takes no config")
+
+    if a.comp is not None:
+        compensate(a.comp)
+    from bench import echo
+
+    out: dict[str, Any] = {"config": a.config, "lib": pywebrtc_audio.__file__, "drift": a.drift}
+    out["comp"] = a.comp
+    out.update(cfg)
+    for part in a.parts:
+        t = time.process_time()
+        if part == "erle":
+            out.update(echo.erle_figures(drift_ppm=a.drift))
+        elif part == "dt":
+            out.update(echo.double_talk_figures(drift_ppm=a.drift))
+        elif part == "barge":
+            out.update(barge_figures())
+        elif part == "cpu":
+            out.update(echo.cpu_figures(runs=4))
+        elif part == "estimate":
+            out.update(estimate_figures())
+        out[f"bench_cpu_s_{part}"] = time.process_time() - t
+    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}))
+
+
+if __name__ == "__main__":
+    main()
