@@ -195,6 +195,23 @@ def test_far_end_is_zeros_while_idle_and_drops_what_never_played() -> None:
     assert not far.take(1600, 10.15).any()
 
 
+def test_far_end_after_a_drop_hands_over_the_next_streams_audio() -> None:
+    """What the resampler held back of a dropped stream never played: it must not come out
+    at the old stream's end, ahead of the next stream's audio (take() would stop there and
+    hand the canceller zeros for the new answer's echo)."""
+    import numpy as np
+
+    from agentd.audio.echo import FarEnd
+
+    far = FarEnd(lead_s=0.0)
+    tone = (np.sin(np.arange(9600) / 5) * 8000).astype(np.int16)  # 200 ms at 48 kHz
+    far.written(tone, 48000, 10.0)
+    far.dropped(10.05)  # 50 ms of it played, the rest was dropped
+    far.written(tone, 48000, 10.06)  # the next stream starts right after
+    got = far.take(1600, 10.06)  # the microphone's next 100 ms
+    assert np.count_nonzero(got) > 1400  # the new stream's tone, from its start
+
+
 def test_far_end_silence_stays_zeros_and_skipping_it_keeps_the_sound_in_place() -> None:
     """A continuous stream writes silence between answers: past SKIP_SILENT_S of it the
     resampler is not called (zeros are placed instead), yet the sound after it lands on

@@ -273,6 +273,11 @@ class FarEnd:
         """Playback dropped what ALSA held at ``at`` (a flush, a device fault): from there
         on it never plays."""
         at = self.clock() if at is None else at
+        # what the resampler still holds back never played either: flushed into the next
+        # stream it would land at the old stream's end, ahead of the new stream's audio on
+        # the timeline, and take() (which stops at the first chunk not yet due) would hand
+        # the canceller zeros for the new answer's echo
+        self._rs = None
         with self._lock:
             self._next = None
             while self._chunks:
