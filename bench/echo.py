@@ -645,6 +645,49 @@ def _barge_report(out: dict[str, float], ser: float, res: list[Barge]) -> None:
         f"answers that cut themselves did so at {cut_at} ms heard",
         flush=True,
     )
+    _slow_causes(res, target)
+
+
+def _slow_causes(res: list[Barge], target: float) -> None:
+    """Each trial slower than ``target`` (or missed) by cause: its frames replayed through
+    the policy as it was at the talker's onset with one wait taken away (Barge.replay_ms).
+    A wait whose removal brings the decision under target - PIPE_MS is that trial's cause;
+    else the VAD (its first counted frame late, or too few of them), or the pipeline from the
+    deciding frame to the answer's last sample out (decided with time to spare)."""
+    slow = [r for r in res if r.latency_ms is None or r.latency_ms > target]
+    causes: dict[str, int] = {}
+    for r in slow:
+        rp = r.replay_ms
+        budget = target - 200  # from the deciding frame to the last sample out, about
+        as_is = rp.get("as_is")
+        if as_is is not None and as_is <= budget:
+            cause = "pipeline (decided in time, stopped late)"
+        elif (v := rp.get("settled")) is not None and v <= budget:
+            cause = "not settled (evidence cleared)"
+        elif (v := rp.get("warm")) is not None and v <= budget:
+            cause = "cold (onset / WARM_S: cold_need_ms asked)"
+        elif (v := rp.get("both")) is not None and v <= budget:
+            cause = "not settled and cold together"
+        elif r.evidence_ms is None or r.evidence_ms > budget:
+            cause = "VAD/level: no frame counted in time"
+        else:
+            cause = "VAD/level: too few frames counted"
+        causes[cause] = causes.get(cause, 0) + 1
+    detail = ", ".join(f"{n} {c}" for c, n in sorted(causes.items(), key=lambda kv: -kv[1]))
+    print(
+        f"    slow trials (> {target:.0f} ms or missed): {len(slow)} of {len(res)}"
+        + (f": {detail}" if slow else ""),
+        flush=True,
+    )
+    for r in slow:
+        rp = {k: "-" if v is None else f"{v:.0f}" for k, v in r.replay_ms.items()}
+        lat = "missed" if r.latency_ms is None else f"{r.latency_ms:.0f}"
+        print(
+            f"      {lat} ms: first counted frame {r.evidence_ms or float('nan'):.0f}, decided "
+            f"(replayed as is / settled / warm / both) {rp}, unsettled talker frames "
+            f"{r.unsettled_ms} ms",
+            flush=True,
+        )
 
 
 def _mp(v: list[float]) -> str:

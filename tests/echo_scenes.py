@@ -6,7 +6,7 @@ and bench/echo.py (the end-to-end figures)."""
 from __future__ import annotations
 
 import asyncio
-import math
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +174,12 @@ class Barge:
     truncate_ms: int | None = None
     heard_ms: int | None = None
     rig_ms: float = 0.0  # the rig's own output buffer: mixed in this long before it was heard
+    # Why it took that long: the same frames replayed through a copy of the policy as it
+    # was when the talker started, as it is ("as_is") and with one of its waits taken away
+    # ("settled": the echo delay always confirmed; "warm": never cold, need_ms of evidence
+    # even at an answer's onset or before WARM_S; "both"); ms from the talker's onset to the
+    # frame that completes the barge-in (None: not within the trial)
+    replay_ms: dict[str, float | None] = field(default_factory=dict)
 
 
 async def barge_in(
@@ -204,14 +210,17 @@ async def barge_in(
     n_events = len(sim.events)
     flushed, silent = pb.flushed_at, pb.silent_at
     policy = d.gate.barge_in
+    before = copy.deepcopy(policy)  # (the copy's bound frame is its own: replayed below)
     seen: list[tuple[float, bool, bool, int]] = []  # (when, evidence, settled, ms) per frame
+    args: list[tuple[Any, ...]] = []  # each frame's arguments, for the replays
     judge = policy.frame
 
-    def spy(
-        ms: int, voiced: bool, energy: float, heard_s: float = math.inf, settled: bool = True
-    ) -> bool:
-        seen.append((time.monotonic(), voiced and db(energy) >= policy.floor_db, settled, ms))
-        return judge(ms, voiced, energy, heard_s, settled)
+    def spy(ms: int, voiced: bool, energy: float, *rest: Any, **kw: Any) -> bool:
+        seen.append((time.monotonic(), voiced and db(energy) >= policy.floor_db, True, ms))
+        args.append((ms, voiced, energy, *rest, *kw.values()))
+        settled = kw.get("settled", rest[1] if len(rest) > 1 else True)
+        seen[-1] = (*seen[-1][:2], settled, ms)
+        return bool(judge(ms, voiced, energy, *rest, **kw))
 
     policy.frame = spy  # type: ignore[method-assign]
     cue = talk.say(phrase, gain)
@@ -231,8 +240,10 @@ async def barge_in(
     await h.until(lambda: h.state() != "speaking", timeout=30)
     # the talker's words are a turn of their own: let it be answered and played out
     await h.until(lambda: not pb.busy() and h.state() in ("idle", "listening"), timeout=40)
+    replay = _replays(before, args, [t for t, *_ in seen], t0)
     if not detected:
-        return Barge(None, unsettled_ms=sum(ms for _, _, ok, ms in talker if not ok))
+        unsettled = sum(ms for _, _, ok, ms in talker if not ok)
+        return Barge(None, unsettled_ms=unsettled, replay_ms=replay)
     truncs = sim.client_events("conversation.item.truncate")[n_trunc:]
     cancels = [r for r in sim.events[n_events:] if r.event.get("type") == "response.cancel"]
     return Barge(
@@ -244,4 +255,26 @@ async def barge_in(
         truncate_ms=int(truncs[0]["audio_end_ms"]) if truncs else None,
         heard_ms=heard,
         rig_ms=(cue.started - cue.mixed) * 1000 if isinstance(cue, _Cue) else 0.0,
+        replay_ms=replay,
     )
+
+
+def _replays(
+    before: Any, args: list[tuple[Any, ...]], when: list[float], t0: float
+) -> dict[str, float | None]:
+    """The trial's frames through copies of the policy (see Barge.replay_ms)."""
+    out: dict[str, float | None] = {}
+    for name in ("as_is", "settled", "warm", "both"):
+        p = copy.deepcopy(before)
+        if name in ("warm", "both"):
+            p.cold_need_ms = p.need_ms
+            p.warm_s = 0.0
+        out[name] = None
+        for a, t in zip(args, when, strict=True):
+            a = list(a)
+            if name in ("settled", "both") and len(a) > 4:
+                a[4] = True
+            if p.frame(*a) and t >= t0:
+                out[name] = (t - t0) * 1000
+                break
+    return out

@@ -53,6 +53,7 @@ class BargeInPolicy:
     cold_need_ms: int = COLD_NEED_MS
     onset_ms: int = ONSET_MS
     floor_db: float = FLOOR_DB
+    warm_s: float = WARM_S
     _recent: deque[tuple[int, bool]] = field(default_factory=deque)
     _playing_ms: int = 0
     _heard0: float | None = None  # the canceller's heard_s when the speaker became busy
@@ -89,7 +90,7 @@ class BargeInPolicy:
             held -= self._recent.popleft()[0]
         evidence = sum(m for m, yes in self._recent if yes)
         onset = self._sounded_ms is None or self._sounded_ms <= self.onset_ms
-        cold = onset or heard_s < WARM_S
+        cold = onset or heard_s < self.warm_s
         if evidence >= (self.cold_need_ms if cold else self.need_ms):
             self._recent.clear()
             return True
