@@ -36,6 +36,7 @@ from tests.corpus import RATE
 from tests.echo_scenes import Barge
 
 BLOCK = RATE // 10  # ERLE is measured per 100 ms
+PIPE_MS = 60  # e2e: from the frame that decides a barge-in to the last sample out, about
 
 
 def _speech(seconds: float, seed: int = 5) -> np.ndarray:
@@ -658,7 +659,7 @@ def _slow_causes(res: list[Barge], target: float) -> None:
     causes: dict[str, int] = {}
     for r in slow:
         rp = r.replay_ms
-        budget = target - 200  # from the deciding frame to the last sample out, about
+        budget = target - PIPE_MS
         as_is = rp.get("as_is")
         if as_is is not None and as_is <= budget:
             cause = "pipeline (decided in time, stopped late)"
@@ -714,7 +715,14 @@ def e2e(answers: int = 13, trials: int = 40) -> dict[str, float]:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--e2e"]:
-        e2e(*(int(a) for a in sys.argv[2:4]))
+        # --features PATH: every frame the policy judged, labelled, saved as .npy (the
+        # columns: tests/echo_scenes.py FEATURES)
+        feat = sys.argv.index("--features") if "--features" in sys.argv else 0
+        e2e(*(int(a) for a in sys.argv[2 : feat or 4][:2]))
+        if feat:
+            from tests.echo_scenes import FEATURES
+
+            np.save(sys.argv[feat + 1], np.array(FEATURES, dtype=np.float64))
     elif sys.argv[1:2] == ["--bindings"]:
         bindings()
     elif sys.argv[1:2] == ["--double-talk-cause"]:

@@ -6,8 +6,11 @@ and bench/echo.py (the end-to-end figures)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,8 +130,44 @@ def reply_ms(h: Harness) -> int:
     return len(h.sim.speech.pcm(h.sim.reply, 24000)) // 48
 
 
+# Every frame the barge-in policy judged in the scenes (bench/echo.py --e2e --features):
+# (talker: 0 echo-only answer / 1 barge-in trial, seconds since the talker's onset (-inf
+# before it), ms, voiced, dBFS, expected echo dBFS, heard_s, settled, barged in)
+FEATURES: list[tuple[float, ...]] = []
+
+
+@contextlib.contextmanager
+def _recording(h: Harness) -> Iterator[None]:
+    """The policy's frames of echo-only answers into FEATURES."""
+    policy = h.daemon.gate.barge_in
+    judge = policy.frame
+
+    def spy(
+        ms: int,
+        voiced: bool,
+        energy: float,
+        heard_s: float = math.inf,
+        settled: bool = True,
+        echo: float = 0.0,
+    ) -> bool:
+        fired = judge(ms, voiced, energy, heard_s, settled, echo)
+        FEATURES.append((0.0, -math.inf, ms, voiced, db(energy), db(echo), heard_s, settled, fired))
+        return fired
+
+    policy.frame = spy  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        policy.frame = judge  # type: ignore[method-assign]
+
+
 async def echo_only_answers(h: Harness, talk: Talker, n: int, pace: float) -> Answers:
     """Ask ``n`` questions; each answer plays with nobody speaking over it."""
+    with _recording(h):
+        return await _echo_only_answers(h, talk, n, pace)
+
+
+async def _echo_only_answers(h: Harness, talk: Talker, n: int, pace: float) -> Answers:
     sim, d = h.sim, h.daemon
     sim.pace, sim.reply = pace, LONG_REPLY
     out = Answers()
@@ -195,9 +234,11 @@ async def barge_in(
     item, pb = d.conv.item_id, d.playback
     assert pb is not None
     if item is not None:
-        await h.until(
-            lambda: pb.heard_ms(item) >= after_s * 1000 or h.state() != "speaking", timeout=30
-        )
+        with _recording(h):  # nobody talks yet: the answer's echo alone
+            await h.until(
+                lambda: pb.heard_ms(item) >= after_s * 1000 or h.state() != "speaking",
+                timeout=30,
+            )
     if item is None or h.state() != "speaking":  # it cut itself before the talker spoke
         at = pb.heard_ms(item) if item is not None else 0
         await h.until(lambda: not pb.busy() and h.state() in ("idle", "listening"), timeout=40)
@@ -215,13 +256,22 @@ async def barge_in(
     args: list[tuple[Any, ...]] = []  # each frame's arguments, for the replays
     judge = policy.frame
 
-    def spy(ms: int, voiced: bool, energy: float, *rest: Any, **kw: Any) -> bool:
-        seen.append((time.monotonic(), voiced and db(energy) >= policy.floor_db, True, ms))
-        args.append((ms, voiced, energy, *rest, *kw.values()))
-        settled = kw.get("settled", rest[1] if len(rest) > 1 else True)
-        seen[-1] = (*seen[-1][:2], settled, ms)
-        return bool(judge(ms, voiced, energy, *rest, **kw))
+    def spy(
+        ms: int,
+        voiced: bool,
+        energy: float,
+        heard_s: float = math.inf,
+        settled: bool = True,
+        echo: float = 0.0,
+    ) -> bool:
+        now = time.monotonic()
+        seen.append((now, policy.counts(voiced, energy, echo), settled, ms))
+        args.append((ms, voiced, energy, heard_s, settled, echo))
+        fired = judge(ms, voiced, energy, heard_s, settled, echo)
+        FEATURES.append((1.0, now, ms, voiced, db(energy), db(echo), heard_s, settled, fired))
+        return fired
 
+    k0 = len(FEATURES)
     policy.frame = spy  # type: ignore[method-assign]
     cue = talk.say(phrase, gain)
     sim.reply = SHORT_REPLY  # the answer to the talker's words (a turn of their own)
@@ -234,6 +284,9 @@ async def barge_in(
     heard = pb.heard_ms(item)
     policy.frame = judge  # type: ignore[method-assign]
     t0 = cue.started
+    for k in range(k0, len(FEATURES)):  # (times since the talker's onset)
+        f = FEATURES[k]
+        FEATURES[k] = (f[0], f[1] - t0, *f[2:])
     talker = [s for s in seen if s[0] >= t0]
     first = next((t for t, yes, ok, _ in talker if yes and ok), None)
     await asyncio.to_thread(cue.wait, 20)
@@ -272,7 +325,7 @@ def _replays(
         out[name] = None
         for a, t in zip(args, when, strict=True):
             a = list(a)
-            if name in ("settled", "both") and len(a) > 4:
+            if name in ("settled", "both"):
                 a[4] = True
             if p.frame(*a) and t >= t0:
                 out[name] = (t - t0) * 1000

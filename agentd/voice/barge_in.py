@@ -37,6 +37,9 @@ ONSET_MS = 800  # an answer's first audio, during which the canceller re-converg
 ARM_S = 4.0  # far-end sound the canceller must have heard since it was made to be trusted
 WARM_S = 10.0  # ... and to be trusted with NEED_MS of evidence
 FLOOR_DB = -54.0  # dBFS (mean square): a quieter cancelled frame is no user
+# A cancelled frame this far below the echo expected in it (EchoCanceller.echo_energy) is no
+# user either: what the canceller let through of that echo
+MARGIN_DB = -9.0
 
 
 def db(energy: float) -> float:
@@ -53,6 +56,7 @@ class BargeInPolicy:
     cold_need_ms: int = COLD_NEED_MS
     onset_ms: int = ONSET_MS
     floor_db: float = FLOOR_DB
+    margin_db: float = MARGIN_DB
     warm_s: float = WARM_S
     _recent: deque[tuple[int, bool]] = field(default_factory=deque)
     _playing_ms: int = 0
@@ -65,13 +69,19 @@ class BargeInPolicy:
         self._heard0 = self._sounded_ms = None
 
     def frame(
-        self, ms: int, voiced: bool, energy: float, heard_s: float = math.inf, settled: bool = True
+        self,
+        ms: int,
+        voiced: bool,
+        energy: float,
+        heard_s: float = math.inf,
+        settled: bool = True,
+        echo: float = 0.0,
     ) -> bool:
         """One cancelled frame of ``ms`` while the speaker plays; ``heard_s``: far-end audio
         the canceller has heard since it was made; ``settled``: the echo's delay is confirmed
         for this answer (a sound server starts each stream with its own latency, an echo
-        path may move between answers, and until the canceller matches it, echo leaks). True
-        completes a barge-in."""
+        path may move between answers, and until the canceller matches it, echo leaks);
+        ``echo``: the echo expected in the frame (mean square). True completes a barge-in."""
         self._playing_ms += ms
         if self._heard0 is None:
             self._heard0 = heard_s
@@ -84,7 +94,7 @@ class BargeInPolicy:
         if not settled:  # what leaked meanwhile is no evidence
             self._recent.clear()
             return False
-        self._recent.append((ms, voiced and db(energy) >= self.floor_db))
+        self._recent.append((ms, self.counts(voiced, energy, echo)))
         held = sum(m for m, _ in self._recent)
         while held - self._recent[0][0] >= self.window_ms:
             held -= self._recent.popleft()[0]
@@ -95,3 +105,11 @@ class BargeInPolicy:
             self._recent.clear()
             return True
         return False
+
+    def counts(self, voiced: bool, energy: float, echo: float = 0.0) -> bool:
+        """A cancelled frame counts as the user's: voiced, above the floor, and not far below
+        the echo expected in it (``echo``, mean square; 0: none)."""
+        level = db(energy)
+        return (
+            voiced and level >= self.floor_db and (not echo or level >= db(echo) + self.margin_db)
+        )
