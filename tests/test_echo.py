@@ -533,6 +533,62 @@ def test_a_delay_beyond_the_aligners_reach_is_confirmed_by_the_cancellers_conver
     assert unexplained >= SETTLE_MAX_S - 0.3, settled_at  # (its first 0.3 s are silent)
 
 
+def test_the_echo_expected_follows_the_far_end_at_the_echos_delay_and_gain() -> None:
+    """The echo's delay behind the reference (here 0.3 s, beyond the aligner's reach) and its
+    gain (-6 dB) are found from the envelopes; the estimate is the echo's level where the
+    far end sounded 0.3 s before, and falls away in the far end's silences (where a user is
+    heard)."""
+    import numpy as np
+
+    from agentd.audio.echo import BLOCK, EchoCanceller, EchoSetup
+    from agentd.audio.frame import AudioFrame
+    from tests import voice_eval
+
+    play = np.frombuffer(to_int16_(voice_eval._playback(np.random.default_rng(5), 6.0)), "<i2")
+    lag = int(0.3 * 16000)
+    mic = (np.concatenate([np.zeros(lag, np.int16), play])[: play.size] // 2).astype(np.int16)
+    ec = EchoCanceller(EchoSetup(aec=True))
+    assert ec.echo_energy == 0.0  # nothing played: no echo expected
+    got, want = [], []
+    for k in range(play.size // 320):
+        ec.far.written(play[k * 320 : (k + 1) * 320], 16000, 10.0 + k * 0.02)
+        ec.process(
+            AudioFrame(mic[k * 320 : (k + 1) * 320].tobytes(), 16000, timestamp=10.0 + k * 0.02)
+        )
+        x = mic[k * 320 : (k + 1) * 320].astype(np.float64) / 32768
+        got.append(ec.echo_energy)
+        want.append(float(np.mean(x * x)))
+    assert ec.aligner is not None and ec.aligner.echo_delay is not None
+    assert abs(ec.aligner.echo_delay * BLOCK / 16000 - 0.3) <= 0.02, ec.aligner.echo_delay
+    assert abs(ec.aligner.echo_gain_db + 6.0) <= 1.5, ec.aligner.echo_gain_db
+    late = slice(len(got) // 2, None)  # (once found)
+    g, w = np.array(got[late]), np.array(want[late])
+    loud = w > 10 ** (-40 / 10)
+    assert np.all(g[loud] >= w[loud] * 10 ** (-6 / 10))  # the echo there is expected
+    quiet = w < 10 ** (-75 / 10)  # the far end's pauses, 0.3 s on: the estimate falls away
+    assert quiet.any() and np.median(g[quiet]) < np.median(w[loud]) * 10 ** (-20 / 10)
+
+
+def test_a_cancelled_frame_far_below_the_echo_expected_is_no_user() -> None:
+    """AEC3 lets a burst of the echo through (an answer's onset, a phrase after a pause):
+    voiced, above the floor, but well below the echo that caused it; a user talking into
+    the echo's pauses is above what is expected there."""
+    from agentd.voice.barge_in import MARGIN_DB, NEED_MS, BargeInPolicy
+
+    def level(dbfs: float) -> float:
+        return float(10 ** (dbfs / 10))
+
+    def run(energy: float, echo: float) -> list[bool]:
+        policy = BargeInPolicy()  # a warm canceller, 1.2 s into an answer's sound
+        for i in range(60):
+            policy.frame(20, False, level(-70), 100.0 + 0.02 * i, True, echo)
+        return [policy.frame(20, True, energy, 102.0 + 0.02 * i, True, echo) for i in range(50)]
+
+    assert not any(run(level(-25 + MARGIN_DB - 3), level(-25)))
+    assert run(level(-25 + MARGIN_DB + 3), level(-25)).index(True) == NEED_MS // 20 - 1
+    assert run(level(-40), level(-60)).index(True) == NEED_MS // 20 - 1
+
+
 @pytest.mark.slow
 async def test_interruptions_with_aec_keep_the_stream_truncate_what_was_heard_and_answer_whole(
     room: rigs.PulseRoom, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
