@@ -132,7 +132,7 @@ def reply_ms(h: Harness) -> int:
 
 # Every frame the barge-in policy judged in the scenes (bench/echo.py --e2e --features):
 # (talker: 0 echo-only answer / 1 barge-in trial, seconds since the talker's onset (-inf
-# before it), ms, voiced, dBFS, expected echo dBFS, heard_s, settled, barged in)
+# before it), ms, voiced, dBFS, expected echo dBFS, heard_s, settled, barged in, when)
 FEATURES: list[tuple[float, ...]] = []
 
 
@@ -151,7 +151,10 @@ def _recording(h: Harness) -> Iterator[None]:
         echo: float = 0.0,
     ) -> bool:
         fired = judge(ms, voiced, energy, heard_s, settled, echo)
-        FEATURES.append((0.0, -math.inf, ms, voiced, db(energy), db(echo), heard_s, settled, fired))
+        now = time.monotonic()
+        FEATURES.append(
+            (0.0, -math.inf, ms, voiced, db(energy), db(echo), heard_s, settled, fired, now)
+        )
         return fired
 
     policy.frame = spy  # type: ignore[method-assign]
@@ -268,7 +271,7 @@ async def barge_in(
         seen.append((now, policy.counts(voiced, energy, echo), settled, ms))
         args.append((ms, voiced, energy, heard_s, settled, echo))
         fired = judge(ms, voiced, energy, heard_s, settled, echo)
-        FEATURES.append((1.0, now, ms, voiced, db(energy), db(echo), heard_s, settled, fired))
+        FEATURES.append((1.0, now, ms, voiced, db(energy), db(echo), heard_s, settled, fired, now))
         return fired
 
     k0 = len(FEATURES)

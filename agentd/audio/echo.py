@@ -379,8 +379,8 @@ class Aligner:
         self._pending: float | None = None  # a clear off-target lag: moved on if the next agrees
         # the echo estimate: both envelopes (dBFS per 10 ms block), the echo's delay (blocks)
         # and gain (dB) behind the far end once found, the estimate for the newest block
-        self._env_far = np.full(ECHO_HIST, ECHO_FLOOR_DB)
-        self._env_near = np.full(ECHO_HIST, ECHO_FLOOR_DB)
+        self._env_far: list[float] = [ECHO_FLOOR_DB] * ECHO_HIST  # (lists: a frame adds two
+        self._env_near: list[float] = [ECHO_FLOOR_DB] * ECHO_HIST  # blocks, numpy costs more)
         self._env_sound = 0  # blocks with far-end sound since the last search
         self.echo_delay: int | None = None
         self.echo_gain_db = 0.0
@@ -394,27 +394,32 @@ class Aligner:
         as the room rings on. A frame's blocks push both envelopes on; the delay and gain
         are searched again every ECHO_EVERY blocks of far-end sound."""
         n = near.size // BLOCK
-        scale = BLOCK * 32768.0**2
-
-        def env(x: np.ndarray) -> np.ndarray:
-            b = x.reshape(n, BLOCK).astype(np.float32)
-            e = np.einsum("ij,ij->i", b, b) / scale
-            return np.maximum(10 * np.log10(np.maximum(e, 1e-12)), ECHO_FLOOR_DB)
-
-        fe = env(far)
-        self._env_far = np.concatenate((self._env_far[n:], fe))
-        self._env_near = np.concatenate((self._env_near[n:], env(near)))
-        self._env_sound += int(np.count_nonzero(fe > ECHO_FLOOR_DB))
+        far_env, near_env = self._env_far, self._env_near
+        if not self.echo_energy and not np.count_nonzero(far):  # idle: nothing to measure
+            far_env += [ECHO_FLOOR_DB] * n
+            near_env += [ECHO_FLOOR_DB] * n
+            if len(far_env) >= 2 * ECHO_HIST:
+                del far_env[:-ECHO_HIST], near_env[:-ECHO_HIST]
+            return
+        x = np.concatenate((far, near)).reshape(2 * n, BLOCK).astype(np.float32)
+        scale = 1 / (BLOCK * 32768.0**2)
+        floor = 10 ** (ECHO_FLOOR_DB / 10)
+        env = [10 * math.log10(max(e * scale, floor)) for e in np.einsum("ij,ij->i", x, x).tolist()]
+        far_env += env[:n]
+        near_env += env[n:]
+        if len(far_env) >= 2 * ECHO_HIST:  # (trimmed now and then, not per frame)
+            del far_env[:-ECHO_HIST], near_env[:-ECHO_HIST]
+        self._env_sound += sum(e > ECHO_FLOOR_DB for e in env[:n])
         if self._env_sound >= ECHO_EVERY:
             self._env_sound = 0
             self._find_echo()
-        d, k = self.echo_delay, ECHO_HIST
+        d, k = self.echo_delay, len(far_env)
+        lo, hi = (
+            (ECHO_MAX_LAG + ECHO_SPREAD, 0) if d is None else (d + ECHO_SPREAD, d - ECHO_SPREAD)
+        )
         top = ECHO_FLOOR_DB
         for j in range(k - n, k):
-            if d is None:
-                src = float(self._env_far[j - ECHO_MAX_LAG - ECHO_SPREAD : j + 1].max())
-            else:
-                src = float(self._env_far[j - d - ECHO_SPREAD : j - d + ECHO_SPREAD + 1].max())
+            src = max(far_env[j - lo : j - hi + 1])
             self._echo_db = max(src + self.echo_gain_db, self._echo_db - ECHO_DECAY_DB)
             top = max(top, self._echo_db)
         self.echo_energy = 10 ** (top / 10) if top > ECHO_FLOOR_DB else 0.0
@@ -422,17 +427,17 @@ class Aligner:
     def _find_echo(self) -> None:
         """The lag (blocks) at which the far end's envelope best matches the raw
         microphone's, and the gain there, if the match is clear (the echo alone)."""
-        far, near = self._env_far, self._env_near
+        far = np.array(self._env_far[-ECHO_HIST:])
+        near = np.array(self._env_near[-ECHO_HIST:])
         m = ECHO_HIST - ECHO_MAX_LAG - ECHO_SPREAD
         y = near[-m:] - near[-m:].mean()
-        best, lag = -1.0, 0
-        for d in range(ECHO_MAX_LAG + 1):
-            x = far[ECHO_HIST - m - d : ECHO_HIST - d]
-            x = x - x.mean()
-            den = float(np.sqrt(np.dot(x, x) * np.dot(y, y)))
-            r = float(np.dot(x, y)) / den if den > 0 else 0.0
-            if r > best:
-                best, lag = r, d
+        # row i: the far end d = ECHO_MAX_LAG + ECHO_SPREAD - i blocks before the microphone
+        xs = np.lib.stride_tricks.sliding_window_view(far, m)
+        xs = xs - xs.mean(axis=1, keepdims=True)
+        den = np.sqrt(np.einsum("ij,ij->i", xs, xs) * float(np.dot(y, y)))
+        r = (xs @ y) / np.maximum(den, 1e-9)
+        i = int(np.argmax(r))
+        best, lag = float(r[i]), ECHO_MAX_LAG + ECHO_SPREAD - i
         self.echo_r = best
         if best < ECHO_MIN_R:
             return
