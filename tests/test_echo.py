@@ -416,15 +416,26 @@ def test_canceller_runs_under_the_units_wx_lock() -> None:
 
 
 def test_voice_barge_in_waits_until_the_streams_echo_delay_is_confirmed() -> None:
-    """Echo leaking while a new playback stream's delay is unconfirmed is no evidence: the
-    same voiced, loud frames barge in once the stream is settled, never before."""
-    from agentd.voice.barge_in import BargeInPolicy
+    """Echo leaking while a new playback stream's delay is unconfirmed may be as loud as the
+    echo itself: below the echo expected, no evidence; the same frames barge in once the
+    stream is settled. A user louder than the echo expected counts meanwhile (not thrown
+    away), but COLD_NEED_MS of them are asked."""
+    from agentd.voice.barge_in import COLD_NEED_MS, MARGIN_DB, NEED_MS, BargeInPolicy
 
-    loud = 10 ** (-30 / 10)
+    echo = 10 ** (-25 / 10)
+    leak = 10 ** ((-25 + MARGIN_DB / 2) / 10)  # between the two margins
     policy = BargeInPolicy()
-    assert not any(policy.frame(20, True, loud, 100.0, settled=False) for _ in range(100))
-    fired = [policy.frame(20, True, loud, 100.0, settled=True) for _ in range(60)]
-    assert any(fired) and fired.index(True) >= 5  # evidence counted from the settled frames
+    heard = [100.0 + 0.02 * i for i in range(200)]
+    for h in heard[:60]:  # into the answer's sound, past its onset
+        policy.frame(20, False, 1e-8, h, True, echo)
+    assert not any(policy.frame(20, True, leak, h, False, echo) for h in heard[60:160])
+    fired = [policy.frame(20, True, leak, h, True, echo) for h in heard[160:]]
+    assert fired.index(True) == NEED_MS // 20 - 1  # evidence counted from the settled frames
+    user = BargeInPolicy()
+    for h in heard[:60]:
+        user.frame(20, False, 1e-8, h, True, echo)
+    fired = [user.frame(20, True, echo * 2, h, False, echo) for h in heard[60:]]
+    assert fired.index(True) == COLD_NEED_MS // 20 - 1
 
 
 def test_an_answers_onset_is_counted_in_its_sound_not_from_when_the_speaker_got_busy() -> None:
@@ -432,8 +443,8 @@ def test_an_answers_onset_is_counted_in_its_sound_not_from_when_the_speaker_got_
     became busy (playout delay, output buffer, room); its onset residual is no user. Seen
     through the rig: 220 ms of voiced residual 500-720 ms after busy, then quiet: it must not
     complete a barge-in once 800 ms have passed since busy (it did, at 820 ms); counted
-    from the answer's first sound the onset is past at 1.2 s, and a user's 120 ms do."""
-    from agentd.voice.barge_in import ONSET_MS, BargeInPolicy
+    from the answer's first sound the onset is past at 1.2 s, and a user's NEED_MS do."""
+    from agentd.voice.barge_in import NEED_MS, ONSET_MS, BargeInPolicy
 
     loud, quiet = 10 ** (-36 / 10), 10 ** (-68 / 10)
     policy = BargeInPolicy()
@@ -444,9 +455,9 @@ def test_an_answers_onset_is_counted_in_its_sound_not_from_when_the_speaker_got_
         leak = 500 <= t < 720
         fired.append(policy.frame(20, leak, loud if leak else quiet, heard))
     assert not any(fired)
-    assert ONSET_MS < 1200 - 300  # past the onset now: a user's 120 ms barge in
+    assert ONSET_MS < 1200 - 300  # past the onset now: a user's NEED_MS barge in
     user = [policy.frame(20, True, loud, heard + 0.02 * i) for i in range(6)]
-    assert user == [False] * 5 + [True]
+    assert user.index(True) == NEED_MS // 20 - 1
 
 
 def test_each_answer_proves_its_echo_delay_and_a_dropped_stream_restarts() -> None:

@@ -31,15 +31,18 @@ from collections import deque
 from dataclasses import dataclass, field
 
 WINDOW_MS = 400  # evidence is counted over this much recent audio
-NEED_MS = 120  # voiced frames above the floor within WINDOW_MS that make a barge-in
-COLD_NEED_MS = 300  # the same while the canceller is still converging
+NEED_MS = 80  # frames counted as the user's within WINDOW_MS that make a barge-in
+COLD_NEED_MS = 300  # the same while the canceller is still converging (or unsettled)
 ONSET_MS = 800  # an answer's first audio, during which the canceller re-converges
 ARM_S = 4.0  # far-end sound the canceller must have heard since it was made to be trusted
 WARM_S = 10.0  # ... and to be trusted with NEED_MS of evidence
 FLOOR_DB = -54.0  # dBFS (mean square): a quieter cancelled frame is no user
 # A cancelled frame this far below the echo expected in it (EchoCanceller.echo_energy) is no
 # user either: what the canceller let through of that echo
-MARGIN_DB = -9.0
+MARGIN_DB = -16.0
+# ... and while the answer's echo delay is unconfirmed (echo may leak whole), only a frame at
+# least as loud as the echo expected counts
+UNSETTLED_MARGIN_DB = 0.0
 
 
 def db(energy: float) -> float:
@@ -57,6 +60,7 @@ class BargeInPolicy:
     onset_ms: int = ONSET_MS
     floor_db: float = FLOOR_DB
     margin_db: float = MARGIN_DB
+    unsettled_margin_db: float = UNSETTLED_MARGIN_DB
     warm_s: float = WARM_S
     _recent: deque[tuple[int, bool]] = field(default_factory=deque)
     _playing_ms: int = 0
@@ -91,25 +95,25 @@ class BargeInPolicy:
             self._sounded_ms = ms
         if heard_s < ARM_S:
             return False
-        if not settled:  # what leaked meanwhile is no evidence
-            self._recent.clear()
-            return False
-        self._recent.append((ms, self.counts(voiced, energy, echo)))
+        margin = self.margin_db if settled else self.unsettled_margin_db
+        self._recent.append((ms, self.counts(voiced, energy, echo, margin)))
         held = sum(m for m, _ in self._recent)
         while held - self._recent[0][0] >= self.window_ms:
             held -= self._recent.popleft()[0]
         evidence = sum(m for m, yes in self._recent if yes)
         onset = self._sounded_ms is None or self._sounded_ms <= self.onset_ms
-        cold = onset or heard_s < self.warm_s
+        cold = onset or not settled or heard_s < self.warm_s
         if evidence >= (self.cold_need_ms if cold else self.need_ms):
             self._recent.clear()
             return True
         return False
 
-    def counts(self, voiced: bool, energy: float, echo: float = 0.0) -> bool:
+    def counts(
+        self, voiced: bool, energy: float, echo: float = 0.0, margin_db: float | None = None
+    ) -> bool:
         """A cancelled frame counts as the user's: voiced, above the floor, and not far below
-        the echo expected in it (``echo``, mean square; 0: none)."""
+        the echo expected in it (``echo``, mean square; 0: none; by ``margin_db``, default
+        the settled one)."""
         level = db(energy)
-        return (
-            voiced and level >= self.floor_db and (not echo or level >= db(echo) + self.margin_db)
-        )
+        margin = self.margin_db if margin_db is None else margin_db
+        return voiced and level >= self.floor_db and (not echo or level >= db(echo) + margin)
