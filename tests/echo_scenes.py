@@ -132,8 +132,17 @@ def reply_ms(h: Harness) -> int:
 
 # Every frame the barge-in policy judged in the scenes (bench/echo.py --e2e --features):
 # (talker: 0 echo-only answer / 1 barge-in trial, seconds since the talker's onset (-inf
-# before it), ms, voiced, dBFS, expected echo dBFS, heard_s, settled, barged in, when)
+# before it), ms, voiced, dBFS, expected echo dBFS, heard_s, settled, barged in, when, the
+# estimate's delay in blocks and gain in dB)
 FEATURES: list[tuple[float, ...]] = []
+
+
+def _estimate(h: Harness) -> tuple[float, float]:
+    """The echo estimate's delay (blocks; -1: not found) and gain (dB) now."""
+    al = h.daemon.echo.aligner if h.daemon.echo is not None else None
+    if al is None or al.echo_delay is None:
+        return (-1.0, 0.0)
+    return (float(al.echo_delay), al.echo_gain_db)
 
 
 @contextlib.contextmanager
@@ -153,7 +162,19 @@ def _recording(h: Harness) -> Iterator[None]:
         fired = judge(ms, voiced, energy, heard_s, settled, echo)
         now = time.monotonic()
         FEATURES.append(
-            (0.0, -math.inf, ms, voiced, db(energy), db(echo), heard_s, settled, fired, now)
+            (
+                0.0,
+                -math.inf,
+                ms,
+                voiced,
+                db(energy),
+                db(echo),
+                heard_s,
+                settled,
+                fired,
+                now,
+                *_estimate(h),
+            )
         )
         return fired
 
@@ -271,7 +292,21 @@ async def barge_in(
         seen.append((now, policy.counts(voiced, energy, echo), settled, ms))
         args.append((ms, voiced, energy, heard_s, settled, echo))
         fired = judge(ms, voiced, energy, heard_s, settled, echo)
-        FEATURES.append((1.0, now, ms, voiced, db(energy), db(echo), heard_s, settled, fired, now))
+        FEATURES.append(
+            (
+                1.0,
+                now,
+                ms,
+                voiced,
+                db(energy),
+                db(echo),
+                heard_s,
+                settled,
+                fired,
+                now,
+                *_estimate(h),
+            )
+        )
         return fired
 
     k0 = len(FEATURES)

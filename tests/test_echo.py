@@ -417,25 +417,18 @@ def test_canceller_runs_under_the_units_wx_lock() -> None:
 
 def test_voice_barge_in_waits_until_the_streams_echo_delay_is_confirmed() -> None:
     """Echo leaking while a new playback stream's delay is unconfirmed may be as loud as the
-    echo itself: below the echo expected, no evidence; the same frames barge in once the
-    stream is settled. A user louder than the echo expected counts meanwhile (not thrown
-    away), but COLD_NEED_MS of them are asked."""
-    from agentd.voice.barge_in import COLD_NEED_MS, MARGIN_DB, NEED_MS, BargeInPolicy
+    echo itself: no evidence, however loud; the same frames barge in once the stream is
+    settled, counted from the settled frames."""
+    from agentd.voice.barge_in import NEED_MS, BargeInPolicy
 
     echo = 10 ** (-25 / 10)
-    leak = 10 ** ((-25 + MARGIN_DB / 2) / 10)  # between the two margins
     policy = BargeInPolicy()
     heard = [100.0 + 0.02 * i for i in range(200)]
     for h in heard[:60]:  # into the answer's sound, past its onset
         policy.frame(20, False, 1e-8, h, True, echo)
-    assert not any(policy.frame(20, True, leak, h, False, echo) for h in heard[60:160])
-    fired = [policy.frame(20, True, leak, h, True, echo) for h in heard[160:]]
-    assert fired.index(True) == NEED_MS // 20 - 1  # evidence counted from the settled frames
-    user = BargeInPolicy()
-    for h in heard[:60]:
-        user.frame(20, False, 1e-8, h, True, echo)
-    fired = [user.frame(20, True, echo * 2, h, False, echo) for h in heard[60:]]
-    assert fired.index(True) == COLD_NEED_MS // 20 - 1
+    assert not any(policy.frame(20, True, echo * 2, h, False, echo) for h in heard[60:160])
+    fired = [policy.frame(20, True, echo * 2, h, True, echo) for h in heard[160:]]
+    assert fired.index(True) == NEED_MS // 20 - 1
 
 
 def test_an_answers_onset_is_counted_in_its_sound_not_from_when_the_speaker_got_busy() -> None:
