@@ -697,6 +697,28 @@ def _mp(v: list[float]) -> str:
     return f"{np.median(v):.0f} / {np.percentile(v, 95):.0f}"
 
 
+def estimate_cpu(seconds: float = 20, repeat: int = 10) -> float:
+    """CPU (process time) per audio-second of the echo estimate voice barge-in uses
+    (Aligner._envelope) while the device plays, on its own: 20 ms frames of speech and its
+    echo 0.3 s later."""
+    import os
+
+    from agentd.audio.echo import Aligner, FarEnd
+    from agentd.audio.pcm import to_int16
+
+    play = np.frombuffer(to_int16(voice_eval._playback(np.random.default_rng(5), seconds)), "<i2")
+    mic = (np.concatenate([np.zeros(4800, np.int16), play])[: play.size] // 2).astype(np.int16)
+    al = Aligner(FarEnd())
+    t = os.times()
+    for _ in range(repeat):
+        for k in range(play.size // 320):
+            al._envelope(mic[k * 320 : (k + 1) * 320], play[k * 320 : (k + 1) * 320])
+    u = os.times()
+    ms = (u.user + u.system - t.user - t.system) / (seconds * repeat) * 1000
+    print(f"echo estimate for voice barge-in: {ms:.2f} ms CPU per audio-second played", flush=True)
+    return ms
+
+
 def e2e(answers: int = 13, trials: int = 40) -> dict[str, float]:
     """The real daemon end to end (see the module's docstring)."""
     import asyncio
@@ -723,6 +745,8 @@ if __name__ == "__main__":
             from tests.echo_scenes import FEATURES
 
             np.save(sys.argv[feat + 1], np.array(FEATURES, dtype=np.float64))
+    elif sys.argv[1:2] == ["--estimate-cpu"]:
+        estimate_cpu()
     elif sys.argv[1:2] == ["--bindings"]:
         bindings()
     elif sys.argv[1:2] == ["--double-talk-cause"]:
