@@ -571,6 +571,16 @@ def test_the_echo_expected_follows_the_far_end_at_the_echos_delay_and_gain() -> 
     assert np.all(g[loud] >= w[loud] * 10 ** (-6 / 10))  # the echo there is expected
     quiet = w < 10 ** (-75 / 10)  # the far end's pauses, 0.3 s on: the estimate falls away
     assert quiet.any() and np.median(g[quiet]) < np.median(w[loud]) * 10 ** (-20 / 10)
+    # a match at a gain no echo path has (the microphone hears the far end 46 dB down: a
+    # match of something else) moves nothing
+    found = ec.aligner.echo_delay, ec.aligner.echo_gain_db
+    for k in range(play.size // 320):
+        t = 20.0 + k * 0.02
+        ec.far.written(play[k * 320 : (k + 1) * 320], 16000, t)
+        x = (mic[k * 320 : (k + 1) * 320] // 100).astype(np.int16)
+        ec.process(AudioFrame(x.tobytes(), 16000, timestamp=t))
+    assert ec.aligner.echo_r >= 0.6  # (it matched)
+    assert ec.aligner.echo_delay == found[0] and abs(ec.aligner.echo_gain_db - found[1]) < 1
 
 
 def test_a_cancelled_frame_far_below_the_echo_expected_is_no_user() -> None:

@@ -92,6 +92,9 @@ ECHO_SPREAD = 2  # blocks either side of the delay (the match is only so sharp)
 # per block (RT60 0.3 s: 2 dB per 10 ms; slower is the safe side)
 ECHO_DECAY_DB = 1.5
 ECHO_FLOOR_DB = -80.0  # dBFS: the envelopes' floor (silence is not -inf)
+# An echo gain outside this (dB) is no echo path but a match of something else (seen through
+# the rig: 0 blocks at -50 dB, the estimate went to nothing and an answer cut itself)
+ECHO_GAIN_DB = (-40.0, 20.0)
 # The microphone's clock counts samples; its capture timestamps (jittering ±20 ms with the
 # sound server's delivery) only anchor it: their offset is averaged, then followed over this
 # many 10 ms blocks (20 s) for the drift between the card's clock and the system's, and
@@ -443,8 +446,9 @@ class Aligner:
             return
         x = far[ECHO_HIST - m - lag : ECHO_HIST - lag]
         loud = x > x.max() - 20  # where the far end sounds: the echo over the noise
-        self.echo_delay = lag
-        self.echo_gain_db = float(np.median(near[-m:][loud] - x[loud]))
+        gain = float(np.median(near[-m:][loud] - x[loud]))
+        if ECHO_GAIN_DB[0] <= gain <= ECHO_GAIN_DB[1]:
+            self.echo_delay, self.echo_gain_db = lag, gain
 
     def block(self, near: np.ndarray, far: np.ndarray) -> None:
         """The microphone's samples and the reference handed with them (int16, 16 kHz, a
