@@ -52,10 +52,10 @@ async def test_no_self_interruption_in_the_plain_room(
 @pytest.mark.parametrize(
     "pace",
     _paces(
-        "through the echo path rig residual echo bursts (-35..-42 dBFS, voiced) still cut "
-        "answers 3-5 s in: bench/echo.py --e2e cut 2-4 of 13 at 5×, and one of 3 runs of "
-        "this test failed at both paces (README Performance)",
-        "as at 5×: bench/echo.py --e2e cut 2 of 13 answers at 1× through the rig",
+        "through the echo path rig echo leaking within a few dB of the echo itself still "
+        "cuts answers ~3.5 s in: bench/echo.py --e2e cut 0 of 26 in one run, 3 of 26 (1 at "
+        "5x, 2 at 1x) in another (README Performance)",
+        "as at 5x: bench/echo.py --e2e cut 2 of 13 answers at 1x through the rig in one run",
     ),
 )
 async def test_no_self_interruption_through_the_echo_path(
