@@ -512,7 +512,8 @@ class Daemon:
             return vg.Speaker()
         heard = self.echo.heard_s if self.echo is not None else float("inf")
         settled = self.echo.settled if self.echo is not None else True
-        return vg.Speaker(pb.busy(now), pb.last_played_at, heard, settled)
+        echo = self.echo.echo_energy if self.echo is not None else 0.0
+        return vg.Speaker(pb.busy(now), pb.last_played_at, heard, settled, echo)
 
     def _on_mic(self, frame: AudioFrame) -> None:
         with self._caught("a microphone frame"):

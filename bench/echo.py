@@ -40,6 +40,7 @@ from tests.corpus import RATE
 from tests.echo_scenes import Barge
 
 BLOCK = RATE // 10  # ERLE is measured per 100 ms
+PIPE_MS = 60  # e2e: from the frame that decides a barge-in to the last sample out, about
 
 
 def _speech(seconds: float, seed: int = 5) -> np.ndarray:
@@ -795,12 +796,77 @@ def _barge_report(out: dict[str, float], ser: float, res: list[Barge]) -> None:
         f"answers that cut themselves did so at {cut_at} ms heard",
         flush=True,
     )
+    _slow_causes(res, target)
+
+
+def _slow_causes(res: list[Barge], target: float) -> None:
+    """Each trial slower than ``target`` (or missed) by cause: its frames replayed through
+    the policy as it was at the talker's onset with one wait taken away (Barge.replay_ms).
+    A wait whose removal brings the decision under target - PIPE_MS is that trial's cause;
+    else the VAD (its first counted frame late, or too few of them), or the pipeline from the
+    deciding frame to the answer's last sample out (decided with time to spare)."""
+    slow = [r for r in res if r.latency_ms is None or r.latency_ms > target]
+    causes: dict[str, int] = {}
+    for r in slow:
+        rp = r.replay_ms
+        budget = target - PIPE_MS
+        as_is = rp.get("as_is")
+        if as_is is not None and as_is <= budget:
+            cause = "pipeline (decided in time, stopped late)"
+        elif (v := rp.get("settled")) is not None and v <= budget:
+            cause = "not settled (evidence cleared)"
+        elif (v := rp.get("warm")) is not None and v <= budget:
+            cause = "cold (onset / WARM_S: cold_need_ms asked)"
+        elif (v := rp.get("both")) is not None and v <= budget:
+            cause = "not settled and cold together"
+        elif r.evidence_ms is None or r.evidence_ms > budget:
+            cause = "VAD/level: no frame counted in time"
+        else:
+            cause = "VAD/level: too few frames counted"
+        causes[cause] = causes.get(cause, 0) + 1
+    detail = ", ".join(f"{n} {c}" for c, n in sorted(causes.items(), key=lambda kv: -kv[1]))
+    print(
+        f"    slow trials (> {target:.0f} ms or missed): {len(slow)} of {len(res)}"
+        + (f": {detail}" if slow else ""),
+        flush=True,
+    )
+    for r in slow:
+        rp = {k: "-" if v is None else f"{v:.0f}" for k, v in r.replay_ms.items()}
+        lat = "missed" if r.latency_ms is None else f"{r.latency_ms:.0f}"
+        print(
+            f"      {lat} ms: first counted frame {r.evidence_ms or float('nan'):.0f}, decided "
+            f"(replayed as is / settled / warm / both) {rp}, unsettled talker frames "
+            f"{r.unsettled_ms} ms",
+            flush=True,
+        )
 
 
 def _mp(v: list[float]) -> str:
     if not v:
         return "n/a"
     return f"{np.median(v):.0f} / {np.percentile(v, 95):.0f}"
+
+
+def estimate_cpu(seconds: float = 20, repeat: int = 10) -> float:
+    """CPU (process time) per audio-second of the echo estimate voice barge-in uses
+    (Aligner._envelope) while the device plays, on its own: 20 ms frames of speech and its
+    echo 0.3 s later."""
+    import os
+
+    from agentd.audio.echo import Aligner, FarEnd
+    from agentd.audio.pcm import to_int16
+
+    play = np.frombuffer(to_int16(voice_eval._playback(np.random.default_rng(5), seconds)), "<i2")
+    mic = (np.concatenate([np.zeros(4800, np.int16), play])[: play.size] // 2).astype(np.int16)
+    al = Aligner(FarEnd())
+    t = os.times()
+    for _ in range(repeat):
+        for k in range(play.size // 320):
+            al._envelope(mic[k * 320 : (k + 1) * 320], play[k * 320 : (k + 1) * 320])
+    u = os.times()
+    ms = (u.user + u.system - t.user - t.system) / (seconds * repeat) * 1000
+    print(f"echo estimate for voice barge-in: {ms:.2f} ms CPU per audio-second played", flush=True)
+    return ms
 
 
 def e2e(answers: int = 13, trials: int = 40) -> dict[str, float]:
@@ -821,7 +887,16 @@ def e2e(answers: int = 13, trials: int = 40) -> dict[str, float]:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--e2e"]:
-        e2e(*(int(a) for a in sys.argv[2:4]))
+        # --features PATH: every frame the policy judged, labelled, saved as .npy (the
+        # columns: tests/echo_scenes.py FEATURES)
+        feat = sys.argv.index("--features") if "--features" in sys.argv else 0
+        e2e(*(int(a) for a in sys.argv[2 : feat or 4][:2]))
+        if feat:
+            from tests.echo_scenes import FEATURES
+
+            np.save(sys.argv[feat + 1], np.array(FEATURES, dtype=np.float64))
+    elif sys.argv[1:2] == ["--estimate-cpu"]:
+        estimate_cpu()
     elif sys.argv[1:2] == ["--bindings"]:
         bindings()
     elif sys.argv[1:2] == ["--double-talk-cause"]:

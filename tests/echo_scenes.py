@@ -6,8 +6,11 @@ and bench/echo.py (the end-to-end figures)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,8 +130,68 @@ def reply_ms(h: Harness) -> int:
     return len(h.sim.speech.pcm(h.sim.reply, 24000)) // 48
 
 
+# Every frame the barge-in policy judged in the scenes (bench/echo.py --e2e --features):
+# (talker: 0 echo-only answer / 1 barge-in trial, seconds since the talker's onset (-inf
+# before it), ms, voiced, dBFS, expected echo dBFS, heard_s, settled, barged in, when, the
+# estimate's delay in blocks and gain in dB)
+FEATURES: list[tuple[float, ...]] = []
+
+
+def _estimate(h: Harness) -> tuple[float, float]:
+    """The echo estimate's delay (blocks; -1: not found) and gain (dB) now."""
+    al = h.daemon.echo.aligner if h.daemon.echo is not None else None
+    if al is None or al.echo_delay is None:
+        return (-1.0, 0.0)
+    return (float(al.echo_delay), al.echo_gain_db)
+
+
+@contextlib.contextmanager
+def _recording(h: Harness) -> Iterator[None]:
+    """The policy's frames of echo-only answers into FEATURES."""
+    policy = h.daemon.gate.barge_in
+    judge = policy.frame
+
+    def spy(
+        ms: int,
+        voiced: bool,
+        energy: float,
+        heard_s: float = math.inf,
+        settled: bool = True,
+        echo: float = 0.0,
+    ) -> bool:
+        fired = judge(ms, voiced, energy, heard_s, settled, echo)
+        now = time.monotonic()
+        FEATURES.append(
+            (
+                0.0,
+                -math.inf,
+                ms,
+                voiced,
+                db(energy),
+                db(echo),
+                heard_s,
+                settled,
+                fired,
+                now,
+                *_estimate(h),
+            )
+        )
+        return fired
+
+    policy.frame = spy  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        policy.frame = judge  # type: ignore[method-assign]
+
+
 async def echo_only_answers(h: Harness, talk: Talker, n: int, pace: float) -> Answers:
     """Ask ``n`` questions; each answer plays with nobody speaking over it."""
+    with _recording(h):
+        return await _echo_only_answers(h, talk, n, pace)
+
+
+async def _echo_only_answers(h: Harness, talk: Talker, n: int, pace: float) -> Answers:
     sim, d = h.sim, h.daemon
     sim.pace, sim.reply = pace, LONG_REPLY
     out = Answers()
@@ -174,6 +237,12 @@ class Barge:
     truncate_ms: int | None = None
     heard_ms: int | None = None
     rig_ms: float = 0.0  # the rig's own output buffer: mixed in this long before it was heard
+    # Why it took that long: the same frames replayed through a copy of the policy as it
+    # was when the talker started, as it is ("as_is") and with one of its waits taken away
+    # ("settled": the echo delay always confirmed; "warm": never cold, need_ms of evidence
+    # even at an answer's onset or before WARM_S; "both"); ms from the talker's onset to the
+    # frame that completes the barge-in (None: not within the trial)
+    replay_ms: dict[str, float | None] = field(default_factory=dict)
 
 
 async def barge_in(
@@ -189,9 +258,11 @@ async def barge_in(
     item, pb = d.conv.item_id, d.playback
     assert pb is not None
     if item is not None:
-        await h.until(
-            lambda: pb.heard_ms(item) >= after_s * 1000 or h.state() != "speaking", timeout=30
-        )
+        with _recording(h):  # nobody talks yet: the answer's echo alone
+            await h.until(
+                lambda: pb.heard_ms(item) >= after_s * 1000 or h.state() != "speaking",
+                timeout=30,
+            )
     if item is None or h.state() != "speaking":  # it cut itself before the talker spoke
         at = pb.heard_ms(item) if item is not None else 0
         await h.until(lambda: not pb.busy() and h.state() in ("idle", "listening"), timeout=40)
@@ -204,15 +275,41 @@ async def barge_in(
     n_events = len(sim.events)
     flushed, silent = pb.flushed_at, pb.silent_at
     policy = d.gate.barge_in
+    before = copy.deepcopy(policy)  # (the copy's bound frame is its own: replayed below)
     seen: list[tuple[float, bool, bool, int]] = []  # (when, evidence, settled, ms) per frame
+    args: list[tuple[Any, ...]] = []  # each frame's arguments, for the replays
     judge = policy.frame
 
     def spy(
-        ms: int, voiced: bool, energy: float, heard_s: float = math.inf, settled: bool = True
+        ms: int,
+        voiced: bool,
+        energy: float,
+        heard_s: float = math.inf,
+        settled: bool = True,
+        echo: float = 0.0,
     ) -> bool:
-        seen.append((time.monotonic(), voiced and db(energy) >= policy.floor_db, settled, ms))
-        return judge(ms, voiced, energy, heard_s, settled)
+        now = time.monotonic()
+        seen.append((now, policy.counts(voiced, energy, echo), settled, ms))
+        args.append((ms, voiced, energy, heard_s, settled, echo))
+        fired = judge(ms, voiced, energy, heard_s, settled, echo)
+        FEATURES.append(
+            (
+                1.0,
+                now,
+                ms,
+                voiced,
+                db(energy),
+                db(echo),
+                heard_s,
+                settled,
+                fired,
+                now,
+                *_estimate(h),
+            )
+        )
+        return fired
 
+    k0 = len(FEATURES)
     policy.frame = spy  # type: ignore[method-assign]
     cue = talk.say(phrase, gain)
     sim.reply = SHORT_REPLY  # the answer to the talker's words (a turn of their own)
@@ -225,14 +322,19 @@ async def barge_in(
     heard = pb.heard_ms(item)
     policy.frame = judge  # type: ignore[method-assign]
     t0 = cue.started
+    for k in range(k0, len(FEATURES)):  # (times since the talker's onset)
+        f = FEATURES[k]
+        FEATURES[k] = (f[0], f[1] - t0, *f[2:])
     talker = [s for s in seen if s[0] >= t0]
     first = next((t for t, yes, ok, _ in talker if yes and ok), None)
     await asyncio.to_thread(cue.wait, 20)
     await h.until(lambda: h.state() != "speaking", timeout=30)
     # the talker's words are a turn of their own: let it be answered and played out
     await h.until(lambda: not pb.busy() and h.state() in ("idle", "listening"), timeout=40)
+    replay = _replays(before, args, [t for t, *_ in seen], t0)
     if not detected:
-        return Barge(None, unsettled_ms=sum(ms for _, _, ok, ms in talker if not ok))
+        unsettled = sum(ms for _, _, ok, ms in talker if not ok)
+        return Barge(None, unsettled_ms=unsettled, replay_ms=replay)
     truncs = sim.client_events("conversation.item.truncate")[n_trunc:]
     cancels = [r for r in sim.events[n_events:] if r.event.get("type") == "response.cancel"]
     return Barge(
@@ -244,4 +346,26 @@ async def barge_in(
         truncate_ms=int(truncs[0]["audio_end_ms"]) if truncs else None,
         heard_ms=heard,
         rig_ms=(cue.started - cue.mixed) * 1000 if isinstance(cue, _Cue) else 0.0,
+        replay_ms=replay,
     )
+
+
+def _replays(
+    before: Any, args: list[tuple[Any, ...]], when: list[float], t0: float
+) -> dict[str, float | None]:
+    """The trial's frames through copies of the policy (see Barge.replay_ms)."""
+    out: dict[str, float | None] = {}
+    for name in ("as_is", "settled", "warm", "both"):
+        p = copy.deepcopy(before)
+        if name in ("warm", "both"):
+            p.cold_need_ms = p.need_ms
+            p.warm_s = 0.0
+        out[name] = None
+        for a, t in zip(args, when, strict=True):
+            a = list(a)
+            if name in ("settled", "both"):
+                a[4] = True
+            if p.frame(*a) and t >= t0:
+                out[name] = (t - t0) * 1000
+                break
+    return out

@@ -139,7 +139,11 @@ def barge_run(
     ec = canceller or EchoCanceller(EchoSetup(aec=True))
     out = []
     for f in cancelling(mic, playback, ms, ec):
-        speaker = Speaker(busy=f.end < playback.size / RATE, echo_heard_s=ec.heard_s)
+        speaker = Speaker(
+            busy=f.end < playback.size / RATE,
+            echo_heard_s=ec.heard_s,
+            echo_energy=ec.echo_energy,
+        )
         for e in gate.process(f, speaker):
             if isinstance(e, BargeIn):
                 out.append(e.t)

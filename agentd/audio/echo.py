@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from agentd.audio.frame import AudioFrame
+from agentd.audio.pcm import SCALE
 from agentd.audio.resample import VAD_RATE, StreamResampler
 from agentd.config import EchoSettings, InputSettings
 
@@ -87,6 +88,21 @@ _MEAN = np.full(_K, 1 / _K, np.float32)  # (a product: a tenth of the cost of .m
 IDLE_S = 0.5  # the microphone's clock is corrected only this long after the far end's end
 REANCHOR_S = 0.06  # playback this far off the stream's own timing starts a new stream
 MIC_JUMP_S = 0.15  # a capture timestamp this far off the microphone's clock re-anchors it
+# The echo expected at the microphone (Aligner.echo_energy), for voice barge-in: the far end's
+# 10 ms envelope, at the echo's delay behind it and its gain, both found by matching the
+# envelopes of the far end and the raw microphone (AEC3 does not say what it found).
+ECHO_HIST = 300  # blocks of both envelopes kept (3 s)
+ECHO_MAX_LAG = 60  # the echo's delay is searched up to this many blocks (AEC3's reach ~0.5 s)
+ECHO_EVERY = 100  # blocks of far-end sound between two searches
+ECHO_MIN_R = 0.6  # a weaker envelope match is not the echo alone (someone talks): not used
+ECHO_SPREAD = 2  # blocks either side of the delay (the match is only so sharp)
+# The room rings on after the far end falls silent: the estimate falls no faster than this
+# per block (RT60 0.3 s: 2 dB per 10 ms; slower is the safe side)
+ECHO_DECAY_DB = 1.5
+ECHO_FLOOR_DB = -80.0  # dBFS: the envelopes' floor (silence is not -inf)
+# An echo gain outside this (dB) is no echo path but a match of something else (seen through
+# the rig: 0 blocks at -50 dB, the estimate went to nothing and an answer cut itself)
+ECHO_GAIN_DB = (-40.0, 20.0)
 # The microphone's clock counts samples; its capture timestamps (jittering ±20 ms with the
 # sound server's delivery) only anchor it: their offset is averaged, then followed over this
 # many 10 ms blocks (20 s) for the drift between the card's clock and the system's, and
@@ -374,10 +390,80 @@ class Aligner:
         self._epoch = -1  # the far end's answer the convergence blocks belong to
         self._erle: deque[tuple[float, float]] = deque()  # (raw, cancelled) energy per block
         self._pending: float | None = None  # a clear off-target lag: moved on if the next agrees
+        # the echo estimate: both envelopes (dBFS per 10 ms block), the echo's delay (blocks)
+        # and gain (dB) behind the far end once found, the estimate for the newest block
+        self._env_far: list[float] = [ECHO_FLOOR_DB] * ECHO_HIST  # (lists: a frame adds two
+        self._env_near: list[float] = [ECHO_FLOOR_DB] * ECHO_HIST  # blocks, numpy costs more)
+        self._env_sound = 0  # blocks with far-end sound since the last search
+        self.echo_delay: int | None = None
+        self.echo_gain_db = 0.0
+        self.echo_r = 0.0  # the last search's match (for benches and tests)
+        self._echo_db = ECHO_FLOOR_DB
+        self.echo_energy = 0.0  # mean square (full scale 1.0), the newest frame's highest
+
+    def _envelope(self, near: np.ndarray, far: np.ndarray) -> None:
+        """The echo expected in this frame: the far end's envelope at the echo's delay and
+        gain (until they are found: its loudest over every delay searched, 0 dB gain), held
+        as the room rings on. A frame's blocks push both envelopes on; the delay and gain
+        are searched again every ECHO_EVERY blocks of far-end sound."""
+        n = near.size // BLOCK
+        far_env, near_env = self._env_far, self._env_near
+        if not self.echo_energy and not np.count_nonzero(far):  # idle: nothing to measure
+            far_env += [ECHO_FLOOR_DB] * n
+            near_env += [ECHO_FLOOR_DB] * n
+            if len(far_env) >= 2 * ECHO_HIST:
+                del far_env[:-ECHO_HIST], near_env[:-ECHO_HIST]
+            return
+        x = np.concatenate((far, near)).reshape(2 * n, BLOCK).astype(np.float32)
+        scale = 1 / (BLOCK * SCALE**2)
+        floor = 10 ** (ECHO_FLOOR_DB / 10)
+        env = [10 * math.log10(max(e * scale, floor)) for e in np.einsum("ij,ij->i", x, x).tolist()]
+        far_env += env[:n]
+        near_env += env[n:]
+        if len(far_env) >= 2 * ECHO_HIST:  # (trimmed now and then, not per frame)
+            del far_env[:-ECHO_HIST], near_env[:-ECHO_HIST]
+        self._env_sound += sum(e > ECHO_FLOOR_DB for e in env[:n])
+        if self._env_sound >= ECHO_EVERY:
+            self._env_sound = 0
+            self._find_echo()
+        d, k = self.echo_delay, len(far_env)
+        lo, hi = (
+            (ECHO_MAX_LAG + ECHO_SPREAD, 0) if d is None else (d + ECHO_SPREAD, d - ECHO_SPREAD)
+        )
+        top = ECHO_FLOOR_DB
+        for j in range(k - n, k):
+            src = max(far_env[j - lo : j - hi + 1])
+            self._echo_db = max(src + self.echo_gain_db, self._echo_db - ECHO_DECAY_DB)
+            top = max(top, self._echo_db)
+        self.echo_energy = 10 ** (top / 10) if top > ECHO_FLOOR_DB else 0.0
+
+    def _find_echo(self) -> None:
+        """The lag (blocks) at which the far end's envelope best matches the raw
+        microphone's, and the gain there, if the match is clear (the echo alone)."""
+        far = np.array(self._env_far[-ECHO_HIST:])
+        near = np.array(self._env_near[-ECHO_HIST:])
+        m = ECHO_HIST - ECHO_MAX_LAG - ECHO_SPREAD
+        y = near[-m:] - near[-m:].mean()
+        # row i: the far end d = ECHO_MAX_LAG + ECHO_SPREAD - i blocks before the microphone
+        xs = np.lib.stride_tricks.sliding_window_view(far, m)
+        xs = xs - xs.mean(axis=1, keepdims=True)
+        den = np.sqrt(np.einsum("ij,ij->i", xs, xs) * float(np.dot(y, y)))
+        r = (xs @ y) / np.maximum(den, 1e-9)
+        i = int(np.argmax(r))
+        best, lag = float(r[i]), ECHO_MAX_LAG + ECHO_SPREAD - i
+        self.echo_r = best
+        if best < ECHO_MIN_R:
+            return
+        x = far[ECHO_HIST - m - lag : ECHO_HIST - lag]
+        loud = x > x.max() - 20  # where the far end sounds: the echo over the noise
+        gain = float(np.median(near[-m:][loud] - x[loud]))
+        if ECHO_GAIN_DB[0] <= gain <= ECHO_GAIN_DB[1]:
+            self.echo_delay, self.echo_gain_db = lag, gain
 
     def block(self, near: np.ndarray, far: np.ndarray) -> None:
         """The microphone's samples and the reference handed with them (int16, 16 kHz, a
         whole number of 10 ms blocks)."""
+        self._envelope(near, far)
         if self._stream != self.far.streams:  # a new stream: the old one's windows say
             self._stream = self.far.streams  # nothing of its delay
             self._forget()
@@ -532,6 +618,13 @@ class EchoCanceller:
         sound after ANSWER_GAP_S of silence, or a new playback stream), or the answer has
         played SETTLE_MAX_S: voice barge-in may trust the output."""
         return self.aligner is None or self.aligner.settled
+
+    @property
+    def echo_energy(self) -> float:
+        """The echo expected at the microphone in the newest frame (mean square, full scale
+        1.0; 0.0 without a canceller): voice barge-in asks the user to be louder than a
+        residual of it (Aligner)."""
+        return self.aligner.echo_energy if self.aligner is not None else 0.0
 
     @property
     def heard_s(self) -> float:

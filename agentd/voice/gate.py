@@ -119,6 +119,7 @@ class Speaker:
     last_played_at: float = float("-inf")
     echo_heard_s: float = float("inf")  # far-end audio the echo canceller has learned from
     echo_settled: bool = True  # the echo's delay is confirmed for the current answer
+    echo_energy: float = 0.0  # the echo expected in the frame (mean square; 0: none known)
 
 
 def _energy(frame: AudioFrame) -> float:
@@ -330,7 +331,12 @@ class VoiceGate:
         """``frame`` is echo-cancelled (echo.mode aec): the policy weighs VAD and energy."""
         voiced = self.is_speech(frame.audio)
         if self.barge_in.frame(
-            frame.milliseconds, voiced, _energy(frame), speaker.echo_heard_s, speaker.echo_settled
+            frame.milliseconds,
+            voiced,
+            _energy(frame),
+            speaker.echo_heard_s,
+            speaker.echo_settled,
+            speaker.echo_energy,
         ):
             return [BargeIn(frame.end)]
         return []
