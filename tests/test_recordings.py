@@ -66,6 +66,8 @@ async def test_a_turn_is_recorded_with_its_answer_and_sidecar(fake_harness: Harn
     assert abs(wav_ms(REC_DIR / answer["file"]) - played_ms) <= 2 and answer["rate"] == 24000
     assert side["transcript"] == {"user": "what is the time", "assistant": "Sunny and warm."}
     assert side["started"] < side["ended"]  # type: ignore[operator]
+    # (the writer counts a turn after its files and the rotation: a moment after the sidecar)
+    wait_for(lambda: h.daemon.status()["recordings"]["written"] == 1)
     status = h.daemon.status()["recordings"]
     assert status == {"dir": str(REC_DIR), "written": 1, "skipped": 0}
 
