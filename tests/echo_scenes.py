@@ -145,6 +145,28 @@ def _estimate(h: Harness) -> tuple[float, float]:
     return (float(al.echo_delay), al.echo_gain_db)
 
 
+def _feature(h: Harness, talker: float, onset: float, a: tuple[Any, ...], fired: bool) -> None:
+    """One judged frame into FEATURES: ``a`` is the policy's arguments (ms, voiced, energy,
+    heard_s, settled, echo); energies in dB."""
+    ms, voiced, energy, heard_s, settled, echo = a
+    now = time.monotonic()
+    FEATURES.append(
+        (
+            talker,
+            onset,
+            ms,
+            voiced,
+            db(energy),
+            db(echo),
+            heard_s,
+            settled,
+            fired,
+            now,
+            *_estimate(h),
+        )
+    )
+
+
 @contextlib.contextmanager
 def _recording(h: Harness) -> Iterator[None]:
     """The policy's frames of echo-only answers into FEATURES."""
@@ -160,22 +182,7 @@ def _recording(h: Harness) -> Iterator[None]:
         echo: float = 0.0,
     ) -> bool:
         fired = judge(ms, voiced, energy, heard_s, settled, echo)
-        now = time.monotonic()
-        FEATURES.append(
-            (
-                0.0,
-                -math.inf,
-                ms,
-                voiced,
-                db(energy),
-                db(echo),
-                heard_s,
-                settled,
-                fired,
-                now,
-                *_estimate(h),
-            )
-        )
+        _feature(h, 0.0, -math.inf, (ms, voiced, energy, heard_s, settled, echo), fired)
         return fired
 
     policy.frame = spy  # type: ignore[method-assign]
@@ -292,21 +299,7 @@ async def barge_in(
         seen.append((now, policy.counts(voiced, energy, echo), settled, ms))
         args.append((ms, voiced, energy, heard_s, settled, echo))
         fired = judge(ms, voiced, energy, heard_s, settled, echo)
-        FEATURES.append(
-            (
-                1.0,
-                now,
-                ms,
-                voiced,
-                db(energy),
-                db(echo),
-                heard_s,
-                settled,
-                fired,
-                now,
-                *_estimate(h),
-            )
-        )
+        _feature(h, 1.0, now, args[-1], fired)
         return fired
 
     k0 = len(FEATURES)
