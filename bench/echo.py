@@ -467,6 +467,19 @@ def main() -> dict[str, float]:
     return out
 
 
+def _own_process(*args: str) -> dict[str, float]:
+    """This script run again with ``args`` in a process of its own (a native library's
+    global state, a clean RSS): the figures it prints as JSON on its last line."""
+    import json
+    import subprocess
+
+    r = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=True
+    )
+    out: dict[str, float] = json.loads(r.stdout.splitlines()[-1])
+    return out
+
+
 def double_talk_cause() -> dict[str, float]:
     """Double talk with each of the rig's flaws taken away in turn, then all of them: which
     one makes AEC3's suppressor take the near end (none alone, it turned out)."""
@@ -548,7 +561,6 @@ def field_trial_figures(trials: str) -> dict[str, float]:
 def field_trials() -> dict[str, dict[str, float]]:
     """Each trial of SUPPRESSOR_TRIALS against none: does it change AEC3's output at all,
     and what does it do to double talk (issue 22: correlation ≥ 0.8 at SER 0 dB)."""
-    import json
     import subprocess
 
     from agentd.audio.echo import library
@@ -563,14 +575,7 @@ def field_trials() -> dict[str, dict[str, float]]:
     )
     got: dict[str, dict[str, float]] = {}
     for name, trials in {"none": "", **SUPPRESSOR_TRIALS}.items():
-        r = subprocess.run(
-            [sys.executable, __file__, "--field-trial", trials],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        m = json.loads(r.stdout.splitlines()[-1])
-        got[name] = m
+        m = got[name] = _own_process("--field-trial", trials)
         same = m["fingerprint"] == got["none"]["fingerprint"]
         # (the compiler keeps a long name's first 32 characters as two 16-byte constants)
         known = all(n[:32].encode() in blob for n in trials.split("/")[::2] if n)
@@ -665,8 +670,6 @@ def bindings() -> dict[str, dict[str, float]]:
     """The AEC3 bindings side by side (issue 22: livekit against pywebrtc-audio), each in
     its own process; livekit is bench-only: ``.venv/bin/pip install livekit``."""
     import importlib.metadata
-    import json
-    import subprocess
 
     got: dict[str, dict[str, float]] = {}
     for name, dist in (("pywebrtc-audio", "pywebrtc-audio"), ("livekit", "livekit")):
@@ -676,14 +679,7 @@ def bindings() -> dict[str, dict[str, float]]:
             print(f"{name}: not installed (.venv/bin/pip install {dist})")
             continue
         size = sum(f.size or 0 for f in files) / 1e6
-        r = subprocess.run(
-            [sys.executable, __file__, "--binding", name],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        m = json.loads(r.stdout.splitlines()[-1])
-        got[name] = m
+        m = got[name] = _own_process("--binding", name)
         print(
             f"{name} ({size:.1f} MB installed): ERLE median {m['erle_median_db']:.1f} dB, p10 "
             f"{m['erle_p10_db']:.1f}, first 0.5 s {m['erle_onset_db']:.1f}; double talk "

@@ -173,16 +173,9 @@ def _recording(h: Harness) -> Iterator[None]:
     policy = h.daemon.gate.barge_in
     judge = policy.frame
 
-    def spy(
-        ms: int,
-        voiced: bool,
-        energy: float,
-        heard_s: float = math.inf,
-        settled: bool = True,
-        echo: float = 0.0,
-    ) -> bool:
-        fired = judge(ms, voiced, energy, heard_s, settled, echo)
-        _feature(h, 0.0, -math.inf, (ms, voiced, energy, heard_s, settled, echo), fired)
+    def spy(*a: Any) -> bool:  # (the gate hands the policy all six arguments, in order)
+        fired = judge(*a)
+        _feature(h, 0.0, -math.inf, a, fired)
         return fired
 
     policy.frame = spy  # type: ignore[method-assign]
@@ -287,19 +280,13 @@ async def barge_in(
     args: list[tuple[Any, ...]] = []  # each frame's arguments, for the replays
     judge = policy.frame
 
-    def spy(
-        ms: int,
-        voiced: bool,
-        energy: float,
-        heard_s: float = math.inf,
-        settled: bool = True,
-        echo: float = 0.0,
-    ) -> bool:
+    def spy(*a: Any) -> bool:  # (as handed by the gate: ms, voiced, energy, heard_s, settled, echo)
         now = time.monotonic()
+        ms, voiced, energy, _, settled, echo = a
         seen.append((now, policy.counts(voiced, energy, echo), settled, ms))
-        args.append((ms, voiced, energy, heard_s, settled, echo))
-        fired = judge(ms, voiced, energy, heard_s, settled, echo)
-        _feature(h, 1.0, now, args[-1], fired)
+        args.append(a)
+        fired = judge(*a)
+        _feature(h, 1.0, now, a, fired)
         return fired
 
     k0 = len(FEATURES)
