@@ -145,6 +145,16 @@ def available() -> bool:
     return True
 
 
+def configurable(lib: Any) -> bool:
+    """The build takes AEC3's own config (``EchoCanceller(..., config={"dotted.field": v})``,
+    agentd's patch of pywebrtc-audio); the stock wheel has no such argument."""
+    try:
+        lib.EchoCanceller(VAD_RATE, 1, 0, config={})
+    except TypeError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class EchoSetup:
     """What the microphone path does: ``aec`` (echo.mode), ``noise_suppression`` (0 off,
