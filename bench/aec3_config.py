@@ -1,14 +1,14 @@
 """Experiment for issue 22: bench/echo.py's component figures with AEC3's own config.
 
-Not part of agentd. Runs ERLE, double talk, component false barge-ins and CPU with a
-pywebrtc-audio built from the 0.2.0 sdist plus ``bench/aec3-config.patch`` (its
-``EchoCanceller`` takes ``config={"dotted.field": value}``), put first on the path by
-``--site``; ``--stock`` runs the released wheel from the venv instead. The named config is
-handed to every ``EchoCanceller`` the daemon's code makes (the module attribute is
-wrapped), so bench/echo.py runs unchanged. Usage:
+Runs ERLE, double talk, component false barge-ins and CPU with agentd's pywebrtc-audio
+build (the 0.2.0 sdist plus ``scripts/lib/pywebrtc-audio-aec3-config.patch``: its
+``EchoCanceller`` takes ``config={"dotted.field": value}``; scripts/test puts it in .venv),
+or another build put first on the path by ``--site``; ``--stock`` passes no config (the
+build then computes exactly what the released wheel does). The named config is handed to
+every ``EchoCanceller`` the daemon's code makes (the module attribute is wrapped), so
+bench/echo.py runs unchanged. Usage:
 
-    .venv/bin/python bench/aec3_config.py --site /tmp/aec3cfg/site CONFIG [PARTS]
-        [--drift PPM] [--comp PPM]
+    .venv/bin/python bench/aec3_config.py [--site DIR] CONFIG [PARTS] [--drift PPM] [--comp PPM]
 
 ``--comp PPM``: the far end the canceller gets is resampled by 1 + PPM·1e-6 in FarEnd's own
 resampler (the daemon's far-end tap), streaming: the drift compensated where the daemon would.
@@ -224,8 +224,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("config", help=f"one of {', '.join(CONFIGS)}, or a JSON object")
     ap.add_argument("parts", nargs="*", default=["erle", "dt", "barge", "cpu"])
-    ap.add_argument("--site", help="the patched build's directory, first on sys.path")
-    ap.add_argument("--stock", action="store_true", help="the venv's released wheel")
+    ap.add_argument("--site", help="another build's directory, first on sys.path")
+    ap.add_argument("--stock", action="store_true", help="no config (as the released wheel)")
     ap.add_argument("--extra", default="{}", help="JSON fields added to the config")
     ap.add_argument("--drift", type=float, default=100.0, help="ppm, for erle and dt (the rig's)")
     ap.add_argument("--comp", type=float, help="ppm: the far end resampled by the drift")

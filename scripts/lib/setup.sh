@@ -106,13 +106,86 @@ ensure_lgpio_wheel() {
   rm -rf "$build"
 }
 
+# agentd's build of pywebrtc-audio (issue 22): the PyPI wheel exposes none of AEC3's own config,
+# so the pinned sdist is built with pywebrtc-audio-aec3-config.patch (bindings only:
+# EchoCanceller(rate, channels, stream_delay_ms, config={"dotted.field": value})). The build names
+# itself with a PEP 440 local version, <pin>+agentd.<first 8 hex of the patch's sha256>: a changed
+# patch is a new version (rebuilt), and constraints.txt's public ==<pin> still matches it.
+AEC3_PATCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/pywebrtc-audio-aec3-config.patch"
+# the sdist the patch was made against, as PyPI served it: any other content fails the build
+AEC3_SDIST_VERSION=0.2.0
+AEC3_SDIST_SHA256=cdc47c063439b033bdd6110d2e1119fd6e36c6e007ed824bc369c9a5e3cb307a
+AEC3_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/agentd/wheels"
+
+# aec3_version: the local version agentd's build of pywebrtc-audio carries.
+aec3_version() {
+  echo "$(pin_of pywebrtc-audio)+agentd.$(sha256sum "$AEC3_PATCH" | cut -c1-8)"
+}
+
+# ensure_aec3_wheel PYTHON WHEELHOUSE: put agentd's pywebrtc-audio wheel for PYTHON into
+# WHEELHOUSE (from the per-user cache shared by every clone, or built: download the pinned sdist,
+# check its sha256, patch, build with the pinned scikit-build-core/pybind11/cmake/ninja), and
+# print its version. Builds need g++ and patch (installed here, only then) and python3-dev.
+ensure_aec3_wheel() {
+  local py="$1" wheels="$2" version tag name build jobs t0
+  version="$(aec3_version)"
+  if [ "$(pin_of pywebrtc-audio)" != "$AEC3_SDIST_VERSION" ]; then
+    echo "setup: constraints.txt pins pywebrtc-audio $(pin_of pywebrtc-audio), but the patch and" \
+      "the recorded sdist hash are for $AEC3_SDIST_VERSION: update both (scripts/lib/setup.sh)" >&2
+    return 1
+  fi
+  tag="$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
+  name="pywebrtc_audio-$version-$tag-$tag-*.whl"
+  mkdir -p "$wheels"
+  if ! compgen -G "$wheels/$name" >/dev/null; then
+    if ! compgen -G "$AEC3_CACHE/$name" >/dev/null; then
+      echo "setup: building pywebrtc-audio $version (AEC3 with agentd's config patch) for $tag" >&2
+      t0="$(date +%s)"
+      command -v g++ >/dev/null && command -v patch >/dev/null || ensure_apt_packages g++ patch
+      build="$(mktemp -d)"
+      "$py" -m pip download -q --no-deps --no-binary :all: -d "$build" \
+        "pywebrtc-audio==$AEC3_SDIST_VERSION" >/dev/null
+      if ! echo "$AEC3_SDIST_SHA256  $build/pywebrtc_audio-$AEC3_SDIST_VERSION.tar.gz" |
+        sha256sum --check --status; then
+        echo "setup: pywebrtc_audio-$AEC3_SDIST_VERSION.tar.gz is not the sdist agentd's patch was" \
+          "made against (sha256 $(sha256sum "$build"/*.tar.gz | cut -c1-64), want" \
+          "$AEC3_SDIST_SHA256): not building it" >&2
+        rm -rf "$build"
+        return 1
+      fi
+      tar -xzf "$build/pywebrtc_audio-$AEC3_SDIST_VERSION.tar.gz" -C "$build"
+      (cd "$build/pywebrtc_audio-$AEC3_SDIST_VERSION" && patch -s -p1 <"$AEC3_PATCH" &&
+        sed -i "s/^version = \"$AEC3_SDIST_VERSION\"$/version = \"$version\"/" pyproject.toml &&
+        grep -q "^version = \"$version\"$" pyproject.toml)
+      "$py" -m venv "$build/venv"
+      "$build/venv/bin/python" -m pip install -q -c "$CONSTRAINTS" pip scikit-build-core pybind11 \
+        cmake ninja
+      # one compiler job per 700 MB of RAM, at most one per core: a Pi Zero 2 (512 MB) builds
+      # with one instead of swapping to death with four
+      jobs="$(awk '/^MemTotal:/ {print int($2 / 700000)}' /proc/meminfo)"
+      [ "${jobs:-0}" -ge 1 ] || jobs=1
+      [ "$jobs" -le "$(nproc)" ] || jobs="$(nproc)"
+      mkdir -p "$AEC3_CACHE"
+      PATH="$build/venv/bin:$PATH" CMAKE_BUILD_PARALLEL_LEVEL="$jobs" nice -n 19 \
+        "$build/venv/bin/python" -m pip wheel -q --no-deps --no-build-isolation -w "$build/dist" \
+        "$build/pywebrtc_audio-$AEC3_SDIST_VERSION" >"$build/build.log" 2>&1 ||
+        { tail -n 30 "$build/build.log" >&2; rm -rf "$build"; return 1; }
+      cp "$build"/dist/pywebrtc_audio-"$version"-*.whl "$AEC3_CACHE/"
+      rm -rf "$build"
+      echo "setup: built pywebrtc-audio $version in $(($(date +%s) - t0)) s ($jobs jobs)" >&2
+    fi
+    cp "$AEC3_CACHE"/pywebrtc_audio-"$version"-"$tag"-"$tag"-*.whl "$wheels/"
+  fi
+  echo "$version"
+}
+
 # ensure_venv DIR EXTRAS: create DIR, install the project (editable) with EXTRAS, pinned by
 # constraints.txt; skip when the stamp says neither pyproject.toml nor the pins changed since.
 ensure_venv() {
-  local venv="$1" extras="$2" root stamp want
+  local venv="$1" extras="$2" root stamp want aec=()
   root="$(pwd)"
   stamp="$venv/.agentd-stamp"
-  want="$(cat pyproject.toml "$CONSTRAINTS" | sha256sum | cut -d' ' -f1) $extras $root"
+  want="$(cat pyproject.toml "$CONSTRAINTS" "$AEC3_PATCH" | sha256sum | cut -d' ' -f1) $extras $root"
   if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     return 0
   fi
@@ -123,6 +196,12 @@ ensure_venv() {
   echo "setup: installing agentd$extras into $venv"
   "$venv/bin/python" -m pip install -q -c "$CONSTRAINTS" --upgrade pip setuptools wheel
   ensure_lgpio_wheel "$venv/bin/python" "$venv/wheels"
-  "$venv/bin/python" -m pip install -q -c "$CONSTRAINTS" --find-links "$venv/wheels" -e ".$extras"
+  # the extras that pull pywebrtc-audio (aec: echo.mode aec; wake: its noise suppressor) get
+  # agentd's build, named exactly: a stock 0.2.0 already in the venv would satisfy the pin
+  if [[ "$extras" =~ [[,](aec|wake)[],] ]]; then
+    aec=("pywebrtc-audio==$(ensure_aec3_wheel "$venv/bin/python" "$venv/wheels")")
+  fi
+  "$venv/bin/python" -m pip install -q -c "$CONSTRAINTS" --find-links "$venv/wheels" -e ".$extras" \
+    "${aec[@]}"
   echo "$want" >"$stamp"
 }
