@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agentd import __version__
-from agentd.config import DEFAULT_CONFIG_PATH, ConfigError, Loaded, load, show, summary
+from agentd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, Loaded, load, show, summary
 from agentd.control import COMMANDS, WATCH
 from agentd.logs import under_systemd
 
@@ -118,10 +118,21 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     if args.show:
         print(show(loaded))
         return 0
-    print(f"OK {args.config}: {summary(loaded.config)}; api key: {_key_source(loaded)}")
+    print(
+        f"OK {args.config}: {summary(loaded.config)}; api key: {_key_source(loaded)}"
+        + _echo_build(loaded.config)
+    )
     if loaded.config.hardware is not None:
         print(preset_expansion(loaded))
     return 0
+
+
+def _echo_build(cfg: Config) -> str:
+    """Which AEC3 build `echo.mode: aec` runs on (agentd's carries ``+agentd.<patch hash>``)."""
+    from agentd.config.validate import echo_build
+
+    version = echo_build() if cfg.echo.mode == "aec" else None
+    return f"; aec: pywebrtc-audio {version}" if version is not None else ""
 
 
 def preset_expansion(loaded: Loaded) -> str:

@@ -17,7 +17,7 @@ import yaml
 from agentd.config.placeholders import expand_user_id
 from agentd.config.schema import Config, DeviceSettings
 from agentd.config.secrets import UNIT_CREDENTIAL, Secret, resolve_api_key
-from agentd.config.validate import ConfigError, build, check_relations
+from agentd.config.validate import ConfigError, build, check_echo_build, check_relations
 from agentd.device import presets
 
 DEFAULT_CONFIG_PATH = Path("/etc/agentd/config.yaml")
@@ -192,6 +192,7 @@ def load(
         cfg = from_mapping(data)
     except ConfigError as exc:
         raise ConfigError(_name_files(exc.problems, origins, path)) from None
+    check_echo_build(cfg, warnings)
     key_problems: list[str] = []
     holder = tuple(f for f in files if origins.get("api.api_key") == f)  # the inline key's file
     key = resolve_api_key(cfg.api, env, key_problems, warnings, holder, unit_credential)

@@ -417,3 +417,37 @@ def check_echo(cfg: Config, problems: list[str]) -> None:
                     f"{key}: {value} needs the WebRTC audio processing library, which is not "
                     f"installed: {echo.EXTRA} (or turn it off)"
                 )
+
+
+AEC_INSTALL = "sudo scripts/install --extras aec"
+
+
+def echo_build() -> str | None:
+    """The installed pywebrtc-audio's version (``0.2.0+agentd.<patch hash>`` for agentd's
+    build, plain ``0.2.0`` for PyPI's wheel), or None when it is not installed."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("pywebrtc-audio")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_echo_build(cfg: Config, warnings: list[str], lib: Any = None) -> None:
+    """``echo.mode: aec`` on a build that takes none of AEC3's config (PyPI's wheel): it runs,
+    so a warning, not an error; ``lib`` is the native module (default: the installed one)."""
+    from agentd.audio import echo
+
+    if cfg.echo.mode != "aec":
+        return
+    if lib is None:
+        if not echo.available():
+            return  # check_echo made it an error
+        lib = echo.library()
+    if not echo.configurable(lib):
+        warnings.append(
+            f"echo.mode: aec runs on the stock pywebrtc-audio wheel ({echo_build() or 'unknown'}), "
+            "which takes none of AEC3's config: the canceller is untuned, so voice barge-in and "
+            "double talk are weaker (slower barge-in, the user cut more while the answer plays); "
+            f"install agentd's build: {AEC_INSTALL}"
+        )
