@@ -115,6 +115,7 @@ AEC3_PATCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/pywebrtc-audio-aec3-co
 # the sdist the patch was made against, as PyPI served it: any other content fails the build
 AEC3_SDIST_VERSION=0.2.0
 AEC3_SDIST_SHA256=cdc47c063439b033bdd6110d2e1119fd6e36c6e007ed824bc369c9a5e3cb307a
+# built wheels, shared by every clone of this user (scripts/install, as root, uses its wheelhouse)
 AEC3_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/agentd/wheels"
 
 # aec3_version: the local version agentd's build of pywebrtc-audio carries.
@@ -124,8 +125,9 @@ aec3_version() {
 
 # ensure_aec3_wheel PYTHON WHEELHOUSE: put agentd's pywebrtc-audio wheel for PYTHON into
 # WHEELHOUSE (from the per-user cache shared by every clone, or built: download the pinned sdist,
-# check its sha256, patch, build with the pinned scikit-build-core/pybind11/cmake/ninja), and
-# print its version. Builds need g++ and patch (installed here, only then) and python3-dev.
+# check its sha256, patch, build with the pinned scikit-build-core/pybind11/cmake/ninja); the
+# caller then installs "pywebrtc-audio==$(aec3_version)". A build needs g++ and patch (installed
+# here, only then) and python3-dev. Not in $(...): set -e must stop it at its first failing step.
 ensure_aec3_wheel() {
   local py="$1" wheels="$2" version tag name build jobs t0
   version="$(aec3_version)"
@@ -139,12 +141,17 @@ ensure_aec3_wheel() {
   mkdir -p "$wheels"
   if ! compgen -G "$wheels/$name" >/dev/null; then
     if ! compgen -G "$AEC3_CACHE/$name" >/dev/null; then
-      echo "setup: building pywebrtc-audio $version (AEC3 with agentd's config patch) for $tag" >&2
+      echo "setup: building pywebrtc-audio $version (AEC3 with agentd's config patch) for $tag"
       t0="$(date +%s)"
       command -v g++ >/dev/null && command -v patch >/dev/null || ensure_apt_packages g++ patch
       build="$(mktemp -d)"
-      "$py" -m pip download -q --no-deps --no-binary :all: -d "$build" \
-        "pywebrtc-audio==$AEC3_SDIST_VERSION" >/dev/null
+      "$py" -m venv "$build/venv"
+      "$build/venv/bin/python" -m pip install -q -c "$CONSTRAINTS" pip scikit-build-core pybind11 \
+        cmake ninja
+      # --no-build-isolation: pip reads the sdist's metadata with these build tools; isolated, it
+      # would build them from source too (--no-binary :all: reaches the build environment)
+      "$build/venv/bin/python" -m pip download -q --no-deps --no-build-isolation --no-binary :all: \
+        -d "$build" "pywebrtc-audio==$AEC3_SDIST_VERSION" >/dev/null
       if ! echo "$AEC3_SDIST_SHA256  $build/pywebrtc_audio-$AEC3_SDIST_VERSION.tar.gz" |
         sha256sum --check --status; then
         echo "setup: pywebrtc_audio-$AEC3_SDIST_VERSION.tar.gz is not the sdist agentd's patch was" \
@@ -157,9 +164,6 @@ ensure_aec3_wheel() {
       (cd "$build/pywebrtc_audio-$AEC3_SDIST_VERSION" && patch -s -p1 <"$AEC3_PATCH" &&
         sed -i "s/^version = \"$AEC3_SDIST_VERSION\"$/version = \"$version\"/" pyproject.toml &&
         grep -q "^version = \"$version\"$" pyproject.toml)
-      "$py" -m venv "$build/venv"
-      "$build/venv/bin/python" -m pip install -q -c "$CONSTRAINTS" pip scikit-build-core pybind11 \
-        cmake ninja
       # one compiler job per 700 MB of RAM, at most one per core: a Pi Zero 2 (512 MB) builds
       # with one instead of swapping to death with four
       jobs="$(awk '/^MemTotal:/ {print int($2 / 700000)}' /proc/meminfo)"
@@ -172,11 +176,11 @@ ensure_aec3_wheel() {
         { tail -n 30 "$build/build.log" >&2; rm -rf "$build"; return 1; }
       cp "$build"/dist/pywebrtc_audio-"$version"-*.whl "$AEC3_CACHE/"
       rm -rf "$build"
-      echo "setup: built pywebrtc-audio $version in $(($(date +%s) - t0)) s ($jobs jobs)" >&2
+      echo "setup: built pywebrtc-audio $version in $(($(date +%s) - t0)) s ($jobs jobs)"
     fi
-    cp "$AEC3_CACHE"/pywebrtc_audio-"$version"-"$tag"-"$tag"-*.whl "$wheels/"
+    [ "$AEC3_CACHE" -ef "$wheels" ] ||
+      cp "$AEC3_CACHE"/pywebrtc_audio-"$version"-"$tag"-"$tag"-*.whl "$wheels/"
   fi
-  echo "$version"
 }
 
 # ensure_venv DIR EXTRAS: create DIR, install the project (editable) with EXTRAS, pinned by
@@ -199,7 +203,8 @@ ensure_venv() {
   # the extras that pull pywebrtc-audio (aec: echo.mode aec; wake: its noise suppressor) get
   # agentd's build, named exactly: a stock 0.2.0 already in the venv would satisfy the pin
   if [[ "$extras" =~ [[,](aec|wake)[],] ]]; then
-    aec=("pywebrtc-audio==$(ensure_aec3_wheel "$venv/bin/python" "$venv/wheels")")
+    ensure_aec3_wheel "$venv/bin/python" "$venv/wheels"
+    aec=("pywebrtc-audio==$(aec3_version)")
   fi
   "$venv/bin/python" -m pip install -q -c "$CONSTRAINTS" --find-links "$venv/wheels" -e ".$extras" \
     "${aec[@]}"
