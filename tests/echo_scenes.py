@@ -10,7 +10,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -340,12 +340,25 @@ def _replays(
         if name in ("warm", "both"):
             p.cold_need_ms = p.need_ms
             p.warm_s = 0.0
-        out[name] = None
-        for a, t in zip(args, when, strict=True):
-            a = list(a)
-            if name in ("settled", "both"):
-                a[4] = True
-            if p.frame(*a) and t >= t0:
-                out[name] = (t - t0) * 1000
-                break
+        frames = args
+        if name in ("settled", "both"):
+            frames = [(*a[:4], True, *a[5:]) for a in args]
+        _, at = replay_decision(p, frames, when, t0)
+        out[name] = None if at is None else at * 1000
     return out
+
+
+def replay_decision(
+    policy: Any, args: Sequence[Sequence[Any]], when: Sequence[float], t0: float
+) -> tuple[bool, float | None]:
+    """Frames (the policy's arguments, each judged at ``when``) through ``policy``: whether it
+    fired before ``t0`` (the talker's onset: an answer cut with nobody talking), and the
+    first firing at or after it (s from ``t0``; None: not within the frames). Shared with
+    bench/barge_replay.py, which replays a whole run's recorded frames."""
+    early = False
+    for a, t in zip(args, when, strict=True):
+        if policy.frame(*a):
+            if t >= t0:
+                return early, t - t0
+            early = True
+    return early, None
