@@ -80,21 +80,33 @@ def answers(path: str | Path) -> list[Answer]:
 class Figures:
     p95_ms: dict[float, float]
     median_ms: dict[float, float]
-    missed: dict[float, int]
+    missed: dict[float, int]  # of which ``beyond`` ran out of recorded frames
+    beyond: dict[float, int]
     trials: dict[float, int]
     false_fires: int  # answers cut with nobody talking (echo-only, or a trial before the onset)
     judged: int  # answers judged for false fires
+    closest_ms: float  # the least evidence that was still missing, with nobody talking
 
 
 def replay(data: list[Answer], policy: BargeInPolicy) -> Figures:
-    """``data`` through fresh copies of ``policy``."""
+    """``data`` through fresh copies of ``policy``. A trial whose answer cut itself before
+    the talker in the run (no talker frames recorded) counts only if the rule cuts it too."""
     lat: dict[float, list[float]] = {}
+    beyond: dict[float, int] = {}
     false = 0
+    closest = math.inf
     for ans in data:
-        early, at = replay_decision(replace(policy), ans.args, ans.t, 0.0)
+        p = replace(policy)
+        n0 = sum(t < 0 for t in ans.t)  # nobody talking before the n0th frame
+        early, _ = replay_decision(p, ans.args[:n0], ans.t[:n0], 0.0, watch=_closest)
+        if not early:  # (how close an answer that was cut came is no figure)
+            closest = min(closest, getattr(p, "closest_ms", math.inf))
         false += early
-        if ans.ser is not None and not early:
-            lat.setdefault(ans.ser, []).append(math.inf if at is None else at * 1000)
+        if ans.ser is None or early or n0 == len(ans.t):
+            continue
+        _, at = replay_decision(p, ans.args[n0:], ans.t[n0:], 0.0)
+        lat.setdefault(ans.ser, []).append(math.inf if at is None else at * 1000)
+        beyond[ans.ser] = beyond.get(ans.ser, 0) + (at is None and ans.recorded is not None)
     p95, med, missed, n = {}, {}, {}, {}
     for ser, v in lat.items():
         ranked = sorted(v)  # nearest rank, a miss counted as never (as bench/echo.py)
@@ -102,56 +114,81 @@ def replay(data: list[Answer], policy: BargeInPolicy) -> Figures:
         med[ser] = float(np.median(ranked))
         missed[ser] = sum(math.isinf(x) for x in v)
         n[ser] = len(v)
-    return Figures(p95, med, missed, n, false, len(data))
+    return Figures(p95, med, missed, beyond, n, false, len(data), closest)
+
+
+def _closest(p: BargeInPolicy, fired: bool) -> None:
+    """After each frame with nobody talking: how close the rule came to firing."""
+    if not fired and p.asked_ms:  # (0: no frame judged yet, before ARM_S or unsettled)
+        miss = p.asked_ms - p.evidence_ms
+        p.closest_ms = min(getattr(p, "closest_ms", math.inf), miss)  # type: ignore[attr-defined]
 
 
 def _line(f: Figures) -> str:
     per = "; ".join(
         f"SER {s:g} dB: p95 {f.p95_ms[s]:.0f} ms, median {f.median_ms[s]:.0f} ms, "
-        f"{f.missed[s]} of {f.trials[s]} missed"
+        f"{f.missed[s]} of {f.trials[s]} missed ({f.beyond[s]} beyond the record)"
         for s in sorted(f.p95_ms, reverse=True)
     )
-    return f"{per}; false fires {f.false_fires} of {f.judged} answers"
+    return (
+        f"{per}; false fires {f.false_fires} of {f.judged} answers (closest approach "
+        f"otherwise: {f.closest_ms:.0f} ms of evidence short)"
+    )
+
+
+RAN = BargeInPolicy(resettle_ms=0)  # the rule the recorded run (tuned_e2e2) ran
 
 
 def check(data: list[Answer]) -> None:
-    """The replay with today's parameters against the run's own decisions."""
+    """The replay with the run's own rule against the run's own decisions."""
     same = diff = 0
     for ans in data:
         if ans.ser is None:
             continue
-        _, at = replay_decision(BargeInPolicy(), ans.args, ans.t, 0.0)
+        _, at = replay_decision(replace(RAN), ans.args, ans.t, 0.0)
         ok = (at is None and ans.recorded is None) or (
             at is not None and ans.recorded is not None and abs(at - ans.recorded) < 1e-6
         )
         same += ok
         diff += not ok
-    print(f"replayed as is vs the run's own decisions: {same} trials the same, {diff} differ")
+    print(
+        f"  the run's rule replayed vs the run's own decisions: {same} trials the same, {diff} differ"
+    )
 
 
 def main(path: str) -> None:
     data = answers(path)
     print(f"replay of recorded features ({path}), decision latency (not end to end):")
     check(data)
-    print(f"  today's rule: {_line(replay(data, BargeInPolicy()))}")
+    print(f"  the run's rule: {_line(replay(data, RAN))}")
+    print(f"  today's rule:   {_line(replay(data, BargeInPolicy()))}")
 
 
 def sweep(path: str) -> None:
-    """The grid; each rule on all trials and on each half (even / odd trials)."""
+    """The grid the rule was picked by; each rule on all trials, then on each half (blocks
+    of four trials, one of each phrase, alternately: the phrases differ most)."""
     data = answers(path)
-    grid = itertools.product(
-        (40, 60, 80), (300, 400), (-54.0, -50.0), (-16.0, -20.0, -24.0), (160, 240, 300)
-    )
-    for need, window, floor, margin, cold in grid:
+    trials = [k for k, a in enumerate(data) if a.ser is not None]
+    halves = [
+        [a for k, a in enumerate(data) if a.ser is None or (trials.index(k) // 4) % 2 == h]
+        for h in (0, 1)
+    ]
+    grid = itertools.product((40, 60, 80), (-54.0,), (-16.0, -20.0, -24.0), (240, 300), (0, 400))
+    for need, floor, margin, cold, resettle in grid:
         p = BargeInPolicy(
-            need_ms=need, window_ms=window, floor_db=floor, margin_db=margin, cold_need_ms=cold
+            need_ms=need,
+            floor_db=floor,
+            margin_db=margin,
+            cold_need_ms=cold,
+            resettle_ms=resettle,
         )
-        f = replay(data, p)
         print(
-            f"need {need} window {window} floor {floor:g} margin {margin:g} cold {cold}: "
-            f"{_line(f)}",
+            f"need {need} floor {floor:g} margin {margin:g} cold {cold} resettle {resettle}: "
+            f"{_line(replay(data, p))}",
             flush=True,
         )
+        for h, part in enumerate(halves):
+            print(f"    half {h}: {_line(replay(part, p))}", flush=True)
 
 
 if __name__ == "__main__":

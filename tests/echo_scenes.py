@@ -10,7 +10,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -349,7 +349,11 @@ def _replays(
 
 
 def replay_decision(
-    policy: Any, args: Sequence[Sequence[Any]], when: Sequence[float], t0: float
+    policy: Any,
+    args: Sequence[Sequence[Any]],
+    when: Sequence[float],
+    t0: float,
+    watch: Callable[[Any, bool], None] | None = None,
 ) -> tuple[bool, float | None]:
     """Frames (the policy's arguments, each judged at ``when``) through ``policy``: whether it
     fired before ``t0`` (the talker's onset: an answer cut with nobody talking), and the
@@ -357,7 +361,10 @@ def replay_decision(
     bench/barge_replay.py, which replays a whole run's recorded frames."""
     early = False
     for a, t in zip(args, when, strict=True):
-        if policy.frame(*a):
+        fired = policy.frame(*a)
+        if watch is not None:  # (the policy after each frame, and whether it fired)
+            watch(policy, fired)
+        if fired:
             if t >= t0:
                 return early, t - t0
             early = True

@@ -435,8 +435,8 @@ def test_canceller_runs_under_the_units_wx_lock() -> None:
 def test_voice_barge_in_waits_until_the_streams_echo_delay_is_confirmed() -> None:
     """Echo leaking while a new playback stream's delay is unconfirmed may be as loud as the
     echo itself: no evidence, however loud; the same frames barge in once the stream is
-    settled, counted from the settled frames."""
-    from agentd.voice.barge_in import NEED_MS, BargeInPolicy
+    settled, counted from the settled frames (the cold evidence while just resettled)."""
+    from agentd.voice.barge_in import COLD_NEED_MS, BargeInPolicy
 
     echo = 10 ** (-25 / 10)
     policy = BargeInPolicy()
@@ -445,7 +445,38 @@ def test_voice_barge_in_waits_until_the_streams_echo_delay_is_confirmed() -> Non
         policy.frame(20, False, 1e-8, h, True, echo)
     assert not any(policy.frame(20, True, echo * 2, h, False, echo) for h in heard[60:160])
     fired = [policy.frame(20, True, echo * 2, h, True, echo) for h in heard[160:]]
-    assert fired.index(True) == NEED_MS // 20 - 1
+    assert fired.index(True) == COLD_NEED_MS // 20 - 1
+
+
+def test_a_just_confirmed_echo_delay_asks_the_cold_evidence() -> None:
+    """Through the tuned AEC3 (bench/echo.py --e2e, tuned_e2e2) an answer whose echo delay
+    was confirmed 1.3 s in (the estimate moved a block) leaked its echo voiced, as loud as
+    the echo expected, for 260 ms after: with NEED_MS it cut itself 80 ms after confirming.
+    For RESETTLE_MS after confirming, COLD_NEED_MS are asked; after that a user's NEED_MS
+    barge in again."""
+    from agentd.voice.barge_in import NEED_MS, RESETTLE_MS, BargeInPolicy
+
+    echo = 10 ** (-29 / 10)
+    leak = 10 ** (-33 / 10)  # the recorded frames: -32..-43 dBFS under -26..-35 expected
+
+    def run(policy: BargeInPolicy) -> list[bool]:
+        heard = iter(100.0 + 0.02 * i for i in range(400))
+        for _ in range(60):  # into the answer's sound, past its onset: confirmed
+            policy.frame(20, False, 1e-8, next(heard), True, echo)
+        for _ in range(10):  # the stream's delay unconfirmed, then confirmed
+            policy.frame(20, False, 1e-8, next(heard), False, echo)
+        for _ in range(2):
+            policy.frame(20, False, 1e-8, next(heard), True, echo)
+        return [policy.frame(20, True, leak, next(heard), True, echo) for _ in range(13)]
+
+    assert any(run(BargeInPolicy(resettle_ms=0)))  # the rule the run had: cut itself
+    assert not any(run(BargeInPolicy()))
+    assert RESETTLE_MS >= 2 * 20 + 13 * 20  # (the leak came within it)
+    policy = BargeInPolicy()
+    run(policy)
+    quiet = [policy.frame(20, False, 1e-8, 200.0 + 0.02 * i, True, echo) for i in range(20)]
+    user = [policy.frame(20, True, leak, 201.0 + 0.02 * i, True, echo) for i in range(10)]
+    assert not any(quiet) and user.index(True) == NEED_MS // 20 - 1
 
 
 def test_an_answers_onset_is_counted_in_its_sound_not_from_when_the_speaker_got_busy() -> None:

@@ -55,6 +55,7 @@ COLD_NEED_MS = 300  # the same while the canceller is still converging
 ONSET_MS = 800  # an answer's first audio, during which the canceller re-converges
 ARM_S = 4.0  # far-end sound the canceller must have heard since it was made to be trusted
 WARM_S = 10.0  # ... and to be trusted with NEED_MS of evidence
+RESETTLE_MS = 400  # after an answer's echo delay is (re)confirmed, cold_need_ms is asked this long
 FLOOR_DB = -54.0  # dBFS (mean square): a quieter cancelled frame is no user
 # A cancelled frame this far below the echo expected in it (EchoCanceller.echo_energy) is no
 # user either: what the canceller let through of that echo
@@ -77,15 +78,22 @@ class BargeInPolicy:
     floor_db: float = FLOOR_DB
     margin_db: float = MARGIN_DB
     warm_s: float = WARM_S
+    resettle_ms: int = RESETTLE_MS
     _recent: deque[tuple[int, bool]] = field(default_factory=deque)
     _playing_ms: int = 0
     _heard0: float | None = None  # the canceller's heard_s when the speaker became busy
     _sounded_ms: int | None = None  # since the answer's first sound (None: not yet)
+    _settled_ms: int | None = None  # since the echo delay was confirmed (None: never unsettled)
+    # what the last judged frame left: evidence held and evidence asked (ms; for the replay
+    # bench's closest approach, bench/barge_replay.py)
+    evidence_ms: int = 0
+    asked_ms: int = 0
 
     def reset(self) -> None:
         self._recent.clear()
         self._playing_ms = 0
-        self._heard0 = self._sounded_ms = None
+        self._heard0 = self._sounded_ms = self._settled_ms = None
+        self.evidence_ms = self.asked_ms = 0
 
     def frame(
         self,
@@ -108,6 +116,12 @@ class BargeInPolicy:
             self._sounded_ms += ms
         elif heard_s > self._heard0 or not math.isfinite(heard_s):  # (no canceller: busy)
             self._sounded_ms = ms
+        if not settled:
+            self._settled_ms = 0
+        elif self._settled_ms is not None:
+            self._settled_ms += ms
+            if self._settled_ms - ms <= self.resettle_ms < self._settled_ms:
+                self._recent.clear()  # what leaked while just confirmed met cold_need_ms only
         if heard_s < ARM_S:
             return False
         if not settled:  # what leaked meanwhile is no evidence
@@ -117,10 +131,12 @@ class BargeInPolicy:
         held = sum(m for m, _ in self._recent)
         while held - self._recent[0][0] >= self.window_ms:
             held -= self._recent.popleft()[0]
-        evidence = sum(m for m, yes in self._recent if yes)
+        self.evidence_ms = evidence = sum(m for m, yes in self._recent if yes)
         onset = self._sounded_ms is None or self._sounded_ms <= self.onset_ms
-        cold = onset or heard_s < self.warm_s
-        if evidence >= (self.cold_need_ms if cold else self.need_ms):
+        resettled = self._settled_ms is not None and self._settled_ms <= self.resettle_ms
+        cold = onset or resettled or heard_s < self.warm_s
+        self.asked_ms = self.cold_need_ms if cold else self.need_ms
+        if evidence >= self.asked_ms:
             self._recent.clear()
             return True
         return False
