@@ -449,11 +449,11 @@ def test_voice_barge_in_waits_until_the_streams_echo_delay_is_confirmed() -> Non
 
 
 def test_a_just_confirmed_echo_delay_asks_the_cold_evidence() -> None:
-    """Through the tuned AEC3 (bench/echo.py --e2e, tuned_e2e2) an answer whose echo delay
-    was confirmed 1.3 s in (the estimate moved a block) leaked its echo voiced, as loud as
-    the echo expected, for 260 ms after: with NEED_MS it cut itself 80 ms after confirming.
-    For RESETTLE_MS after confirming, COLD_NEED_MS are asked; after that a user's NEED_MS
-    barge in again."""
+    """Through the tuned AEC3 (bench/echo.py --e2e --features, replayed by
+    bench/barge_replay.py) an answer whose echo delay was confirmed 0.5 s into its sound (the
+    estimate moved a block) leaked its echo voiced, within 10 dB of the echo expected, for
+    the 260 ms after, and cut itself. For RESETTLE_MS after confirming COLD_NEED_MS are
+    asked, and what leaked meanwhile is no evidence after; then a user's NEED_MS barge in."""
     from agentd.voice.barge_in import NEED_MS, RESETTLE_MS, BargeInPolicy
 
     echo = 10 ** (-29 / 10)
