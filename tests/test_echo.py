@@ -725,3 +725,48 @@ async def test_interruptions_with_aec_keep_the_stream_truncate_what_was_heard_an
         assert lo == loud_end_ms(long) and hi == float("inf"), (lo, hi)
         assert abs(pb.heard_ms(item) - len(long) / 16) <= 20
         assert d.far_end.streams == streams
+
+
+def test_barge_replay_reads_a_runs_frames_as_the_e2e_labels_them(tmp_path: Path) -> None:
+    """bench/barge_replay.py: recorded frames split into answers by the gaps between them,
+    an echo-only answer's cut counted as a false fire but not the next question the harness
+    asks after it (its frames after the answer's last sound), a trial's decision in ms from
+    the talker's onset, SERs in the e2e's order (-5 dB trials, then -10 dB)."""
+    import numpy as np
+
+    from bench import barge_replay
+
+    rows: list[tuple[float, ...]] = []
+    when, heard = 0.0, 20.0
+
+    def frame(talker: float, onset: float, voiced: bool, dbfs: float, sound: bool) -> None:
+        nonlocal when, heard
+        when += 0.02
+        heard += 0.02 if sound else 0.0
+        rows.append((talker, onset, 20, voiced, dbfs, -30.0, heard, 1, 0, when, 10, -8))
+
+    def answer(burst: range = range(0), tail: bool = False) -> None:
+        nonlocal when
+        for k in range(100):
+            frame(0, -np.inf, k in burst, -20.0 if k in burst else -70.0, True)
+        for k in range(40 if tail else 0):  # the next question 0.3 s after the answer's end
+            frame(0, -np.inf, k >= 15, -20.0 if k >= 15 else -70.0, False)
+        when += 2.0
+
+    def trial(dbfs: float) -> None:
+        nonlocal when
+        for _ in range(100):
+            frame(0, -np.inf, False, -70.0, True)
+        for k in range(30):
+            frame(1, 0.02 * k, True, dbfs, True)
+        when += 2.0
+
+    answer(burst=range(60, 66))
+    answer(tail=True)
+    trial(-20.0)
+    trial(-60.0)  # below the floor: never a barge-in
+    np.save(tmp_path / "f.npy", np.array(rows, dtype=np.float64))
+    f = barge_replay.replay(barge_replay.answers(tmp_path / "f.npy"), barge_replay.RAN)
+    assert f.false_fires == 1 and f.judged == 4, f
+    assert f.p95_ms[-5.0] == f.median_ms[-5.0] and abs(f.p95_ms[-5.0] - 60) < 1e-6, f
+    assert f.missed == {-5.0: 0, -10.0: 1} and f.beyond == {-5.0: 0, -10.0: 0}, f
