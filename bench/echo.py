@@ -397,6 +397,7 @@ def barge_figures(seeds: tuple[int, ...] = (3, 7, 11), cases: int = 28) -> dict[
 
 def main() -> dict[str, float]:
     out: dict[str, float] = {}
+    print(f"AEC3: {_build(EchoCanceller(EchoSetup(aec=True)))}", flush=True)
     e = erle_figures()
     nodrift = erle_figures(drift_ppm=0)
     out.update(e)
@@ -716,6 +717,7 @@ async def _e2e_cases(answers: int, trials: int) -> dict[str, float]:
                         async with running_daemon(tmp, mp, over) as h:
                             talk = echo_scenes.Talker(room, rig, tmp)
                             got = await echo_scenes.echo_only_answers(h, talk, answers, pace)
+                            _aec3_state(h)
                     cut = got.asked - got.whole
                     out[f"e2e_{name}_{pace:g}x_answers"] = got.asked
                     out[f"e2e_{name}_{pace:g}x_cut"] = cut
@@ -740,6 +742,7 @@ async def _e2e_cases(answers: int, trials: int) -> dict[str, float]:
                                 _barge_report(out, ser, res)
                             h.sim.pace = 1.0
                             after = await echo_scenes.echo_only_answers(h, talk, 1, 1.0)
+                            _aec3_state(h)
                             out["e2e_after_barge_ins_whole"] = after.whole
                             print(
                                 f"  the answer after {2 * trials} barge-ins: "
@@ -752,6 +755,24 @@ async def _e2e_cases(answers: int, trials: int) -> dict[str, float]:
     finally:
         room.stop()
     return out
+
+
+def _aec3_state(h: Any) -> None:
+    """Which AEC3 ran in the daemon and the delay it was handed (the echo estimate's)."""
+    ec = h.daemon.echo
+    if ec is None or ec.aligner is None:
+        return
+    d = ec.aligner.echo_delay
+    print(
+        f"    (AEC3: {_build(ec)}; delay handed {ec.stream_delay_ms} ms, moved "
+        f"{ec.delay_moves}×; echo estimate {'-' if d is None else d * 10} ms behind the "
+        f"reference, aligner moves {ec.aligner.moves})",
+        flush=True,
+    )
+
+
+def _build(ec: EchoCanceller) -> str:
+    return "patched build, AEC3_CONFIG" if ec.tuned else "stock wheel, AEC3's defaults"
 
 
 def _barge_report(out: dict[str, float], ser: float, res: list[Barge]) -> None:
@@ -870,7 +891,10 @@ def e2e(answers: int = 13, trials: int = 40) -> dict[str, float]:
     import asyncio
 
     t = time.monotonic()
-    print("end to end, the real daemon (issue 22):", flush=True)
+    print(
+        f"end to end, the real daemon (issue 22); AEC3: {_build(EchoCanceller(EchoSetup(aec=True)))}",
+        flush=True,
+    )
     out = asyncio.run(_e2e_cases(answers, trials))
     cases = [k for k in out if k.endswith("_answers")]
     total = sum(out[k] for k in cases)

@@ -10,7 +10,10 @@ Why it is built this way (each point was measured, see issue 22 and bench/echo.p
 - it is created once per daemon (a fresh one attenuates early double talk more);
 - every call into the native library gets whole 10 ms blocks: other sizes are refused here
   with a ValueError (one such livekit call aborts the whole process);
-- AEC3 finds the bulk delay itself (up to ~0.5 s), so no delay hint is given;
+- with agentd's build of pywebrtc-audio (:func:`configurable`) AEC3 runs AEC3_CONFIG: our
+  timeline + Aligner align the far end, so AEC3's own delay estimator is off and it only
+  sees the delay it is handed (the echo estimate's, :func:`aec3_delay_ms`) plus its 160 ms
+  filter; the stock wheel finds the bulk delay itself (up to ~0.5 s), no hint given;
 - it is not called once the far end has been silent IDLE_AEC_S (the device idles most of
   the time: 0.6 instead of ~6.5 ms of CPU per audio-second); the frames then pass with its
   own 8 ms delay, so the stream stays continuous both ways.
@@ -47,8 +50,9 @@ FAR_KEEP_S = 2.0  # far end waiting beyond this is stale (the mic stopped): drop
 # longer than soxr MQ holds back (up to 38 ms at 48 -> 16 kHz, released in blocks)
 SKIP_SILENT_S = 0.1
 # The reference is handed over this long before its sample is due at the speaker: margin for
-# the error in both clocks (the capture timestamps jitter by a period); AEC3 finds the rest
-# of the delay itself (up to ~0.5 s), the sound path's, the same for every answer.
+# the error in both clocks (the capture timestamps jitter by a period); the rest of the
+# delay is the sound path's, the same for every answer (the Aligner keeps it at TARGET_S;
+# one beyond its reach is handed to AEC3, aec3_delay_ms; the stock wheel finds it itself).
 LEAD_S = 0.0
 TARGET_S = 0.02  # the echo's delay behind its reference, kept for every stream (Aligner)
 IDLE_GAP_S = 0.5  # a stream after this much silence started from idle, sooner: restarted
@@ -73,7 +77,7 @@ ALIGN_RATE = 4000  # the aligner works on the signals averaged down to this rate
 ALIGN_S = 0.2  # each window of the reference matched against the microphone
 ALIGN_STEP_S = ALIGN_S  # ... one after the other (overlapping ones "agree" by themselves)
 ALIGN_MIN_S = 0.05  # lags searched: the echo up to this much before its reference
-ALIGN_MAX_S = 0.2  # ... and this much after it (longer bulk delays: AEC3 finds them)
+ALIGN_MAX_S = 0.2  # ... and this much after it (longer bulk delays: aec3_delay_ms)
 ALIGN_MIN_R = 0.6  # a weaker match is not the echo alone (someone talks): not used
 ALIGN_SURE_R = 0.9  # only a match this clear moves the reference or confirms it
 ALIGN_MIN_RMS = 100.0  # a quieter reference window (int16 RMS) is not matched
@@ -92,7 +96,7 @@ MIC_JUMP_S = 0.15  # a capture timestamp this far off the microphone's clock re-
 # 10 ms envelope, at the echo's delay behind it and its gain, both found by matching the
 # envelopes of the far end and the raw microphone (AEC3 does not say what it found).
 ECHO_HIST = 300  # blocks of both envelopes kept (3 s)
-ECHO_MAX_LAG = 60  # the echo's delay is searched up to this many blocks (AEC3's reach ~0.5 s)
+ECHO_MAX_LAG = 60  # the echo's delay is searched up to this many blocks (0.6 s)
 ECHO_EVERY = 100  # blocks of far-end sound between two searches
 ECHO_MIN_R = 0.6  # a weaker envelope match is not the echo alone (someone talks): not used
 ECHO_SPREAD = 2  # blocks either side of the delay (the match is only so sharp)
@@ -119,6 +123,35 @@ IDLE_AEC_S = 2.0
 # AEC3's output lags its input by this much (its 64-sample blocks; measured, and checked by
 # tests/test_echo.py): bypassing it keeps the same lag, so the stream stays continuous.
 AEC_DELAY = 128
+# AEC3's own config, where the build takes one (configurable(); docs/aec3-config.md, measured
+# on bench/echo.py's component path: clipping speaker, RT60 0.3 s, 100 ppm drift, 40 dB SNR;
+# the stock wheel's defaults gave double-talk correlation 0.77 at 0 dB, 2 false barge-ins of
+# 84, AEC3 7.4 ms CPU per audio-second). Each field:
+AEC3_CONFIG: dict[str, bool | int | float] = {
+    # FarEnd's timeline + the Aligner already align the far end: AEC3's matched-filter delay
+    # estimator is skipped (AEC3 7.4 -> 2.6 ms per audio-second, false barge-ins 2 -> 0 of
+    # 84); it then uses only the delay it is handed (stream_delay_ms, aec3_delay_ms)
+    "delay.use_external_delay_estimator": True,
+    # linear filters of 40 blocks (160 ms; default 13: 52 ms, shorter than the room's
+    # reverberation): with the external delay the linear stage removes 19 dB of the rig's
+    # echo instead of 6, so the suppressor cuts less of the user in double talk
+    "filter.main.length_blocks": 40,
+    "filter.shadow.length_blocks": 40,
+    # the residual echo estimated from the better linear filter (ERLE caps 16/8 instead of
+    # 6/1.8 dB): correlation with the near end at 0 dB 0.865 with the drift resampled away,
+    # 0.78 without (0.82 / 0.87 without these two: ext_long40 / ext_long40_supp_f), ERLE
+    # median/p10 32.4/23.1 dB, 0 false barge-ins of 84, 6.5 ms/s for the whole path
+    "erle.max_l": 16.0,
+    "erle.max_h": 8.0,
+}
+AEC3_FILTER_MS = 4 * 40  # the echo AEC3_CONFIG's filter covers behind the delay handed over
+# With AEC3_CONFIG, the delay handed to AEC3 (aec3_delay_ms) keeps the echo estimate's delay
+# this far inside the filter (the envelope's delay is found to a 10 ms block; the room's
+# direct path may come a block before its energy's peak) ...
+AEC3_HEADROOM_MS = 30
+# ... and is moved only when that is off by more than this: each move shifts the far end
+# under AEC3's filter, which re-learns it (the filter covers AEC3_FILTER_MS)
+AEC3_DELAY_TOL_MS = 40
 EXTRA = "pip install 'agentd[aec]'"
 
 
@@ -153,6 +186,18 @@ def configurable(lib: Any) -> bool:
     except TypeError:
         return False
     return True
+
+
+def aec3_delay_ms(echo_delay: int | None, current: int) -> int:
+    """The delay (ms) to hand AEC3_CONFIG's AEC3 (its own estimator is off) given the echo
+    estimate's delay behind the reference (``echo_delay`` 10 ms blocks, None: not found) and
+    the delay handed now: where the Aligner keeps the echo (TARGET_S) it is 0; a bulk delay
+    beyond the Aligner's reach (the echo-path rig: its output buffer) is handed over, less
+    AEC3_HEADROOM_MS, in AEC3's 4 ms steps, so the echo lands inside the 160 ms filter."""
+    if echo_delay is None:
+        return current
+    want = max(0, echo_delay * BLOCK * 1000 // VAD_RATE - AEC3_HEADROOM_MS) // 4 * 4
+    return want if abs(want - current) > AEC3_DELAY_TOL_MS else current
 
 
 @dataclass(frozen=True, slots=True)
@@ -606,7 +651,19 @@ class EchoCanceller:
         lib = lib or library()
         self.setup = setup
         self.far = far or FarEnd()
-        self._aec = lib.EchoCanceller(VAD_RATE, 1) if setup.aec else None
+        # AEC3_CONFIG where the build takes it; the stock wheel as it comes
+        self.tuned = setup.aec and configurable(lib)
+        self._aec = (
+            (
+                lib.EchoCanceller(VAD_RATE, 1, 0, config=AEC3_CONFIG)
+                if self.tuned
+                else lib.EchoCanceller(VAD_RATE, 1)
+            )
+            if setup.aec
+            else None
+        )
+        self.stream_delay_ms = 0  # handed to AEC3 (tuned only: aec3_delay_ms)
+        self.delay_moves = 0  # ... changed this often (for benches and tests)
         ns = setup.noise_suppression
         self._ns = lib.NoiseSuppressor(VAD_RATE, 1, level=ns - 1) if ns > 0 else None
         self._agc = (
@@ -679,6 +736,11 @@ class EchoCanceller:
         else:
             self._quiet += near.size
         self.aligner.block(near, far)
+        if self.tuned:
+            d = aec3_delay_ms(self.aligner.echo_delay, self.stream_delay_ms)
+            if d != self.stream_delay_ms:
+                self.stream_delay_ms = self._aec.stream_delay_ms = d
+                self.delay_moves += 1
         tail, self._tail = self._tail, near[-BLOCK:]
         if self._quiet > IDLE_AEC_S * VAD_RATE:
             self._idle = True
