@@ -423,15 +423,20 @@ def test_aec3_is_handed_a_delay_beyond_the_aligners_reach_once() -> None:
     """AEC3_CONFIG's AEC3 sees only the delay it is handed plus its 160 ms filter: an echo the
     Aligner keeps at TARGET_S needs none; the rig's (~0.2 s behind the reference: its output
     buffer) is handed over less the headroom, in 4 ms steps, and moved again only when off
-    by more than AEC3_DELAY_TOL_MS (each move is a jump AEC3 re-learns)."""
-    from agentd.audio.echo import AEC3_DELAY_TOL_MS, AEC3_HEADROOM_MS, aec3_delay_ms
+    once the echo is outside AEC3_WITHIN_MS of the filter: earlier, its direct path would
+    not be cancelled at all (the rig drops 20 ms of backlog on a loaded machine); within,
+    the estimate's jitter moves nothing (each move shifts the far end under the filter)."""
+    from agentd.audio.echo import AEC3_HEADROOM_MS, AEC3_WITHIN_MS, aec3_delay_ms
 
+    assert AEC3_WITHIN_MS == (10, 100) and AEC3_HEADROOM_MS == 40
     assert aec3_delay_ms(None, 0) == 0 and aec3_delay_ms(None, 180) == 180  # not found yet
-    assert aec3_delay_ms(2, 0) == 0  # the plain room: the aligner keeps it at 20 ms
-    assert aec3_delay_ms(22, 0) == (220 - AEC3_HEADROOM_MS) // 4 * 4 == 188
-    assert aec3_delay_ms(23, 188) == 188 and aec3_delay_ms(18, 188) == 188  # within the tol
-    assert aec3_delay_ms(27, 188) == 240 and 240 - 188 > AEC3_DELAY_TOL_MS
-    assert aec3_delay_ms(2, 188) == 0  # the aligner moved the reference onto the echo
+    assert aec3_delay_ms(2, 0) == aec3_delay_ms(4, 0) == 0  # the plain room (TARGET_S)
+    assert aec3_delay_ms(0, 0) == 0  # (earlier than the filter's start: nothing earlier)
+    assert aec3_delay_ms(22, 0) == 180  # the rig: the echo 40 ms into the filter
+    assert aec3_delay_ms(23, 180) == aec3_delay_ms(26, 180) == aec3_delay_ms(19, 180) == 180
+    assert aec3_delay_ms(18, 180) == 140  # 20 ms of backlog dropped twice: moved with it
+    assert aec3_delay_ms(28, 180) == 180 and aec3_delay_ms(29, 180) == 248  # 110 ms in
+    assert aec3_delay_ms(2, 180) == 0  # the aligner moved the reference onto the echo
 
 
 def test_noise_suppression_gains_on_the_noise_and_keeps_speech_onsets() -> None:
@@ -581,9 +586,11 @@ def test_a_delay_beyond_the_aligners_reach_is_confirmed_by_the_cancellers_conver
             if ec.settled and settled_at[-1] == float("inf"):
                 settled_at[-1] = k * 0.02
     assert ec.aligner is not None and ec.aligner.moves == 0
-    assert ec.stream_delay_ms == (268 if ec.tuned else 0) and ec.delay_moves == ec.tuned
+    assert ec.stream_delay_ms == (260 if ec.tuned else 0) and ec.delay_moves == ec.tuned
     first, unexplained, learned = settled_at
-    assert first < 2.0 and learned < 2.0, settled_at
+    # (tuned: the delay is found after ~1 s of far-end sound, then 0.5 s of deep removal;
+    # measured 2.04 s, the stock wheel 0.8)
+    assert first < 2.5 and learned < 2.0, settled_at
     assert unexplained >= SETTLE_MAX_S - 0.3, settled_at  # (its first 0.3 s are silent)
 
 

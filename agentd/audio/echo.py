@@ -145,13 +145,16 @@ AEC3_CONFIG: dict[str, bool | int | float] = {
     "erle.max_h": 8.0,
 }
 AEC3_FILTER_MS = 4 * 40  # the echo AEC3_CONFIG's filter covers behind the delay handed over
-# With AEC3_CONFIG, the delay handed to AEC3 (aec3_delay_ms) keeps the echo estimate's delay
-# this far inside the filter (the envelope's delay is found to a 10 ms block; the room's
-# direct path may come a block before its energy's peak) ...
-AEC3_HEADROOM_MS = 30
-# ... and is moved only when that is off by more than this: each move shifts the far end
-# under AEC3's filter, which re-learns it (the filter covers AEC3_FILTER_MS)
-AEC3_DELAY_TOL_MS = 40
+# With AEC3_CONFIG, the delay handed to AEC3 (aec3_delay_ms) places the echo estimate's
+# delay this far inside the filter (the envelope's delay is found to a 10 ms block; the
+# room's direct path may come a block before its energy's peak) ...
+AEC3_HEADROOM_MS = 40
+# ... and is handed again only when the echo has moved outside this part of the filter
+# (ms into it): a direct path before the filter's start is not cancelled at all, and the
+# rig's echo moves earlier by 20 ms at each backlog it drops (a loaded machine); moved with
+# the echo, the filter AEC3 has learned still fits it. Between the two it is left alone:
+# the estimate's 10 ms jitter would shift the far end under the filter for nothing.
+AEC3_WITHIN_MS = (10, 100)
 EXTRA = "pip install 'agentd[aec]'"
 
 
@@ -193,11 +196,14 @@ def aec3_delay_ms(echo_delay: int | None, current: int) -> int:
     estimate's delay behind the reference (``echo_delay`` 10 ms blocks, None: not found) and
     the delay handed now: where the Aligner keeps the echo (TARGET_S) it is 0; a bulk delay
     beyond the Aligner's reach (the echo-path rig: its output buffer) is handed over, less
-    AEC3_HEADROOM_MS, in AEC3's 4 ms steps, so the echo lands inside the 160 ms filter."""
+    AEC3_HEADROOM_MS, in AEC3's 4 ms steps, so the echo lands inside the 160 ms filter; it
+    is handed again once the echo is outside AEC3_WITHIN_MS of the filter."""
     if echo_delay is None:
         return current
-    want = max(0, echo_delay * BLOCK * 1000 // VAD_RATE - AEC3_HEADROOM_MS) // 4 * 4
-    return want if abs(want - current) > AEC3_DELAY_TOL_MS else current
+    ms = echo_delay * BLOCK * 1000 // VAD_RATE
+    if AEC3_WITHIN_MS[0] <= ms - current <= AEC3_WITHIN_MS[1]:
+        return current
+    return max(0, ms - AEC3_HEADROOM_MS) // 4 * 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,6 +459,9 @@ class Aligner:
         self.echo_delay: int | None = None
         self.echo_gain_db = 0.0
         self.echo_r = 0.0  # the last search's match (for benches and tests)
+        # AEC3 runs AEC3_CONFIG (no delay estimator of its own): its removing the echo
+        # proves nothing until it has been handed the echo estimate's delay
+        self.needs_delay = False
         self._echo_db = ECHO_FLOOR_DB
         self.echo_energy = 0.0  # mean square (full scale 1.0), the newest frame's highest
 
@@ -565,13 +574,19 @@ class Aligner:
         if pending is None or abs(lag - pending) > ALIGN_TOL_S:
             return
         self._pending = None
-        self._confirmed = -1  # the echo leaked until now: confirmed again after the move
         self.moves += 1
         self.far.move(lag - TARGET_S)
+        self.unconfirm()
+        self._forget()  # what was gathered is placed the old way: start again
+
+    def unconfirm(self) -> None:
+        """The echo moved under AEC3 (the reference moved, or AEC3 was handed another
+        delay): it leaked until now, the answer proves its delay again (or SETTLE_MAX_S)."""
+        self._pending = None
+        self._confirmed = -1
         with self.far._lock:
             self._moved_at = self.far._mic or -math.inf
         self._erle.clear()
-        self._forget()  # what was gathered is placed the old way: start again
 
     def _forget(self) -> None:
         """Drop the window being gathered (a new stream, a move, or silence before sound)."""
@@ -587,6 +602,11 @@ class Aligner:
             self._epoch = epoch
             self._erle.clear()
         if self._confirmed == epoch:  # (the common case: nothing to compute)
+            return
+        if self.needs_delay and self.echo_delay is None:
+            # AEC3_CONFIG's AEC3 has not been handed the echo's delay yet (the echo
+            # estimate has not found it): its suppressor alone removed 15 dB of a stream
+            # the microphone did not hear (0.48 s, the test's unrelated stream)
             return
         # energies per 10 ms block, the frame's blocks at once
         x = np.stack((far, near, out)).astype(np.float64).reshape(3, -1, BLOCK)
@@ -673,6 +693,8 @@ class EchoCanceller:
         )
         self.frames = 0
         self.aligner = Aligner(self.far) if setup.aec else None
+        if self.aligner is not None:
+            self.aligner.needs_delay = self.tuned
         self._heard = 0  # 10 ms blocks with far-end sound processed: how much it has learned
         self._quiet = 0  # samples since the far end last had sound
         self._idle = False  # the canceller is bypassed (IDLE_AEC_S of silent far end)
@@ -741,6 +763,7 @@ class EchoCanceller:
             if d != self.stream_delay_ms:
                 self.stream_delay_ms = self._aec.stream_delay_ms = d
                 self.delay_moves += 1
+                self.aligner.unconfirm()
         tail, self._tail = self._tail, near[-BLOCK:]
         if self._quiet > IDLE_AEC_S * VAD_RATE:
             self._idle = True
