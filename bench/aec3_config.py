@@ -127,59 +127,34 @@ def compensate(ppm: float) -> None:
     echo.SKIP_SILENT_S = math.inf
 
 
-def _shifts(
-    far: np.ndarray, mic: np.ndarray, rate: int, win_s: float, step_s: float
-) -> list[tuple[float, float]]:
-    """(time s, samples) per ``win_s`` window of far-end sound, every ``step_s``: how far the
-    echo path has moved since the first window, to a fraction of a sample. Not the delay's
-    peak: in the rig's room (RT60 0.3 s) the direct path is ~3 % of the echo's energy and
-    the microphone matched the far end at 0.3 at best, at random lags. Instead each window's
-    transfer function (cross-spectrum over the far end's power, regularised; the room's
-    0.4 s tail inside the window) against the first one's: its peak (a parabola through it
-    and its neighbours, within ±200 samples) is the whole response's shift."""
-    w, tail, step = int(win_s * rate), int(0.4 * rate), int(step_s * rate)
-    size = 1 << int(np.ceil(np.log2(2 * w + tail)))
-    ref: np.ndarray | None = None
-    t0, out = 0, []
-    for a in range(0, min(far.size, mic.size) - w - tail, step):
-        f = far[a : a + w].astype(np.float64)
-        if float(f @ f) < w * 1e-4:  # (float scale) under -40 dBFS: nothing to match
-            continue
-        spec = np.fft.rfft(f, size)
-        power = np.abs(spec) ** 2
-        h = np.fft.rfft(mic[a : a + w + tail].astype(np.float64), size) * np.conj(spec)
-        h /= power + 1e-2 * power.mean()
-        if ref is None:
-            ref, t0 = h, a
-            continue
-        c = np.fft.irfft(h * np.conj(ref), size)
-        c = np.concatenate((c[-200:], c[:201]))
-        j = int(np.clip(np.argmax(c), 1, c.size - 2))
-        y0, y1, y2 = c[j - 1], c[j], c[j + 1]
-        den = y0 - 2 * y1 + y2
-        out.append(((a - t0) / rate, j - 200 + (0.5 * (y0 - y2) / den if den else 0.0)))
-    return out
+def online() -> None:
+    """The far end compensated by FarEnd's own online estimate (agentd/audio/drift.py), as
+    the daemon's canceller does with the tuned config: every FarEnd made has ``compensate``
+    set (the runner's --comp aside)."""
+    from agentd.audio import echo
+
+    init = echo.FarEnd.__init__
+
+    def made(self: echo.FarEnd, *args: Any, **kw: Any) -> None:
+        init(self, *args, **kw)
+        self.compensate = True
+
+    echo.FarEnd.__init__ = made  # type: ignore[method-assign]
 
 
-def drift_estimate(
-    far: np.ndarray, mic: np.ndarray, rate: int = 16000, win_s: float = 1.0, step_s: float = 0.5
-) -> tuple[float, int]:
-    """The microphone's clock against the far end's (ppm, positive: the mic takes more
-    samples per played second), from the slope of the echo path's shift over time
-    (:func:`_shifts`): a least-squares line, then again without the shifts more than 2
-    samples off it. Pure, on far-end speech alone (a near-end talker is not gated out
-    here). Returns (ppm, windows used); (nan, n) below 3."""
-    pts = np.array(_shifts(far, mic, rate, win_s, step_s)).reshape(-1, 2)
-    if len(pts) < 3:
-        return math.nan, len(pts)
-    t, lag = pts[:, 0], pts[:, 1]
-    keep = np.ones(t.size, bool)
-    for _ in range(2):
-        if keep.sum() < 3:
-            return math.nan, int(keep.sum())
-        slope, icpt = np.polyfit(t[keep], lag[keep], 1)
-        keep = np.abs(lag - (slope * t + icpt)) <= 2.0
-    return float(slope / rate * 1e6), int(keep.sum())
+def drift_estimate(far: np.ndarray, mic: np.ndarray, rate: int = 16000) -> float:
+    """agentd's online estimator (:class:`agentd.audio.drift.DriftEstimator`) fed the whole
+    of ``far`` and ``mic`` in 20 ms frames; its last estimate (nan: none yet). It stops once
+    sure, as in the daemon."""
+    from agentd.audio.drift import DriftEstimator
+    from agentd.audio.pcm import to_int16
+
+    d = DriftEstimator(rate)
+    f16, m16 = (np.frombuffer(to_int16(v), "<i2") for v in (far, mic))
+    n = rate // 50
+    for i in range(0, min(f16.size, m16.size) - n + 1, n):
+        d.feed(f16[i : i + n], m16[i : i + n])
+    return math.nan if d.estimate is None else d.estimate
 
 
 def estimate_figures(drifts: tuple[float, ...] = (100.0, -100.0, 37.0)) -> dict[str, Any]:
@@ -195,7 +170,7 @@ def estimate_figures(drifts: tuple[float, ...] = (100.0, -100.0, 37.0)) -> dict[
         for seed in (1, 2, 3):
             play = echo._speech(30, seed=seed + 4)
             mic = voice_eval.echo_at_mic(play, seed=seed, drift_ppm=drift)
-            est = {s: drift_estimate(play[: s * RATE], mic[: s * RATE])[0] for s in range(2, 31)}
+            est = {s: drift_estimate(play[: s * RATE], mic[: s * RATE]) for s in range(2, 31)}
             bad = [s for s, v in est.items() if not abs(v - drift) <= 10]
             tag = f"{drift:g}ppm_room{seed}"
             out[f"est_{tag}"] = {s: round(est[s], 1) for s in (2, 5, 10, 20, 30)}
@@ -229,6 +204,9 @@ def main() -> None:
     ap.add_argument("--extra", default="{}", help="JSON fields added to the config")
     ap.add_argument("--drift", type=float, default=100.0, help="ppm, for erle and dt (the rig's)")
     ap.add_argument("--comp", type=float, help="ppm: the far end resampled by the drift")
+    ap.add_argument(
+        "--online", action="store_true", help="the far end resampled by FarEnd's own estimate"
+    )
     a = ap.parse_args()
     if a.site and not a.stock:
         sys.path.insert(0, a.site)
@@ -250,10 +228,13 @@ def main() -> None:
 
     if a.comp is not None:
         compensate(a.comp)
+    if a.online:
+        online()
     from bench import echo
 
     out: dict[str, Any] = {"config": a.config, "lib": pywebrtc_audio.__file__, "drift": a.drift}
     out["comp"] = a.comp
+    out["online"] = a.online
     out.update(cfg)
     for part in a.parts:
         t = time.process_time()
