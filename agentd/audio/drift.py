@@ -14,7 +14,9 @@ end's power, regularised, the room's TAIL_S inside the window), and its shift ag
 reference window's (peak of their cross-correlation, parabola: sub-sample). The shifts lie on
 a line whose slope is the drift. What the daemon does to the timeline breaks the line into
 segments (a new stream re-anchors it, the Aligner moves the reference, the microphone's clock
-is re-anchored, the far end's ratio changes): each has its own intercept, all one slope.
+is re-anchored, the far end's resampler restarts at a new ratio): each has its own
+intercept, all one slope. The compensation applied to the far end is integrated (ppm·samples)
+and added back: the line is the whole drift's, whatever was applied when.
 A step nobody announced (a shift JUMP samples off, confirmed by the next) starts one too.
 """
 
@@ -36,6 +38,7 @@ SEARCH = 200  # samples either side of a segment's last shift searched (100 ppm:
 SOUND_MS = 1e-4  # a window's far end under this mean square (full scale 1: -40 dBFS): skipped
 OFF = 2.0  # a shift this many samples off the line is not the echo (someone talks): refit
 JUMP = 4.0  # ... this far off the segment's last one, and the next agrees: a step
+MAX_PPM = 200.0  # ... beyond what the drift can have moved it since (USB cards: ±100 ppm)
 GIVE_S = 4.0  # far-end sound before an estimate is given at all
 GIVE_SE_PPM = 4.0  # ... and the line's standard error under this
 # Sure (then it stops: ~9 ms CPU per audio-second while it runs): this much far-end sound
@@ -48,6 +51,7 @@ STABLE_PPM = 2.0
 # ~1 ppm/°C for a cheap crystal), from scratch: a few seconds of CPU every ten minutes.
 RECHECK_S = 600.0
 SEGMENT_MAX_S = 60.0  # a segment this long starts afresh (its shifts would leave SEARCH)
+SILENT_MAX_S = 30.0  # ... and one after this long without far-end sound (MAX_PPM: 96 samples)
 
 
 def transfer(far: np.ndarray, mic: np.ndarray, size: int) -> np.ndarray:
@@ -129,6 +133,7 @@ class DriftEstimator:
     sound_s: float = 0.0  # far-end sound in the windows used since the last (re)start
     windows: int = 0  # transfer functions computed (for benches and tests)
     _pos: int = 0  # microphone samples fed so far (the time axis)
+    _applied: float = 0.0  # the compensation applied, integrated over them (ppm·samples)
     _since: int = 0  # ... since it became sure
     _key: Hashable = None
     _seg: int = 0
@@ -139,6 +144,7 @@ class DriftEstimator:
     _seg_start: int = 0
     _ref: np.ndarray | None = None
     _last: float | None = None  # the segment's last shift (where the next is searched)
+    _last_t: float = 0.0  # ... its time (s)
     _pending: tuple[float, float, float] | None = None  # (t, absolute shift, raw) off the line
     _pts: list[tuple[float, float, int]] = field(default_factory=list)  # (t s, shift, segment)
     _recent: list[float] = field(default_factory=list)
@@ -147,6 +153,7 @@ class DriftEstimator:
         self, far: np.ndarray, near: np.ndarray, key: Hashable = None, applied_ppm: float = 0.0
     ) -> float | None:
         n = near.size
+        self._applied += applied_ppm * n
         if not self.running:
             self._since += n
             if self._since >= RECHECK_S * self.rate:
@@ -166,7 +173,9 @@ class DriftEstimator:
         w, tail, step = (int(v * self.rate) for v in (WIN_S, TAIL_S, STEP_S))
         while self._held >= w + tail:
             x, f = np.concatenate(self._near), np.concatenate(self._far)
-            self._window(f[:w], x[: w + tail], self._start, applied_ppm)
+            # (the compensation applied by the window's start: it changes in silent gaps)
+            applied = self._applied - applied_ppm * (self._pos - self._start)
+            self._window(f[:w], x[: w + tail], self._start, applied)
             self._near, self._far = [x[step:]], [f[step:]]
             self._held -= step
             self._start += step
@@ -187,29 +196,30 @@ class DriftEstimator:
         ff = f.astype(np.float64)
         if float(ff @ ff) < f.size * SOUND_MS * SCALE**2:
             return
-        if at - self._seg_start > SEGMENT_MAX_S * self.rate:
+        t = at / self.rate
+        if at - self._seg_start > SEGMENT_MAX_S * self.rate or t - self._last_t > SILENT_MAX_S:
             self._new_segment()
         self.windows += 1
         size = 1 << int(np.ceil(np.log2(2 * f.size + (x.size - f.size))))
         h = transfer(ff, x.astype(np.float64), size)
-        t = at / self.rate
         self.sound_s += STEP_S
         if self._ref is None:
             self._ref = h
             self._pts.append((t, 0.0, self._seg))
-            self._last = 0.0
+            self._last, self._last_t = 0.0, t
             return
         lag, _ = shift(h, self._ref, self._last)
         # as it would be without the compensation applied (its slope is the whole drift)
-        absolute = lag + applied * 1e-6 * self.rate * t
-        if self._last is not None and abs(lag - self._last) > JUMP:
+        absolute = lag + applied * 1e-6
+        moved = JUMP + MAX_PPM * 1e-6 * self.rate * (t - self._last_t)
+        if self._last is not None and abs(lag - self._last) > moved:
             pending, self._pending = self._pending, (t, absolute, lag)
             if pending is None or abs(lag - pending[2]) > OFF:
                 return  # one such is no step (someone talks): wait for the next
             self._new_segment()  # a step: both on the new segment
             self._pts.append((pending[0], pending[1], self._seg))
         self._pending = None
-        self._last = lag
+        self._last, self._last_t = lag, t
         self._pts.append((t, absolute, self._seg))
         self._update()
 
