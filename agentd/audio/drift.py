@@ -47,11 +47,12 @@ GIVE_SE_PPM = 4.0  # ... and the line's standard error under this
 SURE_S = 10.0
 STABLE_N = 6
 STABLE_PPM = 2.0
+SURE_SE_PPM = 1.5  # ... and the line's standard error under this (stable is not yet right)
 # Checked again after this much audio (drift moves with the cards' temperature, slowly:
 # ~1 ppm/°C for a cheap crystal), from scratch: a few seconds of CPU every ten minutes.
 RECHECK_S = 600.0
 SEGMENT_MAX_S = 60.0  # a segment this long starts afresh (its shifts would leave SEARCH)
-SILENT_MAX_S = 30.0  # ... and one after this long without far-end sound (MAX_PPM: 96 samples)
+SILENT_MAX_S = 90.0  # ... and one after this long without far-end sound (100 ppm: 144 samples)
 
 
 def transfer(far: np.ndarray, mic: np.ndarray, size: int) -> np.ndarray:
@@ -148,6 +149,7 @@ class DriftEstimator:
     _pending: tuple[float, float, float] | None = None  # (t, absolute shift, raw) off the line
     _pts: list[tuple[float, float, int]] = field(default_factory=list)  # (t s, shift, segment)
     _recent: list[float] = field(default_factory=list)
+    _sounded: int = -(1 << 62)  # _pos just after the newest far-end frame with sound
 
     def feed(
         self, far: np.ndarray, near: np.ndarray, key: Hashable = None, applied_ppm: float = 0.0
@@ -164,13 +166,19 @@ class DriftEstimator:
             self._key = key
             self._new_segment()
             self._near, self._far, self._held = [], [], 0
+        w, tail, step = (int(v * self.rate) for v in (WIN_S, TAIL_S, STEP_S))
+        if np.count_nonzero(far):
+            self._sounded = self._pos + n
+        elif self._pos - self._sounded > w + tail:  # silence: no window to gather (nearly free)
+            self._near, self._far, self._held = [], [], 0
+            self._pos += n
+            return self.estimate
         if not self._held:
             self._start = self._pos
         self._near.append(near)
         self._far.append(far)
         self._held += n
         self._pos += n
-        w, tail, step = (int(v * self.rate) for v in (WIN_S, TAIL_S, STEP_S))
         while self._held >= w + tail:
             x, f = np.concatenate(self._near), np.concatenate(self._far)
             # (the compensation applied by the window's start: it changes in silent gaps)
@@ -233,6 +241,7 @@ class DriftEstimator:
         self._recent = [*self._recent, res.ppm][-STABLE_N:]
         if (
             self.sound_s >= SURE_S
+            and res.se_ppm <= SURE_SE_PPM
             and len(self._recent) == STABLE_N
             and max(self._recent) - min(self._recent) <= STABLE_PPM
         ):
