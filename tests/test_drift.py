@@ -239,3 +239,16 @@ def test_canceller_path_finds_the_drift_and_keeps_the_user() -> None:
     assert far.drift.sure and abs(far.ppm - 100.0) <= 5, (far.ppm, far.drift.estimate)
     assert comp["correlation_ser_0"] >= plain["correlation_ser_0"] + 0.04, (plain, comp)
     assert comp["correlation_ser_0"] >= 0.8
+
+
+def test_the_daemons_canceller_compensates_only_with_the_tuned_build() -> None:
+    """echo.make (the daemon's): compensating where AEC3 runs agentd's tuned config (the
+    build that takes it), never with noise suppression alone."""
+    far = echo.FarEnd()
+    assert echo.make(echo.EchoSetup(aec=True), far) is not None
+    assert far.compensate == echo.configurable(echo.library())
+    _tuned()  # (the rest needs the patched build)
+    assert far.compensate
+    plain = echo.FarEnd()
+    assert echo.make(echo.EchoSetup(noise_suppression=2), plain) is not None
+    assert not plain.compensate

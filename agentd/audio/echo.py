@@ -768,5 +768,11 @@ class EchoCanceller:
 
 
 def make(setup: EchoSetup, far: FarEnd) -> EchoCanceller | None:
-    """The daemon's canceller for ``setup``, or None when the microphone path is plain."""
-    return EchoCanceller(setup, far) if setup.active else None
+    """The daemon's canceller for ``setup``, or None when the microphone path is plain. The
+    far end is resampled by the clocks' drift (FarEnd.compensate) only where AEC3 runs
+    agentd's tuned config, i.e. with agentd's build (:func:`configurable`)."""
+    if not setup.active:
+        return None
+    ec = EchoCanceller(setup, far)
+    far.compensate = setup.aec and configurable(library())
+    return ec
