@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from agentd.audio.echo import EchoCanceller, EchoSetup
+from agentd.audio.echo import EchoCanceller, EchoSetup, FarEnd
 from agentd.audio.frame import AudioFrame
 from tests import corpus, voice_eval
 from tests.corpus import RATE
@@ -81,7 +81,11 @@ def erle_figures(
 
 
 def double_talk_figures(
-    drift_ppm: float = 100.0, phrases: int = 8, lib: Any = None, **path: float
+    drift_ppm: float = 100.0,
+    phrases: int = 8,
+    lib: Any = None,
+    far: FarEnd | None = None,
+    **path: float,
 ) -> dict[str, float]:
     """Near-end speech kept while the echo plays, over ``phrases`` phrases of the corpus
     (one every 4 s over continuous far-end speech; one phrase alone swung the figures by
@@ -91,7 +95,8 @@ def double_talk_figures(
     phrase; the medians over phrases are the figures. Both are taken at the lag where the
     output matches the near end best (the canceller delays its output a little), one lag
     for all phrases. The near end does not drift (the talker is at the microphone's clock).
-    ``path``: the rig's echo path otherwise (EchoPath's drive, rt60, noise_rms)."""
+    ``path``: the rig's echo path otherwise (EchoPath's drive, rt60, noise_rms); ``far``: the
+    canceller's far end (one that compensates the drift: FarEnd.compensate)."""
     from agentd.sim.echo_path import EchoPath
 
     gap = 4 * RATE
@@ -99,7 +104,7 @@ def double_talk_figures(
     play = _speech((onset0 + phrases * gap) / RATE + 1, seed=9)
     echo = EchoPath(drift_ppm=drift_ppm, seed=1, **path).process(play)
     echo = np.pad(echo, (0, max(0, play.size - echo.size)))[: play.size]
-    ec = EchoCanceller(EchoSetup(aec=True), lib=lib)
+    ec = EchoCanceller(EchoSetup(aec=True), far, lib=lib)
     _cancelled(echo[: 8 * RATE], play[: 8 * RATE], ec)  # converged on this room first
     voiced_echo = echo[np.abs(echo) > 1e-3]
     echo_rms = float(np.sqrt(np.mean(voiced_echo**2)))
