@@ -631,7 +631,9 @@ class Aligner:
         lag, r = found
         self.measured.append(lag)
         # only a clear match counts: in a reverberant room (the rig) spurious peaks of
-        # 0.6-0.9 moved the reference and cost false barge-ins; AEC3 finds such paths itself
+        # 0.6-0.9 moved the reference and cost false barge-ins; AEC3 covers such paths
+        # (the stock wheel's own estimator, or AEC3_CONFIG's 160 ms filter and the delay
+        # handed to it, aec3_delay_ms)
         if r < ALIGN_SURE_R:
             self._pending = None
             return
@@ -668,8 +670,9 @@ class Aligner:
     def cancelled(self, near: np.ndarray, out: np.ndarray, far: np.ndarray) -> None:
         """The canceller's output ``out`` for the blocks ``near`` just measured (whole 10 ms
         blocks): echo removed deeply over CONVERGED_BLOCKS of far-end sound confirms the
-        answer's delay too (the rig's bulk delay is beyond the aligner's reach, AEC3 finds
-        it itself)."""
+        answer's delay too (the rig's bulk delay is beyond the aligner's reach: the stock
+        wheel's AEC3 finds it itself, AEC3_CONFIG's is handed the echo estimate's, and its
+        removal counts only once that is found: ``needs_delay``)."""
         epoch = self.far.epoch
         if self._epoch != epoch:  # a new answer: its own blocks only
             self._epoch = epoch
