@@ -588,9 +588,10 @@ def test_a_delay_beyond_the_aligners_reach_is_confirmed_by_the_cancellers_conver
     assert ec.aligner is not None and ec.aligner.moves == 0
     assert ec.stream_delay_ms == (260 if ec.tuned else 0) and ec.delay_moves == ec.tuned
     first, unexplained, learned = settled_at
-    # (tuned: the delay is found after ~1 s of far-end sound, then 0.5 s of deep removal;
-    # measured 2.04 s, the stock wheel 0.8)
-    assert first < 2.5 and learned < 2.0, settled_at
+    # (tuned: the delay is handed once two of the echo estimate's searches agree, each
+    # after ~1 s of far-end sound, here at 2.86 s, then 0.5 s of deep removal: measured
+    # 3.4 s; the stock wheel 0.8. A later answer, the delay known, settles at once.)
+    assert first < (3.8 if ec.tuned else 2.0) and learned < 2.0, settled_at
     assert unexplained >= SETTLE_MAX_S - 0.3, settled_at  # (its first 0.3 s are silent)
 
 

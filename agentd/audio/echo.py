@@ -156,6 +156,10 @@ AEC3_HEADROOM_MS = 40
 # the echo, the filter AEC3 has learned still fits it. Between the two it is left alone:
 # the estimate's 10 ms jitter would shift the far end under the filter for nothing.
 AEC3_WITHIN_MS = (10, 100)
+# A new delay is handed over only when two of the echo estimate's searches in a row (1 s of
+# far-end sound apart) ask for it, within this: a lone search found 0.1 s or more in the
+# plain room (a match of something else), and the echo, at 20 ms, fell before the filter
+AEC3_AGREE_MS = 20
 EXTRA = "pip install 'agentd[aec]'"
 # The far end's drift compensation is changed only by this much or more (ppm): ±10 ppm off
 # still gave double-talk correlation 0.84-0.85 against 0.865 (docs/aec3-config.md)
@@ -532,6 +536,7 @@ class Aligner:
         self.echo_delay: int | None = None
         self.echo_gain_db = 0.0
         self.echo_r = 0.0  # the last search's match (for benches and tests)
+        self.echo_found = 0  # searches that found the echo's delay and gain
         # AEC3 runs AEC3_CONFIG (no delay estimator of its own): its removing the echo
         # proves nothing until it has been handed the echo estimate's delay
         self.needs_delay = False
@@ -596,6 +601,7 @@ class Aligner:
         gain = float(np.median(near[-m:][loud] - x[loud]))
         if ECHO_GAIN_DB[0] <= gain <= ECHO_GAIN_DB[1]:
             self.echo_delay, self.echo_gain_db = lag, gain
+            self.echo_found += 1
 
     def block(self, near: np.ndarray, far: np.ndarray) -> None:
         """The microphone's samples and the reference handed with them (int16, 16 kHz, a
@@ -765,6 +771,8 @@ class EchoCanceller:
         if self.tuned:
             self.far.compensate = True
         self.stream_delay_ms = 0  # handed to AEC3 (tuned only: aec3_delay_ms)
+        self._delay_seen = 0  # the echo estimate's searches looked at for it
+        self._delay_pending: int | None = None  # asked for by the last search, not handed yet
         self.delay_moves = 0  # ... changed this often (for benches and tests)
         ns = setup.noise_suppression
         self._ns = lib.NoiseSuppressor(VAD_RATE, 1, level=ns - 1) if ns > 0 else None
@@ -827,6 +835,22 @@ class EchoCanceller:
         self.frames += 1
         return AudioFrame(x.tobytes(), VAD_RATE, timestamp=frame.timestamp)
 
+    def _hand_delay(self) -> None:
+        """After each of the echo estimate's searches: the delay AEC3_CONFIG's AEC3 is
+        handed (aec3_delay_ms), changed when two searches in a row agree (AEC3_AGREE_MS)."""
+        assert self._aec is not None and self.aligner is not None
+        self._delay_seen = self.aligner.echo_found
+        d = aec3_delay_ms(self.aligner.echo_delay, self.stream_delay_ms)
+        pending, self._delay_pending = self._delay_pending, None
+        if d == self.stream_delay_ms:
+            return
+        if pending is None or abs(d - pending) > AEC3_AGREE_MS:
+            self._delay_pending = d
+            return
+        self.stream_delay_ms = self._aec.stream_delay_ms = d
+        self.delay_moves += 1
+        self.aligner.unconfirm()  # the echo leaked until now: the answer proves it again
+
     def _cancel(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
         """AEC3 on one frame, or while the far end has been silent IDLE_AEC_S, the frame
         itself delayed as AEC3 delays it (nothing to cancel: the device idles most of the
@@ -841,12 +865,8 @@ class EchoCanceller:
         else:
             self._quiet += near.size
         self.aligner.block(near, far)
-        if self.tuned:
-            d = aec3_delay_ms(self.aligner.echo_delay, self.stream_delay_ms)
-            if d != self.stream_delay_ms:
-                self.stream_delay_ms = self._aec.stream_delay_ms = d
-                self.delay_moves += 1
-                self.aligner.unconfirm()
+        if self.tuned and self.aligner.echo_found != self._delay_seen:
+            self._hand_delay()
         tail, self._tail = self._tail, near[-BLOCK:]
         if self._quiet > IDLE_AEC_S * VAD_RATE:
             self._idle = True
