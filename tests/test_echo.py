@@ -439,6 +439,30 @@ def test_aec3_is_handed_a_delay_beyond_the_aligners_reach_once() -> None:
     assert aec3_delay_ms(2, 180) == 0  # the aligner moved the reference onto the echo
 
 
+def test_a_lone_search_of_the_echo_estimate_hands_aec3_no_delay() -> None:
+    """A new delay is handed to AEC3 only when two of the echo estimate's searches in a row
+    ask for it (AEC3_AGREE_MS): in the plain room a lone search found 0.1 s or more, and
+    handing it put the echo (20 ms) before AEC3's filter: the answer cut itself."""
+    from agentd.audio.echo import EchoCanceller, EchoSetup
+
+    ec = EchoCanceller(EchoSetup(aec=True))
+    al = ec.aligner
+    assert ec.tuned and al is not None, "needs agentd's patched pywebrtc-audio (scripts/test)"
+
+    def search(blocks: int) -> None:  # what a search that found the echo leaves behind
+        assert al is not None
+        al.echo_delay, al.echo_found = blocks, al.echo_found + 1
+        ec._hand_delay()
+
+    search(15)  # a match of something else: 150 ms
+    search(2)  # the room's own 20 ms again
+    search(16)
+    assert ec.stream_delay_ms == 0 and ec.delay_moves == 0
+    search(22)  # the rig's: two in a row, 10 ms apart
+    search(23)
+    assert ec.stream_delay_ms == 188 and ec.delay_moves == 1
+
+
 def test_noise_suppression_gains_on_the_noise_and_keeps_speech_onsets() -> None:
     """Issue 22 point 5: local NS raises speech over noise and loses no onset. Measured
     16.0 dB, onset loss 0.35 dB median / 1.5 dB worst over 8 phrases; unaligned with the
