@@ -13,7 +13,9 @@ Why it is built this way (each point was measured, see issue 22 and bench/echo.p
 - with agentd's build of pywebrtc-audio (:func:`configurable`) AEC3 runs AEC3_CONFIG: our
   timeline + Aligner align the far end, so AEC3's own delay estimator is off and it only
   sees the delay it is handed (the echo estimate's, :func:`aec3_delay_ms`) plus its 160 ms
-  filter; the stock wheel finds the bulk delay itself (up to ~0.5 s), no hint given;
+  filter, and the far end is resampled by the clocks' drift (FarEnd.compensate): only then
+  does its linear filter hold the echo and the user come through double talk (0.85 against
+  0.75); the stock wheel finds the bulk delay itself (up to ~0.5 s), no hint given;
 - it is not called once the far end has been silent IDLE_AEC_S (the device idles most of
   the time: 0.6 instead of ~6.5 ms of CPU per audio-second); the frames then pass with its
   own 8 ms delay, so the stream stays continuous both ways.
@@ -21,10 +23,12 @@ Why it is built this way (each point was measured, see issue 22 and bench/echo.p
 ``pywebrtc-audio`` was chosen over ``livekit`` (``bench/echo.py --bindings``): the same echo
 removed within 1 dB, the user kept better in double talk (6.3 dB / 0.77 against 10.6 dB /
 0.52), about the same CPU, 0.4 MB instead of a whole WebRTC stack, numpy only, no threads;
-both run under ``MemoryDenyWriteExecute``; neither exposes AEC3's settings, and the webrtc
-field trials the wheel's AEC3 reads (``InitFieldTrialsFromString`` is exported) do not reach
-its suppressor, which takes the near end in double talk (``bench/echo.py --field-trials``:
-the suppressor trials leave the output bit for bit the same), so none is set.
+both run under ``MemoryDenyWriteExecute``; neither released wheel exposes AEC3's settings,
+and the webrtc field trials the wheel's AEC3 reads (``InitFieldTrialsFromString`` is
+exported) do not reach its suppressor, which takes the near end in double talk
+(``bench/echo.py --field-trials``: the suppressor trials leave the output bit for bit the
+same), so none is set. agentd's build of it (``bench/aec3-config.patch``) takes AEC3's
+config by name: AEC3_CONFIG (docs/aec3-config.md).
 """
 
 from __future__ import annotations
@@ -197,6 +201,14 @@ def configurable(lib: Any) -> bool:
     except TypeError:
         return False
     return True
+
+
+def aec3(lib: Any) -> Any:
+    """The native AEC3 as the daemon makes it: AEC3_CONFIG where the build takes it (then
+    handed the echo's delay, :func:`aec3_delay_ms`), the stock wheel as it comes."""
+    if configurable(lib):
+        return lib.EchoCanceller(VAD_RATE, 1, 0, config=AEC3_CONFIG)
+    return lib.EchoCanceller(VAD_RATE, 1)
 
 
 def aec3_delay_ms(echo_delay: int | None, current: int) -> int:
@@ -753,17 +765,8 @@ class EchoCanceller:
         lib = lib or library()
         self.setup = setup
         self.far = far or FarEnd()
-        # AEC3_CONFIG where the build takes it; the stock wheel as it comes
         self.tuned = setup.aec and configurable(lib)
-        self._aec = (
-            (
-                lib.EchoCanceller(VAD_RATE, 1, 0, config=AEC3_CONFIG)
-                if self.tuned
-                else lib.EchoCanceller(VAD_RATE, 1)
-            )
-            if setup.aec
-            else None
-        )
+        self._aec = aec3(lib) if setup.aec else None
         # The far end is resampled by the clocks' drift (FarEnd.compensate) where AEC3 runs
         # AEC3_CONFIG, and only there: AEC3_CONFIG without it let 6 of 84 echo-only answers
         # cut themselves (component path); AEC3's own delay estimator did worse with it
