@@ -948,7 +948,7 @@ if __name__ == "__main__":
         estimate_cpu()
     elif sys.argv[1:2] == ["--cpu"]:
         c = cpu_figures()
-        print(", ".join(f"{k[len('cpu_ms_per_s_') :]} {v:.2f}" for k, v in c.items()))
+        print(", ".join(f"{k.removeprefix('cpu_ms_per_s_')} {v:.2f}" for k, v in c.items()))
     elif sys.argv[1:2] == ["--bindings"]:
         bindings()
     elif sys.argv[1:2] == ["--double-talk-cause"]:
