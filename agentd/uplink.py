@@ -40,7 +40,7 @@ class Uplink:
 
     @property
     def rate(self) -> int:
-        return self._rs.out_rate
+        return int(self._rs.out_rate)  # (whole here; the far end's may not be)
 
     def configure(self, rate: int, max_held_s: float, wire: WireSettings | None = None) -> None:
         """New settings (a reload, between turns, or the fallback to PCM): the API rate, the

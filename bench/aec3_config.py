@@ -12,8 +12,9 @@ bench/echo.py runs unchanged. Usage:
 
 ``--comp PPM``: the far end the canceller gets is resampled by 1 + PPM·1e-6 in FarEnd's own
 resampler (the daemon's far-end tap), streaming: the drift compensated where the daemon would.
-Part ``estimate``: the drift estimated from the far end and the microphone alone
-(:func:`drift_estimate`), and how long until it stays within 10 ppm.
+Part ``estimate``: the drift estimated online (agentd/audio/drift.py) from the far end and
+the microphone alone, by seconds of far-end sound; ``drift_cpu``: its CPU. ``--online``: the
+far end resampled by FarEnd's own online estimate (as the daemon does with the tuned config).
 """
 
 from __future__ import annotations
@@ -127,79 +128,112 @@ def compensate(ppm: float) -> None:
     echo.SKIP_SILENT_S = math.inf
 
 
-def _shifts(
-    far: np.ndarray, mic: np.ndarray, rate: int, win_s: float, step_s: float
-) -> list[tuple[float, float]]:
-    """(time s, samples) per ``win_s`` window of far-end sound, every ``step_s``: how far the
-    echo path has moved since the first window, to a fraction of a sample. Not the delay's
-    peak: in the rig's room (RT60 0.3 s) the direct path is ~3 % of the echo's energy and
-    the microphone matched the far end at 0.3 at best, at random lags. Instead each window's
-    transfer function (cross-spectrum over the far end's power, regularised; the room's
-    0.4 s tail inside the window) against the first one's: its peak (a parabola through it
-    and its neighbours, within ±200 samples) is the whole response's shift."""
-    w, tail, step = int(win_s * rate), int(0.4 * rate), int(step_s * rate)
-    size = 1 << int(np.ceil(np.log2(2 * w + tail)))
-    ref: np.ndarray | None = None
-    t0, out = 0, []
-    for a in range(0, min(far.size, mic.size) - w - tail, step):
-        f = far[a : a + w].astype(np.float64)
-        if float(f @ f) < w * 1e-4:  # (float scale) under -40 dBFS: nothing to match
-            continue
-        spec = np.fft.rfft(f, size)
-        power = np.abs(spec) ** 2
-        h = np.fft.rfft(mic[a : a + w + tail].astype(np.float64), size) * np.conj(spec)
-        h /= power + 1e-2 * power.mean()
-        if ref is None:
-            ref, t0 = h, a
-            continue
-        c = np.fft.irfft(h * np.conj(ref), size)
-        c = np.concatenate((c[-200:], c[:201]))
-        j = int(np.clip(np.argmax(c), 1, c.size - 2))
-        y0, y1, y2 = c[j - 1], c[j], c[j + 1]
-        den = y0 - 2 * y1 + y2
-        out.append(((a - t0) / rate, j - 200 + (0.5 * (y0 - y2) / den if den else 0.0)))
-    return out
+def online() -> None:
+    """The far end compensated by FarEnd's own online estimate (agentd/audio/drift.py), as
+    the daemon's canceller does with the tuned config: every FarEnd made has ``compensate``
+    set (the runner's --comp aside)."""
+    from agentd.audio import echo
 
+    init = echo.FarEnd.__init__
 
-def drift_estimate(
-    far: np.ndarray, mic: np.ndarray, rate: int = 16000, win_s: float = 1.0, step_s: float = 0.5
-) -> tuple[float, int]:
-    """The microphone's clock against the far end's (ppm, positive: the mic takes more
-    samples per played second), from the slope of the echo path's shift over time
-    (:func:`_shifts`): a least-squares line, then again without the shifts more than 2
-    samples off it. Pure, on far-end speech alone (a near-end talker is not gated out
-    here). Returns (ppm, windows used); (nan, n) below 3."""
-    pts = np.array(_shifts(far, mic, rate, win_s, step_s)).reshape(-1, 2)
-    if len(pts) < 3:
-        return math.nan, len(pts)
-    t, lag = pts[:, 0], pts[:, 1]
-    keep = np.ones(t.size, bool)
-    for _ in range(2):
-        if keep.sum() < 3:
-            return math.nan, int(keep.sum())
-        slope, icpt = np.polyfit(t[keep], lag[keep], 1)
-        keep = np.abs(lag - (slope * t + icpt)) <= 2.0
-    return float(slope / rate * 1e6), int(keep.sum())
+    def made(self: echo.FarEnd, *args: Any, **kw: Any) -> None:
+        init(self, *args, **kw)
+        self.compensate = True
+
+    echo.FarEnd.__init__ = made  # type: ignore[method-assign]
 
 
 def estimate_figures(drifts: tuple[float, ...] = (100.0, -100.0, 37.0)) -> dict[str, Any]:
-    """:func:`drift_estimate` on the first T s of far-end speech through the rig (30 s,
-    three rooms each): the estimate at T = 2, 5, 10, 20, 30 s, and the first T (1 s steps)
-    from which every later estimate is within 10 ppm of the rig's drift."""
+    """agentd's online estimator on 30 s of far-end speech through the rig (three rooms per
+    drift), fed in 20 ms frames: its estimate once it has had S s of far-end sound (S = 2,
+    4, 5, 6, 8, 10; it stops once sure, ~10 s), the worst error over the rooms per S, and
+    the first S from which every later estimate is within 10 ppm."""
     from bench import echo
     from tests import voice_eval
-    from tests.corpus import RATE
 
     out: dict[str, Any] = {}
+    marks = (2.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+    worst: dict[float, float] = {}
     for drift in drifts:
         for seed in (1, 2, 3):
             play = echo._speech(30, seed=seed + 4)
             mic = voice_eval.echo_at_mic(play, seed=seed, drift_ppm=drift)
-            est = {s: drift_estimate(play[: s * RATE], mic[: s * RATE])[0] for s in range(2, 31)}
-            bad = [s for s, v in est.items() if not abs(v - drift) <= 10]
+            trace = _trace(play, mic)
+            est = {m: next((e for s, e in trace if s >= m), None) for m in marks}
+            for m, e in est.items():
+                worst[m] = max(worst.get(m, 0.0), math.inf if e is None else abs(e - drift))
+            bad = [s for s, e in trace if e is None or abs(e - drift) > 10]
             tag = f"{drift:g}ppm_room{seed}"
-            out[f"est_{tag}"] = {s: round(est[s], 1) for s in (2, 5, 10, 20, 30)}
-            out[f"within10_s_{tag}"] = (max(bad) + 1) if bad else 1
+            out[f"est_{tag}"] = {m: None if e is None else round(e, 1) for m, e in est.items()}
+            out[f"within10_from_sound_s_{tag}"] = max(bad) + 0.5 if bad else 0.0
+    out["worst_error_ppm_by_sound_s"] = {m: round(v, 1) for m, v in worst.items()}
+    return out
+
+
+def _trace(play: np.ndarray, mic: np.ndarray) -> list[tuple[float, float | None]]:
+    """(far-end sound so far, estimate) per 20 ms frame of agentd's estimator."""
+    from agentd.audio.drift import DriftEstimator
+    from agentd.audio.pcm import to_int16
+
+    d = DriftEstimator()
+    f16, m16 = (np.frombuffer(to_int16(v), "<i2") for v in (play, mic))
+    out = []
+    for i in range(0, min(f16.size, m16.size) - 320 + 1, 320):
+        out.append((d.sound_s, d.feed(f16[i : i + 320], m16[i : i + 320])))
+    return out
+
+
+def drift_cpu_figures(runs: int = 2) -> dict[str, float]:
+    """The estimator's CPU (process time, lowest of ``runs``): ms per audio-second while it
+    runs (continuous far-end speech until it is sure), and its average over a duty cycle:
+    10 min of microphone with an answer of 2-8 s every 30-60 s (12-15 % far-end sound), in
+    which it measures until sure, then stops (RECHECK_S later it measures again)."""
+    from agentd.audio.drift import RECHECK_S, DriftEstimator
+    from agentd.audio.pcm import to_int16
+    from bench import echo
+    from tests import voice_eval
+    from tests.corpus import RATE
+
+    play = echo._speech(20, seed=5)
+    mic = voice_eval.echo_at_mic(play, seed=2, drift_ppm=100.0)
+    rng = np.random.default_rng(4)
+    parts, n = [], 0
+    while n < RECHECK_S * RATE:
+        gap = np.zeros(int(rng.uniform(30, 60) * RATE), np.float32)
+        ans = echo._speech(float(rng.uniform(2, 8)), seed=int(rng.integers(100)))
+        parts += [gap, ans]
+        n += gap.size + ans.size
+    duty = np.concatenate(parts)[: int(RECHECK_S * RATE)]
+    duty_mic = voice_eval.echo_at_mic(duty, seed=1, drift_ppm=100.0)
+
+    def run(far: np.ndarray, near: np.ndarray) -> tuple[float, float, DriftEstimator]:
+        f16, m16 = (np.frombuffer(to_int16(v), "<i2") for v in (far, near))
+        d = DriftEstimator()
+        t, k = time.process_time(), 0
+        for i in range(0, f16.size - 320 + 1, 320):
+            d.feed(f16[i : i + 320], m16[i : i + 320])
+            k += 320
+            if not d.running:
+                break
+        return time.process_time() - t, k / RATE, d
+
+    out: dict[str, float] = {}
+    runs_cont = [run(play, mic) for _ in range(runs)]
+    cpu, secs, d = min(runs_cont, key=lambda r: r[0])
+    out["drift_running_ms_per_s"] = cpu / secs * 1000
+    out["drift_running_audio_s"] = secs
+    f16, m16 = (np.frombuffer(to_int16(v), "<i2") for v in (duty, duty_mic))
+    best = math.inf
+    for _ in range(runs):
+        d = DriftEstimator()
+        t = time.process_time()
+        for i in range(0, f16.size - 320 + 1, 320):
+            d.feed(f16[i : i + 320], m16[i : i + 320])
+        best = min(best, time.process_time() - t)
+    out["drift_duty_ms_per_s"] = best / RECHECK_S * 1000
+    out["drift_duty_sound_share"] = float(np.mean(np.abs(duty) > 1e-3))
+    out["drift_duty_sure"] = float(d.sure)
+    out["drift_duty_estimate_ppm"] = math.nan if d.estimate is None else d.estimate
     return out
 
 
@@ -229,6 +263,9 @@ def main() -> None:
     ap.add_argument("--extra", default="{}", help="JSON fields added to the config")
     ap.add_argument("--drift", type=float, default=100.0, help="ppm, for erle and dt (the rig's)")
     ap.add_argument("--comp", type=float, help="ppm: the far end resampled by the drift")
+    ap.add_argument(
+        "--online", action="store_true", help="the far end resampled by FarEnd's own estimate"
+    )
     a = ap.parse_args()
     if a.site and not a.stock:
         sys.path.insert(0, a.site)
@@ -250,10 +287,13 @@ def main() -> None:
 
     if a.comp is not None:
         compensate(a.comp)
+    if a.online:
+        online()
     from bench import echo
 
     out: dict[str, Any] = {"config": a.config, "lib": pywebrtc_audio.__file__, "drift": a.drift}
     out["comp"] = a.comp
+    out["online"] = a.online
     out.update(cfg)
     for part in a.parts:
         t = time.process_time()
@@ -267,6 +307,8 @@ def main() -> None:
             out.update(echo.cpu_figures(runs=4))
         elif part == "estimate":
             out.update(estimate_figures())
+        elif part == "drift_cpu":
+            out.update(drift_cpu_figures())
         out[f"bench_cpu_s_{part}"] = time.process_time() - t
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}))
 

@@ -31,9 +31,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import agentd  # noqa: F401, I001  (first: its BLAS thread setting must precede numpy)
 import numpy as np
 
-from agentd.audio.echo import EchoCanceller, EchoSetup
+from agentd.audio.echo import EchoCanceller, EchoSetup, FarEnd
 from agentd.audio.frame import AudioFrame
 from tests import corpus, voice_eval
 from tests.corpus import RATE
@@ -81,7 +82,11 @@ def erle_figures(
 
 
 def double_talk_figures(
-    drift_ppm: float = 100.0, phrases: int = 8, lib: Any = None, **path: float
+    drift_ppm: float = 100.0,
+    phrases: int = 8,
+    lib: Any = None,
+    far: FarEnd | None = None,
+    **path: float,
 ) -> dict[str, float]:
     """Near-end speech kept while the echo plays, over ``phrases`` phrases of the corpus
     (one every 4 s over continuous far-end speech; one phrase alone swung the figures by
@@ -91,7 +96,8 @@ def double_talk_figures(
     phrase; the medians over phrases are the figures. Both are taken at the lag where the
     output matches the near end best (the canceller delays its output a little), one lag
     for all phrases. The near end does not drift (the talker is at the microphone's clock).
-    ``path``: the rig's echo path otherwise (EchoPath's drive, rt60, noise_rms)."""
+    ``path``: the rig's echo path otherwise (EchoPath's drive, rt60, noise_rms); ``far``: the
+    canceller's far end (one that compensates the drift: FarEnd.compensate)."""
     from agentd.sim.echo_path import EchoPath
 
     gap = 4 * RATE
@@ -99,7 +105,7 @@ def double_talk_figures(
     play = _speech((onset0 + phrases * gap) / RATE + 1, seed=9)
     echo = EchoPath(drift_ppm=drift_ppm, seed=1, **path).process(play)
     echo = np.pad(echo, (0, max(0, play.size - echo.size)))[: play.size]
-    ec = EchoCanceller(EchoSetup(aec=True), lib=lib)
+    ec = EchoCanceller(EchoSetup(aec=True), far, lib=lib)
     _cancelled(echo[: 8 * RATE], play[: 8 * RATE], ec)  # converged on this room first
     voiced_echo = echo[np.abs(echo) > 1e-3]
     echo_rms = float(np.sqrt(np.mean(voiced_echo**2)))
@@ -154,7 +160,7 @@ def cpu_figures(seconds: float = 20, runs: int = 6) -> dict[str, float]:
     import soxr
     import webrtcvad
 
-    from agentd.audio.echo import IDLE_AEC_S, Aligner, FarEnd, library
+    from agentd.audio.echo import IDLE_AEC_S, Aligner, FarEnd, aec3, library
 
     play = _speech(seconds, seed=2)
     mic = voice_eval.echo_at_mic(play)
@@ -175,25 +181,43 @@ def cpu_figures(seconds: float = 20, runs: int = 6) -> dict[str, float]:
             vad.is_speech(f.audio, RATE)
         return time.process_time() - t
 
-    def playing(lib: Any = None) -> float:
+    def playing(lib: Any = None, drift: bool = False, timed: Any = None) -> float:
+        """The path on the signal, timed once the far end's drift estimate (FarEnd.compensate:
+        the tuned config) is made and stopped, as in a daemon that has played a while;
+        ``drift``: timed while the estimator runs (its first ~10-20 s of far-end sound, and
+        again every 10 min); ``timed()`` is called as the timed pass starts."""
         vad = webrtcvad.Vad(2)
         ec = EchoCanceller(EchoSetup(aec=True), lib=lib)
         ec.far.written(far48[:ahead], card, 0.0)
-        t = time.process_time()
-        for f in frames:  # the writer stays AHEAD_MS ahead of the speaker, 20 ms at a time
-            i = round(f.timestamp * card) + ahead
-            ec.far.written(far48[i : i + card // 50], card, i / card)
-            vad.is_speech(ec.process(f).audio, RATE)
-        return time.process_time() - t
+
+        def once(k: int) -> float:  # the signal, k·seconds on
+            t = time.process_time()
+            for f in frames:  # the writer stays AHEAD_MS ahead of the speaker, 20 ms at a time
+                i = round(f.timestamp * card) + ahead
+                ec.far.written(far48[i : i + card // 50], card, k * seconds + i / card)
+                g = AudioFrame(f.audio, RATE, timestamp=k * seconds + f.timestamp)
+                vad.is_speech(ec.process(g).audio, RATE)
+            return time.process_time() - t
+
+        k = 0
+        while not drift and k < 4 and ec.far.compensate and not ec.far.drift.sure:
+            once(k)
+            k += 1
+        sure.append(drift or ec.far.drift.sure or not ec.far.compensate)
+        if timed is not None:
+            timed()
+        return once(k)
+
+    sure: list[bool] = []
 
     def in_path() -> float:
         """AEC3's own calls timed inside the whole path: between them the Python work
         evicts its state from the cache, and it costs more than alone."""
         spent = [0.0]
 
-        class Timed:
-            def __init__(self, rate: int, channels: int) -> None:
-                self.aec = library().EchoCanceller(rate, channels)
+        class Timed:  # (takes the config as the native one does: the daemon's AEC3)
+            def __init__(self, *args: Any, **kw: Any) -> None:
+                self.aec = library().EchoCanceller(*args, **kw)
 
             def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
                 t = time.process_time()
@@ -201,11 +225,11 @@ def cpu_figures(seconds: float = 20, runs: int = 6) -> dict[str, float]:
                 spent[0] += time.process_time() - t
                 return out
 
-        playing(types.SimpleNamespace(EchoCanceller=Timed))
+        playing(types.SimpleNamespace(EchoCanceller=Timed), timed=lambda: spent.__setitem__(0, 0.0))
         return spent[0]
 
     def native() -> float:
-        aec = library().EchoCanceller(RATE, 1)
+        aec = aec3(library())
         n = RATE // 50
         t = time.process_time()
         for i in range(0, near.size - n + 1, n):
@@ -246,6 +270,7 @@ def cpu_figures(seconds: float = 20, runs: int = 6) -> dict[str, float]:
     out: dict[str, float] = {}
     cases = {
         "aec": playing,
+        "aec_drift": lambda: playing(drift=True),
         "native": native,
         "native_in_path": in_path,
         "tap": tap,
@@ -261,6 +286,7 @@ def cpu_figures(seconds: float = 20, runs: int = 6) -> dict[str, float]:
         out[f"cpu_ms_per_s_{name}"] = min(ms)
         out[f"cpu_ms_per_s_{name}_median"] = float(np.median(ms))
     out["cpu_ratio"] = out["cpu_ms_per_s_aec"] / max(out["cpu_ms_per_s_half"], 1e-9)
+    assert all(sure), "the drift estimate was not made on the first pass"
     return out
 
 
@@ -397,6 +423,7 @@ def barge_figures(seeds: tuple[int, ...] = (3, 7, 11), cases: int = 28) -> dict[
 
 def main() -> dict[str, float]:
     out: dict[str, float] = {}
+    print(f"AEC3: {_build(EchoCanceller(EchoSetup(aec=True)))}", flush=True)
     e = erle_figures()
     nodrift = erle_figures(drift_ppm=0)
     out.update(e)
@@ -432,7 +459,9 @@ def main() -> dict[str, float]:
     print(
         f"CPU per audio-second (process CPU time, min / median of 6 interleaved runs): while "
         f"the far end plays (far-end tap at 48 kHz + canceller + aligner + VAD) "
-        f"{c['cpu_ms_per_s_aec']:.2f} / {c['cpu_ms_per_s_aec_median']:.2f} ms (≤ 8), of which "
+        f"{c['cpu_ms_per_s_aec']:.2f} / {c['cpu_ms_per_s_aec_median']:.2f} ms (≤ 8; while the "
+        f"drift estimate runs {c['cpu_ms_per_s_aec_drift']:.2f} / "
+        f"{c['cpu_ms_per_s_aec_drift_median']:.2f}), of which "
         f"AEC3 alone {c['cpu_ms_per_s_native']:.2f} / {c['cpu_ms_per_s_native_median']:.2f} ms "
         f"(timed inside the path {c['cpu_ms_per_s_native_in_path']:.2f} / "
         f"{c['cpu_ms_per_s_native_in_path_median']:.2f}), "
@@ -716,6 +745,7 @@ async def _e2e_cases(answers: int, trials: int) -> dict[str, float]:
                         async with running_daemon(tmp, mp, over) as h:
                             talk = echo_scenes.Talker(room, rig, tmp)
                             got = await echo_scenes.echo_only_answers(h, talk, answers, pace)
+                            _aec3_state(h)
                     cut = got.asked - got.whole
                     out[f"e2e_{name}_{pace:g}x_answers"] = got.asked
                     out[f"e2e_{name}_{pace:g}x_cut"] = cut
@@ -740,6 +770,7 @@ async def _e2e_cases(answers: int, trials: int) -> dict[str, float]:
                                 _barge_report(out, ser, res)
                             h.sim.pace = 1.0
                             after = await echo_scenes.echo_only_answers(h, talk, 1, 1.0)
+                            _aec3_state(h)
                             out["e2e_after_barge_ins_whole"] = after.whole
                             print(
                                 f"  the answer after {2 * trials} barge-ins: "
@@ -752,6 +783,25 @@ async def _e2e_cases(answers: int, trials: int) -> dict[str, float]:
     finally:
         room.stop()
     return out
+
+
+def _aec3_state(h: Any) -> None:
+    """Which AEC3 ran in the daemon and the delay it was handed (the echo estimate's)."""
+    ec = h.daemon.echo
+    if ec is None or ec.aligner is None:
+        return
+    d = ec.aligner.echo_delay
+    print(
+        f"    (AEC3: {_build(ec)}; delay handed {ec.stream_delay_ms} ms, moved "
+        f"{ec.delay_moves}×; echo estimate {'-' if d is None else d * 10} ms behind the "
+        f"reference, aligner moves {ec.aligner.moves}; far end resampled by "
+        f"{ec.far.ppm:+.1f} ppm{' (compensating)' if ec.far.compensate else ''})",
+        flush=True,
+    )
+
+
+def _build(ec: EchoCanceller) -> str:
+    return "patched build, AEC3_CONFIG" if ec.tuned else "stock wheel, AEC3's defaults"
 
 
 def _barge_report(out: dict[str, float], ser: float, res: list[Barge]) -> None:
@@ -870,7 +920,10 @@ def e2e(answers: int = 13, trials: int = 40) -> dict[str, float]:
     import asyncio
 
     t = time.monotonic()
-    print("end to end, the real daemon (issue 22):", flush=True)
+    print(
+        f"end to end, the real daemon (issue 22); AEC3: {_build(EchoCanceller(EchoSetup(aec=True)))}",
+        flush=True,
+    )
     out = asyncio.run(_e2e_cases(answers, trials))
     cases = [k for k in out if k.endswith("_answers")]
     total = sum(out[k] for k in cases)
@@ -893,6 +946,9 @@ if __name__ == "__main__":
             np.save(sys.argv[feat + 1], np.array(FEATURES, dtype=np.float64))
     elif sys.argv[1:2] == ["--estimate-cpu"]:
         estimate_cpu()
+    elif sys.argv[1:2] == ["--cpu"]:
+        c = cpu_figures()
+        print(", ".join(f"{k.removeprefix('cpu_ms_per_s_')} {v:.2f}" for k, v in c.items()))
     elif sys.argv[1:2] == ["--bindings"]:
         bindings()
     elif sys.argv[1:2] == ["--double-talk-cause"]:

@@ -49,15 +49,9 @@ async def test_no_self_interruption_in_the_plain_room(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "pace",
-    _paces(
-        "through the echo path rig echo leaking within a few dB of the echo itself still "
-        "cuts answers ~3.5 s in: bench/echo.py --e2e cut 0 of 26 in one run, 3 of 26 (1 at "
-        "5x, 2 at 1x) in another (README Performance)",
-        "as at 5x: bench/echo.py --e2e cut 2 of 13 answers at 1x through the rig in one run",
-    ),
-)
+# With agentd's build (AEC3_CONFIG, drift compensated): 3 of 3 runs of both paces passed;
+# bench/echo.py --e2e cut 1 of 52 rig answers over two runs (the stock wheel 3 of 26 in one)
+@pytest.mark.parametrize("pace", _paces(None))
 async def test_no_self_interruption_through_the_echo_path(
     room: rigs.PulseRoom,
     echo_rig: EchoRig,
@@ -404,6 +398,65 @@ def test_erle_and_double_talk_on_the_echo_path(tmp_path: Path) -> None:
     assert d["attenuation_db_ser_m10"] <= 10 and d["correlation_ser_0"] >= 0.7, d
 
 
+def test_the_daemons_canceller_runs_aec3s_tuned_config_and_keeps_the_near_end() -> None:
+    """With agentd's build of pywebrtc-audio (scripts/test builds it; the stock wheel takes no
+    config) the daemon's canceller runs AEC3_CONFIG: on the component scene without drift the
+    cancelled double talk correlates >= 0.8 with the clean near end at 0 dB (issue 22's
+    target). Measured 0.87; the same build with AEC3's defaults 0.75."""
+    from agentd.audio.echo import EchoCanceller, EchoSetup, configurable, library
+    from bench import echo as bench_echo
+
+    assert configurable(library()), "needs agentd's patched pywebrtc-audio (scripts/test)"
+    assert EchoCanceller(EchoSetup(aec=True)).tuned
+    assert not EchoCanceller(EchoSetup(noise_suppression=2)).tuned  # no AEC3: nothing tuned
+    d = bench_echo.double_talk_figures(drift_ppm=0.0)
+    assert d["correlation_ser_0"] >= 0.8 and d["attenuation_db_ser_m10"] <= 10, d
+
+
+def test_aec3_is_handed_a_delay_beyond_the_aligners_reach_once() -> None:
+    """AEC3_CONFIG's AEC3 sees only the delay it is handed plus its 160 ms filter: an echo the
+    Aligner keeps at TARGET_S needs none; the rig's (~0.2 s behind the reference: its output
+    buffer) is handed over less the headroom, in 4 ms steps, and moved again only when off
+    once the echo is outside AEC3_WITHIN_MS of the filter: earlier, its direct path would
+    not be cancelled at all (the rig drops 20 ms of backlog on a loaded machine); within,
+    the estimate's jitter moves nothing (each move shifts the far end under the filter)."""
+    from agentd.audio.echo import AEC3_HEADROOM_MS, AEC3_WITHIN_MS, aec3_delay_ms
+
+    assert AEC3_WITHIN_MS == (10, 100) and AEC3_HEADROOM_MS == 40
+    assert aec3_delay_ms(None, 0) == 0 and aec3_delay_ms(None, 180) == 180  # not found yet
+    assert aec3_delay_ms(2, 0) == aec3_delay_ms(4, 0) == 0  # the plain room (TARGET_S)
+    assert aec3_delay_ms(0, 0) == 0  # (earlier than the filter's start: nothing earlier)
+    assert aec3_delay_ms(22, 0) == 180  # the rig: the echo 40 ms into the filter
+    assert aec3_delay_ms(23, 180) == aec3_delay_ms(26, 180) == aec3_delay_ms(19, 180) == 180
+    assert aec3_delay_ms(18, 180) == 140  # 20 ms of backlog dropped twice: moved with it
+    assert aec3_delay_ms(28, 180) == 180 and aec3_delay_ms(29, 180) == 248  # 110 ms in
+    assert aec3_delay_ms(2, 180) == 0  # the aligner moved the reference onto the echo
+
+
+def test_a_lone_search_of_the_echo_estimate_hands_aec3_no_delay() -> None:
+    """A new delay is handed to AEC3 only when two of the echo estimate's searches in a row
+    ask for it (AEC3_AGREE_MS): in the plain room a lone search found 0.1 s or more, and
+    handing it put the echo (20 ms) before AEC3's filter: the answer cut itself."""
+    from agentd.audio.echo import EchoCanceller, EchoSetup
+
+    ec = EchoCanceller(EchoSetup(aec=True))
+    al = ec.aligner
+    assert ec.tuned and al is not None, "needs agentd's patched pywebrtc-audio (scripts/test)"
+
+    def search(blocks: int) -> None:  # what a search that found the echo leaves behind
+        assert al is not None
+        al.echo_delay, al.echo_found = blocks, al.echo_found + 1
+        ec._hand_delay()
+
+    search(15)  # a match of something else: 150 ms
+    search(2)  # the room's own 20 ms again
+    search(16)
+    assert ec.stream_delay_ms == 0 and ec.delay_moves == 0
+    search(22)  # the rig's: two in a row, 10 ms apart
+    search(23)
+    assert ec.stream_delay_ms == 188 and ec.delay_moves == 1
+
+
 def test_noise_suppression_gains_on_the_noise_and_keeps_speech_onsets() -> None:
     """Issue 22 point 5: local NS raises speech over noise and loses no onset. Measured
     16.0 dB, onset loss 0.35 dB median / 1.5 dB worst over 8 phrases; unaligned with the
@@ -551,7 +604,9 @@ def test_each_answer_proves_its_echo_delay_and_a_dropped_stream_restarts() -> No
 
 
 def test_a_delay_beyond_the_aligners_reach_is_confirmed_by_the_cancellers_convergence() -> None:
-    """The rig's echo comes ~0.3 s after its reference (beyond the aligner's search): once
+    """The rig's echo comes ~0.3 s after its reference (beyond the aligner's search): the
+    echo estimate's delay is handed to AEC3 (AEC3_CONFIG: its own estimator is off; not
+    handed, the unrelated stream below "converged" at 0.48 s on the suppressor alone); once
     AEC3 removes it deeply the stream counts as settled, well before SETTLE_MAX_S. A stream
     whose sound the canceller does not remove (here the microphone hears something else than
     the reference, as when a restarted stream's echo has moved where AEC3 has not found it)
@@ -580,8 +635,12 @@ def test_a_delay_beyond_the_aligners_reach_is_confirmed_by_the_cancellers_conver
             if ec.settled and settled_at[-1] == float("inf"):
                 settled_at[-1] = k * 0.02
     assert ec.aligner is not None and ec.aligner.moves == 0
+    assert ec.stream_delay_ms == (260 if ec.tuned else 0) and ec.delay_moves == ec.tuned
     first, unexplained, learned = settled_at
-    assert first < 2.0 and learned < 2.0, settled_at
+    # (tuned: the delay is handed once two of the echo estimate's searches agree, each
+    # after ~1 s of far-end sound, here at 2.86 s, then 0.5 s of deep removal: measured
+    # 3.4 s; the stock wheel 0.8. A later answer, the delay known, settles at once.)
+    assert first < (3.8 if ec.tuned else 2.0) and learned < 2.0, settled_at
     assert unexplained >= SETTLE_MAX_S - 0.3, settled_at  # (its first 0.3 s are silent)
 
 

@@ -10,7 +10,12 @@ Why it is built this way (each point was measured, see issue 22 and bench/echo.p
 - it is created once per daemon (a fresh one attenuates early double talk more);
 - every call into the native library gets whole 10 ms blocks: other sizes are refused here
   with a ValueError (one such livekit call aborts the whole process);
-- AEC3 finds the bulk delay itself (up to ~0.5 s), so no delay hint is given;
+- with agentd's build of pywebrtc-audio (:func:`configurable`) AEC3 runs AEC3_CONFIG: our
+  timeline + Aligner align the far end, so AEC3's own delay estimator is off and it only
+  sees the delay it is handed (the echo estimate's, :func:`aec3_delay_ms`) plus its 160 ms
+  filter, and the far end is resampled by the clocks' drift (FarEnd.compensate): only then
+  does its linear filter hold the echo and the user come through double talk (0.85 against
+  0.75); the stock wheel finds the bulk delay itself (up to ~0.5 s), no hint given;
 - it is not called once the far end has been silent IDLE_AEC_S (the device idles most of
   the time: 0.6 instead of ~6.5 ms of CPU per audio-second); the frames then pass with its
   own 8 ms delay, so the stream stays continuous both ways.
@@ -18,10 +23,12 @@ Why it is built this way (each point was measured, see issue 22 and bench/echo.p
 ``pywebrtc-audio`` was chosen over ``livekit`` (``bench/echo.py --bindings``): the same echo
 removed within 1 dB, the user kept better in double talk (6.3 dB / 0.77 against 10.6 dB /
 0.52), about the same CPU, 0.4 MB instead of a whole WebRTC stack, numpy only, no threads;
-both run under ``MemoryDenyWriteExecute``; neither exposes AEC3's settings, and the webrtc
-field trials the wheel's AEC3 reads (``InitFieldTrialsFromString`` is exported) do not reach
-its suppressor, which takes the near end in double talk (``bench/echo.py --field-trials``:
-the suppressor trials leave the output bit for bit the same), so none is set.
+both run under ``MemoryDenyWriteExecute``; neither released wheel exposes AEC3's settings,
+and the webrtc field trials the wheel's AEC3 reads (``InitFieldTrialsFromString`` is
+exported) do not reach its suppressor, which takes the near end in double talk
+(``bench/echo.py --field-trials``: the suppressor trials leave the output bit for bit the
+same), so none is set. agentd's build of it (``bench/aec3-config.patch``) takes AEC3's
+config by name: AEC3_CONFIG (docs/aec3-config.md).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from agentd.audio.drift import DriftEstimator
 from agentd.audio.frame import AudioFrame
 from agentd.audio.pcm import SCALE
 from agentd.audio.resample import VAD_RATE, StreamResampler
@@ -47,8 +55,9 @@ FAR_KEEP_S = 2.0  # far end waiting beyond this is stale (the mic stopped): drop
 # longer than soxr MQ holds back (up to 38 ms at 48 -> 16 kHz, released in blocks)
 SKIP_SILENT_S = 0.1
 # The reference is handed over this long before its sample is due at the speaker: margin for
-# the error in both clocks (the capture timestamps jitter by a period); AEC3 finds the rest
-# of the delay itself (up to ~0.5 s), the sound path's, the same for every answer.
+# the error in both clocks (the capture timestamps jitter by a period); the rest of the
+# delay is the sound path's, the same for every answer (the Aligner keeps it at TARGET_S;
+# one beyond its reach is handed to AEC3, aec3_delay_ms; the stock wheel finds it itself).
 LEAD_S = 0.0
 TARGET_S = 0.02  # the echo's delay behind its reference, kept for every stream (Aligner)
 IDLE_GAP_S = 0.5  # a stream after this much silence started from idle, sooner: restarted
@@ -73,7 +82,7 @@ ALIGN_RATE = 4000  # the aligner works on the signals averaged down to this rate
 ALIGN_S = 0.2  # each window of the reference matched against the microphone
 ALIGN_STEP_S = ALIGN_S  # ... one after the other (overlapping ones "agree" by themselves)
 ALIGN_MIN_S = 0.05  # lags searched: the echo up to this much before its reference
-ALIGN_MAX_S = 0.2  # ... and this much after it (longer bulk delays: AEC3 finds them)
+ALIGN_MAX_S = 0.2  # ... and this much after it (longer bulk delays: aec3_delay_ms)
 ALIGN_MIN_R = 0.6  # a weaker match is not the echo alone (someone talks): not used
 ALIGN_SURE_R = 0.9  # only a match this clear moves the reference or confirms it
 ALIGN_MIN_RMS = 100.0  # a quieter reference window (int16 RMS) is not matched
@@ -92,7 +101,7 @@ MIC_JUMP_S = 0.15  # a capture timestamp this far off the microphone's clock re-
 # 10 ms envelope, at the echo's delay behind it and its gain, both found by matching the
 # envelopes of the far end and the raw microphone (AEC3 does not say what it found).
 ECHO_HIST = 300  # blocks of both envelopes kept (3 s)
-ECHO_MAX_LAG = 60  # the echo's delay is searched up to this many blocks (AEC3's reach ~0.5 s)
+ECHO_MAX_LAG = 60  # the echo's delay is searched up to this many blocks (0.6 s)
 ECHO_EVERY = 100  # blocks of far-end sound between two searches
 ECHO_MIN_R = 0.6  # a weaker envelope match is not the echo alone (someone talks): not used
 ECHO_SPREAD = 2  # blocks either side of the delay (the match is only so sharp)
@@ -119,7 +128,46 @@ IDLE_AEC_S = 2.0
 # AEC3's output lags its input by this much (its 64-sample blocks; measured, and checked by
 # tests/test_echo.py): bypassing it keeps the same lag, so the stream stays continuous.
 AEC_DELAY = 128
+# AEC3's own config, where the build takes one (configurable(); docs/aec3-config.md, measured
+# on bench/echo.py's component path: clipping speaker, RT60 0.3 s, 100 ppm drift, 40 dB SNR;
+# the stock wheel's defaults gave double-talk correlation 0.77 at 0 dB, 2 false barge-ins of
+# 84, AEC3 7.4 ms CPU per audio-second). Each field:
+AEC3_CONFIG: dict[str, bool | int | float] = {
+    # FarEnd's timeline + the Aligner already align the far end: AEC3's matched-filter delay
+    # estimator is skipped (AEC3 7.4 -> 2.6 ms per audio-second, false barge-ins 2 -> 0 of
+    # 84); it then uses only the delay it is handed (stream_delay_ms, aec3_delay_ms)
+    "delay.use_external_delay_estimator": True,
+    # linear filters of 40 blocks (160 ms; default 13: 52 ms, shorter than the room's
+    # reverberation): with the external delay the linear stage removes 19 dB of the rig's
+    # echo instead of 6, so the suppressor cuts less of the user in double talk
+    "filter.main.length_blocks": 40,
+    "filter.shadow.length_blocks": 40,
+    # the residual echo estimated from the better linear filter (ERLE caps 16/8 instead of
+    # 6/1.8 dB): correlation with the near end at 0 dB 0.865 with the drift resampled away,
+    # 0.78 without (0.82 / 0.87 without these two: ext_long40 / ext_long40_supp_f), ERLE
+    # median/p10 32.4/23.1 dB, 0 false barge-ins of 84, 6.5 ms/s for the whole path
+    "erle.max_l": 16.0,
+    "erle.max_h": 8.0,
+}
+AEC3_FILTER_MS = 4 * 40  # the echo AEC3_CONFIG's filter covers behind the delay handed over
+# With AEC3_CONFIG, the delay handed to AEC3 (aec3_delay_ms) places the echo estimate's
+# delay this far inside the filter (the envelope's delay is found to a 10 ms block; the
+# room's direct path may come a block before its energy's peak) ...
+AEC3_HEADROOM_MS = 40
+# ... and is handed again only when the echo has moved outside this part of the filter
+# (ms into it): a direct path before the filter's start is not cancelled at all, and the
+# rig's echo moves earlier by 20 ms at each backlog it drops (a loaded machine); moved with
+# the echo, the filter AEC3 has learned still fits it. Between the two it is left alone:
+# the estimate's 10 ms jitter would shift the far end under the filter for nothing.
+AEC3_WITHIN_MS = (10, 100)
+# A new delay is handed over only when two of the echo estimate's searches in a row (1 s of
+# far-end sound apart) ask for it, within this: a lone search found 0.1 s or more in the
+# plain room (a match of something else), and the echo, at 20 ms, fell before the filter
+AEC3_AGREE_MS = 20
 EXTRA = "pip install 'agentd[aec]'"
+# The far end's drift compensation is changed only by this much or more (ppm): ±10 ppm off
+# still gave double-talk correlation 0.84-0.85 against 0.865 (docs/aec3-config.md)
+RESTEP_PPM = 1.0
 
 
 class EchoUnavailable(RuntimeError):
@@ -153,6 +201,29 @@ def configurable(lib: Any) -> bool:
     except TypeError:
         return False
     return True
+
+
+def aec3(lib: Any) -> Any:
+    """The native AEC3 as the daemon makes it: AEC3_CONFIG where the build takes it (then
+    handed the echo's delay, :func:`aec3_delay_ms`), the stock wheel as it comes."""
+    if configurable(lib):
+        return lib.EchoCanceller(VAD_RATE, 1, 0, config=AEC3_CONFIG)
+    return lib.EchoCanceller(VAD_RATE, 1)
+
+
+def aec3_delay_ms(echo_delay: int | None, current: int) -> int:
+    """The delay (ms) to hand AEC3_CONFIG's AEC3 (its own estimator is off) given the echo
+    estimate's delay behind the reference (``echo_delay`` 10 ms blocks, None: not found) and
+    the delay handed now: where the Aligner keeps the echo (TARGET_S) it is 0; a bulk delay
+    beyond the Aligner's reach (the echo-path rig: its output buffer) is handed over, less
+    AEC3_HEADROOM_MS, in AEC3's 4 ms steps, so the echo lands inside the 160 ms filter; it
+    is handed again once the echo is outside AEC3_WITHIN_MS of the filter."""
+    if echo_delay is None:
+        return current
+    ms = echo_delay * BLOCK * 1000 // VAD_RATE
+    if AEC3_WITHIN_MS[0] <= ms - current <= AEC3_WITHIN_MS[1]:
+        return current
+    return max(0, ms - AEC3_HEADROOM_MS) // 4 * 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +293,19 @@ class FarEnd:
         self.epoch = 0
         self.answer_at: float | None = None
         self._sound_until = -math.inf  # the newest far-end sample with sound ends then
+        # The clocks' drift (issue 22, agentd/audio/drift.py): with ``compensate`` set, the
+        # far end is resampled to 16 kHz·(1 + ppm·1e-6) by the drift estimated from what the
+        # canceller is handed (:meth:`heard`), so the echo's delay behind it stops creeping and
+        # AEC3's linear filter can hold it. The canceller sets it only when AEC3 runs agentd's
+        # tuned config: AEC3's own delay estimator (the stock config) did worse with a
+        # compensated far end (double-talk correlation 0.65 against 0.77).
+        self.compensate = False
+        self.drift = DriftEstimator()
+        self.ppm = 0.0  # the far end is resampled by this drift now
+        self._want = 0.0  # ... and by this from the next clean point (a new stream, a gap)
+        self._pos = 0.0  # compensating: the exact 16 kHz position of the stream's next sample
+        self._gap = False  # compensating: in a silent gap, the resampler flushed
+        self._anchors = 0  # the microphone's clock re-anchored or corrected: a step in the delay
 
     def written(self, samples: np.ndarray, rate: int, at: float | None = None) -> None:
         """Playback's tap: int16 mono ``samples`` at the card ``rate`` just handed to ALSA,
@@ -240,7 +324,7 @@ class FarEnd:
         )  # (sooner than the stream's own timing is the estimate's noise, or a device that
         # is not paced: it stays contiguous)
         if new:
-            if self._rs is not None:  # the last stream's tail, where it belongs
+            if self._rs is not None and not self._gap:  # the last stream's tail, where it belongs
                 self._put(self._rs.process_pcm(np.zeros(0, np.int16), last=True))
             self.streams += 1
             with self._lock:
@@ -249,12 +333,16 @@ class FarEnd:
                 self.offset = self.learned.setdefault(self.kind, self.offset)
                 self.started_at, self.sounded_at, self.answer_at = at, None, None
                 self.epoch += 1  # unconfirmed from its start, before its first sound
-            self._rs = StreamResampler(rate, VAD_RATE, quality="MQ")
+            self.ppm = self._want if self.compensate else 0.0
+            self._rs = self._resampler(rate)
             self._t0, self._out, self._silent, self._skipped = at, 0, 0, 0
+            self._pos, self._gap = 0.0, False
             nxt = at
         assert self._rs is not None and nxt is not None
         self._silent = 0 if np.count_nonzero(samples) else self._silent + samples.size
-        if self._silent - samples.size >= SKIP_SILENT_S * rate:
+        if self.compensate:
+            self._compensated(samples, rate)
+        elif self._silent - samples.size >= SKIP_SILENT_S * rate:
             # the resampler has been fed silence longer than it holds back: its output for
             # more silence is zeros, placed here without it (a continuous stream writes
             # silence between answers for hours); the zeros it still holds come out before
@@ -271,6 +359,55 @@ class FarEnd:
             self._put(self._rs.process_pcm(samples))
         with self._lock:
             self._next = nxt + samples.size / rate
+
+    def _resampler(self, rate: int) -> StreamResampler:
+        """48 -> 16 kHz·(1 + ppm): soxr MQ; at 16 kHz in (the component benches) its steady
+        engine (the fixed-rate one held back 58 ms at such a ratio, as much as the writer's
+        lead)."""
+        out = VAD_RATE * (1 + self.ppm * 1e-6)
+        return StreamResampler(rate, out, quality="MQ", steady=rate == VAD_RATE and out != rate)
+
+    def _compensated(self, samples: np.ndarray, rate: int) -> None:
+        """The stream's next card samples at the drift's ratio. The ratio changes only where
+        the resampler restarts: at a new stream, or here at the first sound after a silent
+        gap (SKIP_SILENT_S): the old one is flushed as the gap begins (what it holds is that
+        silence) and the new one starts at the exact position the ratio gives, so nothing
+        that sounds is cut or moved (±0.5 sample), and the stream's timing goes on. In the
+        gap zeros are placed without a resampler (the silence skip, counted at the ratio)."""
+        assert self._rs is not None
+        gap = self._silent - samples.size >= SKIP_SILENT_S * rate
+        if gap and not self._gap:  # the resampler's tail is this silence: out with it
+            self._put(self._rs.process_pcm(np.zeros(0, np.int16), last=True))
+            self._gap = True
+        elif not gap and self._gap:  # sound after the gap: the clean point for a new ratio
+            self._gap = False
+            self.ppm = self._want
+            self._rs = self._resampler(rate)
+            if round(self._pos) > self._out:  # (the flushed tail came out short)
+                self._put(np.zeros(round(self._pos) - self._out, np.int16))
+        step = samples.size * VAD_RATE * (1 + self.ppm * 1e-6) / rate
+        if self._gap:
+            self._pos += step
+            self._put(np.zeros(max(0, round(self._pos) - self._out), np.int16))
+            return
+        self._pos += step
+        self._put(self._rs.process_pcm(samples))
+
+    def heard(self, near: np.ndarray, far: np.ndarray) -> None:
+        """One frame as the canceller is handed it: the raw microphone and the far end
+        :meth:`take` gave for it. With ``compensate``, the drift estimated from them is
+        applied at the next clean point (:meth:`_compensated`); the estimator measures the
+        residual and adds the drift applied (each change of the timeline a new segment)."""
+        if not self.compensate:
+            return
+        with self._lock:
+            # (a new ratio is a new resampler: its output may start a sample or so off)
+            key = (self.streams, self.offset, self._anchors, self.ppm)
+            applied = self.ppm
+        est = self.drift.feed(far, near, key, applied)
+        # (a change under RESTEP_PPM is the estimate's noise: not worth a restart, ±0.5 sample)
+        if est is not None and abs(est - self._want) >= RESTEP_PPM:
+            self._want = est
 
     def _put(self, x: np.ndarray) -> None:
         """Place the current stream's next resampled samples (int16)."""
@@ -327,6 +464,7 @@ class FarEnd:
             if at is not None:
                 if mic is None or abs(at - mic) > MIC_JUMP_S:
                     mic, self._mic_err, self._mic_n = at, 0.0, 0
+                    self._anchors += 1
                 else:  # a running mean of the timestamps' error, then a slow follower,
                     k = max(1, n // BLOCK)  # counted in 10 ms blocks (a frame is k of them)
                     self._mic_n += k
@@ -334,6 +472,8 @@ class FarEnd:
                         1.0, k / min(self._mic_n, MIC_FOLLOW_BLOCKS)
                     )
                     if mic > self._far_end + IDLE_S:  # corrected only while nothing plays
+                        if abs(self._mic_err) * VAD_RATE > 0.1:  # (a step for the drift)
+                            self._anchors += 1
                         mic, self._mic_err = mic + self._mic_err, 0.0
             elif mic is None:
                 mic = self.clock()
@@ -408,6 +548,10 @@ class Aligner:
         self.echo_delay: int | None = None
         self.echo_gain_db = 0.0
         self.echo_r = 0.0  # the last search's match (for benches and tests)
+        self.echo_found = 0  # searches that found the echo's delay and gain
+        # AEC3 runs AEC3_CONFIG (no delay estimator of its own): its removing the echo
+        # proves nothing until it has been handed the echo estimate's delay
+        self.needs_delay = False
         self._echo_db = ECHO_FLOOR_DB
         self.echo_energy = 0.0  # mean square (full scale 1.0), the newest frame's highest
 
@@ -469,6 +613,7 @@ class Aligner:
         gain = float(np.median(near[-m:][loud] - x[loud]))
         if ECHO_GAIN_DB[0] <= gain <= ECHO_GAIN_DB[1]:
             self.echo_delay, self.echo_gain_db = lag, gain
+            self.echo_found += 1
 
     def block(self, near: np.ndarray, far: np.ndarray) -> None:
         """The microphone's samples and the reference handed with them (int16, 16 kHz, a
@@ -504,7 +649,9 @@ class Aligner:
         lag, r = found
         self.measured.append(lag)
         # only a clear match counts: in a reverberant room (the rig) spurious peaks of
-        # 0.6-0.9 moved the reference and cost false barge-ins; AEC3 finds such paths itself
+        # 0.6-0.9 moved the reference and cost false barge-ins; AEC3 covers such paths
+        # (the stock wheel's own estimator, or AEC3_CONFIG's 160 ms filter and the delay
+        # handed to it, aec3_delay_ms)
         if r < ALIGN_SURE_R:
             self._pending = None
             return
@@ -520,13 +667,19 @@ class Aligner:
         if pending is None or abs(lag - pending) > ALIGN_TOL_S:
             return
         self._pending = None
-        self._confirmed = -1  # the echo leaked until now: confirmed again after the move
         self.moves += 1
         self.far.move(lag - TARGET_S)
+        self.unconfirm()
+        self._forget()  # what was gathered is placed the old way: start again
+
+    def unconfirm(self) -> None:
+        """The echo moved under AEC3 (the reference moved, or AEC3 was handed another
+        delay): it leaked until now, the answer proves its delay again (or SETTLE_MAX_S)."""
+        self._pending = None
+        self._confirmed = -1
         with self.far._lock:
             self._moved_at = self.far._mic or -math.inf
         self._erle.clear()
-        self._forget()  # what was gathered is placed the old way: start again
 
     def _forget(self) -> None:
         """Drop the window being gathered (a new stream, a move, or silence before sound)."""
@@ -535,13 +688,19 @@ class Aligner:
     def cancelled(self, near: np.ndarray, out: np.ndarray, far: np.ndarray) -> None:
         """The canceller's output ``out`` for the blocks ``near`` just measured (whole 10 ms
         blocks): echo removed deeply over CONVERGED_BLOCKS of far-end sound confirms the
-        answer's delay too (the rig's bulk delay is beyond the aligner's reach, AEC3 finds
-        it itself)."""
+        answer's delay too (the rig's bulk delay is beyond the aligner's reach: the stock
+        wheel's AEC3 finds it itself, AEC3_CONFIG's is handed the echo estimate's, and its
+        removal counts only once that is found: ``needs_delay``)."""
         epoch = self.far.epoch
         if self._epoch != epoch:  # a new answer: its own blocks only
             self._epoch = epoch
             self._erle.clear()
         if self._confirmed == epoch:  # (the common case: nothing to compute)
+            return
+        if self.needs_delay and self.echo_delay is None:
+            # AEC3_CONFIG's AEC3 has not been handed the echo's delay yet (the echo
+            # estimate has not found it): its suppressor alone removed 15 dB of a stream
+            # the microphone did not hear (0.48 s, the test's unrelated stream)
             return
         # energies per 10 ms block, the frame's blocks at once
         x = np.stack((far, near, out)).astype(np.float64).reshape(3, -1, BLOCK)
@@ -606,7 +765,18 @@ class EchoCanceller:
         lib = lib or library()
         self.setup = setup
         self.far = far or FarEnd()
-        self._aec = lib.EchoCanceller(VAD_RATE, 1) if setup.aec else None
+        self.tuned = setup.aec and configurable(lib)
+        self._aec = aec3(lib) if setup.aec else None
+        # The far end is resampled by the clocks' drift (FarEnd.compensate) where AEC3 runs
+        # AEC3_CONFIG, and only there: AEC3_CONFIG without it let 6 of 84 echo-only answers
+        # cut themselves (component path); AEC3's own delay estimator did worse with it
+        # (double-talk correlation 0.65 against 0.77)
+        if self.tuned:
+            self.far.compensate = True
+        self.stream_delay_ms = 0  # handed to AEC3 (tuned only: aec3_delay_ms)
+        self._delay_seen = 0  # the echo estimate's searches looked at for it
+        self._delay_pending: int | None = None  # asked for by the last search, not handed yet
+        self.delay_moves = 0  # ... changed this often (for benches and tests)
         ns = setup.noise_suppression
         self._ns = lib.NoiseSuppressor(VAD_RATE, 1, level=ns - 1) if ns > 0 else None
         self._agc = (
@@ -616,6 +786,8 @@ class EchoCanceller:
         )
         self.frames = 0
         self.aligner = Aligner(self.far) if setup.aec else None
+        if self.aligner is not None:
+            self.aligner.needs_delay = self.tuned
         self._heard = 0  # 10 ms blocks with far-end sound processed: how much it has learned
         self._quiet = 0  # samples since the far end last had sound
         self._idle = False  # the canceller is bypassed (IDLE_AEC_S of silent far end)
@@ -655,6 +827,7 @@ class EchoCanceller:
             )
         near = frame.array()
         far = self.far.take(near.size, frame.timestamp)
+        self.far.heard(near, far)
         x = near
         if self._aec is not None:
             x = self._cancel(near, far)
@@ -664,6 +837,22 @@ class EchoCanceller:
             x = self._agc.process(x)
         self.frames += 1
         return AudioFrame(x.tobytes(), VAD_RATE, timestamp=frame.timestamp)
+
+    def _hand_delay(self) -> None:
+        """After each of the echo estimate's searches: the delay AEC3_CONFIG's AEC3 is
+        handed (aec3_delay_ms), changed when two searches in a row agree (AEC3_AGREE_MS)."""
+        assert self._aec is not None and self.aligner is not None
+        self._delay_seen = self.aligner.echo_found
+        d = aec3_delay_ms(self.aligner.echo_delay, self.stream_delay_ms)
+        pending, self._delay_pending = self._delay_pending, None
+        if d == self.stream_delay_ms:
+            return
+        if pending is None or abs(d - pending) > AEC3_AGREE_MS:
+            self._delay_pending = d
+            return
+        self.stream_delay_ms = self._aec.stream_delay_ms = d
+        self.delay_moves += 1
+        self.aligner.unconfirm()  # the echo leaked until now: the answer proves it again
 
     def _cancel(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
         """AEC3 on one frame, or while the far end has been silent IDLE_AEC_S, the frame
@@ -679,6 +868,8 @@ class EchoCanceller:
         else:
             self._quiet += near.size
         self.aligner.block(near, far)
+        if self.tuned and self.aligner.echo_found != self._delay_seen:
+            self._hand_delay()
         tail, self._tail = self._tail, near[-BLOCK:]
         if self._quiet > IDLE_AEC_S * VAD_RATE:
             self._idle = True
@@ -695,4 +886,6 @@ class EchoCanceller:
 
 def make(setup: EchoSetup, far: FarEnd) -> EchoCanceller | None:
     """The daemon's canceller for ``setup``, or None when the microphone path is plain."""
-    return EchoCanceller(setup, far) if setup.active else None
+    if not setup.active:
+        return None
+    return EchoCanceller(setup, far)

@@ -14,12 +14,13 @@ class StreamResampler:
     """int16 or float mono in, float32 mono out, continuous across chunks; a no-op for equal rates."""
 
     def __init__(
-        self, in_rate: int, out_rate: int, quality: str = "HQ", steady: bool = False
+        self, in_rate: int, out_rate: float, quality: str = "HQ", steady: bool = False
     ) -> None:
         """``steady``: soxr's variable-rate engine, which hands out every chunk's worth less a
         constant 10–14 ms (flat to 11 kHz, images under -120 dB) where the fixed-rate engines
         release output in blocks (24 → 48 kHz at LQ: 2 ms short after the first 100 ms chunk,
-        20 ms short after the ninth, then a block catches up), at ~4× their CPU."""
+        20 ms short after the ninth, then a block catches up), at ~4× their CPU. ``out_rate``
+        need not be whole: the echo canceller's far end is resampled by the clocks' drift."""
         self.in_rate, self.out_rate = in_rate, out_rate
         self._rs = (
             None
