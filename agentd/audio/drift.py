@@ -35,6 +35,9 @@ WIN_S = 1.0  # far end per transfer function: long against the room's tail
 STEP_S = 0.5  # one window every this much (overlapping: twice the points)
 TAIL_S = 0.4  # microphone beyond each window: the room's reverberation (RT60 0.3 s)
 SEARCH = 200  # samples either side of a segment's last shift searched (100 ppm: 0.8 / step)
+# ... unless the peak anywhere is this much higher: the path stepped further (the rig drops
+# 20 ms of backlog when it falls behind; a sound server restarts its stream)
+STEP_PEAK = 1.5
 SOUND_MS = 1e-4  # a window's far end under this mean square (full scale 1: -40 dBFS): skipped
 OFF = 2.0  # a shift this many samples off the line is not the echo (someone talks): refit
 JUMP = 4.0  # ... this far off the segment's last one, and the next agrees: a step
@@ -83,16 +86,17 @@ def transfer(far: np.ndarray, mic: np.ndarray, size: int) -> np.ndarray:
 
 def shift(h: np.ndarray, ref: np.ndarray, around: float | None) -> tuple[float, float]:
     """How far (samples, sub-sample) the response ``h`` lies after ``ref``: the peak of their
-    cross-correlation within SEARCH of ``around`` (None: anywhere), and its height over the
-    correlation's spread (how clear it is)."""
+    cross-correlation within SEARCH of ``around`` (None, or STEP_PEAK times higher elsewhere:
+    anywhere), and its height over the correlation's spread (how clear it is)."""
     c = np.fft.irfft(h * np.conj(ref))
     size = c.size
-    if around is None:
-        j = int(np.argmax(c))
-    else:
+    j = int(np.argmax(c))
+    if around is not None:
         c0 = round(around)
         idx = np.arange(c0 - SEARCH, c0 + SEARCH + 1) % size
-        j = int(idx[int(np.argmax(c[idx]))])
+        near = int(idx[int(np.argmax(c[idx]))])
+        if c[j] < STEP_PEAK * c[near]:
+            j = near
     y0, y1, y2 = c[(j - 1) % size], c[j], c[(j + 1) % size]
     den = y0 - 2 * y1 + y2
     lag = (j if j < size // 2 else j - size) + (0.5 * (y0 - y2) / den if den else 0.0)
