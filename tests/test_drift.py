@@ -295,3 +295,31 @@ async def test_the_daemon_finds_the_rigs_drift_from_its_own_path(
     print(got, est, sound, applied)
     assert est is not None and abs(est - DRIFT_PPM) <= 10, (est, sound)
     assert abs(applied - DRIFT_PPM) <= 10, applied
+
+
+def test_no_estimate_from_a_microphone_that_hears_something_else() -> None:
+    """Far-end sound but no echo of it at the microphone (noise, or another talker) for
+    2.5 min: no estimate at all (a plausible number from nothing would skew the far end)."""
+    play = voice_eval._playback(np.random.default_rng(5), 150)
+    rng = np.random.default_rng(2)
+    for other in (
+        rng.standard_normal(play.size).astype(np.float32) * 0.1,
+        # (the corpus cycles through its phrases: another talker's voice, another pace)
+        soxr.resample(voice_eval._playback(np.random.default_rng(9), 170), RATE, 0.88 * RATE),
+    ):
+        trace = _feed(DriftEstimator(), play, other[: play.size])
+        assert all(e is None for _, e in trace), trace[-1]
+
+
+def test_estimator_never_sure_stays_bounded() -> None:
+    """The echo, but a timeline re-anchored every 3 s (three windows a segment: never a
+    line to be sure of): the shifts kept are capped, so it stays as cheap as at the start."""
+    from agentd.audio.drift import MAX_POINTS
+
+    play = voice_eval._playback(np.random.default_rng(5), 14)
+    mic = voice_eval.echo_at_mic(play, seed=2, drift_ppm=100.0)
+    d = DriftEstimator()
+    for k in range(14):
+        _feed(d, play, mic, key=lambda i, k=k: (k, i // (3 * RATE)))
+    assert not d.sure and d.running
+    assert len(d._pts) == MAX_POINTS
