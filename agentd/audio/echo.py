@@ -123,7 +123,7 @@ AEC_DELAY = 128
 EXTRA = "pip install 'agentd[aec]'"
 # The far end's drift compensation is changed only by this much or more (ppm): ±10 ppm off
 # still gave double-talk correlation 0.84-0.85 against 0.865 (docs/aec3-config.md)
-RESTEP_PPM = 1.0
+RESTEP_PPM = 3.0
 
 
 class EchoUnavailable(RuntimeError):
