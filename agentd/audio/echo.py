@@ -229,7 +229,7 @@ class FarEnd:
         # The clocks' drift (issue 22, agentd/audio/drift.py): with ``compensate`` set, the
         # far end is resampled to 16 kHz·(1 + ppm·1e-6) by the drift estimated from what the
         # canceller is handed (:meth:`heard`), so the echo's delay behind it stops creeping and
-        # AEC3's linear filter can hold it. The canceller sets it only when AEC3 runs agentd's
+        # AEC3's linear filter can hold it. Set (by :func:`make`) only where AEC3 runs agentd's
         # tuned config: AEC3's own delay estimator (the stock config) did worse with a
         # compensated far end (double-talk correlation 0.65 against 0.77).
         self.compensate = False
