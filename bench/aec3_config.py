@@ -237,6 +237,73 @@ def drift_cpu_figures(runs: int = 2) -> dict[str, float]:
     return out
 
 
+def path_cpu_figures(runs: int = 3) -> dict[str, float]:
+    """The whole aec path's CPU (bench/echo.py's: the far-end tap written at 48 kHz 60 ms
+    ahead, the canceller with its aligner, VAD on its output), with FarEnd.compensate off and
+    on, interleaved, process time, lowest of ``runs``: while speaking (20 s of speech from a
+    fresh canceller: the estimator runs ~12 s of it), and averaged over a duty cycle (10 min,
+    an answer of 2-8 s every 30-60 s, the writer's silence in between, as the continuous
+    stream of echo.mode aec writes it). With compensation the estimate at the end."""
+    import soxr
+    import webrtcvad
+
+    from agentd.audio.drift import RECHECK_S
+    from agentd.audio.echo import EchoCanceller, EchoSetup
+    from agentd.audio.frame import AudioFrame
+    from bench import echo
+    from tests import corpus, voice_eval
+    from tests.corpus import RATE
+
+    card = 48000
+    rng = np.random.default_rng(4)
+    parts, n = [], 0
+    while n < RECHECK_S * RATE:
+        gap = np.zeros(int(rng.uniform(30, 60) * RATE), np.float32)
+        ans = echo._speech(float(rng.uniform(2, 8)), seed=int(rng.integers(100)))
+        parts += [gap, ans]
+        n += gap.size + ans.size
+    scenes = {"speaking": echo._speech(20, seed=2), "duty": np.concatenate(parts)[:n]}
+    prepared = {}
+    for name, play in scenes.items():
+        mic = voice_eval.echo_at_mic(play)
+        far48 = np.frombuffer(
+            bytes(AudioFrame.from_floats(soxr.resample(play, RATE, card), card).audio), "<i2"
+        )
+        prepared[name] = (corpus.frames(mic, 20), far48, play.size / RATE)
+
+    def playing(name: str, comp: bool) -> tuple[float, EchoCanceller]:
+        frames, far48, _ = prepared[name]
+        ahead = card * voice_eval.AHEAD_MS // 1000
+        vad = webrtcvad.Vad(2)
+        ec = EchoCanceller(EchoSetup(aec=True))
+        ec.far.compensate = comp
+        ec.far.written(far48[:ahead], card, 0.0)
+        t = time.process_time()
+        for f in frames:
+            i = round(f.timestamp * card) + ahead
+            chunk = far48[i : i + card // 50]
+            ec.far.written(chunk if chunk.size else np.zeros(card // 50, np.int16), card, i / card)
+            vad.is_speech(ec.process(f).audio, RATE)
+        return time.process_time() - t, ec
+
+    got: dict[str, list[float]] = {}
+    last: dict[str, EchoCanceller] = {}
+    for _ in range(runs):
+        for name in prepared:
+            for comp in (False, True):
+                cpu, ec = playing(name, comp)
+                tag = f"path_{name}_{'comp' if comp else 'plain'}_ms_per_s"
+                got.setdefault(tag, []).append(cpu / prepared[name][2] * 1000)
+                last[name] = ec
+    out = {k: min(v) for k, v in got.items()}
+    out.update({f"{k}_median": float(np.median(v)) for k, v in got.items()})
+    d = last["duty"].far.drift
+    out["path_duty_estimate_ppm"] = math.nan if d.estimate is None else d.estimate
+    out["path_duty_applied_ppm"] = last["duty"].far.ppm
+    out["path_duty_windows"] = d.windows
+    return out
+
+
 def barge_figures() -> dict[str, float]:
     """bench/echo.py's barge_figures (the same seeds and cases), with the trials missed
     (no barge-in at all) counted, and p95 by nearest rank over every trial, a miss counted
@@ -309,6 +376,8 @@ def main() -> None:
             out.update(estimate_figures())
         elif part == "drift_cpu":
             out.update(drift_cpu_figures())
+        elif part == "path_cpu":
+            out.update(path_cpu_figures())
         out[f"bench_cpu_s_{part}"] = time.process_time() - t
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}))
 

@@ -5,6 +5,7 @@ canceller path finding it and keeping the user better in double talk."""
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,7 +16,8 @@ import soxr
 from agentd.audio import echo
 from agentd.audio.drift import RECHECK_S, DriftEstimator
 from agentd.audio.pcm import to_int16
-from tests import corpus, voice_eval
+from tests import corpus, echo_scenes, rigs, voice_eval
+from tests.conftest import running_daemon
 from tests.corpus import RATE
 
 FRAME = RATE // 50  # the daemon's 20 ms frames
@@ -109,17 +111,33 @@ def _stepped(far: np.ndarray, at: int, by: int) -> np.ndarray:
     )
 
 
-@pytest.mark.parametrize(("by", "announced"), [(320, True), (-160, True), (6, False)])
-def test_estimate_across_a_step_in_the_timeline(by: int, announced: bool) -> None:
-    """The Aligner moves the reference mid-way (a new segment key), or the timeline steps by
-    a few samples unannounced (a shift JUMP off, confirmed by the next window)."""
+@pytest.mark.parametrize(
+    ("by", "announced", "at_s", "within_s"),
+    [
+        (320, True, 5.0, 6.0),
+        (-160, True, 5.0, 6.0),
+        (6, False, 5.0, 6.0),
+        (320, False, 5.0, 6.0),
+        # early, so the estimate needs the windows after it (they are lost if the step is
+        # not followed: 6 samples beyond JUMP, 320 beyond SEARCH)
+        (6, False, 2.5, 7.5),
+        (320, False, 2.5, 7.5),
+        (-480, False, 2.5, 7.5),
+    ],
+)
+def test_estimate_across_a_step_in_the_timeline(
+    by: int, announced: bool, at_s: float, within_s: float
+) -> None:
+    """The Aligner moves the reference (a new segment key), or the path steps unannounced
+    (the rig dropping 20 ms of backlog: found as a shift JUMP off, or a peak STEP_PEAK higher
+    beyond SEARCH, confirmed by the next window)."""
     play = voice_eval._playback(np.random.default_rng(7), 14)
     mic = voice_eval.echo_at_mic(play, seed=3, drift_ppm=100.0)
-    at = 5 * RATE
+    at = int(at_s * RATE)
     far = _stepped(play, at, by)[: mic.size]
     d = DriftEstimator()
     trace = _feed(d, far, mic, key=(lambda i: i >= at) if announced else (lambda i: 0))
-    _within_after(trace, 100.0)
+    _within_after(trace, 100.0, within_s)
     assert abs(d.estimate - 100.0) <= 3  # type: ignore[operator]
 
 
@@ -255,3 +273,56 @@ def test_the_daemons_canceller_compensates_only_with_the_tuned_build() -> None:
     plain = echo.FarEnd()
     assert echo.make(echo.EchoSetup(noise_suppression=2), plain) is not None
     assert not plain.compensate
+
+
+@pytest.mark.slow
+async def test_the_daemon_finds_the_rigs_drift_from_its_own_path(
+    room: rigs.PulseRoom, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real daemon (aec, hands-free) through the echo path rig (PulseAudio, the rig's
+    100 ppm between playback and capture): after three echo-only answers its far end has
+    estimated the drift from the frames its own canceller was handed, and compensates by it."""
+    from agentd.sim.echo_path import DRIFT_PPM, EchoRig
+
+    _tuned()
+    rig = EchoRig(room.socket, room.env).start()
+    try:
+        async with running_daemon(tmp_path, monkeypatch, echo_scenes.config(rig=True)) as h:
+            far = h.daemon.far_end
+            assert far.compensate
+            talk = echo_scenes.Talker(room, rig, tmp_path)
+            got = await echo_scenes.echo_only_answers(h, talk, 3, 1.0)
+            est, sound, applied = far.drift.estimate, far.drift.sound_s, far.ppm
+    finally:
+        rig.stop()
+    print(got, est, sound, applied)
+    assert est is not None and abs(est - DRIFT_PPM) <= 10, (est, sound)
+    assert abs(applied - DRIFT_PPM) <= 10, applied
+
+
+def test_no_estimate_from_a_microphone_that_hears_something_else() -> None:
+    """Far-end sound but no echo of it at the microphone (noise, or another talker) for
+    2.5 min: no estimate at all (a plausible number from nothing would skew the far end)."""
+    play = voice_eval._playback(np.random.default_rng(5), 150)
+    rng = np.random.default_rng(2)
+    for other in (
+        rng.standard_normal(play.size).astype(np.float32) * 0.1,
+        # (the corpus cycles through its phrases: another talker's voice, another pace)
+        soxr.resample(voice_eval._playback(np.random.default_rng(9), 170), RATE, 0.88 * RATE),
+    ):
+        trace = _feed(DriftEstimator(), play, other[: play.size])
+        assert all(e is None for _, e in trace), trace[-1]
+
+
+def test_estimator_never_sure_stays_bounded() -> None:
+    """The echo, but a timeline re-anchored every 3 s (three windows a segment: never a
+    line to be sure of): the shifts kept are capped, so it stays as cheap as at the start."""
+    from agentd.audio.drift import MAX_POINTS
+
+    play = voice_eval._playback(np.random.default_rng(5), 14)
+    mic = voice_eval.echo_at_mic(play, seed=2, drift_ppm=100.0)
+    d = DriftEstimator()
+    for k in range(14):
+        _feed(d, play, mic, key=lambda i, k=k: (k, i // (3 * RATE)))
+    assert not d.sure and d.running
+    assert len(d._pts) == MAX_POINTS

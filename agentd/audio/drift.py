@@ -35,12 +35,19 @@ WIN_S = 1.0  # far end per transfer function: long against the room's tail
 STEP_S = 0.5  # one window every this much (overlapping: twice the points)
 TAIL_S = 0.4  # microphone beyond each window: the room's reverberation (RT60 0.3 s)
 SEARCH = 200  # samples either side of a segment's last shift searched (100 ppm: 0.8 / step)
+# ... unless the peak anywhere is this much higher: the path stepped further (the rig drops
+# 20 ms of backlog when it falls behind; a sound server restarts its stream)
+STEP_PEAK = 1.5
 SOUND_MS = 1e-4  # a window's far end under this mean square (full scale 1: -40 dBFS): skipped
+# A shift's peak less clear than this (its height over the correlation's spread) is not the
+# echo path: the rig's echo gave 9-43, a microphone hearing noise or another talker 2.6-5.2
+MIN_CLEAR = 6.0
 OFF = 2.0  # a shift this many samples off the line is not the echo (someone talks): refit
 JUMP = 4.0  # ... this far off the segment's last one, and the next agrees: a step
 MAX_PPM = 200.0  # ... beyond what the drift can have moved it since (USB cards: ±100 ppm)
 GIVE_S = 4.0  # far-end sound before an estimate is given at all
 GIVE_SE_PPM = 4.0  # ... and the line's standard error under this
+GIVE_POINTS = 8  # ... and this many shifts on it
 # Sure (then it stops: ~9 ms CPU per audio-second while it runs): this much far-end sound
 # and its last STABLE_N estimates within STABLE_PPM. Offline on the rig: within 10 ppm after
 # 3-6 s of sound, within 2 ppm after 10 s.
@@ -51,6 +58,7 @@ SURE_SE_PPM = 1.5  # ... and the line's standard error under this (stable is not
 # Checked again after this much audio (drift moves with the cards' temperature, slowly:
 # ~1 ppm/°C for a cheap crystal), from scratch: a few seconds of CPU every ten minutes.
 RECHECK_S = 600.0
+MAX_POINTS = 240  # shifts kept for the fit (2 min of far-end sound; one never sure stays cheap)
 SEGMENT_MAX_S = 60.0  # a segment this long starts afresh (its shifts would leave SEARCH)
 SILENT_MAX_S = 90.0  # ... and one after this long without far-end sound (100 ppm: 144 samples)
 
@@ -83,16 +91,17 @@ def transfer(far: np.ndarray, mic: np.ndarray, size: int) -> np.ndarray:
 
 def shift(h: np.ndarray, ref: np.ndarray, around: float | None) -> tuple[float, float]:
     """How far (samples, sub-sample) the response ``h`` lies after ``ref``: the peak of their
-    cross-correlation within SEARCH of ``around`` (None: anywhere), and its height over the
-    correlation's spread (how clear it is)."""
+    cross-correlation within SEARCH of ``around`` (None, or STEP_PEAK times higher elsewhere:
+    anywhere), and its height over the correlation's spread (how clear it is)."""
     c = np.fft.irfft(h * np.conj(ref))
     size = c.size
-    if around is None:
-        j = int(np.argmax(c))
-    else:
+    j = int(np.argmax(c))
+    if around is not None:
         c0 = round(around)
         idx = np.arange(c0 - SEARCH, c0 + SEARCH + 1) % size
-        j = int(idx[int(np.argmax(c[idx]))])
+        near = int(idx[int(np.argmax(c[idx]))])
+        if c[j] < STEP_PEAK * c[near]:
+            j = near
     y0, y1, y2 = c[(j - 1) % size], c[j], c[(j + 1) % size]
     den = y0 - 2 * y1 + y2
     lag = (j if j < size // 2 else j - size) + (0.5 * (y0 - y2) / den if den else 0.0)
@@ -218,7 +227,9 @@ class DriftEstimator:
 
     def _window(self, f: np.ndarray, x: np.ndarray, at: int, applied: float) -> None:
         ff = f.astype(np.float64)
-        if float(ff @ ff) < f.size * SOUND_MS * SCALE**2:
+        # (einsum, not BLAS: OpenBLAS threads a dot this long, and its threads spin on after
+        # it: the whole path measured 3x its CPU)
+        if float(np.einsum("i,i->", ff, ff)) < f.size * SOUND_MS * SCALE**2:
             return
         t = at / self.rate
         if at - self._seg_start > SEGMENT_MAX_S * self.rate or t - self._last_t > SILENT_MAX_S:
@@ -226,13 +237,16 @@ class DriftEstimator:
         self.windows += 1
         size = fft_size(f.size + x.size)  # (no wrap: x against f at every lag)
         h = transfer(ff, x.astype(np.float64), size)
-        self.sound_s += STEP_S
         if self._ref is None:
+            self.sound_s += STEP_S
             self._ref = h
             self._pts.append((t, 0.0, self._seg))
             self._last, self._last_t = 0.0, t
             return
-        lag, _ = shift(h, self._ref, self._last)
+        lag, clear = shift(h, self._ref, self._last)
+        if clear < MIN_CLEAR:
+            return
+        self.sound_s += STEP_S  # (far-end sound whose echo it heard)
         # as it would be without the compensation applied (its slope is the whole drift)
         absolute = lag + applied * 1e-6
         moved = JUMP + MAX_PPM * 1e-6 * self.rate * (t - self._last_t)
@@ -245,6 +259,7 @@ class DriftEstimator:
         self._pending = None
         self._last, self._last_t = lag, t
         self._pts.append((t, absolute, self._seg))
+        del self._pts[:-MAX_POINTS]
         self._update()
 
     def _update(self) -> None:
@@ -252,7 +267,7 @@ class DriftEstimator:
         res = fit(p[:, 0], p[:, 1], p[:, 2], self.rate)
         if res is None:
             return
-        if self.sound_s >= GIVE_S and res.se_ppm <= GIVE_SE_PPM:
+        if self.sound_s >= GIVE_S and res.se_ppm <= GIVE_SE_PPM and res.used >= GIVE_POINTS:
             self.estimate = res.ppm
         self._recent = [*self._recent, res.ppm][-STABLE_N:]
         if (

@@ -167,7 +167,7 @@ AEC3_AGREE_MS = 20
 EXTRA = "pip install 'agentd[aec]'"
 # The far end's drift compensation is changed only by this much or more (ppm): ±10 ppm off
 # still gave double-talk correlation 0.84-0.85 against 0.865 (docs/aec3-config.md)
-RESTEP_PPM = 1.0
+RESTEP_PPM = 3.0
 
 
 class EchoUnavailable(RuntimeError):
@@ -296,7 +296,7 @@ class FarEnd:
         # The clocks' drift (issue 22, agentd/audio/drift.py): with ``compensate`` set, the
         # far end is resampled to 16 kHz·(1 + ppm·1e-6) by the drift estimated from what the
         # canceller is handed (:meth:`heard`), so the echo's delay behind it stops creeping and
-        # AEC3's linear filter can hold it. The canceller sets it only when AEC3 runs agentd's
+        # AEC3's linear filter can hold it. Set (by :func:`make`) only where AEC3 runs agentd's
         # tuned config: AEC3's own delay estimator (the stock config) did worse with a
         # compensated far end (double-talk correlation 0.65 against 0.77).
         self.compensate = False
