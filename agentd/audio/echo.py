@@ -27,8 +27,8 @@ both run under ``MemoryDenyWriteExecute``; neither released wheel exposes AEC3's
 and the webrtc field trials the wheel's AEC3 reads (``InitFieldTrialsFromString`` is
 exported) do not reach its suppressor, which takes the near end in double talk
 (``bench/echo.py --field-trials``: the suppressor trials leave the output bit for bit the
-same), so none is set. agentd's build of it (``bench/aec3-config.patch``) takes AEC3's
-config by name: AEC3_CONFIG (docs/aec3-config.md).
+same), so none is set. agentd's build of it (``scripts/lib/pywebrtc-audio-aec3-config.patch``)
+takes AEC3's config by name: AEC3_CONFIG (docs/aec3-config.md).
 """
 
 from __future__ import annotations
