@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from agentd.audio import echo
+from agentd.audio.pcm import saturate
 from agentd.config import from_mapping
 from agentd.config.validate import check_echo_build
 from tests.test_packaging import pins
@@ -60,7 +61,7 @@ def cancel(config: dict[str, Any] | None, seconds: float = 4.0) -> np.ndarray:
     tail[192] += 0.5
     near = np.convolve(far, tail)[:n]
     near[n // 2 :] += 800 * np.sin(2 * np.pi * 440 * np.arange(n - n // 2) / RATE)
-    far16, near16 = (np.clip(x, -32768, 32767).astype(np.int16) for x in (far, near))
+    far16, near16 = (saturate(x) for x in (far, near))
     lib = echo.library()
     aec = (
         lib.EchoCanceller(RATE, 1) if config is None else lib.EchoCanceller(RATE, 1, config=config)
