@@ -183,6 +183,23 @@ def _trace(play: np.ndarray, mic: np.ndarray) -> list[tuple[float, float | None]
     return out
 
 
+def _duty_cycle() -> np.ndarray:
+    """RECHECK_S (10 min) of a device's far end, its last answer whole: an answer of 2-8 s
+    every 30-60 s, silence between (16 kHz float)."""
+    from agentd.audio.drift import RECHECK_S
+    from bench import echo
+    from tests.corpus import RATE
+
+    rng = np.random.default_rng(4)
+    parts, n = [], 0
+    while n < RECHECK_S * RATE:
+        gap = np.zeros(int(rng.uniform(30, 60) * RATE), np.float32)
+        ans = echo._speech(float(rng.uniform(2, 8)), seed=int(rng.integers(100)))
+        parts += [gap, ans]
+        n += gap.size + ans.size
+    return np.concatenate(parts)
+
+
 def drift_cpu_figures(runs: int = 2) -> dict[str, float]:
     """The estimator's CPU (process time, lowest of ``runs``): ms per audio-second while it
     runs (continuous far-end speech until it is sure), and its average over a duty cycle:
@@ -196,14 +213,7 @@ def drift_cpu_figures(runs: int = 2) -> dict[str, float]:
 
     play = echo._speech(20, seed=5)
     mic = voice_eval.echo_at_mic(play, seed=2, drift_ppm=100.0)
-    rng = np.random.default_rng(4)
-    parts, n = [], 0
-    while n < RECHECK_S * RATE:
-        gap = np.zeros(int(rng.uniform(30, 60) * RATE), np.float32)
-        ans = echo._speech(float(rng.uniform(2, 8)), seed=int(rng.integers(100)))
-        parts += [gap, ans]
-        n += gap.size + ans.size
-    duty = np.concatenate(parts)[: int(RECHECK_S * RATE)]
+    duty = _duty_cycle()[: int(RECHECK_S * RATE)]
     duty_mic = voice_eval.echo_at_mic(duty, seed=1, drift_ppm=100.0)
 
     def run(far: np.ndarray, near: np.ndarray) -> tuple[float, float, DriftEstimator]:
@@ -247,7 +257,6 @@ def path_cpu_figures(runs: int = 3) -> dict[str, float]:
     import soxr
     import webrtcvad
 
-    from agentd.audio.drift import RECHECK_S
     from agentd.audio.echo import EchoCanceller, EchoSetup
     from agentd.audio.frame import AudioFrame
     from bench import echo
@@ -255,14 +264,7 @@ def path_cpu_figures(runs: int = 3) -> dict[str, float]:
     from tests.corpus import RATE
 
     card = 48000
-    rng = np.random.default_rng(4)
-    parts, n = [], 0
-    while n < RECHECK_S * RATE:
-        gap = np.zeros(int(rng.uniform(30, 60) * RATE), np.float32)
-        ans = echo._speech(float(rng.uniform(2, 8)), seed=int(rng.integers(100)))
-        parts += [gap, ans]
-        n += gap.size + ans.size
-    scenes = {"speaking": echo._speech(20, seed=2), "duty": np.concatenate(parts)[:n]}
+    scenes = {"speaking": echo._speech(20, seed=2), "duty": _duty_cycle()}
     prepared = {}
     for name, play in scenes.items():
         mic = voice_eval.echo_at_mic(play)
