@@ -407,6 +407,7 @@ async def test_underrun_storm_plays_the_whole_answer(
     assert not loud(all_logs, 0)
 
 
+@pytest.mark.slow  # ~9-11 s: keeps scripts/test under 10 min with a cold wheel cache
 async def test_sound_server_vanishes_and_returns(
     harness: Harness, room: rigs.PulseRoom, all_logs: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
@@ -621,6 +622,7 @@ async def test_watchdog_withheld_while_the_microphone_is_frozen(
     assert h.state() == "idle" and not h.task.done()
 
 
+@pytest.mark.slow  # ~9-11 s: keeps scripts/test under 10 min with a cold wheel cache
 @pytest.mark.parametrize("harness", [dict(CLOCK_AUDIO)], indirect=True)
 async def test_speaker_hung_mid_answer_ends_speaking_and_withholds_the_watchdog(
     clock_rig: None, harness: Harness, all_logs: pytest.LogCaptureFixture
@@ -910,6 +912,7 @@ async def test_connection_task_that_keeps_dying_exits_non_zero_for_systemd(
     assert [m for m in all_logs.messages if "exiting so that systemd restarts" in m]
 
 
+@pytest.mark.slow  # ~9-11 s: keeps scripts/test under 10 min with a cold wheel cache
 @pytest.mark.parametrize("harness", [{"turn__response_timeout_s": 3}], indirect=True)
 async def test_server_that_never_answers_ends_in_error_then_idle(
     harness: Harness, all_logs: pytest.LogCaptureFixture
@@ -947,6 +950,7 @@ RESPONSE_ENDS = [
 ]
 
 
+@pytest.mark.slow  # ~9-11 s: keeps scripts/test under 10 min with a cold wheel cache
 @pytest.mark.parametrize(
     ("status", "details", "reason"), RESPONSE_ENDS, ids=["incomplete", "failed"]
 )
@@ -1013,6 +1017,7 @@ async def test_turn_during_a_planned_renewal_is_committed_whole_on_the_new_sessi
     assert [m for m in loud(all_logs, 0) if "no-such-mic" not in m] == []
 
 
+@pytest.mark.slow  # ~9-11 s: keeps scripts/test under 10 min with a cold wheel cache
 async def test_new_server_settings_wait_for_the_answer_to_finish(
     fake_harness: Harness, all_logs: pytest.LogCaptureFixture
 ) -> None:

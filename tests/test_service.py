@@ -39,6 +39,7 @@ async def speak(room: rigs.PulseRoom, tmp: Path, text: str) -> float:
     return float((voiced[-1] - voiced[0]) / 16000)
 
 
+@pytest.mark.slow  # ~9-11 s: keeps scripts/test under 10 min with a cold wheel cache
 async def test_push_to_talk_turn_interrupt_and_truncate(
     harness: Harness, room: rigs.PulseRoom, tmp_path: Path
 ) -> None:
@@ -232,6 +233,7 @@ async def test_watchdog_stops_when_audio_thread_dies(harness: Harness) -> None:
     assert not any("WATCHDOG=1" in m for m in h.notify.drain())
 
 
+@pytest.mark.slow  # ~9-11 s: keeps scripts/test under 10 min with a cold wheel cache
 def test_agentd_demo_runs_one_turn_without_card_or_key() -> None:
 
     run_demo(

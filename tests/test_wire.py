@@ -223,6 +223,7 @@ async def test_after_an_interrupted_and_a_cut_off_mp3_answer_the_next_decodes_ex
     assert played == b"".join(dec.feed(p) for p, _ in deltas)
 
 
+@pytest.mark.slow  # ~9-11 s: keeps scripts/test under 10 min with a cold wheel cache
 def test_the_demo_runs_a_turn_in_a_compressed_format() -> None:
     """`agentd demo --wire mp3`: the real daemon against the simulator, Opus up and MP3 down
     (xStar's pair), one whole turn with the answer spoken."""
