@@ -52,9 +52,7 @@ async def test_no_self_interruption_in_the_plain_room(
 # With agentd's build (AEC3_CONFIG, drift compensated): 3 of 3 runs of both paces passed, and
 # bench/echo.py --e2e cut none of 39 rig answers at 1x over three runs, but 4 of 39 at 5x
 # (1, 0, 3 of 13): two answers at 5x pass ~80 % of the time, so that pace stays a non-strict xfail
-@pytest.mark.parametrize(
-    "pace", _paces("the rig cut 4 of 39 answers at 5x end to end (echo leaking 1.5-5.6 s in)")
-)
+@pytest.mark.parametrize("pace", _paces("the rig cut 4 of 39 answers at 5x end to end"))
 async def test_no_self_interruption_through_the_echo_path(
     room: rigs.PulseRoom,
     echo_rig: EchoRig,
