@@ -407,7 +407,6 @@ async def test_underrun_storm_plays_the_whole_answer(
     assert not loud(all_logs, 0)
 
 
-@pytest.mark.slow  # ~9-11 s: keeps scripts/test under 10 min with a cold wheel cache
 async def test_sound_server_vanishes_and_returns(
     harness: Harness, room: rigs.PulseRoom, all_logs: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
