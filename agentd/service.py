@@ -52,6 +52,7 @@ TICK_S = 0.05
 IDLE_TICK_S = 0.5  # the ticker's period while idle with a silent speaker: no timer is near
 TRANSCRIPT_MAX = 65536  # characters kept of one item's transcript while it streams
 TRIM_EVERY_S = 30.0  # give freed heap back to the OS while idle (glibc keeps it otherwise)
+MAX_LEFT_BEHIND = 3  # wedged microphone threads left behind at once; then the watchdog acts
 EXIT_TASK_FAILED = 1  # a task kept dying: systemd restarts us (78 is kept for config errors)
 #: what STATUS= and `ctl status` call each problem (each has its own cue in device/cues.py)
 PROBLEM_TEXT = {
@@ -111,6 +112,7 @@ class Daemon:
         self.echo = echo.make(echo.EchoSetup.of(self.cfg.echo, self.cfg.audio.input), self.far_end)
         self.link: Link | None = None
         self.capture: Capture | None = None
+        self._left_behind: list[Capture] = []  # wedged microphone threads given up on
         self.playback: Playback | None = None
         self.gpio: Gpio | None = None
         self.control: Any = None
@@ -383,15 +385,41 @@ class Daemon:
             dialects.output_rate(self.cfg.api, self.wire),
             lambda e: self._audio_status("playback", e),
         )
-        self.capture = self.hooks.make_capture(
-            self.cfg.audio.input, loop, self._on_mic, lambda e: self._audio_status("capture", e)
-        )
+        self.capture = self._make_capture(loop)
         self._pace_card()
         self._pb_faults = 0
         self._tap_far_end()
         self.playback.start()
         self.capture.start()
         self.hat.open_volume(self.cfg.audio.output)
+
+    def _make_capture(self, loop: asyncio.AbstractEventLoop) -> Capture:
+        return self.hooks.make_capture(
+            self.cfg.audio.input, loop, self._on_mic, lambda e: self._audio_status("capture", e)
+        )
+
+    def _supervise_capture(self, now: float) -> None:
+        """A microphone thread stuck in one driver call for WEDGED_S is left behind and a new
+        one opens the device afresh: what a restart by the watchdog would do, without losing
+        the session. At most MAX_LEFT_BEHIND are left at once (each holds a thread and a
+        stream): a card that hangs every stream is left to the watchdog."""
+        cap, loop = self.capture, self.loop
+        if cap is None or loop is None or (stuck := cap.wedged(now)) is None:
+            return
+        self._left_behind = [c for c in self._left_behind if c.alive()]
+        if len(self._left_behind) >= MAX_LEFT_BEHIND:
+            return
+        what = f"{stuck}; opening it afresh"
+        (log.debug if cap.error else log.error)("%s", what)
+        cap.request_stop()  # it leaves if the call ever returns, handing nothing over
+        self._left_behind.append(cap)
+        new = self._make_capture(loop)
+        new.succeed(cap)
+        new.error = what
+        self.capture = new
+        self._pace_card()
+        self._audio_status("capture", what)
+        new.start()
 
     def _pace_card(self) -> None:
         """The microphone's card period: period_ms where frames are waited for, long where
@@ -801,6 +829,7 @@ class Daemon:
             if pb is not None and not pb.busy(now):
                 self.feed(cv.PlaybackFinished())
             self.feed(cv.Tick())
+            self._supervise_capture(now)
             link = self.link
             if link is not None and link.renew_due():  # the core renews at an idle moment
                 self.feed(

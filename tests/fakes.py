@@ -78,6 +78,9 @@ class FakeCapture(_FakeDevice):
     def gather(self, frames: int) -> None:
         self.gathering = frames
 
+    def wedged(self, now: float | None = None) -> str | None:
+        return None  # no driver to be stuck in
+
     def push(self, frame: AudioFrame) -> None:
         """Deliver one frame the way the capture thread does: errors are counted, not raised."""
         assert self.running, "the daemon has not started (or has closed) the microphone"

@@ -417,7 +417,10 @@ async def test_sound_server_vanishes_and_returns(
     led, mark = LedSpy(h), len(all_logs.records)
     room.stop()
     try:
-        await h.until(lambda: set(h.daemon.status()["audio_errors"]) == {"capture", "playback"})
+        # (a capture stream the plugin wedged is only given up on after WEDGED_S)
+        await h.until(
+            lambda: set(h.daemon.status()["audio_errors"]) == {"capture", "playback"}, timeout=20
+        )
         assert led.shown[-1] == "fault"
         status = h.daemon.status()
         assert h.state() == "idle" and status["connected"] and not h.task.done()
@@ -619,6 +622,51 @@ async def test_watchdog_withheld_while_the_microphone_is_frozen(
     assert len(lines) == 1 and "unhealthy: no microphone audio" in lines[0], lines
     assert any("healthy again" in m for m in all_logs.messages)
     assert h.state() == "idle" and not h.task.done()
+
+
+@pytest.mark.parametrize("harness", [dict(CLOCK_AUDIO)], indirect=True)
+async def test_a_microphone_thread_wedged_in_its_driver_is_left_behind_for_a_new_one(
+    clock_rig: None,
+    harness: Harness,
+    all_logs: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The capture thread never comes back from read() (clockmic frozen; PulseAudio's plugin
+    does this for good when its server dies mid-stream): after WEDGED_S the daemon leaves that
+    thread behind and a new one opens the device afresh, said in one error line in
+    the log. The watchdog stays withheld until frames flow; the thread left behind, once its
+    read returns, leaves and hands the daemon nothing."""
+    from agentd.audio import alsa
+
+    monkeypatch.setattr(alsa, "WEDGED_S", 2.5)
+    h = harness
+    old = h.daemon.capture
+    assert old is not None
+    await h.until(lambda: old.delivered_at > 0)
+    mark_ = len(all_logs.records)
+    h.daemon.feed(cv.Press())  # every frame is waited for: each read is handed over at once
+    rigs.CLOCKMIC_FREEZE.touch()
+    try:
+        await h.until(lambda: h.daemon.capture is not old, timeout=8)
+        left_at = time.monotonic()
+        new = h.daemon.capture
+        assert new is not None and new.alive() and new.stats is old.stats
+        await h.until(lambda: "no microphone audio" in (h.daemon.status()["unhealthy"] or ""))
+        await asyncio.sleep(1.0)  # the new thread is blocked too: no second one yet
+        assert h.daemon.capture is new
+    finally:
+        rigs.CLOCKMIC_FREEZE.unlink(missing_ok=True)
+    await h.until(lambda: h.daemon.status()["unhealthy"] is None, timeout=8)
+    await h.until(lambda: not h.daemon.status()["audio_errors"].get("capture"), timeout=8)
+    await h.until(lambda: not old.alive(), timeout=5)  # its read returned: it left
+    assert old.delivered_at <= left_at  # and handed nothing over after it was left behind
+    assert new.delivered_at > left_at
+    lines = loud(all_logs, mark_)
+    assert len(lines) == 1 and "stuck in its driver" in lines[0], lines
+    assert any("is back" in m for m in all_logs.messages[mark_:])
+    h.daemon.feed(cv.Release())
+    await h.until(lambda: h.state() == "idle", timeout=20)
+    assert not h.task.done()
 
 
 @pytest.mark.slow  # ~9-11 s: keeps scripts/test under 10 min with a cold wheel cache

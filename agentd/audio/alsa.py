@@ -56,6 +56,10 @@ CAPTURE_QUALITY = "LQ"
 STALL_S = 5.0  # a device thread silent this long is unhealthy (watchdog stops pinging)
 FRAMES_STALL_S = 2.0  # an open microphone whose frames have not reached the loop this long
 PLAYBACK_STALL_S = 1.0  # audio waiting and the speaker took none of it: a hung device
+# A microphone thread that has not come back from one driver call for this long is left behind
+# and the device opened afresh by a new thread (service.py): PulseAudio's ALSA plugin wedges
+# for good when its server dies mid-stream, and only a new stream cures it.
+WEDGED_S = 8.0
 # A stream (re)starting after the speaker was idle may take longer: a sound server's first
 # stream, a sink waking from suspend (pulse took 1.9 s here), a Bluetooth speaker.
 PLAYBACK_START_S = 3.0
@@ -155,6 +159,9 @@ class _DeviceThread:
     def healthy(self) -> bool:
         return self.problem() is None
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def _wake(self) -> None:
         pass
 
@@ -167,7 +174,7 @@ class _DeviceThread:
     def _set_error(self, error: str | None) -> None:
         """One error line when the device goes bad (retries stay at debug), one info line when
         it is back."""
-        if error == self.error:
+        if error == self.error or self._stop.is_set():  # stopped or left behind: not news
             return
         if error and self.error:
             log.debug("%s", error)
@@ -300,6 +307,25 @@ class Capture(_DeviceThread):
             self._wait_from = self.opened_at
         super()._opened()
 
+    def wedged(self, now: float | None = None) -> str | None:
+        """Stuck in one driver call for WEDGED_S with the device open (only a new thread with
+        a new stream cures that): said how, or None."""
+        now = time.monotonic() if now is None else now
+        if self.alive() and self.opened.is_set() and now - self.heartbeat >= WEDGED_S:
+            return f"capture device {self.device!r} stuck in its driver for over {WEDGED_S:.0f} s"
+        return None
+
+    def succeed(self, old: Capture) -> None:
+        """Take over from ``old``, left behind wedged (before start()): its counters, its
+        error (so the reopen says nothing new until the device is back), and its frames'
+        silence, which a new stream does not end (the watchdog stays withheld until frames
+        flow again)."""
+        self.stats, self.error = old.stats, old.error
+        self.stats.reopens += 1
+        self.delivered_at = old.delivered_at
+        self._starving = True
+        self._gather, self.card_period_ms = old._gather, old.card_period_ms
+
     def _failed(self) -> None:
         since = max(self.delivered_at, self._wait_from)
         self._starving = time.monotonic() - since >= FRAMES_STALL_S
@@ -345,7 +371,8 @@ class Capture(_DeviceThread):
         # at most a quarter of the buffer: a nap plus a 120 ms stall of the whole process (a
         # Pi swapping) still fits in it; half the buffer overran there
         nap_max_s = self.buffer_frames / 4 / self.card_rate
-        backlog = 0  # card periods known to wait in the device: read without waiting
+        backlog = 0  # card periods left to read in this batch
+        read_at = time.monotonic()
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
             if self.card_period_ms != self._card_ms:
@@ -353,7 +380,13 @@ class Capture(_DeviceThread):
             if self._gather > 1 and backlog <= 0:  # nobody waits for these: let them pile up
                 self._nap.wait(min(nap_max_s, self._gather * self.settings.period_ms / 1000))
                 self._nap.clear()
-                backlog = max(1, pcm.avail() // period)  # type: ignore[attr-defined]
+                # What piled up is reckoned by the clock, not asked of the device:
+                # pyalsaaudio's avail() holds the GIL, and PulseAudio's ALSA plugin, wedged
+                # when its server died mid-stream, blocked it for good: the whole daemon froze
+                # (the loop, the watchdog, every thread). One period more than the clock says:
+                # that read waits for it (GIL released), so each batch leaves the device
+                # drained and the reckoning's error never adds up.
+                backlog = int((time.monotonic() - read_at) * self.card_rate / period) + 1
             backlog -= 1
             length, data = pcm.read()  # type: ignore[attr-defined]
             read_at = time.monotonic()
@@ -382,6 +415,8 @@ class Capture(_DeviceThread):
                 self._deliver(frame)
 
     def _deliver(self, frame: AudioFrame) -> None:
+        if self._stop.is_set():  # stopping, or left behind wedged: a newer thread delivers
+            return
         with self._lock:
             if len(self._queue) == self._queue.maxlen:
                 self.stats.dropped_frames += 1
