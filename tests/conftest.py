@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import functools
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,6 +24,30 @@ from agentd import logs  # noqa: E402
 from agentd.config import load  # noqa: E402
 from agentd.service import Daemon, Hooks  # noqa: E402
 from agentd.sim import Simulator  # noqa: E402
+
+# One test (setup, call and teardown) running this long is hung: the run ends there, with every
+# thread's traceback, instead of running into CI's own limit. faulthandler's timer is a C thread:
+# it fires even when a thread stuck in C holds the GIL, which stops every Python-level timer
+# (pyalsaaudio's avail() on PulseAudio's plugin, wedged by its server's death, froze a whole
+# CI run that way for 90 minutes).
+HUNG_S = 300.0
+HUNG_SLOW_S = 1200.0
+_stderr_fd = -1  # the terminal's stderr, kept before pytest captures fd 2 for each test
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _stderr_fd
+    _stderr_fd = os.dup(2)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    limit = HUNG_SLOW_S if item.get_closest_marker("slow") else HUNG_S
+    faulthandler.dump_traceback_later(limit, exit=True, file=_stderr_fd)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(autouse=True)
