@@ -645,6 +645,42 @@ def test_a_delay_beyond_the_aligners_reach_is_confirmed_by_the_cancellers_conver
     assert unexplained >= SETTLE_MAX_S - 0.3, settled_at  # (its first 0.3 s are silent)
 
 
+def test_a_frames_block_energies_are_computed_once_for_the_estimate_and_the_convergence() -> None:
+    """The echo estimate (Aligner._envelope) and the convergence check (Aligner.cancelled)
+    both need the frame's energies per 10 ms block of the far end and the raw microphone:
+    block() computes them once and hands them on (the far end's, then the microphone's;
+    None while the estimate idles, when no block has far-end sound to count)."""
+    import numpy as np
+
+    from agentd.audio.echo import BLOCK, CONVERGED_BLOCKS, Aligner, FarEnd
+
+    rng = np.random.default_rng(3)
+    al = Aligner(FarEnd())
+    silent = np.zeros(2 * BLOCK, np.int16)
+    assert al.block(silent, silent) is None  # idle: nothing computed
+    far = (rng.standard_normal(2 * BLOCK) * 3000).astype(np.int16)
+    near = (far // 4).astype(np.int16)
+    got = al.block(near, far)
+    sq = np.concatenate(
+        [np.sum(v.astype(np.float64).reshape(-1, BLOCK) ** 2, 1) for v in (far, near)]
+    )
+    assert got is not None and np.allclose(got, sq, rtol=1e-6), (got, sq)
+    # handed to the convergence check: the microphone's energy over the output's, per block
+    al.far.epoch = 1
+    quiet = (far // 400).astype(np.int16)  # 40 dB below the microphone
+    for _ in range(CONVERGED_BLOCKS // 2 - 1):
+        al.cancelled(quiet, got)
+    assert al._confirmed == -1  # (a frame short of CONVERGED_BLOCKS)
+    al.cancelled(quiet, None)  # a silent far end: no block counts
+    assert al._confirmed == -1
+    al.cancelled(near, got)  # nothing removed in these two blocks: under 15 dB over the 50
+    for _ in range(CONVERGED_BLOCKS // 2 - 1):
+        al.cancelled(quiet, got)
+    assert al._confirmed == -1  # ... until they leave the window
+    al.cancelled(quiet, got)
+    assert al._confirmed == 1
+
+
 def test_the_echo_expected_follows_the_far_end_at_the_echos_delay_and_gain() -> None:
     """The echo's delay behind the reference (here 0.3 s, beyond the aligner's reach) and its
     gain (-6 dB) are found from the envelopes; the estimate is the echo's level where the

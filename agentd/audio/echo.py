@@ -555,11 +555,13 @@ class Aligner:
         self._echo_db = ECHO_FLOOR_DB
         self.echo_energy = 0.0  # mean square (full scale 1.0), the newest frame's highest
 
-    def _envelope(self, near: np.ndarray, far: np.ndarray) -> None:
+    def _envelope(self, near: np.ndarray, far: np.ndarray) -> list[float] | None:
         """The echo expected in this frame: the far end's envelope at the echo's delay and
         gain (until they are found: its loudest over every delay searched, 0 dB gain), held
         as the room rings on. A frame's blocks push both envelopes on; the delay and gain
-        are searched again every ECHO_EVERY blocks of far-end sound."""
+        are searched again every ECHO_EVERY blocks of far-end sound. Returns the frame's
+        block energies it computed (:meth:`cancelled` needs the same: computed once), or
+        None while idle (the far end silent: no energy computed)."""
         n = near.size // BLOCK
         far_env, near_env = self._env_far, self._env_near
         if not self.echo_energy and not np.count_nonzero(far):  # idle: nothing to measure
@@ -567,11 +569,12 @@ class Aligner:
             near_env += [ECHO_FLOOR_DB] * n
             if len(far_env) >= 2 * ECHO_HIST:
                 del far_env[:-ECHO_HIST], near_env[:-ECHO_HIST]
-            return
+            return None
         x = np.concatenate((far, near)).reshape(2 * n, BLOCK).astype(np.float32)
+        energy: list[float] = np.einsum("ij,ij->i", x, x).tolist()
         scale = 1 / (BLOCK * SCALE**2)
         floor = 10 ** (ECHO_FLOOR_DB / 10)
-        env = [10 * math.log10(max(e * scale, floor)) for e in np.einsum("ij,ij->i", x, x).tolist()]
+        env = [10 * math.log10(max(e * scale, floor)) for e in energy]
         far_env += env[:n]
         near_env += env[n:]
         if len(far_env) >= 2 * ECHO_HIST:  # (trimmed now and then, not per frame)
@@ -590,6 +593,7 @@ class Aligner:
             self._echo_db = max(src + self.echo_gain_db, self._echo_db - ECHO_DECAY_DB)
             top = max(top, self._echo_db)
         self.echo_energy = 10 ** (top / 10) if top > ECHO_FLOOR_DB else 0.0
+        return energy
 
     def _find_echo(self) -> None:
         """The lag (blocks) at which the far end's envelope best matches the raw
@@ -615,10 +619,18 @@ class Aligner:
             self.echo_delay, self.echo_gain_db = lag, gain
             self.echo_found += 1
 
-    def block(self, near: np.ndarray, far: np.ndarray) -> None:
+    def block(self, near: np.ndarray, far: np.ndarray) -> list[float] | None:
         """The microphone's samples and the reference handed with them (int16, 16 kHz, a
-        whole number of 10 ms blocks)."""
-        self._envelope(near, far)
+        whole number of 10 ms blocks). Returns their energies per 10 ms block (the far
+        end's, then the microphone's; None while the echo estimate idles) for
+        :meth:`cancelled` on the same frame."""
+        energy = self._envelope(near, far)
+        self._align(near, far)
+        return energy
+
+    def _align(self, near: np.ndarray, far: np.ndarray) -> None:
+        """The frame into the window being gathered; a whole window is matched (_measure)
+        and a clear, confirmed lag moves the reference."""
         if self._stream != self.far.streams:  # a new stream: the old one's windows say
             self._stream = self.far.streams  # nothing of its delay
             self._forget()
@@ -685,12 +697,14 @@ class Aligner:
         """Drop the window being gathered (a new stream, a move, or silence before sound)."""
         self._near, self._refs, self._held, self._sound = [], [], 0, False
 
-    def cancelled(self, near: np.ndarray, out: np.ndarray, far: np.ndarray) -> None:
-        """The canceller's output ``out`` for the blocks ``near`` just measured (whole 10 ms
-        blocks): echo removed deeply over CONVERGED_BLOCKS of far-end sound confirms the
-        answer's delay too (the rig's bulk delay is beyond the aligner's reach: the stock
-        wheel's AEC3 finds it itself, AEC3_CONFIG's is handed the echo estimate's, and its
-        removal counts only once that is found: ``needs_delay``)."""
+    def cancelled(self, out: np.ndarray, energy: list[float] | None) -> None:
+        """The canceller's output ``out`` for the frame :meth:`block` just took, with the
+        energies it returned (the far end's and the raw microphone's per 10 ms block,
+        computed once for both; None: the far end was silent, no block counts): echo
+        removed deeply over CONVERGED_BLOCKS of far-end sound confirms the answer's delay
+        too (the rig's bulk delay is beyond the aligner's reach: the stock wheel's AEC3
+        finds it itself, AEC3_CONFIG's is handed the echo estimate's, and its removal
+        counts only once that is found: ``needs_delay``)."""
         epoch = self.far.epoch
         if self._epoch != epoch:  # a new answer: its own blocks only
             self._epoch = epoch
@@ -702,9 +716,14 @@ class Aligner:
             # estimate has not found it): its suppressor alone removed 15 dB of a stream
             # the microphone did not hear (0.48 s, the test's unrelated stream)
             return
-        # energies per 10 ms block, the frame's blocks at once
-        x = np.stack((far, near, out)).astype(np.float64).reshape(3, -1, BLOCK)
-        for ef, en, eo in zip(*np.einsum("kij,kij->ki", x, x).tolist(), strict=True):
+        if energy is None:  # the far end silent: no block of far-end sound
+            return
+        # the output's energies per 10 ms block, the frame's blocks at once
+        o = out.astype(np.float64).reshape(-1, BLOCK)
+        n = o.shape[0]
+        for ef, en, eo in zip(
+            energy[:n], energy[n:], np.einsum("ij,ij->i", o, o).tolist(), strict=True
+        ):
             if ef < BLOCK * ALIGN_MIN_RMS**2:
                 continue
             self._erle.append((en, eo))
@@ -867,7 +886,7 @@ class EchoCanceller:
             self._heard += int(np.count_nonzero(far.reshape(-1, BLOCK).any(1)))
         else:
             self._quiet += near.size
-        self.aligner.block(near, far)
+        energy = self.aligner.block(near, far)
         if self.tuned and self.aligner.echo_found != self._delay_seen:
             self._hand_delay()
         tail, self._tail = self._tail, near[-BLOCK:]
@@ -880,7 +899,7 @@ class EchoCanceller:
             self._aec.process(tail, np.zeros(BLOCK, np.int16))
         # one call per frame: the library cuts it into 10 ms blocks itself
         out: np.ndarray = self._aec.process(near, far)
-        self.aligner.cancelled(near, out, far)  # its convergence confirms the answer's delay
+        self.aligner.cancelled(out, energy)  # its convergence confirms the answer's delay
         return out
 
 
