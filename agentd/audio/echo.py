@@ -400,10 +400,14 @@ class FarEnd:
         residual and adds the drift applied (each change of the timeline a new segment)."""
         if not self.compensate:
             return
-        with self._lock:
-            # (a new ratio is a new resampler: its output may start a sample or so off)
-            key = (self.streams, self.offset, self._anchors, self.ppm)
-            applied = self.ppm
+        key: tuple[int, float, int, float] | None
+        if self.drift.running:
+            with self._lock:
+                # (a new ratio is a new resampler: its output may start a sample or so off)
+                key = (self.streams, self.offset, self._anchors, self.ppm)
+                applied = self.ppm
+        else:  # asleep (sure) it counts only the ppm applied: no key built, no lock taken
+            key, applied = None, self.ppm
         est = self.drift.feed(far, near, key, applied)
         # (a change under RESTEP_PPM is the estimate's noise: not worth a restart, ±0.5 sample)
         if est is not None and abs(est - self._want) >= RESTEP_PPM:
