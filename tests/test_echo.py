@@ -458,6 +458,30 @@ def test_a_lone_search_of_the_echo_estimate_hands_aec3_no_delay() -> None:
     assert ec.stream_delay_ms == 188 and ec.delay_moves == 1
 
 
+def test_the_aligner_and_the_delay_handed_to_aec3_share_one_two_in_a_row_rule() -> None:
+    """A change one measurement asks for waits for the next to agree (TwoInARow): the
+    Aligner's moves within ALIGN_TOL_S, the delay handed to AEC3 within AEC3_AGREE_MS."""
+    from agentd.audio.echo import (
+        AEC3_AGREE_MS,
+        ALIGN_TOL_S,
+        EchoCanceller,
+        EchoSetup,
+        TwoInARow,
+    )
+
+    rule = TwoInARow(20)
+    assert not rule.agree(150) and not rule.agree(20)  # a lone one, then another
+    assert rule.agree(35) and rule.pending is None  # the next within 20: act, both spent
+    assert not rule.agree(36)  # (spent: starts afresh)
+    assert rule.agree(56)  # 20 apart agrees, 21 does not
+    assert not rule.agree(77) and not rule.agree(98)
+    rule.clear()  # a measurement that asks for no change
+    assert not rule.agree(98)
+    ec = EchoCanceller(EchoSetup(aec=True))
+    assert ec.aligner is not None
+    assert ec._delay_pending.tol == AEC3_AGREE_MS and ec.aligner._pending.tol == ALIGN_TOL_S
+
+
 def test_noise_suppression_gains_on_the_noise_and_keeps_speech_onsets() -> None:
     """Issue 22 point 5: local NS raises speech over noise and loses no onset. Measured
     16.0 dB, onset loss 0.35 dB median / 1.5 dB worst over 8 phrases; unaligned with the

@@ -516,6 +516,34 @@ class FarEnd:
             return self._held
 
 
+@dataclass(slots=True)
+class TwoInARow:
+    """A change one measurement asks for is made only when the next one asks for it too
+    (within ``tol``): a lone one is a match of something else. Why, in both its users: the
+    synthetic room's reverberation gave the Aligner a lone 0.9+ match at 115 ms amid 20-40 ms
+    ones, and moving on it leaked echo into every answer after it; in the plain room a lone
+    search of the echo estimate found 0.1 s or more, and handing that to AEC3 put the echo
+    (20 ms) before its filter. A real change (the sound server's latency jumping, the rig's
+    bulk delay) shows as clearly in the next measurement too."""
+
+    tol: float
+    pending: float | None = None  # asked for by the last measurement, not acted on
+
+    def agree(self, value: float) -> bool:
+        """``value`` asked for now: True (act on it; nothing pending then) when the last
+        measurement asked for the same within ``tol``, else it waits for the next."""
+        pending, self.pending = self.pending, value
+        if pending is None or abs(value - pending) > self.tol:
+            return False
+        self.pending = None
+        return True
+
+    def clear(self) -> None:
+        """A measurement that asks for no change (or a change made another way): the next
+        one starts afresh."""
+        self.pending = None
+
+
 class Aligner:
     """Keeps the echo's delay behind its reference the same, whatever the sound server does.
 
@@ -543,7 +571,7 @@ class Aligner:
         self._stream = -1  # the far end's stream the gathered windows belong to
         self._epoch = -1  # the far end's answer the convergence blocks belong to
         self._erle: deque[tuple[float, float]] = deque()  # (raw, cancelled) energy per block
-        self._pending: float | None = None  # a clear off-target lag: moved on if the next agrees
+        self._pending = TwoInARow(ALIGN_TOL_S)  # a clear off-target lag: moved if the next agrees
         # the echo estimate: both envelopes (dBFS per 10 ms block), the echo's delay (blocks)
         # and gain (dB) behind the far end once found, the estimate for the newest block
         self._env_far: list[float] = [ECHO_FLOOR_DB] * ECHO_HIST  # (lists: a frame adds two
@@ -669,20 +697,16 @@ class Aligner:
         # (the stock wheel's own estimator, or AEC3_CONFIG's 160 ms filter and the delay
         # handed to it, aec3_delay_ms)
         if r < ALIGN_SURE_R:
-            self._pending = None
+            self._pending.clear()
             return
         if abs(lag - TARGET_S) <= ALIGN_TOL_S:
             self._confirmed = self.far.epoch
-            self._pending = None
+            self._pending.clear()
             return
-        # one clear match is not enough to move: the synthetic room's reverberation gave a
-        # lone 0.9+ peak at 115 ms amid 20-40 ms matches, and that one move leaked echo into
-        # every answer after it (14 false barge-ins in tests/test_voice.py); a real jump in
-        # the sound server's latency shows as clearly in the next window too
-        pending, self._pending = self._pending, lag
-        if pending is None or abs(lag - pending) > ALIGN_TOL_S:
+        # one clear match is not enough to move (TwoInARow: a lone 0.9+ peak in the synthetic
+        # room cost 14 false barge-ins in tests/test_voice.py)
+        if not self._pending.agree(lag):
             return
-        self._pending = None
         self.moves += 1
         self.far.move(lag - TARGET_S)
         self.unconfirm()
@@ -691,7 +715,7 @@ class Aligner:
     def unconfirm(self) -> None:
         """The echo moved under AEC3 (the reference moved, or AEC3 was handed another
         delay): it leaked until now, the answer proves its delay again (or SETTLE_MAX_S)."""
-        self._pending = None
+        self._pending.clear()
         self._confirmed = -1
         with self.far._lock:
             self._moved_at = self.far._mic or -math.inf
@@ -798,7 +822,7 @@ class EchoCanceller:
             self.far.compensate = True
         self.stream_delay_ms = 0  # handed to AEC3 (tuned only: aec3_delay_ms)
         self._delay_seen = 0  # the echo estimate's searches looked at for it
-        self._delay_pending: int | None = None  # asked for by the last search, not handed yet
+        self._delay_pending = TwoInARow(AEC3_AGREE_MS)  # asked for by a search, not handed yet
         self.delay_moves = 0  # ... changed this often (for benches and tests)
         ns = setup.noise_suppression
         self._ns = lib.NoiseSuppressor(VAD_RATE, 1, level=ns - 1) if ns > 0 else None
@@ -863,15 +887,15 @@ class EchoCanceller:
 
     def _hand_delay(self) -> None:
         """After each of the echo estimate's searches: the delay AEC3_CONFIG's AEC3 is
-        handed (aec3_delay_ms), changed when two searches in a row agree (AEC3_AGREE_MS)."""
+        handed (aec3_delay_ms), changed when two searches in a row agree (TwoInARow,
+        AEC3_AGREE_MS)."""
         assert self._aec is not None and self.aligner is not None
         self._delay_seen = self.aligner.echo_found
         d = aec3_delay_ms(self.aligner.echo_delay, self.stream_delay_ms)
-        pending, self._delay_pending = self._delay_pending, None
         if d == self.stream_delay_ms:
+            self._delay_pending.clear()
             return
-        if pending is None or abs(d - pending) > AEC3_AGREE_MS:
-            self._delay_pending = d
+        if not self._delay_pending.agree(d):
             return
         self.stream_delay_ms = self._aec.stream_delay_ms = d
         self.delay_moves += 1
