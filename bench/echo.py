@@ -915,6 +915,56 @@ def estimate_cpu(seconds: float = 20, repeat: int = 10) -> float:
     return ms
 
 
+def hot_path_cpu(seconds: float = 20, runs: int = 5) -> dict[str, float]:
+    """CPU (process time, min / median of ``runs``) per audio-second of two hot spots of the
+    canceller's path, on their own (issue 22's review): the Aligner while an answer's delay
+    is unconfirmed (block, whose echo estimate computes the frame's 10 ms block energies,
+    then cancelled on the same energies: 20 ms frames of speech, its echo 20 ms later, the
+    output 30 dB down), and FarEnd.heard while the drift estimator sleeps (sure: no segment
+    key built, only the ppm applied counted)."""
+    from agentd.audio.echo import Aligner, FarEnd
+    from agentd.audio.pcm import to_int16
+
+    play = np.frombuffer(to_int16(voice_eval._playback(np.random.default_rng(5), seconds)), "<i2")
+    mic = (np.concatenate([np.zeros(320, np.int16), play])[: play.size] // 2).astype(np.int16)
+    out = (mic // 30).astype(np.int16)
+    unconfirmed, asleep = [], []
+    for _ in range(runs):
+        al = Aligner(FarEnd())
+        t = time.process_time()
+        for k in range(play.size // 320):
+            s = slice(k * 320, (k + 1) * 320)
+            energy = al.block(mic[s], play[s])
+            al._confirmed = -1  # (kept unconfirmed: the case measured)
+            al.cancelled(out[s], energy)
+        unconfirmed.append((time.process_time() - t) / seconds * 1000)
+        far = FarEnd()
+        far.compensate, far.ppm = True, 100.0
+        d = far.drift
+        d.running, d.sure, d.estimate, d._since = False, True, 100.0, -(1 << 60)  # (no recheck)
+        z = np.zeros(320, np.int16)
+        frames = 50 * 1000  # 1000 s of 20 ms frames
+        t = time.process_time()
+        for _ in range(frames):
+            far.heard(z, z)
+        asleep.append((time.process_time() - t) / (frames / 50) * 1000)
+    out_ = {
+        "aligner_unconfirmed_ms_per_s": min(unconfirmed),
+        "aligner_unconfirmed_ms_per_s_median": float(np.median(unconfirmed)),
+        "heard_asleep_us_per_s": min(asleep) * 1000,
+        "heard_asleep_us_per_s_median": float(np.median(asleep)) * 1000,
+    }
+    print(
+        f"CPU per audio-second (process time, min / median of {runs}): the aligner while the "
+        f"delay is unconfirmed (block + cancelled) {out_['aligner_unconfirmed_ms_per_s']:.2f} / "
+        f"{out_['aligner_unconfirmed_ms_per_s_median']:.2f} ms; FarEnd.heard while the drift "
+        f"estimator sleeps {out_['heard_asleep_us_per_s']:.1f} / "
+        f"{out_['heard_asleep_us_per_s_median']:.1f} µs",
+        flush=True,
+    )
+    return out_
+
+
 def e2e(answers: int = 13, trials: int = 40) -> dict[str, float]:
     """The real daemon end to end (see the module's docstring)."""
     import asyncio
@@ -946,6 +996,8 @@ if __name__ == "__main__":
             np.save(sys.argv[feat + 1], np.array(FEATURES, dtype=np.float64))
     elif sys.argv[1:2] == ["--estimate-cpu"]:
         estimate_cpu()
+    elif sys.argv[1:2] == ["--hot-path"]:
+        hot_path_cpu()
     elif sys.argv[1:2] == ["--cpu"]:
         c = cpu_figures()
         print(", ".join(f"{k.removeprefix('cpu_ms_per_s_')} {v:.2f}" for k, v in c.items()))

@@ -4,6 +4,7 @@ canceller path finding it and keeping the user better in double talk."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from types import SimpleNamespace
@@ -228,6 +229,43 @@ def test_far_end_without_compensate_leaves_the_far_end_alone(
     voice_eval.cancel(mic, play, 20, ec)
     assert ec.far.ppm == 0.0 and ec.far.drift.windows == 0
     assert ec.far.written_samples == play.size
+
+
+def test_far_end_builds_the_segment_key_only_while_the_estimator_runs() -> None:
+    """FarEnd.heard runs on every microphone frame: while the estimator sleeps (sure, until
+    RECHECK_S) it ignores the timeline's segment key, so none is built and the FarEnd lock
+    is not taken; the drift applied is still counted, and once it wakes the key is built
+    again (its first frame a new segment)."""
+
+    class Counted:  # the FarEnd lock, counting who takes it
+        def __init__(self) -> None:
+            self.lock, self.taken = threading.Lock(), 0
+
+        def __enter__(self) -> None:
+            self.taken += 1
+            self.lock.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            self.lock.release()
+
+    far = echo.FarEnd(clock=lambda: 0.0)
+    far.compensate, far.ppm = True, 50.0
+    lock = Counted()
+    far._lock = lock  # type: ignore[assignment]
+    d = far.drift
+    d.running, d.sure, d.estimate = False, True, 50.0  # asleep: sure of 50 ppm
+    zeros = np.zeros(FRAME, np.int16)
+    for _ in range(10):
+        far.heard(zeros, zeros)
+    assert lock.taken == 0 and d._key is None
+    assert d._applied == 50.0 * 10 * FRAME and d._since == 10 * FRAME  # the ppm applied
+    d._since = int(RECHECK_S * RATE) - FRAME  # the recheck is due with the next frame
+    far.heard(zeros, zeros)
+    assert d.running and lock.taken == 0  # woken (that frame still ignores the key)
+    seg = d._seg
+    far.heard(zeros, zeros)
+    assert lock.taken == 1 and d._key == (far.streams, far.offset, far._anchors, 50.0)
+    assert d._seg == seg + 1 and d._applied == 50.0 * 12 * FRAME
 
 
 def _tuned() -> Any:

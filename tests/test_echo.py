@@ -458,6 +458,30 @@ def test_a_lone_search_of_the_echo_estimate_hands_aec3_no_delay() -> None:
     assert ec.stream_delay_ms == 188 and ec.delay_moves == 1
 
 
+def test_the_aligner_and_the_delay_handed_to_aec3_share_one_two_in_a_row_rule() -> None:
+    """A change one measurement asks for waits for the next to agree (TwoInARow): the
+    Aligner's moves within ALIGN_TOL_S, the delay handed to AEC3 within AEC3_AGREE_MS."""
+    from agentd.audio.echo import (
+        AEC3_AGREE_MS,
+        ALIGN_TOL_S,
+        EchoCanceller,
+        EchoSetup,
+        TwoInARow,
+    )
+
+    rule = TwoInARow(20)
+    assert not rule.agree(150) and not rule.agree(20)  # a lone one, then another
+    assert rule.agree(35) and rule.pending is None  # the next within 20: act, both spent
+    assert not rule.agree(36)  # (spent: starts afresh)
+    assert rule.agree(56)  # 20 apart agrees, 21 does not
+    assert not rule.agree(77) and not rule.agree(98)
+    rule.clear()  # a measurement that asks for no change
+    assert not rule.agree(98)
+    ec = EchoCanceller(EchoSetup(aec=True))
+    assert ec.aligner is not None
+    assert ec._delay_pending.tol == AEC3_AGREE_MS and ec.aligner._pending.tol == ALIGN_TOL_S
+
+
 def test_noise_suppression_gains_on_the_noise_and_keeps_speech_onsets() -> None:
     """Issue 22 point 5: local NS raises speech over noise and loses no onset. Measured
     16.0 dB, onset loss 0.35 dB median / 1.5 dB worst over 8 phrases; unaligned with the
@@ -643,6 +667,42 @@ def test_a_delay_beyond_the_aligners_reach_is_confirmed_by_the_cancellers_conver
     # 3.4 s; the stock wheel 0.8. A later answer, the delay known, settles at once.)
     assert first < (3.8 if ec.tuned else 2.0) and learned < 2.0, settled_at
     assert unexplained >= SETTLE_MAX_S - 0.3, settled_at  # (its first 0.3 s are silent)
+
+
+def test_a_frames_block_energies_are_computed_once_for_the_estimate_and_the_convergence() -> None:
+    """The echo estimate (Aligner._envelope) and the convergence check (Aligner.cancelled)
+    both need the frame's energies per 10 ms block of the far end and the raw microphone:
+    block() computes them once and hands them on (the far end's, then the microphone's;
+    None while the estimate idles, when no block has far-end sound to count)."""
+    import numpy as np
+
+    from agentd.audio.echo import BLOCK, CONVERGED_BLOCKS, Aligner, FarEnd
+
+    rng = np.random.default_rng(3)
+    al = Aligner(FarEnd())
+    silent = np.zeros(2 * BLOCK, np.int16)
+    assert al.block(silent, silent) is None  # idle: nothing computed
+    far = (rng.standard_normal(2 * BLOCK) * 3000).astype(np.int16)
+    near = (far // 4).astype(np.int16)
+    got = al.block(near, far)
+    sq = np.concatenate(
+        [np.sum(v.astype(np.float64).reshape(-1, BLOCK) ** 2, 1) for v in (far, near)]
+    )
+    assert got is not None and np.allclose(got, sq, rtol=1e-6), (got, sq)
+    # handed to the convergence check: the microphone's energy over the output's, per block
+    al.far.epoch = 1
+    quiet = (far // 400).astype(np.int16)  # 40 dB below the microphone
+    for _ in range(CONVERGED_BLOCKS // 2 - 1):
+        al.cancelled(quiet, got)
+    assert al._confirmed == -1  # (a frame short of CONVERGED_BLOCKS)
+    al.cancelled(quiet, None)  # a silent far end: no block counts
+    assert al._confirmed == -1
+    al.cancelled(near, got)  # nothing removed in these two blocks: under 15 dB over the 50
+    for _ in range(CONVERGED_BLOCKS // 2 - 1):
+        al.cancelled(quiet, got)
+    assert al._confirmed == -1  # ... until they leave the window
+    al.cancelled(quiet, got)
+    assert al._confirmed == 1
 
 
 def test_the_echo_expected_follows_the_far_end_at_the_echos_delay_and_gain() -> None:

@@ -400,10 +400,14 @@ class FarEnd:
         residual and adds the drift applied (each change of the timeline a new segment)."""
         if not self.compensate:
             return
-        with self._lock:
-            # (a new ratio is a new resampler: its output may start a sample or so off)
-            key = (self.streams, self.offset, self._anchors, self.ppm)
-            applied = self.ppm
+        key: tuple[int, float, int, float] | None
+        if self.drift.running:
+            with self._lock:
+                # (a new ratio is a new resampler: its output may start a sample or so off)
+                key = (self.streams, self.offset, self._anchors, self.ppm)
+                applied = self.ppm
+        else:  # asleep (sure) it counts only the ppm applied: no key built, no lock taken
+            key, applied = None, self.ppm
         est = self.drift.feed(far, near, key, applied)
         # (a change under RESTEP_PPM is the estimate's noise: not worth a restart, ±0.5 sample)
         if est is not None and abs(est - self._want) >= RESTEP_PPM:
@@ -512,6 +516,34 @@ class FarEnd:
             return self._held
 
 
+@dataclass(slots=True)
+class TwoInARow:
+    """A change one measurement asks for is made only when the next one asks for it too
+    (within ``tol``): a lone one is a match of something else. Why, in both its users: the
+    synthetic room's reverberation gave the Aligner a lone 0.9+ match at 115 ms amid 20-40 ms
+    ones, and moving on it leaked echo into every answer after it; in the plain room a lone
+    search of the echo estimate found 0.1 s or more, and handing that to AEC3 put the echo
+    (20 ms) before its filter. A real change (the sound server's latency jumping, the rig's
+    bulk delay) shows as clearly in the next measurement too."""
+
+    tol: float
+    pending: float | None = None  # asked for by the last measurement, not acted on
+
+    def agree(self, value: float) -> bool:
+        """``value`` asked for now: True (act on it; nothing pending then) when the last
+        measurement asked for the same within ``tol``, else it waits for the next."""
+        pending, self.pending = self.pending, value
+        if pending is None or abs(value - pending) > self.tol:
+            return False
+        self.pending = None
+        return True
+
+    def clear(self) -> None:
+        """A measurement that asks for no change (or a change made another way): the next
+        one starts afresh."""
+        self.pending = None
+
+
 class Aligner:
     """Keeps the echo's delay behind its reference the same, whatever the sound server does.
 
@@ -539,7 +571,7 @@ class Aligner:
         self._stream = -1  # the far end's stream the gathered windows belong to
         self._epoch = -1  # the far end's answer the convergence blocks belong to
         self._erle: deque[tuple[float, float]] = deque()  # (raw, cancelled) energy per block
-        self._pending: float | None = None  # a clear off-target lag: moved on if the next agrees
+        self._pending = TwoInARow(ALIGN_TOL_S)  # a clear off-target lag: moved if the next agrees
         # the echo estimate: both envelopes (dBFS per 10 ms block), the echo's delay (blocks)
         # and gain (dB) behind the far end once found, the estimate for the newest block
         self._env_far: list[float] = [ECHO_FLOOR_DB] * ECHO_HIST  # (lists: a frame adds two
@@ -555,11 +587,13 @@ class Aligner:
         self._echo_db = ECHO_FLOOR_DB
         self.echo_energy = 0.0  # mean square (full scale 1.0), the newest frame's highest
 
-    def _envelope(self, near: np.ndarray, far: np.ndarray) -> None:
+    def _envelope(self, near: np.ndarray, far: np.ndarray) -> list[float] | None:
         """The echo expected in this frame: the far end's envelope at the echo's delay and
         gain (until they are found: its loudest over every delay searched, 0 dB gain), held
         as the room rings on. A frame's blocks push both envelopes on; the delay and gain
-        are searched again every ECHO_EVERY blocks of far-end sound."""
+        are searched again every ECHO_EVERY blocks of far-end sound. Returns the frame's
+        block energies it computed (:meth:`cancelled` needs the same: computed once), or
+        None while idle (the far end silent: no energy computed)."""
         n = near.size // BLOCK
         far_env, near_env = self._env_far, self._env_near
         if not self.echo_energy and not np.count_nonzero(far):  # idle: nothing to measure
@@ -567,11 +601,12 @@ class Aligner:
             near_env += [ECHO_FLOOR_DB] * n
             if len(far_env) >= 2 * ECHO_HIST:
                 del far_env[:-ECHO_HIST], near_env[:-ECHO_HIST]
-            return
+            return None
         x = np.concatenate((far, near)).reshape(2 * n, BLOCK).astype(np.float32)
+        energy: list[float] = np.einsum("ij,ij->i", x, x).tolist()
         scale = 1 / (BLOCK * SCALE**2)
         floor = 10 ** (ECHO_FLOOR_DB / 10)
-        env = [10 * math.log10(max(e * scale, floor)) for e in np.einsum("ij,ij->i", x, x).tolist()]
+        env = [10 * math.log10(max(e * scale, floor)) for e in energy]
         far_env += env[:n]
         near_env += env[n:]
         if len(far_env) >= 2 * ECHO_HIST:  # (trimmed now and then, not per frame)
@@ -590,6 +625,7 @@ class Aligner:
             self._echo_db = max(src + self.echo_gain_db, self._echo_db - ECHO_DECAY_DB)
             top = max(top, self._echo_db)
         self.echo_energy = 10 ** (top / 10) if top > ECHO_FLOOR_DB else 0.0
+        return energy
 
     def _find_echo(self) -> None:
         """The lag (blocks) at which the far end's envelope best matches the raw
@@ -615,10 +651,18 @@ class Aligner:
             self.echo_delay, self.echo_gain_db = lag, gain
             self.echo_found += 1
 
-    def block(self, near: np.ndarray, far: np.ndarray) -> None:
+    def block(self, near: np.ndarray, far: np.ndarray) -> list[float] | None:
         """The microphone's samples and the reference handed with them (int16, 16 kHz, a
-        whole number of 10 ms blocks)."""
-        self._envelope(near, far)
+        whole number of 10 ms blocks). Returns their energies per 10 ms block (the far
+        end's, then the microphone's; None while the echo estimate idles) for
+        :meth:`cancelled` on the same frame."""
+        energy = self._envelope(near, far)
+        self._align(near, far)
+        return energy
+
+    def _align(self, near: np.ndarray, far: np.ndarray) -> None:
+        """The frame into the window being gathered; a whole window is matched (_measure)
+        and a clear, confirmed lag moves the reference."""
         if self._stream != self.far.streams:  # a new stream: the old one's windows say
             self._stream = self.far.streams  # nothing of its delay
             self._forget()
@@ -653,20 +697,16 @@ class Aligner:
         # (the stock wheel's own estimator, or AEC3_CONFIG's 160 ms filter and the delay
         # handed to it, aec3_delay_ms)
         if r < ALIGN_SURE_R:
-            self._pending = None
+            self._pending.clear()
             return
         if abs(lag - TARGET_S) <= ALIGN_TOL_S:
             self._confirmed = self.far.epoch
-            self._pending = None
+            self._pending.clear()
             return
-        # one clear match is not enough to move: the synthetic room's reverberation gave a
-        # lone 0.9+ peak at 115 ms amid 20-40 ms matches, and that one move leaked echo into
-        # every answer after it (14 false barge-ins in tests/test_voice.py); a real jump in
-        # the sound server's latency shows as clearly in the next window too
-        pending, self._pending = self._pending, lag
-        if pending is None or abs(lag - pending) > ALIGN_TOL_S:
+        # one clear match is not enough to move (TwoInARow: a lone 0.9+ peak in the synthetic
+        # room cost 14 false barge-ins in tests/test_voice.py)
+        if not self._pending.agree(lag):
             return
-        self._pending = None
         self.moves += 1
         self.far.move(lag - TARGET_S)
         self.unconfirm()
@@ -675,7 +715,7 @@ class Aligner:
     def unconfirm(self) -> None:
         """The echo moved under AEC3 (the reference moved, or AEC3 was handed another
         delay): it leaked until now, the answer proves its delay again (or SETTLE_MAX_S)."""
-        self._pending = None
+        self._pending.clear()
         self._confirmed = -1
         with self.far._lock:
             self._moved_at = self.far._mic or -math.inf
@@ -685,12 +725,14 @@ class Aligner:
         """Drop the window being gathered (a new stream, a move, or silence before sound)."""
         self._near, self._refs, self._held, self._sound = [], [], 0, False
 
-    def cancelled(self, near: np.ndarray, out: np.ndarray, far: np.ndarray) -> None:
-        """The canceller's output ``out`` for the blocks ``near`` just measured (whole 10 ms
-        blocks): echo removed deeply over CONVERGED_BLOCKS of far-end sound confirms the
-        answer's delay too (the rig's bulk delay is beyond the aligner's reach: the stock
-        wheel's AEC3 finds it itself, AEC3_CONFIG's is handed the echo estimate's, and its
-        removal counts only once that is found: ``needs_delay``)."""
+    def cancelled(self, out: np.ndarray, energy: list[float] | None) -> None:
+        """The canceller's output ``out`` for the frame :meth:`block` just took, with the
+        energies it returned (the far end's and the raw microphone's per 10 ms block,
+        computed once for both; None: the far end was silent, no block counts): echo
+        removed deeply over CONVERGED_BLOCKS of far-end sound confirms the answer's delay
+        too (the rig's bulk delay is beyond the aligner's reach: the stock wheel's AEC3
+        finds it itself, AEC3_CONFIG's is handed the echo estimate's, and its removal
+        counts only once that is found: ``needs_delay``)."""
         epoch = self.far.epoch
         if self._epoch != epoch:  # a new answer: its own blocks only
             self._epoch = epoch
@@ -702,9 +744,14 @@ class Aligner:
             # estimate has not found it): its suppressor alone removed 15 dB of a stream
             # the microphone did not hear (0.48 s, the test's unrelated stream)
             return
-        # energies per 10 ms block, the frame's blocks at once
-        x = np.stack((far, near, out)).astype(np.float64).reshape(3, -1, BLOCK)
-        for ef, en, eo in zip(*np.einsum("kij,kij->ki", x, x).tolist(), strict=True):
+        if energy is None:  # the far end silent: no block of far-end sound
+            return
+        # the output's energies per 10 ms block, the frame's blocks at once
+        o = out.astype(np.float64).reshape(-1, BLOCK)
+        n = o.shape[0]
+        for ef, en, eo in zip(
+            energy[:n], energy[n:], np.einsum("ij,ij->i", o, o).tolist(), strict=True
+        ):
             if ef < BLOCK * ALIGN_MIN_RMS**2:
                 continue
             self._erle.append((en, eo))
@@ -775,7 +822,7 @@ class EchoCanceller:
             self.far.compensate = True
         self.stream_delay_ms = 0  # handed to AEC3 (tuned only: aec3_delay_ms)
         self._delay_seen = 0  # the echo estimate's searches looked at for it
-        self._delay_pending: int | None = None  # asked for by the last search, not handed yet
+        self._delay_pending = TwoInARow(AEC3_AGREE_MS)  # asked for by a search, not handed yet
         self.delay_moves = 0  # ... changed this often (for benches and tests)
         ns = setup.noise_suppression
         self._ns = lib.NoiseSuppressor(VAD_RATE, 1, level=ns - 1) if ns > 0 else None
@@ -840,15 +887,15 @@ class EchoCanceller:
 
     def _hand_delay(self) -> None:
         """After each of the echo estimate's searches: the delay AEC3_CONFIG's AEC3 is
-        handed (aec3_delay_ms), changed when two searches in a row agree (AEC3_AGREE_MS)."""
+        handed (aec3_delay_ms), changed when two searches in a row agree (TwoInARow,
+        AEC3_AGREE_MS)."""
         assert self._aec is not None and self.aligner is not None
         self._delay_seen = self.aligner.echo_found
         d = aec3_delay_ms(self.aligner.echo_delay, self.stream_delay_ms)
-        pending, self._delay_pending = self._delay_pending, None
         if d == self.stream_delay_ms:
+            self._delay_pending.clear()
             return
-        if pending is None or abs(d - pending) > AEC3_AGREE_MS:
-            self._delay_pending = d
+        if not self._delay_pending.agree(d):
             return
         self.stream_delay_ms = self._aec.stream_delay_ms = d
         self.delay_moves += 1
@@ -867,7 +914,7 @@ class EchoCanceller:
             self._heard += int(np.count_nonzero(far.reshape(-1, BLOCK).any(1)))
         else:
             self._quiet += near.size
-        self.aligner.block(near, far)
+        energy = self.aligner.block(near, far)
         if self.tuned and self.aligner.echo_found != self._delay_seen:
             self._hand_delay()
         tail, self._tail = self._tail, near[-BLOCK:]
@@ -880,7 +927,7 @@ class EchoCanceller:
             self._aec.process(tail, np.zeros(BLOCK, np.int16))
         # one call per frame: the library cuts it into 10 ms blocks itself
         out: np.ndarray = self._aec.process(near, far)
-        self.aligner.cancelled(near, out, far)  # its convergence confirms the answer's delay
+        self.aligner.cancelled(out, energy)  # its convergence confirms the answer's delay
         return out
 
 
