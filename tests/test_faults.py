@@ -411,16 +411,14 @@ async def test_sound_server_vanishes_and_returns(
     harness: Harness, room: rigs.PulseRoom, all_logs: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     """The sound server dies under the running daemon (like a USB card unplugged): one error
-    line per device, STATUS= and `status` name it, the LED blinks the fault until it is back;
+    line per device that notices (the microphone always; an idle speaker only if it looks
+    before it closes), STATUS= and `status` name it, the LED blinks the fault until it is back;
     then the devices reopen by themselves and a turn spoken into the room's mic works."""
     h, sim = harness, harness.sim
     led, mark = LedSpy(h), len(all_logs.records)
     room.stop()
     try:
-        # (a capture stream the plugin wedged is only given up on after WEDGED_S)
-        await h.until(
-            lambda: set(h.daemon.status()["audio_errors"]) == {"capture", "playback"}, timeout=20
-        )
+        await h.until(lambda: "capture" in h.daemon.status()["audio_errors"])
         assert led.shown[-1] == "fault"
         status = h.daemon.status()
         assert h.state() == "idle" and status["connected"] and not h.task.done()
@@ -428,9 +426,9 @@ async def test_sound_server_vanishes_and_returns(
         assert any("STATUS=" in m and "capture device 'mic'" in m for m in h.notify.drain())
         await asyncio.sleep(3.0)  # a few reopen attempts fail meanwhile: said once, not again
         lines = loud(all_logs, mark)
-        assert len(lines) == 2, lines
-        assert any("capture device 'mic'" in m for m in lines)
-        assert any("playback device 'spk'" in m for m in lines)
+        assert [m for m in lines if "capture device 'mic'" in m] == lines[:1], lines
+        assert len(lines) == 1 or (len(lines) == 2 and "playback device 'spk'" in lines[1]), lines
+        said = len(lines)
     finally:
         room.start()
     await h.until(lambda: not h.daemon.status()["audio_errors"], timeout=30)
@@ -450,7 +448,7 @@ async def test_sound_server_vanishes_and_returns(
     await h.until(lambda: h.state() == "idle", timeout=20)
     sent = uplinked_16k(sim) - before
     assert sent >= 16000 * 2 * 1.0, sent  # at least a second of the spoken question went up
-    assert len(loud(all_logs, mark)) == 2  # nothing more was said after the return
+    assert len(loud(all_logs, mark)) == said  # nothing more was said after the return
 
 
 FREEZE_S = 1.0  # longer than the capture buffer (CAPTURE_BUFFER_MS: 780 ms of 60 ms periods)

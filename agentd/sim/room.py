@@ -90,7 +90,7 @@ class PulseRoom:
             if self.alive():
                 return True
             time.sleep(0.1)
-        return False
+        return self.alive()  # once more: the caller itself may have been stalled meanwhile
 
     @property
     def log(self) -> Path:
@@ -106,7 +106,10 @@ class PulseRoom:
         """The server runs and answers (what every test in the room needs first)."""
         if self.proc is None or self.proc.poll() is not None:
             return False
-        info = subprocess.run(["pactl", "info"], env=self.env, capture_output=True, timeout=10)
+        try:
+            info = subprocess.run(["pactl", "info"], env=self.env, capture_output=True, timeout=10)
+        except subprocess.TimeoutExpired:  # (or this process could not read its answer)
+            return False
         return info.returncode == 0
 
     def ensure(self) -> PulseRoom:
