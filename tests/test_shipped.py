@@ -22,7 +22,9 @@ speaker's file lies in the runtime directory, so nothing else needs to be writab
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
+import errno
 import grp
 import os
 import pwd
@@ -54,8 +56,10 @@ UNIT = REPO / "systemd" / "agentd.service"
 KEY = "sk-shipped-0123456789abcdef"
 
 needs_bwrap = pytest.mark.skipif(
-    shutil.which("bwrap") is None or os.geteuid() != 0,
-    reason="needs bubblewrap (scripts/lib/setup.sh installs it) and root",
+    shutil.which("bwrap") is None
+    or shutil.which("systemd-analyze") is None  # the unit's SystemCallFilter= groups
+    or os.geteuid() != 0,
+    reason="needs bubblewrap (scripts/lib/setup.sh installs it), systemd-analyze and root",
 )
 
 # ------------------------------------------------------------------ the unit, parsed
@@ -163,13 +167,146 @@ def _id(name: str, db: Any, taken: Any, start: int) -> int:
             n += 1
 
 
+# ------------------------------------------------------------------ the unit's seccomp filters
+
+#: libseccomp's actions and comparisons (seccomp.h)
+SCMP_ACT_ALLOW = 0x7FFF0000
+SCMP_CMP_GE, SCMP_CMP_EQ, SCMP_CMP_MASKED_EQ = 5, 4, 7
+PROT_WRITE, PROT_EXEC, SHM_EXEC = 0o2, 0o4, 0o100000
+#: socket()'s families the kernel knows (AF_MAX); RestrictAddressFamilies= refuses the others
+AF_MAX = 46
+FAMILIES = {"AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10, "AF_NETLINK": 16}
+
+
+def scmp_errno(err: int) -> int:
+    return 0x00050000 | err
+
+
+class _ArgCmp(ctypes.Structure):
+    _fields_ = [
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    ]
+
+
+def _libseccomp() -> Any:
+    lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.POINTER(_ArgCmp),
+    ]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+def syscall_group(names: list[str]) -> set[str]:
+    """System calls of systemd's @groups, nested groups expanded (systemd-analyze's tables:
+    the ones this machine's systemd, 252 as on Pi OS bookworm, applies)."""
+    out: set[str] = set()
+    for name in names:
+        if not name.startswith("@"):
+            out.add(name)
+            continue
+        text = subprocess.run(
+            ["systemd-analyze", "syscall-filter", "--no-pager", name],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        body = [ln.strip() for ln in text.splitlines()[1:]]
+        out |= syscall_group([ln for ln in body if ln and not ln.startswith("#")])
+    return out
+
+
+def unit_syscalls(service: dict[str, list[str]]) -> set[str]:
+    """What SystemCallFilter= lets through: the first (allow) list, @default added as systemd
+    does, less every ~ list after it."""
+    allowed: set[str] = set()
+    for value in service.get("SystemCallFilter", []):
+        if value.startswith("~"):
+            allowed -= syscall_group(value[1:].split())
+        else:
+            allowed |= syscall_group(["@default", *value.split()])
+    return allowed
+
+
+def seccomp_filters(service: dict[str, list[str]], where: Path) -> list[Path]:
+    """The unit's seccomp filters as BPF files, as systemd 252 builds them (Pi OS bookworm):
+    SystemCallFilter= (an allow list, SystemCallErrorNumber= for the rest;
+    SystemCallArchitectures=native: libseccomp's native arch only, other arches killed), and
+    MemoryDenyWriteExecute= (mmap W+X, mprotect/pkey_mprotect adding X, shmat SHM_EXEC) plus
+    RestrictAddressFamilies= (socket() of another family: EAFNOSUPPORT). The launcher loads
+    them; the rig's PR_SET_MDWE is newer systemd's MemoryDenyWriteExecute=, so both hold."""
+    lib = _libseccomp()
+    (errname,) = service.get("SystemCallErrorNumber", ["EPERM"])[-1:]
+    refuse = scmp_errno(getattr(errno, errname))
+    out = []
+
+    def export(ctx: int, name: str) -> None:
+        path = where / name
+        with path.open("wb") as f:
+            assert lib.seccomp_export_bpf(ctx, f.fileno()) == 0
+        path.chmod(0o644)
+        lib.seccomp_release(ctx)
+        out.append(path)
+
+    def rule(ctx: int, action: int, name: str, *cmps: tuple[int, int, int, int]) -> None:
+        nr = lib.seccomp_syscall_resolve_name(name.encode())
+        if nr == -1:  # a name this libseccomp does not know
+            return
+        arr = (_ArgCmp * max(1, len(cmps)))(*(_ArgCmp(*c) for c in cmps))
+        rc = lib.seccomp_rule_add_array(ctx, action, nr, len(cmps), arr)
+        assert rc == 0 or nr < 0, (name, rc)  # < 0: not a system call on this arch
+
+    ctx = lib.seccomp_init(refuse)
+    for name in sorted(unit_syscalls(service)):
+        rule(ctx, SCMP_ACT_ALLOW, name)
+    export(ctx, "10-syscalls.bpf")
+
+    ctx = lib.seccomp_init(SCMP_ACT_ALLOW)
+    if service.get("MemoryDenyWriteExecute", ["no"])[-1] == "yes":
+        wx = PROT_WRITE | PROT_EXEC
+        rule(ctx, scmp_errno(errno.EPERM), "mmap", (2, SCMP_CMP_MASKED_EQ, wx, wx))
+        for name in ("mprotect", "pkey_mprotect"):
+            rule(ctx, scmp_errno(errno.EPERM), name, (2, SCMP_CMP_MASKED_EQ, PROT_EXEC, PROT_EXEC))
+        rule(ctx, scmp_errno(errno.EPERM), "shmat", (2, SCMP_CMP_MASKED_EQ, SHM_EXEC, SHM_EXEC))
+    families = service.get("RestrictAddressFamilies", [])
+    if families:
+        keep = {FAMILIES[f] for v in families for f in v.split()}
+        for af in range(AF_MAX):
+            if af not in keep:
+                rule(ctx, scmp_errno(errno.EAFNOSUPPORT), "socket", (0, SCMP_CMP_EQ, af, 0))
+        rule(ctx, scmp_errno(errno.EAFNOSUPPORT), "socket", (0, SCMP_CMP_GE, AF_MAX, 0))
+    export(ctx, "20-wx-families.bpf")
+    return out
+
+
 #: Runs first in the sandbox: the W^X lock before any native library is imported, the unit's
-#: UMask=, then `agentd` with the unit's arguments.
+#: seccomp filters (/run/rig/seccomp, see seccomp_filters; none there is an error), the
+#: unit's UMask=, then `agentd` with the unit's arguments.
 LAUNCHER = """
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 if libc.prctl(65, 1, 0, 0, 0) != 0 or libc.prctl(66, 0, 0, 0, 0) != 1:
     sys.exit("launcher: PR_SET_MDWE (MemoryDenyWriteExecute) refused")
+class Prog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+filters = sorted(os.listdir("/run/rig/seccomp"))
+if not filters:
+    sys.exit("launcher: no seccomp filter in /run/rig/seccomp")
+for name in filters:
+    code = open(os.path.join("/run/rig/seccomp", name), "rb").read()
+    if libc.prctl(22, 2, ctypes.byref(Prog(len(code) // 8, code)), 0, 0) != 0:
+        sys.exit(f"launcher: seccomp filter {name} refused: {os.strerror(ctypes.get_errno())}")
 os.umask(int(sys.argv[1], 8))
 sys.argv = ["agentd", *sys.argv[2:]]
 from agentd.cli import main
@@ -194,7 +331,8 @@ class Shipped:
     credentials directories, the notify socket and the audio rig, with the unit's owners."""
 
     def __init__(self, unit_text: str | None = None, drop: tuple[str, ...] = ()) -> None:
-        self.unit = Unit.parse(unit_text or UNIT.read_text())
+        text = unit_text or UNIT.read_text()
+        self.unit = Unit.parse(text)
         self.drop = drop  # environment the unit sets that a test takes away
         self.uid = _id(self.unit.user, pwd.getpwnam, pwd.getpwuid, 61100)
         self.gid = _id(self.unit.group, grp.getgrnam, grp.getgrgid, 61100)
@@ -221,6 +359,8 @@ class Shipped:
         (self.notify_dir / "notify").chmod(0o777)
         self.notify.setblocking(False)
         self.messages: list[str] = []
+        (self.rig / "seccomp").mkdir(mode=0o755)
+        self.filters = seccomp_filters(unit_service(text), self.rig / "seccomp")
 
     # files -------------------------------------------------------------------------
 
@@ -370,6 +510,28 @@ def test_the_sandbox_is_what_the_unit_promises(tmp_path: Path) -> None:
             "    except OSError as exc:\n"
             "        print('refused', d, exc.strerror)\n"
             "print('caps', open('/proc/self/status').read().split('CapEff:')[1].split()[0])\n"
+            # the unit's seccomp filters: a call the list leaves out, W^X, a socket family
+            "status = dict(ln.split(':\\t') for ln in open('/proc/self/status').read().splitlines())\n"
+            "print('seccomp', status['Seccomp'], status['Seccomp_filters'], status['NoNewPrivs'])\n"
+            "import mmap, socket\n"
+            "def err(call):\n"
+            "    try:\n"
+            "        call()\n"
+            "        return 'allowed'\n"
+            "    except OSError as exc:\n"
+            "        return errno.errorcode[exc.errno]\n"
+            "import errno\n"
+            "print('setaffinity', err(lambda: os.sched_setaffinity(0, {0})))\n"
+            "print('packet', err(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW)))\n"
+            "print('unix', err(lambda: socket.socket(socket.AF_UNIX).close()))\n"
+            "print('rwx', err(lambda: mmap.mmap(-1, 4096, prot=7)))\n"
+            "m = mmap.mmap(-1, 4096, prot=3)\n"
+            "a = ctypes.addressof(ctypes.c_char.from_buffer(m))\n"
+            "def rx():\n"
+            "    lc = ctypes.CDLL(None, use_errno=True)\n"
+            "    if lc.mprotect(ctypes.c_void_p(a), 4096, 5) != 0:\n"
+            "        raise OSError(ctypes.get_errno(), 'mprotect')\n"
+            "print('mprotect', err(rx))\n"
         )
         i = cmd.index("-c")
         out = subprocess.run(
@@ -385,6 +547,14 @@ def test_the_sandbox_is_what_the_unit_promises(tmp_path: Path) -> None:
         writable = {ln.split()[1] for ln in lines if ln.startswith("writable")}
         assert writable == {"/run/agentd", "/var/lib/agentd", "/tmp"}, lines
         assert "caps 0000000000000000" in lines
+        # filter mode, the unit's two filters (see seccomp_filters), no_new_privs; EPERM is
+        # the filter's (MDWE alone answers EACCES, a missing capability EPERM for AF_PACKET)
+        assert f"seccomp 2 {len(rig.filters)} 1" in lines and len(rig.filters) == 2, lines
+        assert "setaffinity EPERM" in lines  # ~@resources
+        assert (
+            "packet EAFNOSUPPORT" in lines and "unix allowed" in lines
+        )  # RestrictAddressFamilies=
+        assert "rwx EPERM" in lines and "mprotect EPERM" in lines  # MemoryDenyWriteExecute=
         assert (rig.run / "probe").exists() and (rig.state / "probe").exists()
     finally:
         rig.close()
