@@ -8,9 +8,12 @@ emulates the sandbox with bubblewrap + setpriv (docs/testing-rigs.md): an unpriv
 working directory `/`, the whole tree read-only (ProtectSystem=strict: /etc, /var/lib and /run
 too) except the runtime and state directories, private /tmp, no /home, a minimal /dev
 (DevicePolicy=closed), the key as `$CREDENTIALS_DIRECTORY/api_key`, the W^X lock
-(PR_SET_MDWE, what MemoryDenyWriteExecute=yes does on Linux ≥ 6.3) set before the daemon
-imports any native library, and NOTIFY_SOCKET caught. Not emulated: the seccomp filters
-(SystemCallFilter=, RestrictAddressFamilies=), PrivateUsers= and MemoryMax=.
+(PR_SET_MDWE, what MemoryDenyWriteExecute=yes does on Linux ≥ 6.3) and the unit's seccomp
+filters as systemd 252 (Pi OS bookworm) builds them (SystemCallFilter= from systemd-analyze's
+groups, SystemCallArchitectures=native, MemoryDenyWriteExecute='s seccomp rules,
+RestrictAddressFamilies=; seccomp_filters) set before the daemon imports any native library,
+and NOTIFY_SOCKET caught. Not emulated: PrivateUsers=, MemoryMax= and the other Restrict*=/
+Protect*= filters (RestrictNamespaces=, RestrictRealtime=, LockPersonality=, ...).
 
 The one file under ProtectHome= let through: the interpreter the test venv was made from
 when it lives in a home directory (pyenv here; on a Pi the venv uses /usr/bin/python3).
@@ -676,11 +679,17 @@ async def test_as_shipped_ready_turn_gpio_cause_and_mute_across_restart(
             assert os.readlink(f"/proc/{first.daemon_pid()}/cwd") == "/"  # lgpio did not move it
             assert st["gpio"] is False and "no /dev/gpiochip" in st["gpio_error"], st
             await asyncio.sleep(1.0)  # the connected cue has played
+            cpu0, t0 = first.cpu_s(), time.monotonic()
             await first.ctl("press")
             await asyncio.sleep(2.0)
             await first.ctl("release")
             await first.until(lambda s: s["state"] == "speaking")
             st = await first.until(lambda s: s["state"] == "idle", timeout=30)
+            turn_s, cpu = time.monotonic() - t0, first.cpu_s() - cpu0
+            print(
+                f"as shipped, echo.mode half_duplex: press → idle after the answer {turn_s:.2f} s, "
+                f"daemon CPU {cpu:.2f} s ({cpu / turn_s * 100:.1f}% of one core)"
+            )
             assert st["turns"] == 1 and st["last_error"] is None, st
             assert sim.handshakes and all(
                 h.headers.get("Authorization") == f"Bearer {KEY}" for h in sim.handshakes
@@ -742,7 +751,9 @@ def report():
             "mdwe": libc.prctl(66, 0, 0, 0, 0),
             "made": [None if c is None else {
                 "aec": c.setup.aec, "tuned": c.tuned, "frames": c.frames,
-                "bypassed": c.bypassed, "heard_s": c.heard_s} for c in made],
+                "bypassed": c.bypassed, "heard_s": c.heard_s,
+                "far_s": c.far.written_samples / 16000, "compensate": c.far.compensate,
+                "drift_windows": c.far.drift.windows} for c in made],
         }, f)
 atexit.register(report)
 sys.exit(main())
@@ -838,6 +849,10 @@ async def test_as_shipped_echo_mode_aec_under_the_units_wx_lock_and_seccomp(
     assert made is not None and made["aec"] and made["tuned"], report
     # the canceller processed the mic's frames and adapted on the answer's sound
     assert made["frames"] > made["bypassed"] and made["heard_s"] >= 0.5, report
+    # the far end tapped from the speaker's writer, and the drift estimator (numpy FFTs, the
+    # far end resampled by soxr) at work on it
+    assert made["far_s"] >= made["heard_s"] and made["compensate"], report
+    assert made["drift_windows"] > 0, report
     print(f"as shipped, echo.mode aec: the canceller's report {made}")
 
 
