@@ -630,6 +630,17 @@ class Running:
         stat = Path(f"/proc/{self.daemon_pid()}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
+    async def turn(self, hold_s: float = 2.0) -> tuple[dict[str, Any], float, float]:
+        """A push-to-talk turn through `agentd ctl`, held ``hold_s``: the status once idle
+        again, how long from the press, and the daemon's CPU seconds meanwhile."""
+        cpu0, t0 = self.cpu_s(), time.monotonic()
+        await self.ctl("press")
+        await asyncio.sleep(hold_s)
+        await self.ctl("release")
+        await self.until(lambda s: s["state"] == "speaking")
+        st = await self.until(lambda s: s["state"] == "idle", timeout=30)
+        return st, time.monotonic() - t0, self.cpu_s() - cpu0
+
     async def stop(self) -> int:
         if self.proc.returncode is None:
             os.kill(self.daemon_pid(), signal.SIGTERM)  # what systemctl stop sends the main pid
@@ -679,13 +690,7 @@ async def test_as_shipped_ready_turn_gpio_cause_and_mute_across_restart(
             assert os.readlink(f"/proc/{first.daemon_pid()}/cwd") == "/"  # lgpio did not move it
             assert st["gpio"] is False and "no /dev/gpiochip" in st["gpio_error"], st
             await asyncio.sleep(1.0)  # the connected cue has played
-            cpu0, t0 = first.cpu_s(), time.monotonic()
-            await first.ctl("press")
-            await asyncio.sleep(2.0)
-            await first.ctl("release")
-            await first.until(lambda s: s["state"] == "speaking")
-            st = await first.until(lambda s: s["state"] == "idle", timeout=30)
-            turn_s, cpu = time.monotonic() - t0, first.cpu_s() - cpu0
+            st, turn_s, cpu = await first.turn()
             print(
                 f"as shipped, echo.mode half_duplex: press → idle after the answer {turn_s:.2f} s, "
                 f"daemon CPU {cpu:.2f} s ({cpu / turn_s * 100:.1f}% of one core)"
@@ -816,13 +821,7 @@ async def test_as_shipped_echo_mode_aec_under_the_units_wx_lock_and_seccomp(
             # the far end runs on while idle (zeros: the canceller sees a reference for
             # every mic frame), which the daemon does only with a canceller made
             assert shipped.played().size - idle_from >= 48000 * 0.4
-            cpu0, t0 = running.cpu_s(), time.monotonic()
-            await running.ctl("press")
-            await asyncio.sleep(2.0)
-            await running.ctl("release")
-            await running.until(lambda s: s["state"] == "speaking")
-            st = await running.until(lambda s: s["state"] == "idle", timeout=30)
-            turn_s, cpu = time.monotonic() - t0, running.cpu_s() - cpu0
+            st, turn_s, cpu = await running.turn()
             assert st["turns"] == 1 and st["interrupts"] == 0 and st["last_error"] is None, st
             assert st["audio_errors"] == {} and st["handler_errors"] == 0, st
             appended = sum(
