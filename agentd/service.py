@@ -414,8 +414,7 @@ class Daemon:
         cap.request_stop()  # it leaves if the call ever returns, handing nothing over
         self._left_behind.append(cap)
         new = self._make_capture(loop)
-        new.succeed(cap)
-        new.error = what
+        new.succeed(cap, what)
         self.capture = new
         self._pace_card()
         self._audio_status("capture", what)

@@ -315,16 +315,16 @@ class Capture(_DeviceThread):
             return f"capture device {self.device!r} stuck in its driver for over {WEDGED_S:.0f} s"
         return None
 
-    def succeed(self, old: Capture) -> None:
-        """Take over from ``old``, left behind wedged (before start()): its counters, its
-        error (so the reopen says nothing new until the device is back), and its frames'
-        silence, which a new stream does not end (the watchdog stays withheld until frames
-        flow again)."""
-        self.stats, self.error = old.stats, old.error
+    def succeed(self, old: Capture, error: str) -> None:
+        """Take over from ``old``, left behind wedged (before start()): its counters, the
+        ``error`` said of it (so the reopen says nothing new until the device is back), and
+        its frames' silence, which a new stream does not end (the watchdog stays withheld
+        until frames flow again). The card period is the daemon's to set (_pace_card)."""
+        self.stats, self.error = old.stats, error
         self.stats.reopens += 1
         self.delivered_at = old.delivered_at
         self._starving = True
-        self._gather, self.card_period_ms = old._gather, old.card_period_ms
+        self._gather = old._gather
 
     def _failed(self) -> None:
         since = max(self.delivered_at, self._wait_from)
