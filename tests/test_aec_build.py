@@ -83,6 +83,50 @@ def test_a_config_field_changes_what_aec3_does() -> None:
     assert np.abs(transparent).mean() > 1.5 * np.abs(stock).mean()
 
 
+def test_the_build_hands_out_its_linear_filters_output() -> None:
+    """What voice barge-in weighs besides the suppressed output (agentd/voice/barge_in.py):
+    per sample processed, the echo less what the linear filter models, with the near end
+    whole; the suppressor's output has the echo, and much of the near end, taken down."""
+    rng = np.random.default_rng(22)
+    n = 6 * RATE
+    far = rng.normal(0, 3000, n)  # sound all along: the near end talks over the echo
+    tail = np.exp(-np.arange(1600) / 300.0) * rng.normal(0, 0.05, 1600)
+    tail[192] += 0.5
+    echo_ = np.convolve(far, tail)[:n]
+    tone = np.zeros(n)
+    tone[n // 2 :] = 600 * np.sin(2 * np.pi * 440 * np.arange(n - n // 2) / RATE)
+    far16, near16 = (saturate(x) for x in (far, echo_ + tone))
+    config = {**echo.AEC3_CONFIG, "delay.use_external_delay_estimator": True}
+    aec = echo.library().EchoCanceller(RATE, 1, config=config)
+    out, linear = [], []
+    step = 2 * BLOCK
+    for i in range(0, n, step):
+        out.append(aec.process(near16[i : i + step], far16[i : i + step]))
+        linear.append(aec.linear())
+        assert linear[-1].dtype == np.int16 and linear[-1].shape == out[-1].shape
+    o, lin = (np.concatenate(x).astype(np.float64) for x in (out, linear))
+
+    def level(x: np.ndarray) -> float:
+        return float(10 * np.log10(np.mean(x**2) + 1e-9))
+
+    settled = slice(2 * RATE, n // 2)  # echo only, the filter converged
+    assert level(lin[settled]) < level(echo_[settled]) - 15  # the linear filter took the echo
+    assert level(o[settled]) < level(lin[settled]) - 3  # and the suppressor more
+    talk = slice(n // 2 + RATE, n)  # the tone over the echo: whole before the suppressor,
+    assert level(lin[talk]) > max(level(tone[talk]), level(lin[settled])) - 0.5
+    assert level(o[talk]) < level(lin[talk]) - 6  # which took it down with the echo
+    # any length, as process() takes it
+    assert aec.process(near16[:250], far16[:250]).shape == aec.linear().shape == (250,)
+
+
+def test_the_linear_output_is_asked_for_in_the_config() -> None:
+    lib = echo.library()
+    with pytest.raises(ValueError, match="export_linear_aec_output"):
+        lib.EchoCanceller(RATE, 1, config={}).linear()
+    with pytest.raises(ValueError, match="sample_rate 16000 and one channel"):
+        lib.EchoCanceller(48000, 1, config={"filter.export_linear_aec_output": True})
+
+
 @pytest.mark.parametrize(
     ("config", "named"),
     [
