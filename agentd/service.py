@@ -540,7 +540,16 @@ class Daemon:
         heard = self.echo.heard_s if self.echo is not None else float("inf")
         settled = self.echo.settled if self.echo is not None else True
         echo = self.echo.echo_energy if self.echo is not None else 0.0
-        return vg.Speaker(pb.busy(now), pb.last_played_at, heard, settled, echo)
+        busy = pb.busy(now)
+        linear = self.echo.linear() if busy and self.echo is not None else None
+        return vg.Speaker(
+            busy,
+            pb.last_played_at,
+            heard,
+            settled,
+            echo,
+            b"" if linear is None else linear.tobytes(),
+        )
 
     def _on_mic(self, frame: AudioFrame) -> None:
         with self._caught("a microphone frame"):

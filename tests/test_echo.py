@@ -779,6 +779,80 @@ def test_a_cancelled_frame_far_below_the_echo_expected_is_no_user() -> None:
     assert run(level(-40), level(-60)).index(True) == NEED_MS // 20 - 1
 
 
+def test_a_user_the_suppressor_took_down_counts_by_the_linear_filters_output() -> None:
+    """Double talk over loud echo: AEC3's suppressor leaves the user's frames unvoiced and
+    quiet; before it, AEC3's linear filter has them voiced, near the echo expected. They
+    count, as LINEAR_WEIGHT of a frame, where the suppressor let something through; a leak
+    of the linear filter that the suppressor took to its floor, or one far below the echo,
+    does not."""
+    from agentd.voice.barge_in import (
+        LINEAR_MARGIN_DB,
+        LINEAR_WEIGHT,
+        MARGIN_DB,
+        NEED_MS,
+        PASSED_DB,
+        BargeInPolicy,
+    )
+
+    def level(dbfs: float) -> float:
+        return float(10 ** (dbfs / 10))
+
+    def run(out_db: float, linear: tuple[bool, float] | None, voiced: bool = False) -> list[bool]:
+        policy = BargeInPolicy()  # a warm canceller, 1.2 s into an answer's sound
+        echo = level(-25)
+        for i in range(60):
+            policy.frame(20, False, level(-70), 100.0 + 0.02 * i, True, echo, (True, level(-45)))
+        return [
+            policy.frame(20, voiced, level(out_db), 102.0 + 0.02 * i, True, echo, linear)
+            for i in range(50)
+        ]
+
+    near = level(-25 + LINEAR_MARGIN_DB + 3)
+    assert 0 < LINEAR_WEIGHT < 1
+    assert run(PASSED_DB + 2, (True, near)).index(True) == round(NEED_MS / LINEAR_WEIGHT) // 20 - 1
+    # frames the suppressed output counts (voiced, near the echo) weigh whole, whatever the
+    # linear output says
+    whole = run(-25 + MARGIN_DB + 3, (True, near), voiced=True)
+    assert whole == run(-25 + MARGIN_DB + 3, None, voiced=True)
+    assert whole.index(True) == NEED_MS // 20 - 1
+    assert not any(run(PASSED_DB + 2, None))  # (what the stock wheel gives: none)
+    assert not any(run(PASSED_DB + 2, (False, near)))  # not voiced
+    assert not any(run(PASSED_DB + 2, (True, level(-25 + LINEAR_MARGIN_DB - 3))))
+    assert not any(run(PASSED_DB - 3, (True, near)))  # the suppressor took it to its floor
+
+
+def test_the_gate_hands_the_policy_the_linear_output_with_its_own_vad() -> None:
+    """The linear output is its own stream: the gate runs a VAD of its own on it (webrtcvad
+    keeps state between frames) and hands the policy its verdict and energy; without it
+    (an empty Speaker.echo_linear) the policy is told none."""
+    import numpy as np
+
+    from agentd.audio.frame import AudioFrame
+    from agentd.voice.gate import BargeIn, Speaker, VoiceGate, VoiceSettings
+
+    s = VoiceSettings("hands_free", echo_mode="aec", barge_in="voice")
+    quiet = AudioFrame(np.full(320, 40, np.int16).tobytes(), 16000)  # -58 dBFS: let through
+    loud = np.full(320, 1800, np.int16).tobytes()
+    gate = VoiceGate(s, is_speech=lambda f: f == loud)  # only the linear frame is "voiced"
+    assert gate.is_speech is gate.linear_is_speech
+    seen: list[object] = []
+    judge = gate.barge_in.frame
+    gate.barge_in.frame = lambda *a: seen.append(a[6]) or judge(*a)  # type: ignore[method-assign]
+    events = []
+    for i in range(60):  # past the answer's onset
+        f = AudioFrame(quiet.audio, 16000, timestamp=0.02 * i)
+        heard = 100.0 + 0.02 * i
+        speaker = Speaker(True, echo_heard_s=heard, echo_energy=10**-2.5, echo_linear=loud)
+        events += gate.process(f, speaker)
+    assert seen[0] == (True, pytest.approx((1800 / 32768) ** 2))
+    assert [e for e in events if isinstance(e, BargeIn)]
+    seen.clear()
+    gate.process(AudioFrame(quiet.audio, 16000, timestamp=1.0), Speaker(True))
+    assert seen == [None]
+    own = VoiceGate(s)  # webrtcvad: one instance per stream
+    assert own.is_speech is not own.linear_is_speech
+
+
 @pytest.mark.slow
 async def test_interruptions_with_aec_keep_the_stream_truncate_what_was_heard_and_answer_whole(
     room: rigs.PulseRoom, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

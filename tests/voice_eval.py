@@ -139,10 +139,14 @@ def barge_run(
     ec = canceller or EchoCanceller(EchoSetup(aec=True))
     out = []
     for f in cancelling(mic, playback, ms, ec):
+        busy = f.end < playback.size / RATE
+        linear = ec.linear() if busy else None
         speaker = Speaker(
-            busy=f.end < playback.size / RATE,
+            busy=busy,
             echo_heard_s=ec.heard_s,
+            echo_settled=ec.settled,
             echo_energy=ec.echo_energy,
+            echo_linear=b"" if linear is None else linear.tobytes(),
         )
         for e in gate.process(f, speaker):
             if isinstance(e, BargeIn):

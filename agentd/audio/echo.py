@@ -148,6 +148,10 @@ AEC3_CONFIG: dict[str, bool | int | float] = {
     # median/p10 32.4/23.1 dB, 0 false barge-ins of 84, 6.5 ms/s for the whole path
     "erle.max_l": 16.0,
     "erle.max_h": 8.0,
+    # the linear filter's own output is kept too (EchoCanceller.linear): the suppressor takes
+    # a user talking over loud echo down with it, the linear stage does not, and voice
+    # barge-in weighs both (agentd/voice/barge_in.py)
+    "filter.export_linear_aec_output": True,
 }
 AEC3_FILTER_MS = 4 * 40  # the echo AEC3_CONFIG's filter covers behind the delay handed over
 # With AEC3_CONFIG, the delay handed to AEC3 (aec3_delay_ms) places the echo estimate's
@@ -194,13 +198,15 @@ def available() -> bool:
 
 
 def configurable(lib: Any) -> bool:
-    """The build takes AEC3's own config (``EchoCanceller(..., config={"dotted.field": v})``,
-    agentd's patch of pywebrtc-audio); the stock wheel has no such argument."""
+    """The build takes AEC3's own config (``EchoCanceller(..., config={"dotted.field": v})``)
+    and hands out its linear filter's output (``.linear()``): agentd's patch of
+    pywebrtc-audio as it is now. The stock wheel has neither; an older agentd build lacks
+    the second and is rebuilt by scripts/install."""
     try:
         lib.EchoCanceller(VAD_RATE, 1, 0, config={})
     except TypeError:
         return False
-    return True
+    return hasattr(lib.EchoCanceller, "linear")
 
 
 def aec3(lib: Any) -> Any:
@@ -839,6 +845,7 @@ class EchoCanceller:
         self._quiet = 0  # samples since the far end last had sound
         self._idle = False  # the canceller is bypassed (IDLE_AEC_S of silent far end)
         self._tail = np.zeros(BLOCK, np.int16)  # the last 10 ms of microphone it was given
+        self._linear = False  # AEC3 processed the newest frame: its linear output is the frame's
         self.bypassed = 0  # frames not handed to the canceller (for benches and tests)
 
     @property
@@ -860,6 +867,13 @@ class EchoCanceller:
         """Far-end sound the canceller has adapted on since it was made (seconds)."""
         return self._heard * BLOCK / VAD_RATE if self._aec is not None else 0.0
 
+    def linear(self) -> np.ndarray | None:
+        """The newest frame after AEC3's linear filter alone (16 kHz int16): the echo less
+        what the filter models, and a user talking over it not yet taken down by the
+        suppressor. None where there is none (no AEC3, the stock wheel, a bypassed frame).
+        Asked only while the speaker plays (voice barge-in): it costs a copy."""
+        return self._aec.linear() if self._linear and self._aec is not None else None
+
     def process(self, frame: AudioFrame) -> AudioFrame:
         """One capture frame through the chain; the far end advances by the same length."""
         if frame.rate != VAD_RATE or frame.width != 2 or frame.channels != 1:
@@ -876,6 +890,7 @@ class EchoCanceller:
         far = self.far.take(near.size, frame.timestamp)
         self.far.heard(near, far)
         x = near
+        self._linear = False
         if self._aec is not None:
             x = self._cancel(near, far)
         if self._ns is not None:
@@ -927,6 +942,7 @@ class EchoCanceller:
             self._aec.process(tail, np.zeros(BLOCK, np.int16))
         # one call per frame: the library cuts it into 10 ms blocks itself
         out: np.ndarray = self._aec.process(near, far)
+        self._linear = self.tuned
         self.aligner.cancelled(out, energy)  # its convergence confirms the answer's delay
         return out
 

@@ -120,6 +120,7 @@ class Speaker:
     echo_heard_s: float = float("inf")  # far-end audio the echo canceller has learned from
     echo_settled: bool = True  # the echo's delay is confirmed for the current answer
     echo_energy: float = 0.0  # the echo expected in the frame (mean square; 0: none known)
+    echo_linear: bytes = b""  # the frame after AEC3's linear filter alone (empty: none)
 
 
 def _energy(frame: AudioFrame) -> float:
@@ -165,12 +166,17 @@ class VoiceGate:
         barge_in: BargeInPolicy | None = None,
     ) -> None:
         self.s = settings
+        # the linear filter's output (voice barge-in) is another stream: its own VAD state
+        self.is_speech: Callable[[bytes], bool]
+        self.linear_is_speech: Callable[[bytes], bool]
         if is_speech is None:
             import webrtcvad
 
-            vad = webrtcvad.Vad(settings.aggressiveness)
-            is_speech = lambda f: vad.is_speech(f, RATE)  # noqa: E731
-        self.is_speech = is_speech
+            vad, linear_vad = (webrtcvad.Vad(settings.aggressiveness) for _ in range(2))
+            self.is_speech = lambda f: vad.is_speech(f, RATE)
+            self.linear_is_speech = lambda f: linear_vad.is_speech(f, RATE)
+        else:
+            self.is_speech = self.linear_is_speech = is_speech
         self.barge_in = barge_in or BargeInPolicy()
         self.preroll = _Preroll(settings.preroll_ms)
         self.ptt_held = False
@@ -330,6 +336,10 @@ class VoiceGate:
     def _double_talk(self, frame: AudioFrame, speaker: Speaker) -> list[VoiceEvent]:
         """``frame`` is echo-cancelled (echo.mode aec): the policy weighs VAD and energy."""
         voiced = self.is_speech(frame.audio)
+        linear = None
+        if len(speaker.echo_linear) == len(frame.audio):
+            before = AudioFrame(speaker.echo_linear, RATE, timestamp=frame.timestamp)
+            linear = (self.linear_is_speech(before.audio), _energy(before))
         if self.barge_in.frame(
             frame.milliseconds,
             voiced,
@@ -337,6 +347,7 @@ class VoiceGate:
             speaker.echo_heard_s,
             speaker.echo_settled,
             speaker.echo_energy,
+            linear,
         ):
             return [BargeIn(frame.end)]
         return []
