@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from agentd.voice.barge_in import BargeInPolicy
+from agentd.voice.barge_in import BargeInPolicy, db
 from tests.echo_scenes import replay_decision
 
 GAP_S = 0.5  # frames further apart than this belong to different answers
@@ -41,7 +41,7 @@ class Answer:
     frame's time from the talker's onset (s; -inf: before it, or no talker), ``ser`` the
     trial's SER (None: echo-only), ``recorded`` the run's own decision (s from the onset)."""
 
-    args: list[tuple[float, bool, float, float, bool, float]]
+    args: list[tuple[float, bool, float, float, bool, float, tuple[bool, float] | None]]
     t: list[float]
     ser: float | None
     recorded: float | None
@@ -67,7 +67,18 @@ def answers(path: str | Path) -> list[Answer]:
             end = x[up[-1] + 1, 9] + TAIL_S if len(up) else x[0, 9]
             x = x[x[:, 9] <= end]
         args = [
-            (r[2], bool(r[3]), 10 ** (r[4] / 10), r[6], bool(r[7]), 10 ** (r[5] / 10)) for r in x
+            (
+                r[2],
+                bool(r[3]),
+                10 ** (r[4] / 10),
+                r[6],
+                bool(r[7]),
+                10 ** (r[5] / 10)
+                if r[5] > db(0.0)
+                else 0.0,  # (none expected: recorded at the floor)
+                (bool(r[12]), 10 ** (r[13] / 10)) if len(r) > 13 and r[12] >= 0 else None,
+            )
+            for r in x
         ]
         t = [r[1] if r[0] == 1 else -math.inf for r in x]
         fired = [t[i] for i in range(len(x)) if x[i, 8] and t[i] >= 0]

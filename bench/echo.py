@@ -14,7 +14,10 @@ and 5× delivery (ANSWERS per case, four cases: self-interruptions counted); the
 the rig, TRIALS voice barge-ins at SER -5 and -10 dB (latency from the talker's speech
 reaching the microphone's sink, after the rig's own output buffer, to the answer's last
 sample out of the speaker, cancel + truncate sent before; with where the time went), and one
-more answer after them that must play whole.
+more answer after them that must play whole. ``--features F.npy`` keeps every frame the
+barge-in policy judged (bench/barge_replay.py replays them); with ``--shadow`` the daemon is
+never told to barge in by voice, so every answer and trial is kept whole for the replay (the
+run's own figures then mean nothing).
 
 ``--field-trials``: AEC3's suppressor settings by webrtc field trial (the only way left to
 reach them): each trial in a process of its own, whether AEC3's output changes at all, and
@@ -41,6 +44,8 @@ from tests.corpus import RATE
 from tests.echo_scenes import Barge
 
 BLOCK = RATE // 10  # ERLE is measured per 100 ms
+# e2e: far-end sound the canceller has heard before the barge-in trials (echo-only answers)
+WARMUP_S = 30.0
 PIPE_MS = 60  # e2e: from the frame that decides a barge-in to the last sample out, about
 
 
@@ -151,7 +156,8 @@ def cpu_figures(seconds: float = 20, runs: int = 6) -> dict[str, float]:
     """CPU ms per audio-second (process CPU time; the machine is shared, so each figure is
     measured ``runs`` times, interleaved, and the lowest and the median are kept): while the far end plays, the daemon's
     whole aec path (the far-end tap resampling the card's 48 kHz as Playback hands it, the
-    canceller with its aligner, VAD on its output); AEC3 alone on the same signals (the
+    canceller with its aligner, VAD on its output and, as voice barge-in asks, on AEC3's linear
+    output); AEC3 alone on the same signals (the
     library's floor) and timed inside the path; the far-end tap alone (written at 48 kHz, taken per frame) and the
     aligner alone on the same frames (where the rest goes); the same path while nothing
     plays (the canceller bypassed); VAD alone (half duplex)."""
@@ -186,7 +192,7 @@ def cpu_figures(seconds: float = 20, runs: int = 6) -> dict[str, float]:
         the tuned config) is made and stopped, as in a daemon that has played a while;
         ``drift``: timed while the estimator runs (its first ~10-20 s of far-end sound, and
         again every 10 min); ``timed()`` is called as the timed pass starts."""
-        vad = webrtcvad.Vad(2)
+        vad, linear_vad = webrtcvad.Vad(2), webrtcvad.Vad(2)
         ec = EchoCanceller(EchoSetup(aec=True), lib=lib)
         ec.far.written(far48[:ahead], card, 0.0)
 
@@ -197,6 +203,8 @@ def cpu_figures(seconds: float = 20, runs: int = 6) -> dict[str, float]:
                 ec.far.written(far48[i : i + card // 50], card, k * seconds + i / card)
                 g = AudioFrame(f.audio, RATE, timestamp=k * seconds + f.timestamp)
                 vad.is_speech(ec.process(g).audio, RATE)
+                if (linear := ec.linear()) is not None:  # (agentd's build only)
+                    linear_vad.is_speech(linear.tobytes(), RATE)
             return time.process_time() - t
 
         k = 0
@@ -222,6 +230,12 @@ def cpu_figures(seconds: float = 20, runs: int = 6) -> dict[str, float]:
             def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
                 t = time.process_time()
                 out: np.ndarray = self.aec.process(near, far)
+                spent[0] += time.process_time() - t
+                return out
+
+            def linear(self) -> np.ndarray:
+                t = time.process_time()
+                out: np.ndarray = self.aec.linear()
                 spent[0] += time.process_time() - t
                 return out
 
@@ -760,8 +774,25 @@ async def _e2e_cases(answers: int, trials: int) -> dict[str, float]:
                     with pytest.MonkeyPatch.context() as mp:
                         async with running_daemon(tmp, mp, echo_scenes.config(rig=True)) as h:
                             talk = echo_scenes.Talker(room, rig, tmp)
-                            # the canceller learns on a first answer (the button works then)
-                            await echo_scenes.answer(h, talk)
+                            # the trials measure the device as it runs for months: the
+                            # canceller has heard WARMUP_S of its own sound first (from a
+                            # fresh start the rule asks more evidence until WARM_S, and the
+                            # canceller still leaks now and then in its first ~20 s: in
+                            # runs A-E 3-5 of the first 5 trials were the slow ones)
+                            warm = echo_scenes.Answers()
+                            while h.daemon.echo.heard_s < WARMUP_S:
+                                got = await echo_scenes.echo_only_answers(h, talk, 1, 1.0)
+                                warm.asked += got.asked
+                                warm.whole += got.whole
+                            cut = warm.asked - warm.whole
+                            out["e2e_warmup_answers"] = warm.asked
+                            out["e2e_warmup_cut"] = cut
+                            print(
+                                f"  warm-up: {warm.asked} echo-only answers through the rig "
+                                f"({h.daemon.echo.heard_s:.0f} s of far-end sound heard), "
+                                f"{cut} cut",
+                                flush=True,
+                            )
                             for ser in (-5.0, -10.0):
                                 res = []
                                 for k in range(trials):
@@ -987,9 +1018,17 @@ def e2e(answers: int = 13, trials: int = 40) -> dict[str, float]:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--e2e"]:
         # --features PATH: every frame the policy judged, labelled, saved as .npy (the
-        # columns: tests/echo_scenes.py FEATURES)
+        # columns: tests/echo_scenes.py FEATURES); --shadow: the daemon is never told to
+        # barge in by voice (echo_scenes.SHADOW), so the features hold every answer whole
         feat = sys.argv.index("--features") if "--features" in sys.argv else 0
-        e2e(*(int(a) for a in sys.argv[2 : feat or 4][:2]))
+        if "--shadow" in sys.argv:
+            if not feat:
+                sys.exit("--shadow records features only: give --features PATH")
+            from tests import echo_scenes
+
+            echo_scenes.SHADOW = True
+            print("shadow mode: no voice barge-in acts; replay the features for figures")
+        e2e(*[int(a) for a in sys.argv[2:] if a.isdigit()][:2])
         if feat:
             from tests.echo_scenes import FEATURES
 

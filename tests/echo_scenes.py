@@ -133,8 +133,14 @@ def reply_ms(h: Harness) -> int:
 # Every frame the barge-in policy judged in the scenes (bench/echo.py --e2e --features):
 # (talker: 0 echo-only answer / 1 barge-in trial, seconds since the talker's onset (-inf
 # before it), ms, voiced, dBFS, expected echo dBFS, heard_s, settled, barged in, when, the
-# estimate's delay in blocks and gain in dB)
+# estimate's delay in blocks and gain in dB, the linear filter's output: voiced (-1: none)
+# and dBFS)
 FEATURES: list[tuple[float, ...]] = []
+# Shadow mode (bench/echo.py --e2e --shadow): the policy judges and FEATURES records, but the
+# daemon is never told to barge in by voice, so every answer and every trial is recorded
+# whole and any rule can be replayed on all of it (bench/barge_replay.py); with the policy
+# acting, the record of an answer ends where the run's own rule cut it
+SHADOW = False
 
 
 def _estimate(h: Harness) -> tuple[float, float]:
@@ -147,8 +153,8 @@ def _estimate(h: Harness) -> tuple[float, float]:
 
 def _feature(h: Harness, talker: float, onset: float, a: tuple[Any, ...], fired: bool) -> None:
     """One judged frame into FEATURES: ``a`` is the policy's arguments (ms, voiced, energy,
-    heard_s, settled, echo); energies in dB."""
-    ms, voiced, energy, heard_s, settled, echo = a
+    heard_s, settled, echo, linear); energies in dB."""
+    ms, voiced, energy, heard_s, settled, echo, linear = a
     now = time.monotonic()
     FEATURES.append(
         (
@@ -163,6 +169,8 @@ def _feature(h: Harness, talker: float, onset: float, a: tuple[Any, ...], fired:
             fired,
             now,
             *_estimate(h),
+            -1.0 if linear is None else float(linear[0]),
+            -math.inf if linear is None else db(linear[1]),
         )
     )
 
@@ -173,10 +181,10 @@ def _recording(h: Harness) -> Iterator[None]:
     policy = h.daemon.gate.barge_in
     judge = policy.frame
 
-    def spy(*a: Any) -> bool:  # (the gate hands the policy all six arguments, in order)
+    def spy(*a: Any) -> bool:  # (the gate hands the policy all seven arguments, in order)
         fired = judge(*a)
         _feature(h, 0.0, -math.inf, a, fired)
-        return fired
+        return fired and not SHADOW
 
     policy.frame = spy  # type: ignore[method-assign]
     try:
@@ -280,14 +288,15 @@ async def barge_in(
     args: list[tuple[Any, ...]] = []  # each frame's arguments, for the replays
     judge = policy.frame
 
-    def spy(*a: Any) -> bool:  # (as handed by the gate: ms, voiced, energy, heard_s, settled, echo)
+    # (as the gate hands them: ms, voiced, energy, heard_s, settled, echo, linear)
+    def spy(*a: Any) -> bool:
         now = time.monotonic()
-        ms, voiced, energy, _, settled, echo = a
-        seen.append((now, policy.counts(voiced, energy, echo), settled, ms))
+        ms, voiced, energy, _, settled, echo, linear = a
+        seen.append((now, policy.counts(voiced, energy, echo, linear), settled, ms))
         args.append(a)
         fired = judge(*a)
         _feature(h, 1.0, now, a, fired)
-        return fired
+        return fired and not SHADOW
 
     k0 = len(FEATURES)
     policy.frame = spy  # type: ignore[method-assign]
