@@ -828,6 +828,7 @@ def test_the_gate_hands_the_policy_the_linear_output_with_its_own_vad() -> None:
     import numpy as np
 
     from agentd.audio.frame import AudioFrame
+    from agentd.audio.pcm import to_float
     from agentd.voice.gate import BargeIn, Speaker, VoiceGate, VoiceSettings
 
     s = VoiceSettings("hands_free", echo_mode="aec", barge_in="voice")
@@ -844,7 +845,7 @@ def test_the_gate_hands_the_policy_the_linear_output_with_its_own_vad() -> None:
         heard = 100.0 + 0.02 * i
         speaker = Speaker(True, echo_heard_s=heard, echo_energy=10**-2.5, echo_linear=loud)
         events += gate.process(f, speaker)
-    assert seen[0] == (True, pytest.approx((1800 / 32768) ** 2))
+    assert seen[0] == (True, pytest.approx(float(np.mean(to_float(loud) ** 2))))
     assert [e for e in events if isinstance(e, BargeIn)]
     seen.clear()
     gate.process(AudioFrame(quiet.audio, 16000, timestamp=1.0), Speaker(True))
