@@ -75,7 +75,9 @@ Why the rule looks like this (measured on the echo path rig, bench/echo.py):
   the shadow run, the rule as it is fired on no echo-only answer the rule before did not (1
   of 134, a leak 15 s into the canceller's life, fires with either) and took the p95 of
   -5 dB decisions from 553 to 432 ms (-10 dB: 581 to 563); the component path's figures did
-  not move.
+  not move. End to end (two runs) the -5 dB trials slowed by too few frames counted fell to
+  3 and 2 of 40 from 7 in each of the two runs before; the rest of the tail is the
+  canceller's first ~20 s after start-up (ARM_S, WARM_S) and its unconfirmed delays.
 """
 
 from __future__ import annotations
