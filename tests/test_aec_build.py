@@ -161,6 +161,47 @@ def test_the_stock_wheel_is_a_warning_for_aec_only() -> None:
         assert quiet == []
 
 
+class OldBuild:
+    """agentd's build before the linear output: takes AEC3's config, has no ``linear``."""
+
+    class EchoCanceller:
+        def __init__(
+            self, sample_rate: int, num_channels: int, stream_delay_ms: int = 0, config: Any = None
+        ) -> None:
+            if config and "filter.export_linear_aec_output" in config:
+                raise ValueError("unknown AEC3 config field: filter.export_linear_aec_output")
+            lib = echo.library()
+            self.aec = lib.EchoCanceller(sample_rate, num_channels, stream_delay_ms, config=config)
+
+        def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
+            out: np.ndarray = self.aec.process(near, far)
+            return out
+
+
+def test_an_older_agentd_build_runs_tuned_without_the_linear_output() -> None:
+    """A device that pulled a newer agentd without rerunning scripts/install: AEC3 still runs
+    AEC3_CONFIG (less the linear output), barge-in goes without it, and check-config says
+    to rebuild."""
+    from agentd.audio.frame import AudioFrame
+    from agentd.config.validate import AEC_INSTALL
+
+    warnings: list[str] = []
+    check_echo_build(from_mapping({"echo": {"mode": "aec"}}), warnings, OldBuild)
+    (warning,) = warnings
+    assert warning.startswith("echo.mode: aec runs on an older build of agentd's")
+    assert "linear output" in warning and AEC_INSTALL in warning
+    frame = AudioFrame(np.full(320, 300, np.int16).tobytes(), RATE, timestamp=0.0)
+    old = echo.EchoCanceller(echo.EchoSetup(aec=True), lib=OldBuild)
+    assert old.tuned and not old.linear_out
+    old.process(frame)
+    assert old.linear() is None
+    ours = echo.EchoCanceller(echo.EchoSetup(aec=True))
+    assert ours.tuned and ours.linear_out
+    ours.process(frame)
+    got = ours.linear()
+    assert got is not None and got.shape == (320,)
+
+
 def check_config(
     tmp_path: Path, mode: str, site: Path | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -198,22 +198,31 @@ def available() -> bool:
 
 
 def configurable(lib: Any) -> bool:
-    """The build takes AEC3's own config (``EchoCanceller(..., config={"dotted.field": v})``)
-    and hands out its linear filter's output (``.linear()``): agentd's patch of
-    pywebrtc-audio as it is now. The stock wheel has neither; an older agentd build lacks
-    the second and is rebuilt by scripts/install."""
+    """The build takes AEC3's own config (``EchoCanceller(..., config={"dotted.field": v})``,
+    agentd's patch of pywebrtc-audio); the stock wheel has no such argument."""
     try:
         lib.EchoCanceller(VAD_RATE, 1, 0, config={})
     except TypeError:
         return False
-    return hasattr(lib.EchoCanceller, "linear")
+    return True
+
+
+def exports_linear(lib: Any) -> bool:
+    """The build also hands out AEC3's linear filter output (``.linear()``, agentd's patch
+    since issue 22's linear barge-in): an older agentd build, not yet rebuilt by
+    scripts/install, runs AEC3_CONFIG without it, and voice barge-in without it."""
+    return configurable(lib) and hasattr(lib.EchoCanceller, "linear")
 
 
 def aec3(lib: Any) -> Any:
     """The native AEC3 as the daemon makes it: AEC3_CONFIG where the build takes it (then
-    handed the echo's delay, :func:`aec3_delay_ms`), the stock wheel as it comes."""
-    if configurable(lib):
+    handed the echo's delay, :func:`aec3_delay_ms`; the linear output asked for where the
+    build has it), the stock wheel as it comes."""
+    if exports_linear(lib):
         return lib.EchoCanceller(VAD_RATE, 1, 0, config=AEC3_CONFIG)
+    if configurable(lib):
+        config = {k: v for k, v in AEC3_CONFIG.items() if k != "filter.export_linear_aec_output"}
+        return lib.EchoCanceller(VAD_RATE, 1, 0, config=config)
     return lib.EchoCanceller(VAD_RATE, 1)
 
 
@@ -819,6 +828,7 @@ class EchoCanceller:
         self.setup = setup
         self.far = far or FarEnd()
         self.tuned = setup.aec and configurable(lib)
+        self.linear_out = setup.aec and exports_linear(lib)  # (:meth:`linear`)
         self._aec = aec3(lib) if setup.aec else None
         # The far end is resampled by the clocks' drift (FarEnd.compensate) where AEC3 runs
         # AEC3_CONFIG, and only there: AEC3_CONFIG without it let 6 of 84 echo-only answers
@@ -942,7 +952,7 @@ class EchoCanceller:
             self._aec.process(tail, np.zeros(BLOCK, np.int16))
         # one call per frame: the library cuts it into 10 ms blocks itself
         out: np.ndarray = self._aec.process(near, far)
-        self._linear = self.tuned
+        self._linear = self.linear_out
         self.aligner.cancelled(out, energy)  # its convergence confirms the answer's delay
         return out
 

@@ -434,8 +434,9 @@ def echo_build() -> str | None:
 
 
 def check_echo_build(cfg: Config, warnings: list[str], lib: Any = None) -> None:
-    """``echo.mode: aec`` on a build that takes none of AEC3's config (PyPI's wheel): it runs,
-    so a warning, not an error; ``lib`` is the native module (default: the installed one)."""
+    """``echo.mode: aec`` on a build that takes none of AEC3's config (PyPI's wheel), or on an
+    older agentd build without AEC3's linear output: it runs, so a warning, not an error;
+    ``lib`` is the native module (default: the installed one)."""
     from agentd.audio import echo
 
     if cfg.echo.mode != "aec":
@@ -450,4 +451,11 @@ def check_echo_build(cfg: Config, warnings: list[str], lib: Any = None) -> None:
             "which takes none of AEC3's config: the canceller is untuned, so voice barge-in and "
             "double talk are weaker (slower barge-in, the user cut more while the answer plays); "
             f"install agentd's build: {AEC_INSTALL}"
+        )
+    elif not echo.exports_linear(lib):
+        warnings.append(
+            f"echo.mode: aec runs on an older build of agentd's pywebrtc-audio "
+            f"({echo_build() or 'unknown'}), without AEC3's linear output: voice barge-in hears "
+            "only the suppressed signal (slower when the user talks over a loud answer); "
+            f"rebuild it: {AEC_INSTALL}"
         )
