@@ -541,7 +541,9 @@ class Daemon:
         settled = self.echo.settled if self.echo is not None else True
         echo = self.echo.echo_energy if self.echo is not None else 0.0
         busy = pb.busy(now)
-        linear = self.echo.linear() if busy and self.echo is not None else None
+        # (a native copy per frame: only where voice barge-in weighs it, VoiceGate._double_talk)
+        wanted = busy and self.gate.s.barge_in == "voice"
+        linear = self.echo.linear() if wanted and self.echo is not None else None
         return vg.Speaker(
             busy,
             pb.last_played_at,
