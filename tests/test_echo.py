@@ -596,10 +596,11 @@ LATE_LEAK = (
 )
 
 
-def test_an_echo_leaking_0_8_s_after_its_delay_is_confirmed_is_no_barge_in() -> None:
-    """The answer above cut itself 1.5 s in (replayed: with a RESETTLE_MS of 400, 1 false
-    fire in 138 answers); asked the cold evidence for RESETTLE_MS it is not cut, and no
-    trial of that run decided later (bench/barge_replay.py)."""
+def test_an_echo_leaking_late_after_its_delay_is_confirmed_is_no_barge_in() -> None:
+    """The rule with a RESETTLE_MS of 400 cuts the answer above 1.5 s in (replayed by
+    bench/barge_replay.py: its one false fire in that run's 138 answers, and the same in a
+    later run's 137); asked the cold evidence for RESETTLE_MS it is not cut, and no trial of
+    either run decides later."""
     from agentd.voice.barge_in import BargeInPolicy
 
     def db_(tok: str) -> float:

@@ -263,7 +263,7 @@ def as_played(h: Harness) -> tuple[np.ndarray, float]:
 def test_the_room_oracle_reads_a_fricative_half_a_sample_off_as_played() -> None:
     """The room resamples, so what it plays sits a fraction of a sample off the reference;
     an "s" (4-6 kHz) half a sample off correlates ~0.5 with it. A cut 70 ms into one is
-    found where it is, not where the "s" began (CI: +77 ms, 1 run in 8)."""
+    found where it is, not where the "s" began (CI: +78 ms; here 2 opus runs in 22)."""
     rate, rng = 16000, np.random.default_rng(5)
 
     def band(n: int, lo_hz: float, hi_hz: float) -> np.ndarray:

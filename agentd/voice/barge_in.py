@@ -45,8 +45,9 @@ Why the rule looks like this (measured on the echo path rig, bench/echo.py):
   each then decides past what was recorded: unknown). 400 ms were not enough: in a later
   shadow run (138 answers) a trial's answer, confirmed 0.5 s into its sound, leaked its echo
   through the linear filter (4-7 dB under the echo expected) and the suppressor (-41..-49
-  dBFS) 0.45-0.75 s after, and cut itself 1.5 s in; replayed with 800 ms it is not cut, no
-  other answer is, and no trial decides later;
+  dBFS) 0.45-0.75 s after, which the rule with 400 ms cuts 1.5 s in (replayed; the same
+  happened in the next recorded run's 137); replayed with 800 ms no answer of either run is
+  cut and no trial decides later;
 - that onset is counted from the answer's first sound (the canceller's far end), not from
   when the speaker became busy: the answer's first sound reaches the microphone only after the
   playout delay, the output buffer and the room (~0.5 s through the echo path rig), and
