@@ -58,6 +58,9 @@ def align(rec: np.ndarray, ref: np.ndarray, rate: int = 16000) -> tuple[int, flo
     return off, gain
 
 
+SUBSTEPS = 6  # subsample's steps per sample
+
+
 def subsample(rec: np.ndarray, ref: np.ndarray, off: int, rate: int = 16000) -> np.ndarray:
     """``ref`` delayed by the fraction of a sample (of ``SUBSTEPS``) that matches ``rec`` at
     ``off`` best. The room resamples (the answer's rate, PulseAudio's 48 kHz, the probe's
@@ -74,9 +77,6 @@ def subsample(rec: np.ndarray, ref: np.ndarray, off: int, rate: int = 16000) -> 
             best = (score, cand)
     assert best is not None
     return best[1].astype(np.float32)
-
-
-SUBSTEPS = 6
 
 
 def played_span_ms(rec: np.ndarray, ref: np.ndarray, rate: int = 16000) -> tuple[float, float]:
