@@ -584,14 +584,16 @@ def pings_since(h: Harness, t: float) -> int:
     return sum(1 for ts, m in h.notify.messages if ts >= t and "WATCHDOG=1" in m)
 
 
-async def withheld_then_resumed(
-    h: Harness, broken: str, fix: Any, healthy_first: bool = True
-) -> None:
+async def withheld_then_resumed(h: Harness, broken: str, fix: Any, breaker: Any = None) -> None:
     """The watchdog (WATCHDOG_USEC 2 s: a ping a second) stops while ``broken`` is what
-    health() says, and resumes once ``fix()`` has been called."""
-    if healthy_first:  # (a ping a second; 2 s is the unit's WATCHDOG_USEC: a loaded CI
-        t0 = mark(h)  # machine once saw none within 1.5 s, before anything was broken)
+    health() says, and resumes once ``fix()`` has been called. With ``breaker``, a healthy
+    ping is seen first and then ``breaker()`` breaks it; without, it is broken already."""
+    if breaker is not None:
+        # (broken first, the ping due a second later could meet the breakage on the same
+        # millisecond: a loaded CI machine once saw it withheld, rightly, for 6 s)
+        t0 = mark(h)
         await h.until(lambda: pings_since(h, t0) >= 1, timeout=2)
+        breaker()
     await h.until(lambda: broken in (h.daemon.status()["unhealthy"] or ""), timeout=6)
     t1 = mark(h)
     await asyncio.sleep(2.5)
@@ -612,10 +614,12 @@ async def test_watchdog_withheld_while_the_microphone_is_frozen(
     within ~2 s and resumes when the frames do."""
     h = harness
     mark = len(all_logs.records)
-    rigs.CLOCKMIC_FREEZE.touch()
     try:
         await withheld_then_resumed(
-            h, "no microphone audio", lambda: rigs.CLOCKMIC_FREEZE.unlink(missing_ok=True)
+            h,
+            "no microphone audio",
+            lambda: rigs.CLOCKMIC_FREEZE.unlink(missing_ok=True),
+            breaker=rigs.CLOCKMIC_FREEZE.touch,
         )
     finally:
         rigs.CLOCKMIC_FREEZE.unlink(missing_ok=True)
@@ -708,8 +712,7 @@ async def test_speaker_hung_mid_answer_ends_speaking_and_withholds_the_watchdog(
         await withheld_then_resumed(
             h,
             "playback device 'clockspk'",
-            lambda: rigs.CLOCKSPK_FREEZE.unlink(missing_ok=True),
-            healthy_first=False,  # it has been unhealthy since the stall
+            lambda: rigs.CLOCKSPK_FREEZE.unlink(missing_ok=True),  # (unhealthy since the stall)
         )
     finally:
         rigs.CLOCKSPK_FREEZE.unlink(missing_ok=True)
@@ -758,13 +761,15 @@ async def test_watchdog_withheld_while_the_link_is_off_schedule(
 
     h, sim = harness, harness.sim
     monkeypatch.setattr(connection, "SCHEDULE_GRACE_S", 0.5)
-    LATE_RETRIES.late = True  # the retry timer fires 6 s late
-    sim.drop_all()
+
+    def retry_late() -> None:
+        LATE_RETRIES.late = True  # the retry timer fires 6 s late
+        sim.drop_all()
 
     def let_it_retry_on_time() -> None:
         LATE_RETRIES.late = False
 
-    await withheld_then_resumed(h, "connection is stuck", let_it_retry_on_time)
+    await withheld_then_resumed(h, "connection is stuck", let_it_retry_on_time, retry_late)
     await h.until(lambda: h.daemon.conv.connected and h.state() == "idle")
     task = h.daemon._link_task
     assert task is not None
