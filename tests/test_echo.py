@@ -819,6 +819,51 @@ def test_the_echo_expected_follows_the_far_end_at_the_echos_delay_and_gain() -> 
     assert ec.aligner.echo_delay == found[0] and abs(ec.aligner.echo_gain_db - found[1]) < 1
 
 
+def test_the_echo_estimate_is_not_searched_on_a_few_blocks_of_far_end_sound() -> None:
+    """ECHO_EVERY counts the far end's sound since the last search, which may lie scattered
+    over answers' tails: the count may fall due in an answer's first blocks, with nearly
+    nothing of it in the history. A user who starts talking as the answer starts then
+    matches the far end at no delay (through the rig 7 searches on windows of 4-12 blocks
+    of sound moved the estimate to 0 for a second, and one handed AEC3 0 ms for 180). A
+    match whose window, or the held delay's, has less than ECHO_MIN_SOUND is not used."""
+    import numpy as np
+
+    from agentd.audio.echo import ECHO_EVERY, EchoCanceller, EchoSetup
+    from agentd.audio.frame import AudioFrame
+    from tests import corpus, voice_eval
+
+    rate = 16000
+    rng = np.random.default_rng(5)
+    play = np.frombuffer(to_int16_(voice_eval._playback(rng, 6.0)), "<i2")
+    lag = int(0.3 * rate)
+
+    def echo(x: np.ndarray) -> np.ndarray:  # 0.3 s late, -6 dB
+        return np.concatenate([np.zeros(lag, np.int16), x])[: x.size] // 2
+
+    ec = EchoCanceller(EchoSetup(aec=True))
+    al = ec.aligner
+    assert al is not None
+    t = 10.0
+
+    def run(far: np.ndarray, mic: np.ndarray) -> None:
+        nonlocal t
+        for k in range(far.size // 320):
+            ec.far.written(far[k * 320 : (k + 1) * 320], rate, t)
+            ec.process(AudioFrame(mic[k * 320 : (k + 1) * 320].tobytes(), rate, timestamp=t))
+            t += 0.02
+
+    run(play, echo(play))
+    found = al.echo_delay, al.echo_gain_db
+    assert found[0] == 30, found
+    al._env_sound = ECHO_EVERY - 6  # (the last answer's tail counted: a search due soon)
+    quiet = np.zeros(int(2.6 * rate), np.int16)  # a pause longer than the history
+    run(quiet, rng.normal(0, 30, quiet.size).astype(np.int16))
+    answer = play[:rate]
+    user = np.frombuffer(to_int16_(corpus.utterance(corpus.PHRASES[3]) * 0.7), "<i2")[:rate]
+    run(answer, (user.astype(np.int32) + echo(answer)).astype(np.int16))
+    assert (al.echo_delay, al.echo_gain_db) == found  # (before: 0 blocks, r 0.77)
+
+
 def test_a_cancelled_frame_far_below_the_echo_expected_is_no_user() -> None:
     """AEC3 lets a burst of the echo through (an answer's onset, a phrase after a pause):
     voiced, above the floor, but well below the echo that caused it; a user talking into

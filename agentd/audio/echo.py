@@ -104,6 +104,15 @@ ECHO_HIST = 300  # blocks of both envelopes kept (3 s)
 ECHO_MAX_LAG = 60  # the echo's delay is searched up to this many blocks (0.6 s)
 ECHO_EVERY = 100  # blocks of far-end sound between two searches
 ECHO_MIN_R = 0.6  # a weaker envelope match is not the echo alone (someone talks): not used
+# Blocks of far-end sound the windows of the best match and of the delay held now must hold,
+# or the search is not used (and made again after half of ECHO_EVERY): ECHO_EVERY counts
+# sound since the last search, which may lie scattered over answers' tails. Through the rig
+# (bench/echo.py --e2e, every search traced) 15 of 593 searches moved the estimate to a
+# wrong delay for a second, the next search moving it back: 7 to 0 blocks (r 0.9-1.0, on
+# windows holding 4-12 blocks of sound) and 8 by 5-28 blocks late (r ~0.8, on an answer's
+# tail); and one, agreeing with the search before, handed AEC3 0 ms for 180, whose echo then
+# leaked until the answer proved it again. Replayed with this rule, one is left (to 0)
+ECHO_MIN_SOUND = 50
 ECHO_SPREAD = 2  # blocks either side of the delay (the match is only so sharp)
 # The room rings on after the far end falls silent: the estimate falls no faster than this
 # per block (RT60 0.3 s: 2 dB per 10 ms; slower is the safe side)
@@ -628,8 +637,7 @@ class Aligner:
             del far_env[:-ECHO_HIST], near_env[:-ECHO_HIST]
         self._env_sound += sum(e > ECHO_FLOOR_DB for e in env[:n])
         if self._env_sound >= ECHO_EVERY:
-            self._env_sound = 0
-            self._find_echo()
+            self._env_sound = 0 if self._find_echo() else ECHO_EVERY // 2
         d, k = self.echo_delay, len(far_env)
         lo, hi = (
             (ECHO_MAX_LAG + ECHO_SPREAD, 0) if d is None else (d + ECHO_SPREAD, d - ECHO_SPREAD)
@@ -642,9 +650,10 @@ class Aligner:
         self.echo_energy = 10 ** (top / 10) if top > ECHO_FLOOR_DB else 0.0
         return energy
 
-    def _find_echo(self) -> None:
+    def _find_echo(self) -> bool:
         """The lag (blocks) at which the far end's envelope best matches the raw
-        microphone's, and the gain there, if the match is clear (the echo alone)."""
+        microphone's, and the gain there, if the match is clear (the echo alone). False:
+        too little far-end sound to search (ECHO_MIN_SOUND)."""
         far = np.array(self._env_far[-ECHO_HIST:])
         near = np.array(self._env_near[-ECHO_HIST:])
         m = ECHO_HIST - ECHO_MAX_LAG - ECHO_SPREAD
@@ -656,15 +665,24 @@ class Aligner:
         r = (xs @ y) / np.maximum(den, 1e-9)
         i = int(np.argmax(r))
         best, lag = float(r[i]), ECHO_MAX_LAG + ECHO_SPREAD - i
+        # far-end sound in the windows the match and the delay held now compared
+        sound = np.concatenate(([0], np.cumsum(far > ECHO_FLOOR_DB)))
+        held = sound[m:] - sound[:-m]
+        rows = (
+            (i,) if self.echo_delay is None else (i, ECHO_MAX_LAG + ECHO_SPREAD - self.echo_delay)
+        )
+        if min(int(held[k]) for k in rows) < ECHO_MIN_SOUND:
+            return False
         self.echo_r = best
         if best < ECHO_MIN_R:
-            return
+            return True
         x = far[ECHO_HIST - m - lag : ECHO_HIST - lag]
         loud = x > x.max() - 20  # where the far end sounds: the echo over the noise
         gain = float(np.median(near[-m:][loud] - x[loud]))
         if ECHO_GAIN_DB[0] <= gain <= ECHO_GAIN_DB[1]:
             self.echo_delay, self.echo_gain_db = lag, gain
             self.echo_found += 1
+        return True
 
     def block(self, near: np.ndarray, far: np.ndarray) -> list[float] | None:
         """The microphone's samples and the reference handed with them (int16, 16 kHz, a
