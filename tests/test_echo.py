@@ -819,6 +819,45 @@ def test_the_echo_expected_follows_the_far_end_at_the_echos_delay_and_gain() -> 
     assert ec.aligner.echo_delay == found[0] and abs(ec.aligner.echo_gain_db - found[1]) < 1
 
 
+def test_the_rooms_noise_while_idle_is_no_echo_at_no_delay() -> None:
+    """While nothing plays the far end's envelope is its floor; the microphone's was floored
+    too (nothing measured), so both stepped up together at an answer's first sound: the
+    room's noise (here -41 dBFS) matched the far end at no delay better than the echo at its
+    own, and the first search of an answer after a pause found 0 blocks (through the rig 7
+    times in 593 searches, then handed to AEC3: the answer's echo leaked and a barge-in
+    trial was missed). The microphone's level is kept while idle: every search finds the
+    echo's 0.3 s."""
+    import numpy as np
+
+    from agentd.audio.echo import EchoCanceller, EchoSetup
+    from agentd.audio.frame import AudioFrame
+    from tests import voice_eval
+
+    rate = 16000
+    rng = np.random.default_rng(5)
+    ec = EchoCanceller(EchoSetup(aec=True))
+    al = ec.aligner
+    assert al is not None
+    t = 10.0
+    found = []
+    for seed in range(3):  # answers after 4 s of the room alone
+        play = np.frombuffer(
+            to_int16_(voice_eval._playback(np.random.default_rng(seed), 4.0)), "<i2"
+        )
+        echo = np.concatenate([np.zeros(int(0.3 * rate), np.int16), play])[: play.size] // 2
+        far = np.concatenate([np.zeros(4 * rate, np.int16), play])
+        mic = np.concatenate([np.zeros(4 * rate, np.int16), echo]) + rng.normal(0, 300, far.size)
+        mic16 = mic.clip(-32768, 32767).astype(np.int16)
+        for k in range(far.size // 320):
+            searched = al.echo_found
+            ec.far.written(far[k * 320 : (k + 1) * 320], rate, t)
+            ec.process(AudioFrame(mic16[k * 320 : (k + 1) * 320].tobytes(), rate, timestamp=t))
+            t += 0.02
+            if al.echo_found != searched:
+                found.append((al.echo_delay, round(al.echo_r, 2)))
+    assert len(found) >= 5 and all(d == 30 and r >= 0.8 for d, r in found), found
+
+
 def test_the_echo_estimate_is_not_searched_on_a_few_blocks_of_far_end_sound() -> None:
     """ECHO_EVERY counts the far end's sound since the last search, which may lie scattered
     over answers' tails: the count may fall due in an answer's first blocks, with nearly

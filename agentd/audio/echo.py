@@ -108,10 +108,11 @@ ECHO_MIN_R = 0.6  # a weaker envelope match is not the echo alone (someone talks
 # or the search is not used (and made again after half of ECHO_EVERY): ECHO_EVERY counts
 # sound since the last search, which may lie scattered over answers' tails. Through the rig
 # (bench/echo.py --e2e, every search traced) 15 of 593 searches moved the estimate to a
-# wrong delay for a second, the next search moving it back: 7 to 0 blocks (r 0.9-1.0, on
-# windows holding 4-12 blocks of sound) and 8 by 5-28 blocks late (r ~0.8, on an answer's
-# tail); and one, agreeing with the search before, handed AEC3 0 ms for 180, whose echo then
-# leaked until the answer proved it again. Replayed with this rule, one is left (to 0)
+# wrong delay for a second, the next search moving it back: 8 by 5-28 blocks late (r ~0.8,
+# matching an answer's tail) and 7 to 0 blocks (r 0.9-1.0, on windows holding 4-12 blocks
+# of sound: the microphone's envelope was floored while idle, see _envelope); and one,
+# agreeing with the search before, handed AEC3 0 ms for 180, whose echo then leaked until
+# the answer proved it again. Replayed with this rule, one is left (to 0, since mended)
 ECHO_MIN_SOUND = 50
 ECHO_SPREAD = 2  # blocks either side of the delay (the match is only so sharp)
 # The room rings on after the far end falls silent: the estimate falls no faster than this
@@ -620,16 +621,21 @@ class Aligner:
         None while idle (the far end silent: no energy computed)."""
         n = near.size // BLOCK
         far_env, near_env = self._env_far, self._env_near
-        if not self.echo_energy and not np.count_nonzero(far):  # idle: nothing to measure
+        scale = 1 / (BLOCK * SCALE**2)
+        floor = 10 ** (ECHO_FLOOR_DB / 10)
+        if not self.echo_energy and not np.count_nonzero(far):  # idle: no echo to expect
+            # (the microphone's level is kept even so: floored with the far end, its
+            # envelope stepped up with the far end's first sound, and the room's noise
+            # matched that step at no delay better than its echo at its own)
+            y = near.reshape(n, BLOCK).astype(np.float32)
+            quiet = np.einsum("ij,ij->i", y, y).tolist()
             far_env += [ECHO_FLOOR_DB] * n
-            near_env += [ECHO_FLOOR_DB] * n
+            near_env += [10 * math.log10(max(e * scale, floor)) for e in quiet]
             if len(far_env) >= 2 * ECHO_HIST:
                 del far_env[:-ECHO_HIST], near_env[:-ECHO_HIST]
             return None
         x = np.concatenate((far, near)).reshape(2 * n, BLOCK).astype(np.float32)
         energy: list[float] = np.einsum("ij,ij->i", x, x).tolist()
-        scale = 1 / (BLOCK * SCALE**2)
-        floor = 10 ** (ECHO_FLOOR_DB / 10)
         env = [10 * math.log10(max(e * scale, floor)) for e in energy]
         far_env += env[:n]
         near_env += env[n:]
