@@ -618,7 +618,7 @@ class Aligner:
         as the room rings on. A frame's blocks push both envelopes on; the delay and gain
         are searched again every ECHO_EVERY blocks of far-end sound. Returns the frame's
         block energies it computed (:meth:`cancelled` needs the same: computed once), or
-        None while idle (the far end silent: no energy computed)."""
+        None while idle (the far end silent: no block for it to count)."""
         n = near.size // BLOCK
         far_env, near_env = self._env_far, self._env_near
         scale = 1 / (BLOCK * SCALE**2)
