@@ -847,7 +847,7 @@ def test_the_rooms_noise_while_idle_is_no_echo_at_no_delay() -> None:
         echo = np.concatenate([np.zeros(int(0.3 * rate), np.int16), play])[: play.size] // 2
         far = np.concatenate([np.zeros(4 * rate, np.int16), play])
         mic = np.concatenate([np.zeros(4 * rate, np.int16), echo]) + rng.normal(0, 300, far.size)
-        mic16 = mic.clip(-32768, 32767).astype(np.int16)
+        mic16 = mic.clip(np.iinfo(np.int16).min, np.iinfo(np.int16).max).astype(np.int16)
         for k in range(far.size // 320):
             searched = al.echo_found
             ec.far.written(far[k * 320 : (k + 1) * 320], rate, t)
