@@ -621,26 +621,22 @@ class Aligner:
         None while idle (the far end silent: no block for it to count)."""
         n = near.size // BLOCK
         far_env, near_env = self._env_far, self._env_near
+        # idle: no echo to expect, the far end's envelope is its floor; the microphone's
+        # level is kept even so (floored with the far end, its envelope stepped up with the
+        # far end's first sound, and the room's noise matched that step at no delay better
+        # than its echo at its own)
+        idle = not self.echo_energy and not np.count_nonzero(far)
+        x = (near if idle else np.concatenate((far, near))).reshape(-1, BLOCK).astype(np.float32)
+        energy: list[float] = np.einsum("ij,ij->i", x, x).tolist()
         scale = 1 / (BLOCK * SCALE**2)
         floor = 10 ** (ECHO_FLOOR_DB / 10)
-        if not self.echo_energy and not np.count_nonzero(far):  # idle: no echo to expect
-            # (the microphone's level is kept even so: floored with the far end, its
-            # envelope stepped up with the far end's first sound, and the room's noise
-            # matched that step at no delay better than its echo at its own)
-            y = near.reshape(n, BLOCK).astype(np.float32)
-            quiet = np.einsum("ij,ij->i", y, y).tolist()
-            far_env += [ECHO_FLOOR_DB] * n
-            near_env += [10 * math.log10(max(e * scale, floor)) for e in quiet]
-            if len(far_env) >= 2 * ECHO_HIST:
-                del far_env[:-ECHO_HIST], near_env[:-ECHO_HIST]
-            return None
-        x = np.concatenate((far, near)).reshape(2 * n, BLOCK).astype(np.float32)
-        energy: list[float] = np.einsum("ij,ij->i", x, x).tolist()
         env = [10 * math.log10(max(e * scale, floor)) for e in energy]
-        far_env += env[:n]
-        near_env += env[n:]
+        far_env += [ECHO_FLOOR_DB] * n if idle else env[:n]
+        near_env += env[-n:]
         if len(far_env) >= 2 * ECHO_HIST:  # (trimmed now and then, not per frame)
             del far_env[:-ECHO_HIST], near_env[:-ECHO_HIST]
+        if idle:
+            return None
         self._env_sound += sum(e > ECHO_FLOOR_DB for e in env[:n])
         if self._env_sound >= ECHO_EVERY:
             self._env_sound = 0 if self._find_echo() else ECHO_EVERY // 2
