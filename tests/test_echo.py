@@ -352,6 +352,18 @@ def to_int16_(x: object) -> bytes:
     return to_int16(x)  # type: ignore[arg-type]
 
 
+def through(ec: Any, far: Any, mic: Any, t: float) -> Iterator[int]:
+    """``far`` (int16, 16 kHz) handed to the canceller ``ec`` as it plays from ``t`` and
+    ``mic`` cancelled against it, 20 ms at a time; yields each frame's index once done."""
+    from agentd.audio.frame import AudioFrame
+
+    for k in range(far.size // 320):
+        at = t + k * 0.02
+        ec.far.written(far[k * 320 : (k + 1) * 320], 16000, at)
+        ec.process(AudioFrame(mic[k * 320 : (k + 1) * 320].tobytes(), 16000, timestamp=at))
+        yield k
+
+
 def test_playback_taps_exactly_what_alsa_took(tmp_path: Path) -> None:
     """The far end is the int16 audio handed to ALSA (the file-backed `testplay` PCM holds
     exactly that), at 16 kHz: the same signal, sample-aligned after resampling."""
@@ -706,7 +718,6 @@ def test_a_delay_beyond_the_aligners_reach_is_confirmed_by_the_cancellers_conver
     import numpy as np
 
     from agentd.audio.echo import SETTLE_MAX_S, EchoCanceller, EchoSetup
-    from agentd.audio.frame import AudioFrame
     from tests import voice_eval
 
     def speech(seed: int) -> np.ndarray:
@@ -720,12 +731,10 @@ def test_a_delay_beyond_the_aligners_reach_is_confirmed_by_the_cancellers_conver
         ec.far.dropped(t)  # each a new playback stream
         mic = np.concatenate([np.zeros(int(0.3 * 16000), np.int16), heard // 2])
         settled_at.append(float("inf"))
-        for k in range(far.size // 320):
-            ec.far.written(far[k * 320 : (k + 1) * 320], 16000, t)
-            ec.process(AudioFrame(mic[k * 320 : (k + 1) * 320].tobytes(), 16000, timestamp=t))
-            t += 0.02
+        for k in through(ec, far, mic, t):
             if ec.settled and settled_at[-1] == float("inf"):
                 settled_at[-1] = k * 0.02
+        t += far.size // 320 * 0.02
     assert ec.aligner is not None and ec.aligner.moves == 0
     assert ec.stream_delay_ms == (260 if ec.tuned else 0) and ec.delay_moves == ec.tuned
     first, unexplained, learned = settled_at
@@ -780,7 +789,6 @@ def test_the_echo_expected_follows_the_far_end_at_the_echos_delay_and_gain() -> 
     import numpy as np
 
     from agentd.audio.echo import BLOCK, EchoCanceller, EchoSetup
-    from agentd.audio.frame import AudioFrame
     from agentd.audio.pcm import to_float
     from tests import voice_eval
 
@@ -790,11 +798,7 @@ def test_the_echo_expected_follows_the_far_end_at_the_echos_delay_and_gain() -> 
     ec = EchoCanceller(EchoSetup(aec=True))
     assert ec.echo_energy == 0.0  # nothing played: no echo expected
     got, want = [], []
-    for k in range(play.size // 320):
-        ec.far.written(play[k * 320 : (k + 1) * 320], 16000, 10.0 + k * 0.02)
-        ec.process(
-            AudioFrame(mic[k * 320 : (k + 1) * 320].tobytes(), 16000, timestamp=10.0 + k * 0.02)
-        )
+    for k in through(ec, play, mic, 10.0):
         x = to_float(mic[k * 320 : (k + 1) * 320]).astype(np.float64)
         got.append(ec.echo_energy)
         want.append(float(np.mean(x * x)))
@@ -810,11 +814,8 @@ def test_the_echo_expected_follows_the_far_end_at_the_echos_delay_and_gain() -> 
     # a match at a gain no echo path has (the microphone hears the far end 46 dB down: a
     # match of something else) moves nothing
     found = ec.aligner.echo_delay, ec.aligner.echo_gain_db
-    for k in range(play.size // 320):
-        t = 20.0 + k * 0.02
-        ec.far.written(play[k * 320 : (k + 1) * 320], 16000, t)
-        x = (mic[k * 320 : (k + 1) * 320] // 100).astype(np.int16)
-        ec.process(AudioFrame(x.tobytes(), 16000, timestamp=t))
+    for _ in through(ec, play, (mic // 100).astype(np.int16), 20.0):
+        pass
     assert ec.aligner.echo_r >= 0.6  # (it matched)
     assert ec.aligner.echo_delay == found[0] and abs(ec.aligner.echo_gain_db - found[1]) < 1
 
@@ -830,7 +831,6 @@ def test_the_rooms_noise_while_idle_is_no_echo_at_no_delay() -> None:
     import numpy as np
 
     from agentd.audio.echo import EchoCanceller, EchoSetup
-    from agentd.audio.frame import AudioFrame
     from tests import voice_eval
 
     rate = 16000
@@ -848,13 +848,12 @@ def test_the_rooms_noise_while_idle_is_no_echo_at_no_delay() -> None:
         far = np.concatenate([np.zeros(4 * rate, np.int16), play])
         mic = np.concatenate([np.zeros(4 * rate, np.int16), echo]) + rng.normal(0, 300, far.size)
         mic16 = mic.clip(np.iinfo(np.int16).min, np.iinfo(np.int16).max).astype(np.int16)
-        for k in range(far.size // 320):
-            searched = al.echo_found
-            ec.far.written(far[k * 320 : (k + 1) * 320], rate, t)
-            ec.process(AudioFrame(mic16[k * 320 : (k + 1) * 320].tobytes(), rate, timestamp=t))
-            t += 0.02
+        searched = al.echo_found
+        for _ in through(ec, far, mic16, t):
             if al.echo_found != searched:
+                searched = al.echo_found
                 found.append((al.echo_delay, round(al.echo_r, 2)))
+        t += far.size // 320 * 0.02
     assert len(found) >= 5 and all(d == 30 and r >= 0.8 for d, r in found), found
 
 
@@ -868,7 +867,6 @@ def test_the_echo_estimate_is_not_searched_on_a_few_blocks_of_far_end_sound() ->
     import numpy as np
 
     from agentd.audio.echo import ECHO_EVERY, EchoCanceller, EchoSetup
-    from agentd.audio.frame import AudioFrame
     from tests import corpus, voice_eval
 
     rate = 16000
@@ -886,10 +884,9 @@ def test_the_echo_estimate_is_not_searched_on_a_few_blocks_of_far_end_sound() ->
 
     def run(far: np.ndarray, mic: np.ndarray) -> None:
         nonlocal t
-        for k in range(far.size // 320):
-            ec.far.written(far[k * 320 : (k + 1) * 320], rate, t)
-            ec.process(AudioFrame(mic[k * 320 : (k + 1) * 320].tobytes(), rate, timestamp=t))
-            t += 0.02
+        for _ in through(ec, far, mic, t):
+            pass
+        t += far.size // 320 * 0.02
 
     run(play, echo(play))
     found = al.echo_delay, al.echo_gain_db
