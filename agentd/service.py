@@ -551,6 +551,7 @@ class Daemon:
             settled,
             echo,
             b"" if linear is None else linear.tobytes(),
+            self.echo.over_echo_db if wanted and self.echo is not None else None,
         )
 
     def _on_mic(self, frame: AudioFrame) -> None:

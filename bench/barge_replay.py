@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -41,7 +42,18 @@ class Answer:
     frame's time from the talker's onset (s; -inf: before it, or no talker), ``ser`` the
     trial's SER (None: echo-only), ``recorded`` the run's own decision (s from the onset)."""
 
-    args: list[tuple[float, bool, float, float, bool, float, tuple[bool, float] | None]]
+    args: list[
+        tuple[
+            float,
+            bool,
+            float,
+            float,
+            bool,
+            float,
+            tuple[bool, float] | None,
+            Callable[[], float] | None,
+        ]
+    ]
     t: list[float]
     ser: float | None
     recorded: float | None
@@ -77,6 +89,8 @@ def answers(path: str | Path) -> list[Answer]:
                 if r[5] > db(0.0)
                 else 0.0,  # (none expected: recorded at the floor)
                 (bool(r[12]), 10 ** (r[13] / 10)) if len(r) > 13 and r[12] >= 0 else None,
+                # (a record made before the bands were weighed has no such column)
+                (lambda v=r[14]: float(v)) if len(r) > 14 and not np.isnan(r[14]) else None,
             )
             for r in x
         ]

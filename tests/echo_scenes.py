@@ -134,7 +134,7 @@ def reply_ms(h: Harness) -> int:
 # (talker: 0 echo-only answer / 1 barge-in trial, seconds since the talker's onset (-inf
 # before it), ms, voiced, dBFS, expected echo dBFS, heard_s, settled, barged in, when, the
 # estimate's delay in blocks and gain in dB, the linear filter's output: voiced (-1: none)
-# and dBFS)
+# and dBFS, the loudest band over the echo expected there, dB (nan: none))
 FEATURES: list[tuple[float, ...]] = []
 # Shadow mode (bench/echo.py --e2e --shadow): the policy judges and FEATURES records, but the
 # daemon is never told to barge in by voice, so every answer and every trial is recorded
@@ -154,7 +154,7 @@ def _estimate(h: Harness) -> tuple[float, float]:
 def _feature(h: Harness, talker: float, onset: float, a: tuple[Any, ...], fired: bool) -> None:
     """One judged frame into FEATURES: ``a`` is the policy's arguments (ms, voiced, energy,
     heard_s, settled, echo, linear); energies in dB."""
-    ms, voiced, energy, heard_s, settled, echo, linear = a
+    ms, voiced, energy, heard_s, settled, echo, linear, over = a
     now = time.monotonic()
     FEATURES.append(
         (
@@ -171,6 +171,7 @@ def _feature(h: Harness, talker: float, onset: float, a: tuple[Any, ...], fired:
             *_estimate(h),
             -1.0 if linear is None else float(linear[0]),
             -math.inf if linear is None else db(linear[1]),
+            math.nan if over is None else over(),
         )
     )
 
@@ -181,7 +182,7 @@ def _recording(h: Harness) -> Iterator[None]:
     policy = h.daemon.gate.barge_in
     judge = policy.frame
 
-    def spy(*a: Any) -> bool:  # (the gate hands the policy all seven arguments, in order)
+    def spy(*a: Any) -> bool:  # (the gate hands the policy all eight arguments, in order)
         fired = judge(*a)
         _feature(h, 0.0, -math.inf, a, fired)
         return fired and not SHADOW
@@ -288,11 +289,11 @@ async def barge_in(
     args: list[tuple[Any, ...]] = []  # each frame's arguments, for the replays
     judge = policy.frame
 
-    # (as the gate hands them: ms, voiced, energy, heard_s, settled, echo, linear)
+    # (as the gate hands them: ms, voiced, energy, heard_s, settled, echo, linear, over)
     def spy(*a: Any) -> bool:
         now = time.monotonic()
-        ms, voiced, energy, _, settled, echo, linear = a
-        seen.append((now, policy.counts(voiced, energy, echo, linear), settled, ms))
+        ms, voiced, energy, _, settled, echo, linear, over = a
+        seen.append((now, policy.counts(voiced, energy, echo, linear, over), settled, ms))
         args.append(a)
         fired = judge(*a)
         _feature(h, 1.0, now, a, fired)

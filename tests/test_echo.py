@@ -995,6 +995,107 @@ def test_the_gate_hands_the_policy_the_linear_output_with_its_own_vad() -> None:
     assert own.is_speech is not own.linear_is_speech
 
 
+def test_a_band_the_answer_lacks_is_over_the_echo_expected() -> None:
+    """The echo expected per band (Aligner.over_echo_db): what AEC3 lets through of an echo,
+    even nearly whole, stays under the echo expected in every band; a user far under the
+    echo as a whole, in a band the answer lacks (here: an answer with nothing above 3.4 kHz,
+    a whistle at 6 kHz), is over it there."""
+    import numpy as np
+
+    from agentd.audio.echo import BAND_KEEP, BLOCK, EchoCanceller, EchoSetup
+    from tests import voice_eval
+
+    rate = 16000
+    rng = np.random.default_rng(7)
+    speech = voice_eval._playback(rng, 7.0)
+    spectrum = np.fft.rfft(speech)
+    spectrum[np.fft.rfftfreq(speech.size, 1 / rate) > 3400] = 0  # a narrowband voice
+    play = np.frombuffer(to_int16_(np.fft.irfft(spectrum, speech.size)), "<i2")
+    lag = int(0.3 * rate)
+    echo = (np.concatenate([np.zeros(lag, np.int16), play])[: play.size] // 2).astype(np.int16)
+    ec = EchoCanceller(EchoSetup(aec=True))
+    al = ec.aligner
+    assert al is not None
+    assert al.over_echo_db(echo[:320]) == -np.inf  # nothing played yet: nothing expected
+    t = np.arange(320) / rate
+    overs: dict[str, list[float]] = {"leak": [], "residual": [], "user": []}
+    for k in through(ec, play, echo, 10.0):
+        e = echo[k * 320 : (k + 1) * 320].astype(np.float64)
+        if k < 6 * 50 or not al.echo_energy or float(np.mean(e**2)) < 300**2:
+            continue  # (the estimate found, and the echo sounding in the frame)
+        assert al.echo_delay == 30 and al._far_held <= (BAND_KEEP + 2) * BLOCK
+        # a whistle at 6 kHz, 20 dB under the echo as a whole: under the broadband margin
+        user = np.sqrt(2 * np.mean(e**2) * 10**-2) * np.sin(2 * np.pi * 6000 * t + k)
+        for name, out in (("leak", e * 0.7), ("residual", e * 0.03), ("user", e * 0.03 + user)):
+            overs[name].append(al.over_echo_db(out.astype(np.int16)))
+    assert len(overs["user"]) > 10
+    assert max(overs["leak"]) < -2  # a leak 3 dB under the echo: under it in every band
+    assert max(overs["residual"]) < -15
+    # (10 ms blocks, no window: the answer's loud lows leak into every band, so not every
+    # frame; the whistle alone, 20 dB under the echo, is under the broadband margin)
+    assert np.mean(np.array(overs["user"]) > 0) >= 0.75
+    assert np.median(overs["user"]) > 3
+
+
+def test_a_user_under_the_echo_as_a_whole_counts_by_a_band_over_it() -> None:
+    """A voiced frame above the floor, under the broadband margin, counts whole where its
+    loudest band is BAND_MARGIN_DB over the echo expected there; asked only of frames the
+    other rules do not count (the bands cost a transform)."""
+    from agentd.voice.barge_in import BAND_MARGIN_DB, MARGIN_DB, NEED_MS, BargeInPolicy
+
+    def level(dbfs: float) -> float:
+        return float(10 ** (dbfs / 10))
+
+    asked = 0
+
+    def run(out_db: float, over_db: float) -> list[bool]:
+        def over() -> float:
+            nonlocal asked
+            asked += 1
+            return over_db
+
+        policy = BargeInPolicy()  # a warm canceller, 1.2 s into an answer's sound
+        echo = level(-25)
+        for i in range(60):
+            policy.frame(20, False, level(-70), 100.0 + 0.02 * i, True, echo, None, over)
+        return [
+            policy.frame(20, True, level(out_db), 102.0 + 0.02 * i, True, echo, None, over)
+            for i in range(50)
+        ]
+
+    under = -25 + MARGIN_DB - 8
+    assert run(under, BAND_MARGIN_DB + 1).index(True) == NEED_MS // 20 - 1
+    assert not any(run(under, BAND_MARGIN_DB - 1))
+    assert not any(run(-56, BAND_MARGIN_DB + 20))  # under the floor
+    asked = 0
+    run(-25 + MARGIN_DB + 3, BAND_MARGIN_DB - 1)  # counted by the broadband rule
+    assert asked == 0  # (nor while unvoiced, the 60 frames before)
+
+
+def test_the_gate_asks_the_bands_of_the_frame_it_judges() -> None:
+    """Speaker.echo_over is handed the very samples the policy judges, and only when asked."""
+    import numpy as np
+
+    from agentd.audio.frame import AudioFrame
+    from agentd.voice.gate import BargeIn, Speaker, VoiceGate, VoiceSettings
+
+    s = VoiceSettings("hands_free", echo_mode="aec", barge_in="voice")
+    frame = np.full(320, 80, np.int16)  # -52 dBFS: over the floor, far under the echo
+    gate = VoiceGate(s, is_speech=lambda f: True)
+    given: list[np.ndarray] = []
+
+    def over(x: np.ndarray) -> float:
+        given.append(x)
+        return 3.0
+
+    events = []
+    for i in range(60):  # past the answer's onset
+        speaker = Speaker(True, echo_heard_s=100 + 0.02 * i, echo_energy=1e-3, echo_over=over)
+        events += gate.process(AudioFrame(frame.tobytes(), 16000, timestamp=0.02 * i), speaker)
+    assert [e for e in events if isinstance(e, BargeIn)]
+    assert given and all(np.array_equal(x, frame) for x in given)
+
+
 @pytest.mark.slow
 async def test_interruptions_with_aec_keep_the_stream_truncate_what_was_heard_and_answer_whole(
     room: rigs.PulseRoom, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

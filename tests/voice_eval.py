@@ -147,6 +147,7 @@ def barge_run(
             echo_settled=ec.settled,
             echo_energy=ec.echo_energy,
             echo_linear=b"" if linear is None else linear.tobytes(),
+            echo_over=ec.over_echo_db if busy else None,
         )
         for e in gate.process(f, speaker):
             if isinstance(e, BargeIn):

@@ -119,6 +119,21 @@ ECHO_SPREAD = 2  # blocks either side of the delay (the match is only so sharp)
 # per block (RT60 0.3 s: 2 dB per 10 ms; slower is the safe side)
 ECHO_DECAY_DB = 1.5
 ECHO_FLOOR_DB = -80.0  # dBFS: the envelopes' floor (silence is not -inf)
+# The echo expected per band (Aligner.over_echo_db): AEC3 takes echo away and adds none, so a
+# band of its output at least as loud as the whole echo expected in that band is no residual
+# of it. Band edges (Hz) over the 10 ms blocks' spectrum (100 Hz bins), finer where speech is.
+BANDS_HZ = (300, 600, 1000, 1500, 2200, 3000, 4000, 5500)
+# The far end kept for it: the echo's longest delay searched and spread, and the room's ring
+# on from full scale down to the envelopes' floor at ECHO_DECAY_DB per block
+BAND_TAIL = math.ceil(-ECHO_FLOOR_DB / ECHO_DECAY_DB)
+BAND_KEEP = ECHO_MAX_LAG + ECHO_SPREAD + BAND_TAIL + 2
+_BINS = np.fft.rfftfreq(BLOCK, 1 / VAD_RATE)
+# (bins, bands): a block's power spectrum into its bands' mean-square energy (Parseval; the
+# full scale 1.0)
+_TO_BANDS = (
+    (np.digitize(_BINS, BANDS_HZ)[:, None] == np.arange(len(BANDS_HZ) + 1))
+    * (2 / BLOCK**2 / SCALE**2)
+).astype(np.float64)
 # An echo gain outside this (dB) is no echo path but a match of something else (seen through
 # the rig: 0 blocks at -50 dB, the estimate went to nothing and an answer cut itself)
 ECHO_GAIN_DB = (-40.0, 20.0)
@@ -611,6 +626,10 @@ class Aligner:
         self.needs_delay = False
         self._echo_db = ECHO_FLOOR_DB
         self.echo_energy = 0.0  # mean square (full scale 1.0), the newest frame's highest
+        # the far end's newest BAND_KEEP blocks (its frames as handed), for over_echo_db:
+        # banded only when asked (voice barge-in asks on few frames: most are decided before)
+        self._far_recent: deque[np.ndarray] = deque()
+        self._far_held = 0
 
     def _envelope(self, near: np.ndarray, far: np.ndarray) -> list[float] | None:
         """The echo expected in this frame: the far end's envelope at the echo's delay and
@@ -693,7 +712,47 @@ class Aligner:
         :meth:`cancelled` on the same frame."""
         energy = self._envelope(near, far)
         self._align(near, far)
+        recent = self._far_recent
+        recent.append(far)
+        self._far_held += far.size
+        while self._far_held - recent[0].size >= BAND_KEEP * BLOCK:
+            self._far_held -= recent.popleft().size
         return energy
+
+    def over_echo_db(self, out: np.ndarray) -> float:
+        """How far the loudest band of ``out`` (the newest frame, cancelled) is over the echo
+        expected in that band (dB; -inf: no echo expected). The per-band twin of
+        echo_energy, reckoned the same way (the far end's bands at the echo's delay and
+        spread, its gain, the room's decay), on the far end's newest BLOCKs: a user whose
+        voice has a band the answer's lacks shows there even when the suppressor takes them
+        well under the echo as a whole."""
+        n = out.size // BLOCK
+        if not self.echo_energy or not n or self._far_held < (n + 1) * BLOCK:
+            return -math.inf
+        d = self.echo_delay
+        lo, hi = (
+            (ECHO_MAX_LAG + ECHO_SPREAD, 0) if d is None else (d + ECHO_SPREAD, d - ECHO_SPREAD)
+        )
+        far = np.concatenate(self._far_recent)
+        k = far.size // BLOCK  # the newest n blocks are the frame's
+        # unrolled, E(j) = max(S(j) + gain, E(j - 1) - decay), S(j) the far end's loudest
+        # over the delay's spread, is the far end's loudest block i <= j - hi, decayed for
+        # each block it lies before j - lo: only blocks within BAND_TAIL of that matter
+        first, end = max(0, k - n - lo - BAND_TAIL), min(k, k - hi)
+        if end <= first:
+            return -math.inf
+        f = _band_db(far[first * BLOCK : end * BLOCK])  # (blocks, bands)
+        i = np.arange(first, end)
+        top = np.full(f.shape[1], ECHO_FLOOR_DB)
+        for j in range(k - n, k):
+            m = min(j - hi + 1, end) - first
+            if m > 0:
+                w = -ECHO_DECAY_DB * np.maximum(0, j - lo - i[:m])
+                top = np.maximum(top, (f[:m] + w[:, None]).max(axis=0))
+        expected = top + self.echo_gain_db
+        got = _band_db(out).astype(np.float64)
+        mean = 10 * np.log10(np.mean(10 ** (got / 10), axis=0))
+        return float(np.max(mean - expected))
 
     def _align(self, near: np.ndarray, far: np.ndarray) -> None:
         """The frame into the window being gathered; a whole window is matched (_measure)
@@ -836,6 +895,14 @@ class Aligner:
         return (j - lo) / ALIGN_RATE, float(r[j])
 
 
+def _band_db(x: np.ndarray) -> np.ndarray:
+    """int16 samples (whole BLOCKs) into each block's energy per band (BANDS_HZ; dBFS, mean
+    square, floored at ECHO_FLOOR_DB)."""
+    spectrum = np.fft.rfft(x.reshape(-1, BLOCK).astype(np.float32), axis=1)
+    power = spectrum.real**2 + spectrum.imag**2
+    return 10 * np.log10(np.maximum(power @ _TO_BANDS, 10 ** (ECHO_FLOOR_DB / 10)))
+
+
 class EchoCanceller:
     """The microphone path's processing, created once per daemon: AEC3 against ``far``, then
     noise suppression, then automatic gain (last: gain inside the canceller's path raises the
@@ -896,6 +963,11 @@ class EchoCanceller:
     def heard_s(self) -> float:
         """Far-end sound the canceller has adapted on since it was made (seconds)."""
         return self._heard * BLOCK / VAD_RATE if self._aec is not None else 0.0
+
+    def over_echo_db(self, out: np.ndarray) -> float:
+        """How far the loudest band of ``out``, the newest frame as this canceller gave it,
+        is over the echo expected in that band (Aligner.over_echo_db; -inf: none known)."""
+        return self.aligner.over_echo_db(out) if self.aligner is not None else -math.inf
 
     def linear(self) -> np.ndarray | None:
         """The newest frame after AEC3's linear filter alone (16 kHz int16): the echo less

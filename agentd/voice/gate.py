@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -121,6 +122,8 @@ class Speaker:
     echo_settled: bool = True  # the echo's delay is confirmed for the current answer
     echo_energy: float = 0.0  # the echo expected in the frame (mean square; 0: none known)
     echo_linear: bytes = b""  # the frame after AEC3's linear filter alone (empty: none)
+    # how far the frame's loudest band is over the echo expected there (dB; None: not known)
+    echo_over: Callable[[np.ndarray], float] | None = None
 
 
 def _energy(frame: AudioFrame) -> float:
@@ -348,6 +351,7 @@ class VoiceGate:
             speaker.echo_settled,
             speaker.echo_energy,
             linear,
+            None if speaker.echo_over is None else partial(speaker.echo_over, frame.array()),
         ):
             return [BargeIn(frame.end)]
         return []
