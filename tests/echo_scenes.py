@@ -153,7 +153,7 @@ def _estimate(h: Harness) -> tuple[float, float]:
 
 def _feature(h: Harness, talker: float, onset: float, a: tuple[Any, ...], fired: bool) -> None:
     """One judged frame into FEATURES: ``a`` is the policy's arguments (ms, voiced, energy,
-    heard_s, settled, echo, linear); energies in dB."""
+    heard_s, settled, echo, linear, over); energies in dB."""
     ms, voiced, energy, heard_s, settled, echo, linear, over = a
     now = time.monotonic()
     FEATURES.append(

@@ -1037,6 +1037,33 @@ def test_a_band_the_answer_lacks_is_over_the_echo_expected() -> None:
     assert np.median(overs["user"]) > 3
 
 
+def test_a_band_silent_in_the_answer_and_its_leak_is_not_over_the_echo_expected() -> None:
+    """Bands the answer leaves silent sit at the floor in the far end and in the output
+    alike: the echo's gain (here -6 dB) must not read as the output being over the echo
+    there (before, a 500 Hz answer's leak 3 dB under its echo read +6 dB "over")."""
+    import numpy as np
+
+    from agentd.audio.echo import EchoCanceller, EchoSetup
+
+    rate = 16000
+    rng = np.random.default_rng(2)
+    # a 500 Hz tone keyed on and off by 10 ms blocks (whole cycles: no other band sounds)
+    tone = np.round(8000 * np.sin(2 * np.pi * 500 * np.arange(160) / rate)).astype(np.int16)
+    play = np.concatenate([tone * (rng.random() < 0.5) for _ in range(700)]).astype(np.int16)
+    lag = int(0.3 * rate)
+    echo = (np.concatenate([np.zeros(lag, np.int16), play])[: play.size] // 2).astype(np.int16)
+    ec = EchoCanceller(EchoSetup(aec=True))
+    al = ec.aligner
+    assert al is not None
+    overs = []
+    for k in through(ec, play, echo, 10.0):
+        e = echo[k * 320 : (k + 1) * 320].astype(np.float64)
+        if k >= 6 * 50 and al.echo_energy and float(np.mean(e**2)) >= 300**2:
+            overs.append(al.over_echo_db((e * 0.7).astype(np.int16)))
+    assert al.echo_delay == 30 and len(overs) > 10
+    assert max(overs) <= 0
+
+
 def test_a_user_under_the_echo_as_a_whole_counts_by_a_band_over_it() -> None:
     """A voiced frame above the floor, under the broadband margin, counts whole where its
     loudest band is BAND_MARGIN_DB over the echo expected there; asked only of frames the

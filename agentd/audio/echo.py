@@ -749,7 +749,9 @@ class Aligner:
             if m > 0:
                 w = -ECHO_DECAY_DB * np.maximum(0, j - lo - i[:m])
                 top = np.maximum(top, (f[:m] + w[:, None]).max(axis=0))
-        expected = top + self.echo_gain_db
+        # (no lower than the floor the output's bands are held at: a band silent in both
+        # would read the echo's gain as "over")
+        expected = np.maximum(top + self.echo_gain_db, ECHO_FLOOR_DB)
         got = _band_db(out).astype(np.float64)
         mean = 10 * np.log10(np.mean(10 ** (got / 10), axis=0))
         return float(np.max(mean - expected))
