@@ -187,8 +187,13 @@ AEC3_HEADROOM_MS = 40
 # (ms into it): a direct path before the filter's start is not cancelled at all, and the
 # rig's echo moves earlier by 20 ms at each backlog it drops (a loaded machine); moved with
 # the echo, the filter AEC3 has learned still fits it. Between the two it is left alone:
-# the estimate's 10 ms jitter would shift the far end under the filter for nothing.
-AEC3_WITHIN_MS = (10, 100)
+# the estimate's 10 ms jitter would shift the far end under the filter for nothing. With
+# 10 ms, in two of four recorded runs through the rig (bench/echo.py --e2e --features) the
+# echo sat 10 ms into the filter after the rig dropped backlog, and the linear filter took
+# ~10 dB off it for the rest of the run (minutes; 18-21 dB before) and the answer after 80
+# barge-ins cut itself in one; in the two where it sat 22 and 32 ms in, it was back to
+# 16-21 dB within 3-6 answers.
+AEC3_WITHIN_MS = (20, 100)
 # A new delay is handed over only when two of the echo estimate's searches in a row (1 s of
 # far-end sound apart) ask for it, within this: a lone search found 0.1 s or more in the
 # plain room (a match of something else), and the echo, at 20 ms, fell before the filter
