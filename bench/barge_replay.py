@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -114,18 +115,22 @@ class Figures:
 
 
 def replay(data: list[Answer], policy: BargeInPolicy) -> Figures:
-    """``data`` through fresh copies of ``policy``. A trial whose answer cut itself before
-    the talker in the run (no talker frames recorded) counts only if the rule cuts it too."""
+    """``data`` through a copy of ``policy``, reset between answers as the daemon's voice
+    gate does when the speaker falls silent (what it keeps across answers, the linear
+    filter's record, is kept). A trial whose answer cut itself before the talker in the run
+    (no talker frames recorded) counts only if the rule cuts it too."""
     lat: dict[float, list[float]] = {}
     beyond: dict[float, int] = {}
     false = 0
     closest = math.inf
+    p = fresh(policy)
     for ans in data:
-        p = replace(policy)
+        p.reset()
+        p.closest_ms = math.inf  # type: ignore[attr-defined]
         n0 = sum(t < 0 for t in ans.t)  # nobody talking before the n0th frame
         early, _ = replay_decision(p, ans.args[:n0], ans.t[:n0], 0.0, watch=_closest)
         if not early:  # (how close an answer that was cut came is no figure)
-            closest = min(closest, getattr(p, "closest_ms", math.inf))
+            closest = min(closest, p.closest_ms)  # type: ignore[attr-defined]
         false += early
         if ans.ser is None or early or n0 == len(ans.t):
             continue
@@ -140,6 +145,12 @@ def replay(data: list[Answer], policy: BargeInPolicy) -> Figures:
         missed[ser] = sum(math.isinf(x) for x in v)
         n[ser] = len(v)
     return Figures(p95, med, missed, beyond, n, false, len(data), closest)
+
+
+def fresh(policy: BargeInPolicy) -> BargeInPolicy:
+    """A copy of ``policy``'s parameters with none of its state (dataclasses.replace would
+    share its deques)."""
+    return replace(policy, _recent=deque(), _record=deque(), _record_held=0)
 
 
 def _closest(p: BargeInPolicy, fired: bool) -> None:
@@ -161,16 +172,19 @@ def _line(f: Figures) -> str:
     )
 
 
-RAN = BargeInPolicy(resettle_ms=0)  # the rule the recorded run (tuned_e2e2) ran
+RAN = BargeInPolicy(trust_db=-math.inf)  # the rule the recorded run H10 ran
 
 
 def check(data: list[Answer]) -> None:
     """The replay with the run's own rule against the run's own decisions."""
     same = diff = 0
+    p = fresh(RAN)
     for ans in data:
+        p.reset()
         if ans.ser is None:
+            replay_decision(p, ans.args, ans.t, 0.0)  # (its record carries on)
             continue
-        _, at = replay_decision(replace(RAN), ans.args, ans.t, 0.0)
+        _, at = replay_decision(p, ans.args, ans.t, 0.0)
         ok = (at is None and ans.recorded is None) or (
             at is not None and ans.recorded is not None and abs(at - ans.recorded) < 1e-6
         )

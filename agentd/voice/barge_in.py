@@ -98,12 +98,28 @@ Why the rule looks like this (measured on the echo path rig, bench/echo.py):
   (runs H8, H9) the -5 dB p95 was 459 and 592 ms, but H8's echo-only answers had four
   frames 0.3-1.8 dB over (single frames, no cut of their own: the answers it cut, it cut
   replayed without the bands too), so a frame must be 3 dB over: replayed on the shadow
-  run, the same 422 ms at -5 dB, 587 at -10.
+  run, the same 422 ms at -5 dB, 587 at -10;
+- and the canceller is trusted only where its linear filter has lately shown that it removes
+  the echo. In four recorded runs through the rig (bench/echo.py --e2e --features) the
+  linear output of echo-only audio sat a median 18-21 dB under the echo expected once
+  converged, but ~10 dB under through the first answer the rig played, and for minutes
+  after the echo path moved (the rig dropped backlog, AEC3's filter was not handed the new
+  delay: agentd/audio/echo.py AEC3_WITHIN_MS): the answers the real daemon cut with nobody
+  talking, at 4.4 s of far-end sound heard and 193 s, were cut there, the leak 6-12 dB
+  under the echo expected, voiced. So while the median of the echo expected over the linear
+  output (frames with an echo expected of at least ``record_echo_db``, over ``record_ms``
+  of judged audio ending ``record_lag_ms`` before the frame: a user's own first frames
+  would say "not removed") is under ``trust_db``, a frame counts only within
+  ``untrusted_margin_db`` of the echo expected. Replayed on the shadow run (138 answers)
+  its one false fire goes and no trial decides later; on the later runs' records the false
+  fires at 4.4 s go, and the trials played while the filter was stuck decide later or not
+  within what was recorded (it was: the leak and the user looked alike there).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -133,6 +149,18 @@ LINEAR_WEIGHT = 0.5
 # (EchoCanceller.over_echo_db): AEC3 takes echo away, it adds none. With nobody talking, such
 # frames reached -1.7, +1.8 and -0.8 dB in three recorded runs (single frames): 3 dB over
 BAND_MARGIN_DB = 3.0
+# The canceller's record (trusted): the median of the echo expected over the linear output
+# (dB) of frames with an echo expected of at least RECORD_ECHO_DB (dBFS), over RECORD_MS of
+# judged audio ending RECORD_LAG_MS before the frame judged; under TRUST_DB (converged: 18-21
+# dB through the rig, unconverged or stuck: ~10) a frame counts only within
+# UNTRUSTED_MARGIN_DB of the echo expected. Less than RECORD_MIN_MS of such audio is no
+# record (trusted: the onset's and the resettling's cold evidence guard that)
+TRUST_DB = 12.0
+RECORD_MS = 2000
+RECORD_LAG_MS = 400
+RECORD_ECHO_DB = -40.0
+RECORD_MIN_MS = 200
+UNTRUSTED_MARGIN_DB = -6.0
 
 
 def db(energy: float) -> float:
@@ -156,6 +184,11 @@ class BargeInPolicy:
     band_margin_db: float = BAND_MARGIN_DB
     warm_s: float = WARM_S
     resettle_ms: int = RESETTLE_MS
+    trust_db: float = TRUST_DB
+    untrusted_margin_db: float = UNTRUSTED_MARGIN_DB
+    record_ms: int = RECORD_MS
+    record_lag_ms: int = RECORD_LAG_MS
+    record_echo_db: float = RECORD_ECHO_DB
     _recent: deque[tuple[int, float]] = field(default_factory=deque)  # (ms, its weight)
     _playing_ms: int = 0
     _heard0: float | None = None  # the canceller's heard_s when the speaker became busy
@@ -165,6 +198,10 @@ class BargeInPolicy:
     # bench's closest approach, bench/barge_replay.py)
     evidence_ms: int = 0
     asked_ms: int = 0
+    # the linear filter's record: (ms, echo expected over its output in dB, None: not
+    # counted) of the newest judged frames; kept across answers (it is the canceller's)
+    _record: deque[tuple[int, float | None]] = field(default_factory=deque)
+    _record_held: int = 0
 
     def reset(self) -> None:
         self._recent.clear()
@@ -193,6 +230,7 @@ class BargeInPolicy:
         (dB; asked only of a frame nothing else counts: it costs a transform). True
         completes a barge-in."""
         self._playing_ms += ms
+        self._keep_record(ms, echo, linear)
         if self._heard0 is None:
             self._heard0 = heard_s
         if self._sounded_ms is not None:
@@ -237,18 +275,41 @@ class BargeInPolicy:
         (``echo``, mean square; 0: none), or its loudest band ``band_margin_db`` over the
         echo expected there (``over``). ``linear_weight``: with an echo expected, its
         linear output (``linear``: voiced, energy) is voiced and within ``linear_margin_db``
-        of it, and the suppressor let ``passed_db`` through. Else 0."""
+        of it, and the suppressor let ``passed_db`` through. Else 0; and 0 for a frame
+        more than ``untrusted_margin_db`` under the echo expected while the linear filter's
+        record does not show it removing the echo (:meth:`trusted`)."""
         level = db(energy)
+        w = 0.0
         if voiced and level >= self.floor_db:
-            if not echo or level >= db(echo) + self.margin_db:
-                return 1.0
-            if over is not None and over() >= self.band_margin_db:
-                return 1.0
-        if linear is None or not echo or level < self.passed_db:
+            broad = not echo or level >= db(echo) + self.margin_db
+            if broad or (over is not None and over() >= self.band_margin_db):
+                w = 1.0
+        if not w and linear is not None and echo and level >= self.passed_db:
+            linear_voiced, linear_energy = linear
+            if linear_voiced and db(linear_energy) >= db(echo) + self.linear_margin_db:
+                w = self.linear_weight
+        if w and echo and level < db(echo) + self.untrusted_margin_db and not self.trusted():
             return 0.0
-        linear_voiced, linear_energy = linear
-        heard = linear_voiced and db(linear_energy) >= db(echo) + self.linear_margin_db
-        return self.linear_weight if heard else 0.0
+        return w
+
+    def trusted(self) -> bool:
+        """The linear filter's record says it removes the echo (TRUST_DB), or there is too
+        little of it to say."""
+        held, counted, values = 0, 0, []
+        for ms, v in reversed(self._record):
+            held += ms
+            if held > self.record_lag_ms and v is not None:
+                counted += ms
+                values.append(v)
+        return counted < RECORD_MIN_MS or statistics.median(values) >= self.trust_db
+
+    def _keep_record(self, ms: int, echo: float, linear: tuple[bool, float] | None) -> None:
+        """The frame's echo expected over its linear output into the record."""
+        counted = linear is not None and echo and db(echo) >= self.record_echo_db
+        self._record.append((ms, db(echo) - db(linear[1]) if counted and linear else None))
+        self._record_held += ms
+        while self._record_held - self._record[0][0] >= self.record_ms + self.record_lag_ms:
+            self._record_held -= self._record.popleft()[0]
 
     def counts(
         self,
