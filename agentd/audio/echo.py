@@ -37,7 +37,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,6 +198,17 @@ AEC3_WITHIN_MS = (20, 100)
 # far-end sound apart) ask for it, within this: a lone search found 0.1 s or more in the
 # plain room (a match of something else), and the echo, at 20 ms, fell before the filter
 AEC3_AGREE_MS = 20
+# The echo estimate jumped: the mean of its newest two searches (within a block of each other)
+# is JUMP_BLOCKS or more from the mean of the JUMP_SEARCHES before them (the echo path moved at
+# once: a USB card's or the rig's buffer dropped backlog; a block's flicker and the clocks'
+# slow drift do not add up to it). AEC3 is then handed the delay afresh, inside
+# AEC3_WITHIN_MS too: a new delay resets its filters (webrtc's Subtractor on any delay
+# change), where a filter learned for the old path only re-adapted. Through the rig, with
+# the echo moved 20-30 ms within the filter, its linear output sat ~10-13 dB under the echo
+# expected for the rest of three runs (minutes; 18-21 dB before); with 60 ms, handed again
+# (reset), it was back to 16-21 dB within 3-6 answers.
+JUMP_BLOCKS = 1.5
+JUMP_SEARCHES = 6
 EXTRA = "pip install 'agentd[aec]'"
 # The far end's drift compensation is changed only by this much or more (ppm): ±10 ppm off
 # still gave double-talk correlation 0.84-0.85 against 0.865 (docs/aec3-config.md)
@@ -256,6 +267,15 @@ def aec3(lib: Any) -> Any:
     return lib.EchoCanceller(VAD_RATE, 1)
 
 
+def jumped(found: Sequence[int]) -> bool:
+    """The echo estimate's delays found by its latest searches (blocks, oldest first) say the
+    echo path moved at once (JUMP_BLOCKS, JUMP_SEARCHES)."""
+    if len(found) < JUMP_SEARCHES + 2:
+        return False
+    *before, a, b = list(found)[-JUMP_SEARCHES - 2 :]
+    return abs(a - b) <= 1 and abs((a + b) / 2 - sum(before) / len(before)) >= JUMP_BLOCKS
+
+
 def aec3_delay_ms(echo_delay: int | None, current: int) -> int:
     """The delay (ms) to hand AEC3_CONFIG's AEC3 (its own estimator is off) given the echo
     estimate's delay behind the reference (``echo_delay`` 10 ms blocks, None: not found) and
@@ -268,7 +288,13 @@ def aec3_delay_ms(echo_delay: int | None, current: int) -> int:
     ms = echo_delay * BLOCK * 1000 // VAD_RATE
     if AEC3_WITHIN_MS[0] <= ms - current <= AEC3_WITHIN_MS[1]:
         return current
-    return max(0, ms - AEC3_HEADROOM_MS) // 4 * 4
+    return aec3_place_ms(echo_delay)
+
+
+def aec3_place_ms(echo_delay: int) -> int:
+    """The delay (ms) that places an echo ``echo_delay`` blocks behind its reference
+    AEC3_HEADROOM_MS into AEC3's filter, in its 4 ms steps (0: where the Aligner keeps it)."""
+    return max(0, echo_delay * BLOCK * 1000 // VAD_RATE - AEC3_HEADROOM_MS) // 4 * 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -934,6 +960,8 @@ class EchoCanceller:
         self._delay_seen = 0  # the echo estimate's searches looked at for it
         self._delay_pending = TwoInARow(AEC3_AGREE_MS)  # asked for by a search, not handed yet
         self.delay_moves = 0  # ... changed this often (for benches and tests)
+        self.jumps = 0  # ... of which because the echo estimate jumped (for benches and tests)
+        self._found: deque[int] = deque(maxlen=JUMP_SEARCHES + 2)  # the searches' delays
         ns = setup.noise_suppression
         self._ns = lib.NoiseSuppressor(VAD_RATE, 1, level=ns - 1) if ns > 0 else None
         self._agc = (
@@ -1012,15 +1040,31 @@ class EchoCanceller:
     def _hand_delay(self) -> None:
         """After each of the echo estimate's searches: the delay AEC3_CONFIG's AEC3 is
         handed (aec3_delay_ms), changed when two searches in a row agree (TwoInARow,
-        AEC3_AGREE_MS)."""
+        AEC3_AGREE_MS), or placed afresh when the estimate jumped (:func:`jumped`)."""
         assert self._aec is not None and self.aligner is not None
         self._delay_seen = self.aligner.echo_found
-        d = aec3_delay_ms(self.aligner.echo_delay, self.stream_delay_ms)
+        echo_delay = self.aligner.echo_delay
+        if echo_delay is not None:
+            self._found.append(echo_delay)
+        d = aec3_delay_ms(echo_delay, self.stream_delay_ms)
+        jump = False
+        if d == self.stream_delay_ms and echo_delay is not None and jumped(self._found):
+            # placed afresh: only a different delay resets AEC3's filters (where the echo
+            # was placed before, the filter has since followed it away: 4 ms more headroom),
+            # two searches agreed on it already (jumped). Where the Aligner keeps the echo
+            # (0 ms handed) it moves the reference itself
+            d = aec3_place_ms(echo_delay)
+            if d == self.stream_delay_ms:
+                d = max(0, d - 4)
+            jump = d != self.stream_delay_ms
         if d == self.stream_delay_ms:
             self._delay_pending.clear()
             return
-        if not self._delay_pending.agree(d):
+        if not jump and not self._delay_pending.agree(d):
             return
+        self.jumps += jump
+        self._delay_pending.clear()
+        self._found.clear()  # (a new filter: the searches before say nothing of it)
         self.stream_delay_ms = self._aec.stream_delay_ms = d
         self.delay_moves += 1
         self.aligner.unconfirm()  # the echo leaked until now: the answer proves it again
