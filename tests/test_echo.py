@@ -480,6 +480,64 @@ def test_a_lone_search_of_the_echo_estimate_hands_aec3_no_delay() -> None:
     assert ec.stream_delay_ms == 188 and ec.delay_moves == 1
 
 
+def test_aec3_is_handed_its_delay_afresh_when_the_echo_estimate_jumps() -> None:
+    """An echo path that moves at once (the rig dropping 20 ms of backlog) but stays inside
+    AEC3_WITHIN_MS of the filter left AEC3's filter fitted to the old path, and through the
+    rig its linear output sat ~10-13 dB under the echo expected for minutes: a jump of the
+    estimate (JUMP_BLOCKS over JUMP_SEARCHES) places the delay afresh at once, which resets
+    AEC3's filters. A block's flicker and a slow drift do not."""
+    from agentd.audio.echo import (
+        AEC3_WITHIN_MS,
+        JUMP_SEARCHES,
+        EchoCanceller,
+        EchoSetup,
+        aec3_place_ms,
+        jumped,
+    )
+
+    assert not jumped([23, 24] * JUMP_SEARCHES)  # the echo between two blocks
+    assert not jumped([23, 23, 24, 23, 24, 24, 24, 25, 24, 25, 25, 25, 26])  # a slow drift
+    assert not jumped([26] * JUMP_SEARCHES + [24])  # one search is no jump
+    assert not jumped([26] * JUMP_SEARCHES + [24, 22])  # nor two that disagree
+    assert jumped([26, 27, 26, 26, 27, 26, 24, 24])  # the rig's: 20 ms earlier
+    assert jumped([22] * JUMP_SEARCHES + [16, 17])
+
+    ec = EchoCanceller(EchoSetup(aec=True))
+    al = ec.aligner
+    assert ec.tuned and al is not None, "needs agentd's patched pywebrtc-audio (scripts/test)"
+
+    def search(blocks: int) -> None:  # what a search that found the echo leaves behind
+        assert al is not None
+        al.echo_delay, al.echo_found = blocks, al.echo_found + 1
+        ec._hand_delay()
+
+    for b in (24, 24):
+        search(b)
+    assert ec.stream_delay_ms == aec3_place_ms(24) == 200 and ec.delay_moves == 1
+    for b in (25, 26, 26, 27, 26, 27, 26, 26, 27, 26):  # drifting later, inside the filter
+        search(b)
+        assert ec.stream_delay_ms == 200
+    assert AEC3_WITHIN_MS[0] <= 240 - 200 <= AEC3_WITHIN_MS[1]  # 24 is inside the filter ...
+    search(24)
+    assert ec.stream_delay_ms == 200
+    search(24)  # ... but the echo jumped there: placed afresh, where it was placed at
+    # first, but the filter has followed the echo away since: 4 ms more headroom (a reset)
+    assert ec.stream_delay_ms == 196 and ec.jumps == 1 and ec.delay_moves == 2
+    for b in (25, 26, 26, 27, 26, 27, 22, 22):
+        search(b)
+    assert ec.stream_delay_ms == aec3_place_ms(22) == 180 and ec.jumps == 2
+    assert ec.delay_moves == 3
+    for b in (22, 23, 22, 23, 22, 23, 22, 23, 22, 23):  # then it flickers: left alone
+        search(b)
+    assert ec.stream_delay_ms == 180 and ec.jumps == 2
+    plain = EchoCanceller(EchoSetup(aec=True))  # the Aligner keeps the echo at 20 ms
+    assert plain.aligner is not None
+    for b in (2,) * JUMP_SEARCHES + (4, 4):
+        plain.aligner.echo_delay, plain.aligner.echo_found = b, plain.aligner.echo_found + 1
+        plain._hand_delay()
+    assert plain.stream_delay_ms == 0 and plain.jumps == 0
+
+
 def test_the_aligner_and_the_delay_handed_to_aec3_share_one_two_in_a_row_rule() -> None:
     """A change one measurement asks for waits for the next to agree (TwoInARow): the
     Aligner's moves within ALIGN_TOL_S, the delay handed to AEC3 within AEC3_AGREE_MS."""
@@ -640,6 +698,138 @@ def test_an_echo_leaking_late_after_its_delay_is_confirmed_is_no_barge_in() -> N
     # its linear filter removed only 4-10 dB of the echo expected meanwhile: the record
     # (TRUST_DB) alone keeps it whole too
     assert not fired(BargeInPolicy(resettle_ms=400))
+
+
+# The first answer the rig played to a fresh daemon (bench/echo.py --e2e 13 40 --features, run
+# H10: answer 26 of 137, frames 150-293), in LATE_LEAK's columns: the canceller had heard
+# 2.6-5.1 s of far-end sound, its linear filter removed a median 5-10 dB of the echo expected
+# (18-21 dB once converged), and the leak, voiced, 5-12 dB under the echo expected, cut the
+# answer 3.2 s before its end with nobody talking.
+UNCONVERGED = (
+    "v-46 -40 s v-47 2.58,v-50 -43 s v-52 2.58,v-56 -46 s v-56 2.58,v-59 -49 s v-60 2.58,"
+    "v-63 -52 s v-63 2.58,v-64 -55 s v-65 2.58,u-67 -58 s u-67 2.58,u-68 -61 s u-66 2.60,"
+    "u-69 -64 s u-63 2.62,u-68 -67 s u-59 2.64,u-69 -70 s v-51 2.66,u-69 -73 s v-49 2.68,"
+    "u-69 -76 s v-49 2.70,u-69 -79 s v-50 2.72,u-69 - s v-56 2.74,u-70 - s v-57 2.76,"
+    "u-57 -44 s v-53 2.78,v-45 -38 s v-42 2.78,v-41 -30 s v-39 2.79,v-32 -23 s v-31 2.81,"
+    "v-29 -20 s v-28 2.83,v-27 -20 s v-26 2.85,v-25 -20 s v-26 2.87,v-29 -22 s v-28 2.89,"
+    "v-31 -25 s v-31 2.91,v-39 -28 s v-33 2.93,v-40 -31 s v-38 2.93,v-41 -33 s v-38 2.95,"
+    "v-45 -36 s v-42 2.97,v-43 -38 s v-41 2.99,v-41 -38 s v-40 3.01,v-37 -29 n v-35 3.03,"
+    "v-33 -27 n v-33 3.05,v-31 -24 n v-30 3.07,v-35 -24 n v-31 3.09,v-43 -24 n v-30 3.11,"
+    "v-41 -26 n v-34 3.13,v-46 -29 n v-37 3.15,v-56 -32 n v-35 3.17,v-53 -32 n v-35 3.19,"
+    "v-53 -30 n v-35 3.21,v-52 -27 n v-33 3.23,v-66 -27 n v-32 3.25,v-67 -27 n v-32 3.27,"
+    "v-68 -27 n v-35 3.29,u-67 -29 n v-40 3.30,u-68 -32 n v-42 3.30,u-67 -30 n v-42 3.32,"
+    "u-66 -26 n v-36 3.34,u-67 -25 n v-36 3.36,u-67 -23 n v-34 3.38,u-68 -23 n v-34 3.40,"
+    "u-69 -23 n v-33 3.41,u-68 -23 n v-35 3.41,u-69 -24 n v-35 3.43,u-69 -27 n v-37 3.45,"
+    "u-68 -30 n v-40 3.47,u-68 -33 n v-43 3.49,u-68 -36 n v-42 3.51,u-67 -37 n v-41 3.53,"
+    "u-63 -37 n v-41 3.55,u-56 -37 n v-42 3.57,u-56 -39 s v-47 3.59,u-60 -41 s v-49 3.61,"
+    "u-61 -40 s v-45 3.63,u-55 -38 s v-42 3.65,v-47 -36 s v-42 3.67,v-39 -27 s v-37 3.67,"
+    "v-40 -24 s v-32 3.69,v-38 -21 s v-30 3.71,v-39 -21 s v-30 3.73,v-42 -21 s v-32 3.75,"
+    "v-67 -22 s v-33 3.77,v-69 -24 s v-36 3.79,v-65 -27 s v-36 3.81,u-66 -30 s v-37 3.83,"
+    "u-68 -31 s v-37 3.85,u-60 -34 s v-41 3.87,v-51 -37 s v-44 3.89,v-54 -40 s v-43 3.91,"
+    "v-63 -29 s v-40 3.93,v-69 -25 s v-34 3.95,v-68 -25 s v-35 3.97,u-69 -25 s v-38 3.99,"
+    "u-68 -28 s v-38 4.01,u-69 -31 s v-41 4.03,u-69 -26 s v-39 4.05,u-69 -25 s v-36 4.07,"
+    "u-69 -25 s v-35 4.09,u-68 -25 s v-37 4.11,u-68 -28 s v-38 4.13,u-68 -31 s v-42 4.15,"
+    "u-64 -26 s v-40 4.17,u-68 -26 s v-38 4.19,u-69 -24 s v-34 4.21,u-69 -23 s v-32 4.22,"
+    "u-69 -23 s v-32 4.24,u-68 -23 s v-34 4.26,u-68 -25 s v-33 4.28,u-62 -28 s v-35 4.30,"
+    "v-56 -31 s v-39 4.32,v-58 -34 s v-41 4.34,v-67 -37 s v-41 4.36,v-67 -38 s v-42 4.38,"
+    "v-67 -41 s v-47 4.40,u-66 -32 s v-44 4.42,u-62 -32 s v-38 4.44,u-51 -24 s v-32 4.46,"
+    "v-48 -23 s v-28 4.48,v-45 -23 s v-30 4.50,v-53 -23 s v-33 4.52,v-51 -26 s v-35 4.54,"
+    "v-47 -29 s v-37 4.56,v-54 -32 s v-40 4.58,v-55 -29 s v-40 4.60,v-59 -27 s v-37 4.61,"
+    "v-68 -27 s v-36 4.63,v-67 -27 s v-34 4.65,v-60 -25 s v-32 4.67,v-67 -25 s v-32 4.69,"
+    "u-67 -25 s v-33 4.71,u-68 -26 s v-35 4.73,u-67 -28 s v-37 4.75,u-66 -31 s v-40 4.77,"
+    "u-60 -34 s v-42 4.79,u-60 -37 s v-45 4.81,u-60 -38 s v-42 4.83,u-59 -36 s v-41 4.85,"
+    "u-59 -30 s v-38 4.87,v-44 -28 s v-34 4.89,v-36 -28 s v-34 4.91,v-38 -28 s v-36 4.93,"
+    "v-40 -30 s v-38 4.95,v-49 -33 s v-43 4.97,v-42 -31 s v-37 4.99,v-40 -26 s v-34 5.01,"
+    "v-35 -24 s v-31 5.03,v-33 -24 s v-30 5.05,v-34 -24 s v-31 5.07,v-37 -24 s v-32 5.08,"
+    "v-33 -25 s v-31 5.08,v-33 -27 s v-33 5.08,v-39 -29 s v-35 5.08,v-34 -30 s v-35 5.08,"
+)
+
+
+def _frames(rows: str) -> list[tuple[bool, float, bool, float, tuple[bool, float] | None, float]]:
+    """LATE_LEAK's columns as the policy takes them: voiced, energy, settled, echo expected,
+    linear output (voiced, energy), far-end sound heard (s)."""
+
+    def energy(tok: str) -> float:
+        return 0.0 if tok == "-" else 10 ** (float(tok.lstrip("uv")) / 10)
+
+    frames = []
+    for row in rows.split(","):
+        if row.strip():
+            out, echo, settled, lin, heard = row.split()
+            linear = None if lin == "-" else (lin[0] == "v", energy(lin))
+            frames.append(
+                (out[0] == "v", energy(out), settled == "s", energy(echo), linear, float(heard))
+            )
+    return frames
+
+
+def test_a_canceller_whose_linear_filter_has_not_shown_it_removes_the_echo_is_not_trusted() -> None:
+    """The answer above: with the rule the run had it is cut at its last frame; with the
+    linear filter's record (TRUST_DB) it is not, and the record alone decides: the same
+    frames, their linear output 20 dB under the echo expected (a converged filter's), are
+    cut as before."""
+    from agentd.voice.barge_in import TRUST_DB, BargeInPolicy
+
+    frames = _frames(UNCONVERGED)
+
+    def cut_at(policy: BargeInPolicy, frames: list[Any]) -> int | None:
+        for k, (v, e, st, echo, lin, h) in enumerate(frames):
+            if policy.frame(20, v, e, h, st, echo, lin):
+                return k
+        return None
+
+    assert len(frames) == 144
+    cut = cut_at(BargeInPolicy(trust_db=-math.inf), frames)  # the rule the run had
+    assert cut is not None and cut >= 142  # (the run: its last frame; here rounded to dB)
+    policy = BargeInPolicy()
+    assert cut_at(policy, frames) is None and not policy.trusted()
+    converged = [
+        (v, e, st, echo, lin and (lin[0], echo / 100), h) for v, e, st, echo, lin, h in frames
+    ]
+    assert cut_at(BargeInPolicy(), converged) is not None
+    assert TRUST_DB < 20
+
+
+def test_the_linear_filters_record_is_the_cancellers_and_not_the_users() -> None:
+    """The record is kept across answers (it is the canceller's: the gate resets the policy
+    when the speaker falls silent) and ends RECORD_LAG_MS before the frame judged: a user
+    talking over the answer makes the linear output loud (5 dB under the echo expected at
+    SER -5 dB), and those frames must not make the canceller look unconverged before the
+    user has barged in. An unconverged record makes the same user wait until they are
+    within UNTRUSTED_MARGIN_DB of the echo expected."""
+    from agentd.voice.barge_in import NEED_MS, RECORD_LAG_MS, UNTRUSTED_MARGIN_DB, BargeInPolicy
+
+    echo = 10 ** (-25 / 10)
+    heard = iter(100.0 + 0.02 * i for i in range(10_000))
+
+    def answer(policy: BargeInPolicy, removed_db: float) -> None:
+        """2 s of an answer's echo-only frames, the linear filter removing ``removed_db``."""
+        for _ in range(100):
+            policy.frame(
+                20, False, 1e-7, next(heard), True, echo, (True, echo / 10 ** (removed_db / 10))
+            )
+        policy.reset()  # (the speaker fell silent)
+
+    def user(policy: BargeInPolicy, level_db: float, removed_db: float) -> int | None:
+        """The user, voiced, ``level_db`` under the echo expected after the suppressor and
+        5 dB under it in the linear output: the frame that barges in."""
+        out, lin = echo / 10 ** (level_db / 10), echo / 10**0.5
+        for _ in range(60):  # past the answer's onset, nobody talking
+            removed = echo / 10 ** (removed_db / 10)
+            policy.frame(20, False, 1e-7, next(heard), True, echo, (True, removed))
+        for k in range(50):
+            if policy.frame(20, True, out, next(heard), True, echo, (True, lin)):
+                return k
+        return None
+
+    converged = BargeInPolicy()
+    answer(converged, 20.0)
+    assert user(converged, 10.0, 20.0) == NEED_MS // 20 - 1 < RECORD_LAG_MS // 20
+    stuck = BargeInPolicy()
+    answer(stuck, 8.0)
+    assert not stuck.trusted()
+    assert user(stuck, 10.0, 8.0) is None
+    assert user(stuck, -UNTRUSTED_MARGIN_DB - 1, 8.0) is not None
 
 
 def test_an_answers_onset_is_counted_in_its_sound_not_from_when_the_speaker_got_busy() -> None:

@@ -286,5 +286,8 @@ def test_corpus_barge_in_at_other_periods(ms: int) -> None:
     sc = voice_eval.score_barge_in(seed=3, cases=16, ms=ms)
     assert sc.false_barge_ins == 0
     assert sc.detection_rate >= 0.8
-    got, want = (np.median([d for v in x.delays_ms.values() for d in v]) for x in (sc, ref))
-    assert got <= want + max(ms, 20) * 2
+    # trial by trial (the same talk-overs at both periods; a median of 16 trials' delays
+    # moved by a third of a second as one middle trial changed places)
+    got, want = ([d for v in x.delays_ms.values() for d in v] for x in (sc, ref))
+    slower = [g - w if g != w else 0.0 for g, w in zip(got, want, strict=True)]  # (inf, inf)
+    assert np.median(slower) <= max(ms, 20) * 2
