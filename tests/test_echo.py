@@ -4,7 +4,7 @@ path rig, and the real daemon answering in the PulseAudio room without interrupt
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -456,21 +456,28 @@ def test_aec3_is_handed_a_delay_beyond_the_aligners_reach_once() -> None:
     assert aec3_delay_ms(2, 180) == 0  # the aligner moved the reference onto the echo
 
 
-def test_a_lone_search_of_the_echo_estimate_hands_aec3_no_delay() -> None:
-    """A new delay is handed to AEC3 only when two of the echo estimate's searches in a row
-    ask for it (AEC3_AGREE_MS): in the plain room a lone search found 0.1 s or more, and
-    handing it put the echo (20 ms) before AEC3's filter: the answer cut itself."""
+def _searches() -> tuple[Any, Callable[[int], None]]:
+    """A canceller of agentd's build, and what one of its echo estimate's searches that
+    found the echo (``blocks`` behind the reference) leaves behind: the delay handed on."""
     from agentd.audio.echo import EchoCanceller, EchoSetup
 
     ec = EchoCanceller(EchoSetup(aec=True))
     al = ec.aligner
     assert ec.tuned and al is not None, "needs agentd's patched pywebrtc-audio (scripts/test)"
 
-    def search(blocks: int) -> None:  # what a search that found the echo leaves behind
+    def search(blocks: int) -> None:
         assert al is not None
         al.echo_delay, al.echo_found = blocks, al.echo_found + 1
         ec._hand_delay()
 
+    return ec, search
+
+
+def test_a_lone_search_of_the_echo_estimate_hands_aec3_no_delay() -> None:
+    """A new delay is handed to AEC3 only when two of the echo estimate's searches in a row
+    ask for it (AEC3_AGREE_MS): in the plain room a lone search found 0.1 s or more, and
+    handing it put the echo (20 ms) before AEC3's filter: the answer cut itself."""
+    ec, search = _searches()
     search(15)  # a match of something else: 150 ms
     search(2)  # the room's own 20 ms again
     search(16)
@@ -489,8 +496,6 @@ def test_aec3_is_handed_its_delay_afresh_when_the_echo_estimate_jumps() -> None:
     from agentd.audio.echo import (
         AEC3_WITHIN_MS,
         JUMP_SEARCHES,
-        EchoCanceller,
-        EchoSetup,
         aec3_place_ms,
         jumped,
     )
@@ -502,15 +507,7 @@ def test_aec3_is_handed_its_delay_afresh_when_the_echo_estimate_jumps() -> None:
     assert jumped([26, 27, 26, 26, 27, 26, 24, 24])  # the rig's: 20 ms earlier
     assert jumped([22] * JUMP_SEARCHES + [16, 17])
 
-    ec = EchoCanceller(EchoSetup(aec=True))
-    al = ec.aligner
-    assert ec.tuned and al is not None, "needs agentd's patched pywebrtc-audio (scripts/test)"
-
-    def search(blocks: int) -> None:  # what a search that found the echo leaves behind
-        assert al is not None
-        al.echo_delay, al.echo_found = blocks, al.echo_found + 1
-        ec._hand_delay()
-
+    ec, search = _searches()
     for b in (24, 24):
         search(b)
     assert ec.stream_delay_ms == aec3_place_ms(24) == 200 and ec.delay_moves == 1
@@ -530,11 +527,9 @@ def test_aec3_is_handed_its_delay_afresh_when_the_echo_estimate_jumps() -> None:
     for b in (22, 23, 22, 23, 22, 23, 22, 23, 22, 23):  # then it flickers: left alone
         search(b)
     assert ec.stream_delay_ms == 180 and ec.jumps == 2
-    plain = EchoCanceller(EchoSetup(aec=True))  # the Aligner keeps the echo at 20 ms
-    assert plain.aligner is not None
+    plain, search = _searches()  # the Aligner keeps the echo at 20 ms
     for b in (2,) * JUMP_SEARCHES + (4, 4):
-        plain.aligner.echo_delay, plain.aligner.echo_found = b, plain.aligner.echo_found + 1
-        plain._hand_delay()
+        search(b)
     assert plain.stream_delay_ms == 0 and plain.jumps == 0
 
 
