@@ -111,11 +111,11 @@ Why the rule looks like this (measured on the echo path rig, bench/echo.py):
   least ``record_echo_db``, over ``record_ms`` of judged audio ending ``record_lag_ms``
   before the frame: a user's own first frames would say "not removed") is under
   ``trust_db``, a frame counts only within ``untrusted_margin_db`` of the echo expected.
-  Replayed (bench/barge_replay.py) with 10 dB: the shadow run's one false fire and H10's go
-  and no trial of either decides later; 12 dB sat inside the stuck filter's 12-13 dB of run
-  H11 and delayed its -10 dB p95 from 586 to 1367 ms; H8's trials during its stuck minutes
-  (~9-10 dB) decide later or not within what was recorded (the leak and the user looked
-  alike there);
+  Replayed (bench/barge_replay.py) with 10 dB: the shadow run's one false fire goes and no
+  trial decides later; H10's goes too, but the trials it played while its filter was stuck
+  (5-9 dB), as H8's during its stuck minutes (~9-10 dB), decide later or not within what
+  was recorded (the leak and the user looked alike there); 12 dB sat inside the stuck
+  filter's 12-13 dB of run H11 and delayed its -10 dB p95 from 586 to 1367 ms;
 - and the cold evidence is asked until the canceller has heard WARM_S of far-end sound: the
   second answer through the rig, 12.7 s into a fresh canceller (its linear filter not yet at
   its converged removal: 14 dB), leaked 100 ms within 10 dB of the echo expected after a
