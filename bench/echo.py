@@ -419,8 +419,9 @@ def ns_figures(phrases: int = 8) -> dict[str, float]:
 
 
 def barge_figures(seeds: tuple[int, ...] = (3, 7, 11), cases: int = 28) -> dict[str, float]:
-    """Component path: false barge-ins on echo-only answers (incl. a fresh canceller) and
-    barge-in latency p95 at SER -5 and -10 dB."""
+    """Component path: false barge-ins on echo-only answers (incl. a fresh canceller's) and
+    barge-in latency p95 at SER -5 and -10 dB (once the canceller has heard WARM_S:
+    voice_eval.score_barge_in)."""
     scores = [voice_eval.score_barge_in(seed, cases) for seed in seeds]
     d5 = [d for s in scores for d in s.delays_ms[-5.0]]
     d10 = [d for s in scores for d in s.delays_ms[-10.0]]
