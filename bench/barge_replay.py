@@ -20,7 +20,6 @@ from __future__ import annotations
 import itertools
 import math
 import sys
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -123,7 +122,7 @@ def replay(data: list[Answer], policy: BargeInPolicy) -> Figures:
     beyond: dict[float, int] = {}
     false = 0
     closest = math.inf
-    p = fresh(policy)
+    p = replace(policy)  # (its parameters; none of its state)
     for ans in data:
         p.reset()
         p.closest_ms = math.inf  # type: ignore[attr-defined]
@@ -145,12 +144,6 @@ def replay(data: list[Answer], policy: BargeInPolicy) -> Figures:
         missed[ser] = sum(math.isinf(x) for x in v)
         n[ser] = len(v)
     return Figures(p95, med, missed, beyond, n, false, len(data), closest)
-
-
-def fresh(policy: BargeInPolicy) -> BargeInPolicy:
-    """A copy of ``policy``'s parameters with none of its state (dataclasses.replace would
-    share its deques)."""
-    return replace(policy, _recent=deque(), _record=deque(), _record_held=0)
 
 
 def _closest(p: BargeInPolicy, fired: bool) -> None:
@@ -178,7 +171,7 @@ RAN = BargeInPolicy(trust_db=-math.inf)  # the rule the recorded run H10 ran
 def check(data: list[Answer]) -> None:
     """The replay with the run's own rule against the run's own decisions."""
     same = diff = 0
-    p = fresh(RAN)
+    p = replace(RAN)
     for ans in data:
         p.reset()
         if ans.ser is None:

@@ -198,19 +198,23 @@ class BargeInPolicy:
     record_ms: int = RECORD_MS
     record_lag_ms: int = RECORD_LAG_MS
     record_echo_db: float = RECORD_ECHO_DB
-    _recent: deque[tuple[int, float]] = field(default_factory=deque)  # (ms, its weight)
-    _playing_ms: int = 0
-    _heard0: float | None = None  # the canceller's heard_s when the speaker became busy
-    _sounded_ms: int | None = None  # since the answer's first sound (None: not yet)
-    _settled_ms: int | None = None  # since the echo delay was confirmed (None: never unsettled)
+    # State (not parameters: dataclasses.replace makes a copy with none of it)
+    _recent: deque[tuple[int, float]] = field(default_factory=deque, init=False)  # (ms, weight)
+    _playing_ms: int = field(default=0, init=False)
+    # the canceller's heard_s when the speaker became busy
+    _heard0: float | None = field(default=None, init=False)
+    # since the answer's first sound (None: not yet)
+    _sounded_ms: int | None = field(default=None, init=False)
+    # since the echo delay was confirmed (None: never unsettled)
+    _settled_ms: int | None = field(default=None, init=False)
     # what the last judged frame left: evidence held and evidence asked (ms; for the replay
     # bench's closest approach, bench/barge_replay.py)
-    evidence_ms: int = 0
-    asked_ms: int = 0
+    evidence_ms: int = field(default=0, init=False)
+    asked_ms: int = field(default=0, init=False)
     # the linear filter's record: (ms, echo expected over its output in dB, None: not
     # counted) of the newest judged frames; kept across answers (it is the canceller's)
-    _record: deque[tuple[int, float | None]] = field(default_factory=deque)
-    _record_held: int = 0
+    _record: deque[tuple[int, float | None]] = field(default_factory=deque, init=False)
+    _record_held: int = field(default=0, init=False)
 
     def reset(self) -> None:
         self._recent.clear()
