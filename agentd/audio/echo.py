@@ -690,10 +690,8 @@ class Aligner:
         self._env_sound += sum(e > ECHO_FLOOR_DB for e in env[:n])
         if self._env_sound >= ECHO_EVERY:
             self._env_sound = 0 if self._find_echo() else ECHO_EVERY // 2
-        d, k = self.echo_delay, len(far_env)
-        lo, hi = (
-            (ECHO_MAX_LAG + ECHO_SPREAD, 0) if d is None else (d + ECHO_SPREAD, d - ECHO_SPREAD)
-        )
+        k = len(far_env)
+        lo, hi = self._echo_lags()
         top = ECHO_FLOOR_DB
         for j in range(k - n, k):
             src = max(far_env[j - lo : j - hi + 1])
@@ -701,6 +699,15 @@ class Aligner:
             top = max(top, self._echo_db)
         self.echo_energy = 10 ** (top / 10) if top > ECHO_FLOOR_DB else 0.0
         return energy
+
+    def _echo_lags(self) -> tuple[int, int]:
+        """The far end's blocks the echo expected is taken from, as lags behind the newest
+        (longest, shortest): the echo's delay and spread, or every delay searched until it
+        is found. Shared by the broadband estimate and its per-band twin (over_echo_db)."""
+        d = self.echo_delay
+        if d is None:
+            return ECHO_MAX_LAG + ECHO_SPREAD, 0
+        return d + ECHO_SPREAD, d - ECHO_SPREAD
 
     def _find_echo(self) -> bool:
         """The lag (blocks) at which the far end's envelope best matches the raw
@@ -760,10 +767,7 @@ class Aligner:
         n = out.size // BLOCK
         if not self.echo_energy or not n or self._far_held < (n + 1) * BLOCK:
             return -math.inf
-        d = self.echo_delay
-        lo, hi = (
-            (ECHO_MAX_LAG + ECHO_SPREAD, 0) if d is None else (d + ECHO_SPREAD, d - ECHO_SPREAD)
-        )
+        lo, hi = self._echo_lags()
         far = np.concatenate(self._far_recent)
         k = far.size // BLOCK  # the newest n blocks are the frame's
         # unrolled, E(j) = max(S(j) + gain, E(j - 1) - decay), S(j) the far end's loudest
