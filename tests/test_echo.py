@@ -1114,26 +1114,36 @@ def test_a_cancelled_frame_far_below_the_echo_expected_is_no_user() -> None:
 def test_a_user_the_suppressor_took_down_counts_by_the_linear_filters_output() -> None:
     """Double talk over loud echo: AEC3's suppressor leaves the user's frames unvoiced and
     quiet; before it, AEC3's linear filter has them voiced, near the echo expected. They
-    count, as LINEAR_WEIGHT of a frame, where the suppressor let something through; a leak
-    of the linear filter that the suppressor took to its floor, or one far below the echo,
-    does not."""
+    count, as LINEAR_WEIGHT of a frame, where the suppressor let something through, and
+    whole once the linear filter's record shows it converged (CONVERGED_DB); a leak of the
+    linear filter that the suppressor took to its floor, or one far below the echo, does
+    not."""
     from agentd.voice.barge_in import (
+        CONVERGED_DB,
         LINEAR_MARGIN_DB,
         LINEAR_WEIGHT,
         MARGIN_DB,
         NEED_MS,
         PASSED_DB,
+        TRUST_DB,
         BargeInPolicy,
     )
 
     def level(dbfs: float) -> float:
         return float(10 ** (dbfs / 10))
 
-    def run(out_db: float, linear: tuple[bool, float] | None, voiced: bool = False) -> list[bool]:
+    def run(
+        out_db: float,
+        linear: tuple[bool, float] | None,
+        voiced: bool = False,
+        removed_db: float = 20.0,
+    ) -> list[bool]:
         policy = BargeInPolicy()  # a warm canceller, 1.2 s into an answer's sound
         echo = level(-25)
+        # nobody talking: its linear filter removes ``removed_db`` of the echo (its record)
         for i in range(60):
-            policy.frame(20, False, level(-70), 100.0 + 0.02 * i, True, echo, (True, level(-45)))
+            removed = (True, level(-25 - removed_db))
+            policy.frame(20, False, level(-70), 100.0 + 0.02 * i, True, echo, removed)
         return [
             policy.frame(20, voiced, level(out_db), 102.0 + 0.02 * i, True, echo, linear)
             for i in range(50)
@@ -1141,7 +1151,11 @@ def test_a_user_the_suppressor_took_down_counts_by_the_linear_filters_output() -
 
     near = level(-25 + LINEAR_MARGIN_DB + 3)
     assert 0 < LINEAR_WEIGHT < 1
-    assert run(PASSED_DB + 2, (True, near)).index(True) == round(NEED_MS / LINEAR_WEIGHT) // 20 - 1
+    assert TRUST_DB < CONVERGED_DB < 18  # (converged through the rig: 18-21 dB)
+    # a filter trusted but not shown converged: its frames weigh LINEAR_WEIGHT; converged, 1
+    trusted = run(PASSED_DB + 2, (True, near), removed_db=(TRUST_DB + CONVERGED_DB) / 2)
+    assert trusted.index(True) == round(NEED_MS / LINEAR_WEIGHT) // 20 - 1
+    assert run(PASSED_DB + 2, (True, near)).index(True) == NEED_MS // 20 - 1
     # frames the suppressed output counts (voiced, near the echo) weigh whole, whatever the
     # linear output says
     whole = run(-25 + MARGIN_DB + 3, (True, near), voiced=True)
