@@ -1115,10 +1115,13 @@ def test_a_user_the_suppressor_took_down_counts_by_the_linear_filters_output() -
     """Double talk over loud echo: AEC3's suppressor leaves the user's frames unvoiced and
     quiet; before it, AEC3's linear filter has them voiced, near the echo expected. They
     count, as LINEAR_WEIGHT of a frame, where the suppressor let something through, and
-    whole once the linear filter's record shows it converged (CONVERGED_DB); a leak of the
-    linear filter that the suppressor took to its floor, or one far below the echo, does
-    not."""
+    whole once the linear filter's record shows it converged (CONVERGED_DB), but not while
+    the cold evidence is asked (the canceller in flux: through the rig, a re-confirmed
+    answer's leak cut it by those frames); a leak of the linear filter that the suppressor
+    took to its floor, or one far below the echo, does not."""
     from agentd.voice.barge_in import (
+        ARM_S,
+        COLD_NEED_MS,
         CONVERGED_DB,
         LINEAR_MARGIN_DB,
         LINEAR_WEIGHT,
@@ -1126,6 +1129,8 @@ def test_a_user_the_suppressor_took_down_counts_by_the_linear_filters_output() -
         NEED_MS,
         PASSED_DB,
         TRUST_DB,
+        WARM_S,
+        WINDOW_MS,
         BargeInPolicy,
     )
 
@@ -1137,15 +1142,16 @@ def test_a_user_the_suppressor_took_down_counts_by_the_linear_filters_output() -
         linear: tuple[bool, float] | None,
         voiced: bool = False,
         removed_db: float = 20.0,
+        heard_s: float = 100.0,
     ) -> list[bool]:
-        policy = BargeInPolicy()  # a warm canceller, 1.2 s into an answer's sound
+        policy = BargeInPolicy()  # a canceller that has heard ``heard_s``, 1.2 s into an answer
         echo = level(-25)
         # nobody talking: its linear filter removes ``removed_db`` of the echo (its record)
         for i in range(60):
             removed = (True, level(-25 - removed_db))
-            policy.frame(20, False, level(-70), 100.0 + 0.02 * i, True, echo, removed)
+            policy.frame(20, False, level(-70), heard_s + 0.02 * i, True, echo, removed)
         return [
-            policy.frame(20, voiced, level(out_db), 102.0 + 0.02 * i, True, echo, linear)
+            policy.frame(20, voiced, level(out_db), heard_s + 2 + 0.02 * i, True, echo, linear)
             for i in range(50)
         ]
 
@@ -1156,6 +1162,10 @@ def test_a_user_the_suppressor_took_down_counts_by_the_linear_filters_output() -
     trusted = run(PASSED_DB + 2, (True, near), removed_db=(TRUST_DB + CONVERGED_DB) / 2)
     assert trusted.index(True) == round(NEED_MS / LINEAR_WEIGHT) // 20 - 1
     assert run(PASSED_DB + 2, (True, near)).index(True) == NEED_MS // 20 - 1
+    # ... but while the cold evidence is asked (here: before WARM_S), LINEAR_WEIGHT still:
+    # such frames alone never make it in a window (whole, they would)
+    assert WINDOW_MS * LINEAR_WEIGHT < COLD_NEED_MS <= WINDOW_MS
+    assert not any(run(PASSED_DB + 2, (True, near), heard_s=(ARM_S + WARM_S) / 2))
     # frames the suppressed output counts (voiced, near the echo) weigh whole, whatever the
     # linear output says
     whole = run(-25 + MARGIN_DB + 3, (True, near), voiced=True)

@@ -134,7 +134,14 @@ Why the rule looks like this (measured on the echo path rig, bench/echo.py):
   16 dB took the -5 dB p95 of decisions from 422 / 420 / never / 499 / 529 / 526 / 499 ms
   to 393 / 416 / 899 / 438 / 498 / 501 / 398 and fired on no answer the rule before did
   not (whole at any record: the same, but an echo-only answer came within 20 ms of
-  evidence of a cut where it came within 40).
+  evidence of a cut where it came within 40). Through the real daemon (runs H14-H17) the -5
+  dB p95 was 421, 391, 398 and 440 ms, but in H17 a trial's answer cut itself with nobody
+  talking: just re-confirmed after its delay was handed again (the resettle's cold
+  evidence asked), AEC3 leaked its echo 4-9 dB under the echo expected for 350 ms and three
+  frames only the linear output counted took the evidence from 270 to 300 ms. So in the
+  cold states (an answer's onset, a resettle, before WARM_S), where the canceller is in
+  flux, such a frame weighs LINEAR_WEIGHT still: replayed on all eleven records, that
+  fires on no answer the rule before did not, and every p95 above stays as it is.
 """
 
 from __future__ import annotations
@@ -276,14 +283,14 @@ class BargeInPolicy:
         if not settled:  # what leaked meanwhile is no evidence
             self._recent.clear()
             return False
-        self._recent.append((ms, self.weight(voiced, energy, echo, linear, over)))
+        onset = self._sounded_ms is None or self._sounded_ms <= self.onset_ms
+        resettled = self._settled_ms is not None and self._settled_ms <= self.resettle_ms
+        cold = onset or resettled or heard_s < self.warm_s
+        self._recent.append((ms, self.weight(voiced, energy, echo, linear, over, cold)))
         held = sum(m for m, _ in self._recent)
         while held - self._recent[0][0] >= self.window_ms:
             held -= self._recent.popleft()[0]
         self.evidence_ms = evidence = round(sum(m * w for m, w in self._recent))
-        onset = self._sounded_ms is None or self._sounded_ms <= self.onset_ms
-        resettled = self._settled_ms is not None and self._settled_ms <= self.resettle_ms
-        cold = onset or resettled or heard_s < self.warm_s
         self.asked_ms = self.cold_need_ms if cold else self.need_ms
         if evidence >= self.asked_ms:
             self._recent.clear()
@@ -297,16 +304,18 @@ class BargeInPolicy:
         echo: float = 0.0,
         linear: tuple[bool, float] | None = None,
         over: Callable[[], float] | None = None,
+        cold: bool = False,
     ) -> float:
         """What a cancelled frame adds to the evidence, as a part of its length. 1: voiced,
         above the floor, and not more than ``margin_db`` below the echo expected in it
         (``echo``, mean square; 0: none), or its loudest band ``band_margin_db`` over the
         echo expected there (``over``). ``linear_weight`` (1 where the linear filter's
-        record is at least ``converged_db``): with an echo expected, its linear output
-        (``linear``: voiced, energy) is voiced and within ``linear_margin_db`` of it, and
-        the suppressor let ``passed_db`` through. Else 0; and 0 for a frame more than
-        ``untrusted_margin_db`` under the echo expected while the linear filter's record
-        does not show it removing the echo (:meth:`trusted`)."""
+        record is at least ``converged_db`` and the cold evidence is not asked, ``cold``):
+        with an echo expected, its linear output (``linear``: voiced, energy) is voiced and
+        within ``linear_margin_db`` of it, and the suppressor let ``passed_db`` through.
+        Else 0; and 0 for a frame more than ``untrusted_margin_db`` under the echo expected
+        while the linear filter's record does not show it removing the echo
+        (:meth:`trusted`)."""
         level = db(energy)
         w = 0.0
         if voiced and level >= self.floor_db:
@@ -317,11 +326,8 @@ class BargeInPolicy:
             linear_voiced, linear_energy = linear
             if linear_voiced and db(linear_energy) >= db(echo) + self.linear_margin_db:
                 record = self.record_db()
-                w = (
-                    1.0
-                    if record is not None and record >= self.converged_db
-                    else self.linear_weight
-                )
+                converged = record is not None and record >= self.converged_db
+                w = 1.0 if converged and not cold else self.linear_weight
         if w and echo and level < db(echo) + self.untrusted_margin_db and not self.trusted():
             return 0.0
         return w
