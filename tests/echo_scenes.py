@@ -143,7 +143,9 @@ def reply_ms(h: Harness) -> int:
 # (talker: 0 echo-only answer / 1 barge-in trial, seconds since the talker's onset (-inf
 # before it), ms, voiced, dBFS, expected echo dBFS, heard_s, settled, barged in, when, the
 # estimate's delay in blocks and gain in dB, the linear filter's output: voiced (-1: none)
-# and dBFS, the loudest band over the echo expected there, dB (nan: none))
+# and dBFS, the loudest band over the echo expected there, dB (nan: none), and why an answer
+# is unconfirmed: the far end's epoch and stream count, the aligner's reference moves, the
+# delays handed to AEC3, and whether the canceller confirmed the epoch (-1: no canceller))
 FEATURES: list[tuple[float, ...]] = []
 # Shadow mode (bench/echo.py --e2e --shadow): the policy judges and FEATURES records, but the
 # daemon is never told to barge in by voice, so every answer and every trial is recorded
@@ -158,6 +160,16 @@ def _estimate(h: Harness) -> tuple[float, float]:
     if al is None or al.echo_delay is None:
         return (-1.0, 0.0)
     return (float(al.echo_delay), al.echo_gain_db)
+
+
+def _epoch(h: Harness) -> tuple[float, ...]:
+    """The counters that say why an answer is unconfirmed now (FEATURES)."""
+    ec = h.daemon.echo
+    al = ec.aligner if ec is not None else None
+    if ec is None or al is None:
+        return (-1.0,) * 5
+    far = ec.far
+    return (far.epoch, far.streams, al.moves, ec.delay_moves, float(al._confirmed == far.epoch))
 
 
 def _feature(h: Harness, talker: float, onset: float, a: tuple[Any, ...], fired: bool) -> None:
@@ -181,6 +193,7 @@ def _feature(h: Harness, talker: float, onset: float, a: tuple[Any, ...], fired:
             -1.0 if linear is None else float(linear[0]),
             -math.inf if linear is None else db(linear[1]),
             math.nan if over is None else over(),
+            *_epoch(h),
         )
     )
 
