@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from agentd.sim.echo_path import EchoRig
@@ -485,6 +486,41 @@ def test_a_lone_search_of_the_echo_estimate_hands_aec3_no_delay() -> None:
     search(22)  # the rig's: two in a row, 10 ms apart
     search(23)
     assert ec.stream_delay_ms == 188 and ec.delay_moves == 1
+
+
+def test_an_echo_that_crept_to_the_filters_edge_is_handed_between_answers() -> None:
+    """A new delay resets AEC3's filters and the echo leaks until they re-learn it: for an
+    echo that only crept to the filter's edge, inside it still (the rig's slid 40 ms over
+    minutes), it waits until the far end has been silent ANSWER_GAP_S (through the rig,
+    handed 277 ms into a user's speech, it cost that barge-in). Outside the filter: at once."""
+    from agentd.audio.echo import ANSWER_GAP_S, aec3_place_ms
+
+    ec, search = _searches()
+    for b in (22, 23):
+        search(b)
+    assert ec.stream_delay_ms == 188 and ec.delay_moves == 1
+    for b in (19, 19):  # 2 ms into the filter: a new delay is asked for ...
+        search(b)
+    assert ec.stream_delay_ms == 188 and ec.delay_moves == 1  # ... not handed mid-answer
+    frame = np.zeros(320, np.int16)
+    sound = np.full(320, 3000, np.int16)
+    ec._cancel(frame, sound)  # the answer still sounds
+    for _ in range(round(ANSWER_GAP_S * 50) - 1):
+        ec._cancel(frame, frame)
+        assert ec.stream_delay_ms == 188
+    ec._cancel(frame, frame)  # the far end silent ANSWER_GAP_S: between answers
+    assert ec.stream_delay_ms == aec3_place_ms(19) == 148 and ec.delay_moves == 2
+    for b in (22, 22):  # asked for, then the echo came back inside: nothing is handed
+        search(b)
+    search(17)
+    search(17)
+    search(20)
+    for _ in range(round(ANSWER_GAP_S * 50) + 1):
+        ec._cancel(frame, frame)
+    assert ec.stream_delay_ms == 148 and ec.delay_moves == 2
+    for b in (33, 33):  # beyond the filter (330 - 148 ms): at once
+        search(b)
+    assert ec.stream_delay_ms == aec3_place_ms(33) and ec.delay_moves == 3
 
 
 def test_aec3_is_handed_its_delay_afresh_when_the_echo_estimate_jumps() -> None:

@@ -963,6 +963,16 @@ class EchoCanceller:
         self.stream_delay_ms = 0  # handed to AEC3 (tuned only: aec3_delay_ms)
         self._delay_seen = 0  # the echo estimate's searches looked at for it
         self._delay_pending = TwoInARow(AEC3_AGREE_MS)  # asked for by a search, not handed yet
+        # A new delay for an echo that only crept to the filter's edge (the clocks' drift,
+        # the estimate's flicker), inside it still, is handed once the far end has been
+        # silent ANSWER_GAP_S, between answers (the next proves its delay anyway): handed at
+        # once it reset AEC3's filters mid-answer, the echo leaked whole for ~2 s, and when
+        # that fell in a user's speech the barge-in was lost (bench/echo.py --e2e run H18:
+        # the rig's echo crept 40 ms earlier over the -10 dB trials and was handed 277 ms
+        # into a talker's speech, 6 ms inside the filter; settled again only 1.8 s later,
+        # the barge-in missed). An echo outside the filter, or one that jumped (JUMP_BLOCKS),
+        # is handed at once: there the filter no longer fits it.
+        self._deferred: int | None = None
         self.delay_moves = 0  # ... changed this often (for benches and tests)
         self.jumps = 0  # ... of which because the echo estimate jumped (for benches and tests)
         self._found: deque[int] = deque(maxlen=JUMP_SEARCHES + 2)  # the searches' delays
@@ -1063,15 +1073,27 @@ class EchoCanceller:
             jump = d != self.stream_delay_ms
         if d == self.stream_delay_ms:
             self._delay_pending.clear()
+            self._deferred = None  # (the echo is back where the filter has it)
             return
         if not jump and not self._delay_pending.agree(d):
             return
-        self.jumps += jump
         self._delay_pending.clear()
+        ms = None if echo_delay is None else echo_delay * BLOCK * 1000 // VAD_RATE
+        if not jump and ms is not None and 0 <= ms - self.stream_delay_ms < AEC3_FILTER_MS:
+            self._deferred = d  # the echo crept to the filter's edge, inside it still
+            return
+        self._hand(d, jump)
+
+    def _hand(self, d: int, jump: bool) -> None:
+        """AEC3 is handed the delay ``d`` (ms): its filters reset, the echo leaks until they
+        re-learn it, so the answer proves its delay again."""
+        assert self._aec is not None and self.aligner is not None
+        self.jumps += jump
+        self._deferred = None
         self._found.clear()  # (a new filter: the searches before say nothing of it)
         self.stream_delay_ms = self._aec.stream_delay_ms = d
         self.delay_moves += 1
-        self.aligner.unconfirm()  # the echo leaked until now: the answer proves it again
+        self.aligner.unconfirm()
 
     def _cancel(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
         """AEC3 on one frame, or while the far end has been silent IDLE_AEC_S, the frame
@@ -1089,6 +1111,8 @@ class EchoCanceller:
         energy = self.aligner.block(near, far)
         if self.tuned and self.aligner.echo_found != self._delay_seen:
             self._hand_delay()
+        if self._deferred is not None and self._quiet >= ANSWER_GAP_S * VAD_RATE:
+            self._hand(self._deferred, False)  # between answers: the next proves it anyway
         tail, self._tail = self._tail, near[-BLOCK:]
         if self._quiet > IDLE_AEC_S * VAD_RATE:
             self._idle = True
