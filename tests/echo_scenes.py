@@ -145,7 +145,9 @@ def reply_ms(h: Harness) -> int:
 # estimate's delay in blocks and gain in dB, the linear filter's output: voiced (-1: none)
 # and dBFS, the loudest band over the echo expected there, dB (nan: none), and why an answer
 # is unconfirmed: the far end's epoch and stream count, the aligner's reference moves, the
-# delays handed to AEC3, and whether the canceller confirmed the epoch (-1: no canceller))
+# delays handed to AEC3, and whether the canceller confirmed the epoch (-1: no canceller);
+# then the echo estimate's searches that found a delay, the last one's match and the delay
+# handed to AEC3 now (ms))
 FEATURES: list[tuple[float, ...]] = []
 # Shadow mode (bench/echo.py --e2e --shadow): the policy judges and FEATURES records, but the
 # daemon is never told to barge in by voice, so every answer and every trial is recorded
@@ -167,9 +169,11 @@ def _epoch(h: Harness) -> tuple[float, ...]:
     ec = h.daemon.echo
     al = ec.aligner if ec is not None else None
     if ec is None or al is None:
-        return (-1.0,) * 5
+        return (-1.0,) * 8
     far = ec.far
-    return (far.epoch, far.streams, al.moves, ec.delay_moves, float(al._confirmed == far.epoch))
+    confirmed = float(al._confirmed == far.epoch)
+    searches = (al.echo_found, al.echo_r, ec.stream_delay_ms)
+    return (far.epoch, far.streams, al.moves, ec.delay_moves, confirmed, *searches)
 
 
 def _feature(h: Harness, talker: float, onset: float, a: tuple[Any, ...], fired: bool) -> None:
