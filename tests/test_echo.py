@@ -488,6 +488,48 @@ def test_a_lone_search_of_the_echo_estimate_hands_aec3_no_delay() -> None:
     assert ec.stream_delay_ms == 188 and ec.delay_moves == 1
 
 
+@pytest.mark.parametrize("noise_db", [20.0, 24.0])
+def test_a_weak_match_far_from_the_echo_held_does_not_move_it(noise_db: float) -> None:
+    """The echo estimate moves more than ECHO_MOVE_BLOCKS only on a clear match (ECHO_MOVE_R):
+    through the rig a search with a talker in its window found 2 blocks at r 0.62 where the
+    echo sat at 25, and later read as a jump that reset AEC3 in a user's speech. Found first,
+    or near the echo held, ECHO_MIN_R is enough; clear, it moves."""
+    from agentd.audio.echo import (
+        ECHO_FLOOR_DB,
+        ECHO_HIST,
+        ECHO_MIN_R,
+        ECHO_MOVE_R,
+        Aligner,
+        FarEnd,
+    )
+
+    rng = np.random.default_rng(4)
+    far = np.full(ECHO_HIST, ECHO_FLOOR_DB)
+    i = 0
+    while i < ECHO_HIST:  # speech-like: bursts of 0.1-0.4 s at -45..-20 dBFS, short pauses
+        n = int(rng.integers(10, 40))
+        far[i : i + n] = rng.uniform(-45, -20, size=min(n, ECHO_HIST - i))
+        i += n + int(rng.integers(3, 15))
+    z = rng.normal(0, 1, ECHO_HIST)
+
+    def search(held: int | None, noise: float, at: int = 2) -> Aligner:
+        near = np.full(ECHO_HIST, -75.0)
+        near[at:] = far[:-at] - 7  # the echo, `at` blocks behind, 7 dB down, and noise
+        al = Aligner(FarEnd())
+        al._env_far, al._env_near = list(far), list(np.maximum(near + noise * z, -75.0))
+        al.echo_delay, al.echo_gain_db = held, -7.0
+        assert al._find_echo()
+        return al
+
+    weak = search(25, noise_db)
+    assert ECHO_MIN_R <= weak.echo_r < ECHO_MOVE_R  # (the case: used, were it near)
+    assert weak.echo_delay == 25 and weak.echo_found == 0
+    assert search(None, noise_db).echo_delay == 2  # found first: taken
+    assert search(3, noise_db).echo_delay == 2  # a block from the one held: taken
+    clear = search(25, 0.0)
+    assert clear.echo_r >= ECHO_MOVE_R and clear.echo_delay == 2  # clear: it moved
+
+
 def test_an_echo_that_crept_to_the_filters_edge_is_handed_between_answers() -> None:
     """A new delay resets AEC3's filters and the echo leaks until they re-learn it: for an
     echo that only crept to the filter's edge, inside it still (the rig's slid 40 ms over

@@ -104,6 +104,15 @@ ECHO_HIST = 300  # blocks of both envelopes kept (3 s)
 ECHO_MAX_LAG = 60  # the echo's delay is searched up to this many blocks (0.6 s)
 ECHO_EVERY = 100  # blocks of far-end sound between two searches
 ECHO_MIN_R = 0.6  # a weaker envelope match is not the echo alone (someone talks): not used
+# A match more than ECHO_MOVE_BLOCKS from the delay held is used only this clear: in run H21
+# (bench/echo.py --e2e --features) a search 3 s after a talker found 2 blocks at r 0.62
+# where the echo sat at 25; held for six answers, and the next clear search (26, r 0.92)
+# then read as a jump (JUMP_BLOCKS) and reset AEC3's filters 279 ms into a talker's speech:
+# that barge-in was lost. Of the 766 searches H20 and H21 used, no other moved 3 blocks or
+# more; the rest matched at r >= 0.62 (a tenth under 0.8). The rig's backlog drops move
+# the echo 2 blocks.
+ECHO_MOVE_R = 0.8
+ECHO_MOVE_BLOCKS = 2
 # Blocks of far-end sound the windows of the best match and of the delay held now must hold,
 # or the search is not used (and made again after half of ECHO_EVERY): ECHO_EVERY counts
 # sound since the last search, which may lie scattered over answers' tails. Through the rig
@@ -735,6 +744,9 @@ class Aligner:
         self.echo_r = best
         if best < ECHO_MIN_R:
             return True
+        now = self.echo_delay
+        if now is not None and abs(lag - now) > ECHO_MOVE_BLOCKS and best < ECHO_MOVE_R:
+            return True  # far from the echo held, on a weak match: someone talked
         x = far[ECHO_HIST - m - lag : ECHO_HIST - lag]
         loud = x > x.max() - 20  # where the far end sounds: the echo over the noise
         gain = float(np.median(near[-m:][loud] - x[loud]))
