@@ -49,7 +49,8 @@ MAX_PPM = 200.0  # ... beyond what the drift can have moved it since (USB cards:
 GIVE_S = 4.0  # far-end sound before an estimate is given at all
 GIVE_SE_PPM = 4.0  # ... and the line's standard error under this
 GIVE_POINTS = 8  # ... and this many shifts on it
-# Sure (then it stops: ~9 ms CPU per audio-second while it runs): this much far-end sound
+# Sure (then it stops: its own ~1.7 ms CPU per audio-second while it runs, bench/echo.py
+# --cpu, the aec path's 7.6 apart): this much far-end sound
 # and its last STABLE_N estimates within STABLE_PPM. Offline on the rig: within 10 ppm after
 # 3-6 s of sound, within 2 ppm after 10 s.
 SURE_S = 10.0
@@ -66,8 +67,8 @@ SILENT_MAX_S = 90.0  # ... and one after this long without far-end sound (100 pp
 
 @functools.cache  # (a window's size is always the same; the search costs ~50 µs)
 def fft_size(n: int) -> int:
-    """The smallest 2^a·3^b·5^c >= ``n``: numpy's FFT is fast there (38400 points for a
-    window: a quarter of the CPU of the next power of two, 65536)."""
+    """The smallest 2^a·3^b·5^c >= ``n``: numpy's FFT is fast there (its radices; a window
+    of 22400 samples takes 22500 points, not the next power of two, 32768)."""
     best, p5 = 1 << max(0, (n - 1).bit_length()), 1
     while p5 < best:
         p35 = p5
