@@ -68,7 +68,7 @@ SILENT_MAX_S = 90.0  # ... and one after this long without far-end sound (100 pp
 @functools.cache  # (a window's size is always the same; the search costs ~50 µs)
 def fft_size(n: int) -> int:
     """The smallest 2^a·3^b·5^c >= ``n``: numpy's FFT is fast there (its radices; a window
-    of 22400 samples takes 22500 points, not the next power of two, 32768)."""
+    of 22400 samples takes 22500 points, not the next power of two, 2^15)."""
     best, p5 = 1 << max(0, (n - 1).bit_length()), 1
     while p5 < best:
         p35 = p5
