@@ -222,7 +222,7 @@ def cpu_figures(seconds: float = 20, runs: int = 6) -> dict[str, float]:
         while not drift and k < 4 and (k < WARM_PASSES or not sure_now()):
             once(k)
             k += 1
-        sure.append(drift or ec.far.drift.sure or not ec.far.compensate)
+        sure.append(drift or sure_now())
         if timed is not None:
             timed()
         return once(k)

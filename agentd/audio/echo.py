@@ -300,6 +300,13 @@ def aec3_delay_ms(echo_delay: int | None, current: int) -> int:
     return aec3_place_ms(echo_delay)
 
 
+def aec3_inside(echo_delay: int, current: int) -> bool:
+    """An echo ``echo_delay`` blocks behind its reference lies inside the filter of an AEC3
+    handed ``current`` ms (AEC3_FILTER_MS): a new delay for it can wait for the gap between
+    answers (EchoCanceller._deferred)."""
+    return 0 <= echo_delay * BLOCK * 1000 // VAD_RATE - current < AEC3_FILTER_MS
+
+
 def aec3_place_ms(echo_delay: int) -> int:
     """The delay (ms) that places an echo ``echo_delay`` blocks behind its reference
     AEC3_HEADROOM_MS into AEC3's filter, in its 4 ms steps (0: where the Aligner keeps it)."""
@@ -1090,8 +1097,7 @@ class EchoCanceller:
         if not jump and not self._delay_pending.agree(d):
             return
         self._delay_pending.clear()
-        ms = None if echo_delay is None else echo_delay * BLOCK * 1000 // VAD_RATE
-        if not jump and ms is not None and 0 <= ms - self.stream_delay_ms < AEC3_FILTER_MS:
+        if not jump and echo_delay is not None and aec3_inside(echo_delay, self.stream_delay_ms):
             self._deferred = d  # the echo crept to the filter's edge, inside it still
             return
         self._hand(d, jump)
