@@ -318,6 +318,7 @@ class BargeInPolicy:
         (:meth:`trusted`)."""
         level = db(energy)
         w = 0.0
+        record: float | None = math.nan  # the linear filter's record (nan: not worked out)
         if voiced and level >= self.floor_db:
             broad = not echo or level >= db(echo) + self.margin_db
             if broad or (over is not None and over() >= self.band_margin_db):
@@ -328,14 +329,15 @@ class BargeInPolicy:
                 record = self.record_db()
                 converged = record is not None and record >= self.converged_db
                 w = 1.0 if converged and not cold else self.linear_weight
-        if w and echo and level < db(echo) + self.untrusted_margin_db and not self.trusted():
+        if w and echo and level < db(echo) + self.untrusted_margin_db and not self.trusted(record):
             return 0.0
         return w
 
-    def trusted(self) -> bool:
-        """The linear filter's record says it removes the echo (TRUST_DB), or there is too
-        little of it to say."""
-        record = self.record_db()
+    def trusted(self, record: float | None = math.nan) -> bool:
+        """The linear filter's record (``record``, as :meth:`record_db` gives it; nan: work
+        it out) says it removes the echo (TRUST_DB), or there is too little of it to say."""
+        if record is not None and math.isnan(record):
+            record = self.record_db()
         return record is None or record >= self.trust_db
 
     def record_db(self) -> float | None:
