@@ -147,7 +147,8 @@ def reply_ms(h: Harness) -> int:
 # is unconfirmed: the far end's epoch and stream count, the aligner's reference moves, the
 # delays handed to AEC3, and whether the canceller confirmed the epoch (-1: no canceller);
 # then the echo estimate's searches that found a delay, the last one's match and the delay
-# handed to AEC3 now (ms))
+# handed to AEC3 now (ms); and the raw microphone's dBFS, before the canceller: what the
+# linear filter removed of it)
 FEATURES: list[tuple[float, ...]] = []
 # Shadow mode (bench/echo.py --e2e --shadow): the policy judges and FEATURES records, but the
 # daemon is never told to barge in by voice, so every answer and every trial is recorded
@@ -176,6 +177,17 @@ def _epoch(h: Harness) -> tuple[float, ...]:
     return (far.epoch, far.streams, al.moves, ec.delay_moves, confirmed, *searches)
 
 
+def _raw_db(h: Harness, ms: int) -> float:
+    """The raw microphone's level in the ``ms`` frame just judged (dBFS, mean square; nan:
+    no canceller): its 10 ms blocks are the newest of the echo estimate's envelope (floored
+    at ECHO_FLOOR_DB)."""
+    ec = h.daemon.echo
+    if ec is None or ec.aligner is None:
+        return math.nan
+    blocks = 10 ** (np.array(ec.aligner._env_near[-(ms // 10) :]) / 10)
+    return float(10 * np.log10(blocks.mean()))
+
+
 def _feature(h: Harness, talker: float, onset: float, a: tuple[Any, ...], fired: bool) -> None:
     """One judged frame into FEATURES: ``a`` is the policy's arguments (ms, voiced, energy,
     heard_s, settled, echo, linear, over); energies in dB."""
@@ -198,6 +210,7 @@ def _feature(h: Harness, talker: float, onset: float, a: tuple[Any, ...], fired:
             -math.inf if linear is None else db(linear[1]),
             math.nan if over is None else over(),
             *_epoch(h),
+            _raw_db(h, ms),
         )
     )
 
