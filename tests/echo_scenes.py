@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from agentd.audio.echo import AEC_DELAY, BLOCK
 from agentd.audio.pcm import to_float, to_int16
 from agentd.sim.echo_path import EchoPath, EchoRig
 from agentd.sim.echo_path import Talker as Cues
@@ -178,14 +179,24 @@ def _epoch(h: Harness) -> tuple[float, ...]:
 
 
 def _raw_db(h: Harness, ms: int) -> float:
-    """The raw microphone's level in the ``ms`` frame just judged (dBFS, mean square; nan:
-    no canceller): its 10 ms blocks are the newest of the echo estimate's envelope (floored
-    at ECHO_FLOOR_DB)."""
+    """The raw microphone's level under the ``ms`` frame just judged (dBFS, mean square; nan:
+    no canceller), from the echo estimate's envelope (10 ms blocks, floored at
+    ECHO_FLOOR_DB): AEC3's output lags its input by AEC_DELAY samples, so the blocks are
+    weighed by how much of each the judged frame holds."""
     ec = h.daemon.echo
     if ec is None or ec.aligner is None:
         return math.nan
-    blocks = 10 ** (np.array(ec.aligner._env_near[-(ms // 10) :]) / 10)
-    return float(10 * np.log10(blocks.mean()))
+    block = BLOCK
+    n = ms * block // 10
+    k = -(-(n + AEC_DELAY) // block)  # blocks back to the frame's first sample
+    env = np.array(ec.aligner._env_near[-k:])
+    # block i covers [start, start + block) samples before the newest's end; the frame
+    # covers [AEC_DELAY, AEC_DELAY + n) before it
+    ends = (np.arange(k)[::-1]) * block
+    overlap = np.clip(
+        np.minimum(ends + block, AEC_DELAY + n) - np.maximum(ends, AEC_DELAY), 0, None
+    )
+    return float(10 * np.log10(np.sum(10 ** (env / 10) * overlap) / n))
 
 
 def _feature(h: Harness, talker: float, onset: float, a: tuple[Any, ...], fired: bool) -> None:
