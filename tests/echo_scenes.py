@@ -148,7 +148,7 @@ def reply_ms(h: Harness) -> int:
 # is unconfirmed: the far end's epoch and stream count, the aligner's reference moves, the
 # delays handed to AEC3, and whether the canceller confirmed the epoch (-1: no canceller);
 # then the echo estimate's searches that found a delay, the last one's match and the delay
-# handed to AEC3 now (ms); and the raw microphone's dBFS, before the canceller: what the
+# handed to AEC3 now (ms); and the raw microphone's dBFS under the judged frame: what the
 # linear filter removed of it)
 FEATURES: list[tuple[float, ...]] = []
 # Shadow mode (bench/echo.py --e2e --shadow): the policy judges and FEATURES records, but the
@@ -186,15 +186,14 @@ def _raw_db(h: Harness, ms: int) -> float:
     ec = h.daemon.echo
     if ec is None or ec.aligner is None:
         return math.nan
-    block = BLOCK
-    n = ms * block // 10
-    k = -(-(n + AEC_DELAY) // block)  # blocks back to the frame's first sample
+    n = ms * BLOCK // 10
+    k = -(-(n + AEC_DELAY) // BLOCK)  # blocks back to the frame's first sample
     env = np.array(ec.aligner._env_near[-k:])
-    # block i covers [start, start + block) samples before the newest's end; the frame
-    # covers [AEC_DELAY, AEC_DELAY + n) before it
-    ends = (np.arange(k)[::-1]) * block
+    # counted back from the newest sample, block i holds [after, after + BLOCK) and the
+    # judged frame [AEC_DELAY, AEC_DELAY + n)
+    after = np.arange(k)[::-1] * BLOCK
     overlap = np.clip(
-        np.minimum(ends + block, AEC_DELAY + n) - np.maximum(ends, AEC_DELAY), 0, None
+        np.minimum(after + BLOCK, AEC_DELAY + n) - np.maximum(after, AEC_DELAY), 0, None
     )
     return float(10 * np.log10(np.sum(10 ** (env / 10) * overlap) / n))
 
