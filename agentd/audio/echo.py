@@ -285,6 +285,11 @@ def jumped(found: Sequence[int]) -> bool:
     return abs(a - b) <= 1 and abs((a + b) / 2 - sum(before) / len(before)) >= JUMP_BLOCKS
 
 
+def echo_ms(echo_delay: int) -> int:
+    """The echo estimate's delay (``echo_delay`` 10 ms blocks) in whole ms."""
+    return echo_delay * BLOCK * 1000 // VAD_RATE
+
+
 def aec3_delay_ms(echo_delay: int | None, current: int) -> int:
     """The delay (ms) to hand AEC3_CONFIG's AEC3 (its own estimator is off) given the echo
     estimate's delay behind the reference (``echo_delay`` 10 ms blocks, None: not found) and
@@ -294,7 +299,7 @@ def aec3_delay_ms(echo_delay: int | None, current: int) -> int:
     is handed again once the echo is outside AEC3_WITHIN_MS of the filter."""
     if echo_delay is None:
         return current
-    ms = echo_delay * BLOCK * 1000 // VAD_RATE
+    ms = echo_ms(echo_delay)
     if AEC3_WITHIN_MS[0] <= ms - current <= AEC3_WITHIN_MS[1]:
         return current
     return aec3_place_ms(echo_delay)
@@ -304,13 +309,13 @@ def aec3_inside(echo_delay: int, current: int) -> bool:
     """An echo ``echo_delay`` blocks behind its reference lies inside the filter of an AEC3
     handed ``current`` ms (AEC3_FILTER_MS): a new delay for it can wait for the gap between
     answers (EchoCanceller._deferred)."""
-    return 0 <= echo_delay * BLOCK * 1000 // VAD_RATE - current < AEC3_FILTER_MS
+    return 0 <= echo_ms(echo_delay) - current < AEC3_FILTER_MS
 
 
 def aec3_place_ms(echo_delay: int) -> int:
     """The delay (ms) that places an echo ``echo_delay`` blocks behind its reference
     AEC3_HEADROOM_MS into AEC3's filter, in its 4 ms steps (0: where the Aligner keeps it)."""
-    return max(0, echo_delay * BLOCK * 1000 // VAD_RATE - AEC3_HEADROOM_MS) // 4 * 4
+    return max(0, echo_ms(echo_delay) - AEC3_HEADROOM_MS) // 4 * 4
 
 
 @dataclass(frozen=True, slots=True)
