@@ -611,6 +611,82 @@ def test_aec3_is_handed_its_delay_afresh_when_the_echo_estimate_jumps() -> None:
     assert plain.stream_delay_ms == 0 and plain.jumps == 0
 
 
+def test_path_watch_says_a_fitted_filter_lost_the_echo_and_not_a_user() -> None:
+    """PathWatch (pure): a filter that has shown it removes the echo, then PATH_N of PATH_M
+    loud frames with the linear output within PATH_DB of a microphone no louder than the
+    echo expected, says the path moved; a user over the echo, a fresh filter still learning,
+    or a run of such frames broken by quiet ones says nothing."""
+    from agentd.audio.echo import PATH_M, PATH_N, PathWatch
+
+    def p(dbfs: float) -> float:
+        return float(10 ** (dbfs / 10))
+
+    def frames(w: PathWatch, raw: float, linear: float, echo: float, n: int) -> list[bool]:
+        return [w.frame(p(raw), p(linear), p(echo)) for _ in range(n)]
+
+    w = PathWatch()
+    assert not any(frames(w, -30, -30, -28, 3 * PATH_M))  # a fresh filter: removes nothing
+    assert not w.armed
+    assert not any(frames(w, -30, -45, -28, PATH_M)) and w.armed  # fitted: 15 dB off
+    assert not any(frames(w, -25, -26, -30, 3 * PATH_M))  # a user 5 dB over the echo
+    assert not any(frames(w, -30, -31, -28, PATH_N - 1))
+    assert not any(frames(w, -60, -60, -60, 1))  # a pause (quiet): the run starts anew
+    lost = frames(w, -30, -31, -28, PATH_M)  # (judged once PATH_M frames are in)
+    assert lost == [False] * (PATH_M - 1) + [True]
+    assert not w.armed  # (then the new filter shows itself anew)
+    w = PathWatch()
+    frames(w, -30, -45, -28, PATH_M)
+    assert not any(frames(w, -30, -36, -28, 3 * PATH_M))  # 6 dB off: the filter still works
+    assert any(frames(w, -30, -29, -28, PATH_M))  # (it adds energy: lost too)
+
+
+def _room_scene(seed: int, step_at: float | None, talk_db: float | None) -> list[float]:
+    """40 s of answers through the echo path rig's room (0.23 s bulk delay, as the rig's)
+    cancelled as the daemon's path does (tests/voice_eval.cancelling); ``step_at``: the
+    echo arrives 20 ms earlier from then on (the rig dropping backlog); ``talk_db``: a
+    talker at that SER for 1.5 s of every 4 s from 10 s. The times PathWatch fired."""
+    from agentd.audio.echo import EchoCanceller, EchoSetup
+    from tests import voice_eval
+
+    secs, rate = 40.0, 16000
+    play = voice_eval._playback(np.random.default_rng(seed), secs)
+    bulk = np.zeros(int(0.23 * rate), np.float32)
+    mic = np.concatenate((bulk, voice_eval.echo_at_mic(play, seed=seed)))[: play.size]
+    if step_at is not None:
+        i = int(step_at * rate)
+        mic = np.concatenate((mic[:i], mic[i + rate // 50 :], np.zeros(rate // 50, np.float32)))
+    if talk_db is not None:
+        on = np.zeros_like(mic, bool)
+        for t in np.arange(10.0, secs - 2, 4.0):
+            on[int(t * rate) : int((t + 1.5) * rate)] = True
+        talk = voice_eval._playback(np.random.default_rng(seed + 50), secs) * on
+        gain = np.sqrt(np.mean(mic[on] ** 2) / np.mean(talk[on] ** 2)) * 10 ** (talk_db / 20)
+        mic = mic + talk * gain
+    ec = EchoCanceller(EchoSetup(aec=True))
+    if not ec.tuned:
+        pytest.skip("PathWatch needs agentd's AEC3 build (its linear output)")
+    fired, moves = [], 0
+    for f in voice_eval.cancelling(mic, play, 20, ec):
+        if ec.path_moves != moves:
+            moves = ec.path_moves
+            fired.append(f.timestamp)
+    return fired
+
+
+def test_the_echo_path_moving_under_aec3s_filter_is_found_and_a_talker_is_not() -> None:
+    """The rig's silent backlog drop (the echo 20 ms earlier, still inside AEC3's filter,
+    with no search of the echo estimate seeing it: three e2e runs had answers cut with
+    nobody talking after one) is found by PathWatch within 0.6 s and AEC3 handed its delay
+    afresh; answers with no drop, and talkers from -10 to +10 dB SER over them, never fire
+    it (measured: found 0.1-0.46 s after the drop on five seeds)."""
+    for seed in (1, 3):
+        fired = _room_scene(seed, 20.0, None)
+        assert fired and 20.0 < fired[0] < 20.6, (seed, fired)
+        assert _room_scene(seed, None, None) == [], seed
+        for ser in (-10.0, 0.0, 10.0):
+            assert _room_scene(seed, None, ser) == [], (seed, ser)
+
+
 def test_the_aligner_and_the_delay_handed_to_aec3_share_one_two_in_a_row_rule() -> None:
     """A change one measurement asks for waits for the next to agree (TwoInARow): the
     Aligner's moves within ALIGN_TOL_S, the delay handed to AEC3 within AEC3_AGREE_MS."""

@@ -38,14 +38,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from agentd.audio.drift import DriftEstimator
 from agentd.audio.frame import AudioFrame
-from agentd.audio.pcm import SCALE
+from agentd.audio.pcm import SCALE, db
 from agentd.audio.resample import VAD_RATE, StreamResampler
 from agentd.config import EchoSettings, InputSettings
 
@@ -218,6 +218,17 @@ AEC3_AGREE_MS = 20
 # (reset), it was back to 16-21 dB within 3-6 answers.
 JUMP_BLOCKS = 1.5
 JUMP_SEARCHES = 6
+# The echo path moved under AEC3's linear filter (PathWatch): PATH_N of the last PATH_M frames
+# with an echo expected of at least PATH_ECHO_DB and the microphone at least PATH_RAW_DB
+# (dBFS) had the linear output within PATH_DB of the microphone, and the microphone less
+# than PATH_OVER_DB over the echo expected (dB)
+PATH_DB = 2.0
+PATH_OVER_DB = -1.0
+PATH_ECHO_DB = -35.0
+PATH_RAW_DB = -45.0
+PATH_N = 6
+PATH_M = 8
+PATH_ARM_DB = 10.0  # ... once the filter has taken this much off such frames (rig: 10-17)
 EXTRA = "pip install 'agentd[aec]'"
 # The far end's drift compensation is changed only by this much or more (ppm): ±10 ppm off
 # still gave double-talk correlation 0.84-0.85 against 0.865 (docs/aec3-config.md)
@@ -288,6 +299,59 @@ def jumped(found: Sequence[int]) -> bool:
 def echo_ms(echo_delay: int) -> int:
     """The echo estimate's delay (``echo_delay`` 10 ms blocks) in whole ms."""
     return echo_delay * BLOCK * 1000 // VAD_RATE
+
+
+@dataclass
+class PathWatch:
+    """Says when the echo path moved under AEC3's linear filter, frame by frame (pure).
+
+    Why: the echo path rig drops 20 ms of backlog when the machine is loaded (a USB card or
+    a sound server can do the same), and when the echo stays inside the filter no search of
+    the echo estimate sees it in time (a talker in its window). The filter's echo estimate
+    is then no longer where the echo is: it takes ~nothing off the microphone, the
+    suppressor, trusting it, lets the echo through, voiced, and the answer cut itself 0.3 s
+    later (three runs of bench/echo.py --e2e in a row, H24-H26). With nobody talking a
+    frame's microphone (under the output: AEC3's lags by AEC_DELAY) is then no louder than
+    the echo expected and the linear output within PATH_DB of it; a user adds to the
+    microphone (at 0 dB or more: above the echo expected) or, quieter, is what the working
+    filter leaves (the linear output 5-10 dB under the microphone at -5/-10 dB). Replayed on
+    the frames H25 and H26 recorded (their raw microphone, tests/echo_scenes.py), PATH_N of
+    the last PATH_M frames with such echo found both answers of H26 that cut themselves
+    0.2 and 0.02 s before they did, and no talker's frames in 157 trials."""
+
+    # the newest PATH_M frames in a row with echo: (microphone, linear output, no user and
+    # no removal)
+    recent: deque[tuple[float, float, bool]] = field(default_factory=lambda: deque(maxlen=PATH_M))
+    # the filter has shown it removes the echo (PATH_ARM_DB over PATH_M such frames): only a
+    # filter that fitted the path can lose it (a fresh one, learning, removes little too)
+    armed: bool = False
+
+    def frame(self, raw: float, linear: float, echo: float) -> bool:
+        """One frame's microphone under the output and linear output (mean square, full
+        scale 1) and the echo expected in it: True once the path moved (then disarmed)."""
+        if db(echo) < PATH_ECHO_DB or db(raw) < PATH_RAW_DB:
+            # no loud echo to remove, or silence: says nothing, and the frames before it
+            # say nothing of the next (a user talking on through the answer's pause, its
+            # echo rising after it, is all the microphone holds, the filter removes little)
+            self.recent.clear()
+            return False
+        low = db(raw) - db(linear) < PATH_DB and db(raw) < db(echo) + PATH_OVER_DB
+        self.recent.append((raw, linear, low))
+        if len(self.recent) < PATH_M:
+            return False
+        if not self.armed:
+            heard, left, _ = (sum(v) for v in zip(*self.recent, strict=True))
+            self.armed = db(heard) - db(left) >= PATH_ARM_DB
+            return False
+        if sum(v[2] for v in self.recent) >= PATH_N:
+            self.reset()
+            return True
+        return False
+
+    def reset(self) -> None:
+        """A new filter (AEC3 handed a delay: its filters reset): it shows itself anew."""
+        self.recent.clear()
+        self.armed = False
 
 
 def aec3_delay_ms(echo_delay: int | None, current: int) -> int:
@@ -919,6 +983,12 @@ class Aligner:
                     return
 
     @property
+    def confirmed(self) -> bool:
+        """The current answer's delay is proven (its echo removed deeply), not only trusted
+        by time (:attr:`settled`)."""
+        return self._confirmed == self.far.epoch
+
+    @property
     def settled(self) -> bool:
         far = self.far
         if self._confirmed == far.epoch:
@@ -999,6 +1069,8 @@ class EchoCanceller:
         self._deferred: int | None = None
         self.delay_moves = 0  # ... changed this often (for benches and tests)
         self.jumps = 0  # ... of which because the echo estimate jumped (for benches and tests)
+        self.path_moves = 0  # the linear filter found the echo path moved under it (ditto)
+        self._path = PathWatch()
         self._found: deque[int] = deque(maxlen=JUMP_SEARCHES + 2)  # the searches' delays
         ns = setup.noise_suppression
         self._ns = lib.NoiseSuppressor(VAD_RATE, 1, level=ns - 1) if ns > 0 else None
@@ -1016,6 +1088,7 @@ class EchoCanceller:
         self._idle = False  # the canceller is bypassed (IDLE_AEC_S of silent far end)
         self._tail = np.zeros(BLOCK, np.int16)  # the last 10 ms of microphone it was given
         self._linear = False  # AEC3 processed the newest frame: its linear output is the frame's
+        self._linear_frame: np.ndarray | None = None  # ... once asked for (linear())
         self.bypassed = 0  # frames not handed to the canceller (for benches and tests)
 
     @property
@@ -1046,8 +1119,13 @@ class EchoCanceller:
         """The newest frame after AEC3's linear filter alone (16 kHz int16): the echo less
         what the filter models, and a user talking over it not yet taken down by the
         suppressor. None where there is none (no AEC3, the stock wheel, a bypassed frame).
-        Asked only while the speaker plays (voice barge-in): it costs a copy."""
-        return self._aec.linear() if self._linear and self._aec is not None else None
+        Asked while the speaker plays (voice barge-in) and of a confirmed answer's frames
+        (:meth:`_check_path`): it costs a copy, made once per frame."""
+        if not self._linear or self._aec is None:
+            return None
+        if self._linear_frame is None:  # (one copy per frame, whoever asks first)
+            self._linear_frame = self._aec.linear()
+        return self._linear_frame
 
     def process(self, frame: AudioFrame) -> AudioFrame:
         """One capture frame through the chain; the far end advances by the same length."""
@@ -1091,9 +1169,7 @@ class EchoCanceller:
             # was placed before, the filter has since followed it away: 4 ms more headroom),
             # two searches agreed on it already (jumped). Where the Aligner keeps the echo
             # (0 ms handed) it moves the reference itself
-            d = aec3_place_ms(echo_delay)
-            if d == self.stream_delay_ms:
-                d = max(0, d - 4)
+            d = self._afresh(echo_delay)
             jump = d != self.stream_delay_ms
         if d == self.stream_delay_ms:
             self._delay_pending.clear()
@@ -1107,12 +1183,21 @@ class EchoCanceller:
             return
         self._hand(d, jump)
 
+    def _afresh(self, echo_delay: int | None) -> int:
+        """The delay that places the echo afresh (a different one resets AEC3's filters):
+        where the estimate puts it, or, where it was placed before (the filter has since
+        followed the echo away), 4 ms more headroom. The delay handed now where none can be
+        (the Aligner keeps the echo: 0 ms handed, it moves the reference itself)."""
+        d = self.stream_delay_ms if echo_delay is None else aec3_place_ms(echo_delay)
+        return max(0, d - 4) if d == self.stream_delay_ms else d
+
     def _hand(self, d: int, jump: bool) -> None:
         """AEC3 is handed the delay ``d`` (ms): its filters reset, the echo leaks until they
         re-learn it, so the answer proves its delay again."""
         assert self._aec is not None and self.aligner is not None
         self.jumps += jump
         self._deferred = None
+        self._path.reset()
         self._found.clear()  # (a new filter: the searches before say nothing of it)
         self.stream_delay_ms = self._aec.stream_delay_ms = d
         self.delay_moves += 1
@@ -1146,9 +1231,35 @@ class EchoCanceller:
             self._aec.process(tail, np.zeros(BLOCK, np.int16))
         # one call per frame: the library cuts it into 10 ms blocks itself
         out: np.ndarray = self._aec.process(near, far)
-        self._linear = self.linear_out
+        self._linear, self._linear_frame = self.linear_out, None
         self.aligner.cancelled(out, energy)  # its convergence confirms the answer's delay
+        if self._linear and energy is not None and self.aligner.confirmed:
+            # (the microphone under the output: AEC3's lags its input by AEC_DELAY)
+            self._check_path(np.concatenate((tail[-AEC_DELAY:], near[:-AEC_DELAY])))
         return out
+
+    def _check_path(self, raw: np.ndarray) -> None:
+        """A confirmed answer whose linear filter no longer removes its echo (the path
+        moved under it, :class:`PathWatch`): AEC3 is
+        handed its delay afresh (:meth:`_afresh`: its filters reset and re-learn the path
+        in ~1 s where, adapting, they stayed ~10 dB short for minutes) and the answer
+        proves its delay again (Aligner.unconfirm: what leaks meanwhile is no barge-in)."""
+        assert self._aec is not None and self.aligner is not None
+        linear = self.linear()
+        if linear is None:
+            return
+        r, x = raw.astype(np.float32), linear.astype(np.float32)
+        scale = 1 / (r.size * SCALE**2)
+        if not self._path.frame(
+            float(r @ r) * scale, float(x @ x) * scale, self.aligner.echo_energy
+        ):
+            return
+        self.path_moves += 1
+        d = self._afresh(self.aligner.echo_delay)
+        if d != self.stream_delay_ms:
+            self._hand(d, True)
+        else:
+            self.aligner.unconfirm()
 
 
 def make(setup: EchoSetup, far: FarEnd) -> EchoCanceller | None:

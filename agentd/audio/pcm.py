@@ -6,6 +6,8 @@ and make full scale ambiguous; with one, int16 → float → int16 is exact.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 SCALE = 32768.0  # 2**15: int16 full scale maps to [-1, 1)
@@ -32,3 +34,8 @@ def saturate(y: np.ndarray) -> np.ndarray:
     else:
         y = np.clip(y, -32768, 32767)
     return y.astype("<i2")
+
+
+def db(energy: float) -> float:
+    """Mean-square energy (full scale 1.0) in dBFS."""
+    return 10 * math.log10(max(energy, 1e-12))

@@ -152,6 +152,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agentd.audio.pcm import db
+
 WINDOW_MS = 400  # evidence is counted over this much recent audio
 NEED_MS = 80  # frames counted as the user's within WINDOW_MS that make a barge-in
 COLD_NEED_MS = 300  # the same while the canceller is still converging
@@ -191,11 +193,6 @@ RECORD_LAG_MS = 400
 RECORD_ECHO_DB = -40.0
 RECORD_MIN_MS = 200
 UNTRUSTED_MARGIN_DB = -6.0
-
-
-def db(energy: float) -> float:
-    """Mean-square energy (full scale 1.0) in dBFS."""
-    return 10 * math.log10(max(energy, 1e-12))
 
 
 @dataclass
