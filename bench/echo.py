@@ -844,7 +844,8 @@ def _aec3_state(h: Any) -> None:
     d = ec.aligner.echo_delay
     print(
         f"    (AEC3: {_build(ec)}; delay handed {ec.stream_delay_ms} ms, moved "
-        f"{ec.delay_moves}× ({ec.jumps} on a jump); echo estimate {'-' if d is None else d * 10} ms behind the "
+        f"{ec.delay_moves}× ({ec.jumps} on a jump or a path move; the linear filter lost the "
+        f"echo {ec.path_moves}×); echo estimate {'-' if d is None else d * 10} ms behind the "
         f"reference, aligner moves {ec.aligner.moves}; far end resampled by "
         f"{ec.far.ppm:+.1f} ppm{' (compensating)' if ec.far.compensate else ''})",
         flush=True,

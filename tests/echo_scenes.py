@@ -178,6 +178,12 @@ def _epoch(h: Harness) -> tuple[float, ...]:
     return (far.epoch, far.streams, al.moves, ec.delay_moves, confirmed, *searches)
 
 
+def _path_moves(h: Harness) -> float:
+    """How often the canceller found its linear filter had lost the echo (PathWatch; -1: no
+    canceller)."""
+    return -1.0 if h.daemon.echo is None else float(h.daemon.echo.path_moves)
+
+
 def _raw_db(h: Harness, ms: int) -> float:
     """The raw microphone's level under the ``ms`` frame just judged (dBFS, mean square; nan:
     no canceller), from the echo estimate's envelope (10 ms blocks, floored at
@@ -221,6 +227,7 @@ def _feature(h: Harness, talker: float, onset: float, a: tuple[Any, ...], fired:
             math.nan if over is None else over(),
             *_epoch(h),
             _raw_db(h, ms),
+            _path_moves(h),
         )
     )
 
