@@ -316,8 +316,10 @@ class PathWatch:
     microphone (at 0 dB or more: above the echo expected) or, quieter, is what the working
     filter leaves (the linear output 5-10 dB under the microphone at -5/-10 dB). Replayed on
     the frames H25 and H26 recorded (their raw microphone, tests/echo_scenes.py), PATH_N of
-    the last PATH_M frames with such echo found both answers of H26 that cut themselves
-    0.2 and 0.02 s before they did, and no talker's frames in 157 trials."""
+    the last PATH_M frames with such echo found two of their three answers that cut
+    themselves 0.16 and 0.2 s before they did (in the third, quiet frames broke the run),
+    and no talker's frames in 157 trials. A filter that still takes 3-5 dB off (H28's
+    warm-up cut) is not told from a user at 0 to -5 dB."""
 
     # the newest PATH_M frames in a row with echo: (microphone, linear output, no user and
     # no removal)
@@ -326,10 +328,18 @@ class PathWatch:
     # filter that fitted the path can lose it (a fresh one, learning, removes little too)
     armed: bool = False
 
+    def loud(self, echo: float) -> bool:
+        """A frame with the echo expected ``echo`` is judged (:meth:`frame`): the caller
+        works out its levels only then. One that is not breaks the run."""
+        if db(echo) < PATH_ECHO_DB:
+            self.recent.clear()
+            return False
+        return True
+
     def frame(self, raw: float, linear: float, echo: float) -> bool:
         """One frame's microphone under the output and linear output (mean square, full
         scale 1) and the echo expected in it: True once the path moved (then disarmed)."""
-        if db(echo) < PATH_ECHO_DB or db(raw) < PATH_RAW_DB:
+        if not self.loud(echo) or db(raw) < PATH_RAW_DB:
             # no loud echo to remove, or silence: says nothing, and the frames before it
             # say nothing of the next (a user talking on through the answer's pause, its
             # echo rising after it, is all the microphone holds, the filter removes little)
@@ -1234,25 +1244,26 @@ class EchoCanceller:
         self._linear, self._linear_frame = self.linear_out, None
         self.aligner.cancelled(out, energy)  # its convergence confirms the answer's delay
         if self._linear and energy is not None and self.aligner.confirmed:
-            # (the microphone under the output: AEC3's lags its input by AEC_DELAY)
-            self._check_path(np.concatenate((tail[-AEC_DELAY:], near[:-AEC_DELAY])))
+            self._check_path(tail, near)
         return out
 
-    def _check_path(self, raw: np.ndarray) -> None:
+    def _check_path(self, tail: np.ndarray, near: np.ndarray) -> None:
         """A confirmed answer whose linear filter no longer removes its echo (the path
         moved under it, :class:`PathWatch`): AEC3 is
         handed its delay afresh (:meth:`_afresh`: its filters reset and re-learn the path
         in ~1 s where, adapting, they stayed ~10 dB short for minutes) and the answer
         proves its delay again (Aligner.unconfirm: what leaks meanwhile is no barge-in)."""
         assert self._aec is not None and self.aligner is not None
-        linear = self.linear()
+        echo = self.aligner.echo_energy
+        linear = self.linear() if self._path.loud(echo) else None
         if linear is None:
             return
-        r, x = raw.astype(np.float32), linear.astype(np.float32)
-        scale = 1 / (r.size * SCALE**2)
-        if not self._path.frame(
-            float(r @ r) * scale, float(x @ x) * scale, self.aligner.echo_energy
-        ):
+        # the microphone under the output (AEC3's lags its input by AEC_DELAY): the last
+        # frame's tail and this one's head
+        a, b = tail[-AEC_DELAY:].astype(np.float32), near[:-AEC_DELAY].astype(np.float32)
+        x = linear.astype(np.float32)
+        scale = 1 / (near.size * SCALE**2)
+        if not self._path.frame(float(a @ a + b @ b) * scale, float(x @ x) * scale, echo):
             return
         self.path_moves += 1
         d = self._afresh(self.aligner.echo_delay)
