@@ -173,7 +173,7 @@ def _epoch(h: Harness) -> tuple[float, ...]:
     if ec is None or al is None:
         return (-1.0,) * 8
     far = ec.far
-    confirmed = float(al._confirmed == far.epoch)
+    confirmed = float(al.confirmed)
     searches = (al.echo_found, al.echo_r, ec.stream_delay_ms)
     return (far.epoch, far.streams, al.moves, ec.delay_moves, confirmed, *searches)
 
