@@ -232,7 +232,7 @@ async def test_room_speech_reaches_capture_in_real_time(
     assert duration > 1.5
 
 
-@pytest.mark.parametrize("continuous", [False, True])
+@pytest.mark.parametrize("continuous", [False, pytest.param(True, marks=pytest.mark.slow)])
 async def test_playback_into_room_comes_out_of_monitor_and_flush_silences(
     room: rigs.PulseRoom, continuous: bool
 ) -> None:
@@ -272,7 +272,7 @@ async def test_playback_into_room_comes_out_of_monitor_and_flush_silences(
     assert pb.heard_ms("item_A") == pytest.approx(heard, abs=100)
 
 
-@pytest.mark.parametrize("continuous", [False, True])
+@pytest.mark.parametrize("continuous", [False, pytest.param(True, marks=pytest.mark.slow)])
 async def test_only_running_dry_mid_stream_is_an_underrun(continuous: bool) -> None:
     """Every answer and cue ends with the speaker running dry: that is no fault. A stream
     that runs dry before its end (audio arriving late) is, once per gap. On clockspk, a card's

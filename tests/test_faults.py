@@ -414,6 +414,7 @@ def said_once(lines: list[str]) -> None:
     assert len(mic) == 1 and len(spk) <= 1 and len(lines) == len(mic) + len(spk), lines
 
 
+@pytest.mark.slow
 async def test_sound_server_vanishes_and_returns(
     harness: Harness, room: rigs.PulseRoom, all_logs: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:

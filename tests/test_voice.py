@@ -277,7 +277,7 @@ def test_corpus_onsets_and_endpoints_do_not_depend_on_the_period(ms: int) -> Non
     assert np.abs(ends - ref_ends).max() <= 3 * 0.03 + 1e-9
 
 
-@pytest.mark.parametrize("ms", [10, 30])
+@pytest.mark.parametrize("ms", [pytest.param(10, marks=pytest.mark.slow), 30])
 def test_corpus_barge_in_at_other_periods(ms: int) -> None:
     """No false barge-in on echo at another frame length, and double talk is caught no slower
     than with 20 ms frames (median, within one frame). 10 ms frames let the VAD miss a little

@@ -288,9 +288,17 @@ def test_the_room_oracle_reads_a_fricative_half_a_sample_off_as_played() -> None
 @pytest.mark.parametrize(
     "harness,style",
     [
-        ({"dialect": "xstar", "audio__wire": {"output": "mp3"}}, {"mp3_cuts": "random"}),
+        pytest.param(
+            {"dialect": "xstar", "audio__wire": {"output": "mp3"}},
+            {"mp3_cuts": "random"},
+            marks=pytest.mark.slow,
+        ),
         ({"dialect": "xstar", "audio__wire": {"output": "opus"}}, {"opus_frame_ms": 60}),
-        ({"dialect": "xstar", "audio__wire": {"output": "opus"}}, {"opus_ogg": True}),
+        pytest.param(
+            {"dialect": "xstar", "audio__wire": {"output": "opus"}},
+            {"opus_ogg": True},
+            marks=pytest.mark.slow,
+        ),
         ({"dialect": "xstar", "api__output_format": "Raw16KHz16BitMonoPcm"}, {}),
     ],
     indirect=["harness"],
