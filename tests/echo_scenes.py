@@ -184,6 +184,15 @@ def _path_moves(h: Harness) -> float:
     return -1.0 if h.daemon.echo is None else float(h.daemon.echo.path_moves)
 
 
+def _clock(h: Harness) -> tuple[float, ...]:
+    """The far end's view of the microphone's clock: the capture timestamps' mean offset from
+    its sample count (ms), its re-anchors, and microphone audio the daemon lost (overruns
+    plus frames dropped behind the loop)."""
+    far, cap = h.daemon.far_end, h.daemon.capture
+    lost = -1.0 if cap is None else float(cap.stats.overruns + cap.stats.dropped_frames)
+    return (far._mic_err * 1000, float(far._anchors), lost)
+
+
 def _raw_db(h: Harness, ms: int) -> float:
     """The raw microphone's level under the ``ms`` frame just judged (dBFS, mean square; nan:
     no canceller), from the echo estimate's envelope (10 ms blocks, floored at
@@ -228,6 +237,7 @@ def _feature(h: Harness, talker: float, onset: float, a: tuple[Any, ...], fired:
             *_epoch(h),
             _raw_db(h, ms),
             _path_moves(h),
+            *_clock(h),
         )
     )
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from agentd.audio.echo import EchoCanceller
 from agentd.sim.echo_path import EchoRig
 from tests import echo_scenes, rigs
 from tests.conftest import running_daemon
@@ -640,12 +641,15 @@ def test_path_watch_says_a_fitted_filter_lost_the_echo_and_not_a_user() -> None:
     assert any(frames(w, -30, -29, -28, PATH_M))  # (it adds energy: lost too)
 
 
-def _room_scene(seed: int, step_at: float | None, talk_db: float | None) -> list[float]:
+def _room_scene(
+    seed: int, step_at: float | None, talk_db: float | None
+) -> tuple[list[float], EchoCanceller]:
     """40 s of answers through the echo path rig's room (0.23 s bulk delay, as the rig's)
     cancelled as the daemon's path does (tests/voice_eval.cancelling); ``step_at``: the
     echo arrives 20 ms earlier from then on (the rig dropping backlog); ``talk_db``: a
-    talker at that SER for 1.5 s of every 4 s from 10 s. The times PathWatch fired."""
-    from agentd.audio.echo import EchoCanceller, EchoSetup
+    talker at that SER for 1.5 s of every 4 s from 10 s. The times PathWatch fired, and the
+    canceller."""
+    from agentd.audio.echo import EchoSetup
     from tests import voice_eval
 
     secs, rate = 40.0, 16000
@@ -670,7 +674,7 @@ def _room_scene(seed: int, step_at: float | None, talk_db: float | None) -> list
         if ec.path_moves != moves:
             moves = ec.path_moves
             fired.append(f.timestamp)
-    return fired
+    return fired, ec
 
 
 def test_the_echo_path_moving_under_aec3s_filter_is_found_and_a_talker_is_not() -> None:
@@ -678,13 +682,20 @@ def test_the_echo_path_moving_under_aec3s_filter_is_found_and_a_talker_is_not() 
     with no search of the echo estimate seeing it: three e2e runs had answers cut with
     nobody talking after one) is found by PathWatch within 0.6 s and AEC3 handed its delay
     afresh; answers with no drop, and talkers from -10 to +10 dB SER over them, never fire
-    it (measured: found 0.1-0.46 s after the drop on five seeds)."""
+    it (measured: found 0.1-0.46 s after the drop on five seeds). The echo estimate the
+    delay is placed by was searched before the drop: placed PATH_HEADROOM_MS into the filter,
+    the echo, 20 ms earlier, still sits deeper than a placement's AEC3_HEADROOM_MS (20 ms
+    in, the filter took 7-8 dB off for 50 answers through the rig)."""
+    from agentd.audio.echo import AEC3_HEADROOM_MS, echo_ms
+
     for seed in (1, 3):
-        fired = _room_scene(seed, 20.0, None)
+        fired, ec = _room_scene(seed, 20.0, None)
         assert fired and 20.0 < fired[0] < 20.6, (seed, fired)
-    assert _room_scene(1, None, None) == []
+        assert ec.aligner is not None and ec.aligner.echo_delay is not None
+        assert echo_ms(ec.aligner.echo_delay) - ec.stream_delay_ms >= AEC3_HEADROOM_MS, seed
+    assert _room_scene(1, None, None)[0] == []
     for ser in (-10.0, 0.0, 10.0):
-        assert _room_scene(1, None, ser) == [], ser
+        assert _room_scene(1, None, ser)[0] == [], ser
 
 
 def test_the_aligner_and_the_delay_handed_to_aec3_share_one_two_in_a_row_rule() -> None:

@@ -192,6 +192,13 @@ AEC3_FILTER_MS = 4 * 40  # the echo AEC3_CONFIG's filter covers behind the delay
 # delay this far inside the filter (the envelope's delay is found to a 10 ms block; the
 # room's direct path may come a block before its energy's peak) ...
 AEC3_HEADROOM_MS = 40
+# ... or this far where the path moved under the filter (PathWatch): the echo estimate it is
+# placed by was searched on windows from before the move, and the moves seen through the rig
+# were the echo coming earlier (by 10-20 ms: a backlog drop, a step). Placed by the stale
+# estimate with AEC3_HEADROOM_MS, the echo sat ~10-20 ms into the filter, which then took
+# 7-8 dB off it instead of 12-14 for the next 50 answers (H32; the estimate, flickering
+# between two blocks, never asked twice in a row for the filter to move).
+PATH_HEADROOM_MS = 70
 # ... and is handed again only when the echo has moved outside this part of the filter
 # (ms into it): a direct path before the filter's start is not cancelled at all, and the
 # rig's echo moves earlier by 20 ms at each backlog it drops (a loaded machine); moved with
@@ -386,10 +393,10 @@ def aec3_inside(echo_delay: int, current: int) -> bool:
     return 0 <= echo_ms(echo_delay) - current < AEC3_FILTER_MS
 
 
-def aec3_place_ms(echo_delay: int) -> int:
+def aec3_place_ms(echo_delay: int, headroom: int = AEC3_HEADROOM_MS) -> int:
     """The delay (ms) that places an echo ``echo_delay`` blocks behind its reference
-    AEC3_HEADROOM_MS into AEC3's filter, in its 4 ms steps (0: where the Aligner keeps it)."""
-    return max(0, echo_ms(echo_delay) - AEC3_HEADROOM_MS) // 4 * 4
+    ``headroom`` ms into AEC3's filter, in its 4 ms steps (0: where the Aligner keeps it)."""
+    return max(0, echo_ms(echo_delay) - headroom) // 4 * 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -1193,12 +1200,13 @@ class EchoCanceller:
             return
         self._hand(d, jump)
 
-    def _afresh(self, echo_delay: int | None) -> int:
+    def _afresh(self, echo_delay: int | None, headroom: int = AEC3_HEADROOM_MS) -> int:
         """The delay that places the echo afresh (a different one resets AEC3's filters):
-        where the estimate puts it, or, where it was placed before (the filter has since
-        followed the echo away), 4 ms more headroom. The delay handed now where none can be
-        (the Aligner keeps the echo: 0 ms handed, it moves the reference itself)."""
-        d = self.stream_delay_ms if echo_delay is None else aec3_place_ms(echo_delay)
+        where the estimate puts it (``headroom`` into the filter), or, where it was placed
+        before (the filter has since followed the echo away), 4 ms more headroom. The delay
+        handed now where none can be (the Aligner keeps the echo: 0 ms handed, it moves the
+        reference itself)."""
+        d = self.stream_delay_ms if echo_delay is None else aec3_place_ms(echo_delay, headroom)
         return max(0, d - 4) if d == self.stream_delay_ms else d
 
     def _hand(self, d: int, jump: bool) -> None:
@@ -1249,9 +1257,9 @@ class EchoCanceller:
 
     def _check_path(self, tail: np.ndarray, near: np.ndarray) -> None:
         """A confirmed answer whose linear filter no longer removes its echo (the path
-        moved under it, :class:`PathWatch`): AEC3 is
-        handed its delay afresh (:meth:`_afresh`: its filters reset and re-learn the path
-        in ~1 s where, adapting, they stayed ~10 dB short for minutes) and the answer
+        moved under it, :class:`PathWatch`): AEC3 is handed its delay afresh, deeper into
+        the filter (:meth:`_afresh`, PATH_HEADROOM_MS: its filters reset and re-learn the
+        path in ~1 s where, adapting, they stayed ~10 dB short for minutes) and the answer
         proves its delay again (Aligner.unconfirm: what leaks meanwhile is no barge-in)."""
         assert self._aec is not None and self.aligner is not None
         echo = self.aligner.echo_energy
@@ -1266,7 +1274,7 @@ class EchoCanceller:
         if not self._path.frame(float(a @ a + b @ b) * scale, float(x @ x) * scale, echo):
             return
         self.path_moves += 1
-        d = self._afresh(self.aligner.echo_delay)
+        d = self._afresh(self.aligner.echo_delay, PATH_HEADROOM_MS)
         if d != self.stream_delay_ms:
             self._hand(d, True)
         else:
