@@ -189,7 +189,7 @@ def _tap(far: echo.FarEnd, x: np.ndarray, rate: int) -> None:
 @pytest.mark.parametrize("ppm", [100.0, -100.0, 37.0])
 def test_far_end_hands_out_the_ratio(rate: int, ppm: float) -> None:
     """Compensating by ``ppm``: 16000·(1 + ppm·1e-6) samples per played second, counted
-    over 10 s with a silent gap (where the resampler restarts) and a silent end (flushed)."""
+    over 10 s with a silent gap (the resampler runs on through it) and a silent end."""
     x = (np.random.default_rng(1).standard_normal(rate * 10) * 3000).astype(np.int16)
     x[3 * rate : 4 * rate] = 0
     x[-rate // 2 :] = 0
@@ -197,7 +197,45 @@ def test_far_end_hands_out_the_ratio(rate: int, ppm: float) -> None:
     far.compensate, far._want = True, ppm
     _tap(far, x, rate)
     assert far.ppm == ppm
-    assert abs(far.written_samples - 10 * RATE * (1 + ppm * 1e-6)) <= 1
+    assert abs(far._pos - 10 * RATE * (1 + ppm * 1e-6)) <= 1
+    # out so far: all of it less what the resampler holds back (the silence after pushes it)
+    assert 0 <= far._pos - far.written_samples <= 0.06 * RATE
+
+
+def test_far_end_keeps_its_phase_through_the_silence_between_phrases() -> None:
+    """Compensating, the phrases of an answer come out as one unbroken resampling of it:
+    restarted at each pause (to skip the silence), the sound after it was placed to ±0.5
+    sample only, and AEC3's linear filter, fitted to the phrase before, lost much of each
+    phrase after (the rig, H34: 16-21 dB removal fell to 2-5 dB at onsets, answers cut)."""
+    rate, ppm = 48000, 100.0
+    rng = np.random.default_rng(5)
+    parts: list[np.ndarray] = []
+    for _ in range(16):  # phrases of noise, pauses longer than SKIP_SILENT_S between
+        parts.append(
+            (rng.standard_normal(int(rng.uniform(0.3, 1.0) * rate)) * 3000).astype(np.int16)
+        )
+        parts.append(np.zeros(int(rng.uniform(0.15, 0.5) * rate), np.int16))
+    x = np.concatenate(parts)
+    far = echo.FarEnd(clock=lambda: 0.0)
+    far.compensate, far._want = True, ppm
+    got, k, n = [], 0, rate // 50
+    for i in range(0, x.size, n):
+        far.written(x[i : i + n], rate, i / rate)
+        while (k + 10) * FRAME < (i + n) * RATE // rate:  # taken 200 ms behind the writer
+            got.append(far.take(FRAME, k * FRAME / RATE))
+            k += 1
+    out = np.concatenate(got).astype(np.float64)
+    whole = soxr.resample(x.astype(np.float64), rate, RATE * (1 + ppm * 1e-6), quality="VHQ")
+    start = 0
+    for j, part in enumerate(parts):
+        a = round(start * RATE * (1 + ppm * 1e-6) / rate) + 40
+        b = a + part.size * RATE // rate - 80
+        start += part.size
+        if j % 2 or b > out.size:
+            continue
+        ref = whole[a:b]
+        off = 10 * np.log10(np.sum((out[a:b] - ref) ** 2) / np.sum(ref**2))
+        assert off < -30, (j // 2, off)
 
 
 def test_far_end_changes_its_ratio_only_at_a_silent_gap() -> None:
@@ -295,7 +333,9 @@ def test_canceller_path_finds_the_drift_and_keeps_the_user() -> None:
     far = echo.FarEnd()
     far.compensate = True
     comp = bench.double_talk_figures(lib=lib, far=far)
-    assert far.drift.sure and abs(far.ppm - 100.0) <= 5, (far.ppm, far.drift.estimate)
+    # (the estimate's spread on five seeds of such speech: 99-106 ppm applied, 96-105 before
+    # the far end ran unbroken through pauses: the phases it restarted at then moved it too)
+    assert far.drift.sure and abs(far.ppm - 100.0) <= 7, (far.ppm, far.drift.estimate)
     assert comp["correlation_ser_0"] >= plain["correlation_ser_0"] + 0.04, (plain, comp)
     assert comp["correlation_ser_0"] >= 0.8
 

@@ -541,14 +541,25 @@ class FarEnd:
         return StreamResampler(rate, out, quality="MQ", steady=rate == VAD_RATE and out != rate)
 
     def _compensated(self, samples: np.ndarray, rate: int) -> None:
-        """The stream's next card samples at the drift's ratio. The ratio changes only where
-        the resampler restarts: at a new stream, or here at the first sound after a silent
-        gap (SKIP_SILENT_S): the old one is flushed as the gap begins (what it holds is that
+        """The stream's next card samples at the drift's ratio, through one resampler, the
+        silence between phrases too. The ratio changes only where the resampler restarts: at
+        a new stream, or here at the first sound after a silent gap (SKIP_SILENT_S) once a
+        new ratio is due: the old one is flushed as the gap begins (what it holds is that
         silence) and the new one starts at the exact position the ratio gives, so nothing
-        that sounds is cut or moved (±0.5 sample), and the stream's timing goes on. In the
-        gap zeros are placed without a resampler (the silence skip, counted at the ratio)."""
+        that sounds is cut or moved (±0.5 sample), and the stream's timing goes on. In that
+        gap zeros are placed without a resampler (counted at the ratio).
+
+        Why not restart at every gap (and skip the silence): a restart places the sound
+        after it only to ±0.5 sample, and AEC3's linear filter, fitted to the phrase before,
+        took less off each phrase after (a scratch replay of noise in phrases: each phrase
+        off an unbroken resampling by 2-36 dB less than its own level); through the rig,
+        answers cut themselves at phrase onsets where the filter's removal fell from
+        16-21 dB to 2-5 dB (H34). Feeding the silence through costs the tap 0.4 ms per
+        audio-second of silence (0.45 -> 0.87 ms timing FarEnd alone), 0.04% of a core."""
         assert self._rs is not None
         gap = self._silent - samples.size >= SKIP_SILENT_S * rate
+        if gap and not self._gap and self._want == self.ppm:
+            gap = False  # no new ratio due: the silence goes through the same resampler
         if gap and not self._gap:  # the resampler's tail is this silence: out with it
             self._put(self._rs.process_pcm(np.zeros(0, np.int16), last=True))
             self._gap = True
