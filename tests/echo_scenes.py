@@ -186,11 +186,13 @@ def _path_moves(h: Harness) -> float:
 
 def _clock(h: Harness) -> tuple[float, ...]:
     """The far end's view of the microphone's clock: the capture timestamps' mean offset from
-    its sample count (ms), its re-anchors, and microphone audio the daemon lost (overruns
-    plus frames dropped behind the loop)."""
-    far, cap = h.daemon.far_end, h.daemon.capture
+    its sample count (ms), its re-anchors, microphone audio the daemon lost (overruns plus
+    frames dropped behind the loop), and the speaker's underruns (what played after one
+    came later than the far end's timeline says, unless it restarted the stream)."""
+    far, cap, pb = h.daemon.far_end, h.daemon.capture, h.daemon.playback
     lost = -1.0 if cap is None else float(cap.stats.overruns + cap.stats.dropped_frames)
-    return (far._mic_err * 1000, float(far._anchors), lost)
+    under = -1.0 if pb is None else float(pb.stats.underruns)
+    return (far._mic_err * 1000, float(far._anchors), lost, under)
 
 
 def _raw_db(h: Harness, ms: int) -> float:
