@@ -205,8 +205,8 @@ def test_far_end_hands_out_the_ratio(rate: int, ppm: float) -> None:
 def test_far_end_keeps_its_phase_through_the_silence_between_phrases() -> None:
     """Compensating, the phrases of an answer come out as one unbroken resampling of it:
     restarted at each pause (to skip the silence), the sound after it was placed to ±0.5
-    sample only, and AEC3's linear filter, fitted to the phrase before, lost much of each
-    phrase after (the rig, H34: 16-21 dB removal fell to 2-5 dB at onsets, answers cut)."""
+    sample only, which AEC3's linear filter, fitted to the phrase before, had to re-learn
+    (white noise: a phrase as little as 2 dB under its own level off the unbroken one)."""
     rate, ppm = 48000, 100.0
     rng = np.random.default_rng(5)
     parts: list[np.ndarray] = []
@@ -333,8 +333,8 @@ def test_canceller_path_finds_the_drift_and_keeps_the_user() -> None:
     far = echo.FarEnd()
     far.compensate = True
     comp = bench.double_talk_figures(lib=lib, far=far)
-    # (the estimate's spread on five seeds of such speech: 99-106 ppm applied, 96-105 before
-    # the far end ran unbroken through pauses: the phases it restarted at then moved it too)
+    # (the ratio applied on five seeds of such speech: 99-106 ppm; 96-105 while the far end
+    # was restarted at each pause)
     assert far.drift.sure and abs(far.ppm - 100.0) <= 7, (far.ppm, far.drift.estimate)
     assert comp["correlation_ser_0"] >= plain["correlation_ser_0"] + 0.04, (plain, comp)
     assert comp["correlation_ser_0"] >= 0.8

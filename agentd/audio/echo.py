@@ -550,12 +550,14 @@ class FarEnd:
         gap zeros are placed without a resampler (counted at the ratio).
 
         Why not restart at every gap (and skip the silence): a restart places the sound
-        after it only to ±0.5 sample, and AEC3's linear filter, fitted to the phrase before,
-        took less off each phrase after (a scratch replay of noise in phrases: each phrase
-        off an unbroken resampling by 2-36 dB less than its own level); through the rig,
-        answers cut themselves at phrase onsets where the filter's removal fell from
-        16-21 dB to 2-5 dB (H34). Feeding the silence through costs the tap 0.4 ms per
-        audio-second of silence (0.45 -> 0.87 ms timing FarEnd alone), 0.04% of a core."""
+        after it only to ±0.5 sample, which AEC3's linear filter, fitted to the phrase before,
+        must re-learn above ~1 kHz (a scratch replay of noise in phrases: each phrase off an
+        unbroken resampling by 2-36 dB less than its own level; now 36-38, the MQ/VHQ floor).
+        Through the rig the phrases' onsets moved little (removal p10 9.1-9.6 dB in two runs
+        since, 7.6-10.7 in six before), and the rig-1x answers cut at onsets where the
+        filter fell to 2-8 dB (H34) were cut again after (H35): that cause is elsewhere.
+        Feeding the silence through costs the tap 0.4 ms per audio-second of silence
+        (0.45 -> 0.87 ms timing FarEnd alone), 0.04% of a core."""
         assert self._rs is not None
         gap = self._silent - samples.size >= SKIP_SILENT_S * rate
         if gap and not self._gap and self._want == self.ppm:
