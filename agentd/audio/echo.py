@@ -52,7 +52,8 @@ from agentd.config import EchoSettings, InputSettings
 BLOCK = VAD_RATE // 100  # 10 ms at 16 kHz: the only size the native library is handed
 FAR_KEEP_S = 2.0  # far end waiting beyond this is stale (the mic stopped): dropped
 # Silence written for this long in a row is not resampled any more (zeros placed instead):
-# longer than soxr MQ holds back (up to 38 ms at 48 -> 16 kHz, released in blocks)
+# longer than soxr MQ holds back (up to 38 ms at 48 -> 16 kHz, released in blocks). While
+# compensating drift, only where a new ratio is due (FarEnd._compensated)
 SKIP_SILENT_S = 0.1
 # The reference is handed over this long before its sample is due at the speaker: margin for
 # the error in both clocks (the capture timestamps jitter by a period); the rest of the
@@ -552,16 +553,15 @@ class FarEnd:
         Why not restart at every gap (and skip the silence): a restart places the sound
         after it only to ±0.5 sample, which AEC3's linear filter, fitted to the phrase before,
         must re-learn above ~1 kHz (a scratch replay of noise in phrases: each phrase off an
-        unbroken resampling by 2-36 dB less than its own level; now 36-38, the MQ/VHQ floor).
-        Through the rig the phrases' onsets moved little (removal p10 9.1-9.6 dB in two runs
-        since, 7.6-10.7 in six before), and the rig-1x answers cut at onsets where the
-        filter fell to 2-8 dB (H34) were cut again after (H35): that cause is elsewhere.
+        unbroken resampling by 2-36 dB less than its own level; now 36-38, the MQ/VHQ floor;
+        through the rig the onsets' removal moved little, p10 9.1-9.6 dB against 7.6-10.7).
         Feeding the silence through costs the tap 0.4 ms per audio-second of silence
         (0.45 -> 0.87 ms timing FarEnd alone), 0.04% of a core."""
         assert self._rs is not None
-        gap = self._silent - samples.size >= SKIP_SILENT_S * rate
-        if gap and not self._gap and self._want == self.ppm:
-            gap = False  # no new ratio due: the silence goes through the same resampler
+        # a gap begins only where a new ratio is due: else the silence goes through
+        gap = self._silent - samples.size >= SKIP_SILENT_S * rate and (
+            self._gap or self._want != self.ppm
+        )
         if gap and not self._gap:  # the resampler's tail is this silence: out with it
             self._put(self._rs.process_pcm(np.zeros(0, np.int16), last=True))
             self._gap = True
