@@ -837,17 +837,20 @@ async def _e2e_cases(answers: int, trials: int) -> dict[str, float]:
 
 
 def _aec3_state(h: Any) -> None:
-    """Which AEC3 ran in the daemon and the delay it was handed (the echo estimate's)."""
+    """Which AEC3 ran in the daemon and the delay it was handed (the echo estimate's), and
+    how often the speaker ran dry (answer audio late; the device starved: its thread late)."""
     ec = h.daemon.echo
     if ec is None or ec.aligner is None:
         return
     d = ec.aligner.echo_delay
+    pb = h.daemon.playback
     print(
         f"    (AEC3: {_build(ec)}; delay handed {ec.stream_delay_ms} ms, moved "
         f"{ec.delay_moves}× ({ec.jumps} on a jump or a path move; the linear filter lost the "
         f"echo {ec.path_moves}×); echo estimate {'-' if d is None else d * 10} ms behind the "
         f"reference, aligner moves {ec.aligner.moves}; far end resampled by "
-        f"{ec.far.ppm:+.1f} ppm{' (compensating)' if ec.far.compensate else ''})",
+        f"{ec.far.ppm:+.1f} ppm{' (compensating)' if ec.far.compensate else ''}; the speaker "
+        f"ran dry {pb.stats.underruns}× mid-answer, {pb.stats.starved}× the device itself)",
         flush=True,
     )
 

@@ -148,8 +148,8 @@ def reply_ms(h: Harness) -> int:
 # is unconfirmed: the far end's epoch and stream count, the aligner's reference moves, the
 # delays handed to AEC3, and whether the canceller confirmed the epoch (-1: no canceller);
 # then the echo estimate's searches that found a delay, the last one's match and the delay
-# handed to AEC3 now (ms); and the raw microphone's dBFS under the judged frame: what the
-# linear filter removed of it)
+# handed to AEC3 now (ms); the raw microphone's dBFS under the judged frame: what the
+# linear filter removed of it; PathWatch's count; and the clocks and the speaker (_clock))
 FEATURES: list[tuple[float, ...]] = []
 # Shadow mode (bench/echo.py --e2e --shadow): the policy judges and FEATURES records, but the
 # daemon is never told to barge in by voice, so every answer and every trial is recorded
@@ -187,12 +187,13 @@ def _path_moves(h: Harness) -> float:
 def _clock(h: Harness) -> tuple[float, ...]:
     """The far end's view of the microphone's clock: the capture timestamps' mean offset from
     its sample count (ms), its re-anchors, microphone audio the daemon lost (overruns plus
-    frames dropped behind the loop), and the speaker's underruns (what played after one
-    came later than the far end's timeline says, unless it restarted the stream)."""
+    frames dropped behind the loop), the speaker's underruns (answer audio late: continuous
+    mode's silence fills in) and the times its device starved (its thread late: the echo
+    moved, FarEnd.starved)."""
     far, cap, pb = h.daemon.far_end, h.daemon.capture, h.daemon.playback
     lost = -1.0 if cap is None else float(cap.stats.overruns + cap.stats.dropped_frames)
-    under = -1.0 if pb is None else float(pb.stats.underruns)
-    return (far._mic_err * 1000, float(far._anchors), lost, under)
+    under = (-1.0, -1.0) if pb is None else (float(pb.stats.underruns), float(pb.stats.starved))
+    return (far._mic_err * 1000, float(far._anchors), lost, *under)
 
 
 def _raw_db(h: Harness, ms: int) -> float:

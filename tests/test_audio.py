@@ -297,6 +297,7 @@ async def test_only_running_dry_mid_stream_is_an_underrun(continuous: bool) -> N
         pb.play(to_int16(sine(440, 24000, 0.3, 0.1)), item="a", last=True)
         await asyncio.sleep(1.2)
         assert pb.stats.underruns == 2
+        assert pb.stats.starved == 0  # (continuous: the device itself never ran dry)
         ran_s = time.monotonic() - t0
     finally:
         pb.stop()
@@ -305,6 +306,46 @@ async def test_only_running_dry_mid_stream_is_an_underrun(continuous: bool) -> N
     assert loud == pytest.approx(6 * 0.3 * 48000, rel=0.05), loud  # all six tones, once
     if continuous:  # silence between them: the card's clock ran on without a gap
         assert played.size >= 0.97 * ran_s * 48000, (played.size / 48000, ran_s)
+
+
+async def test_a_late_thread_that_starves_the_speaker_tells_the_far_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Continuous mode (echo.mode aec) keeps the device fed; a thread held up longer than
+    its buffer (a loaded machine) lets it play all it held, and the stream runs on after a
+    gap the far end's timeline does not show. On clockspk (a card's clock): counted once,
+    and the far end starts an answer at the next sound, which proves its echo delay again
+    (FarEnd.starved); the same tone played on time starts none."""
+    from agentd.audio.echo import FarEnd
+
+    _, spk = rigs.clock_pcms()
+    far = FarEnd()
+    pb = Playback(OutputSettings(device=spk, rate=48000, buffer_ms=60), 24000)
+    pb.continuous, pb.far_end = True, far
+    write, late = pb._write_answer, [0.0]
+
+    def held_up(*args: Any) -> int:
+        if late[0]:
+            time.sleep(late[0])
+            late[0] = 0.0
+        return write(*args)
+
+    monkeypatch.setattr(pb, "_write_answer", held_up)
+    pb.start()
+    try:
+        await asyncio.to_thread(pb.opened.wait, 10)
+        epochs = []
+        for hold in (0.0, 0.07):  # a 2 s tone on time, then the thread held up 1 s in
+            pb.play(to_int16(sine(440, 24000, 2.0, 0.1)), item="a", last=True)
+            await asyncio.sleep(1.0)
+            late[0], first = hold, far.epoch
+            await asyncio.sleep(2.0)
+            epochs.append(far.epoch - first)
+            assert late[0] == 0.0
+    finally:
+        pb.stop()
+    # (held up longer, the gap passes REANCHOR_S and the far end restarts its stream too)
+    assert epochs[0] == 0 and epochs[1] >= 1 and pb.stats.starved >= 1, (epochs, pb.stats)
 
 
 def test_test_audio_reports_levels_and_plays_back(tmp_path: Path) -> None:

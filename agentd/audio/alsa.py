@@ -106,6 +106,7 @@ class AudioStats:
     reopens: int = 0
     frame_errors: int = 0  # capture: frames whose handler raised (the next ones still flow)
     stalls: int = 0  # playback: the device stopped taking audio and was reopened
+    starved: int = 0  # playback, continuous mode: the device played all it held (came late)
     faults: int = 0  # playback: stalls and failures that cut off what was playing
     refused_ms: int = 0  # playback: audio refused because the queue was full
 
@@ -858,6 +859,11 @@ class Playback(_DeviceThread):
             if keep:
                 self.silent_at = now + sound / self.card_rate
             played = in_buf < prev_in_buf and not dropped  # the device drained some
+            if prev_in_buf > 0 and in_buf <= 0 and not dropped and self.continuous:
+                # it played all it held though continuous mode keeps it fed: this thread
+                # came late (a loaded machine) and the stream ran on after a gap the far
+                # end's timeline does not show
+                self._tap_starved()
             # Running dry mid-stream: ALSA may say so (avail < 0, a failed write), but the pulse
             # plugin often does not; our own clock of what was written always does.
             ran_out = avail < 0 or (chunk is None and now > self.ends_at + self.POLL_S)
@@ -992,6 +998,11 @@ class Playback(_DeviceThread):
     def _tap(self, written: np.ndarray, at: float) -> None:
         if self.far_end is not None:
             self.far_end.written(written, self.card_rate, at)
+
+    def _tap_starved(self) -> None:
+        self.stats.starved += 1
+        if self.far_end is not None:
+            self.far_end.starved()
 
     def _tap_dropped(self) -> None:
         if self.far_end is not None:

@@ -622,6 +622,16 @@ class FarEnd:
             while self._held > FAR_KEEP_S * VAD_RATE and len(self._chunks) > 1:
                 self._held -= self._chunks.popleft()[1].size
 
+    def starved(self) -> None:
+        """Playback's device played all it held and ran on (continuous mode's thread came
+        late): what plays next comes after a gap the timeline does not show, or, where a
+        sound server rewinds to hide it, replayed out of order (the PulseAudio room's
+        monitor: tests/test_faults.py). Either way the echo moved under AEC3, which leaked it
+        whole (the real daemon cut an answer 100 ms after such an underrun in the plain
+        room): the next sound starts an answer, which proves its delay again."""
+        with self._lock:
+            self.answer_at = None
+
     def dropped(self, at: float | None = None) -> None:
         """Playback dropped what ALSA held at ``at`` (a flush, a device fault): from there
         on it never plays."""
