@@ -181,6 +181,7 @@ class Daemon:
             "dropped_frames": cap.stats.dropped_frames if cap else 0,
             "frame_errors": cap.stats.frame_errors if cap else 0,
             "underruns": pb.stats.underruns if pb else 0,
+            "speaker_starved": pb.stats.starved if pb else 0,
             "playback_stalls": pb.stats.stalls if pb else 0,
             "playback_refused_ms": pb.stats.refused_ms if pb else 0,
             "audio_reopens": (cap.stats.reopens if cap else 0) + (pb.stats.reopens if pb else 0),

@@ -309,11 +309,11 @@ async def test_only_running_dry_mid_stream_is_an_underrun(continuous: bool) -> N
 
 
 async def test_a_late_thread_that_starves_the_speaker_tells_the_far_end(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, all_logs: pytest.LogCaptureFixture
 ) -> None:
     """Continuous mode (echo.mode aec) keeps the device fed; a thread held up longer than
     its buffer (a loaded machine) lets it play all it held, and the stream runs on after a
-    gap the far end's timeline does not show. On clockspk (a card's clock): counted once,
+    gap the far end's timeline does not show. On clockspk (a card's clock): counted and said,
     and the far end starts an answer at the next sound, which proves its echo delay again
     (FarEnd.starved); the same tone played on time starts none."""
     from agentd.audio.echo import FarEnd
@@ -346,6 +346,7 @@ async def test_a_late_thread_that_starves_the_speaker_tells_the_far_end(
         pb.stop()
     # (held up longer, the gap passes REANCHOR_S and the far end restarts its stream too)
     assert epochs[0] == 0 and epochs[1] >= 1 and pb.stats.starved >= 1, (epochs, pb.stats)
+    assert len([m for m in all_logs.messages if "the device ran dry" in m]) == 1  # said once
 
 
 def test_test_audio_reports_levels_and_plays_back(tmp_path: Path) -> None:

@@ -158,6 +158,7 @@ async def test_ctl_status_reload_and_sigterm_semantics(harness: Harness, tmp_pat
         "last_error",
         "overruns",
         "underruns",
+        "speaker_starved",
         "reconnects",
         "uptime_s",
     ):

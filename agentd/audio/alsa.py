@@ -1003,6 +1003,12 @@ class Playback(_DeviceThread):
         self.stats.starved += 1
         if self.far_end is not None:
             self.far_end.starved()
+        self._xrun(
+            logging.INFO,
+            f"the device ran dry ({self.stats.starved} times so far): the playback thread "
+            "came late (CPU starved); the echo canceller proves its delay again",
+            key="starved",
+        )
 
     def _tap_dropped(self) -> None:
         if self.far_end is not None:
