@@ -212,11 +212,16 @@ def cpu_figures(seconds: float = 20, runs: int = 6) -> dict[str, float]:
             return not ec.far.compensate or ec.far.drift.sure
 
         def once(k: int) -> float:  # the signal, k·seconds on
-            t = time.process_time()
+            # what the playback thread writes and the capture hands over, made before the
+            # clock starts: both happen in the half-duplex path too, not timed there
+            steps = []
             for f in passes[k]:  # the writer stays AHEAD_MS ahead of the speaker, 20 ms at a time
                 i = round((k * seconds + f.timestamp) * card) + ahead
-                ec.far.written(far_looped[i : i + card // 50], card, i / card)
                 g = AudioFrame(f.audio, RATE, timestamp=k * seconds + f.timestamp)
+                steps.append((far_looped[i : i + card // 50], i / card, g))
+            t = time.process_time()
+            for played, at, g in steps:
+                ec.far.written(played, card, at)
                 vad.is_speech(ec.process(g).audio, RATE)
                 if (linear := ec.linear()) is not None:  # (agentd's build only)
                     linear_vad.is_speech(linear.tobytes(), RATE)

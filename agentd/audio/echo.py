@@ -347,13 +347,14 @@ class PathWatch:
     def frame(self, raw: float, linear: float, echo: float) -> bool:
         """One frame's microphone under the output and linear output (mean square, full
         scale 1) and the echo expected in it: True once the path moved (then disarmed)."""
-        if not self.loud(echo) or db(raw) < PATH_RAW_DB:
+        echo_db, raw_db = db(echo), db(raw)
+        if echo_db < PATH_ECHO_DB or raw_db < PATH_RAW_DB:  # (loud(), and the microphone)
             # no loud echo to remove, or silence: says nothing, and the frames before it
             # say nothing of the next (a user talking on through the answer's pause, its
             # echo rising after it, is all the microphone holds, the filter removes little)
             self.recent.clear()
             return False
-        low = db(raw) - db(linear) < PATH_DB and db(raw) < db(echo) + PATH_OVER_DB
+        low = raw_db - db(linear) < PATH_DB and raw_db < echo_db + PATH_OVER_DB
         self.recent.append((raw, linear, low))
         if len(self.recent) < PATH_M:
             return False
@@ -605,16 +606,16 @@ class FarEnd:
         self._out += x.size
         if not x.size:
             return
+        sound = _sounding(x)
         with self._lock:
-            nz = np.flatnonzero(x)
-            if nz.size:
-                first = t + int(nz[0]) / VAD_RATE
+            if sound is not None:
+                first = t + sound[0] / VAD_RATE
                 if self.sounded_at is None:
                     self.sounded_at = first
                 if self.answer_at is None or first - self._sound_until >= ANSWER_GAP_S:
                     self.epoch += 1
                     self.answer_at = first
-                self._sound_until = t + (int(nz[-1]) + 1) / VAD_RATE
+                self._sound_until = t + (sound[1] + 1) / VAD_RATE
             self._chunks.append((t, x))
             self._far_end = t + x.size / VAD_RATE
             self._held += x.size
@@ -710,6 +711,16 @@ class FarEnd:
         """16 kHz samples written and not yet due at the microphone."""
         with self._lock:
             return self._held
+
+
+def _sounding(x: np.ndarray) -> tuple[int, int] | None:
+    """The first and last nonzero sample's index, or None (digital silence). A chunk of
+    speech mostly starts and ends with sound, which needs no search (flatnonzero costs the
+    far-end tap 3-4 µs a chunk)."""
+    if x[0] and x[-1]:
+        return 0, x.size - 1
+    nz = np.flatnonzero(x)
+    return (int(nz[0]), int(nz[-1])) if nz.size else None
 
 
 @dataclass(slots=True)
@@ -812,7 +823,9 @@ class Aligner:
             del far_env[:-ECHO_HIST], near_env[:-ECHO_HIST]
         if idle:
             return None
-        self._env_sound += sum(e > ECHO_FLOOR_DB for e in env[:n])
+        for e in env[:n]:
+            if e > ECHO_FLOOR_DB:
+                self._env_sound += 1
         if self._env_sound >= ECHO_EVERY:
             self._env_sound = 0 if self._find_echo() else ECHO_EVERY // 2
         k = len(far_env)
@@ -1252,12 +1265,15 @@ class EchoCanceller:
         assert self._aec is not None and self.aligner is not None
         if not near.size:
             return near
-        if np.count_nonzero(far):  # (a tenth of far.any()'s cost on 20 ms)
+        energy = self.aligner.block(near, far)
+        # the far end's blocks with sound: those whose energy (Aligner.block: the far end's
+        # first; None only while it is silent) is not zero
+        sounding = 0 if energy is None else sum(1 for e in energy[: near.size // BLOCK] if e)
+        if sounding:
             self._quiet = 0
-            self._heard += int(np.count_nonzero(far.reshape(-1, BLOCK).any(1)))
+            self._heard += sounding
         else:
             self._quiet += near.size
-        energy = self.aligner.block(near, far)
         if self.tuned and self.aligner.echo_found != self._delay_seen:
             self._hand_delay()
         if self._deferred is not None and self._quiet >= ANSWER_GAP_S * VAD_RATE:
