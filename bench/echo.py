@@ -17,7 +17,9 @@ sample out of the speaker, cancel + truncate sent before; with where the time we
 more answer after them that must play whole. ``--features F.npy`` keeps every frame the
 barge-in policy judged (bench/barge_replay.py replays them); with ``--shadow`` the daemon is
 never told to barge in by voice, so every answer and trial is kept whole for the replay (the
-run's own figures then mean nothing).
+run's own figures then mean nothing). ``--aec3-inputs PREFIX`` keeps what every canceller's
+AEC3 was handed (PREFIX_K.npz): replayed, it gives back the run's AEC3 output sample for
+sample, and variants can be tried on it.
 
 ``--field-trials``: AEC3's suppressor settings by webrtc field trial (the only way left to
 reach them): each trial in a process of its own, whether AEC3's output changes at all, and
@@ -860,6 +862,73 @@ def _aec3_state(h: Any) -> None:
     )
 
 
+AEC3_INPUTS: list[dict[str, list[Any]]] = []  # --aec3-inputs: per canceller made, its calls
+
+
+def _record_aec3_inputs() -> None:
+    """Every native AEC3 the daemon's code makes from here on records what it is handed
+    (each process() call's microphone and far end, the delay handed then, the monotonic time:
+    FEATURES' column 9; and its output, to check a replay against): AEC3 is deterministic, so a replay of one canceller's calls
+    reproduces its output and linear output sample for sample, and a variant (the far end
+    moved at an onset, another config) can be tried offline on the run's own audio."""
+    from agentd.audio import echo
+
+    made = echo.aec3
+
+    class Recorded:
+        def __init__(self, native: Any) -> None:
+            self.native = native
+            self.calls: dict[str, list[Any]] = {
+                "near": [],
+                "far": [],
+                "delay": [],
+                "at": [],
+                "out": [],
+            }
+            AEC3_INPUTS.append(self.calls)
+
+        @property
+        def stream_delay_ms(self) -> int:
+            return int(self.native.stream_delay_ms)
+
+        @stream_delay_ms.setter
+        def stream_delay_ms(self, ms: int) -> None:
+            self.native.stream_delay_ms = ms
+
+        def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
+            c = self.calls
+            c["near"].append(near.copy())
+            c["far"].append(far.copy())
+            c["delay"].append(self.native.stream_delay_ms)
+            c["at"].append(time.monotonic())
+            out: np.ndarray = self.native.process(near, far)
+            c["out"].append(out.copy())
+            return out
+
+        def linear(self) -> np.ndarray:
+            out: np.ndarray = self.native.linear()
+            return out
+
+    echo.aec3 = lambda lib: Recorded(made(lib))  # type: ignore[assignment]
+
+
+def _save_aec3_inputs(prefix: str) -> None:
+    """Each canceller's calls as PREFIX_K.npz: near, far and AEC3's output (int16,
+    concatenated), and per call its length, the delay handed and the time."""
+    for k, c in enumerate(AEC3_INPUTS):
+        if not c["near"]:
+            continue
+        np.savez(
+            f"{prefix}_{k}.npz",
+            near=np.concatenate(c["near"]),
+            far=np.concatenate(c["far"]),
+            out=np.concatenate(c["out"]),
+            n=np.array([x.size for x in c["near"]]),
+            delay=np.array(c["delay"]),
+            at=np.array(c["at"]),
+        )
+
+
 def _build(ec: EchoCanceller) -> str:
     return "patched build, AEC3_CONFIG" if ec.tuned else "stock wheel, AEC3's defaults"
 
@@ -1057,7 +1126,13 @@ if __name__ == "__main__":
 
             echo_scenes.SHADOW = True
             print("shadow mode: no voice barge-in acts; replay the features for figures")
+        # --aec3-inputs PREFIX: every canceller's AEC3 input, PREFIX_K.npz (_save_aec3_inputs)
+        raw = sys.argv.index("--aec3-inputs") if "--aec3-inputs" in sys.argv else 0
+        if raw:
+            _record_aec3_inputs()
         e2e(*[int(a) for a in sys.argv[2:] if a.isdigit()][:2])
+        if raw:
+            _save_aec3_inputs(sys.argv[raw + 1])
         if feat:
             from tests.echo_scenes import FEATURES
 

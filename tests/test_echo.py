@@ -1014,6 +1014,23 @@ def test_an_answers_onset_is_counted_in_its_sound_not_from_when_the_speaker_got_
     assert user.index(True) == NEED_MS // 20 - 1
 
 
+def test_a_chunks_first_and_last_sound_are_found_as_a_search_finds_them() -> None:
+    """FarEnd places an answer's onset and end by a chunk's first and last nonzero sample:
+    the shortcut for a chunk that starts and ends with sound (_sounding) must agree with a
+    search on every kind of chunk (silence, sound at either end, a lone sample)."""
+    from agentd.audio.echo import _sounding
+
+    rng = np.random.default_rng(4)
+    chunks = [np.zeros(320, np.int16), np.ones(1, np.int16), np.zeros(1, np.int16)]
+    for _ in range(200):
+        x = rng.integers(-3, 4, int(rng.integers(1, 400))).astype(np.int16)
+        x[: int(rng.integers(0, 3)) * int(rng.integers(0, x.size))] = 0  # leading silence, or not
+        chunks.append(x)
+    for x in chunks:
+        nz = np.flatnonzero(x)
+        assert _sounding(x) == ((int(nz[0]), int(nz[-1])) if nz.size else None)
+
+
 def test_each_answer_proves_its_echo_delay_and_a_dropped_stream_restarts() -> None:
     """echo.mode aec keeps the speaker's stream running on silence, yet each answer (sound
     after ANSWER_GAP_S of silence) must show again that its echo is where the canceller

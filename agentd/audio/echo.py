@@ -17,8 +17,8 @@ Why it is built this way (each point was measured, see issue 22 and bench/echo.p
   does its linear filter hold the echo and the user come through double talk (0.85 against
   0.75); the stock wheel finds the bulk delay itself (up to ~0.5 s), no hint given;
 - it is not called once the far end has been silent IDLE_AEC_S (the device idles most of
-  the time: 0.6 instead of ~6.5 ms of CPU per audio-second); the frames then pass with its
-  own 8 ms delay, so the stream stays continuous both ways.
+  the time: ~1 instead of ~9 ms of CPU per audio-second, bench/echo.py --cpu); the frames
+  then pass with its own 8 ms delay, so the stream stays continuous both ways.
 
 ``pywebrtc-audio`` was chosen over ``livekit`` (``bench/echo.py --bindings``): the same echo
 removed within 1 dB, the user kept better in double talk (6.3 dB / 0.77 against 10.6 dB /

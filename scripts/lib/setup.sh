@@ -107,8 +107,9 @@ ensure_lgpio_wheel() {
 }
 
 # agentd's build of pywebrtc-audio (issue 22): the PyPI wheel exposes none of AEC3's own config,
-# so the pinned sdist is built with pywebrtc-audio-aec3-config.patch (bindings only:
-# EchoCanceller(rate, channels, stream_delay_ms, config={"dotted.field": value})). The build names
+# so the pinned sdist is built with pywebrtc-audio-aec3-config.patch (the bindings:
+# EchoCanceller(rate, channels, stream_delay_ms, config={"dotted.field": value}), subnormals
+# flushed while WebRTC runs; AEC3's render buffer: no decimation nothing reads). The build names
 # itself with a PEP 440 local version, <pin>+agentd.<first 8 hex of the patch's sha256>: a changed
 # patch is a new version (rebuilt), and constraints.txt's public ==<pin> still matches it.
 AEC3_PATCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/pywebrtc-audio-aec3-config.patch"
