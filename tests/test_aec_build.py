@@ -92,7 +92,7 @@ def subnormals_survive() -> bool:
 
 def test_webrtc_runs_without_subnormals_and_hands_the_thread_back_as_it_was() -> None:
     """The build flushes subnormals to zero while WebRTC runs (upstream's DenormalDisabler:
-    on a silent reference, between phrases, AEC3's filters otherwise cost x86 ~40% more,
+    on a silent reference, between phrases, AEC3 otherwise costs x86 ~1.5x as much,
     bench/echo.py --cpu), and gives the caller's thread its own mode back: numpy's
     arithmetic after a call must be IEEE's, not WebRTC's."""
     assert subnormals_survive()
