@@ -867,10 +867,11 @@ AEC3_INPUTS: list[dict[str, list[Any]]] = []  # --aec3-inputs: per canceller mad
 
 def _record_aec3_inputs() -> None:
     """Every native AEC3 the daemon's code makes from here on records what it is handed
-    (each process() call's microphone and far end, the delay handed then, the monotonic time:
-    FEATURES' column 9; and its output, to check a replay against): AEC3 is deterministic, so a replay of one canceller's calls
-    reproduces its output and linear output sample for sample, and a variant (the far end
-    moved at an onset, another config) can be tried offline on the run's own audio."""
+    (each process() call's microphone and far end, the delay handed then, the monotonic
+    time: FEATURES' column 9; and its output, to check a replay against): AEC3 is
+    deterministic, so a replay of one canceller's calls reproduces its output and linear
+    output sample for sample, and a variant (the far end moved at an onset, another config)
+    can be tried offline on the run's own audio (bench/aec3_replay.py)."""
     from agentd.audio import echo
 
     made = echo.aec3
