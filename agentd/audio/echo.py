@@ -347,14 +347,14 @@ class PathWatch:
     def frame(self, raw: float, linear: float, echo: float) -> bool:
         """One frame's microphone under the output and linear output (mean square, full
         scale 1) and the echo expected in it: True once the path moved (then disarmed)."""
-        echo_db, raw_db = db(echo), db(raw)
-        if echo_db < PATH_ECHO_DB or raw_db < PATH_RAW_DB:  # (loud(), and the microphone)
+        raw_db = db(raw)
+        if not self.loud(echo) or raw_db < PATH_RAW_DB:
             # no loud echo to remove, or silence: says nothing, and the frames before it
             # say nothing of the next (a user talking on through the answer's pause, its
             # echo rising after it, is all the microphone holds, the filter removes little)
             self.recent.clear()
             return False
-        low = raw_db - db(linear) < PATH_DB and raw_db < echo_db + PATH_OVER_DB
+        low = raw_db - db(linear) < PATH_DB and raw_db < db(echo) + PATH_OVER_DB
         self.recent.append((raw, linear, low))
         if len(self.recent) < PATH_M:
             return False
