@@ -129,6 +129,8 @@ ECHO_SPREAD = 2  # blocks either side of the delay (the match is only so sharp)
 # per block (RT60 0.3 s: 2 dB per 10 ms; slower is the safe side)
 ECHO_DECAY_DB = 1.5
 ECHO_FLOOR_DB = -80.0  # dBFS: the envelopes' floor (silence is not -inf)
+_ENV_SCALE = 1 / (BLOCK * SCALE**2)  # a block's sum of squares into its mean square
+_ENV_FLOOR = 10 ** (ECHO_FLOOR_DB / 10)
 # The echo expected per band (Aligner.over_echo_db): AEC3 takes echo away and adds none, so a
 # band of its output at least as loud as the whole echo expected in that band is no residual
 # of it. Band edges (Hz) over the 10 ms blocks' spectrum (100 Hz bins), finer where speech is.
@@ -681,16 +683,18 @@ class FarEnd:
             self._mic = mic + n / VAD_RATE
             start = mic + self.lead_s - self.offset
             out = np.zeros(n, np.int16)
-            for t, x in self._chunks:
+            chunks = self._chunks
+            for t, x in chunks:  # (conditionals, not min/max calls: once per chunk a frame)
                 i = round((t - start) * VAD_RATE)
                 if i >= n:
                     break
-                a, b = max(0, -i), min(x.size, n - i)
+                a = -i if i < 0 else 0
+                b = x.size if x.size < n - i else n - i
                 if a < b:
                     out[i + a : i + b] = x[a:b]
             end = start + n / VAD_RATE
-            while self._chunks and self._chunks[0][0] + self._chunks[0][1].size / VAD_RATE <= end:
-                self._held -= self._chunks.popleft()[1].size
+            while chunks and chunks[0][0] + chunks[0][1].size / VAD_RATE <= end:
+                self._held -= chunks.popleft()[1].size
         return out
 
     def move(self, by: float) -> None:
@@ -811,12 +815,14 @@ class Aligner:
         # level is kept even so (floored with the far end, its envelope stepped up with the
         # far end's first sound, and the room's noise matched that step at no delay better
         # than its echo at its own)
-        idle = not self.echo_energy and not np.count_nonzero(far)
+        idle = not self.echo_energy and not far.any()
         x = (near if idle else np.concatenate((far, near))).reshape(-1, BLOCK).astype(np.float32)
-        energy: list[float] = np.einsum("ij,ij->i", x, x).tolist()
-        scale = 1 / (BLOCK * SCALE**2)
-        floor = 10 ** (ECHO_FLOOR_DB / 10)
-        env = [10 * math.log10(max(e * scale, floor)) for e in energy]
+        energy: list[float] = _row_energy(x).tolist()
+        # (no max() per block: a conditional costs a third of a call)
+        env = [
+            10 * math.log10(e * _ENV_SCALE) if e * _ENV_SCALE > _ENV_FLOOR else ECHO_FLOOR_DB
+            for e in energy
+        ]
         far_env += [ECHO_FLOOR_DB] * n if idle else env[:n]
         near_env += env[-n:]
         if len(far_env) >= 2 * ECHO_HIST:  # (trimmed now and then, not per frame)
@@ -830,11 +836,13 @@ class Aligner:
             self._env_sound = 0 if self._find_echo() else ECHO_EVERY // 2
         k = len(far_env)
         lo, hi = self._echo_lags()
-        top = ECHO_FLOOR_DB
+        gain, echo_db, top = self.echo_gain_db, self._echo_db, ECHO_FLOOR_DB
         for j in range(k - n, k):
-            src = max(far_env[j - lo : j - hi + 1])
-            self._echo_db = max(src + self.echo_gain_db, self._echo_db - ECHO_DECAY_DB)
-            top = max(top, self._echo_db)
+            src = max(far_env[j - lo : j - hi + 1]) + gain
+            echo_db = src if src >= echo_db - ECHO_DECAY_DB else echo_db - ECHO_DECAY_DB
+            if echo_db > top:
+                top = echo_db
+        self._echo_db = echo_db
         self.echo_energy = 10 ** (top / 10) if top > ECHO_FLOOR_DB else 0.0
         return energy
 
@@ -858,7 +866,7 @@ class Aligner:
         # row i: the far end d = ECHO_MAX_LAG + ECHO_SPREAD - i blocks before the microphone
         xs = np.lib.stride_tricks.sliding_window_view(far, m)
         xs = xs - xs.mean(axis=1, keepdims=True)
-        den = np.sqrt(np.einsum("ij,ij->i", xs, xs) * float(np.dot(y, y)))
+        den = np.sqrt(_row_energy(xs) * float(np.dot(y, y)))
         r = (xs @ y) / np.maximum(den, 1e-9)
         i = int(np.argmax(r))
         best, lag = float(r[i]), ECHO_MAX_LAG + ECHO_SPREAD - i
@@ -1021,9 +1029,7 @@ class Aligner:
         # the output's energies per 10 ms block, the frame's blocks at once
         o = out.astype(np.float64).reshape(-1, BLOCK)
         n = o.shape[0]
-        for ef, en, eo in zip(
-            energy[:n], energy[n:], np.einsum("ij,ij->i", o, o).tolist(), strict=True
-        ):
+        for ef, en, eo in zip(energy[:n], energy[n:], _row_energy(o).tolist(), strict=True):
             if ef < BLOCK * ALIGN_MIN_RMS**2:
                 continue
             self._erle.append((en, eo))
@@ -1077,6 +1083,17 @@ class Aligner:
         if r[j] < ALIGN_MIN_R:
             return None
         return (j - lo) / ALIGN_RATE, float(r[j])
+
+
+def _row_energy(x: np.ndarray) -> np.ndarray:
+    """Each row's sum of squares: numpy 2's vecdot where there is one (2.6 against 4.2 µs
+    for a frame's four blocks, the same sums), einsum before it."""
+    if _VECDOT is not None:
+        return _VECDOT(x, x)
+    return np.einsum("ij,ij->i", x, x)
+
+
+_VECDOT = getattr(np, "vecdot", None)
 
 
 def _band_db(x: np.ndarray) -> np.ndarray:
@@ -1268,7 +1285,8 @@ class EchoCanceller:
         energy = self.aligner.block(near, far)
         # the far end's blocks with sound: those whose energy (Aligner.block: the far end's
         # first; None only while it is silent) is not zero
-        sounding = 0 if energy is None else sum(1 for e in energy[: near.size // BLOCK] if e)
+        k = near.size // BLOCK
+        sounding = 0 if energy is None else k - energy[:k].count(0.0)
         if sounding:
             self._quiet = 0
             self._heard += sounding

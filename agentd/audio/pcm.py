@@ -29,11 +29,14 @@ def to_int16(x: np.ndarray, gain: float = 1.0) -> bytes:
 
 def saturate(y: np.ndarray) -> np.ndarray:
     """Samples already at the int16 scale → int16, clipped (in place where ``y`` is float32)."""
-    if y.dtype == np.float32:
-        y = np.minimum(np.maximum(y, -32768, out=y), 32767, out=y)
+    if y.dtype == np.float32:  # (float32 bounds: a Python int is converted at every call)
+        y = np.minimum(np.maximum(y, _LOW, out=y), _HIGH, out=y)
     else:
         y = np.clip(y, -32768, 32767)
     return y.astype("<i2")
+
+
+_LOW, _HIGH = np.float32(-SCALE), np.float32(SCALE - 1)
 
 
 def db(energy: float) -> float:
