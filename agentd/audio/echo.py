@@ -1085,15 +1085,15 @@ class Aligner:
         return (j - lo) / ALIGN_RATE, float(r[j])
 
 
+_VECDOT = getattr(np, "vecdot", None)  # (numpy >= 2.0)
+
+
 def _row_energy(x: np.ndarray) -> np.ndarray:
     """Each row's sum of squares: numpy 2's vecdot where there is one (2.6 against 4.2 µs
-    for a frame's four blocks, the same sums), einsum before it."""
+    for a frame's four blocks; float32 sums equal to the last bits), einsum before it."""
     if _VECDOT is not None:
         return _VECDOT(x, x)
     return np.einsum("ij,ij->i", x, x)
-
-
-_VECDOT = getattr(np, "vecdot", None)
 
 
 def _band_db(x: np.ndarray) -> np.ndarray:
