@@ -130,7 +130,7 @@ ECHO_SPREAD = 2  # blocks either side of the delay (the match is only so sharp)
 ECHO_DECAY_DB = 1.5
 ECHO_FLOOR_DB = -80.0  # dBFS: the envelopes' floor (silence is not -inf)
 _ENV_SCALE = 1 / (BLOCK * SCALE**2)  # a block's sum of squares into its mean square
-_ENV_FLOOR = 10 ** (ECHO_FLOOR_DB / 10)
+_ENV_FLOOR = 10 ** (ECHO_FLOOR_DB / 10)  # ... and the floor as a mean square (bands too)
 # The echo expected per band (Aligner.over_echo_db): AEC3 takes echo away and adds none, so a
 # band of its output at least as loud as the whole echo expected in that band is no residual
 # of it. Band edges (Hz) over the 10 ms blocks' spectrum (100 Hz bins), finer where speech is.
@@ -1101,7 +1101,7 @@ def _band_db(x: np.ndarray) -> np.ndarray:
     square, floored at ECHO_FLOOR_DB)."""
     spectrum = np.fft.rfft(x.reshape(-1, BLOCK).astype(np.float32), axis=1)
     power = spectrum.real**2 + spectrum.imag**2
-    return 10 * np.log10(np.maximum(power @ _TO_BANDS, 10 ** (ECHO_FLOOR_DB / 10)))
+    return 10 * np.log10(np.maximum(power @ _TO_BANDS, _ENV_FLOOR))
 
 
 class EchoCanceller:
