@@ -1072,12 +1072,12 @@ def test_each_answer_proves_its_echo_delay_and_a_dropped_stream_restarts() -> No
     assert SETTLE_MAX_S > 1.2
     far.dropped(t0 + 7.0)  # a device fault: the stream restarts (its latency may differ)
     seen = {1.5: True, 2.04: True}
-    n = len(ec.aligner.measured)
+    n = ec.aligner.matched
     run(np.concatenate([sil, sil, speech]), t0 + 7.0, seen)
     assert far.streams == 2
     assert seen == {1.5: False, 2.04: False}  # 2 s of silence, then its first sound: unsure
     assert ec.settled and SETTLE_MAX_S > 2.0  # measured within the 2 s answer, not timed out
-    assert len(ec.aligner.measured) > n
+    assert ec.aligner.matched > n
 
 
 def test_a_delay_beyond_the_aligners_reach_is_confirmed_by_the_cancellers_convergence() -> None:
@@ -1642,3 +1642,26 @@ def test_barge_replay_reads_a_runs_frames_as_the_e2e_labels_them(tmp_path: Path)
     assert f.false_fires == 1 and f.judged == 4, f
     assert f.p95_ms[-5.0] == f.median_ms[-5.0] and abs(f.p95_ms[-5.0] - 60) < 1e-6, f
     assert f.missed == {-5.0: 0, -10.0: 1} and f.beyond == {-5.0: 0, -10.0: 0}, f
+
+
+def test_the_aligner_keeps_only_its_latest_delays_however_long_it_runs() -> None:
+    """A daemon plays answers for months: each window's delay the aligner finds is kept for
+    diagnostics, the newest MEASURED_KEPT of them, and only counted beyond that (kept whole,
+    the list grew by every clear window of every answer)."""
+    import numpy as np
+
+    from agentd.audio.echo import ALIGN_S, BLOCK, MEASURED_KEPT, VAD_RATE, Aligner, FarEnd
+
+    rng = np.random.default_rng(5)
+    al = Aligner(FarEnd())
+    windows = 2 * MEASURED_KEPT + 10
+    n = int(windows * ALIGN_S * VAD_RATE) + VAD_RATE  # (the first window waits for its lags)
+    far = (rng.standard_normal(n) * 3000).astype(np.int16)
+    delay = 320  # the echo 20 ms behind (TARGET_S): each clear window confirms, none moves
+    near = np.concatenate((np.zeros(delay, np.int16), far[:-delay] // 2))
+    step = 2 * BLOCK
+    for i in range(0, n - step + 1, step):
+        al.block(near[i : i + step], far[i : i + step])
+    assert al.matched >= windows, al.matched
+    assert len(al.measured) == MEASURED_KEPT
+    assert al.moves == 0 and all(abs(lag - 0.02) < 0.002 for lag in al.measured), al.measured

@@ -91,6 +91,7 @@ ALIGN_MIN_RMS = 100.0  # a quieter reference window (int16 RMS) is not matched
 # itself, and moving the reference under it by a millisecond or two cost 14 dB of ERLE at
 # 100 ppm drift; the sound server's jumps are ~20 ms.
 ALIGN_TOL_S = 0.006
+MEASURED_KEPT = 50  # the aligner's latest delays kept for diagnostics (Aligner.measured)
 _K = VAD_RATE // ALIGN_RATE  # 16 kHz samples averaged into one of the aligner's
 # the aligner's window in its samples: lags before the reference, the reference, lags after
 _LO, _N, _HI = (int(v * ALIGN_RATE) for v in (ALIGN_MIN_S, ALIGN_S, ALIGN_MAX_S))
@@ -775,7 +776,11 @@ class Aligner:
         self._refs: list[np.ndarray] = []
         self._held = 0  # 16 kHz samples in each
         self._sound = False  # the far end held has sound in it
-        self.measured: list[float] = []  # each delay found (seconds; for benches and tests)
+        # the delays found (seconds), the newest MEASURED_KEPT, and how many so far (for
+        # benches and tests; kept whole, the list grew with every clear window of every
+        # answer for as long as the daemon ran: ~20 a minute of answers, up to 300)
+        self.measured: deque[float] = deque(maxlen=MEASURED_KEPT)
+        self.matched = 0
         self.moves = 0  # corrections made
         self._confirmed = -1  # the far end's answer (epoch) whose delay was confirmed
         self._moved_at = -math.inf  # the microphone's time of the last move
@@ -972,6 +977,7 @@ class Aligner:
             return
         lag, r = found
         self.measured.append(lag)
+        self.matched += 1
         # only a clear match counts: in a reverberant room (the rig) spurious peaks of
         # 0.6-0.9 moved the reference and cost false barge-ins; AEC3 covers such paths
         # (the stock wheel's own estimator, or AEC3_CONFIG's 160 ms filter and the delay
