@@ -1665,3 +1665,62 @@ def test_the_aligner_keeps_only_its_latest_delays_however_long_it_runs() -> None
     assert al.matched >= windows, al.matched
     assert len(al.measured) == MEASURED_KEPT
     assert al.moves == 0 and all(abs(lag - 0.02) < 0.002 for lag in al.measured), al.measured
+
+
+def _far_end_over_hours(
+    ppm: float, hours: float, dry_at: float | None = None, lost_at: float | None = None
+) -> tuple[list[int], Any]:
+    """FarEnd driven as the daemon drives it for ``hours``, the speaker's card and the
+    microphone's (one clock, a HAT's) ``ppm`` off the system's: playback tapped 60 ms ahead
+    with its jittering ``at``, capture timestamps jittering too. The far end counts its
+    samples (each sample says where it is in the stream), so each frame shows which far-end
+    sample the timeline placed at it against the one that played as it was captured.
+    ``dry_at``: the speaker runs dry for 100 ms there (minutes); ``lost_at``: 200 ms of
+    microphone frames are lost there. Returns the placement's error per frame (samples)."""
+    import numpy as np
+
+    from agentd.audio.echo import VAD_RATE, FarEnd
+
+    rate, n, buf = VAD_RATE, 1600, 0.06  # 100 ms frames and writes (the test's speed)
+    rng = np.random.default_rng(6)
+    mono = 1 / (1 + ppm * 1e-6)  # system seconds per card second
+    far = FarEnd(clock=lambda: 0.0)
+    j = 0  # far samples written
+    dry = 0.0  # the speaker's card time lost to running dry so far
+    errors: list[int] = []
+    card_t = 0.0
+    while card_t < hours * 3600:
+        if lost_at is not None and abs(card_t - lost_at * 60) < 0.05:
+            card_t += 0.2  # frames lost: the next one is captured 200 ms on
+        ran_dry = dry_at is not None and abs(card_t - dry_at * 60) < 0.05
+        if ran_dry:
+            dry += 0.1
+        while j < (card_t - dry + buf + n / rate) * rate:  # the writer keeps 60 ms ahead
+            at = (j / rate + dry) * mono + rng.uniform(-0.002, 0.002)
+            far.written((np.arange(j, j + n) % 30000 + 1).astype(np.int16), rate, at)
+            j += n
+        y = far.take(n, card_t * mono + rng.uniform(0, 0.01))
+        if y[0] and not ran_dry:  # (the frame the speaker fell silent in: nothing plays)
+            playing = round((card_t - dry) * rate) % 30000
+            errors.append((int(y[0]) - 1 - playing + 15000) % 30000 - 15000)
+        card_t += n / rate
+    return errors, far
+
+
+@pytest.mark.parametrize("ppm", [-80.0, 80.0])
+def test_the_timeline_holds_for_hours_when_the_cards_clock_is_off_the_systems(ppm: float) -> None:
+    """A stream that runs on (echo.mode aec writes silence between answers, for weeks) with
+    the cards' clock ``ppm`` off the system's: the far end stays where it plays on the
+    microphone's clock. Measured against the system's clock instead, the microphone
+    re-anchored once 150 ms had crept in (every ~30 min at 80 ppm), or the playback restarted
+    its stream once 60 ms had (every ~12 min), and the reference stepped that far under AEC3
+    each time. A real gap (the speaker ran dry) and lost microphone frames still re-anchor,
+    and the far end lands where it plays after them too."""
+    from agentd.audio.echo import VAD_RATE
+
+    errors, far = _far_end_over_hours(ppm, 1.0)
+    assert far.streams == 1 and far._anchors == 1, (far.streams, far._anchors)
+    assert max(errors) - min(errors) <= 0.01 * VAD_RATE, (min(errors), max(errors))
+    errors, far = _far_end_over_hours(ppm, 0.6, dry_at=20.0, lost_at=30.0)
+    assert far.streams == 2 and far._anchors == 2, (far.streams, far._anchors)
+    assert max(errors) - min(errors) <= 0.01 * VAD_RATE, (min(errors), max(errors))

@@ -99,6 +99,15 @@ _MEAN = np.full(_K, 1 / _K, np.float32)  # (a product: a tenth of the cost of .m
 IDLE_S = 0.5  # the microphone's clock is corrected only this long after the far end's end
 REANCHOR_S = 0.06  # playback this far off the stream's own timing starts a new stream
 MIC_JUMP_S = 0.15  # a capture timestamp this far off the microphone's clock re-anchors it
+# Both are measured against each clock's own offset from the system's, followed as it creeps
+# (the cards' clocks drift from it: a USB card or a HAT's crystal by up to ~100 ppm), not
+# against the system's clock itself. Measured against it, a stream that ran on (echo.mode
+# aec writes silence between answers, for weeks) re-anchored once the creep reached them,
+# at 50 ppm every 20 min (a slow card's playback: a gap) or 50 min (a fast card's
+# microphone), and each time the reference stepped 60-150 ms under AEC3's filter
+# (tests/test_echo.py, FarEnd over hours; the rigs' clocks are the system's, so no run of
+# theirs showed it). The playback's offset is followed no faster than this:
+CREEP_PPM = 500.0
 # The echo expected at the microphone (Aligner.echo_energy), for voice barge-in: the far end's
 # 10 ms envelope, at the echo's delay behind it and its gain, both found by matching the
 # envelopes of the far end and the raw microphone (AEC3 does not say what it found).
@@ -484,29 +493,41 @@ class FarEnd:
         self._pos = 0.0  # compensating: the exact 16 kHz position of the stream's next sample
         self._gap = False  # compensating: in a silent gap, the resampler flushed
         self._anchors = 0  # the microphone's clock re-anchored or corrected: a step in the delay
+        self._creep = 0.0  # the playback's timing (``at``) off the stream's own, followed
 
     def written(self, samples: np.ndarray, rate: int, at: float | None = None) -> None:
         """Playback's tap: int16 mono ``samples`` at the card ``rate`` just handed to ALSA,
         whose first sample leaves the speaker at ``at`` (monotonic; default: right after
         what was written before, or now). Audio continuing the stream stays contiguous;
-        audio after a gap starts a new stream at ``at``."""
+        audio after a gap starts a new stream at ``at``. The timeline is the microphone's
+        clock (:meth:`take`): ``at`` is placed on it by that clock's offset from the
+        system's."""
         with self._lock:
-            nxt = self._next
-        if at is None:
-            at = nxt if nxt is not None else self.clock()
+            nxt, mic_err = self._next, self._mic_err
+        if at is not None:
+            at -= mic_err
+        elif nxt is not None:
+            at = nxt
+        else:
+            at = self.clock() - mic_err
+        late = 0.0 if nxt is None else at - nxt  # ... beyond the creep followed: a gap
         new = (
             self._rs is None
             or self._rs.in_rate != rate
             or nxt is None
-            or at - nxt > REANCHOR_S  # a gap: the speaker ran dry
+            or late - self._creep > REANCHOR_S  # a gap: the speaker ran dry
         )  # (sooner than the stream's own timing is the estimate's noise, or a device that
         # is not paced: it stays contiguous)
+        if not new:  # the card's clock creeping off the system's: followed, slowly
+            most = CREEP_PPM * 1e-6 * samples.size / rate
+            self._creep += max(-most, min(most, late - self._creep))
         if new:
             if self._rs is not None and not self._gap:  # the last stream's tail, where it belongs
                 self._put(self._rs.process_pcm(np.zeros(0, np.int16), last=True))
             self.streams += 1
             with self._lock:
-                self.kind = "idle" if nxt is None or at - nxt > IDLE_GAP_S else "restart"
+                idle = nxt is None or late - self._creep > IDLE_GAP_S
+                self.kind = "idle" if idle else "restart"
                 # a kind not learned yet starts where the last stream was
                 self.offset = self.learned.setdefault(self.kind, self.offset)
                 self.started_at, self.sounded_at, self.answer_at = at, None, None
@@ -514,7 +535,7 @@ class FarEnd:
             self.ppm = self._want if self.compensate else 0.0
             self._rs = self._resampler(rate)
             self._t0, self._out, self._silent, self._skipped = at, 0, 0, 0
-            self._pos, self._gap = 0.0, False
+            self._pos, self._gap, self._creep = 0.0, False, 0.0
             nxt = at
         assert self._rs is not None and nxt is not None
         self._silent = 0 if np.count_nonzero(samples) else self._silent + samples.size
@@ -640,6 +661,8 @@ class FarEnd:
         """Playback dropped what ALSA held at ``at`` (a flush, a device fault): from there
         on it never plays."""
         at = self.clock() if at is None else at
+        with self._lock:
+            at -= self._mic_err  # (on the microphone's clock, as the timeline is)
         # what the resampler still holds back never played either: flushed into the next
         # stream it would land at the old stream's end, ahead of the new stream's audio on
         # the timeline, and take() (which stops at the first chunk not yet due) would hand
@@ -661,13 +684,17 @@ class FarEnd:
     def take(self, n: int, at: float | None = None) -> np.ndarray:
         """The far end due during the ``n`` microphone samples captured from ``at`` on
         (monotonic; default: right after the previous frame), zeros where nothing played.
-        The microphone's clock counts samples, anchored by the averaged capture timestamps
-        (a jump, frames lost, re-anchors it)."""
+        The microphone's clock counts samples, anchored by the averaged capture timestamps,
+        its offset from them followed (MIC_FOLLOW_BLOCKS); a jump beyond that offset (frames
+        lost) re-anchors it, the offset kept (the far end is placed by it)."""
         with self._lock:
             mic = self._mic
             if at is not None:
-                if mic is None or abs(at - mic) > MIC_JUMP_S:
+                if mic is None:
                     mic, self._mic_err, self._mic_n = at, 0.0, 0
+                    self._anchors += 1
+                elif abs(at - mic - self._mic_err) > MIC_JUMP_S:
+                    mic = at - self._mic_err
                     self._anchors += 1
                 else:  # a running mean of the timestamps' error, then a slow follower,
                     k = max(1, n // BLOCK)  # counted in 10 ms blocks (a frame is k of them)
