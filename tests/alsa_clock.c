@@ -17,6 +17,9 @@
  * frames, capture stops delivering them. Removing the file lets the clock run on from where
  * it stopped.
  *
+ * `ppm` (optional, integer) runs the card's clock that far off the system's, as every real
+ * card's crystal is (a USB card's or a HAT's: tens of ppm; CLOCK_MONOTONIC follows NTP).
+ *
  *   pcm_type.clock { lib "/path/libasound_module_pcm_clock.so" }
  *   pcm.clockmic { type clock; rate 48000; channels 2; file "/path/content.raw" }
  *   pcm.clockspk { type clock; rate 48000; channels 2; file "/path/played.raw"; freeze "/path/f" }
@@ -45,6 +48,7 @@ typedef struct {
 	FILE *out; /* playback: where written frames go */
 	char *freeze; /* while this file exists the clock stands still */
 	double frozen_since, frozen_total;
+	double speed; /* card seconds per system second (1 + ppm / 1e6) */
 } clockpcm_t;
 
 static double now_s(void)
@@ -54,7 +58,7 @@ static double now_s(void)
 	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-/* the card's clock: wall time less the time spent frozen */
+/* the card's clock: wall time less the time spent frozen, run at the card's speed */
 static double card_s(clockpcm_t *c)
 {
 	double t = now_s();
@@ -69,7 +73,7 @@ static double card_s(clockpcm_t *c)
 		if (c->frozen_since)
 			t = c->frozen_since;
 	}
-	return t - c->frozen_total;
+	return c->t_open + (t - c->frozen_total - c->t_open) * c->speed;
 }
 
 static snd_pcm_uframes_t produced(clockpcm_t *c)
@@ -219,7 +223,7 @@ static int load(clockpcm_t *c, const char *path)
 SND_PCM_PLUGIN_DEFINE_FUNC(clock)
 {
 	snd_config_iterator_t i, next;
-	long rate = 48000, channels = 2;
+	long rate = 48000, channels = 2, ppm = 0;
 	const char *file = NULL, *freeze = NULL;
 	clockpcm_t *c;
 	int err;
@@ -243,6 +247,8 @@ SND_PCM_PLUGIN_DEFINE_FUNC(clock)
 			continue;
 		if (!strcmp(id, "freeze") && snd_config_get_string(n, &freeze) == 0)
 			continue;
+		if (!strcmp(id, "ppm") && snd_config_get_integer(n, &ppm) == 0)
+			continue;
 		SNDERR("clock: unknown or bad field %s", id);
 		return -EINVAL;
 	}
@@ -252,6 +258,7 @@ SND_PCM_PLUGIN_DEFINE_FUNC(clock)
 	c->rate = (unsigned int)rate;
 	c->channels = (unsigned int)channels;
 	c->t_open = now_s();
+	c->speed = 1.0 + (double)ppm / 1e6;
 	if (file && stream == SND_PCM_STREAM_PLAYBACK) {
 		c->out = fopen(file, "ab");
 		if (!c->out) {

@@ -29,6 +29,10 @@ CLOCKMIC_FILE = RIG_DIR / "clockmic.raw"  # clockmic hears it: S16_LE 48 kHz ste
 CLOCKSPK_FILE = RIG_DIR / "clockspk.raw"  # what clockspk played: S16_LE 48 kHz stereo
 CLOCKMIC_FREEZE = RIG_DIR / "clockmic.freeze"  # while this exists clockmic's clock stands still
 CLOCKSPK_FREEZE = RIG_DIR / "clockspk.freeze"  # same for clockspk (a hung card: no xrun, no error)
+# driftmic and driftspk: one card (a HAT's codec) whose clock runs this far off the system's
+# (a real crystal's tens of ppm, made larger so that a test shows in a minute what a device
+# meets in an hour); silence in, nothing kept out
+DRIFT_PPM = -900
 
 #: a real ALSA mixer on the room's speaker: the pulse plugin's control device, whose
 #: "Master" control is the `room` sink's volume (what `agentd ctl volume` sets on `spk`)
@@ -44,6 +48,8 @@ pcm.testplay {{ type plug; slave {{ pcm "testplay_raw"; format S16_LE; rate 4800
 pcm_type.clock {{ lib "{CLOCK_SO}" }}
 pcm.clockmic {{ type clock; rate 48000; channels 2; file "{CLOCKMIC_FILE}"; freeze "{CLOCKMIC_FREEZE}" }}
 pcm.clockspk {{ type clock; rate 48000; channels 2; file "{CLOCKSPK_FILE}"; freeze "{CLOCKSPK_FREEZE}" }}
+pcm.driftmic {{ type clock; rate 48000; channels 2; ppm {DRIFT_PPM} }}
+pcm.driftspk {{ type clock; rate 48000; channels 2; ppm {DRIFT_PPM} }}
 """
 
 
@@ -55,7 +61,8 @@ def install_asoundrc() -> None:
 
 
 def clock_pcms(content: np.ndarray | None = None) -> tuple[str, str]:
-    """The `clockmic` and `clockspk` PCMs (tests/alsa_clock.c): a sound card's clock, so they
+    """The `clockmic` and `clockspk` PCMs (tests/alsa_clock.c; `driftmic` and `driftspk` too,
+    the same plugin): a sound card's clock, so they
     overrun and underrun like one when the program falls behind. ``content`` (48 kHz mono
     int16) is what clockmic hears, in a loop; clockspk's output file starts empty; neither is
     frozen (see CLOCKMIC_FREEZE). Built with gcc on first use."""

@@ -1724,3 +1724,46 @@ def test_the_timeline_holds_for_hours_when_the_cards_clock_is_off_the_systems(pp
     errors, far = _far_end_over_hours(ppm, 0.6, dry_at=20.0, lost_at=30.0)
     assert far.streams == 2 and far._anchors == 2, (far.streams, far._anchors)
     assert max(errors) - min(errors) <= 0.01 * VAD_RATE, (min(errors), max(errors))
+
+
+@pytest.mark.slow
+async def test_the_daemons_far_end_holds_its_timeline_on_a_card_off_the_system_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real daemon, echo.mode aec, on one card (driftmic/driftspk: a HAT's codec) whose
+    clock runs DRIFT_PPM off the system's, for longer than the old timeline took to step:
+    the speaker's stream, written on in silence, is never restarted and the microphone's
+    clock never re-anchored: the microphone's clock followed the card's offset from the
+    system's, and the playback, on the same card, kept to the microphone's clock. Before,
+    the playback restarted its stream once 60 ms had crept in (67 s at -900 ppm), and the
+    reference stepped that far under AEC3 (FarEnd over hours, above)."""
+    import asyncio
+    import time
+
+    rigs.clock_pcms()
+    over: dict[str, Any] = {
+        "echo__mode": "aec",
+        "sounds__enabled": False,
+        "audio__input": {"device": "driftmic", "rate": 48000, "channels": 2},
+        "audio__output": {"device": "driftspk", "rate": 48000, "buffer_ms": 60},
+    }
+    async with running_daemon(tmp_path, monkeypatch, over) as h:
+        far = h.daemon.far_end
+        assert far is not None and h.daemon.playback is not None
+        assert h.daemon.playback.continuous
+        streams, anchors = far.streams, far._anchors
+        await asyncio.sleep(20.0)  # (the microphone's offset averaged, then followed)
+        t0, mic0, creep0 = time.monotonic(), far._mic_err, far._creep
+        await asyncio.sleep(60.0)
+        took = time.monotonic() - t0
+        assert far.streams == streams and far._anchors == anchors, (far.streams, far._anchors)
+        # meanwhile the card's clock fell this far further behind the system's (ms) ...
+        behind_ms = -rigs.DRIFT_PPM * 1e-3 * took
+        mic_ms, creep_ms = (far._mic_err - mic0) * 1e3, (far._creep - creep0) * 1e3
+        print(
+            f"{took:.0f} s: the card {behind_ms:.1f} ms further behind the system's clock; the "
+            f"microphone's offset followed {mic_ms:.1f} ms, the playback's off it {creep_ms:.1f}"
+        )
+        # ... which the microphone's offset followed, and the playback, on that clock, kept to it
+        assert abs(mic_ms - behind_ms) < 15, (mic_ms, behind_ms)
+        assert abs(creep_ms) < 10, creep_ms
