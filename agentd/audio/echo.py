@@ -491,7 +491,13 @@ class FarEnd:
         self.drift = DriftEstimator()
         self.ppm = 0.0  # the far end is resampled by this drift now
         self._want = 0.0  # ... and by this from the next clean point (a new stream, a gap)
-        self._pos = 0.0  # compensating: the exact 16 kHz position of the stream's next sample
+        # compensating: the exact 16 kHz position of the stream's next sample is _pos (where
+        # the ratio last changed) plus _fed card samples since at the ratio. (Summed write by
+        # write, a stream that ran a month on was 60 samples short by rounding, and the
+        # error grows as the square of the time: placed by it, the next ratio change would
+        # have stepped the far end that far.)
+        self._pos = 0.0
+        self._fed = 0
         self._gap = False  # compensating: in a silent gap, the resampler flushed
         self._anchors = 0  # the microphone's clock re-anchored or corrected: a step in the delay
         self._creep = 0.0  # the playback's timing (``at``) off the stream's own, followed
@@ -536,7 +542,7 @@ class FarEnd:
             self.ppm = self._want if self.compensate else 0.0
             self._rs = self._resampler(rate)
             self._t0, self._out, self._silent, self._skipped = at, 0, 0, 0
-            self._pos, self._gap, self._creep = 0.0, False, 0.0
+            self._pos, self._fed, self._gap, self._creep = 0.0, 0, False, 0.0
             nxt = at
         assert self._rs is not None and nxt is not None
         self._silent = 0 if np.count_nonzero(samples) else self._silent + samples.size
@@ -593,17 +599,20 @@ class FarEnd:
             self._gap = True
         elif not gap and self._gap:  # sound after the gap: the clean point for a new ratio
             self._gap = False
+            self._pos, self._fed = self._position(rate), 0
             self.ppm = self._want
             self._rs = self._resampler(rate)
             if round(self._pos) > self._out:  # (the flushed tail came out short)
                 self._put(np.zeros(round(self._pos) - self._out, np.int16))
-        step = samples.size * VAD_RATE * (1 + self.ppm * 1e-6) / rate
+        self._fed += samples.size
         if self._gap:
-            self._pos += step
-            self._put(np.zeros(max(0, round(self._pos) - self._out), np.int16))
+            self._put(np.zeros(max(0, round(self._position(rate)) - self._out), np.int16))
             return
-        self._pos += step
         self._put(self._rs.process_pcm(samples))
+
+    def _position(self, rate: int) -> float:
+        """Compensating: the exact 16 kHz position of the stream's next sample."""
+        return self._pos + self._fed * VAD_RATE * (1 + self.ppm * 1e-6) / rate
 
     def heard(self, near: np.ndarray, far: np.ndarray) -> None:
         """One frame as the canceller is handed it: the raw microphone and the far end
