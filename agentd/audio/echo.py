@@ -525,9 +525,6 @@ class FarEnd:
             or late - self._creep > REANCHOR_S  # a gap: the speaker ran dry
         )  # (sooner than the stream's own timing is the estimate's noise, or a device that
         # is not paced: it stays contiguous)
-        if not new:  # the card's clock creeping off the system's: followed, slowly
-            most = CREEP_PPM * 1e-6 * samples.size / rate
-            self._creep += max(-most, min(most, late - self._creep))
         if new:
             if self._rs is not None and not self._gap:  # the last stream's tail, where it belongs
                 self._put(self._rs.process_pcm(np.zeros(0, np.int16), last=True))
@@ -544,6 +541,9 @@ class FarEnd:
             self._t0, self._out, self._silent, self._skipped = at, 0, 0, 0
             self._pos, self._fed, self._gap, self._creep = 0.0, 0, False, 0.0
             nxt = at
+        else:  # the card's clock creeping off the system's: followed, slowly
+            most = CREEP_PPM * 1e-6 * samples.size / rate
+            self._creep += max(-most, min(most, late - self._creep))
         assert self._rs is not None and nxt is not None
         self._silent = 0 if np.count_nonzero(samples) else self._silent + samples.size
         if self.compensate:
