@@ -32,7 +32,7 @@ CLOCKSPK_FREEZE = RIG_DIR / "clockspk.freeze"  # same for clockspk (a hung card:
 # driftmic and driftspk: one card (a HAT's codec) whose clock runs this far off the system's
 # (a real crystal's tens of ppm, made larger so that a test shows in a minute what a device
 # meets in an hour); silence in, nothing kept out
-DRIFT_PPM = -900
+DRIFT_PPM = -1500
 
 #: a real ALSA mixer on the room's speaker: the pulse plugin's control device, whose
 #: "Master" control is the `room` sink's volume (what `agentd ctl volume` sets on `spk`)

@@ -1735,7 +1735,7 @@ async def test_the_daemons_far_end_holds_its_timeline_on_a_card_off_the_system_c
     the speaker's stream, written on in silence, is never restarted and the microphone's
     clock never re-anchored: the microphone's clock followed the card's offset from the
     system's, and the playback, on the same card, kept to the microphone's clock. Before,
-    the playback restarted its stream once 60 ms had crept in (67 s at -900 ppm), and the
+    the playback restarted its stream once 60 ms had crept in (40 s at -1500 ppm), and the
     reference stepped that far under AEC3 (FarEnd over hours, above)."""
     import asyncio
     import time
@@ -1752,9 +1752,9 @@ async def test_the_daemons_far_end_holds_its_timeline_on_a_card_off_the_system_c
         assert far is not None and h.daemon.playback is not None
         assert h.daemon.playback.continuous
         streams, anchors = far.streams, far._anchors
-        await asyncio.sleep(20.0)  # (the microphone's offset averaged, then followed)
+        await asyncio.sleep(10.0)  # (the microphone's offset averaged first)
         t0, mic0, creep0 = time.monotonic(), far._mic_err, far._creep
-        await asyncio.sleep(60.0)
+        await asyncio.sleep(35.0)
         took = time.monotonic() - t0
         assert far.streams == streams and far._anchors == anchors, (far.streams, far._anchors)
         # meanwhile the card's clock fell this far further behind the system's (ms) ...
@@ -1764,6 +1764,8 @@ async def test_the_daemons_far_end_holds_its_timeline_on_a_card_off_the_system_c
             f"{took:.0f} s: the card {behind_ms:.1f} ms further behind the system's clock; the "
             f"microphone's offset followed {mic_ms:.1f} ms, the playback's off it {creep_ms:.1f}"
         )
-        # ... which the microphone's offset followed, and the playback, on that clock, kept to it
-        assert abs(mic_ms - behind_ms) < 15, (mic_ms, behind_ms)
-        assert abs(creep_ms) < 10, creep_ms
+        # ... which the microphone's offset followed (its follower lags a ramp: averaged over
+        # all it has seen, then over 20 s), and the playback, on that clock, kept to it: all
+        # it crept off the microphone's clock is what that follower lagged
+        assert 0.6 * behind_ms < mic_ms < behind_ms + 10, (mic_ms, behind_ms)
+        assert abs(creep_ms - (behind_ms - mic_ms)) < 5, (creep_ms, behind_ms - mic_ms)

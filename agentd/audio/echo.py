@@ -106,9 +106,10 @@ MIC_JUMP_S = 0.15  # a capture timestamp this far off the microphone's clock re-
 # at 50 ppm every 20 min (a slow card's playback: a gap) or 50 min (a fast card's
 # microphone), and each time the reference stepped 60-150 ms under AEC3's filter
 # (tests/test_echo.py, FarEnd over hours; the rigs' clocks are the system's, so no run of
-# theirs showed it). The playback's offset is followed no faster than this (twice USB's own
-# clock tolerance): a gap, which comes at once, still starts a new stream.
-CREEP_PPM = 1000.0
+# theirs showed it). The playback's offset is followed no faster than this (3 ms a second,
+# ten times a poor crystal's drift; the real-daemon test drives a card 1500 ppm off): a gap,
+# which comes at once, still starts a new stream.
+CREEP_PPM = 3000.0
 # The echo expected at the microphone (Aligner.echo_energy), for voice barge-in: the far end's
 # 10 ms envelope, at the echo's delay behind it and its gain, both found by matching the
 # envelopes of the far end and the raw microphone (AEC3 does not say what it found).
