@@ -31,7 +31,7 @@ CLOCKMIC_FREEZE = RIG_DIR / "clockmic.freeze"  # while this exists clockmic's cl
 CLOCKSPK_FREEZE = RIG_DIR / "clockspk.freeze"  # same for clockspk (a hung card: no xrun, no error)
 # driftmic and driftspk: one card (a HAT's codec) whose clock runs this far off the system's
 # (a real crystal's tens of ppm, made larger so that a test shows in a minute what a device
-# meets in an hour); silence in, nothing kept out
+# meets in hours); silence in, nothing kept out
 DRIFT_PPM = -1500
 
 #: a real ALSA mixer on the room's speaker: the pulse plugin's control device, whose
