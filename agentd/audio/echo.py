@@ -518,12 +518,13 @@ class FarEnd:
             at = nxt
         else:
             at = self.clock() - mic_err
-        late = 0.0 if nxt is None else at - nxt  # ... beyond the creep followed: a gap
+        late = 0.0 if nxt is None else at - nxt
+        beyond = late - self._creep  # later than the creep followed: a gap
         new = (
             self._rs is None
             or self._rs.in_rate != rate
             or nxt is None
-            or late - self._creep > REANCHOR_S  # a gap: the speaker ran dry
+            or beyond > REANCHOR_S  # a gap: the speaker ran dry
         )  # (sooner than the stream's own timing is the estimate's noise, or a device that
         # is not paced: it stays contiguous)
         if new:
@@ -531,7 +532,7 @@ class FarEnd:
                 self._put(self._rs.process_pcm(np.zeros(0, np.int16), last=True))
             self.streams += 1
             with self._lock:
-                idle = nxt is None or late - self._creep > IDLE_GAP_S
+                idle = nxt is None or beyond > IDLE_GAP_S
                 self.kind = "idle" if idle else "restart"
                 # a kind not learned yet starts where the last stream was
                 self.offset = self.learned.setdefault(self.kind, self.offset)
@@ -544,7 +545,7 @@ class FarEnd:
             nxt = at
         else:  # the card's clock creeping off the system's: followed, slowly
             most = CREEP_PPM * 1e-6 * samples.size / rate
-            self._creep += max(-most, min(most, late - self._creep))
+            self._creep += max(-most, min(most, beyond))
         assert self._rs is not None and nxt is not None
         self._silent = 0 if np.count_nonzero(samples) else self._silent + samples.size
         if self.compensate:
