@@ -1668,23 +1668,32 @@ def test_the_aligner_keeps_only_its_latest_delays_however_long_it_runs() -> None
 
 
 def _far_end_over_hours(
-    ppm: float, hours: float, dry_at: float | None = None, lost_at: float | None = None
+    ppm: float,
+    hours: float,
+    dry_at: float | None = None,
+    lost_at: float | None = None,
+    speaker_ppm: float | None = None,
 ) -> tuple[list[int], Any]:
-    """FarEnd driven as the daemon drives it for ``hours``, the speaker's card and the
-    microphone's (one clock, a HAT's) ``ppm`` off the system's: playback tapped 60 ms ahead
-    with its jittering ``at``, capture timestamps jittering too. The far end counts its
-    samples (each sample says where it is in the stream), so each frame shows which far-end
-    sample the timeline placed at it against the one that played as it was captured.
-    ``dry_at``: the speaker runs dry for 100 ms there (minutes); ``lost_at``: 200 ms of
-    microphone frames are lost there. Returns the placement's error per frame (samples)."""
+    """FarEnd driven as the daemon drives it for ``hours``, the microphone's card ``ppm`` off
+    the system's clock and the speaker's ``speaker_ppm`` (default: the same card, a HAT's;
+    two cards: the far end is resampled by their drift, as the daemon's estimate would have
+    it): playback tapped 60 ms ahead with its jittering ``at``, capture timestamps jittering
+    too. The far end counts its samples (each sample says where it is in the stream), so
+    each frame shows which far-end sample the timeline placed at it against the one that
+    played as it was captured. ``dry_at``: the speaker runs dry for 100 ms there (minutes);
+    ``lost_at``: 200 ms of microphone frames are lost there. Returns the placement's error
+    per frame (samples)."""
     import numpy as np
 
     from agentd.audio.echo import VAD_RATE, FarEnd
 
-    rate, n, buf = VAD_RATE, 1600, 0.06  # 100 ms frames and writes (the test's speed)
+    rate, n, buf, wrap = VAD_RATE, 1600, 0.06, 30000  # 100 ms frames and writes (the test's speed)
     rng = np.random.default_rng(6)
-    mono = 1 / (1 + ppm * 1e-6)  # system seconds per card second
+    mono = 1 / (1 + ppm * 1e-6)  # system seconds per microphone card second
+    mono_spk = mono if speaker_ppm is None else 1 / (1 + speaker_ppm * 1e-6)
     far = FarEnd(clock=lambda: 0.0)
+    if speaker_ppm is not None:  # (the far end's 16 kHz samples per speaker's, less one)
+        far.compensate, far._want = True, (mono_spk / mono - 1) * 1e6
     j = 0  # far samples written
     dry = 0.0  # the speaker's card time lost to running dry so far
     errors: list[int] = []
@@ -1695,14 +1704,17 @@ def _far_end_over_hours(
         ran_dry = dry_at is not None and abs(card_t - dry_at * 60) < 0.05
         if ran_dry:
             dry += 0.1
-        while j < (card_t - dry + buf + n / rate) * rate:  # the writer keeps 60 ms ahead
-            at = (j / rate + dry) * mono + rng.uniform(-0.002, 0.002)
-            far.written((np.arange(j, j + n) % 30000 + 1).astype(np.int16), rate, at)
+        spk_t = card_t * mono / mono_spk  # the speaker card's time as the frame is captured
+        while j < (spk_t - dry + buf + n / rate) * rate:  # the writer keeps 60 ms ahead
+            at = (j / rate + dry) * mono_spk + rng.uniform(-0.002, 0.002)
+            far.written((np.arange(j, j + n) % wrap + 1).astype(np.int16), rate, at)
             j += n
         y = far.take(n, card_t * mono + rng.uniform(0, 0.01))
-        if y[0] and not ran_dry:  # (the frame the speaker fell silent in: nothing plays)
-            playing = round((card_t - dry) * rate) % 30000
-            errors.append((int(y[0]) - 1 - playing + 15000) % 30000 - 15000)
+        playing = round((spk_t - dry) * rate) % wrap
+        # (the frame the speaker fell silent in: nothing plays; a frame at the ramp's wrap:
+        # resampled, the step rings)
+        if y[0] and not ran_dry and 400 < playing < wrap - 400:
+            errors.append((int(y[0]) - 1 - playing + wrap // 2) % wrap - wrap // 2)
         card_t += n / rate
     return errors, far
 
@@ -1723,6 +1735,22 @@ def test_the_timeline_holds_for_hours_when_the_cards_clock_is_off_the_systems(pp
     assert max(errors) - min(errors) <= 0.01 * VAD_RATE, (min(errors), max(errors))
     errors, far = _far_end_over_hours(ppm, 0.6, dry_at=20.0, lost_at=30.0)
     assert far.streams == 2 and far._anchors == 2, (far.streams, far._anchors)
+    assert max(errors) - min(errors) <= 0.01 * VAD_RATE, (min(errors), max(errors))
+
+
+def test_the_timeline_holds_for_hours_on_two_cards_with_their_own_clocks() -> None:
+    """A USB microphone and a USB speaker: each card's clock off the system's by its own
+    amount, and off each other's (100 ppm). The far end, resampled by that drift (as the
+    drift estimate has it once made), stays where it plays on the microphone's clock for an
+    hour: the stream is never restarted nor the microphone re-anchored, though the speaker's
+    writes creep off the system's clock and the microphone's timestamps off both."""
+    from agentd.audio.echo import VAD_RATE
+
+    # (on 41eeb4c, before the timeline was the microphone's: 2 anchors, the far end placed
+    # up to 150 ms off what played)
+    errors, far = _far_end_over_hours(-80.0, 1.0, speaker_ppm=20.0)
+    assert far.streams == 1 and far._anchors == 1, (far.streams, far._anchors)
+    assert len(errors) > 30000, len(errors)
     assert max(errors) - min(errors) <= 0.01 * VAD_RATE, (min(errors), max(errors))
 
 
