@@ -330,6 +330,25 @@ def test_example_documents_every_key_with_its_default() -> None:
     assert C.from_mapping(data) == C.from_mapping({})
 
 
+def test_the_readme_config_reference_names_each_key_once_and_only_real_ones() -> None:
+    """README's Configuration table: a key in two rows (a merge left `turn.mode` and the echo
+    keys twice, the older row stale) or a key the schema lacks misleads the one reading it."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("\n## Configuration") : text.index("\n## Tools")]
+    keys = [
+        k
+        for row in section.splitlines()
+        if row.startswith("| `")
+        for k in re.findall(r"`([a-z_.*]+)`", row.split(" | ")[0])
+    ]
+    assert len(keys) > 40, keys
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    assert not twice, f"named in two rows of README's config reference: {twice}"
+    real = {path for path, _, _ in iter_keys()}
+    unknown = [k for k in keys if k.removesuffix(".*") not in real]
+    assert not unknown, f"README's config reference names keys the schema lacks: {unknown}"
+
+
 def test_help_for_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
     for verb in ["run", "check-config", "devices", "ctl", "demo", "test-audio"]:
         with pytest.raises(SystemExit) as info:
