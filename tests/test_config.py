@@ -349,6 +349,29 @@ def test_the_readme_config_reference_names_each_key_once_and_only_real_ones() ->
     assert not unknown, f"README's config reference names keys the schema lacks: {unknown}"
 
 
+def test_the_readme_commands_table_shows_every_verb_once_and_every_control_command() -> None:
+    """README's Commands table: each verb of the CLI in one row (a merge left `agentd demo`
+    twice, one row without its options), `ctl`'s rows naming every control command."""
+    import argparse
+
+    from agentd.cli import build_parser
+    from agentd.control import COMMANDS, WATCH
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("\n## Commands") : text.index("\n## Configuration")]
+    rows = [row.split(" | ")[0] for row in section.splitlines() if row.startswith("| `agentd ")]
+    verbs = [re.match(r"\| `agentd ([a-z-]+)", row).group(1) for row in rows]  # type: ignore[union-attr]
+    (sub,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(set(verbs)) == sorted(sub.choices), (verbs, list(sub.choices))
+    twice = sorted({v for v in verbs if verbs.count(v) > 1 and v != "ctl"})
+    assert not twice, f"in two rows of README's Commands table: {twice}"
+    ctl = " ".join(row for row, verb in zip(rows, verbs, strict=True) if verb == "ctl")
+    named = set(re.findall(r"[a-z]+", ctl))
+    # (subscribe is what `ctl watch` sends)
+    missing = sorted((set(COMMANDS) - {"subscribe"} | {WATCH}) - named)
+    assert not missing, f"control commands README's Commands table lacks: {missing}"
+
+
 def test_help_for_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
     for verb in ["run", "check-config", "devices", "ctl", "demo", "test-audio"]:
         with pytest.raises(SystemExit) as info:
