@@ -185,6 +185,15 @@ BAD_CONFIGS = [
     ("control:\n  socket: agentd.sock\n", "control.socket: must be an absolute path"),
     ("- just\n- a list\n", "must hold a mapping of sections (got list)"),
     ("api:\n  dialect: openai\n   model: x\n", "config: YAML syntax error at"),
+    # PyYAML alone keeps the later of two keys and drops the first without a word
+    (
+        "echo:\n  mode: aec\nturn:\n  mode: hands_free\necho:\n  tail_ms: 300\n",
+        "config.yaml:5:1: 'echo' is given twice in one mapping (first at line 1)",
+    ),
+    (
+        "echo:\n  mode: aec\n  tail_ms: 300\n  mode: half_duplex\n",
+        "config.yaml:4:3: 'mode' is given twice in one mapping (first at line 2)",
+    ),
 ]
 
 
@@ -192,6 +201,15 @@ BAD_CONFIGS = [
 def test_bad_config_names_the_key(tmp_path: Path, text: str, expected: str) -> None:
     problems = problems_of(tmp_path, text)
     assert any(expected in p for p in problems), problems
+
+
+def test_a_yaml_merge_key_may_still_be_overridden(tmp_path: Path) -> None:
+    """Duplicate keys are refused, but a ``<<`` merge and a key written beside it are not a
+    duplicate: the written key wins, as YAML says."""
+    text = "x-echo: &e\n  mode: aec\n  tail_ms: 300\necho:\n  <<: *e\n  mode: half_duplex\n"
+    problems = problems_of(tmp_path, text)  # (x-echo is no section of agentd's)
+    assert not any("twice" in p for p in problems), problems
+    assert any("x-echo" in p for p in problems), problems
 
 
 def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:

@@ -35,6 +35,39 @@ class Loaded:
     origins: Mapping[str, Path] = field(default_factory=dict)
 
 
+class DuplicateKey(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping, with where it was first."""
+
+    def __init__(self, key: object, first: yaml.Mark, again: yaml.Mark) -> None:
+        super().__init__(problem=f"duplicate key {key!r}", problem_mark=again)
+        self.key, self.first = key, first
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key twice in one mapping is an error: PyYAML keeps the
+    last one silently, so a second `echo:` section pasted below the first would drop it
+    without a word. (``<<`` merge keys still merge: only the keys written out are checked.)"""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[object, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:  # (an unhashable key: the base constructor says so)
+                continue
+            if first is not key_node.start_mark:
+                raise DuplicateKey(key, first, key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping
+)
+
+
 def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any] | None:
     try:
         text = path.read_text(encoding="utf-8")
@@ -45,7 +78,16 @@ def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any] | None:
         problems.append(f"config: cannot read {path}: {exc}")
         return None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # (a SafeLoader: plain data only)
+    except DuplicateKey as exc:
+        again = exc.problem_mark
+        assert again is not None
+        problems.append(
+            f"config: {path}:{again.line + 1}:{again.column + 1}: {exc.key!r} is given twice in "
+            f"one mapping (first at line {exc.first.line + 1}); YAML would keep only the later "
+            "one: merge them into one"
+        )
+        return None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
