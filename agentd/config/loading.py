@@ -40,13 +40,14 @@ class DuplicateKey(yaml.constructor.ConstructorError):
 
     def __init__(self, key: object, first: yaml.Mark, again: yaml.Mark) -> None:
         super().__init__(problem=f"duplicate key {key!r}", problem_mark=again)
-        self.key, self.first = key, first
+        self.key, self.first, self.again = key, first, again
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """yaml.safe_load, except that a key twice in one mapping is an error: PyYAML keeps the
     last one silently, so a second `echo:` section pasted below the first would drop it
-    without a word. (``<<`` merge keys still merge: only the keys written out are checked.)"""
+    without a word. (Every mapping, nested too, is built through construct_mapping; ``<<``
+    merge keys still merge: only the keys written out are checked.)"""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[object, yaml.Mark] = {}
@@ -63,11 +64,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping
-)
-
-
 def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any] | None:
     try:
         text = path.read_text(encoding="utf-8")
@@ -80,8 +76,7 @@ def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any] | None:
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # (a SafeLoader: plain data only)
     except DuplicateKey as exc:
-        again = exc.problem_mark
-        assert again is not None
+        again = exc.again
         problems.append(
             f"config: {path}:{again.line + 1}:{again.column + 1}: {exc.key!r} is given twice in "
             f"one mapping (first at line {exc.first.line + 1}); YAML would keep only the later "
