@@ -348,11 +348,16 @@ def test_example_documents_every_key_with_its_default() -> None:
     assert C.from_mapping(data) == C.from_mapping({})
 
 
+def _readme_section(heading: str, next_heading: str) -> str:
+    """README.md from its ``## heading`` to the next one's."""
+    text = (ROOT / "README.md").read_text()
+    return text[text.index(f"\n## {heading}\n") : text.index(f"\n## {next_heading}\n")]
+
+
 def test_the_readme_config_reference_names_each_key_once_and_only_real_ones() -> None:
     """README's Configuration table: a key in two rows (a merge left `turn.mode` and the echo
     keys twice, the older row stale) or a key the schema lacks misleads the one reading it."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("\n## Configuration") : text.index("\n## Tools")]
+    section = _readme_section("Configuration", "Tools")
     keys = [
         k
         for row in section.splitlines()
@@ -375,8 +380,7 @@ def test_the_readme_commands_table_shows_every_verb_once_and_every_control_comma
     from agentd.cli import build_parser
     from agentd.control import COMMANDS, WATCH
 
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("\n## Commands") : text.index("\n## Configuration")]
+    section = _readme_section("Commands", "Configuration")
     rows = [row.split(" | ")[0] for row in section.splitlines() if row.startswith("| `agentd ")]
     verbs = [re.match(r"\| `agentd ([a-z-]+)", row).group(1) for row in rows]  # type: ignore[union-attr]
     (sub,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
