@@ -3,7 +3,7 @@ starts it, on this machine, and the settings that only matter there.
 
 The as-shipped rig reads the unit itself (User=, Group=, SupplementaryGroups=,
 RuntimeDirectory=, StateDirectory=, ConfigurationDirectory=, Environment=, ExecStart=,
-WorkingDirectory=, UMask=, LoadCredential=, WatchdogSec=), so it cannot drift from it, and
+WorkingDirectory=, UMask=, LoadCredential=, WatchdogSec=, Nice=), so it cannot drift from it, and
 emulates the sandbox with bubblewrap + setpriv (docs/testing-rigs.md): an unprivileged uid/gid,
 working directory `/`, the whole tree read-only (ProtectSystem=strict: /etc, /var/lib and /run
 too) except the runtime and state directories, private /tmp, no /home, a minimal /dev
@@ -104,6 +104,7 @@ class Unit:
     umask: str
     credentials: dict[str, str]  # name → source file
     watchdog_usec: int
+    nice: int
 
     @classmethod
     def parse(cls, text: str) -> Unit:
@@ -131,6 +132,7 @@ class Unit:
             umask=one("UMask", "0022"),
             credentials=creds,
             watchdog_usec=int(float(one("WatchdogSec", "0")) * 1_000_000),
+            nice=int(one("Nice", "0")),
         )
 
 
@@ -150,6 +152,7 @@ def test_the_rig_reads_what_the_unit_says() -> None:
         "/etc/agentd/config.yaml",
     ]
     assert (u.working_dir, u.umask, u.watchdog_usec) == ("/", "0007", 30_000_000)
+    assert u.nice == -10  # the card fed before busy neighbours (not realtime)
     assert u.credentials == {"api_key": "/etc/agentd/api_key"}
     assert "RestartPreventExitStatus=78" in UNIT.read_text().splitlines()
 
@@ -474,7 +477,9 @@ class Shipped:
         b += ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}"]
         b += [f"--groups={','.join(map(str, who))}"] if who else ["--clear-groups"]
         b += ["--no-new-privs", "--bounding-set=-all", "--inh-caps=-all"]
-        return [*b, sys.executable, "-c", self.launcher, u.umask, *argv]
+        # Nice= (systemd sets it before it drops privileges; so does the rig, as root)
+        nice = ["nice", "-n", str(u.nice)] if as_unit and u.nice else []
+        return [*nice, *b, sys.executable, "-c", self.launcher, u.umask, *argv]
 
     def root_command(self, args: list[str]) -> list[str]:
         """The same file system, as root in a shell (what `sudo agentd check-config` sees)."""
@@ -624,6 +629,11 @@ class Running:
         """The daemon's /proc status, as the kernel applies the sandbox to it."""
         text = Path(f"/proc/{self.daemon_pid()}/status").read_text()
         return dict(ln.split(":", 1) for ln in text.splitlines())
+
+    def nice(self) -> int:
+        """The daemon's nice value, as the scheduler sees it."""
+        stat = Path(f"/proc/{self.daemon_pid()}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(stat[16])
 
     def cpu_s(self) -> float:
         """CPU time (user + system) the daemon has used: its own, not the machine's."""
@@ -812,6 +822,7 @@ async def test_as_shipped_echo_mode_aec_under_the_units_wx_lock_and_seccomp(
             assert sandbox["Seccomp"].strip() == "2", sandbox
             assert sandbox["Seccomp_filters"].strip() == str(len(shipped.filters)), sandbox
             assert sandbox["NoNewPrivs"].strip() == "1", sandbox
+            assert running.nice() == shipped.unit.nice == -10  # Nice=, as the unit sets it
             maps = Path(f"/proc/{running.daemon_pid()}/maps").read_text()
             assert "pywebrtc_audio/_webrtc_audio" in maps  # the native canceller is loaded
             assert not re.search(r"^\S+ .wx. ", maps, re.M)  # and nothing writable+executable
