@@ -321,6 +321,12 @@ sys.exit(main())
 """
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (state first: proc(5)'s field 3 is
+    [0]), which may hold spaces and parentheses itself."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _ro_copy(host_dir: str, args: list[str]) -> None:
     """``host_dir`` as a tmpfs holding read-only binds of everything the host has there, so a
     directory of our own can be mounted into it (it is made read-only once complete)."""
@@ -619,10 +625,9 @@ class Running:
             if pid == self.proc.pid:
                 return True
             try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
+                pid = int(_stat(pid)[1])
             except OSError:
                 return False
-            pid = int(stat.rsplit(")", 1)[1].split()[1])
         return False
 
     def sandbox_status(self) -> dict[str, str]:
@@ -632,12 +637,11 @@ class Running:
 
     def nice(self) -> int:
         """The daemon's nice value, as the scheduler sees it."""
-        stat = Path(f"/proc/{self.daemon_pid()}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(stat[16])
+        return int(_stat(self.daemon_pid())[16])
 
     def cpu_s(self) -> float:
         """CPU time (user + system) the daemon has used: its own, not the machine's."""
-        stat = Path(f"/proc/{self.daemon_pid()}/stat").read_text().rsplit(")", 1)[1].split()
+        stat = _stat(self.daemon_pid())
         return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
     async def turn(self, hold_s: float = 2.0) -> tuple[dict[str, Any], float, float]:
