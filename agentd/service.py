@@ -553,6 +553,7 @@ class Daemon:
             echo,
             b"" if linear is None else linear.tobytes(),
             self.echo.over_echo_db if wanted and self.echo is not None else None,
+            self.echo is not None and self.echo.slipped,
         )
 
     def _on_mic(self, frame: AudioFrame) -> None:

@@ -21,6 +21,9 @@ run's own figures then mean nothing). ``--aec3-inputs PREFIX`` keeps what every 
 AEC3 was handed (PREFIX_K.npz): replayed, it gives back the run's AEC3 output sample for
 sample, and variants can be tried on it.
 
+``--slips``: echo-only answers cut when the echo path moves a few samples mid-answer
+(component path; :func:`slip_figures`).
+
 ``--field-trials``: AEC3's suppressor settings by webrtc field trial (the only way left to
 reach them): each trial in a process of its own, whether AEC3's output changes at all, and
 double talk. ``--bindings``, ``--double-talk-cause``: see their functions.
@@ -460,6 +463,28 @@ def barge_figures(seeds: tuple[int, ...] = (3, 7, 11), cases: int = 28) -> dict[
         "barge_p95_ms_ser_m10": float(np.percentile(d10, 95)),
         "barge_median_ms_ser_m10": float(np.median(d10)),
     }
+
+
+def slip_figures(
+    slips: tuple[int, ...] = (0, 1, 2, 3, 4, 8, 16, 48), answers: int = 20, seed: int = 3
+) -> dict[str, float]:
+    """Component path: echo-only answers that cut themselves when the echo path moves by a
+    few samples in a pause mid-answer (voice_eval.score_slips), per size of the move. Why:
+    the "onset leak" of the end-to-end runs (a settled answer cut at a phrase's onset, AEC3's
+    linear filter taking ~nothing off): a fraction of a millisecond of such a move is enough
+    to make it, and a sound server between the daemon and the card (PulseAudio, PipeWire)
+    moves the echo that much when the daemon is held up."""
+    out: dict[str, float] = {}
+    for d in slips:
+        cut, after = voice_eval.score_slips(seed, answers, d)
+        out[f"cut_of_{answers}_slip_{d}"] = float(cut)
+        print(
+            f"the echo path moving {d} samples ({d / RATE * 1000:.2f} ms) in a pause: {cut} of "
+            f"{answers} echo-only answers cut"
+            + (f", {np.median(after):.2f} s after it (median)" if after else ""),
+            flush=True,
+        )
+    return out
 
 
 def main() -> dict[str, float]:
@@ -1150,6 +1175,8 @@ if __name__ == "__main__":
     elif sys.argv[1:2] == ["--cpu"]:
         c = cpu_figures()
         print(", ".join(f"{k.removeprefix('cpu_ms_per_s_')} {v:.2f}" for k, v in c.items()))
+    elif sys.argv[1:2] == ["--slips"]:
+        slip_figures()
     elif sys.argv[1:2] == ["--bindings"]:
         bindings()
     elif sys.argv[1:2] == ["--double-talk-cause"]:

@@ -149,6 +149,7 @@ def barge_run(
             echo_energy=ec.echo_energy,
             echo_linear=b"" if linear is None else linear.tobytes(),
             echo_over=ec.over_echo_db if busy else None,
+            echo_slipped=ec.slipped,
         )
         for e in gate.process(f, speaker):
             if isinstance(e, BargeIn):
@@ -210,3 +211,43 @@ def score_barge_in(
         delays[ser].append(delay)
         detected += delay <= BARGE_TARGET_MS.get(ser, 1000.0)
     return BargeScores(runs, false, cases, detected, delays)
+
+
+def moved(x: np.ndarray, by: int) -> np.ndarray:
+    """``x`` with everything in it ``by`` samples later (earlier where negative), as long as
+    it was: the head repeats what it starts with (the room's noise in a pause)."""
+    if by > 0:
+        return np.concatenate((x[:by], x))[: x.size]
+    if by < 0:
+        return np.concatenate((x[-by:], np.zeros(-by, x.dtype)))
+    return x
+
+
+def score_slips(seed: int, answers: int, slip: int, ms: int = 20) -> tuple[int, list[float]]:
+    """Echo-only answers through the echo path and one canceller, warmed as
+    :func:`score_barge_in` warms it, the echo moving ``slip`` samples in the first pause of
+    each answer after its first 1.5 s (later and earlier in turn, and staying there: a path
+    that moved stays moved), as a sound server's rewind or a card's restart moves it. The
+    answers that cut themselves, and for each how long after its slip (s)."""
+    rng = np.random.default_rng(seed)
+    ec = EchoCanceller(EchoSetup(aec=True))
+    s = VoiceSettings("hands_free", echo_mode="aec", barge_in="voice")
+    while ec.heard_s < WARM_S:
+        play = _playback(rng, 5.0)
+        barge_run(echo_at_mic(play, seed=seed), play, s, ms, ec)
+    where: list[float] = []
+    total = 0  # the path's move so far
+    for k in range(answers):
+        play = _playback(rng, 5.0)
+        echo = moved(echo_at_mic(play, seed=seed), total)
+        start = int(1.5 * RATE)
+        sound = np.flatnonzero(np.abs(play[start:]) > 1e-4)
+        gaps = np.flatnonzero(np.diff(sound) > RATE // 10)
+        at = start + int(sound[gaps[0]]) + RATE // 10  # 100 ms into the pause
+        step = slip if k % 2 == 0 else -slip
+        echo = np.concatenate((echo[:at], moved(echo[at:], step)))
+        total += step
+        hits = barge_run(echo, play, s, ms, ec)
+        if hits:
+            where.append(hits[0] - at / RATE)
+    return len(where), where

@@ -33,6 +33,7 @@ takes AEC3's config by name: AEC3_CONFIG (docs/aec3-config.md).
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -177,6 +178,9 @@ IDLE_AEC_S = 2.0
 # AEC3's output lags its input by this much (its 64-sample blocks; measured, and checked by
 # tests/test_echo.py): bypassing it keeps the same lag, so the stream stays continuous.
 AEC_DELAY = 128
+# ... and its linear filter's output (EchoCanceller.linear) lags it by this much (measured,
+# and checked by tests/test_echo.py): a frame's microphone under its linear output
+LINEAR_DELAY = 64
 # AEC3's own config, where the build takes one (configurable(); docs/aec3-config.md, measured
 # on bench/echo.py's component path: clipping speaker, RT60 0.3 s, 100 ppm drift, 40 dB SNR;
 # the stock wheel's defaults gave double-talk correlation 0.77 at 0 dB, 2 false barge-ins of
@@ -251,6 +255,17 @@ PATH_RAW_DB = -45.0
 PATH_N = 6
 PATH_M = 8
 PATH_ARM_DB = 10.0  # ... once the filter has taken this much off such frames (rig: 10-17)
+# The echo slipped a few samples under AEC3's linear filter (SlipWatch): a frame PathWatch
+# would judge whose microphone the linear filter takes less than SLIP_LOW_DB off is matched
+# against the filter's own echo estimate (microphone less linear output) at lags up to
+# SLIP_MAX samples either way; its best lag, SLIP_R or more and SLIP_GAIN over lag 0, at
+# least 2 samples off it, is that echo moved (the frame is no user's), and two such frames in
+# a row within SLIP_AGREE samples move the far end with it
+SLIP_LOW_DB = 6.0
+SLIP_MAX = 80
+SLIP_R = 0.5
+SLIP_GAIN = 0.15
+SLIP_AGREE = 2
 EXTRA = "pip install 'agentd[aec]'"
 # The far end's drift compensation is changed only by this much or more (ppm): ±10 ppm off
 # still gave double-talk correlation 0.84-0.85 against 0.865 (docs/aec3-config.md)
@@ -385,6 +400,69 @@ class PathWatch:
         """A new filter (AEC3 handed a delay: its filters reset): it shows itself anew."""
         self.recent.clear()
         self.armed = False
+
+
+@dataclass
+class SlipWatch:
+    """Says when the echo slipped a few samples under AEC3's linear filter, and by how much
+    (pure).
+
+    Why: a move of the echo path by a fraction of a millisecond (a sound server's rewind, a
+    card restarted, the daemon held up: the PulseAudio room moved it by 0.4-30 ms under
+    5-60 ms stalls of the daemon) leaves the filter a few samples off the echo: it then takes
+    nothing off it (at 8 samples, 0.5 ms, 1-2 dB), while the suppressor, trusting the ERLE it
+    measured before (AEC3 updates it only on a converged filter), lets the echo through
+    voiced, and voice barge-in took it for a user: 12, 19 and 18 of 20 echo-only answers cut
+    themselves at a slip of 4, 8 and 16 samples in a pause (bench/echo.py --slips; 3 samples:
+    2, 2: none), each at the phrase after the slip: the onset leak of the end-to-end runs. The
+    filter's echo estimate is the echo as it was: the microphone matches it at the lag the
+    echo moved by (a user does not match it; a user over a working filter matches it at lag
+    0). Moving the far end by that lag makes the learned filter fit again at once, where
+    re-learning (PathWatch: AEC3 handed its delay afresh) leaks for ~1 s."""
+
+    last: int | None = None  # the lag the previous matched frame found (None: no match)
+
+    def frame(self, mic: np.ndarray, linear: np.ndarray) -> tuple[bool, int]:
+        """The microphone up to the linear output's newest sample (under it, LINEAR_DELAY;
+        what came before warms the high-pass filter up) and that output, of a frame whose echo
+        the filter removes little of (the caller's test): whether it is the echo moved, and
+        the lag (samples) to move the far end by now (0: not yet)."""
+        n = linear.size
+        size = 1 << (mic.size + SLIP_MAX).bit_length()
+        # the microphone as AEC3 has it (high-passed before the canceller) and the filter's
+        # echo estimate, the part of it the linear output is not
+        heard = np.fft.irfft(np.fft.rfft(mic, size) * _hpf_response(size), size)
+        x = heard[mic.size - n : mic.size]
+        echo = x - linear
+        most = min(SLIP_MAX, n // 2)
+        c = np.fft.irfft(np.fft.rfft(x, size) * np.conj(np.fft.rfft(echo, size)), size)
+        c = np.concatenate((c[-most:], c[: most + 1])) / (
+            math.sqrt(float(x @ x) * float(echo @ echo)) + 1e-9
+        )
+        k = int(np.argmax(c))
+        lag, r, r0 = k - most, float(c[k]), float(c[most])
+        if abs(lag) < 2 or r < SLIP_R or r - r0 < SLIP_GAIN:
+            self.last = None
+            return False, 0
+        last, self.last = self.last, lag
+        if last is None or abs(lag - last) > SLIP_AGREE:
+            return True, 0
+        self.last = None
+        return True, lag
+
+
+# webrtc's capture high-pass filter, which pywebrtc-audio's EchoCanceller runs before AEC3
+# (butter(2, 100/8000, 'high') at 16 kHz): its linear output is the microphone through it
+# less the filter's echo estimate
+HPF_B = (0.97261, -1.94523, 0.97261)
+HPF_A = (1.0, -1.94448, 0.94598)
+
+
+@functools.cache
+def _hpf_response(size: int) -> np.ndarray:
+    """The capture high-pass filter's response on an rfft of ``size`` points."""
+    z = np.exp(-1j * np.pi * np.arange(size // 2 + 1) / (size // 2))
+    return np.polyval(HPF_B[::-1], z) / np.polyval(HPF_A[::-1], z)
 
 
 def aec3_delay_ms(echo_delay: int | None, current: int) -> int:
@@ -1186,6 +1264,9 @@ class EchoCanceller:
         self.jumps = 0  # ... of which because the echo estimate jumped (for benches and tests)
         self.path_moves = 0  # the linear filter found the echo path moved under it (ditto)
         self._path = PathWatch()
+        self._slip = SlipWatch()
+        self.slips = 0  # the far end moved with an echo that slipped under the filter (ditto)
+        self.slipped = False  # the newest frame is echo that slipped: no user's (voice barge-in)
         self._found: deque[int] = deque(maxlen=JUMP_SEARCHES + 2)  # the searches' delays
         ns = setup.noise_suppression
         self._ns = lib.NoiseSuppressor(VAD_RATE, 1, level=ns - 1) if ns > 0 else None
@@ -1202,6 +1283,7 @@ class EchoCanceller:
         self._quiet = 0  # samples since the far end last had sound
         self._idle = False  # the canceller is bypassed (IDLE_AEC_S of silent far end)
         self._tail = np.zeros(BLOCK, np.int16)  # the last 10 ms of microphone it was given
+        self._before = np.zeros(0, np.int16)  # ... and the whole frame before the newest
         self._linear = False  # AEC3 processed the newest frame: its linear output is the frame's
         self._linear_frame: np.ndarray | None = None  # ... once asked for (linear())
         self.bypassed = 0  # frames not handed to the canceller (for benches and tests)
@@ -1325,6 +1407,7 @@ class EchoCanceller:
         time). On the way back, AEC3 is first handed the last 10 ms it did not see, so its
         output goes on where the bypass left off."""
         assert self._aec is not None and self.aligner is not None
+        self.slipped = False
         if not near.size:
             return near
         energy = self.aligner.block(near, far)
@@ -1342,6 +1425,7 @@ class EchoCanceller:
         if self._deferred is not None and self._quiet >= ANSWER_GAP_S * VAD_RATE:
             self._hand(self._deferred, False)  # between answers: the next proves it anyway
         tail, self._tail = self._tail, near[-BLOCK:]
+        before, self._before = self._before, near
         if self._quiet > IDLE_AEC_S * VAD_RATE:
             self._idle = True
             self.bypassed += 1
@@ -1354,26 +1438,42 @@ class EchoCanceller:
         self._linear, self._linear_frame = self.linear_out, None
         self.aligner.cancelled(out, energy)  # its convergence confirms the answer's delay
         if self._linear and energy is not None and self.aligner.confirmed:
-            self._check_path(tail, near)
+            self._check_path(tail, near, before)
         return out
 
-    def _check_path(self, tail: np.ndarray, near: np.ndarray) -> None:
-        """A confirmed answer whose linear filter no longer removes its echo (the path
-        moved under it, :class:`PathWatch`): AEC3 is handed its delay afresh, deeper into
-        the filter (:meth:`_afresh`, PATH_HEADROOM_MS: its filters reset and re-learn the
-        path in ~1 s where, adapting, they stayed ~10 dB short for minutes) and the answer
-        proves its delay again (Aligner.unconfirm: what leaks meanwhile is no barge-in)."""
+    def _check_path(self, tail: np.ndarray, near: np.ndarray, before: np.ndarray) -> None:
+        """A confirmed answer whose linear filter no longer removes its echo: slipped a few
+        samples (:class:`SlipWatch`), the far end is moved with it and the answer proves its
+        delay again; else moved further under it (:class:`PathWatch`), AEC3 is handed its
+        delay afresh, deeper into the filter (:meth:`_afresh`, PATH_HEADROOM_MS: its filters
+        reset and re-learn the path in ~1 s where, adapting, they stayed ~10 dB short for
+        minutes) and the answer proves its delay again (Aligner.unconfirm: what leaks
+        meanwhile is no barge-in)."""
         assert self._aec is not None and self.aligner is not None
         echo = self.aligner.echo_energy
         linear = self.linear() if self._path.loud(echo) else None
         if linear is None:
             return
+        scale = 1 / (near.size * SCALE**2)
+        x = linear.astype(np.float32)
+        lin = float(x @ x) * scale
+        if self._path.armed:
+            # the microphone up to what is under the linear output (with the frame before)
+            mic = np.concatenate((before, near[:-LINEAR_DELAY])).astype(np.float32)
+            m = mic[-near.size :]
+            raw = float(m @ m) * scale
+            if db(raw) >= PATH_RAW_DB and db(raw) - db(lin) < SLIP_LOW_DB:
+                self.slipped, lag = self._slip.frame(mic, x)
+                if lag:
+                    self.slips += 1
+                    self.far.move(lag / VAD_RATE)
+                    self.aligner.unconfirm()
+                    self._path.recent.clear()
+                    return
         # the microphone under the output (AEC3's lags its input by AEC_DELAY): the last
         # frame's tail and this one's head
         a, b = tail[-AEC_DELAY:].astype(np.float32), near[:-AEC_DELAY].astype(np.float32)
-        x = linear.astype(np.float32)
-        scale = 1 / (near.size * SCALE**2)
-        if not self._path.frame(float(a @ a + b @ b) * scale, float(x @ x) * scale, echo):
+        if not self._path.frame(float(a @ a + b @ b) * scale, lin, echo):
             return
         self.path_moves += 1
         d = self._afresh(self.aligner.echo_delay, PATH_HEADROOM_MS)

@@ -124,6 +124,8 @@ class Speaker:
     echo_linear: bytes = b""  # the frame after AEC3's linear filter alone (empty: none)
     # how far the frame's loudest band is over the echo expected there (dB; None: not known)
     echo_over: Callable[[np.ndarray], float] | None = None
+    # the canceller found the frame is its echo slipped a few samples (EchoCanceller.slipped)
+    echo_slipped: bool = False
 
 
 def _energy(frame: AudioFrame) -> float:
@@ -338,11 +340,15 @@ class VoiceGate:
 
     def _double_talk(self, frame: AudioFrame, speaker: Speaker) -> list[VoiceEvent]:
         """``frame`` is echo-cancelled (echo.mode aec): the policy weighs VAD and energy."""
-        voiced = self.is_speech(frame.audio)
+        # a frame the canceller found to be its own echo, slipped under its filter, is no
+        # one's voice: the policy hears it unvoiced (its level and record as they are)
+        slipped = speaker.echo_slipped
+        voiced = not slipped and self.is_speech(frame.audio)
         linear = None
         if len(speaker.echo_linear) == len(frame.audio):
             before = AudioFrame(speaker.echo_linear, RATE, timestamp=frame.timestamp)
-            linear = (self.linear_is_speech(before.audio), _energy(before))
+            linear = (not slipped and self.linear_is_speech(before.audio), _energy(before))
+        over = speaker.echo_over
         if self.barge_in.frame(
             frame.milliseconds,
             voiced,
@@ -351,7 +357,7 @@ class VoiceGate:
             speaker.echo_settled,
             speaker.echo_energy,
             linear,
-            None if speaker.echo_over is None else partial(speaker.echo_over, frame.array()),
+            None if over is None or slipped else partial(over, frame.array()),
         ):
             return [BargeIn(frame.end)]
         return []
