@@ -408,17 +408,19 @@ class SlipWatch:
     (pure).
 
     Why: a move of the echo path by a fraction of a millisecond (a sound server's rewind, a
-    card restarted, the daemon held up: the PulseAudio room moved it by 0.4-30 ms under
-    5-60 ms stalls of the daemon) leaves the filter a few samples off the echo: it then takes
-    nothing off it (at 8 samples, 0.5 ms, 1-2 dB), while the suppressor, trusting the ERLE it
-    measured before (AEC3 updates it only on a converged filter), lets the echo through
-    voiced, and voice barge-in took it for a user: 12, 19 and 18 of 20 echo-only answers cut
-    themselves at a slip of 4, 8 and 16 samples in a pause (bench/echo.py --slips; 3 samples:
-    2, 2: none), each at the phrase after the slip: the onset leak of the end-to-end runs. The
-    filter's echo estimate is the echo as it was: the microphone matches it at the lag the
-    echo moved by (a user does not match it; a user over a working filter matches it at lag
-    0). Moving the far end by that lag makes the learned filter fit again at once, where
-    re-learning (PathWatch: AEC3 handed its delay afresh) leaks for ~1 s."""
+    card restarted, the daemon held up) leaves the filter a few samples off the echo: it then
+    takes next to nothing off it (1-3 dB at 4 samples, 0.25 ms), while the suppressor,
+    trusting the ERLE it measured before (AEC3 updates it only on a converged filter), lets
+    the echo through voiced, and voice barge-in took it for a user: 12, 19 and 18 of 20
+    echo-only answers cut themselves at a slip of 4, 8 and 16 samples in a pause, 2 of 20 at
+    3 samples, none at 1-2 (bench/echo.py --slips), each at the phrase after the slip: the
+    onset leak of the end-to-end runs. The filter's echo estimate is the echo as it was: the
+    microphone matches it at the lag the echo moved by (a user does not match it; a user over
+    a working filter matches it at lag 0). Moving the far end by that lag makes the learned
+    filter fit again at once, where re-learning (PathWatch: AEC3 handed its delay afresh)
+    leaks for ~1 s. Up to SLIP_MAX (5 ms) only: the frame is matched alone, and a larger move
+    (a held-up daemon in the PulseAudio room moved the echo 7-18 ms, bench/stall_slips.py,
+    mostly with the speaker counted as run dry: FarEnd.starved) is PathWatch's."""
 
     last: int | None = None  # the lag the previous matched frame found (None: no match)
 
@@ -428,6 +430,9 @@ class SlipWatch:
         the filter removes little of (the caller's test): whether it is the echo moved, and
         the lag (samples) to move the far end by now (0: not yet)."""
         n = linear.size
+        if mic.size < n:  # (no frame before it: nothing to warm the filter up with)
+            self.last = None
+            return False, 0
         size = 1 << (mic.size + SLIP_MAX).bit_length()
         # the microphone as AEC3 has it (high-passed before the canceller) and the filter's
         # echo estimate, the part of it the linear output is not
