@@ -466,7 +466,9 @@ def barge_figures(seeds: tuple[int, ...] = (3, 7, 11), cases: int = 28) -> dict[
 
 
 def slip_figures(
-    slips: tuple[int, ...] = (0, 1, 2, 3, 4, 8, 16, 48), answers: int = 20, seed: int = 3
+    slips: tuple[int, ...] = (0, 1, 2, 3, 4, 8, 16, 48, 80, 160, 320),
+    answers: int = 20,
+    seed: int = 3,
 ) -> dict[str, float]:
     """Component path: echo-only answers that cut themselves when the echo path moves by a
     few samples in a pause mid-answer (voice_eval.score_slips), per size of the move. Why:
