@@ -1287,8 +1287,8 @@ class EchoCanceller:
         self._heard = 0  # 10 ms blocks with far-end sound processed: how much it has learned
         self._quiet = 0  # samples since the far end last had sound
         self._idle = False  # the canceller is bypassed (IDLE_AEC_S of silent far end)
-        self._tail = np.zeros(BLOCK, np.int16)  # the last 10 ms of microphone it was given
-        self._before = np.zeros(0, np.int16)  # ... and the whole frame before the newest
+        # the microphone's frame before the newest (its last 10 ms: what a bypass leaves AEC3)
+        self._before = np.zeros(BLOCK, np.int16)
         self._linear = False  # AEC3 processed the newest frame: its linear output is the frame's
         self._linear_frame: np.ndarray | None = None  # ... once asked for (linear())
         self.bypassed = 0  # frames not handed to the canceller (for benches and tests)
@@ -1429,8 +1429,8 @@ class EchoCanceller:
             self._hand_delay()
         if self._deferred is not None and self._quiet >= ANSWER_GAP_S * VAD_RATE:
             self._hand(self._deferred, False)  # between answers: the next proves it anyway
-        tail, self._tail = self._tail, near[-BLOCK:]
         before, self._before = self._before, near
+        tail = before[-BLOCK:]
         if self._quiet > IDLE_AEC_S * VAD_RATE:
             self._idle = True
             self.bypassed += 1
@@ -1463,11 +1463,14 @@ class EchoCanceller:
         x = linear.astype(np.float32)
         lin = float(x @ x) * scale
         if self._path.armed:
-            # the microphone up to what is under the linear output (with the frame before)
-            mic = np.concatenate((before, near[:-LINEAR_DELAY])).astype(np.float32)
-            m = mic[-near.size :]
-            raw = float(m @ m) * scale
+            # the microphone under the linear output (LINEAR_DELAY): the last frame's tail and
+            # this one's head
+            a = tail[-LINEAR_DELAY:].astype(np.float32)
+            b = near[:-LINEAR_DELAY].astype(np.float32)
+            raw = float(a @ a + b @ b) * scale
             if db(raw) >= PATH_RAW_DB and db(raw) - db(lin) < SLIP_LOW_DB:
+                # matched with the whole frame before it (it warms the high-pass filter up)
+                mic = np.concatenate((before, near[:-LINEAR_DELAY]))
                 self.slipped, lag = self._slip.frame(mic, x)
                 if lag:
                     self.slips += 1
