@@ -729,7 +729,7 @@ def _room_scene(
     mic = np.concatenate((bulk, voice_eval.echo_at_mic(play, seed=seed)))[: play.size]
     if step_at is not None:
         i = int(step_at * rate)
-        mic = np.concatenate((mic[:i], mic[i + rate // 50 :], np.zeros(rate // 50, np.float32)))
+        mic = np.concatenate((mic[:i], voice_eval.moved(mic[i:], -rate // 50)))
     if talk_db is not None:
         on = np.zeros_like(mic, bool)
         for t in np.arange(10.0, secs - 2, 4.0):
