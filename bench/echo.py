@@ -466,23 +466,29 @@ def barge_figures(seeds: tuple[int, ...] = (3, 7, 11), cases: int = 28) -> dict[
 
 
 def slip_figures(
-    slips: tuple[int, ...] = (0, 1, 2, 3, 4, 8, 16, 48, 80, 160, 320),
+    slips: tuple[int, ...] = (0, 1, 2, 3, 4, 8, 16, 48, 80, 160, 320, 640),
     answers: int = 20,
-    seed: int = 3,
+    seeds: tuple[int, ...] = (3, 7, 11),
 ) -> dict[str, float]:
     """Component path: echo-only answers that cut themselves when the echo path moves by a
-    few samples in a pause mid-answer (voice_eval.score_slips), per size of the move. Why:
-    the "onset leak" of the end-to-end runs (a settled answer cut at a phrase's onset, AEC3's
+    few samples in a pause mid-answer (voice_eval.score_slips), per size of the move, over
+    ``answers`` answers for each of ``seeds`` (the echo path's room and noise). Why: the
+    "onset leak" of the end-to-end runs (a settled answer cut at a phrase's onset, AEC3's
     linear filter taking ~nothing off): a fraction of a millisecond of such a move is enough
     to make it, and a sound server between the daemon and the card (PulseAudio, PipeWire)
-    moves the echo that much when the daemon is held up."""
+    moves the echo that much, or 7-18 ms, when the daemon is held up (bench/stall_slips.py).
+    SlipWatch reaches 27 ms (SLIP_MAX less SLIP_EDGE); 640 samples (40 ms) is PathWatch's."""
     out: dict[str, float] = {}
+    total = answers * len(seeds)
     for d in slips:
-        cut, after = voice_eval.score_slips(seed, answers, d)
-        out[f"cut_of_{answers}_slip_{d}"] = float(cut)
+        cut, after = 0, []
+        for seed in seeds:
+            c, a = voice_eval.score_slips(seed, answers, d)
+            cut, after = cut + c, after + a
+        out[f"cut_of_{total}_slip_{d}"] = float(cut)
         print(
             f"the echo path moving {d} samples ({d / RATE * 1000:.2f} ms) in a pause: {cut} of "
-            f"{answers} echo-only answers cut"
+            f"{total} echo-only answers cut"
             + (f", {np.median(after):.2f} s after it (median)" if after else ""),
             flush=True,
         )
