@@ -410,7 +410,7 @@ class PathWatch:
 
 
 class SlipWatch:
-    """Says when the echo slipped a few samples under AEC3's linear filter, and by how much
+    """Says when the echo slipped under AEC3's linear filter (up to 27 ms), and by how much
     (pure).
 
     Why: a move of the echo path by a fraction of a millisecond or a few (a sound server's
@@ -427,12 +427,12 @@ class SlipWatch:
     at once, where re-learning (PathWatch: AEC3 handed its delay afresh) leaks for ~1 s.
 
     How it matches (measured on --slips, three rooms, 60 answers per size): pre-emphasised,
-    as speech's low tones match at lag 0 nearly as well as half a millisecond off (r 0.8
-    against 0.85: the 8-sample slips went unseen, 9 of 60 cut; 0 with it); each lag's
-    correlation over the newest frame whole, against the estimate or the microphone before
-    it (the frame alone reached 5 ms, and its far lags were weighed down by their short
-    overlap); a second match within SLIP_WITHIN agrees (in a row only, quiet frames between
-    two matches lost it). Up to 27 ms (SLIP_MAX less SLIP_EDGE): before, 48-320 samples cut
+    as speech's low tones match at lag 0 nearly as well as half a millisecond off (r 0.79
+    against 0.87 in one such frame: 8-sample slips cut 7 of 60 without it, 0 with it); each
+    lag's correlation over the newest frame whole, against the estimate or the microphone
+    before it (the frame alone reached 5 ms, and its far lags were weighed down by their
+    short overlap); a second match within SLIP_WITHIN agrees (in a row only, quiet frames
+    between two matches lost it). Up to 27 ms (SLIP_MAX less SLIP_EDGE): before, 48-320 samples cut
     19 / 17 / 28 / 35 of 60; with it 4 / 3 / 12 / 8."""
 
     def __init__(self) -> None:
@@ -481,7 +481,7 @@ class SlipWatch:
         x = heard[end - n - reach : end]
         echo = x - self._linear[-(n + reach) :]
         # pre-emphasised: speech's low tones match at lag 0 nearly as well as at a lag of
-        # half a millisecond (r 0.8 against 0.85), its upper ones do not
+        # half a millisecond, its upper ones do not
         x, echo = x[1:] - SLIP_EMPH * x[:-1], echo[1:] - SLIP_EMPH * echo[:-1]
         reach -= 1
         xn, en = x[-n:], echo[-n:]
