@@ -1501,8 +1501,8 @@ class EchoCanceller:
         return out
 
     def _check_path(self, tail: np.ndarray, near: np.ndarray) -> None:
-        """A confirmed answer whose linear filter no longer removes its echo: slipped a few
-        samples (:class:`SlipWatch`), the far end is moved with it and the answer proves its
+        """A confirmed answer whose linear filter no longer removes its echo: slipped up to
+        27 ms (:class:`SlipWatch`), the far end is moved with it and the answer proves its
         delay again; else moved further under it (:class:`PathWatch`), AEC3 is handed its
         delay afresh, deeper into the filter (:meth:`_afresh`, PATH_HEADROOM_MS: its filters
         reset and re-learn the path in ~1 s where, adapting, they stayed ~10 dB short for

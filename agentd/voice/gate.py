@@ -124,7 +124,7 @@ class Speaker:
     echo_linear: bytes = b""  # the frame after AEC3's linear filter alone (empty: none)
     # how far the frame's loudest band is over the echo expected there (dB; None: not known)
     echo_over: Callable[[np.ndarray], float] | None = None
-    # the canceller found the frame is its echo slipped a few samples (EchoCanceller.slipped)
+    # the canceller found the frame is its echo slipped under its filter (EchoCanceller.slipped)
     echo_slipped: bool = False
 
 
