@@ -450,7 +450,7 @@ class SlipWatch:
         """Each frame of microphone the canceller took, and its linear output (None: AEC3
         did not process it, the past is lost)."""
         if linear is None:
-            self._mic, self._linear, self._n, self.last = self._mic[:0], self._linear[:0], 0, None
+            self.forget()
             return
         self._n = linear.size
         self._since += self._n
@@ -462,7 +462,7 @@ class SlipWatch:
 
     def forget(self) -> None:
         """AEC3 skipped frames: the past is lost."""
-        self.heard(self._mic[:0], None)
+        self._mic, self._linear, self._n, self.last = self._mic[:0], self._linear[:0], 0, None
 
     def frame(self) -> tuple[bool, int]:
         """The newest frame heard, one whose echo the filter removes little of (the
@@ -1338,8 +1338,8 @@ class EchoCanceller:
         self._heard = 0  # 10 ms blocks with far-end sound processed: how much it has learned
         self._quiet = 0  # samples since the far end last had sound
         self._idle = False  # the canceller is bypassed (IDLE_AEC_S of silent far end)
-        # the microphone's frame before the newest (its last 10 ms: what a bypass leaves AEC3)
-        self._before = np.zeros(BLOCK, np.int16)
+        # the last 10 ms of the frame before the newest (what a bypass leaves AEC3)
+        self._tail = np.zeros(BLOCK, np.int16)
         self._linear = False  # AEC3 processed the newest frame: its linear output is the frame's
         self._linear_frame: np.ndarray | None = None  # ... once asked for (linear())
         self.bypassed = 0  # frames not handed to the canceller (for benches and tests)
@@ -1480,8 +1480,7 @@ class EchoCanceller:
             self._hand_delay()
         if self._deferred is not None and self._quiet >= ANSWER_GAP_S * VAD_RATE:
             self._hand(self._deferred, False)  # between answers: the next proves it anyway
-        before, self._before = self._before, near
-        tail = before[-BLOCK:]
+        tail, self._tail = self._tail, near[-BLOCK:]
         if self._quiet > IDLE_AEC_S * VAD_RATE:
             self._idle = True
             self.bypassed += 1
