@@ -462,6 +462,34 @@ def _searches() -> tuple[Any, Callable[[int], None]]:
     return ec, search
 
 
+def test_a_jump_of_the_echo_estimate_is_not_handed_while_the_filter_removes_the_echo() -> None:
+    """In one of the component path's rooms the echo estimate matched a phrase 40 ms off the
+    echo twice in a row: handed that as a jump, AEC3 reset a filter that took a median 15 dB
+    off and placed the echo 2-12 ms into the new one, where it never fitted again (answers
+    cut for a minute, bench/echo.py --slips). While the linear filter takes JUMP_FIT_DB off
+    the loud echo (FIT_MIN frames since the last delay handed), a jump is not handed."""
+    from agentd.audio.echo import FIT_MIN, JUMP_FIT_DB, JUMP_SEARCHES, aec3_place_ms
+
+    for fit, handed in ((JUMP_FIT_DB + 5, False), (JUMP_FIT_DB - 5, True)):
+        ec, search = _searches()
+        for b in (24, 24):
+            search(b)
+        assert ec.stream_delay_ms == aec3_place_ms(24) and ec.delay_moves == 1
+        ec._fit.extend([fit] * FIT_MIN)
+        for b in (24,) * JUMP_SEARCHES + (28, 28):  # 40 ms later, inside the filter
+            search(b)
+        assert (ec.jumps, ec.refused) == ((1, 0) if handed else (0, 1)), fit
+        assert (ec.stream_delay_ms == aec3_place_ms(28)) is handed
+        assert not ec._fit if handed else len(ec._fit) == FIT_MIN  # (a new filter: anew)
+    ec, search = _searches()  # too few frames to say: handed, as before
+    for b in (24, 24) + (24,) * JUMP_SEARCHES:
+        search(b)
+    ec._fit.extend([JUMP_FIT_DB + 5] * (FIT_MIN - 1))
+    search(28)
+    search(28)
+    assert ec.jumps == 1 and ec.refused == 0
+
+
 def test_a_lone_search_of_the_echo_estimate_hands_aec3_no_delay() -> None:
     """A new delay is handed to AEC3 only when two of the echo estimate's searches in a row
     ask for it (AEC3_AGREE_MS): in the plain room a lone search found 0.1 s or more, and

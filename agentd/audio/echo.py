@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+import statistics
 import threading
 import time
 from collections import deque
@@ -244,6 +245,18 @@ AEC3_AGREE_MS = 20
 # (reset), it was back to 16-21 dB within 3-6 answers.
 JUMP_BLOCKS = 1.5
 JUMP_SEARCHES = 6
+# ... unless AEC3's linear filter still removes the echo: the median of what it took off the
+# microphone (dB) over the newest FIT_FRAMES frames with loud echo (PATH_ECHO_DB) is
+# JUMP_FIT_DB or more (at least FIT_MIN of them since AEC3 was last handed a delay). The
+# echo estimate's envelopes matched a phrase 40 ms off the echo twice in a row (r 0.78-0.83)
+# in one of the component path's three rooms (bench/echo.py --slips): AEC3, handed that
+# delay, reset a filter that took a median 15 dB off, and placed the echo 2-12 ms into the
+# new one, where it never fitted again (answers cut for a minute). The jumps handed for an
+# echo that had moved came with the filter taking 2.5-6 dB off; a converged one takes a
+# median 17-19 dB off, 12-17 for the lowest quarter of its seconds.
+JUMP_FIT_DB = 10.0
+FIT_FRAMES = 50
+FIT_MIN = 25
 # The echo path moved under AEC3's linear filter (PathWatch): PATH_N of the last PATH_M frames
 # with an echo expected of at least PATH_ECHO_DB and the microphone at least PATH_RAW_DB
 # (dBFS) had the linear output within PATH_DB of the microphone, and the microphone less
@@ -1324,6 +1337,10 @@ class EchoCanceller:
         self.slips = 0  # the far end moved with an echo that slipped under the filter (ditto)
         self.slipped = False  # the newest frame is echo that slipped: no user's (voice barge-in)
         self._found: deque[int] = deque(maxlen=JUMP_SEARCHES + 2)  # the searches' delays
+        # what the linear filter took off the microphone (dB) in the newest frames with loud
+        # echo since AEC3 was last handed a delay (JUMP_FIT_DB)
+        self._fit: deque[float] = deque(maxlen=FIT_FRAMES)
+        self.refused = 0  # jumps of the echo estimate not handed: the filter fits (ditto)
         ns = setup.noise_suppression
         self._ns = lib.NoiseSuppressor(VAD_RATE, 1, level=ns - 1) if ns > 0 else None
         self._agc = (
@@ -1422,6 +1439,10 @@ class EchoCanceller:
             # was placed before, the filter has since followed it away: 4 ms more headroom),
             # two searches agreed on it already (jumped). Where the Aligner keeps the echo
             # (0 ms handed) it moves the reference itself
+            if self._fits():
+                self.refused += 1
+                self._found.clear()  # (the searches so far say no more than this one)
+                return
             d = self._afresh(echo_delay)
             jump = d != self.stream_delay_ms
         if d == self.stream_delay_ms:
@@ -1435,6 +1456,12 @@ class EchoCanceller:
             self._deferred = d  # the echo crept to the filter's edge, inside it still
             return
         self._hand(d, jump)
+
+    def _fits(self) -> bool:
+        """AEC3's linear filter removes the echo (JUMP_FIT_DB): its placement holds, whatever
+        the echo estimate says."""
+        fit = self._fit
+        return len(fit) >= FIT_MIN and statistics.median(fit) >= JUMP_FIT_DB
 
     def _afresh(self, echo_delay: int | None, headroom: int = AEC3_HEADROOM_MS) -> int:
         """The delay that places the echo afresh (a different one resets AEC3's filters):
@@ -1453,6 +1480,7 @@ class EchoCanceller:
         self._deferred = None
         self._path.reset()
         self._found.clear()  # (a new filter: the searches before say nothing of it)
+        self._fit.clear()
         self.stream_delay_ms = self._aec.stream_delay_ms = d
         self.delay_moves += 1
         self.aligner.unconfirm()
@@ -1495,21 +1523,25 @@ class EchoCanceller:
         if self._linear:
             self._slip.heard(near, self.linear())
         self.aligner.cancelled(out, energy)  # its convergence confirms the answer's delay
-        if self._linear and energy is not None and self.aligner.confirmed:
+        if self._linear and energy is not None:
             self._check_path(tail, near)
         return out
 
     def _check_path(self, tail: np.ndarray, near: np.ndarray) -> None:
-        """A confirmed answer whose linear filter no longer removes its echo: slipped up to
-        27 ms (:class:`SlipWatch`), the far end is moved with it and the answer proves its
-        delay again; else moved further under it (:class:`PathWatch`), AEC3 is handed its
-        delay afresh, deeper into the filter (:meth:`_afresh`, PATH_HEADROOM_MS: its filters
-        reset and re-learn the path in ~1 s where, adapting, they stayed ~10 dB short for
-        minutes) and the answer proves its delay again (Aligner.unconfirm: what leaks
-        meanwhile is no barge-in)."""
+        """What the linear filter takes off loud echo, in any answer (the fit record,
+        JUMP_FIT_DB). A confirmed answer whose linear filter no longer removes its echo:
+        slipped up to 27 ms (:class:`SlipWatch`), the far end is moved with it and the
+        answer proves its delay again; else moved further under it (:class:`PathWatch`),
+        AEC3 is handed its delay afresh, deeper into the filter (:meth:`_afresh`,
+        PATH_HEADROOM_MS: its filters reset and re-learn the path in ~1 s where, adapting,
+        they stayed ~10 dB short for minutes) and the answer proves its delay again
+        (Aligner.unconfirm: what leaks meanwhile is no barge-in)."""
         assert self._aec is not None and self.aligner is not None
         echo = self.aligner.echo_energy
-        linear = self.linear() if self._path.loud(echo) else None
+        confirmed = self.aligner.confirmed
+        # (PathWatch judges a confirmed answer's frames only: the others do not break its run)
+        loud = self._path.loud(echo) if confirmed else db(echo) >= PATH_ECHO_DB
+        linear = self.linear() if loud else None
         if linear is None:
             return
         scale = 1 / (near.size * SCALE**2)
@@ -1520,6 +1552,10 @@ class EchoCanceller:
         a = tail[-LINEAR_DELAY:].astype(np.float32)
         b = near[:-LINEAR_DELAY].astype(np.float32)
         raw = float(a @ a + b @ b) * scale
+        if db(raw) >= PATH_RAW_DB:  # (no sound, nothing to remove)
+            self._fit.append(db(raw) - db(lin))
+        if not confirmed:
+            return
         if db(raw) >= PATH_RAW_DB and db(raw) - db(lin) < SLIP_LOW_DB:
             self.slipped, lag = self._slip.frame()
             # moved only under a filter that has shown it fits the path (PathWatch.armed):
