@@ -554,6 +554,7 @@ class Daemon:
             b"" if linear is None else linear.tobytes(),
             self.echo.over_echo_db if wanted and self.echo is not None else None,
             self.echo is not None and self.echo.slipped,
+            self.echo is not None and self.echo.refitting,
         )
 
     def _on_mic(self, frame: AudioFrame) -> None:

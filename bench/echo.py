@@ -469,6 +469,7 @@ def slip_figures(
     slips: tuple[int, ...] = (0, 1, 2, 3, 4, 8, 16, 48, 80, 160, 320, 640),
     answers: int = 20,
     seeds: tuple[int, ...] = (3, 7, 11),
+    talked: tuple[int, ...] = (160, 320),
 ) -> dict[str, float]:
     """Component path: echo-only answers that cut themselves when the echo path moves by a
     few samples in a pause mid-answer (voice_eval.score_slips), per size of the move, over
@@ -477,7 +478,10 @@ def slip_figures(
     linear filter taking ~nothing off): a fraction of a millisecond of such a move is enough
     to make it, and a sound server between the daemon and the card (PulseAudio, PipeWire)
     moves the echo that much, or 7-18 ms, when the daemon is held up (bench/stall_slips.py).
-    SlipWatch reaches 27 ms (SLIP_MAX less SLIP_EDGE); 640 samples (40 ms) is PathWatch's."""
+    SlipWatch reaches 27 ms (SLIP_MAX less SLIP_EDGE); 640 samples (40 ms) is PathWatch's.
+    Then the same answers with a user talking over each at -5 dB 0.2-1.2 s after its slip
+    (voice_eval.score_slip_barge), for ``talked`` slips: how soon voice barge-in hears them
+    while the canceller re-fits."""
     out: dict[str, float] = {}
     total = answers * len(seeds)
     for d in slips:
@@ -490,6 +494,22 @@ def slip_figures(
             f"the echo path moving {d} samples ({d / RATE * 1000:.2f} ms) in a pause: {cut} of "
             f"{total} echo-only answers cut"
             + (f", {np.median(after):.2f} s after it (median)" if after else ""),
+            flush=True,
+        )
+    for d in talked:
+        delays: list[float] = []
+        early = 0
+        for seed in seeds:
+            t, e = voice_eval.score_slip_barge(seed, answers, d)
+            delays, early = delays + t, early + e
+        x = np.array(delays)
+        p95 = float(np.percentile(x, 95, method="higher"))  # (inf: missed)
+        out[f"talked_p95_ms_slip_{d}"] = p95
+        print(
+            f"a user at -5 dB 0.2-1.2 s after a slip of {d} samples: {x.size} trials ({early} "
+            f"answers cut before they spoke), heard in a median {np.median(x):.0f} ms, p95 "
+            f"{p95:.0f} ms, {int((x > 500).sum())} after 500 ms, "
+            f"{int(np.isinf(x).sum())} not at all",
             flush=True,
         )
     return out

@@ -150,6 +150,7 @@ def barge_run(
             echo_linear=b"" if linear is None else linear.tobytes(),
             echo_over=ec.over_echo_db if busy else None,
             echo_slipped=ec.slipped,
+            echo_refitting=ec.refitting,
         )
         for e in gate.process(f, speaker):
             if isinstance(e, BargeIn):
@@ -223,6 +224,31 @@ def moved(x: np.ndarray, by: int) -> np.ndarray:
     return x
 
 
+def _slipped(
+    rng: np.random.Generator, seed: int, total: int, step: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """An answer (the playback) and its echo, already moved ``total`` samples, moving
+    ``step`` more 100 ms into its first pause after 1.5 s; and where it moves."""
+    play = _playback(rng, 5.0)
+    echo = moved(echo_at_mic(play, seed=seed), total)
+    start = int(1.5 * RATE)
+    sound = np.flatnonzero(np.abs(play[start:]) > 1e-4)
+    gaps = np.flatnonzero(np.diff(sound) > RATE // 10)
+    at = start + int(sound[gaps[0]]) + RATE // 10  # 100 ms into the pause
+    return play, np.concatenate((echo[:at], moved(echo[at:], step))), at
+
+
+def _warmed(rng: np.random.Generator, seed: int, ms: int) -> tuple[EchoCanceller, VoiceSettings]:
+    """A canceller that has heard WARM_S of echo-only answers, as :func:`score_barge_in`
+    warms it, and the gate's settings."""
+    ec = EchoCanceller(EchoSetup(aec=True))
+    s = VoiceSettings("hands_free", echo_mode="aec", barge_in="voice")
+    while ec.heard_s < WARM_S:
+        play = _playback(rng, 5.0)
+        barge_run(echo_at_mic(play, seed=seed), play, s, ms, ec)
+    return ec, s
+
+
 def score_slips(seed: int, answers: int, slip: int, ms: int = 20) -> tuple[int, list[float]]:
     """Echo-only answers through the echo path and one canceller, warmed as
     :func:`score_barge_in` warms it, the echo moving ``slip`` samples in the first pause of
@@ -230,24 +256,46 @@ def score_slips(seed: int, answers: int, slip: int, ms: int = 20) -> tuple[int, 
     that moved stays moved), as a sound server's rewind or a card's restart moves it. The
     answers that cut themselves, and for each how long after its slip (s)."""
     rng = np.random.default_rng(seed)
-    ec = EchoCanceller(EchoSetup(aec=True))
-    s = VoiceSettings("hands_free", echo_mode="aec", barge_in="voice")
-    while ec.heard_s < WARM_S:
-        play = _playback(rng, 5.0)
-        barge_run(echo_at_mic(play, seed=seed), play, s, ms, ec)
+    ec, s = _warmed(rng, seed, ms)
     where: list[float] = []
     total = 0  # the path's move so far
     for k in range(answers):
-        play = _playback(rng, 5.0)
-        echo = moved(echo_at_mic(play, seed=seed), total)
-        start = int(1.5 * RATE)
-        sound = np.flatnonzero(np.abs(play[start:]) > 1e-4)
-        gaps = np.flatnonzero(np.diff(sound) > RATE // 10)
-        at = start + int(sound[gaps[0]]) + RATE // 10  # 100 ms into the pause
         step = slip if k % 2 == 0 else -slip
-        echo = np.concatenate((echo[:at], moved(echo[at:], step)))
+        play, echo, at = _slipped(rng, seed, total, step)
         total += step
         hits = barge_run(echo, play, s, ms, ec)
         if hits:
             where.append(hits[0] - at / RATE)
     return len(where), where
+
+
+def score_slip_barge(
+    seed: int, answers: int, slip: int, ser_db: float = -5.0, ms: int = 20
+) -> tuple[list[float], int]:
+    """:func:`score_slips`' answers with a user talking over each at ``ser_db`` from 0.2-1.2 s
+    after its slip (while the canceller finds the slip, moves the far end with it and the
+    answer proves its delay again): each barge-in's delay (ms; inf: missed) from the user's
+    onset, and the answers cut before the user spoke."""
+    rng = np.random.default_rng(seed)
+    ec, s = _warmed(rng, seed, ms)
+    delays: list[float] = []
+    early = 0
+    total = 0
+    for k in range(answers):
+        step = slip if k % 2 == 0 else -slip
+        play, echo, at = _slipped(rng, seed, total, step)
+        total += step
+        user = corpus.utterance(corpus.PHRASES[(k * 5 + 3) % len(corpus.PHRASES)])
+        talking = np.abs(echo) > 1e-3
+        echo_rms = float(np.sqrt(np.mean(echo[talking] ** 2)))
+        user_rms = float(np.sqrt(np.mean(user[np.abs(user) > 1e-3] ** 2)))
+        user = user * (echo_rms / user_rms * 10 ** (ser_db / 20))
+        onset = at + int(rng.uniform(0.2, 1.2) * RATE)
+        end = min(echo.size, onset + user.size)
+        echo[onset:end] += user[: end - onset]
+        hits = barge_run(echo, play, s, ms, ec)
+        if hits and hits[0] < onset / RATE - 0.02:
+            early += 1
+            continue
+        delays.append((hits[0] - onset / RATE) * 1000 if hits else float("inf"))
+    return delays, early

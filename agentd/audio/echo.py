@@ -970,6 +970,9 @@ class Aligner:
         self.moves = 0  # corrections made
         self._confirmed = -1  # the far end's answer (epoch) whose delay was confirmed
         self._moved_at = -math.inf  # the microphone's time of the last move
+        # the answer (epoch) unconfirmed only because SlipWatch moved the far end with its
+        # echo: the echo estimate holds, AEC3 re-fits (refitting)
+        self._refit = -1
         self._stream = -1  # the far end's stream the gathered windows belong to
         self._epoch = -1  # the far end's answer the convergence blocks belong to
         self._erle: deque[tuple[float, float]] = deque()  # (raw, cancelled) energy per block
@@ -1184,11 +1187,14 @@ class Aligner:
         self.unconfirm()
         self._forget()  # what was gathered is placed the old way: start again
 
-    def unconfirm(self) -> None:
+    def unconfirm(self, refit: bool = False) -> None:
         """The echo moved under AEC3 (the reference moved, or AEC3 was handed another
-        delay): it leaked until now, the answer proves its delay again (or SETTLE_MAX_S)."""
+        delay): it leaked until now, the answer proves its delay again (or SETTLE_MAX_S).
+        ``refit``: only the far end was moved with the echo (SlipWatch), the echo estimate
+        holds (:attr:`refitting`)."""
         self._pending.clear()
         self._confirmed = -1
+        self._refit = self.far.epoch if refit else -1
         with self.far._lock:
             self._moved_at = self.far._mic or -math.inf
         self._erle.clear()
@@ -1238,6 +1244,12 @@ class Aligner:
         """The current answer's delay is proven (its echo removed deeply), not only trusted
         by time (:attr:`settled`)."""
         return self._confirmed == self.far.epoch
+
+    @property
+    def refitting(self) -> bool:
+        """The answer is unsettled only because SlipWatch moved the far end with its echo:
+        the echo expected still holds (its delay and gain), only AEC3 leaks while it re-fits."""
+        return self._refit == self.far.epoch and not self.settled
 
     @property
     def settled(self) -> bool:
@@ -1367,6 +1379,12 @@ class EchoCanceller:
         sound after ANSWER_GAP_S of silence, or a new playback stream), or the answer has
         played SETTLE_MAX_S: voice barge-in may trust the output."""
         return self.aligner is None or self.aligner.settled
+
+    @property
+    def refitting(self) -> bool:
+        """Unsettled only while AEC3 re-fits an echo that slipped (Aligner.refitting): voice
+        barge-in may count what stands well over the echo expected, band by band."""
+        return self.aligner is not None and self.aligner.refitting
 
     @property
     def echo_energy(self) -> float:
@@ -1564,7 +1582,7 @@ class EchoCanceller:
             if lag and self._path.armed:
                 self.slips += 1
                 self.far.move(lag / VAD_RATE)
-                self.aligner.unconfirm()
+                self.aligner.unconfirm(refit=True)
                 self._path.recent.clear()
                 return
         # the microphone under the output (AEC3's lags its input by AEC_DELAY): the last

@@ -141,7 +141,20 @@ Why the rule looks like this (measured on the echo path rig, bench/echo.py):
   frames only the linear output counted took the evidence from 270 to 300 ms. So in the
   cold states (an answer's onset, a resettle, before WARM_S), where the canceller is in
   flux, such a frame weighs LINEAR_WEIGHT still: replayed on all eleven records, that
-  fires on no answer the rule before did not, and every p95 above stays as it is.
+  fires on no answer the rule before did not, and every p95 above stays as it is;
+- and while the canceller re-fits an echo that slipped under its filter (SlipWatch moved the
+  far end with it: the answer unsettled until it proves its delay again, which a user
+  talking prevents) a voiced frame counts where its loudest band stands ``refit_margin_db``
+  over the echo expected there (whose delay and gain still hold), and nothing else does.
+  Before, voice barge-in was deaf there for up to SETTLE_MAX_S (run H60's one -5 dB miss).
+  On the component path (bench/echo.py --slips: a user at -5 dB 0.2-1.2 s after a 10 or
+  20 ms slip, three rooms) the voiced frames above the floor of echo-only answers in that
+  state reached 9 dB over in 16 of 1566 (a user's: half 3.6 dB, a tenth 31.6 dB); replayed,
+  9 dB with NEED_MS fired on none of 300 such answers (6 dB with 60 ms: one), and the user
+  was heard in a median 375 / 382 ms where it was 1429 / 1536 ms before (missed 6 and 1
+  times of 58 and 53, against 20 and 23). What came before the move (the slipped echo's
+  own leak, counted while settled) is dropped as the answer unsettles: carried over, it
+  made one more answer of 60 cut itself.
 """
 
 from __future__ import annotations
@@ -181,6 +194,10 @@ CONVERGED_DB = 14.0
 # (EchoCanceller.over_echo_db): AEC3 takes echo away, it adds none. With nobody talking, such
 # frames reached -1.7, +1.8 and -0.8 dB in three recorded runs (single frames): 3 dB over
 BAND_MARGIN_DB = 3.0
+# While the canceller re-fits an echo that slipped (EchoCanceller.refitting: unsettled, its
+# echo expected still right) a voiced frame above the floor counts only where its loudest
+# band is this far over the echo expected there; nothing else counts
+REFIT_MARGIN_DB = 9.0
 # The canceller's record (trusted): the median of the echo expected over the linear output
 # (dB) of frames with an echo expected of at least RECORD_ECHO_DB (dBFS), over RECORD_MS of
 # judged audio ending RECORD_LAG_MS before the frame judged; under TRUST_DB (converged: 18-21
@@ -210,6 +227,7 @@ class BargeInPolicy:
     linear_weight: float = LINEAR_WEIGHT
     converged_db: float = CONVERGED_DB
     band_margin_db: float = BAND_MARGIN_DB
+    refit_margin_db: float = REFIT_MARGIN_DB
     warm_s: float = WARM_S
     resettle_ms: int = RESETTLE_MS
     trust_db: float = TRUST_DB
@@ -251,6 +269,7 @@ class BargeInPolicy:
         echo: float = 0.0,
         linear: tuple[bool, float] | None = None,
         over: Callable[[], float] | None = None,
+        refitting: bool = False,
     ) -> bool:
         """One cancelled frame of ``ms`` while the speaker plays; ``heard_s``: far-end audio
         the canceller has heard since it was made; ``settled``: the echo's delay is confirmed
@@ -259,7 +278,9 @@ class BargeInPolicy:
         ``echo``: the echo expected in the frame (mean square); ``linear``: the VAD's verdict
         and the energy of the frame after AEC3's linear filter alone (None: not known);
         ``over``: how far the frame's loudest band is over the echo expected in that band
-        (dB; asked only of a frame nothing else counts: it costs a transform). True
+        (dB; asked only of a frame nothing else counts: it costs a transform);
+        ``refitting``: unsettled only while the canceller re-fits an echo that slipped (what
+        stands ``refit_margin_db`` over the echo expected in a band still counts). True
         completes a barge-in."""
         self._playing_ms += ms
         self._keep_record(ms, echo, linear)
@@ -270,6 +291,8 @@ class BargeInPolicy:
         elif heard_s > self._heard0 or not math.isfinite(heard_s):  # (no canceller: busy)
             self._sounded_ms = ms
         if not settled:
+            if self._settled_ms != 0:  # (just unsettled: what came before is no evidence)
+                self._recent.clear()
             self._settled_ms = 0
         elif self._settled_ms is not None:
             self._settled_ms += ms
@@ -277,13 +300,19 @@ class BargeInPolicy:
                 self._recent.clear()  # what leaked while just confirmed met cold_need_ms only
         if heard_s < ARM_S:
             return False
-        if not settled:  # what leaked meanwhile is no evidence
+        if not settled and not refitting:  # what leaked meanwhile is no evidence
             self._recent.clear()
             return False
         onset = self._sounded_ms is None or self._sounded_ms <= self.onset_ms
         resettled = self._settled_ms is not None and self._settled_ms <= self.resettle_ms
         cold = onset or resettled or heard_s < self.warm_s
-        self._recent.append((ms, self.weight(voiced, energy, echo, linear, over, cold)))
+        if settled:
+            w = self.weight(voiced, energy, echo, linear, over, cold)
+        else:  # re-fitting: a band well over the echo expected, nothing less
+            loud = voiced and db(energy) >= self.floor_db
+            w = 1.0 if loud and over is not None and over() >= self.refit_margin_db else 0.0
+            cold = onset or heard_s < self.warm_s  # (not "resettled": it is not settled yet)
+        self._recent.append((ms, w))
         held = sum(m for m, _ in self._recent)
         while held - self._recent[0][0] >= self.window_ms:
             held -= self._recent.popleft()[0]

@@ -126,6 +126,8 @@ class Speaker:
     echo_over: Callable[[np.ndarray], float] | None = None
     # the canceller found the frame is its echo slipped under its filter (EchoCanceller.slipped)
     echo_slipped: bool = False
+    # unsettled only while the canceller re-fits an echo that slipped (EchoCanceller.refitting)
+    echo_refitting: bool = False
 
 
 def _energy(frame: AudioFrame) -> float:
@@ -358,6 +360,7 @@ class VoiceGate:
             speaker.echo_energy,
             linear,
             None if over is None or slipped else partial(over, frame.array()),
+            speaker.echo_refitting,
         ):
             return [BargeIn(frame.end)]
         return []
