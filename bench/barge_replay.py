@@ -91,6 +91,7 @@ def answers(path: str | Path) -> list[Answer]:
                 (bool(r[12]), 10 ** (r[13] / 10)) if len(r) > 13 and r[12] >= 0 else None,
                 # (a record made before the bands were weighed has no such column)
                 (lambda v=r[14]: float(v)) if len(r) > 14 and not np.isnan(r[14]) else None,
+                len(r) > 30 and bool(r[30]),  # (re-fitting: recorded since 23a3d55)
             )
             for r in x
         ]

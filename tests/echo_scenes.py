@@ -149,7 +149,8 @@ def reply_ms(h: Harness) -> int:
 # delays handed to AEC3, and whether the canceller confirmed the epoch (-1: no canceller);
 # then the echo estimate's searches that found a delay, the last one's match and the delay
 # handed to AEC3 now (ms); the raw microphone's dBFS under the judged frame: what the
-# linear filter removed of it; PathWatch's count; and the clocks and the speaker (_clock))
+# linear filter removed of it; PathWatch's count; the clocks and the speaker (_clock); and
+# whether the canceller was re-fitting a slipped echo (EchoCanceller.refitting))
 FEATURES: list[tuple[float, ...]] = []
 # Shadow mode (bench/echo.py --e2e --shadow): the policy judges and FEATURES records, but the
 # daemon is never told to barge in by voice, so every answer and every trial is recorded
@@ -218,8 +219,8 @@ def _raw_db(h: Harness, ms: int) -> float:
 
 def _feature(h: Harness, talker: float, onset: float, a: tuple[Any, ...], fired: bool) -> None:
     """One judged frame into FEATURES: ``a`` is the policy's arguments (ms, voiced, energy,
-    heard_s, settled, echo, linear, over); energies in dB."""
-    ms, voiced, energy, heard_s, settled, echo, linear, over = a
+    heard_s, settled, echo, linear, over, refitting); energies in dB."""
+    ms, voiced, energy, heard_s, settled, echo, linear, over, refitting = a
     now = time.monotonic()
     FEATURES.append(
         (
@@ -241,6 +242,7 @@ def _feature(h: Harness, talker: float, onset: float, a: tuple[Any, ...], fired:
             _raw_db(h, ms),
             _path_moves(h),
             *_clock(h),
+            float(refitting),
         )
     )
 
@@ -251,7 +253,7 @@ def _recording(h: Harness) -> Iterator[None]:
     policy = h.daemon.gate.barge_in
     judge = policy.frame
 
-    def spy(*a: Any) -> bool:  # (the gate hands the policy all eight arguments, in order)
+    def spy(*a: Any) -> bool:  # (the gate hands the policy all nine arguments, in order)
         fired = judge(*a)
         _feature(h, 0.0, -math.inf, a, fired)
         return fired and not SHADOW
@@ -360,10 +362,11 @@ async def barge_in(
     args: list[tuple[Any, ...]] = []  # each frame's arguments, for the replays
     judge = policy.frame
 
-    # (as the gate hands them: ms, voiced, energy, heard_s, settled, echo, linear, over)
+    # (as the gate hands them: ms, voiced, energy, heard_s, settled, echo, linear, over,
+    # refitting)
     def spy(*a: Any) -> bool:
         now = time.monotonic()
-        ms, voiced, energy, _, settled, echo, linear, over = a
+        ms, voiced, energy, _, settled, echo, linear, over, _ = a
         seen.append((now, policy.counts(voiced, energy, echo, linear, over), settled, ms))
         args.append(a)
         fired = judge(*a)
