@@ -913,7 +913,8 @@ def _aec3_state(h: Any) -> None:
     print(
         f"    (AEC3: {_build(ec)}; delay handed {ec.stream_delay_ms} ms, moved "
         f"{ec.delay_moves}× ({ec.jumps} on a jump or a path move; the linear filter lost the "
-        f"echo {ec.path_moves}×, the echo slipped under it {ec.slips}×); echo estimate "
+        f"echo {ec.path_moves}×, the echo slipped under it {ec.slips}×; a jump refused while "
+        f"the filter fitted {ec.refused}×); echo estimate "
         f"{'-' if d is None else d * 10} ms behind the reference, aligner moves "
         f"{ec.aligner.moves}; far end resampled by "
         f"{ec.far.ppm:+.1f} ppm{' (compensating)' if ec.far.compensate else ''}; {dry})",
