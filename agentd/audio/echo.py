@@ -278,6 +278,15 @@ PATH_ARM_DB = 10.0  # ... once the filter has taken this much off such frames (r
 # user's), and a second such frame within SLIP_WITHIN samples, within SLIP_AGREE of it,
 # moves the far end with it
 SLIP_LOW_DB = 6.0
+# It judges frames quieter than PathWatch's: an echo expected of at least SLIP_ECHO_DB and a
+# microphone of SLIP_RAW_DB (dBFS). At a phrase's onset after a slip AEC3's filter adapts to
+# the slipped echo at once: its echo estimate correlated 0.95, 0.30 and -0.53 with the
+# unslipped one's in the onset's first three frames, so the frames it still matches on are
+# the onset's first, quiet ones (the echo expected -41 dBFS in that one). On --slips, at 16 /
+# 48 / 80 / 160 / 320 samples, PathWatch's levels (-35 / -45) cut 5 / 3 / 3 / 5 / 6 of 60,
+# these 0 / 2 / 2 / 2 / 2 (-40 / -50: 3 / 1 / 1 / 5 / 3; -50 / -55: 0 / 1 / 6 / 3 / 3)
+SLIP_ECHO_DB = -45.0
+SLIP_RAW_DB = -50.0
 SLIP_MAX = 480
 SLIP_WARM = 160
 SLIP_EDGE = 48
@@ -1559,7 +1568,8 @@ class EchoCanceller:
         confirmed = self.aligner.confirmed
         # (PathWatch judges a confirmed answer's frames only: the others do not break its run)
         loud = self._path.loud(echo) if confirmed else db(echo) >= PATH_ECHO_DB
-        linear = self.linear() if loud else None
+        slip = confirmed and db(echo) >= SLIP_ECHO_DB
+        linear = self.linear() if loud or slip else None
         if linear is None:
             return
         scale = 1 / (near.size * SCALE**2)
@@ -1570,11 +1580,11 @@ class EchoCanceller:
         a = tail[-LINEAR_DELAY:].astype(np.float32)
         b = near[:-LINEAR_DELAY].astype(np.float32)
         raw = float(a @ a + b @ b) * scale
-        if db(raw) >= PATH_RAW_DB:  # (no sound, nothing to remove)
+        if loud and db(raw) >= PATH_RAW_DB:  # (no sound, nothing to remove)
             self._fit.append(db(raw) - db(lin))
         if not confirmed:
             return
-        if db(raw) >= PATH_RAW_DB and db(raw) - db(lin) < SLIP_LOW_DB:
+        if slip and db(raw) >= SLIP_RAW_DB and db(raw) - db(lin) < SLIP_LOW_DB:
             self.slipped, lag = self._slip.frame()
             # moved only under a filter that has shown it fits the path (PathWatch.armed):
             # one AEC3 was just handed a delay for still has its taps a delay step off (it
@@ -1585,6 +1595,8 @@ class EchoCanceller:
                 self.aligner.unconfirm(refit=True)
                 self._path.recent.clear()
                 return
+        if not loud:
+            return
         # the microphone under the output (AEC3's lags its input by AEC_DELAY): the last
         # frame's tail and this one's head
         a, b = tail[-AEC_DELAY:].astype(np.float32), near[:-AEC_DELAY].astype(np.float32)
