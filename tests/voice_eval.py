@@ -174,6 +174,15 @@ class BargeScores:
 BARGE_TARGET_MS = {-5.0: 500.0, -10.0: 1000.0}  # issue 22: p95 at these SERs
 
 
+def _user(k: int, echo: np.ndarray, ser_db: float) -> np.ndarray:
+    """The ``k``-th trial's phrase, at ``ser_db`` to ``echo`` (both measured where they
+    sound)."""
+    user = corpus.utterance(corpus.PHRASES[(k * 5 + 3) % len(corpus.PHRASES)])
+    echo_rms = float(np.sqrt(np.mean(echo[np.abs(echo) > 1e-3] ** 2)))
+    user_rms = float(np.sqrt(np.mean(user[np.abs(user) > 1e-3] ** 2)))
+    return user * (echo_rms / user_rms * 10 ** (ser_db / 20))
+
+
 def score_barge_in(
     seed: int, cases: int, sers_db: tuple[float, ...] = (-5.0, -10.0), ms: int = 20
 ) -> BargeScores:
@@ -198,11 +207,7 @@ def score_barge_in(
         false += len(barge_run(echo, play, s, ms, ec))
         runs += 1
         ser = sers_db[c % len(sers_db)]
-        user = corpus.utterance(corpus.PHRASES[(c * 5 + 3) % len(corpus.PHRASES)])
-        talking = np.abs(echo) > 1e-3
-        echo_rms = float(np.sqrt(np.mean(echo[talking] ** 2)))
-        user_rms = float(np.sqrt(np.mean(user[np.abs(user) > 1e-3] ** 2)))
-        user = user * (echo_rms / user_rms * 10 ** (ser / 20))
+        user = _user(c, echo, ser)
         onset = int(rng.uniform(1.5, 3.0) * RATE)
         dt = echo.copy()
         end = min(dt.size, onset + user.size)
@@ -285,11 +290,7 @@ def score_slip_barge(
         step = slip if k % 2 == 0 else -slip
         play, echo, at = _slipped(rng, seed, total, step)
         total += step
-        user = corpus.utterance(corpus.PHRASES[(k * 5 + 3) % len(corpus.PHRASES)])
-        talking = np.abs(echo) > 1e-3
-        echo_rms = float(np.sqrt(np.mean(echo[talking] ** 2)))
-        user_rms = float(np.sqrt(np.mean(user[np.abs(user) > 1e-3] ** 2)))
-        user = user * (echo_rms / user_rms * 10 ** (ser_db / 20))
+        user = _user(k, echo, ser_db)
         onset = at + int(rng.uniform(0.2, 1.2) * RATE)
         end = min(echo.size, onset + user.size)
         echo[onset:end] += user[: end - onset]
