@@ -1579,12 +1579,13 @@ class EchoCanceller:
         # this one's head
         a = tail[-LINEAR_DELAY:].astype(np.float32)
         b = near[:-LINEAR_DELAY].astype(np.float32)
-        raw = float(a @ a + b @ b) * scale
-        if loud and db(raw) >= PATH_RAW_DB:  # (no sound, nothing to remove)
-            self._fit.append(db(raw) - db(lin))
+        raw_db = db(float(a @ a + b @ b) * scale)
+        removed = raw_db - db(lin)  # (what the linear filter took off, dB)
+        if loud and raw_db >= PATH_RAW_DB:  # (no sound, nothing to remove)
+            self._fit.append(removed)
         if not confirmed:
             return
-        if slip and db(raw) >= SLIP_RAW_DB and db(raw) - db(lin) < SLIP_LOW_DB:
+        if slip and raw_db >= SLIP_RAW_DB and removed < SLIP_LOW_DB:
             self.slipped, lag = self._slip.frame()
             # moved only under a filter that has shown it fits the path (PathWatch.armed):
             # one AEC3 was just handed a delay for still has its taps a delay step off (it
