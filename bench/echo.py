@@ -1155,11 +1155,53 @@ def hot_path_cpu(seconds: float = 20, runs: int = 5) -> dict[str, float]:
     return out_
 
 
+GC_PAUSES: list[tuple[int, float, float]] = []  # (generation, monotonic at its end, ms)
+
+
+def _watch_gc() -> None:
+    """Every collection of the cyclic garbage collector from here on into GC_PAUSES: it holds
+    the GIL, so every thread of the daemon (Playback's writer too) waits it out."""
+    import gc
+
+    began = [0.0]
+
+    def watch(phase: str, info: dict[str, int]) -> None:
+        now = time.monotonic()
+        if phase == "start":
+            began[0] = now
+        else:
+            GC_PAUSES.append((info["generation"], now, (now - began[0]) * 1000))
+
+    gc.callbacks.append(watch)
+
+
+def _gc_summary(t0: float) -> None:
+    """The collector's pauses over the run: by generation, and the full ones of 10 ms or
+    more by when they ended (s since the run began), to set beside the times the speaker's
+    device ran dry (FEATURES' columns 9 and 29)."""
+    for g in (0, 1, 2):
+        ms = [p for gen, _, p in GC_PAUSES if gen == g]
+        if ms:
+            print(
+                f"collector, generation {g}: {len(ms)} pauses, median {np.median(ms):.2f} ms, "
+                f"max {max(ms):.1f} ms",
+                flush=True,
+            )
+    long = [(at - t0, ms) for gen, at, ms in GC_PAUSES if gen == 2 and ms >= 10]
+    if long:
+        print(
+            f"full collections of 10 ms or more (s after monotonic {t0:.1f}, ms): "
+            + ", ".join(f"{at:.1f} {ms:.0f}" for at, ms in long),
+            flush=True,
+        )
+
+
 def e2e(answers: int = 13, trials: int = 40) -> dict[str, float]:
     """The real daemon end to end (see the module's docstring)."""
     import asyncio
 
     t = time.monotonic()
+    _watch_gc()
     print(
         f"end to end, the real daemon (issue 22); AEC3: {_build(EchoCanceller(EchoSetup(aec=True)))}",
         flush=True,
@@ -1170,6 +1212,7 @@ def e2e(answers: int = 13, trials: int = 40) -> dict[str, float]:
     cut = sum(out[k.replace("_answers", "_cut")] for k in cases)
     if cases:
         print(f"self-interruptions: {cut:.0f} of {total:.0f} echo-only answers (0)", flush=True)
+    _gc_summary(t)
     print(f"({time.monotonic() - t:.0f} s)", flush=True)
     return out
 
