@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -124,16 +124,25 @@ def onset_in_room(frames: list[AudioFrame], ref: np.ndarray) -> float | None:
 
 
 @contextmanager
-def agentd_run(cfg: Path, notify: Path, timeout_s: float = 15) -> Iterator[tuple[int, float]]:
-    """`agentd run` in its own process, up to READY=1: yields (pid, seconds to READY=1)."""
+def agentd_run(
+    cfg: Path,
+    notify: Path,
+    timeout_s: float = 15,
+    launch: Sequence[str] = ("-m", "agentd"),
+    env: dict[str, str] | None = None,
+) -> Iterator[tuple[int, float]]:
+    """`agentd run` in its own process, up to READY=1: yields (pid, seconds to READY=1).
+    ``launch``: what the interpreter is given before ``run --config``, e.g. ``("-c", code)``
+    for code that observes the daemon and then runs agentd's ``__main__``; ``env``: more of
+    its environment."""
     notify.unlink(missing_ok=True)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     s.bind(str(notify))
     s.settimeout(timeout_s)
-    env = {**os.environ, "NOTIFY_SOCKET": str(notify), "OPENAI_API_KEY": ""}
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify), "OPENAI_API_KEY": "", **(env or {})}
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agentd", "run", "--config", str(cfg)],
+        [sys.executable, *launch, "run", "--config", str(cfg)],
         env=env,
         stderr=subprocess.DEVNULL,
     )
