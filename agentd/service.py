@@ -78,13 +78,12 @@ def freeze_heap() -> None:
     """What the daemon made starting up (modules, config, devices, ~40,000 objects the
     collector tracks) is moved out of the cyclic garbage collector's sight, once, as it
     becomes ready. A full collection walks every object it tracks with the GIL held, and
-    every thread waits it out, Playback's writer too: over the start-up heap ~8 ms on an
-    x86 core, several times that on a Pi, against a speaker buffer of 60 ms; through the
-    echo rig, in a process holding more, a 60 ms one ran the device dry (bench/gc_pause.py).
-    Frozen, a full collection walks only what was made since. Start-up garbage is collected
-    first; what is frozen is still freed by reference counting, only its cycles wait for
-    :func:`gc.unfreeze` (the daemon's shutdown)."""
-    gc.collect()
+    every thread waits it out, Playback's writer too: over the start-up heap 15-30 ms on an
+    x86 core, several times that on a Pi, against a speaker buffer of 60 ms
+    (bench/gc_pause.py). Frozen, a full collection walks only what was made since. No
+    collection is made here: the devices already run, and a 56 ms one at this point ran the
+    speaker's device dry as its stream began (e2e run H67). What is frozen is still freed
+    by reference counting; only its cycles wait for :func:`gc.unfreeze` (the daemon's stop)."""
     gc.freeze()
 
 
