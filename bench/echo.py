@@ -32,6 +32,7 @@ double talk. ``--bindings``, ``--double-talk-cause``: see their functions.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -1175,6 +1176,87 @@ def _watch_gc() -> None:
     gc.callbacks.append(watch)
 
 
+STALLS: list[str] = []  # the process held up STALL_MS or more, each said as it was seen
+STALL_MS = 50.0  # Playback's device holds 60 ms while an answer plays
+STALL_WATCH_S = 0.02  # (a snapshot costs ~0.2 ms: ~1% of a core)
+
+
+def _schedstat() -> dict[int, tuple[int, int]]:
+    """Per thread of this process: (ns on a CPU, ns waiting on a run queue)."""
+    out: dict[int, tuple[int, int]] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                on, wait, _ = f.read().split()
+        except (OSError, ValueError):  # (the thread ended)
+            continue
+        out[int(tid)] = (int(on), int(wait))
+    return out
+
+
+def _busy() -> tuple[int, int]:
+    """The machine's CPU time (jiffies): busy, all."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4], sum(v)
+
+
+def _watch_stalls() -> None:
+    """A thread that wakes every STALL_WATCH_S and, when STALL_MS or more passed since it
+    last looked, says what each of the process's threads did meanwhile (ms on a CPU, ms
+    runnable but waiting for one) and how busy the machine was: a thread holding the GIL shows as CPU, the machine's
+    other work as run-queue waits. Playback's writer waits out the same stalls, and its
+    device runs dry when one outlasts what it holds (FEATURES' column 29)."""
+    import threading
+
+    def names() -> dict[int, str]:
+        return {t.native_id or 0: t.name for t in threading.enumerate()}
+
+    def run() -> None:
+        known = names()
+        prev, prev_busy, prev_t = _schedstat(), _busy(), time.monotonic()
+        while True:
+            time.sleep(STALL_WATCH_S)
+            now = time.monotonic()
+            cur, busy = _schedstat(), _busy()
+            gap = (now - prev_t) * 1000
+            if gap >= STALL_MS:
+                if any(t not in known for t in cur):
+                    known = names()
+                use = []
+                for tid, (on, wait) in cur.items():
+                    on0, wait0 = prev.get(tid, (on, wait))
+                    if (on - on0) + (wait - wait0) >= 2e6:
+                        name = known.get(tid, str(tid)).removeprefix("agentd-")
+                        use.append(
+                            (on - on0, f"{name} {(on - on0) / 1e6:.0f}+{(wait - wait0) / 1e6:.0f}")
+                        )
+                frames = sys._current_frames()
+                top = max(use, default=(0, ""))[1].split(" ")[0]
+                tid = next((t for t, n in known.items() if n.removeprefix("agentd-") == top), None)
+                ident = next((t.ident for t in threading.enumerate() if t.native_id == tid), None)
+                where = ""
+                if ident in frames:
+                    f = frames[ident]
+                    where = " < ".join(f"{g.f_code.co_name}:{g.f_lineno}" for g in _walk(f, 4))
+                machine = 100 * (busy[0] - prev_busy[0]) / max(1, busy[1] - prev_busy[1])
+                STALLS.append(
+                    f"{now:.3f} {gap:.0f} ms (machine {machine:.0f}% busy; ms on CPU+waiting: "
+                    f"{', '.join(u for _, u in sorted(use, reverse=True))}; {top} at {where})"
+                )
+            prev, prev_busy, prev_t = cur, busy, now
+
+    threading.Thread(target=run, name="stall-watch", daemon=True).start()
+
+
+def _walk(f: Any, n: int) -> list[Any]:
+    out = []
+    while f is not None and len(out) < n:
+        out.append(f)
+        f = f.f_back
+    return out
+
+
 def _gc_summary(t0: float) -> None:
     """The collector's pauses over the run: by generation, and the full ones of 10 ms or
     more by when they ended (s since the run began), to set beside the times the speaker's
@@ -1202,6 +1284,7 @@ def e2e(answers: int = 13, trials: int = 40) -> dict[str, float]:
 
     t = time.monotonic()
     _watch_gc()
+    _watch_stalls()
     print(
         f"end to end, the real daemon (issue 22); AEC3: {_build(EchoCanceller(EchoSetup(aec=True)))}",
         flush=True,
@@ -1213,6 +1296,9 @@ def e2e(answers: int = 13, trials: int = 40) -> dict[str, float]:
     if cases:
         print(f"self-interruptions: {cut:.0f} of {total:.0f} echo-only answers (0)", flush=True)
     _gc_summary(t)
+    print(f"the process held up {STALL_MS:.0f} ms or more {len(STALLS)}x (monotonic):", flush=True)
+    for line in STALLS:
+        print(f"  {line}", flush=True)
     print(f"({time.monotonic() - t:.0f} s)", flush=True)
     return out
 
