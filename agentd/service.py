@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, assert_never
@@ -140,6 +141,9 @@ class Daemon:
         )
         self.downlink = Downlink(self.wire.output, dialects.output_rate(self.cfg.api, self.wire))
         self._mic_on = True  # off while muted: the microphone is not even looked at
+        # microphone frames waiting for their far end to be written (echo.HOLD_MAX_S)
+        self._held: deque[tuple[float, AudioFrame]] = deque()
+        self._release: asyncio.TimerHandle | None = None
         self._audio_errors: dict[str, str | None] = {"capture": None, "playback": None}
         self._tasks: list[asyncio.Task[Any]] = []
         self._transcripts: dict[str, str] = {}
@@ -575,7 +579,32 @@ class Daemon:
 
     def _on_mic(self, frame: AudioFrame) -> None:
         with self._caught("a microphone frame"):
+            if self._held or self._owed(frame):
+                self._held.append((time.monotonic(), frame))
+                self._release_soon()
+                return
             self._mic_frame(frame)
+
+    def _owed(self, frame: AudioFrame) -> bool:
+        """The canceller's far end for ``frame`` is not all written yet (FarEnd.owed_s)."""
+        return self.echo is not None and self._mic_on and self.far_end.owed_s(frame.samples) > 0
+
+    def _release_soon(self) -> None:
+        if self._release is None and self.loop is not None:
+            self._release = self.loop.call_later(echo.HOLD_POLL_S, self._release_held)
+
+    def _release_held(self) -> None:
+        """Held frames on, in order, once their far end is written or HOLD_MAX_S passed."""
+        self._release = None
+        with self._caught("a microphone frame"):
+            now = time.monotonic()
+            while self._held:
+                t, frame = self._held[0]
+                if now - t < echo.HOLD_MAX_S and self._owed(frame):
+                    self._release_soon()
+                    return
+                self._held.popleft()
+                self._mic_frame(frame)
 
     def _mic_frame(self, frame: AudioFrame) -> None:
         if self.echo is not None:

@@ -898,8 +898,9 @@ async def _e2e_cases(answers: int, trials: int) -> dict[str, float]:
 
 
 def _aec3_state(h: Any) -> None:
-    """Which AEC3 ran in the daemon and the delay it was handed (the echo estimate's), and
-    how often the speaker ran dry (answer audio late; the device starved: its thread late)."""
+    """Which AEC3 ran in the daemon and the delay it was handed (the echo estimate's), how
+    often the speaker ran dry (answer audio late; the device starved: its thread late), and
+    how often a frame's far end was handed with a hole (not written after HOLD_MAX_S)."""
     ec = h.daemon.echo
     if ec is None or ec.aligner is None:
         return
@@ -918,7 +919,8 @@ def _aec3_state(h: Any) -> None:
         f"the filter fitted {ec.refused}×); echo estimate "
         f"{'-' if d is None else d * 10} ms behind the reference, aligner moves "
         f"{ec.aligner.moves}; far end resampled by "
-        f"{ec.far.ppm:+.1f} ppm{' (compensating)' if ec.far.compensate else ''}; {dry})",
+        f"{ec.far.ppm:+.1f} ppm{' (compensating)' if ec.far.compensate else ''}; {dry}; "
+        f"the far end came short {ec.far.short}× of {ec.frames} frames)",
         flush=True,
     )
 

@@ -112,6 +112,19 @@ MIC_JUMP_S = 0.15  # a capture timestamp this far off the microphone's clock re-
 # ten times a poor crystal's drift; the real-daemon test drives a card 1500 ppm off): a gap,
 # which comes at once, still starts a new stream.
 CREEP_PPM = 3000.0
+# A microphone frame whose far end is not all placed yet waits for it, up to this long (the
+# loop looks again every HOLD_POLL_S). The reference leads the echo (TARGET_S) and the
+# far end is placed only once Playback wrote it and the resampler let it out (soxr MQ holds
+# back up to 38 ms): at 1x delivery, where an answer arrives as it plays and the device holds
+# only ~20 ms of it, the take ran ahead of the writes. Through the rig (PulseAudio, whose
+# timing puts the stream's samples 0-28 ms before their write time), 100 takes in three
+# answers came short and AEC3 was handed holes, 2-16 ms each, where the speaker played
+# sound: the linear filter left that echo whole (2-5 dB taken off, 15-17 around it) and in
+# one e2e run 3 of 13 answers at 1x cut themselves on it (H71). Waiting costs the frame
+# that much more latency; frames after it queue behind it, so order and pacing hold. A far
+# end missing more than this is not being written (a device that stopped): no wait.
+HOLD_MAX_S = 0.04
+HOLD_POLL_S = 0.005
 # The echo expected at the microphone (Aligner.echo_energy), for voice barge-in: the far end's
 # 10 ms envelope, at the echo's delay behind it and its gain, both found by matching the
 # envelopes of the far end and the raw microphone (AEC3 does not say what it found).
@@ -658,6 +671,7 @@ class FarEnd:
         self._gap = False  # compensating: in a silent gap, the resampler flushed
         self._anchors = 0  # the microphone's clock re-anchored or corrected: a step in the delay
         self._creep = 0.0  # the playback's timing (``at``) off the stream's own, followed
+        self.short = 0  # takes that found part of their far end not placed yet (holes)
 
     def written(self, samples: np.ndarray, rate: int, at: float | None = None) -> None:
         """Playback's tap: int16 mono ``samples`` at the card ``rate`` just handed to ALSA,
@@ -878,6 +892,8 @@ class FarEnd:
                 mic = self.clock()
             self._mic = mic + n / VAD_RATE
             start = mic + self.lead_s - self.offset
+            if 0 < start + n / VAD_RATE - self._far_end < HOLD_MAX_S:
+                self.short += 1
             out = np.zeros(n, np.int16)
             chunks = self._chunks
             for t, x in chunks:  # (conditionals, not min/max calls: once per chunk a frame)
@@ -892,6 +908,16 @@ class FarEnd:
             while chunks and chunks[0][0] + chunks[0][1].size / VAD_RATE <= end:
                 self._held -= chunks.popleft()[1].size
         return out
+
+    def owed_s(self, n: int) -> float:
+        """How long the next take of ``n`` samples must wait for its far end to be placed
+        (seconds): 0 when it is all there, or when more than HOLD_MAX_S is missing (nothing
+        is being written: the device stopped, or no stream began)."""
+        with self._lock:
+            if self._mic is None:
+                return 0.0
+            owed = self._mic + n / VAD_RATE + self.lead_s - self.offset - self._far_end
+        return owed if 0 < owed < HOLD_MAX_S else 0.0
 
     def move(self, by: float) -> None:
         """The aligner's say: place the reference ``by`` seconds later from now on (and,
