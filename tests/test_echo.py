@@ -187,6 +187,36 @@ def test_far_end_is_zeros_while_idle_and_drops_what_never_played() -> None:
     assert not far.take(1600, 10.15).any()
 
 
+def test_a_frame_waits_for_a_far_end_not_written_yet_but_not_for_a_stopped_one() -> None:
+    """At 1x delivery the take can run ahead of Playback's writes (issue 22, H71: holes of
+    2-16 ms in AEC3's reference where the speaker played sound, and answers cut on the echo
+    they left): owed_s says how long the next take must wait for its far end; nothing written
+    for longer than HOLD_MAX_S is a device that stopped, not a late write: no wait."""
+    import numpy as np
+
+    from agentd.audio.echo import HOLD_MAX_S, FarEnd
+
+    rng = np.random.default_rng(3)
+    sig = (rng.standard_normal(16000) * 3000).astype(np.int16)
+    far = FarEnd(lead_s=0.0)
+    assert far.owed_s(320) == 0  # no microphone clock yet
+    far.written(sig[:1600], 16000, 10.0)  # 100 ms, leaving the speaker from 10.0
+    for k in range(5):  # the microphone's frames up to 10.1
+        assert far.owed_s(320) == 0
+        assert far.take(320, 10.0 + k * 0.02).all()
+    owed = far.owed_s(320)  # [10.1, 10.12): not written yet
+    assert 0.02 - 1e-6 <= owed < HOLD_MAX_S
+    assert far.short == 0
+    far.written(sig[1600:3200], 16000, 10.1)  # the writer catches up
+    assert far.owed_s(320) == 0
+    got = far.take(320, 10.1)
+    assert np.array_equal(got, sig[1600:1920])  # no hole: sample for sample
+    for k in range(6, 12):  # the writer stops: the far end falls behind
+        far.take(320, 10.0 + k * 0.02)
+    assert far.short > 0  # (holes handed as zeros, counted)
+    assert far.owed_s(320) == 0  # 40 ms and more missing: no wait
+
+
 def test_far_end_after_a_drop_hands_over_the_next_streams_audio() -> None:
     """What the resampler held back of a dropped stream never played: it must not come out
     at the old stream's end, ahead of the next stream's audio (take() would stop there and
@@ -1978,3 +2008,66 @@ async def test_the_daemons_far_end_holds_its_timeline_on_a_card_off_the_system_c
         # it crept off the microphone's clock is what that follower lagged
         assert 0.6 * behind_ms < mic_ms < behind_ms + 10, (mic_ms, behind_ms)
         assert abs(creep_ms - (behind_ms - mic_ms)) < 5, (creep_ms, behind_ms - mic_ms)
+
+
+async def test_the_daemon_holds_a_microphone_frame_until_its_far_end_is_written(
+    tmp_path: Path,
+) -> None:
+    """The hub's side of FarEnd.owed_s: a frame whose far end is late waits (the frames after
+    it queue behind it, in order) and goes on once Playback writes it, or after HOLD_MAX_S
+    however it stands; a writer that stopped holds nothing up."""
+    import asyncio
+    import time
+
+    from agentd.audio.echo import HOLD_MAX_S
+    from agentd.audio.frame import AudioFrame
+    from agentd.config import load
+    from agentd.service import Daemon, Hooks
+    from agentd.sim.server import Simulator
+    from tests.harness import write_config
+
+    async with Simulator("openai", pace=0) as sim:
+        cfg = write_config(tmp_path / "c.yaml", sim, tmp_path, **echo_scenes.config(rig=False))
+    d = Daemon(cfg, load(cfg), Hooks(use_gpio=False))
+    assert d.echo is not None
+    d.loop = asyncio.get_running_loop()
+    seen: list[tuple[float, np.ndarray]] = []
+    d._mic_frame = lambda f: seen.append((time.monotonic(), d.far_end.take(f.samples, f.timestamp)))  # type: ignore[method-assign]
+    sig = (np.random.default_rng(4).standard_normal(16000) * 3000).astype(np.int16)
+    t0 = time.monotonic()
+    d.far_end.written(sig[:1600], 16000, t0)  # 100 ms of far end, leaving from t0
+
+    def frame(k: int) -> AudioFrame:
+        return AudioFrame(bytes(640), 16000, timestamp=t0 + k * 0.02)
+
+    for k in range(5):  # their far end is all there: straight through
+        d._on_mic(frame(k))
+    assert len(seen) == 5 and not d._held
+    d._on_mic(frame(5))  # [t0+0.1, t0+0.12): not written yet
+    d._on_mic(frame(6))  # ... and the one after queues behind it
+    assert len(seen) == 5 and len(d._held) == 2
+    await asyncio.sleep(0.012)
+    assert len(seen) == 5  # still waiting
+    d.far_end.written(sig[1600:3200], 16000, t0 + 0.1)  # the writer catches up
+    for _ in range(100):
+        if len(seen) == 7:
+            break
+        await asyncio.sleep(0.005)
+    assert len(seen) == 7 and not d._held
+    assert np.array_equal(seen[5][1], sig[1600:1920])  # no hole
+    assert np.array_equal(seen[6][1], sig[1920:2240])
+    for k in range(7, 10):  # up to t0+0.2: written
+        d._on_mic(frame(k))
+    assert len(seen) == 10 and not d._held
+    held_from = time.monotonic()
+    for k in range(10, 13):  # the writer falls silent: the frames wait HOLD_MAX_S at most...
+        d._on_mic(frame(k))
+    assert len(seen) == 10 and len(d._held) == 3
+    while d._held and time.monotonic() - held_from < 1:
+        await asyncio.sleep(0.005)
+    assert len(seen) == 13 and not d._held
+    assert HOLD_MAX_S <= seen[10][0] - held_from < HOLD_MAX_S + 0.1
+    assert not seen[10][1].any()  # (a hole: nothing was written for it)
+    for k in range(13, 16):  # ... and once it is that far behind, none waits
+        d._on_mic(frame(k))
+    assert len(seen) == 16 and not d._held
