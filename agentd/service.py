@@ -586,8 +586,15 @@ class Daemon:
             self._mic_frame(frame)
 
     def _owed(self, frame: AudioFrame) -> bool:
-        """The canceller's far end for ``frame`` is not all written yet (FarEnd.owed_s)."""
-        return self.echo is not None and self._mic_on and self.far_end.owed_s(frame.samples) > 0
+        """The canceller's far end for ``frame`` is not all written yet (FarEnd.owed_s); only
+        AEC3 needs it (noise suppression or gain alone take it only to keep pace)."""
+        ec = self.echo
+        return (
+            ec is not None
+            and ec.setup.aec
+            and self._mic_on
+            and self.far_end.owed_s(frame.samples) > 0
+        )
 
     def _release_soon(self) -> None:
         if self._release is None and self.loop is not None:
