@@ -2071,3 +2071,31 @@ async def test_the_daemon_holds_a_microphone_frame_until_its_far_end_is_written(
     for k in range(13, 16):  # ... and once it is that far behind, none waits
         d._on_mic(frame(k))
     assert len(seen) == 16 and not d._held
+
+
+async def test_noise_suppression_alone_never_holds_a_microphone_frame(tmp_path: Path) -> None:
+    """Only AEC3 needs the far end: with half-duplex and noise suppression the canceller
+    takes it only to keep pace, and a frame whose far end is late goes straight on."""
+    import time
+
+    from agentd.audio.frame import AudioFrame
+    from agentd.config import load
+    from agentd.service import Daemon, Hooks
+    from agentd.sim.server import Simulator
+    from tests.harness import write_config
+
+    mic = {"device": "mic", "rate": 48000, "channels": 2, "noise_suppression": 2}
+    async with Simulator("openai", pace=0) as sim:
+        cfg = write_config(
+            tmp_path / "c.yaml", sim, tmp_path, echo__mode="half_duplex", audio__input=mic
+        )
+    d = Daemon(cfg, load(cfg), Hooks(use_gpio=False))
+    assert d.echo is not None and not d.echo.setup.aec
+    seen: list[AudioFrame] = []
+    d._mic_frame = seen.append  # type: ignore[method-assign]
+    t0 = time.monotonic()
+    d.far_end.written(np.ones(1600, np.int16), 16000, t0)
+    for k in range(7):  # frames 5 and 6 run past what was written
+        d._on_mic(AudioFrame(bytes(640), 16000, timestamp=t0 + k * 0.02))
+        d.far_end.take(320, t0 + k * 0.02)  # (what the canceller's process() would take)
+    assert len(seen) == 7 and not d._held
