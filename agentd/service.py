@@ -593,6 +593,7 @@ class Daemon:
             ec is not None
             and ec.setup.aec
             and self._mic_on
+            and self.loop is not None  # (nothing would let it go)
             and self.far_end.owed_s(frame.samples) > 0
         )
 

@@ -2076,6 +2076,7 @@ async def test_the_daemon_holds_a_microphone_frame_until_its_far_end_is_written(
 async def test_noise_suppression_alone_never_holds_a_microphone_frame(tmp_path: Path) -> None:
     """Only AEC3 needs the far end: with half-duplex and noise suppression the canceller
     takes it only to keep pace, and a frame whose far end is late goes straight on."""
+    import asyncio
     import time
 
     from agentd.audio.frame import AudioFrame
@@ -2091,6 +2092,7 @@ async def test_noise_suppression_alone_never_holds_a_microphone_frame(tmp_path: 
         )
     d = Daemon(cfg, load(cfg), Hooks(use_gpio=False))
     assert d.echo is not None and not d.echo.setup.aec
+    d.loop = asyncio.get_running_loop()
     seen: list[AudioFrame] = []
     d._mic_frame = seen.append  # type: ignore[method-assign]
     t0 = time.monotonic()
