@@ -1206,10 +1206,13 @@ def _busy() -> tuple[int, int]:
 def _watch_stalls() -> None:
     """A thread that wakes every STALL_WATCH_S and, when STALL_MS or more passed since it
     last looked, says what each of the process's threads did meanwhile (ms on a CPU, ms
-    runnable but waiting for one) and how busy the machine was: a thread holding the GIL shows as CPU, the machine's
-    other work as run-queue waits. Playback's writer waits out the same stalls, and its
-    device runs dry when one outlasts what it holds (FEATURES' column 29)."""
+    runnable but waiting for one) and how busy the machine was: a thread holding the GIL
+    shows as CPU, the machine's other work as run-queue waits. Playback's writer waits out
+    the same stalls, and its device runs dry when one outlasts what it holds (FEATURES'
+    column 29)."""
+    import itertools
     import threading
+    import traceback
 
     def names() -> dict[int, str]:
         return {t.native_id or 0: t.name for t in threading.enumerate()}
@@ -1225,38 +1228,33 @@ def _watch_stalls() -> None:
             if gap >= STALL_MS:
                 if any(t not in known for t in cur):
                     known = names()
-                use = []
+                use = []  # (ns on a CPU, thread id, what it did)
                 for tid, (on, wait) in cur.items():
                     on0, wait0 = prev.get(tid, (on, wait))
                     if (on - on0) + (wait - wait0) >= 2e6:
                         name = known.get(tid, str(tid)).removeprefix("agentd-")
-                        use.append(
-                            (on - on0, f"{name} {(on - on0) / 1e6:.0f}+{(wait - wait0) / 1e6:.0f}")
-                        )
-                frames = sys._current_frames()
-                top = max(use, default=(0, ""))[1].split(" ")[0]
-                tid = next((t for t, n in known.items() if n.removeprefix("agentd-") == top), None)
-                ident = next((t.ident for t in threading.enumerate() if t.native_id == tid), None)
-                where = ""
-                if ident in frames:
-                    f = frames[ident]
-                    where = " < ".join(f"{g.f_code.co_name}:{g.f_lineno}" for g in _walk(f, 4))
+                        said = f"{name} {(on - on0) / 1e6:.0f}+{(wait - wait0) / 1e6:.0f}"
+                        use.append((on - on0, tid, said))
+                use.sort(reverse=True)
+                where = ""  # the busiest thread's stack now, just after it
+                ident = next(
+                    (t.ident for t in threading.enumerate() if use and t.native_id == use[0][1]),
+                    None,
+                )
+                frame = sys._current_frames().get(ident) if ident is not None else None
+                if frame is not None:
+                    where = " < ".join(
+                        f"{f.f_code.co_name}:{line}"
+                        for f, line in itertools.islice(traceback.walk_stack(frame), 4)
+                    )
                 machine = 100 * (busy[0] - prev_busy[0]) / max(1, busy[1] - prev_busy[1])
                 STALLS.append(
                     f"{now:.3f} {gap:.0f} ms (machine {machine:.0f}% busy; ms on CPU+waiting: "
-                    f"{', '.join(u for _, u in sorted(use, reverse=True))}; {top} at {where})"
+                    f"{', '.join(u for _, _, u in use)}; the busiest at {where or '-'})"
                 )
             prev, prev_busy, prev_t = cur, busy, now
 
     threading.Thread(target=run, name="stall-watch", daemon=True).start()
-
-
-def _walk(f: Any, n: int) -> list[Any]:
-    out = []
-    while f is not None and len(out) < n:
-        out.append(f)
-        f = f.f_back
-    return out
 
 
 def _gc_summary(t0: float) -> None:

@@ -890,10 +890,10 @@ class FarEnd:
                         mic, self._mic_err = mic + self._mic_err, 0.0
             elif mic is None:
                 mic = self.clock()
+            if self._owed_locked(mic, n):
+                self.short += 1
             self._mic = mic + n / VAD_RATE
             start = mic + self.lead_s - self.offset
-            if 0 < start + n / VAD_RATE - self._far_end < HOLD_MAX_S:
-                self.short += 1
             out = np.zeros(n, np.int16)
             chunks = self._chunks
             for t, x in chunks:  # (conditionals, not min/max calls: once per chunk a frame)
@@ -914,9 +914,11 @@ class FarEnd:
         (seconds): 0 when it is all there, or when more than HOLD_MAX_S is missing (nothing
         is being written: the device stopped, or no stream began)."""
         with self._lock:
-            if self._mic is None:
-                return 0.0
-            owed = self._mic + n / VAD_RATE + self.lead_s - self.offset - self._far_end
+            return 0.0 if self._mic is None else self._owed_locked(self._mic, n)
+
+    def _owed_locked(self, mic: float, n: int) -> float:
+        """What :meth:`owed_s` says of a take of ``n`` samples from ``mic`` (under ``_lock``)."""
+        owed = mic + n / VAD_RATE + self.lead_s - self.offset - self._far_end
         return owed if 0 < owed < HOLD_MAX_S else 0.0
 
     def move(self, by: float) -> None:
