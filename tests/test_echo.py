@@ -217,6 +217,27 @@ def test_a_frame_waits_for_a_far_end_not_written_yet_but_not_for_a_stopped_one()
     assert far.owed_s(320) == 0  # 40 ms and more missing: no wait
 
 
+def test_a_far_end_written_to_the_sample_owes_nothing_at_any_clock_reading() -> None:
+    """A frame ending exactly where the far end ends is owed nothing: the sums placing both
+    carry float noise (1e-11 s at a monotonic clock of days), which held such frames (the
+    daemon's hold test failed in CI at a clock reading of 65628.84 s) and counted them short."""
+    import numpy as np
+
+    from agentd.audio.echo import FarEnd
+
+    sig = (np.random.default_rng(5).standard_normal(1600) * 3000).astype(np.int16)
+    starts = [65628.837564358, *np.random.default_rng(6).uniform(1e3, 1e6, 200)]
+    owed = []
+    for t0 in starts:
+        far = FarEnd(lead_s=0.0)
+        far.written(sig, 16000, float(t0))  # 100 ms
+        for k in range(5):  # the microphone's frames up to its end, exactly
+            owed.append(far.owed_s(320))
+            far.take(320, float(t0) + k * 0.02)
+        assert far.short == 0, t0
+    assert not any(owed), [o for o in owed if o]
+
+
 def test_far_end_after_a_drop_hands_over_the_next_streams_audio() -> None:
     """What the resampler held back of a dropped stream never played: it must not come out
     at the old stream's end, ahead of the next stream's audio (take() would stop there and

@@ -125,6 +125,7 @@ CREEP_PPM = 3000.0
 # end missing more than this is not being written (a device that stopped): no wait.
 HOLD_MAX_S = 0.04
 HOLD_POLL_S = 0.005
+OWED_MIN_S = 0.5 / VAD_RATE
 # The echo expected at the microphone (Aligner.echo_energy), for voice barge-in: the far end's
 # 10 ms envelope, at the echo's delay behind it and its gain, both found by matching the
 # envelopes of the far end and the raw microphone (AEC3 does not say what it found).
@@ -919,7 +920,9 @@ class FarEnd:
     def _owed_locked(self, mic: float, n: int) -> float:
         """What :meth:`owed_s` says of a take of ``n`` samples from ``mic`` (under ``_lock``)."""
         owed = mic + n / VAD_RATE + self.lead_s - self.offset - self._far_end
-        return owed if 0 < owed < HOLD_MAX_S else 0.0
+        # (under half a sample is not a hole, take places to the nearest sample: it is the
+        # float sums' noise, 1e-11 s at a monotonic clock of days, which held frames for it)
+        return owed if OWED_MIN_S < owed < HOLD_MAX_S else 0.0
 
     def move(self, by: float) -> None:
         """The aligner's say: place the reference ``by`` seconds later from now on (and,
