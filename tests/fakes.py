@@ -104,6 +104,8 @@ class FakePlayback(_FakeDevice):
     is the only one."""
 
     kind = "playback"
+    POLL_S = 0.004
+    stopping = False  # (a flush stops it at once)
 
     def __init__(
         self,

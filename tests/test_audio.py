@@ -640,3 +640,72 @@ async def test_queued_until_is_when_the_next_audio_really_starts() -> None:
         assert abs(started - predicted) < 0.03
     finally:
         pb.stop()
+
+
+async def test_a_truncate_waits_for_a_late_thread_to_stop_the_speaker(tmp_path: Path) -> None:
+    """The speaker plays on until Playback's thread drops what it holds: on a loaded machine
+    that thread wakes tens of ms after the flush, and a truncate counted when it was decided
+    reported that much less than was heard (CI: 21 ms against a bound of 20). The hub sends
+    it once the device stopped (Playback.stopping), at the position it stopped at."""
+    from agentd import conversation as cv
+    from agentd.config import load
+    from agentd.realtime import client_events as ce
+    from agentd.service import Daemon, Hooks
+    from agentd.sim.server import Simulator
+    from tests.harness import write_config
+
+    late_s = 0.06
+
+    class Late(Playback):
+        """Its thread sees a flush ``late_s`` after it came (as a thread woken late)."""
+
+        _asked_at = 0.0
+
+        @property  # type: ignore[override]
+        def _flush(self) -> bool:
+            return self._asked and time.monotonic() >= self._asked_at + late_s
+
+        @_flush.setter
+        def _flush(self, value: bool) -> None:
+            if value:
+                self._asked, self._asked_at = True, time.monotonic()
+            elif time.monotonic() >= self._asked_at + late_s:  # (not seen yet: still asked)
+                self._asked = False
+
+    class Sent:
+        def __init__(self) -> None:
+            self.events: list[ce.ClientEvent] = []
+
+        def send(self, event: ce.ClientEvent) -> bool:
+            self.events.append(event)
+            return True
+
+    async with Simulator("openai", pace=0) as sim:
+        cfg = write_config(tmp_path / "c.yaml", sim, tmp_path)
+    d = Daemon(cfg, load(cfg), Hooks(use_gpio=False))
+    d.loop = asyncio.get_running_loop()
+    _, spk = rigs.clock_pcms()
+    pb = Late(OutputSettings(device=spk, rate=48000, buffer_ms=300), 24000)
+    link = Sent()
+    d.playback, d.link = pb, link  # type: ignore[assignment]
+    pb.start()
+    try:
+        await asyncio.to_thread(pb.opened.wait, 10)
+        pb.play(to_int16(sine(440, 24000, 3.0, 0.3)), item="a", last=True)
+        while pb.heard_ms("a") < 500:
+            await asyncio.sleep(0.005)
+        decided = pb.heard_ms("a")
+        d._act(cv.FlushPlayback(), time.monotonic())
+        d._act(cv.Truncate("a"), time.monotonic())
+        assert pb.stopping
+        t0 = time.monotonic()
+        while not link.events and time.monotonic() - t0 < 2:
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(0.2)
+        stopped = pb.heard_ms("a")
+    finally:
+        pb.stop()
+    (trunc,) = [e for e in link.events if isinstance(e, ce.Truncate)]
+    print(f"decided at {decided} ms heard, truncated at {trunc.audio_end_ms}, stopped at {stopped}")
+    assert stopped - decided >= 1000 * late_s - 10  # the speaker played on meanwhile...
+    assert abs(trunc.audio_end_ms - stopped) <= 5  # ... and the truncate counts it

@@ -572,6 +572,9 @@ class Playback(_DeviceThread):
         self._in_buffer = 0
         self._snap_t = clock()
         self._flush = False
+        # A flush that drops what the device holds is due and not yet done: until it is, the
+        # device plays on and heard_ms is not final (:attr:`stopping`).
+        self._stopping = False
         # Held by the thread around writing answer audio and accounting for it, and by a
         # flush in continuous mode: after flush() nothing more of the answer is written, and
         # what was written is all counted (it plays out, so a truncate must include it).
@@ -695,6 +698,7 @@ class Playback(_DeviceThread):
                 self._pending_frames = self._held_frames = 0
                 self._stream_ended = True  # nothing more is expected: running dry is no fault
                 self._flush = True
+                self._stopping = not keep
                 self.playout.ended()
                 if keep:
                     self._plays_out = self._written
@@ -704,6 +708,13 @@ class Playback(_DeviceThread):
         for rs in self._rs.values():
             rs.reset()
         self._wake_ev.set()
+
+    @property
+    def stopping(self) -> bool:
+        """A flush has yet to stop the device: it plays on until the thread drops what it
+        holds (within a poll; on a loaded machine tens of ms), so a truncate waits for it."""
+        with self._lock:
+            return self._stopping
 
     def busy(self, now: float | None = None) -> bool:
         """Sound is (or is about to be) coming out of the speaker: queued, held by the thread
@@ -809,10 +820,10 @@ class Playback(_DeviceThread):
             self._in_buffer, self._snap_t, self.ends_at = 0, now, now
             self._pending.clear()
             self._pending_frames = self._held_frames = 0
-            self._stream_ended, self._flush = True, False
+            self._stream_ended, self._flush, self._stopping = True, False, False
             self.playout.ended()
             self.stats.faults += 1
-        self._tap_dropped()
+        self._tap_dropped(now)
         for rs in self._rs.values():
             rs.reset()
 
@@ -840,17 +851,21 @@ class Playback(_DeviceThread):
                 self.flushed_at = self.clock()
             elif flush:
                 chunk, tail_ended = self._probe() if self.suspect else None, True
+                # (the position where the sound stopped, read as it stops: the loop's ``now``
+                # can be tens of ms old on a loaded machine, and the truncate waits for this)
+                at = self.clock()
                 pcm.drop()  # type: ignore[attr-defined]
-                self._tap_dropped()
+                self._tap_dropped(at)
                 self.flushed_at = self.silent_at = self.clock()
                 dropped = True
                 with self._lock:
-                    self._written = self.played_position_locked(now)
+                    self._written = self.played_position_locked(at)
                     for s in self._segments:
                         s.end = min(s.end, self._written)
                     self._sound_end = min(self._sound_end, self._written)
                     self._plays_out = min(self._plays_out, self._written)
-                    self._in_buffer, self._snap_t, self.ends_at = 0, now, now
+                    self._in_buffer, self._snap_t, self.ends_at = 0, at, at
+                    self._stopping = False
                 start_pos = self._written
             avail = pcm.avail()  # type: ignore[attr-defined]
             in_buf = self.buffer_frames - avail if avail >= 0 and not dropped else 0
@@ -954,7 +969,7 @@ class Playback(_DeviceThread):
         while not self._stop.is_set():
             self.heartbeat = time.monotonic()
             with self._lock:
-                self._flush = False  # a closed device holds nothing to drop
+                self._flush = self._stopping = False  # a closed device holds nothing to drop
                 if (
                     self._pending
                     or self.continuous
@@ -1010,9 +1025,9 @@ class Playback(_DeviceThread):
             key="starved",
         )
 
-    def _tap_dropped(self) -> None:
+    def _tap_dropped(self, at: float) -> None:
         if self.far_end is not None:
-            self.far_end.dropped(self.clock())
+            self.far_end.dropped(at)
 
     def _fill(self, pcm: object, now: float, in_buf: int, sound: int) -> int:
         """Continuous mode: top the device's buffer up with silence, tapped like audio (the
