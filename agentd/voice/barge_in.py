@@ -33,7 +33,8 @@ Why the rule looks like this (measured on the echo path rig, bench/echo.py):
   as loud as the echo expected, would have made 3 of 80 barge-in trials faster (up to 1.3 s
   lost to clearing), but the one run made with it cut 10 of 13 echo-only answers at 1x in
   the plain room (none at 5x, where the stream never runs dry; the next run of 13, 0): not
-  understood, so not kept;
+  understood, so not kept (what counts there now is the last rule below: only a band well
+  over the echo expected);
 - and for RESETTLE_MS after the delay is (re)confirmed within an answer, ``cold_need_ms`` is
   asked, and what came meanwhile is dropped after: through the tuned AEC3 (AEC3_CONFIG, the
   run bench/barge_replay.py replays, 133 answers) an answer confirmed 0.5 s into its sound,
@@ -154,7 +155,21 @@ Why the rule looks like this (measured on the echo path rig, bench/echo.py):
   was heard in a median 375 / 382 ms where it was 1429 / 1536 ms before (missed 6 and 1
   times of 58 and 53, against 20 and 23). What came before the move (the slipped echo's
   own leak, counted while settled) is dropped as the answer unsettles: carried over, it
-  made one more answer of 60 cut itself.
+  made one more answer of 60 cut itself;
+- and in every other unsettled state (an answer's onset; the echo path moved and AEC3 was
+  handed its delay afresh, PathWatch; the speaker ran dry) the same band rule, with
+  ``unsettled_need_ms`` of evidence asked (``cold_need_ms`` in an answer's onset). Voice
+  barge-in was deaf there, up to SETTLE_MAX_S: every miss of the end-to-end runs H68-H73
+  was a talker who spoke while the answer re-proved its delay, AEC3 re-learning after the
+  rig dropped 20 ms of backlog (H70, H72, H73: in H73 the move came 140 ms before the
+  talker's onset, the answer unsettled for the 2.2 s after) or the device ran dry (H68).
+  Replayed (bench/barge_replay.py) on the twelve records H62-H73 (1645 answers, 959
+  trials), 160 ms took the misses from 3 to 1 at -5 dB and from 9 to 4 at -10 dB, fired
+  on no answer the rule before did not (16 of 1645, as before) and brought no
+  echo-only answer closer to firing than before (per run, the closest approach the same);
+  with NEED_MS instead the misses were the same, but two echo-only answers came within
+  20 ms of evidence of a cut where they had come within 60 and 80, and with COLD_NEED_MS
+  1 and 9 were missed.
 """
 
 from __future__ import annotations
@@ -198,6 +213,10 @@ BAND_MARGIN_DB = 3.0
 # echo expected still right) a voiced frame above the floor counts only where its loudest
 # band is this far over the echo expected there; nothing else counts
 REFIT_MARGIN_DB = 9.0
+# ... and in any other unsettled state (an answer's onset, the echo path moved and AEC3 was
+# handed its delay afresh, the speaker ran dry) the same, with this much evidence asked
+# (cold: COLD_NEED_MS)
+UNSETTLED_NEED_MS = 160
 # The canceller's record (trusted): the median of the echo expected over the linear output
 # (dB) of frames with an echo expected of at least RECORD_ECHO_DB (dBFS), over RECORD_MS of
 # judged audio ending RECORD_LAG_MS before the frame judged; under TRUST_DB (converged: 18-21
@@ -228,6 +247,7 @@ class BargeInPolicy:
     converged_db: float = CONVERGED_DB
     band_margin_db: float = BAND_MARGIN_DB
     refit_margin_db: float = REFIT_MARGIN_DB
+    unsettled_need_ms: int = UNSETTLED_NEED_MS
     warm_s: float = WARM_S
     resettle_ms: int = RESETTLE_MS
     trust_db: float = TRUST_DB
@@ -279,9 +299,10 @@ class BargeInPolicy:
         and the energy of the frame after AEC3's linear filter alone (None: not known);
         ``over``: how far the frame's loudest band is over the echo expected in that band
         (dB; asked only of a frame nothing else counts: it costs a transform);
-        ``refitting``: unsettled only while the canceller re-fits an echo that slipped (what
-        stands ``refit_margin_db`` over the echo expected in a band still counts). True
-        completes a barge-in."""
+        ``refitting``: unsettled only while the canceller re-fits an echo that slipped. While
+        unsettled only what stands ``refit_margin_db`` over the echo expected in a band
+        counts, and (not re-fitting) ``unsettled_need_ms`` of it is asked. True completes a
+        barge-in."""
         self._playing_ms += ms
         self._keep_record(ms, echo, linear)
         if self._heard0 is None:
@@ -300,15 +321,12 @@ class BargeInPolicy:
                 self._recent.clear()  # what leaked while just confirmed met cold_need_ms only
         if heard_s < ARM_S:
             return False
-        if not settled and not refitting:  # what leaked meanwhile is no evidence
-            self._recent.clear()
-            return False
         onset = self._sounded_ms is None or self._sounded_ms <= self.onset_ms
         resettled = self._settled_ms is not None and self._settled_ms <= self.resettle_ms
         cold = onset or resettled or heard_s < self.warm_s
         if settled:
             w = self.weight(voiced, energy, echo, linear, over, cold)
-        else:  # re-fitting: a band well over the echo expected, nothing less
+        else:  # unsettled: a band well over the echo expected, nothing less
             loud = voiced and db(energy) >= self.floor_db
             w = 1.0 if loud and over is not None and over() >= self.refit_margin_db else 0.0
             cold = onset or heard_s < self.warm_s  # (not "resettled": it is not settled yet)
@@ -318,6 +336,8 @@ class BargeInPolicy:
             held -= self._recent.popleft()[0]
         self.evidence_ms = evidence = round(sum(m * w for m, w in self._recent))
         self.asked_ms = self.cold_need_ms if cold else self.need_ms
+        if not settled and not refitting:
+            self.asked_ms = max(self.asked_ms, self.unsettled_need_ms)
         if evidence >= self.asked_ms:
             self._recent.clear()
             return True
