@@ -601,14 +601,18 @@ class Daemon:
             and self.far_end.owed_s(frame.samples) > 0
         )
 
-    def _truncate(self, item_id: str, since: float) -> None:
+    def _truncate(self, item_id: str, since: float, session: int) -> None:
         """Truncate ``item_id`` at what was heard, once the device has stopped playing it
-        (or TRUNCATE_WAIT_S passed)."""
+        (or TRUNCATE_WAIT_S passed), on the session it played in (``session``: the link's
+        ``reconnects`` then): a session opened meanwhile does not know the item."""
         pb, link = self.playback, self.link
         if pb is None or link is None:
             return
+        if link.reconnects != session:
+            log.info("not truncating %s: the session it played in has closed", item_id)
+            return
         if pb.stopping and time.monotonic() - since < TRUNCATE_WAIT_S and self.loop is not None:
-            self.loop.call_later(pb.POLL_S, self._truncate, item_id, since)
+            self.loop.call_later(pb.POLL_S, self._truncate, item_id, since, session)
             return
         with self._caught("a truncate"):
             heard = pb.heard_ms(item_id)
@@ -714,7 +718,7 @@ class Daemon:
             case cv.Truncate(item_id):
                 if link is not None and pb is not None:
                     self.downlink.reset()
-                    self._truncate(item_id, time.monotonic())
+                    self._truncate(item_id, time.monotonic(), link.reconnects)
             case cv.FlushPlayback():
                 self.downlink.reset()
                 if pb is not None:

@@ -4,11 +4,13 @@ gpiozero's MockFactory for button and LED, a real NOTIFY_SOCKET and control sock
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import itertools
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from agentd.audio.frame import chop
 from agentd.audio.pcm import to_float
 from agentd.sim.server import DEFAULT_REPLY
 from tests import rigs
+from tests.fakes import FakeCapture, FakeLink, FakePlayback
 from tests.harness import Harness, run_demo
 from tests.room_oracle import (
     cut_error_ms,
@@ -500,19 +503,14 @@ async def test_reload_keeps_the_auth_floor_and_the_transcript_state(tmp_path: Pa
 # ---------------------------------------------------------------- in-memory adapters
 
 
-async def test_barge_in_truncates_at_what_the_speaker_played_on_fakes(
+@contextlib.asynccontextmanager
+async def fake_daemon(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The daemon on in-memory mic, speaker and link (no PulseAudio, no socket): a turn's
-    audio goes up and is committed, the answer's audio goes to the speaker, and a press
-    after exactly 300 ms of a 1 s answer flushes the speaker and truncates the item at
-    300 ms heard — on a speaker clock the test drives, so the figure is exact."""
+) -> AsyncIterator[tuple[Any, FakeCapture, FakePlayback, FakeLink]]:
+    """The daemon on in-memory mic, speaker and link (no PulseAudio, no socket), idle."""
     from agentd.config import load
-    from agentd.realtime import client_events as ce
-    from agentd.realtime import events as ev
     from agentd.service import Daemon, Hooks
     from agentd.sim import Simulator
-    from tests.fakes import FakeCapture, FakeLink, FakePlayback
     from tests.harness import write_config
 
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
@@ -537,7 +535,36 @@ async def test_barge_in_truncates_at_what_the_speaker_played_on_fakes(
     try:
         while d.conv.state is not cv.State.IDLE:
             await asyncio.sleep(0.001)
-        mic, pb, link = made["mic"], made["speaker"], made["link"]
+        yield d, made["mic"], made["speaker"], made["link"]
+    finally:
+        d.stop_event.set()
+        await asyncio.wait_for(task, 5)
+
+
+def answering(d: Any, link: FakeLink, seconds: float) -> None:
+    """A turn pressed and released, and ``seconds`` of its answer at the API's 24 kHz."""
+    from agentd.realtime import events as ev
+
+    d.feed(cv.Press())
+    d.feed(cv.Release())
+    link.inject(
+        ev.ResponseCreated("r1"),
+        ev.ItemAdded("i1", "assistant", "r1"),
+        ev.AudioChunk("r1", "i1", 0, b"\x10\x00" * int(24000 * seconds)),
+    )
+    assert d.conv.state is cv.State.SPEAKING
+
+
+async def test_barge_in_truncates_at_what_the_speaker_played_on_fakes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn's audio goes up and is committed, the answer's audio goes to the speaker, and
+    a press after exactly 300 ms of a 1 s answer flushes the speaker and truncates the item
+    at 300 ms heard — on a speaker clock the test drives, so the figure is exact."""
+    from agentd.realtime import client_events as ce
+    from agentd.realtime import events as ev
+
+    async with fake_daemon(tmp_path, monkeypatch) as (d, mic, pb, link):
         d.feed(cv.Press())
         assert d.conv.state is cv.State.LISTENING
         speech = rigs.espeak("what is the weather like today", 16000, Path("unused"))
@@ -564,6 +591,27 @@ async def test_barge_in_truncates_at_what_the_speaker_played_on_fakes(
         assert [(t.item_id, t.audio_end_ms) for t in truncates] == [("i1", 300)]
         assert pb.flushes >= 1 and not pb.busy()
         assert d.conv.state is cv.State.LISTENING
-    finally:
-        d.stop_event.set()
-        await asyncio.wait_for(task, 5)
+
+
+@pytest.mark.parametrize("reconnect", [False, True])
+async def test_a_truncate_waiting_for_the_speaker_goes_only_to_its_own_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reconnect: bool
+) -> None:
+    """A truncate waits (at most TRUNCATE_WAIT_S) for the flush to stop the speaker; a
+    session opened meanwhile never had the item (the server would answer an error), so it
+    is sent only where the answer played."""
+    from agentd.realtime import client_events as ce
+
+    async with fake_daemon(tmp_path, monkeypatch) as (d, _, pb, link):
+        answering(d, link, 1.0)
+        pb.advance(0.3)
+        pb.stopping = True  # (the thread has not dropped yet)
+        d.feed(cv.Press())
+        await asyncio.sleep(3 * pb.POLL_S)
+        assert not link.sent_of(ce.Truncate)  # waiting for the speaker
+        if reconnect:
+            link.reconnect()
+        pb.stopping = False
+        await asyncio.sleep(3 * pb.POLL_S)
+        truncates = [(t.item_id, t.audio_end_ms) for t in link.sent_of(ce.Truncate)]
+        assert truncates == ([] if reconnect else [("i1", 300)])
