@@ -999,7 +999,7 @@ def _build(ec: EchoCanceller) -> str:
 
 def _barge_report(out: dict[str, float], ser: float, res: list[Barge]) -> None:
     cut = sum(r.self_cut for r in res)  # no trial: the answer cut itself first
-    cut_at = [r.heard_ms for r in res if r.self_cut]
+    cut_at = [f"{r.heard_ms} ({r.cut_state})" for r in res if r.self_cut]
     res = [r for r in res if not r.self_cut]
     lat = [r.latency_ms for r in res if r.latency_ms is not None]
     missed = len(res) - len(lat)
