@@ -285,6 +285,25 @@ def test_the_room_oracle_reads_a_fricative_half_a_sample_off_as_played() -> None
     assert cut_error_ms(lo, hi, 1070) == 0, (lo, hi)
 
 
+def test_the_room_oracle_finds_a_cut_inside_the_half_second_it_aligns_on() -> None:
+    """``align`` reads the answer's first half second. A device that ran dry 180 ms in
+    (a gap, the rest later) and a cut at 400 ms leave little of that half second where it
+    was, and a gain fitted over the whole read the answer as 9 dB quieter than it played:
+    no block matched at that level, the cut was reported at 20 ms (bench/daemon_latency.py's
+    worst turn: +381 ms). Judged on the blocks that match, the cut is found."""
+    from agentd.sim import Simulator
+
+    rate = 16000
+    ref = to_float(Simulator("openai").speech.pcm(DEFAULT_REPLY, rate))
+    ran_dry, gap, cut = rate * 180 // 1000, rate * 30 // 1000, rate * 400 // 1000
+    room = np.zeros(ref.size + rate, np.float32)
+    at = rate // 10
+    room[at : at + ran_dry] = ref[:ran_dry]
+    room[at + ran_dry + gap : at + gap + cut] = ref[ran_dry:cut]
+    lo, hi = played_span_ms(room, ref)
+    assert cut_error_ms(lo, hi, 400) == 0, (lo, hi)
+
+
 @pytest.mark.parametrize(
     "harness,style",
     [
