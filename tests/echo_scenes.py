@@ -314,7 +314,8 @@ class Barge:
     unsettled_ms: int = 0
     self_cut: bool = False  # the answer was cut (echo alone) before the talker spoke
     # a self-cut's state then: "no item" (the answer never began: not its echo), the state
-    # it had left "speaking" for, and whether an interruption had been counted
+    # it had left "speaking" for, whether an interruption had been counted, and in how many
+    # turns the question was committed (two: its own second half interrupted its answer)
     cut_state: str = ""
     cancel_sent: bool = False
     truncate_ms: int | None = None
@@ -341,6 +342,7 @@ async def barge_in(
     echo = echo_rms(h.sim.speech.pcm(LONG_REPLY, 16000))
     gain = echo * 10 ** (ser_db / 20) / float(np.sqrt(np.mean(to_float(speech) ** 2)))
     done, interrupts0 = sim.responses_done, d.conv.counters.interrupts
+    commits0 = len(sim.client_events("input_audio_buffer.commit"))
     await asyncio.to_thread(talk.say(QUESTION).wait, 20)
     await h.until(lambda: h.state() == "speaking" or sim.responses_done > done, timeout=30)
     item, pb = d.conv.item_id, d.playback
@@ -354,7 +356,11 @@ async def barge_in(
     if item is None or h.state() != "speaking":  # it cut itself before the talker spoke
         at = pb.heard_ms(item) if item is not None else 0
         fired = d.conv.counters.interrupts > interrupts0
-        state = f"{'no item, ' if item is None else ''}{h.state()}{', interrupted' * fired}"
+        turns = len(sim.client_events("input_audio_buffer.commit")) - commits0
+        state = (
+            f"{'no item, ' if item is None else ''}{h.state()}{', interrupted' * fired}, "
+            f"the question committed as {turns} turn{'s' * (turns != 1)}"
+        )
         await h.until(lambda: not pb.busy() and h.state() in ("idle", "listening"), timeout=40)
         return Barge(None, self_cut=True, heard_ms=at, cut_state=state)
     interrupts = d.conv.counters.interrupts
