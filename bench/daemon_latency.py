@@ -142,6 +142,8 @@ async def in_process(room: PulseRoom) -> dict[str, float]:
         out["truncate_err_max_ms"] = max(trunc_err, key=abs)
         out["truncate_err_median_ms"] = float(np.median(trunc_err))
         out["probe_dropped"] = probe.stats.dropped_frames
+        out["underruns"] = d.playback.stats.underruns
+        out["starved"] = d.playback.stats.starved
         # server restart → session restored (one restart of a healthy link; repeated drops
         # within a minute back off on purpose, see agentd/realtime/backoff.py)
         updates = len(sim.client_events("session.update"))
@@ -205,7 +207,8 @@ def main() -> dict[str, float]:
     print(
         f"truncate audio_end_ms vs played, by content: worst {out['truncate_err_max_ms']:+.0f} ms, "
         f"median {out['truncate_err_median_ms']:+.0f} ms (target ±20 ms; "
-        f"probe drops {out['probe_dropped']:.0f})"
+        f"probe drops {out['probe_dropped']:.0f}; the speaker ran dry mid-answer "
+        f"{out['underruns']:.0f}×, the device {out['starved']:.0f}×)"
     )
     print(f"server restart → session restored {out['restart_restored_s']:.2f} s (target ≤ 1.5 s)")
     print(
