@@ -56,10 +56,11 @@ def align(rec: np.ndarray, ref: np.ndarray, rate: int = 16000) -> tuple[int, flo
 
 def block_gain(x: np.ndarray, ref: np.ndarray, rate: int = 16000) -> float:
     """The gain of ``x`` against ``ref`` (aligned), the median over the loud 5 ms blocks that
-    match (MATCH_CORR). Not one least-squares gain over the whole: an answer cut 360 ms into
-    the half second ``align`` reads holds other sound after the cut, which read it as 9 dB
-    quieter than it played, and no block then matched at that level (bench/daemon_latency.py:
-    a truncate +381 ms off, nothing of the answer found)."""
+    match (MATCH_CORR). Not one least-squares gain over the whole: where little of the half
+    second ``align`` reads is in place (the device ran dry 180 ms in and the rest came
+    later, the cut at 400 ms) that read the answer as 9 dB quieter than it played, and no
+    block then matched at that level (bench/daemon_latency.py: a truncate +381 ms off,
+    nothing of the answer found)."""
     blk = rate // 200
     n = min(x.size, ref.size) // blk * blk
     xb, rb = x[:n].reshape(-1, blk).astype(np.float64), ref[:n].reshape(-1, blk)
