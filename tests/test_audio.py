@@ -673,6 +673,8 @@ async def test_a_truncate_waits_for_a_late_thread_to_stop_the_speaker(tmp_path: 
                 self._asked = False
 
     class Sent:
+        reconnects = 0  # (one session throughout)
+
         def __init__(self) -> None:
             self.events: list[ce.ClientEvent] = []
 
