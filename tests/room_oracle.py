@@ -65,7 +65,7 @@ def block_gain(x: np.ndarray, ref: np.ndarray, rate: int = 16000) -> float:
     n = min(x.size, ref.size) // blk * blk
     xb, rb = x[:n].reshape(-1, blk).astype(np.float64), ref[:n].reshape(-1, blk)
     ex, er, xr = (xb * xb).sum(1), (rb * rb).sum(1), (xb * rb).sum(1)
-    ok = (xr >= MATCH_CORR * np.sqrt(ex * er)) & (er >= 0.01 * er.mean()) & (er > 0)
+    ok = (xr >= MATCH_CORR * np.sqrt(ex * er)) & loud_blocks(ref[:n], rate) & (er > 0)
     if not ok.any():  # nothing matches: the least-squares gain of the whole
         return float(xr.sum() / (er.sum() + 1e-9))
     return float(np.median(xr[ok] / er[ok]))

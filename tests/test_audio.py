@@ -539,7 +539,7 @@ async def test_interruptions_in_a_row_on_an_ioplug_do_not_silence_the_speaker(
 
 @pytest.mark.slow  # a paced rig: runs alone in scripts/test-slow, where no load can starve it
 async def test_answers_after_an_interruption_play_without_running_dry(
-    room: rigs.PulseRoom, monkeypatch: pytest.MonkeyPatch
+    room: rigs.PulseRoom,
 ) -> None:
     """An answer arriving as it plays (1x), interrupted, and the next one: after drop() the
     pulse plugin's stream restarts on its first write with only that write ahead of it, and

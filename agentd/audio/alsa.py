@@ -910,7 +910,7 @@ class Playback(_DeviceThread):
                 if take.size and dropped and not self.continuous:
                     lead = self._silence(pcm, RESTART_LEAD_MS * self.card_rate // 1000, now)
                     in_buf += lead
-                    dropped = dropped and not lead
+                    dropped = not lead
                     take = take[: max(0, self.buffer_frames - in_buf)]
                 if take.size:
                     n = self._write_answer(pcm, take, item)
